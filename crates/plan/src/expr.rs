@@ -1,0 +1,280 @@
+//! Resolved, type-checked expressions as the runtime evaluates them.
+//!
+//! The analyzer has already resolved names, checked types and inserted the implicit
+//! casts ksqlDB applies, so both operands of every binary operator have the same type
+//! and every function call names an implementation the runtime knows.
+
+use crate::SqlType;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Expr {
+    /// A column of the step's input, by name.
+    Column(String),
+    Literal(Literal),
+    Binary {
+        op: BinaryOp,
+        left: Box<Expr>,
+        right: Box<Expr>,
+    },
+    Not(Box<Expr>),
+    Negate(Box<Expr>),
+    IsNull {
+        expr: Box<Expr>,
+        negated: bool,
+    },
+    /// Searched CASE; the simple form is rewritten to this one by the analyzer.
+    Case {
+        whens: Vec<(Expr, Expr)>,
+        otherwise: Option<Box<Expr>>,
+        #[serde(rename = "type")]
+        ty: SqlType,
+    },
+    Cast {
+        expr: Box<Expr>,
+        to: SqlType,
+    },
+    /// A scalar function by its registry name, with the resolved return type.
+    Call {
+        function: String,
+        args: Vec<Expr>,
+        #[serde(rename = "returns")]
+        return_type: SqlType,
+    },
+    Like {
+        expr: Box<Expr>,
+        pattern: Box<Expr>,
+        escape: Option<char>,
+        negated: bool,
+    },
+    InList {
+        expr: Box<Expr>,
+        list: Vec<Expr>,
+        negated: bool,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Literal {
+    /// A typed NULL.
+    Null(SqlType),
+    Boolean(bool),
+    Integer(i32),
+    Bigint(i64),
+    Double(f64),
+    /// Unscaled digits and the type's precision and scale.
+    Decimal {
+        unscaled: i128,
+        precision: u8,
+        scale: u8,
+    },
+    String(String),
+}
+
+impl Literal {
+    pub fn sql_type(&self) -> SqlType {
+        match self {
+            Literal::Null(t) => t.clone(),
+            Literal::Boolean(_) => SqlType::Boolean,
+            Literal::Integer(_) => SqlType::Integer,
+            Literal::Bigint(_) => SqlType::Bigint,
+            Literal::Double(_) => SqlType::Double,
+            Literal::Decimal {
+                precision, scale, ..
+            } => SqlType::Decimal {
+                precision: *precision,
+                scale: *scale,
+            },
+            Literal::String(_) => SqlType::String,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BinaryOp {
+    Add,
+    Subtract,
+    Multiply,
+    Divide,
+    Modulo,
+    Eq,
+    NotEq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+    And,
+    Or,
+    IsDistinctFrom,
+    IsNotDistinctFrom,
+    /// String concatenation `||`.
+    Concat,
+}
+
+impl BinaryOp {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "+",
+            BinaryOp::Subtract => "-",
+            BinaryOp::Multiply => "*",
+            BinaryOp::Divide => "/",
+            BinaryOp::Modulo => "%",
+            BinaryOp::Eq => "=",
+            BinaryOp::NotEq => "<>",
+            BinaryOp::Lt => "<",
+            BinaryOp::LtEq => "<=",
+            BinaryOp::Gt => ">",
+            BinaryOp::GtEq => ">=",
+            BinaryOp::And => "AND",
+            BinaryOp::Or => "OR",
+            BinaryOp::IsDistinctFrom => "IS DISTINCT FROM",
+            BinaryOp::IsNotDistinctFrom => "IS NOT DISTINCT FROM",
+            BinaryOp::Concat => "||",
+        }
+    }
+
+    pub fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinaryOp::Eq
+                | BinaryOp::NotEq
+                | BinaryOp::Lt
+                | BinaryOp::LtEq
+                | BinaryOp::Gt
+                | BinaryOp::GtEq
+                | BinaryOp::IsDistinctFrom
+                | BinaryOp::IsNotDistinctFrom
+        )
+    }
+
+    pub fn is_arithmetic(self) -> bool {
+        matches!(
+            self,
+            BinaryOp::Add
+                | BinaryOp::Subtract
+                | BinaryOp::Multiply
+                | BinaryOp::Divide
+                | BinaryOp::Modulo
+        )
+    }
+}
+
+/// Readable form for EXPLAIN and error messages.
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Column(name) => f.write_str(name),
+            Expr::Literal(l) => match l {
+                Literal::Null(_) => f.write_str("null"),
+                Literal::Boolean(b) => write!(f, "{}", if *b { "true" } else { "false" }),
+                Literal::Integer(v) => write!(f, "{v}"),
+                Literal::Bigint(v) => write!(f, "{v}"),
+                Literal::Double(v) => write!(f, "{v:?}"),
+                Literal::Decimal {
+                    unscaled, scale, ..
+                } => write!(f, "{}", format_decimal(*unscaled, *scale)),
+                Literal::String(s) => write!(f, "'{}'", s.replace('\'', "''")),
+            },
+            Expr::Binary { op, left, right } => write!(f, "({left} {} {right})", op.symbol()),
+            Expr::Not(e) => write!(f, "(NOT {e})"),
+            Expr::Negate(e) => write!(f, "-{e}"),
+            Expr::IsNull { expr, negated } => {
+                write!(f, "({expr} IS {}NULL)", if *negated { "NOT " } else { "" })
+            }
+            Expr::Case {
+                whens, otherwise, ..
+            } => {
+                f.write_str("(CASE")?;
+                for (w, t) in whens {
+                    write!(f, " WHEN {w} THEN {t}")?;
+                }
+                if let Some(e) = otherwise {
+                    write!(f, " ELSE {e}")?;
+                }
+                f.write_str(" END)")
+            }
+            Expr::Cast { expr, to } => write!(f, "CAST({expr} AS {to})"),
+            Expr::Call { function, args, .. } => {
+                write!(f, "{function}(")?;
+                for (i, a) in args.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{a}")?;
+                }
+                f.write_str(")")
+            }
+            Expr::Like {
+                expr,
+                pattern,
+                escape,
+                negated,
+            } => {
+                write!(
+                    f,
+                    "({expr} {}LIKE {pattern}",
+                    if *negated { "NOT " } else { "" }
+                )?;
+                if let Some(c) = escape {
+                    write!(f, " ESCAPE '{c}'")?;
+                }
+                f.write_str(")")
+            }
+            Expr::InList {
+                expr,
+                list,
+                negated,
+            } => {
+                write!(f, "({expr} {}IN (", if *negated { "NOT " } else { "" })?;
+                for (i, a) in list.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{a}")?;
+                }
+                f.write_str("))")
+            }
+        }
+    }
+}
+
+/// Formats an unscaled decimal as text, e.g. (1234, 2) as "12.34".
+pub fn format_decimal(unscaled: i128, scale: u8) -> String {
+    let digits = unscaled.unsigned_abs().to_string();
+    let sign = if unscaled < 0 { "-" } else { "" };
+    let scale = scale as usize;
+    if scale == 0 {
+        return format!("{sign}{digits}");
+    }
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    format!("{sign}{int}.{frac}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_format_with_their_scale() {
+        assert_eq!(format_decimal(1234, 2), "12.34");
+        assert_eq!(format_decimal(-5, 2), "-0.05");
+        assert_eq!(format_decimal(7, 0), "7");
+    }
+
+    #[test]
+    fn expressions_round_trip_through_json() {
+        let e = Expr::Binary {
+            op: BinaryOp::Add,
+            left: Box::new(Expr::Column("A".into())),
+            right: Box::new(Expr::Literal(Literal::Integer(1))),
+        };
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<Expr>(&json).unwrap(), e);
+        assert_eq!(e.to_string(), "(A + 1)");
+    }
+}

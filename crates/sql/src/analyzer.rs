@@ -1,0 +1,774 @@
+//! Resolves and type-checks expressions against the columns in scope, producing the
+//! plan's expressions with ksqlDB's implicit casts made explicit.
+
+use crate::ast::{self, ExprKind, LiteralValue, UnaryOp};
+use crate::error::{Pos, SqlError, closest};
+use crate::functions;
+use sluice_plan::{BinaryOp, Expr, Literal, SqlType};
+
+/// A column that expressions may reference.
+#[derive(Clone, Debug)]
+pub struct ScopeColumn {
+    pub name: String,
+    pub ty: SqlType,
+}
+
+/// The columns visible to an expression, and the names its source may be qualified with.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    pub qualifiers: Vec<String>,
+    pub columns: Vec<ScopeColumn>,
+}
+
+impl Scope {
+    fn find(&self, name: &str) -> Option<&ScopeColumn> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// Which clause an expression is in, for error messages ("WHERE column ...").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clause {
+    Select,
+    Where,
+}
+
+impl Clause {
+    fn name(self) -> &'static str {
+        match self {
+            Clause::Select => "SELECT",
+            Clause::Where => "WHERE",
+        }
+    }
+}
+
+pub struct ExprAnalyzer<'a> {
+    pub scope: &'a Scope,
+    pub clause: Clause,
+}
+
+/// A typed plan expression.
+pub type Typed = (Expr, SqlType);
+
+/// The type of an untyped NULL literal until context gives it one.
+fn null_type() -> SqlType {
+    SqlType::String
+}
+
+fn is_null_literal(e: &ast::Expr) -> bool {
+    matches!(e.kind, ExprKind::Literal(LiteralValue::Null))
+}
+
+fn comparison_name(op: BinaryOp) -> &'static str {
+    match op {
+        BinaryOp::Eq => "EQUAL",
+        BinaryOp::NotEq => "NOT_EQUAL",
+        BinaryOp::Lt => "LESS_THAN",
+        BinaryOp::LtEq => "LESS_THAN_OR_EQUAL",
+        BinaryOp::Gt => "GREATER_THAN",
+        BinaryOp::GtEq => "GREATER_THAN_OR_EQUAL",
+        BinaryOp::IsDistinctFrom => "IS_DISTINCT_FROM",
+        BinaryOp::IsNotDistinctFrom => "IS_NOT_DISTINCT_FROM",
+        _ => "COMPARE",
+    }
+}
+
+/// Wraps `e` in a cast unless it already has type `to`.
+pub fn cast_to(e: Typed, to: &SqlType) -> Expr {
+    if &e.1 == to {
+        return e.0;
+    }
+    if let Expr::Literal(Literal::Null(_)) = e.0 {
+        return Expr::Literal(Literal::Null(to.clone()));
+    }
+    Expr::Cast {
+        expr: Box::new(e.0),
+        to: to.clone(),
+    }
+}
+
+/// The type of a number literal as ksqlDB types it: INT if it fits, else BIGINT; with a
+/// point, DECIMAL of its digits; with an exponent, DOUBLE.
+pub fn number_literal(text: &str, pos: Pos) -> Result<Literal, SqlError> {
+    let bad = || SqlError::syntax(pos, format!("Syntax Error: invalid number {text}"));
+    if text.contains(['e', 'E']) {
+        return text.parse::<f64>().map(Literal::Double).map_err(|_| bad());
+    }
+    if let Some((int, frac)) = text.split_once('.') {
+        let negative = int.starts_with('-');
+        let int_digits = int.trim_start_matches('-').trim_start_matches('0');
+        let digits = format!("{int_digits}{frac}");
+        let unscaled: i128 = if digits.is_empty() {
+            0
+        } else {
+            digits.parse().map_err(|_| bad())?
+        };
+        let scale = frac.len();
+        let precision = (int_digits.len() + scale).max(scale).max(1);
+        if precision > 38 {
+            return text.parse::<f64>().map(Literal::Double).map_err(|_| bad());
+        }
+        return Ok(Literal::Decimal {
+            unscaled: if negative { -unscaled } else { unscaled },
+            precision: precision as u8,
+            scale: scale as u8,
+        });
+    }
+    if let Ok(v) = text.parse::<i32>() {
+        return Ok(Literal::Integer(v));
+    }
+    if let Ok(v) = text.parse::<i64>() {
+        return Ok(Literal::Bigint(v));
+    }
+    Err(SqlError::semantic(
+        pos,
+        format!("Number {text} is out of range for BIGINT"),
+    ))
+}
+
+impl ExprAnalyzer<'_> {
+    pub fn analyze(&self, e: &ast::Expr) -> Result<Typed, SqlError> {
+        match &e.kind {
+            ExprKind::Column { qualifier, name } => self.column(qualifier.as_deref(), name, e.pos),
+            ExprKind::Literal(l) => {
+                let lit = match l {
+                    LiteralValue::Null => Literal::Null(null_type()),
+                    LiteralValue::Boolean(b) => Literal::Boolean(*b),
+                    LiteralValue::String(s) => Literal::String(s.clone()),
+                    LiteralValue::Number(n) => number_literal(n, e.pos)?,
+                };
+                let ty = lit.sql_type();
+                Ok((Expr::Literal(lit), ty))
+            }
+            ExprKind::Binary { op, left, right } => self.binary(*op, left, right, e),
+            ExprKind::Unary { op, expr } => {
+                let (inner, ty) = self.analyze(expr)?;
+                match op {
+                    UnaryOp::Not => {
+                        self.expect_boolean(&ty, expr)?;
+                        Ok((Expr::Not(Box::new(inner)), SqlType::Boolean))
+                    }
+                    UnaryOp::Minus | UnaryOp::Plus => {
+                        if !ty.is_numeric() {
+                            return Err(SqlError::semantic(
+                                e.pos,
+                                format!("Unary {} requires a numeric operand, got {ty}: {expr}",
+                                    if *op == UnaryOp::Minus { "minus" } else { "plus" }),
+                            ));
+                        }
+                        if *op == UnaryOp::Plus {
+                            return Ok((inner, ty));
+                        }
+                        Ok((Expr::Negate(Box::new(inner)), ty))
+                    }
+                }
+            }
+            ExprKind::IsNull { expr, negated } => {
+                let (inner, _) = self.analyze(expr)?;
+                Ok((
+                    Expr::IsNull {
+                        expr: Box::new(inner),
+                        negated: *negated,
+                    },
+                    SqlType::Boolean,
+                ))
+            }
+            ExprKind::Between {
+                expr,
+                low,
+                high,
+                negated,
+            } => {
+                let ge = ast::Expr::new(
+                    ExprKind::Binary {
+                        op: BinaryOp::GtEq,
+                        left: expr.clone(),
+                        right: low.clone(),
+                    },
+                    e.pos,
+                );
+                let le = ast::Expr::new(
+                    ExprKind::Binary {
+                        op: BinaryOp::LtEq,
+                        left: expr.clone(),
+                        right: high.clone(),
+                    },
+                    e.pos,
+                );
+                let (ge, _) = self.analyze(&ge)?;
+                let (le, _) = self.analyze(&le)?;
+                let both = Expr::Binary {
+                    op: BinaryOp::And,
+                    left: Box::new(ge),
+                    right: Box::new(le),
+                };
+                Ok((
+                    if *negated {
+                        Expr::Not(Box::new(both))
+                    } else {
+                        both
+                    },
+                    SqlType::Boolean,
+                ))
+            }
+            ExprKind::InList {
+                expr,
+                list,
+                negated,
+            } => {
+                let value = self.analyze(expr)?;
+                let mut items = Vec::with_capacity(list.len());
+                let mut common = value.1.clone();
+                for item in list {
+                    let t = self.analyze(item)?;
+                    if !is_null_literal(item) {
+                        common = self.common_type(&common, &t.1).ok_or_else(|| {
+                            SqlError::semantic(
+                                item.pos,
+                                format!(
+                                    "invalid input syntax for type {}: \"{}\"",
+                                    value.1, item
+                                ),
+                            )
+                        })?;
+                    }
+                    items.push(t);
+                }
+                let list = items.into_iter().map(|t| cast_to(t, &common)).collect();
+                Ok((
+                    Expr::InList {
+                        expr: Box::new(cast_to(value, &common)),
+                        list,
+                        negated: *negated,
+                    },
+                    SqlType::Boolean,
+                ))
+            }
+            ExprKind::Like {
+                expr,
+                pattern,
+                escape,
+                negated,
+            } => {
+                let value = self.analyze(expr)?;
+                let pat = self.analyze(pattern)?;
+                for (t, src) in [(&value.1, expr), (&pat.1, pattern)] {
+                    if *t != SqlType::String {
+                        return Err(SqlError::semantic(
+                            src.pos,
+                            format!(
+                                "The column type for Like condition must be VARCHAR. The column type is {t}"
+                            ),
+                        ));
+                    }
+                }
+                let escape = match escape {
+                    None => None,
+                    Some(s) if s.chars().count() == 1 => s.chars().next(),
+                    Some(s) => {
+                        return Err(SqlError::semantic(
+                            e.pos,
+                            format!("Escape character must be a single character: '{s}'"),
+                        ));
+                    }
+                };
+                Ok((
+                    Expr::Like {
+                        expr: Box::new(value.0),
+                        pattern: Box::new(pat.0),
+                        escape,
+                        negated: *negated,
+                    },
+                    SqlType::Boolean,
+                ))
+            }
+            ExprKind::Case {
+                operand,
+                whens,
+                otherwise,
+            } => self.case(operand.as_deref(), whens, otherwise.as_deref()),
+            ExprKind::Cast { expr, to } => {
+                let inner = self.analyze(expr)?;
+                check_cast(&inner.1, to).map_err(|m| SqlError::semantic(e.pos, m))?;
+                Ok((cast_to(inner, to), to.clone()))
+            }
+            ExprKind::Call { name, args, star } => self.call(name, args, *star, e),
+            ExprKind::Subscript { .. }
+            | ExprKind::Dereference { .. }
+            | ExprKind::Lambda { .. }
+            | ExprKind::Array(_)
+            | ExprKind::Map(_)
+            | ExprKind::Struct(_) => Err(SqlError::unsupported(
+                e.pos,
+                format!("Expressions over ARRAY, MAP and STRUCT values are not supported yet: {e}"),
+            )),
+        }
+    }
+
+    fn column(&self, qualifier: Option<&str>, name: &str, pos: Pos) -> Result<Typed, SqlError> {
+        if let Some(q) = qualifier
+            && !self.scope.qualifiers.iter().any(|s| s == q)
+        {
+            return Err(SqlError::semantic(
+                pos,
+                format!("'{q}' is not a valid stream/table name or alias."),
+            ));
+        }
+        match self.scope.find(name) {
+            Some(c) => Ok((Expr::Column(c.name.clone()), c.ty.clone())),
+            None => {
+                let shown = match qualifier {
+                    Some(q) => format!("{q}.{name}"),
+                    None => name.to_string(),
+                };
+                let err = SqlError::semantic(
+                    pos,
+                    format!("{} column '{shown}' cannot be resolved.", self.clause.name()),
+                );
+                Err(
+                    match closest(name, self.scope.columns.iter().map(|c| c.name.as_str())) {
+                        Some(c) => err.with_hint(format!("Did you mean {c}?")),
+                        None => err,
+                    },
+                )
+            }
+        }
+    }
+
+    fn expect_boolean(&self, ty: &SqlType, e: &ast::Expr) -> Result<(), SqlError> {
+        if *ty != SqlType::Boolean && !is_null_literal(e) {
+            return Err(SqlError::semantic(
+                e.pos,
+                format!("Type mismatch: expected BOOLEAN but {e} is {ty}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The type two values compared or combined widen to.
+    fn common_type(&self, a: &SqlType, b: &SqlType) -> Option<SqlType> {
+        if a == b {
+            return Some(a.clone());
+        }
+        SqlType::common_numeric(a, b)
+    }
+
+    fn binary(
+        &self,
+        op: BinaryOp,
+        left: &ast::Expr,
+        right: &ast::Expr,
+        whole: &ast::Expr,
+    ) -> Result<Typed, SqlError> {
+        let mut l = self.analyze(left)?;
+        let mut r = self.analyze(right)?;
+        // An untyped NULL takes the other side's type.
+        if is_null_literal(left) {
+            l.1 = r.1.clone();
+        }
+        if is_null_literal(right) {
+            r.1 = l.1.clone();
+        }
+        match op {
+            BinaryOp::And | BinaryOp::Or => {
+                self.expect_boolean(&l.1, left)?;
+                self.expect_boolean(&r.1, right)?;
+                Ok((
+                    Expr::Binary {
+                        op,
+                        left: Box::new(cast_to(l, &SqlType::Boolean)),
+                        right: Box::new(cast_to(r, &SqlType::Boolean)),
+                    },
+                    SqlType::Boolean,
+                ))
+            }
+            BinaryOp::Concat => {
+                if l.1 != SqlType::String || r.1 != SqlType::String {
+                    return Err(SqlError::semantic(
+                        whole.pos,
+                        format!(
+                            "Error processing expression: {whole}. || requires STRING operands, got {} and {}",
+                            l.1, r.1
+                        ),
+                    ));
+                }
+                Ok((
+                    Expr::Binary {
+                        op,
+                        left: Box::new(cast_to(l, &SqlType::String)),
+                        right: Box::new(cast_to(r, &SqlType::String)),
+                    },
+                    SqlType::String,
+                ))
+            }
+            _ if op.is_comparison() => {
+                let common = self.common_type(&l.1, &r.1).filter(|t| {
+                    t.is_primitive()
+                        || matches!(
+                            op,
+                            BinaryOp::Eq
+                                | BinaryOp::NotEq
+                                | BinaryOp::IsDistinctFrom
+                                | BinaryOp::IsNotDistinctFrom
+                        )
+                });
+                let Some(common) = common else {
+                    return Err(SqlError::semantic(
+                        whole.pos,
+                        format!(
+                            "Cannot compare {left} ({}) to {right} ({}) with {}.",
+                            l.1,
+                            r.1,
+                            comparison_name(op)
+                        ),
+                    ));
+                };
+                Ok((
+                    Expr::Binary {
+                        op,
+                        left: Box::new(cast_to(l, &common)),
+                        right: Box::new(cast_to(r, &common)),
+                    },
+                    SqlType::Boolean,
+                ))
+            }
+            _ => {
+                // Arithmetic. `+` on two strings concatenates, as in ksqlDB.
+                if op == BinaryOp::Add && l.1 == SqlType::String && r.1 == SqlType::String {
+                    return Ok((
+                        Expr::Binary {
+                            op: BinaryOp::Concat,
+                            left: Box::new(l.0),
+                            right: Box::new(r.0),
+                        },
+                        SqlType::String,
+                    ));
+                }
+                let Some(common) = SqlType::common_numeric(&l.1, &r.1) else {
+                    return Err(SqlError::semantic(
+                        whole.pos,
+                        format!(
+                            "Error processing expression: {whole}. Arithmetic on types {} and {} are not supported.",
+                            l.1, r.1
+                        ),
+                    ));
+                };
+                let result = match (&common, l.1.as_decimal(), r.1.as_decimal()) {
+                    (SqlType::Decimal { .. }, Some((p1, s1)), Some((p2, s2))) => {
+                        decimal_result(op, p1, s1, p2, s2)
+                    }
+                    _ => common.clone(),
+                };
+                let e = Expr::Binary {
+                    op,
+                    left: Box::new(cast_to(l, &common)),
+                    right: Box::new(cast_to(r, &common)),
+                };
+                let e = if result != common {
+                    Expr::Cast {
+                        expr: Box::new(e),
+                        to: result.clone(),
+                    }
+                } else {
+                    e
+                };
+                Ok((e, result))
+            }
+        }
+    }
+
+    fn case(
+        &self,
+        operand: Option<&ast::Expr>,
+        whens: &[(ast::Expr, ast::Expr)],
+        otherwise: Option<&ast::Expr>,
+    ) -> Result<Typed, SqlError> {
+        let mut conditions = Vec::with_capacity(whens.len());
+        for (w, _) in whens {
+            let cond = match operand {
+                Some(o) => ast::Expr::new(
+                    ExprKind::Binary {
+                        op: BinaryOp::Eq,
+                        left: Box::new(o.clone()),
+                        right: Box::new(w.clone()),
+                    },
+                    w.pos,
+                ),
+                None => w.clone(),
+            };
+            let (c, ty) = self.analyze(&cond)?;
+            if ty != SqlType::Boolean && !is_null_literal(w) {
+                return Err(SqlError::semantic(
+                    w.pos,
+                    format!("WHEN operand type should be boolean.\nType for '{w}' is {ty}"),
+                ));
+            }
+            conditions.push(c);
+        }
+        let mut results = Vec::with_capacity(whens.len() + 1);
+        let mut result_type: Option<SqlType> = None;
+        for r in whens.iter().map(|(_, t)| t).chain(otherwise) {
+            let t = self.analyze(r)?;
+            if !is_null_literal(r) {
+                result_type = Some(match result_type {
+                    None => t.1.clone(),
+                    Some(prev) => self.common_type(&prev, &t.1).ok_or_else(|| {
+                        SqlError::semantic(
+                            r.pos,
+                            format!(
+                                "Invalid Case expression. Type for all 'THEN' clauses should be the same.\nTHEN expression '{r}' has type: {}.",
+                                t.1
+                            ),
+                        )
+                    })?,
+                });
+            }
+            results.push(t);
+        }
+        let ty = result_type.unwrap_or_else(null_type);
+        let mut results = results.into_iter().map(|t| cast_to(t, &ty));
+        let whens = conditions
+            .into_iter()
+            .zip(results.by_ref())
+            .collect::<Vec<_>>();
+        let otherwise = otherwise.map(|_| Box::new(results.next().expect("else result")));
+        Ok((
+            Expr::Case {
+                whens,
+                otherwise,
+                ty: ty.clone(),
+            },
+            ty,
+        ))
+    }
+
+    fn call(
+        &self,
+        name: &str,
+        args: &[ast::Expr],
+        star: bool,
+        whole: &ast::Expr,
+    ) -> Result<Typed, SqlError> {
+        if is_aggregate(name) {
+            return Err(SqlError::unsupported(
+                whole.pos,
+                format!("Aggregate functions are not supported yet: {name}"),
+            ));
+        }
+        let Some(def) = functions::lookup(name) else {
+            let err = SqlError::semantic(
+                whole.pos,
+                format!("Can't find any functions with the name '{name}'"),
+            );
+            let names: Vec<&str> = functions::scalar_functions().iter().map(|f| f.name).collect();
+            return Err(match closest(name, names.iter().copied()) {
+                Some(c) => err.with_hint(format!("Did you mean {c}?")),
+                None => err,
+            });
+        };
+        if star {
+            return Err(SqlError::semantic(
+                whole.pos,
+                format!("Function '{name}' does not accept *"),
+            ));
+        }
+        let typed: Vec<Typed> = args
+            .iter()
+            .map(|a| self.analyze(a))
+            .collect::<Result<_, _>>()?;
+        let types: Vec<SqlType> = typed.iter().map(|t| t.1.clone()).collect();
+        let sig = def
+            .signatures
+            .iter()
+            .find(|s| matches!(s.params, functions::Params::Exact(p) if p == types.as_slice()))
+            .or_else(|| def.signatures.iter().find(|s| s.accepts(&types)));
+        let Some(sig) = sig else {
+            let shown: Vec<String> = types.iter().map(|t| t.to_string()).collect();
+            return Err(SqlError::semantic(
+                whole.pos,
+                format!(
+                    "Function '{}' does not accept parameters ({}).",
+                    name.to_ascii_lowercase(),
+                    shown.join(", ")
+                ),
+            ));
+        };
+        let args = typed
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| cast_to(t, &sig.param(i)))
+            .collect();
+        Ok((
+            Expr::Call {
+                function: def.name.to_string(),
+                args,
+                return_type: sig.returns.clone(),
+            },
+            sig.returns.clone(),
+        ))
+    }
+}
+
+/// ksqlDB's decimal result types (those of SQL Server).
+fn decimal_result(op: BinaryOp, p1: u8, s1: u8, p2: u8, s2: u8) -> SqlType {
+    let (p1, s1, p2, s2) = (p1 as i32, s1 as i32, p2 as i32, s2 as i32);
+    let (p, s) = match op {
+        BinaryOp::Add | BinaryOp::Subtract => {
+            let s = s1.max(s2);
+            ((p1 - s1).max(p2 - s2) + s + 1, s)
+        }
+        BinaryOp::Multiply => (p1 + p2 + 1, s1 + s2),
+        BinaryOp::Divide => {
+            let s = 6.max(s1 + p2 + 1);
+            (p1 - s1 + s2 + s, s)
+        }
+        _ => {
+            let s = s1.max(s2);
+            ((p1 - s1).min(p2 - s2) + s, s)
+        }
+    };
+    let p = p.clamp(1, 38);
+    SqlType::Decimal {
+        precision: p as u8,
+        scale: s.min(p) as u8,
+    }
+}
+
+/// Which CASTs ksqlDB allows.
+fn check_cast(from: &SqlType, to: &SqlType) -> Result<(), String> {
+    use SqlType::*;
+    let ok = from == to
+        || matches!(
+            (from, to),
+            (
+                Boolean | Integer | Bigint | Double | Decimal { .. } | String | Date | Time | Timestamp,
+                String
+            ) | (String, _)
+                | (
+                    Integer | Bigint | Double | Decimal { .. },
+                    Integer | Bigint | Double | Decimal { .. }
+                )
+                | (Timestamp, Date | Time)
+                | (Date, Timestamp)
+        )
+        || !from.is_primitive() && from == to;
+    if ok && !(matches!(from, String) && !to.is_primitive()) {
+        Ok(())
+    } else {
+        Err(format!("Cast of {from} to {to} is not supported"))
+    }
+}
+
+/// Names of ksqlDB's aggregate functions.
+pub fn is_aggregate(name: &str) -> bool {
+    matches!(
+        name.to_ascii_uppercase().as_str(),
+        "COUNT"
+            | "SUM"
+            | "AVG"
+            | "MIN"
+            | "MAX"
+            | "COUNT_DISTINCT"
+            | "COLLECT_LIST"
+            | "COLLECT_SET"
+            | "TOPK"
+            | "TOPKDISTINCT"
+            | "HISTOGRAM"
+            | "LATEST_BY_OFFSET"
+            | "EARLIEST_BY_OFFSET"
+            | "CORRELATION"
+            | "STDDEV_SAMP"
+            | "STDDEV_SAMPLE"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parser::parse_expression;
+
+    fn scope() -> Scope {
+        Scope {
+            qualifiers: vec!["S".into()],
+            columns: vec![
+                ScopeColumn {
+                    name: "I".into(),
+                    ty: SqlType::Integer,
+                },
+                ScopeColumn {
+                    name: "B".into(),
+                    ty: SqlType::Bigint,
+                },
+                ScopeColumn {
+                    name: "NAME".into(),
+                    ty: SqlType::String,
+                },
+            ],
+        }
+    }
+
+    fn analyze(sql: &str) -> Result<Typed, SqlError> {
+        let s = scope();
+        ExprAnalyzer {
+            scope: &s,
+            clause: Clause::Select,
+        }
+        .analyze(&parse_expression(sql).unwrap())
+    }
+
+    #[test]
+    fn mixed_integers_widen() {
+        let (e, t) = analyze("I + B").unwrap();
+        assert_eq!(t, SqlType::Bigint);
+        assert_eq!(e.to_string(), "(CAST(I AS BIGINT) + B)");
+    }
+
+    #[test]
+    fn literals_are_typed_like_ksqldb() {
+        assert_eq!(analyze("1").unwrap().1, SqlType::Integer);
+        assert_eq!(analyze("10000000000").unwrap().1, SqlType::Bigint);
+        assert_eq!(
+            analyze("1.50").unwrap().1,
+            SqlType::Decimal {
+                precision: 3,
+                scale: 2
+            }
+        );
+        assert_eq!(analyze("1e3").unwrap().1, SqlType::Double);
+    }
+
+    #[test]
+    fn bad_comparisons_name_both_sides() {
+        let e = analyze("I = 'x'").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Cannot compare I (INTEGER) to 'x' (STRING) with EQUAL."
+        );
+    }
+
+    #[test]
+    fn unknown_columns_get_a_hint() {
+        let e = analyze("NAEM").unwrap_err();
+        assert_eq!(e.to_string(), "SELECT column 'NAEM' cannot be resolved.");
+        assert_eq!(e.hint(), Some("Did you mean NAME?"));
+    }
+
+    #[test]
+    fn functions_check_their_arguments() {
+        assert_eq!(analyze("LEN(NAME)").unwrap().1, SqlType::Integer);
+        let e = analyze("LEN(I)").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Function 'len' does not accept parameters (INTEGER)."
+        );
+        let e = analyze("NOPE(I)").unwrap_err();
+        assert_eq!(e.to_string(), "Can't find any functions with the name 'NOPE'");
+    }
+
+    #[test]
+    fn case_results_share_a_type() {
+        let (_, t) = analyze("CASE WHEN I > 1 THEN I ELSE B END").unwrap();
+        assert_eq!(t, SqlType::Bigint);
+        assert!(analyze("CASE WHEN I > 1 THEN I ELSE NAME END").is_err());
+    }
+}

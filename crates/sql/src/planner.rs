@@ -1,0 +1,988 @@
+//! Turns parsed statements into what the engine executes: catalog changes and query plans.
+
+use crate::analyzer::{Clause, ExprAnalyzer, Scope, ScopeColumn};
+use crate::ast::{
+    self, ColumnConstraint, CreateAs, CreateSource, ExprKind, Properties, PropertyValue,
+    SelectItem, SourceKind, StatementKind,
+};
+use crate::error::{Pos, SqlError, closest};
+use serde::{Deserialize, Serialize};
+use sluice_plan::{
+    Column, ColumnKind, Format, FormatKind, LogicalSchema, NamedExpr, PLAN_VERSION,
+    PSEUDO_COLUMNS, QueryPlan, SqlType, Step, TopicSpec,
+};
+
+/// A stream or table the catalog knows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceDesc {
+    pub name: String,
+    pub kind: SourceKindName,
+    pub topic: TopicSpec,
+    /// Created with CREATE SOURCE: read-only.
+    pub is_source: bool,
+    /// The statement that created it.
+    pub sql: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SourceKindName {
+    Stream,
+    Table,
+}
+
+impl From<SourceKind> for SourceKindName {
+    fn from(k: SourceKind) -> Self {
+        match k {
+            SourceKind::Stream => SourceKindName::Stream,
+            SourceKind::Table => SourceKindName::Table,
+        }
+    }
+}
+
+impl SourceKindName {
+    /// "stream" or "table", as ksqlDB writes it in messages.
+    pub fn lower(self) -> &'static str {
+        match self {
+            SourceKindName::Stream => "stream",
+            SourceKindName::Table => "table",
+        }
+    }
+
+    /// "Stream" or "Table".
+    pub fn title(self) -> &'static str {
+        match self {
+            SourceKindName::Stream => "Stream",
+            SourceKindName::Table => "Table",
+        }
+    }
+}
+
+/// What the planner needs to know about existing sources.
+pub trait Catalog {
+    fn source(&self, name: &str) -> Option<&SourceDesc>;
+    fn source_names(&self) -> Vec<&str>;
+}
+
+/// How to create a topic that does not exist yet.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicCreation {
+    /// None: as many as the query's source topic has.
+    pub partitions: Option<u32>,
+    /// None: the broker's default.
+    pub replicas: Option<i16>,
+}
+
+/// A statement made ready to execute.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Planned {
+    CreateSource {
+        source: SourceDesc,
+        if_not_exists: bool,
+        or_replace: bool,
+        /// Create the topic when it is missing (PARTITIONS was given).
+        create_topic: Option<TopicCreation>,
+    },
+    /// CREATE STREAM|TABLE AS SELECT: a new sink and the persistent query that fills it.
+    CreateAs {
+        sink: SourceDesc,
+        if_not_exists: bool,
+        or_replace: bool,
+        create_topic: TopicCreation,
+        plan: QueryPlan,
+        /// Names of the sources the query reads.
+        inputs: Vec<String>,
+    },
+    Drop {
+        kind: SourceKindName,
+        name: String,
+        if_exists: bool,
+        delete_topic: bool,
+    },
+    Terminate(Option<String>),
+    Show(ast::ShowTarget),
+    Describe {
+        name: String,
+        extended: bool,
+    },
+}
+
+/// Defaults that come from configuration rather than the statement.
+#[derive(Clone, Debug)]
+pub struct PlannerConfig {
+    /// `ksql.persistence.default.format.key`
+    pub default_key_format: FormatKind,
+    /// `ksql.persistence.default.format.value`, unset by default as in ksqlDB.
+    pub default_value_format: Option<FormatKind>,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        PlannerConfig {
+            default_key_format: FormatKind::Kafka,
+            default_value_format: None,
+        }
+    }
+}
+
+pub fn plan_statement(
+    stmt: &ast::Statement,
+    catalog: &dyn Catalog,
+    config: &PlannerConfig,
+) -> Result<Planned, SqlError> {
+    match &stmt.kind {
+        StatementKind::CreateSource(c) => plan_create_source(stmt, c, config),
+        StatementKind::CreateAs(c) => plan_create_as(stmt, c, catalog),
+        StatementKind::Select(_) => Err(SqlError::semantic(
+            stmt.pos,
+            "The following statement types should be issued to the websocket endpoint '/query':\n\t* PRINT\n\t* SELECT",
+        )),
+        StatementKind::Drop {
+            kind,
+            name,
+            if_exists,
+            delete_topic,
+        } => Ok(Planned::Drop {
+            kind: (*kind).into(),
+            name: name.clone(),
+            if_exists: *if_exists,
+            delete_topic: *delete_topic,
+        }),
+        StatementKind::Terminate(id) => Ok(Planned::Terminate(id.clone())),
+        StatementKind::Show(t) => Ok(Planned::Show(*t)),
+        StatementKind::Describe { name, extended } => Ok(Planned::Describe {
+            name: name.clone(),
+            extended: *extended,
+        }),
+    }
+}
+
+// ---- WITH properties ----
+
+const SOURCE_PROPERTIES: &[&str] = &[
+    "KAFKA_TOPIC",
+    "KEY_FORMAT",
+    "VALUE_FORMAT",
+    "FORMAT",
+    "PARTITIONS",
+    "REPLICAS",
+    "VALUE_DELIMITER",
+    "KEY_DELIMITER",
+    "WRAP_SINGLE_VALUE",
+];
+
+/// The WITH clause, checked against the properties a statement accepts.
+struct With<'a> {
+    props: &'a Properties,
+}
+
+impl<'a> With<'a> {
+    fn new(props: &'a Properties, allowed: &[&str], unsupported: &[&str]) -> Result<Self, SqlError> {
+        for (name, _, pos) in &props.entries {
+            if unsupported.contains(&name.as_str()) {
+                return Err(SqlError::unsupported(
+                    *pos,
+                    format!("The {name} property is not supported yet"),
+                ));
+            }
+            if !allowed.contains(&name.as_str()) {
+                let err = SqlError::semantic(
+                    *pos,
+                    format!("Invalid config variable(s) in the WITH clause: {name}"),
+                );
+                return Err(match closest(name, allowed.iter().copied()) {
+                    Some(c) => err.with_hint(format!("Did you mean {c}?")),
+                    None => err,
+                });
+            }
+        }
+        Ok(With { props })
+    }
+
+    fn pos(&self, name: &str) -> Option<Pos> {
+        self.props
+            .entries
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, p)| *p)
+    }
+
+    fn string(&self, name: &str) -> Result<Option<String>, SqlError> {
+        match self.props.get(name) {
+            None => Ok(None),
+            Some(PropertyValue::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(SqlError::semantic(
+                self.pos(name),
+                format!("Property {name} must be a string in quotes, got {other}"),
+            )),
+        }
+    }
+
+    fn integer(&self, name: &str) -> Result<Option<i64>, SqlError> {
+        match self.props.get(name) {
+            None => Ok(None),
+            Some(PropertyValue::Number(n)) => n.parse().map(Some).map_err(|_| {
+                SqlError::semantic(self.pos(name), format!("Property {name} must be an integer: {n}"))
+            }),
+            Some(PropertyValue::String(s)) => s.trim().parse().map(Some).map_err(|_| {
+                SqlError::semantic(self.pos(name), format!("Property {name} must be an integer: {s}"))
+            }),
+            Some(other) => Err(SqlError::semantic(
+                self.pos(name),
+                format!("Property {name} must be an integer, got {other}"),
+            )),
+        }
+    }
+
+    fn boolean(&self, name: &str) -> Result<Option<bool>, SqlError> {
+        match self.props.get(name) {
+            None => Ok(None),
+            Some(PropertyValue::Boolean(b)) => Ok(Some(*b)),
+            Some(PropertyValue::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
+            Some(PropertyValue::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
+            Some(other) => Err(SqlError::semantic(
+                self.pos(name),
+                format!("Property {name} must be true or false, got {other}"),
+            )),
+        }
+    }
+
+    fn format(&self, name: &str) -> Result<Option<FormatKind>, SqlError> {
+        match self.string(name)? {
+            None => Ok(None),
+            Some(f) => FormatKind::parse(&f).map(Some).ok_or_else(|| {
+                SqlError::semantic(self.pos(name), format!("Unknown format: {}", f.to_uppercase()))
+            }),
+        }
+    }
+
+    /// KEY_FORMAT / VALUE_FORMAT / FORMAT, with FORMAT conflicting with either of the others.
+    fn formats(&self) -> Result<(Option<FormatKind>, Option<FormatKind>), SqlError> {
+        let both = self.format("FORMAT")?;
+        let key = self.format("KEY_FORMAT")?;
+        let value = self.format("VALUE_FORMAT")?;
+        if both.is_some() && key.is_some() {
+            return Err(SqlError::semantic(
+                self.pos("FORMAT"),
+                "Cannot supply both 'KEY_FORMAT' and 'FORMAT' properties, as 'FORMAT' sets both key and value formats.",
+            )
+            .with_hint("Either use just 'FORMAT', or use 'KEY_FORMAT' and 'VALUE_FORMAT'."));
+        }
+        if both.is_some() && value.is_some() {
+            return Err(SqlError::semantic(
+                self.pos("FORMAT"),
+                "Cannot supply both 'VALUE_FORMAT' and 'FORMAT' properties, as 'FORMAT' sets both key and value formats.",
+            )
+            .with_hint("Either use just 'FORMAT', or use 'KEY_FORMAT' and 'VALUE_FORMAT'."));
+        }
+        Ok((key.or(both), value.or(both)))
+    }
+
+    fn delimiter(&self, name: &str, format: FormatKind) -> Result<Option<char>, SqlError> {
+        let Some(d) = self.string(name)? else {
+            return Ok(None);
+        };
+        if format != FormatKind::Delimited {
+            return Err(SqlError::semantic(
+                self.pos(name),
+                format!("{name} can only be used with the DELIMITED format"),
+            ));
+        }
+        let c = match d.to_ascii_uppercase().as_str() {
+            "TAB" => '\t',
+            "SPACE" => ' ',
+            _ if d.chars().count() == 1 => d.chars().next().unwrap_or(','),
+            _ => {
+                return Err(SqlError::semantic(
+                    self.pos(name),
+                    format!(
+                        "Invalid delimiter value: '{d}'. Delimiter must be a single character or TAB or SPACE"
+                    ),
+                ));
+            }
+        };
+        Ok(Some(c))
+    }
+
+    fn topic_creation(&self) -> Result<(Option<u32>, Option<i16>), SqlError> {
+        let partitions = match self.integer("PARTITIONS")? {
+            None => None,
+            Some(p) if p >= 1 && p <= i32::MAX as i64 => Some(p as u32),
+            Some(p) => {
+                return Err(SqlError::semantic(
+                    self.pos("PARTITIONS"),
+                    format!("Invalid number of partitions: {p}. PARTITIONS must be a positive number."),
+                ));
+            }
+        };
+        let replicas = match self.integer("REPLICAS")? {
+            None => None,
+            Some(r) if r >= 1 && r <= i16::MAX as i64 => Some(r as i16),
+            Some(r) => {
+                return Err(SqlError::semantic(
+                    self.pos("REPLICAS"),
+                    format!("Invalid number of replicas: {r}. REPLICAS must be a positive number."),
+                ));
+            }
+        };
+        Ok((partitions, replicas))
+    }
+}
+
+/// Checks that a format can carry the given columns.
+fn check_format(format: FormatKind, columns: &[&Column], is_key: bool) -> Result<(), SqlError> {
+    if format.needs_schema_registry() || format == FormatKind::ProtobufNosr {
+        return Err(SqlError::unsupported(
+            None,
+            format!("The {format} format is not supported yet"),
+        ));
+    }
+    for c in columns {
+        if matches!(format, FormatKind::Kafka | FormatKind::Delimited) && !c.ty.is_primitive() {
+            let kind = match c.ty {
+                SqlType::Array(_) => "ARRAY",
+                SqlType::Map { .. } => "MAP",
+                _ => "STRUCT",
+            };
+            return Err(SqlError::semantic(
+                None,
+                format!("The '{format}' format does not support type '{kind}'"),
+            ));
+        }
+        if format == FormatKind::Json
+            && let SqlType::Map { key, .. } = &c.ty
+            && **key != SqlType::String
+        {
+            return Err(SqlError::semantic(
+                None,
+                "JSON only supports MAP types with STRING keys",
+            ));
+        }
+        if is_key && contains_map(&c.ty) {
+            return Err(SqlError::semantic(
+                None,
+                format!(
+                    "Map keys, including types that contain maps, are not supported as they may lead to unexpected behavior due to inconsistent serialization. Key column name: `{}`.",
+                    c.name
+                ),
+            ));
+        }
+    }
+    match format {
+        FormatKind::Kafka if columns.len() > 1 => {
+            let what = if is_key { "Key" } else { "Value" };
+            Err(SqlError::semantic(
+                None,
+                format!(
+                    "{what} format does not support schema.\nformat: KAFKA\nschema: Persistence{{columns=[{}], features=[]}}\nreason: The 'KAFKA' format only supports a single field. Got: [{}]",
+                    columns.iter().map(|c| format!("`{}` {}{}", c.name, c.ty, if is_key {" KEY"} else {""})).collect::<Vec<_>>().join(", "),
+                    columns.iter().map(|c| format!("`{}` {}", c.name, c.ty)).collect::<Vec<_>>().join(", ")
+                ),
+            ))
+        }
+        FormatKind::Kafka
+            if columns
+                .iter()
+                .any(|c| matches!(c.ty, SqlType::Decimal { .. } | SqlType::Time | SqlType::Date | SqlType::Timestamp | SqlType::Bytes) && is_key) =>
+        {
+            let c = columns[0];
+            Err(SqlError::semantic(
+                None,
+                format!(
+                    "Key format does not support schema.\nformat: KAFKA\nschema: Persistence{{columns=[`{}` {} KEY], features=[]}}\nreason: The 'KAFKA' format does not support type '{}'",
+                    c.name, c.ty, type_keyword(&c.ty)
+                ),
+            ))
+        }
+        FormatKind::None if !columns.is_empty() => Err(SqlError::semantic(
+            None,
+            format!(
+                "The 'NONE' format can only be used when no columns are defined. Got: [{}]",
+                columns.iter().map(|c| format!("`{}` {}", c.name, c.ty)).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn type_keyword(t: &SqlType) -> String {
+    let s = t.to_string();
+    s.split(['(', '<']).next().unwrap_or("").to_string()
+}
+
+fn contains_map(t: &SqlType) -> bool {
+    match t {
+        SqlType::Map { .. } => true,
+        SqlType::Array(i) => contains_map(i),
+        SqlType::Struct(fields) => fields.iter().any(|f| contains_map(&f.ty)),
+        _ => false,
+    }
+}
+
+fn check_formats(topic: &TopicSpec) -> Result<(), SqlError> {
+    let keys: Vec<&Column> = topic.schema.keys().collect();
+    let values: Vec<&Column> = topic.schema.values().collect();
+    check_format(topic.key_format.kind, &keys, true)?;
+    check_format(topic.value_format.kind, &values, false)
+}
+
+const RESERVED_COLUMNS: &[&str] = &["ROWTIME", "ROWPARTITION", "ROWOFFSET", "WINDOWSTART", "WINDOWEND"];
+
+// ---- CREATE STREAM / TABLE ----
+
+fn plan_create_source(
+    stmt: &ast::Statement,
+    c: &CreateSource,
+    config: &PlannerConfig,
+) -> Result<Planned, SqlError> {
+    let with = With::new(&c.properties, SOURCE_PROPERTIES, &["TIMESTAMP", "TIMESTAMP_FORMAT", "WINDOW_TYPE", "WINDOW_SIZE", "KEY_SCHEMA_ID", "VALUE_SCHEMA_ID", "KEY_SCHEMA_FULL_NAME", "VALUE_SCHEMA_FULL_NAME", "VALUE_AVRO_SCHEMA_FULL_NAME", "RETENTION_MS"])?;
+    if c.or_replace && c.is_source {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            format!(
+                "Cannot add {} '{}': CREATE OR REPLACE is not supported on source {}s.",
+                c.kind.keyword().to_lowercase(),
+                c.name,
+                c.kind.keyword().to_lowercase()
+            ),
+        ));
+    }
+    let Some(topic) = with.string("KAFKA_TOPIC")? else {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            "Missing required property \"KAFKA_TOPIC\" which has no default value.",
+        ));
+    };
+    let (key_format, value_format) = with.formats()?;
+    let key_format = key_format.unwrap_or(config.default_key_format);
+    let Some(value_format) = value_format.or(config.default_value_format) else {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            "Statement is missing the 'VALUE_FORMAT' property from the WITH clause.",
+        )
+        .with_hint("Either provide one or set a default via the 'ksql.persistence.default.format.value' config."));
+    };
+
+    let mut columns = Vec::with_capacity(c.columns.len());
+    for col in &c.columns {
+        if RESERVED_COLUMNS.contains(&col.name.as_str()) {
+            return Err(SqlError::semantic(
+                col.pos,
+                format!("'{}' is a reserved column name.", col.name),
+            )
+            .with_hint("You cannot use it as the name of a column."));
+        }
+        if columns.iter().any(|x: &Column| x.name == col.name) {
+            return Err(SqlError::semantic(
+                col.pos,
+                format!("Duplicate column names: {}", col.name),
+            ));
+        }
+        let kind = match (&col.constraint, c.kind) {
+            (ColumnConstraint::None, _) => ColumnKind::Value,
+            (ColumnConstraint::Key, SourceKind::Stream)
+            | (ColumnConstraint::PrimaryKey, SourceKind::Table) => ColumnKind::Key,
+            (ColumnConstraint::Key, SourceKind::Table) => {
+                return Err(SqlError::semantic(
+                    col.pos,
+                    format!(
+                        "Column `{}` is a 'KEY' column: please use 'PRIMARY KEY' for tables.",
+                        col.name
+                    ),
+                )
+                .with_hint("Tables have PRIMARY KEYs, which are unique and NON NULL.\nStreams have KEYs, which have no uniqueness or NON NULL constraints."));
+            }
+            (ColumnConstraint::PrimaryKey, SourceKind::Stream) => {
+                return Err(SqlError::semantic(
+                    col.pos,
+                    format!(
+                        "Column `{}` is a 'PRIMARY KEY' column: please use 'KEY' for streams.",
+                        col.name
+                    ),
+                )
+                .with_hint("Tables have PRIMARY KEYs, which are unique and NON NULL.\nStreams have KEYs, which have no uniqueness or NON NULL constraints."));
+            }
+            (ColumnConstraint::Headers | ColumnConstraint::Header(_), _) => {
+                return Err(SqlError::unsupported(
+                    col.pos,
+                    "HEADERS and HEADER('key') columns are not supported yet",
+                ));
+            }
+        };
+        columns.push(Column {
+            name: col.name.clone(),
+            ty: col.ty.clone(),
+            kind,
+        });
+    }
+    if c.columns.is_empty() {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            "The statement does not define any columns.",
+        )
+        .with_hint("Declare the columns in parentheses after the name; inferring them from a schema registry is not supported yet."));
+    }
+    if c.kind == SourceKind::Table && !columns.iter().any(|c| c.kind == ColumnKind::Key) {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            "Tables require a PRIMARY KEY. Please define the PRIMARY KEY.",
+        )
+        .with_hint("Use a column with PRIMARY KEY, e.g. `ID INT PRIMARY KEY`."));
+    }
+    let schema = LogicalSchema::new(columns);
+    let spec = TopicSpec {
+        topic,
+        key_format: Format {
+            delimiter: with.delimiter("KEY_DELIMITER", key_format)?,
+            ..Format::new(key_format)
+        },
+        value_format: Format {
+            delimiter: with.delimiter("VALUE_DELIMITER", value_format)?,
+            wrap_single_value: single_value_wrapping(&with, value_format, &schema)?,
+            ..Format::new(value_format)
+        },
+        schema,
+    };
+    check_formats(&spec)?;
+    let (partitions, replicas) = with.topic_creation()?;
+    Ok(Planned::CreateSource {
+        source: SourceDesc {
+            name: c.name.clone(),
+            kind: c.kind.into(),
+            topic: spec,
+            is_source: c.is_source,
+            sql: stmt.text.clone(),
+        },
+        if_not_exists: c.if_not_exists,
+        or_replace: c.or_replace,
+        create_topic: partitions.map(|p| TopicCreation {
+            partitions: Some(p),
+            replicas,
+        }),
+    })
+}
+
+fn single_value_wrapping(
+    with: &With<'_>,
+    format: FormatKind,
+    schema: &LogicalSchema,
+) -> Result<bool, SqlError> {
+    let Some(wrap) = with.boolean("WRAP_SINGLE_VALUE")? else {
+        return Ok(true);
+    };
+    if !matches!(format, FormatKind::Json) {
+        return Err(SqlError::semantic(
+            with.pos("WRAP_SINGLE_VALUE"),
+            format!("Format '{format}' does not support 'WRAP_SINGLE_VALUE' set to '{wrap}'."),
+        ));
+    }
+    if schema.values().count() != 1 {
+        return Err(SqlError::semantic(
+            with.pos("WRAP_SINGLE_VALUE"),
+            "'WRAP_SINGLE_VALUE' is only valid for single-field value schemas",
+        ));
+    }
+    Ok(wrap)
+}
+
+// ---- CREATE ... AS SELECT ----
+
+fn plan_create_as(
+    stmt: &ast::Statement,
+    c: &CreateAs,
+    catalog: &dyn Catalog,
+) -> Result<Planned, SqlError> {
+    let q = &c.query;
+    let with = With::new(&c.properties, SOURCE_PROPERTIES, &["TIMESTAMP", "TIMESTAMP_FORMAT", "RETENTION_MS", "KEY_SCHEMA_ID", "VALUE_SCHEMA_ID", "KEY_SCHEMA_FULL_NAME", "VALUE_SCHEMA_FULL_NAME", "VALUE_AVRO_SCHEMA_FULL_NAME"])?;
+    let Some(source) = catalog.source(&q.from.name) else {
+        let err = SqlError::semantic(
+            q.from.pos,
+            format!("{} does not exist.", q.from.name),
+        );
+        return Err(match closest(&q.from.name, catalog.source_names()) {
+            Some(n) => err.with_hint(format!("Did you mean {n}?")),
+            None => err,
+        });
+    };
+    if c.kind == SourceKind::Table || source.kind == SourceKindName::Table {
+        return Err(SqlError::unsupported(
+            stmt.pos,
+            "Tables as query results (CREATE TABLE AS SELECT and queries over tables) are not supported yet",
+        ));
+    }
+    if !q.group_by.is_empty() || q.having.is_some() {
+        return Err(SqlError::unsupported(stmt.pos, "GROUP BY is not supported yet"));
+    }
+    if !q.partition_by.is_empty() {
+        return Err(SqlError::unsupported(stmt.pos, "PARTITION BY is not supported yet"));
+    }
+    if q.limit.is_some() {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            "CREATE STREAM AS SELECT statements don't support LIMIT clause.",
+        ));
+    }
+    if q.emit == Some(ast::Emit::Final) {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            "EMIT FINAL is only supported for windowed aggregations.",
+        ));
+    }
+
+    let input_schema = &source.topic.schema;
+    let mut scope_columns: Vec<ScopeColumn> = input_schema
+        .columns
+        .iter()
+        .map(|c| ScopeColumn {
+            name: c.name.clone(),
+            ty: c.ty.clone(),
+        })
+        .collect();
+    for (name, ty) in PSEUDO_COLUMNS {
+        scope_columns.push(ScopeColumn {
+            name: name.to_string(),
+            ty,
+        });
+    }
+    let scope = Scope {
+        qualifiers: std::iter::once(source.name.clone())
+            .chain(q.from.alias.clone())
+            .collect(),
+        columns: scope_columns,
+    };
+
+    let mut root = Step::StreamSource {
+        name: source.name.clone(),
+        topic: source.topic.clone(),
+    };
+    if let Some(w) = &q.where_clause {
+        let analyzer = ExprAnalyzer {
+            scope: &scope,
+            clause: Clause::Where,
+        };
+        let (predicate, ty) = analyzer.analyze(w).map_err(|e| match e {
+            SqlError::Semantic { pos, message, hint } => SqlError::Semantic {
+                pos,
+                message: format!("Error in WHERE expression: {message}"),
+                hint,
+            },
+            other => other,
+        })?;
+        if ty != SqlType::Boolean {
+            return Err(SqlError::semantic(
+                w.pos,
+                format!("Type error in WHERE expression: Should evaluate to boolean but is {w} ({ty}) instead."),
+            ));
+        }
+        root = Step::StreamFilter {
+            input: Box::new(root),
+            predicate,
+        };
+    }
+
+    // The projection: expand stars, name every column, find the key columns.
+    let analyzer = ExprAnalyzer {
+        scope: &scope,
+        clause: Clause::Select,
+    };
+    let mut projection: Vec<NamedExpr> = Vec::new();
+    let mut out_columns: Vec<Column> = Vec::new();
+    let mut generated = 0usize;
+    let mut key_aliases: Vec<(String, String)> = Vec::new(); // (source key, output name)
+    for item in &q.select {
+        match item {
+            SelectItem::Star { qualifier, pos } => {
+                if let Some(qual) = qualifier
+                    && !scope.qualifiers.contains(qual)
+                {
+                    return Err(SqlError::semantic(
+                        *pos,
+                        format!("'{qual}' is not a valid stream/table name or alias."),
+                    ));
+                }
+                for col in &input_schema.columns {
+                    projection.push(NamedExpr {
+                        name: col.name.clone(),
+                        expr: sluice_plan::Expr::Column(col.name.clone()),
+                    });
+                    if col.kind == ColumnKind::Key {
+                        key_aliases.push((col.name.clone(), col.name.clone()));
+                    }
+                    out_columns.push(col.clone());
+                }
+            }
+            SelectItem::Expr { expr, alias } => {
+                let (e, ty) = analyzer.analyze(expr)?;
+                let name = match (alias, &expr.kind) {
+                    (Some(a), _) => a.clone(),
+                    (None, ExprKind::Column { name, .. }) => name.clone(),
+                    (None, _) => loop {
+                        let candidate = format!("KSQL_COL_{generated}");
+                        generated += 1;
+                        if !q.select.iter().any(|i| matches!(i, SelectItem::Expr { alias: Some(a), .. } if *a == candidate)) {
+                            break candidate;
+                        }
+                    },
+                };
+                if RESERVED_COLUMNS.contains(&name.as_str()) {
+                    return Err(SqlError::semantic(
+                        expr.pos,
+                        format!("Reserved column name in select: `{name}`. Please remove or alias the column."),
+                    ));
+                }
+                let is_key = matches!(&expr.kind, ExprKind::Column { name: n, .. }
+                    if input_schema.find(n).is_some_and(|c| c.kind == ColumnKind::Key));
+                if is_key && let ExprKind::Column { name: n, .. } = &expr.kind {
+                    key_aliases.push((n.clone(), name.clone()));
+                }
+                out_columns.push(Column {
+                    name: name.clone(),
+                    ty,
+                    kind: if is_key { ColumnKind::Key } else { ColumnKind::Value },
+                });
+                projection.push(NamedExpr { name, expr: e });
+            }
+        }
+    }
+
+    // Every source key column must be projected, once.
+    let missing: Vec<&str> = input_schema
+        .keys()
+        .filter(|k| !key_aliases.iter().any(|(src, _)| *src == k.name))
+        .map(|k| k.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        let (noun, list) = if missing.len() == 1 {
+            ("key column", missing[0].to_string())
+        } else {
+            let (last, init) = missing.split_last().expect("non-empty");
+            ("key columns", format!("{} and {last}", init.join(", ")))
+        };
+        return Err(SqlError::semantic(
+            stmt.pos,
+            format!(
+                "The query used to build `{}` must include the {noun} {list} in its projection (eg, SELECT {}...).",
+                c.name,
+                missing.join(", ")
+            ),
+        ));
+    }
+    for (i, (src, out)) in key_aliases.iter().enumerate() {
+        if let Some((_, other)) = key_aliases[..i].iter().find(|(s, _)| s == src) {
+            return Err(SqlError::semantic(
+                stmt.pos,
+                format!("The projection contains a key column more than once: `{other}` and `{out}`."),
+            ));
+        }
+    }
+    for (i, col) in out_columns.iter().enumerate() {
+        if out_columns[..i].iter().any(|c| c.name == col.name) {
+            return Err(SqlError::semantic(
+                stmt.pos,
+                format!("Duplicate value columns found in schema: `{}` {}", col.name, col.ty),
+            ));
+        }
+    }
+    if !out_columns.iter().any(|c| c.kind == ColumnKind::Value) {
+        return Err(SqlError::semantic(stmt.pos, "The projection contains no value columns."));
+    }
+    let out_schema = LogicalSchema::new(out_columns);
+    // Keep the projection in the schema's order (keys first).
+    let projection: Vec<NamedExpr> = out_schema
+        .columns
+        .iter()
+        .map(|c| {
+            projection
+                .iter()
+                .find(|p| p.name == c.name)
+                .cloned()
+                .expect("every output column has an expression")
+        })
+        .collect();
+
+    let (key_format, value_format) = with.formats()?;
+    let key_format = key_format.unwrap_or(source.topic.key_format.kind);
+    let value_format = value_format.unwrap_or(source.topic.value_format.kind);
+    let inherit = |f: &Format, kind: FormatKind| if f.kind == kind { f.delimiter } else { None };
+    let sink_topic = TopicSpec {
+        topic: with.string("KAFKA_TOPIC")?.unwrap_or_else(|| c.name.clone()),
+        key_format: Format {
+            delimiter: with
+                .delimiter("KEY_DELIMITER", key_format)?
+                .or(inherit(&source.topic.key_format, key_format)),
+            ..Format::new(key_format)
+        },
+        value_format: Format {
+            delimiter: with
+                .delimiter("VALUE_DELIMITER", value_format)?
+                .or(inherit(&source.topic.value_format, value_format)),
+            wrap_single_value: single_value_wrapping(&with, value_format, &out_schema)?,
+            ..Format::new(value_format)
+        },
+        schema: out_schema.clone(),
+    };
+    check_formats(&sink_topic)?;
+    let (partitions, replicas) = with.topic_creation()?;
+
+    let root = Step::StreamSink {
+        input: Box::new(Step::StreamSelect {
+            input: Box::new(root),
+            projection,
+            schema: out_schema,
+        }),
+        topic: sink_topic.clone(),
+    };
+    Ok(Planned::CreateAs {
+        sink: SourceDesc {
+            name: c.name.clone(),
+            kind: SourceKindName::Stream,
+            topic: sink_topic,
+            is_source: false,
+            sql: stmt.text.clone(),
+        },
+        if_not_exists: c.if_not_exists,
+        or_replace: c.or_replace,
+        create_topic: TopicCreation {
+            partitions,
+            replicas,
+        },
+        plan: QueryPlan {
+            version: PLAN_VERSION,
+            root,
+        },
+        inputs: vec![source.name.clone()],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parser::parse_statement;
+    use std::collections::BTreeMap;
+
+    #[derive(Default)]
+    struct MapCatalog(BTreeMap<String, SourceDesc>);
+
+    impl Catalog for MapCatalog {
+        fn source(&self, name: &str) -> Option<&SourceDesc> {
+            self.0.get(name)
+        }
+        fn source_names(&self) -> Vec<&str> {
+            self.0.keys().map(String::as_str).collect()
+        }
+    }
+
+    fn run(catalog: &mut MapCatalog, sql: &str) -> Result<Planned, SqlError> {
+        let stmt = parse_statement(sql)?;
+        let planned = plan_statement(&stmt, catalog, &PlannerConfig::default())?;
+        match &planned {
+            Planned::CreateSource { source, .. } | Planned::CreateAs { sink: source, .. } => {
+                catalog.0.insert(source.name.clone(), source.clone());
+            }
+            _ => {}
+        }
+        Ok(planned)
+    }
+
+    fn catalog() -> MapCatalog {
+        let mut c = MapCatalog::default();
+        run(
+            &mut c,
+            "CREATE STREAM pageviews (id BIGINT KEY, page STRING, ms INT) WITH (kafka_topic='pv', value_format='JSON', partitions=3);",
+        )
+        .unwrap();
+        c
+    }
+
+    fn error(sql: &str) -> String {
+        run(&mut catalog(), sql).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn csas_plans_filter_project_sink() {
+        let Planned::CreateAs { plan, sink, create_topic, .. } = run(
+            &mut catalog(),
+            "CREATE STREAM out AS SELECT id, UCASE(page) AS page, ms * 2 FROM pageviews WHERE ms > 10;",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(sink.topic.topic, "OUT");
+        assert_eq!(create_topic.partitions, None);
+        assert_eq!(
+            sink.topic.schema.to_string(),
+            "`ID` BIGINT KEY, `PAGE` STRING, `KSQL_COL_0` INTEGER"
+        );
+        assert_eq!(
+            plan.root.explain(),
+            "SINK OUT (key: KAFKA, value: JSON) [`ID` BIGINT KEY, `PAGE` STRING, `KSQL_COL_0` INTEGER]\n  PROJECT ID AS ID, UCASE(PAGE) AS PAGE, (MS * 2) AS KSQL_COL_0\n    FILTER (MS > 10)\n      SOURCE PAGEVIEWS (topic: pv, key: KAFKA, value: JSON) [`ID` BIGINT KEY, `PAGE` STRING, `MS` INTEGER]\n"
+        );
+        let json = serde_json::to_string(&plan).unwrap();
+        assert_eq!(serde_json::from_str::<QueryPlan>(&json).unwrap(), plan);
+    }
+
+    #[test]
+    fn key_must_be_projected() {
+        assert_eq!(
+            error("CREATE STREAM out AS SELECT page FROM pageviews;"),
+            "The query used to build `OUT` must include the key column ID in its projection (eg, SELECT ID...)."
+        );
+    }
+
+    #[test]
+    fn reserved_names_are_refused() {
+        assert_eq!(
+            error("CREATE STREAM out AS SELECT id, ROWTIME FROM pageviews;"),
+            "Reserved column name in select: `ROWTIME`. Please remove or alias the column."
+        );
+    }
+
+    #[test]
+    fn unknown_properties_are_named() {
+        let e = run(
+            &mut catalog(),
+            "CREATE STREAM s (a INT) WITH (kafka_topic='t', value_format='json', partitons=1);",
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "Invalid config variable(s) in the WITH clause: PARTITONS");
+        assert_eq!(e.hint(), Some("Did you mean PARTITIONS?"));
+    }
+
+    #[test]
+    fn formats_are_checked() {
+        assert_eq!(
+            error("CREATE STREAM s (a INT) WITH (kafka_topic='t', value_format='foo');"),
+            "Unknown format: FOO"
+        );
+        assert_eq!(
+            error("CREATE STREAM s (a ARRAY<INT>) WITH (kafka_topic='t', value_format='DELIMITED');"),
+            "The 'DELIMITED' format does not support type 'ARRAY'"
+        );
+        assert!(
+            error("CREATE STREAM s (a INT) WITH (kafka_topic='t');")
+                .contains("missing the 'VALUE_FORMAT'")
+        );
+    }
+
+    #[test]
+    fn streams_and_tables_use_their_own_key_words() {
+        assert!(
+            error("CREATE STREAM s (a INT PRIMARY KEY, b INT) WITH (kafka_topic='t', value_format='json');")
+                .contains("please use 'KEY' for streams")
+        );
+        assert!(
+            error("CREATE TABLE s (a INT KEY, b INT) WITH (kafka_topic='t', value_format='json');")
+                .contains("please use 'PRIMARY KEY' for tables")
+        );
+    }
+
+    #[test]
+    fn where_errors_say_where() {
+        assert_eq!(
+            error("CREATE STREAM out AS SELECT * FROM pageviews WHERE ms = 'x';"),
+            "Error in WHERE expression: Cannot compare MS (INTEGER) to 'x' (STRING) with EQUAL."
+        );
+    }
+}
