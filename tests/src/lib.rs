@@ -1,1 +1,320 @@
-//! stub
+//! Helpers for end-to-end tests against a real Kafka broker and the `sluice` binary.
+//!
+//! The broker is the one `scripts/kafka-local.sh start` runs (or `SLUICE_TEST_BOOTSTRAP`).
+//! Every test uses its own topic names and service id, so tests run in parallel and
+//! never see each other's data.
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub fn bootstrap() -> String {
+    std::env::var("SLUICE_TEST_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        now % 100_000_000,
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `timeout`.
+pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `sluice` binary built alongside the tests (or `SLUICE_BIN`).
+pub fn sluice_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("SLUICE_BIN") {
+        return PathBuf::from(p);
+    }
+    // tests run from <target>/<profile>/deps/; the binary is in <target>/<profile>/.
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("a target directory");
+    let bin = dir.join("sluice");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (cargo build --bin sluice) or set SLUICE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A `sluice server` process on a free port.
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub service_id: String,
+    pub log: PathBuf,
+    state_dir: PathBuf,
+    listen: String,
+}
+
+impl Server {
+    pub fn start(service_id: &str) -> Server {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(unique("sluice-e2e"));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let mut s = Server {
+            child: None,
+            url: format!("http://127.0.0.1:{port}"),
+            service_id: service_id.to_string(),
+            log: dir.join("server.log"),
+            state_dir: dir.join("state"),
+            listen: format!("127.0.0.1:{port}"),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("a log file");
+        let child = Command::new(sluice_bin())
+            .args(["server", "--bootstrap-servers", &bootstrap(), "--listen", &self.listen])
+            .args(["--service-id", &self.service_id])
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("sluice starts");
+        self.child = Some(child);
+        let url = format!("{}/info", self.url);
+        eventually(Duration::from_secs(60), "the server to answer /info", || {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("the server exited with {status}; log:\n{}", self.log_text());
+            }
+            ureq::get(&url).call().ok().map(|_| ())
+        });
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the server as an operator would (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while c.try_wait().ok().flatten().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the server without warning (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// POST /ksql with the statements; returns the HTTP status and the JSON body.
+    pub fn ksql(&self, sql: &str) -> (u16, Value) {
+        self.ksql_with(sql, json!({}))
+    }
+
+    pub fn ksql_with(&self, sql: &str, props: Value) -> (u16, Value) {
+        let body = json!({"ksql": sql, "streamsProperties": props});
+        let resp = ureq::post(&format!("{}/ksql", self.url))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send_json(&body)
+            .expect("the server answers");
+        let status = resp.status().as_u16();
+        let text = resp.into_body().read_to_string().expect("a body");
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+        (status, json)
+    }
+
+    /// Runs statements that must succeed, from the earliest offset.
+    pub fn ok(&self, sql: &str) -> Value {
+        let (status, body) = self.ksql_with(sql, json!({"auto.offset.reset": "earliest"}));
+        assert_eq!(status, 200, "{sql}\n{body:#}\nlog:\n{}", self.log_text());
+        body
+    }
+
+    /// The ids of the persistent queries, from SHOW QUERIES.
+    pub fn query_ids(&self) -> Vec<(String, String)> {
+        let body = self.ok("SHOW QUERIES;");
+        body[0]["queries"]
+            .as_array()
+            .expect("a query list")
+            .iter()
+            .map(|q| {
+                (
+                    q["id"].as_str().unwrap_or_default().to_string(),
+                    q["state"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A record as the tests write and read them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Record {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub timestamp: i64,
+}
+
+impl Record {
+    pub fn new(key: Option<&str>, value: Option<&str>, timestamp: i64) -> Record {
+        Record {
+            key: key.map(|k| k.as_bytes().to_vec()),
+            value: value.map(|v| v.as_bytes().to_vec()),
+            timestamp,
+        }
+    }
+
+    pub fn value_str(&self) -> &str {
+        self.value
+            .as_deref()
+            .map(|v| std::str::from_utf8(v).expect("UTF-8"))
+            .unwrap_or("<null>")
+    }
+
+    pub fn value_json(&self) -> Value {
+        serde_json::from_slice(self.value.as_deref().expect("a value")).expect("JSON")
+    }
+}
+
+pub fn produce(topic: &str, records: &[Record]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("partitioner", "murmur2_random")
+        .create()
+        .expect("a producer");
+    for r in records {
+        let mut rec = BaseRecord::<[u8], [u8]>::to(topic).timestamp(r.timestamp);
+        if let Some(k) = &r.key {
+            rec = rec.key(k.as_slice());
+        }
+        if let Some(v) = &r.value {
+            rec = rec.payload(v.as_slice());
+        }
+        producer.send(rec).map_err(|(e, _)| e).expect("send");
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// Reads a topic from the beginning until `count` records have arrived (all partitions,
+/// read_committed), then keeps reading briefly to catch any extra record.
+pub fn consume(topic: &str, count: usize, timeout: Duration) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("e2e-reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("a consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .expect("partition");
+        }
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    let mut settle: Option<Instant> = None;
+    loop {
+        if out.len() >= count {
+            let until = *settle.get_or_insert_with(|| Instant::now() + Duration::from_millis(500));
+            if Instant::now() > until {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let _ = m.headers().map(|h| h.count());
+            out.push(Record {
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                timestamp: m.timestamp().to_millis().unwrap_or(-1),
+            });
+        }
+    }
+    out
+}
+
+/// Whether a topic exists.
+pub fn topic_exists(topic: &str) -> bool {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("a client");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    md.topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+}

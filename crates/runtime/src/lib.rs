@@ -1,1 +1,21 @@
-//! stub
+//! The engine that executes query plans.
+//!
+//! - `codec`: JSON, DELIMITED, KAFKA and NONE serdes between record bytes and Arrow columns;
+//! - `expr` and `udf`: plan expressions as DataFusion physical expressions, ksqlDB's functions;
+//! - `pipeline`: a compiled plan that turns a batch of source records into output records;
+//! - `kafka`: running a pipeline on a real broker (consumer group, producer, commits) and
+//!   topic administration.
+//!
+//! The runtime never parses SQL: it executes the plans `sluice-sql` writes.
+
+pub mod codec;
+mod error;
+pub mod expr;
+pub mod kafka;
+pub mod pipeline;
+pub mod types;
+pub mod udf;
+
+pub use error::{Result, RuntimeError};
+pub use kafka::{KafkaAdmin, QueryConfig, QueryStats, RunningQuery};
+pub use pipeline::{DecodeFailure, OutputRecord, Pipeline, SourceRecord};

@@ -1,1 +1,45 @@
-//! stub
+//! The Sluice server: configuration, the engine (catalog, command topic, persistent
+//! queries) and the ksqlDB-compatible REST API. The `sluice` binary lives here too.
+
+pub mod command;
+pub mod engine;
+pub mod entities;
+pub mod error;
+pub mod rest;
+
+pub use engine::{Engine, ServerConfig};
+pub use error::{ServerError, StatementError};
+
+/// Runs the server until the process is asked to stop (SIGINT or SIGTERM), then stops
+/// every query after its last commit.
+pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
+    std::fs::create_dir_all(&config.state_dir)?;
+    let engine = Engine::start(config.clone()).await?;
+    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+    tracing::info!("sluice is listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, rest::router(engine.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("stopping queries");
+    tokio::task::spawn_blocking(move || engine.shutdown())
+        .await
+        .map_err(|e| ServerError::Startup(e.to_string()))?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

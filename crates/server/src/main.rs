@@ -1,1 +1,75 @@
-fn main() {}
+//! `sluice`: the streaming SQL engine's one binary.
+
+use clap::{Parser, Subcommand};
+use sluice_server::ServerConfig;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Streaming SQL on Kafka, compatible with ksqlDB")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the server: REST API, command topic and persistent queries.
+    Server(ServerArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, default_value = "127.0.0.1:9092", env = "SLUICE_BOOTSTRAP_SERVERS")]
+    bootstrap_servers: String,
+    /// Address of the REST API.
+    #[arg(long, default_value = "127.0.0.1:8088", env = "SLUICE_LISTEN")]
+    listen: String,
+    /// Servers with the same service id share the command topic and run the same queries.
+    #[arg(long, default_value = "default", env = "SLUICE_SERVICE_ID")]
+    service_id: String,
+    /// Local state of the queries.
+    #[arg(long, default_value = "./sluice-state", env = "SLUICE_STATE_DIR")]
+    state_dir: PathBuf,
+    /// How often queries commit their progress, in milliseconds.
+    #[arg(long, default_value_t = 100, env = "SLUICE_COMMIT_INTERVAL_MS")]
+    commit_interval_ms: u64,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => {
+            let config = ServerConfig {
+                bootstrap_servers: args.bootstrap_servers,
+                listen: args.listen,
+                service_id: args.service_id,
+                state_dir: args.state_dir,
+                commit_interval: Duration::from_millis(args.commit_interval_ms),
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("sluice: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(sluice_server::serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sluice: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,507 @@
+//! Kafka record bytes into Arrow columns.
+//!
+//! One `ColumnBuilder` per column appends values as records arrive; a record that fails
+//! to decode leaves no trace in any builder (the row is rolled back) and is reported.
+
+use crate::types::arrow_type;
+use datafusion_common::arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
+    Int32Builder, Int64Builder, StringBuilder, Time32MillisecondBuilder,
+    TimestampMillisecondBuilder,
+};
+use serde_json::Value;
+use sluice_plan::{Column, Format, FormatKind, SqlType};
+use std::sync::Arc;
+
+/// Appends values of one SQL type.
+pub enum ColumnBuilder {
+    Boolean(BooleanBuilder),
+    Integer(Int32Builder),
+    Bigint(Int64Builder),
+    Double(Float64Builder),
+    Decimal(Decimal128Builder, u8, u8),
+    String(StringBuilder),
+    Bytes(BinaryBuilder),
+    Date(Date32Builder),
+    Time(Time32MillisecondBuilder),
+    Timestamp(TimestampMillisecondBuilder),
+}
+
+type DecodeResult = Result<(), String>;
+
+impl ColumnBuilder {
+    pub fn new(ty: &SqlType) -> Result<ColumnBuilder, String> {
+        Ok(match ty {
+            SqlType::Boolean => ColumnBuilder::Boolean(BooleanBuilder::new()),
+            SqlType::Integer => ColumnBuilder::Integer(Int32Builder::new()),
+            SqlType::Bigint => ColumnBuilder::Bigint(Int64Builder::new()),
+            SqlType::Double => ColumnBuilder::Double(Float64Builder::new()),
+            SqlType::Decimal { precision, scale } => ColumnBuilder::Decimal(
+                Decimal128Builder::new().with_data_type(arrow_type(ty)),
+                *precision,
+                *scale,
+            ),
+            SqlType::String => ColumnBuilder::String(StringBuilder::new()),
+            SqlType::Bytes => ColumnBuilder::Bytes(BinaryBuilder::new()),
+            SqlType::Date => ColumnBuilder::Date(Date32Builder::new()),
+            SqlType::Time => ColumnBuilder::Time(Time32MillisecondBuilder::new()),
+            SqlType::Timestamp => ColumnBuilder::Timestamp(TimestampMillisecondBuilder::new()),
+            other => return Err(format!("columns of type {other} are not supported yet")),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        use datafusion_common::arrow::array::ArrayBuilder;
+        match self {
+            ColumnBuilder::Boolean(b) => b.len(),
+            ColumnBuilder::Integer(b) => b.len(),
+            ColumnBuilder::Bigint(b) => b.len(),
+            ColumnBuilder::Double(b) => b.len(),
+            ColumnBuilder::Decimal(b, ..) => b.len(),
+            ColumnBuilder::String(b) => b.len(),
+            ColumnBuilder::Bytes(b) => b.len(),
+            ColumnBuilder::Date(b) => b.len(),
+            ColumnBuilder::Time(b) => b.len(),
+            ColumnBuilder::Timestamp(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn append_null(&mut self) {
+        match self {
+            ColumnBuilder::Boolean(b) => b.append_null(),
+            ColumnBuilder::Integer(b) => b.append_null(),
+            ColumnBuilder::Bigint(b) => b.append_null(),
+            ColumnBuilder::Double(b) => b.append_null(),
+            ColumnBuilder::Decimal(b, ..) => b.append_null(),
+            ColumnBuilder::String(b) => b.append_null(),
+            ColumnBuilder::Bytes(b) => b.append_null(),
+            ColumnBuilder::Date(b) => b.append_null(),
+            ColumnBuilder::Time(b) => b.append_null(),
+            ColumnBuilder::Timestamp(b) => b.append_null(),
+        }
+    }
+
+    /// Finishes the column, leaving the builder empty for the next batch.
+    pub fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Boolean(b) => Arc::new(b.finish()),
+            ColumnBuilder::Integer(b) => Arc::new(b.finish()),
+            ColumnBuilder::Bigint(b) => Arc::new(b.finish()),
+            ColumnBuilder::Double(b) => Arc::new(b.finish()),
+            ColumnBuilder::Decimal(b, ..) => Arc::new(b.finish()),
+            ColumnBuilder::String(b) => Arc::new(b.finish()),
+            ColumnBuilder::Bytes(b) => Arc::new(b.finish()),
+            ColumnBuilder::Date(b) => Arc::new(b.finish()),
+            ColumnBuilder::Time(b) => Arc::new(b.finish()),
+            ColumnBuilder::Timestamp(b) => Arc::new(b.finish()),
+        }
+    }
+
+    /// Drops values appended after `len` (rolls back a half-decoded row).
+    pub fn truncate(&mut self, len: usize) {
+        if self.len() <= len {
+            return;
+        }
+        // Builders cannot shrink: rebuild from the finished prefix. Rare (bad records only).
+        let array = self.finish();
+        let keep = array.slice(0, len);
+        for i in 0..keep.len() {
+            self.append_from(&keep, i);
+        }
+    }
+
+    fn append_from(&mut self, array: &ArrayRef, i: usize) {
+        use datafusion_common::arrow::array::{Array, AsArray};
+        use datafusion_common::arrow::datatypes::*;
+        if array.is_null(i) {
+            self.append_null();
+            return;
+        }
+        match self {
+            ColumnBuilder::Boolean(b) => b.append_value(array.as_boolean().value(i)),
+            ColumnBuilder::Integer(b) => b.append_value(array.as_primitive::<Int32Type>().value(i)),
+            ColumnBuilder::Bigint(b) => b.append_value(array.as_primitive::<Int64Type>().value(i)),
+            ColumnBuilder::Double(b) => {
+                b.append_value(array.as_primitive::<Float64Type>().value(i))
+            }
+            ColumnBuilder::Decimal(b, ..) => {
+                b.append_value(array.as_primitive::<Decimal128Type>().value(i))
+            }
+            ColumnBuilder::String(b) => b.append_value(array.as_string::<i32>().value(i)),
+            ColumnBuilder::Bytes(b) => b.append_value(array.as_binary::<i32>().value(i)),
+            ColumnBuilder::Date(b) => b.append_value(array.as_primitive::<Date32Type>().value(i)),
+            ColumnBuilder::Time(b) => {
+                b.append_value(array.as_primitive::<Time32MillisecondType>().value(i))
+            }
+            ColumnBuilder::Timestamp(b) => {
+                b.append_value(array.as_primitive::<TimestampMillisecondType>().value(i))
+            }
+        }
+    }
+
+    /// Appends a JSON value, coercing as ksqlDB's JSON deserializer does.
+    pub fn append_json(&mut self, v: &Value) -> DecodeResult {
+        if v.is_null() {
+            self.append_null();
+            return Ok(());
+        }
+        match self {
+            ColumnBuilder::Boolean(b) => match v {
+                Value::Bool(x) => b.append_value(*x),
+                Value::String(s) if s.eq_ignore_ascii_case("true") => b.append_value(true),
+                Value::String(s) if s.eq_ignore_ascii_case("false") => b.append_value(false),
+                _ => return Err(mismatch("BOOLEAN", v)),
+            },
+            ColumnBuilder::Integer(b) => b.append_value(json_integer(v, "INTEGER").and_then(
+                |x| i32::try_from(x).map_err(|_| format!("Can't convert {v} to INTEGER: out of range")),
+            )?),
+            ColumnBuilder::Bigint(b) => b.append_value(json_integer(v, "BIGINT")?),
+            ColumnBuilder::Double(b) => b.append_value(match v {
+                Value::Number(n) => n.as_f64().ok_or_else(|| mismatch("DOUBLE", v))?,
+                Value::String(s) => s.trim().parse().map_err(|_| mismatch("DOUBLE", v))?,
+                _ => return Err(mismatch("DOUBLE", v)),
+            }),
+            ColumnBuilder::Decimal(b, p, s) => {
+                let text = match v {
+                    Value::Number(n) => n.to_string(),
+                    Value::String(t) => t.clone(),
+                    _ => return Err(mismatch("DECIMAL", v)),
+                };
+                b.append_value(parse_decimal(&text, *p, *s)?)
+            }
+            ColumnBuilder::String(b) => match v {
+                Value::String(s) => b.append_value(s),
+                // Scalars and nested values become their JSON text, as in ksqlDB.
+                other => b.append_value(other.to_string()),
+            },
+            ColumnBuilder::Bytes(b) => match v {
+                Value::String(s) => b.append_value(base64_decode(s)?),
+                _ => return Err(mismatch("BYTES", v)),
+            },
+            ColumnBuilder::Date(b) => {
+                let days = json_integer(v, "DATE")?;
+                b.append_value(i32::try_from(days).map_err(|_| mismatch("DATE", v))?)
+            }
+            ColumnBuilder::Time(b) => {
+                let ms = json_integer(v, "TIME")?;
+                b.append_value(i32::try_from(ms).map_err(|_| mismatch("TIME", v))?)
+            }
+            ColumnBuilder::Timestamp(b) => b.append_value(json_integer(v, "TIMESTAMP")?),
+        }
+        Ok(())
+    }
+
+    /// Appends a DELIMITED field; an empty field is NULL.
+    pub fn append_text(&mut self, s: &str) -> DecodeResult {
+        if s.is_empty() {
+            self.append_null();
+            return Ok(());
+        }
+        let bad = |t: &str| format!("Can't convert '{s}' to {t}");
+        match self {
+            ColumnBuilder::Boolean(b) => b.append_value(match s.to_ascii_lowercase().as_str() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(bad("BOOLEAN")),
+            }),
+            ColumnBuilder::Integer(b) => b.append_value(s.trim().parse().map_err(|_| bad("INTEGER"))?),
+            ColumnBuilder::Bigint(b) => b.append_value(s.trim().parse().map_err(|_| bad("BIGINT"))?),
+            ColumnBuilder::Double(b) => b.append_value(s.trim().parse().map_err(|_| bad("DOUBLE"))?),
+            ColumnBuilder::Decimal(b, p, sc) => b.append_value(parse_decimal(s, *p, *sc)?),
+            ColumnBuilder::String(b) => b.append_value(s),
+            ColumnBuilder::Bytes(b) => b.append_value(base64_decode(s)?),
+            ColumnBuilder::Date(b) => b.append_value(s.trim().parse().map_err(|_| bad("DATE"))?),
+            ColumnBuilder::Time(b) => b.append_value(s.trim().parse().map_err(|_| bad("TIME"))?),
+            ColumnBuilder::Timestamp(b) => {
+                b.append_value(s.trim().parse().map_err(|_| bad("TIMESTAMP"))?)
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a value in the KAFKA format: big-endian binary numbers, UTF-8 strings.
+    pub fn append_kafka(&mut self, bytes: &[u8]) -> DecodeResult {
+        fn fixed<const N: usize>(bytes: &[u8], t: &str) -> Result<[u8; N], String> {
+            bytes.try_into().map_err(|_| {
+                format!("Size of data received by the KAFKA deserializer for {t} is not {N} bytes: {}", bytes.len())
+            })
+        }
+        match self {
+            ColumnBuilder::Integer(b) => b.append_value(i32::from_be_bytes(fixed(bytes, "INTEGER")?)),
+            ColumnBuilder::Bigint(b) => b.append_value(i64::from_be_bytes(fixed(bytes, "BIGINT")?)),
+            ColumnBuilder::Double(b) => b.append_value(f64::from_be_bytes(fixed(bytes, "DOUBLE")?)),
+            ColumnBuilder::String(b) => b.append_value(
+                std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?,
+            ),
+            ColumnBuilder::Bytes(b) => b.append_value(bytes),
+            ColumnBuilder::Boolean(_)
+            | ColumnBuilder::Decimal(..)
+            | ColumnBuilder::Date(_)
+            | ColumnBuilder::Time(_)
+            | ColumnBuilder::Timestamp(_) => {
+                return Err("the KAFKA format does not support this type".to_string());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn mismatch(t: &str, v: &Value) -> String {
+    let shown = v.to_string();
+    let shown = if shown.len() > 100 { format!("{}...", &shown[..100]) } else { shown };
+    format!("Can't convert type. sourceType: {}, requiredType: {t}, value: {shown}", json_type(v))
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "NullNode",
+        Value::Bool(_) => "BooleanNode",
+        Value::Number(n) if n.is_f64() => "DoubleNode",
+        Value::Number(_) => "IntNode",
+        Value::String(_) => "TextNode",
+        Value::Array(_) => "ArrayNode",
+        Value::Object(_) => "ObjectNode",
+    }
+}
+
+fn json_integer(v: &Value, t: &str) -> Result<i64, String> {
+    match v {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18).map(|f| f as i64))
+            .ok_or_else(|| mismatch(t, v)),
+        Value::String(s) => s.trim().parse().map_err(|_| mismatch(t, v)),
+        _ => Err(mismatch(t, v)),
+    }
+}
+
+/// Parses decimal text to an unscaled value of the given scale, rounding half up, and
+/// refuses values that do not fit the precision.
+pub fn parse_decimal(text: &str, precision: u8, scale: u8) -> Result<i128, String> {
+    let t = text.trim();
+    let bad = || format!("Can't convert '{text}' to DECIMAL({precision}, {scale})");
+    let (negative, digits) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let (mantissa, exponent) = match digits.find(['e', 'E']) {
+        Some(i) => (&digits[..i], digits[i + 1..].parse::<i32>().map_err(|_| bad())?),
+        None => (digits, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int.is_empty() && frac.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    let all: String = format!("{int}{frac}");
+    // value = all * 10^(exponent - frac.len()); we want value * 10^scale.
+    let shift = exponent - frac.len() as i32 + scale as i32;
+    let mut unscaled: i128 = 0;
+    let mut round_up = false;
+    let keep = if shift >= 0 { all.len() } else { (all.len() as i32 + shift).max(0) as usize };
+    for (i, b) in all.bytes().enumerate() {
+        if i < keep {
+            unscaled = unscaled.checked_mul(10).and_then(|u| u.checked_add((b - b'0') as i128)).ok_or_else(bad)?;
+        } else if i == keep {
+            round_up = b >= b'5';
+        }
+    }
+    if shift > 0 {
+        for _ in 0..shift {
+            unscaled = unscaled.checked_mul(10).ok_or_else(bad)?;
+        }
+    }
+    if round_up {
+        unscaled += 1;
+    }
+    if unscaled >= 10i128.pow(precision as u32) {
+        return Err(format!(
+            "Numeric field overflow: value {text} does not fit DECIMAL({precision}, {scale})"
+        ));
+    }
+    Ok(if negative { -unscaled } else { unscaled })
+}
+
+fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = ALPHABET
+            .iter()
+            .position(|a| *a == c)
+            .ok_or_else(|| format!("invalid base64 in BYTES value: {s}"))? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes the key or the value part of records into a set of columns.
+pub struct PartDecoder {
+    format: Format,
+    /// Indexes into the row's builders, in the part's column order.
+    columns: Vec<usize>,
+    /// Upper-cased names, for case-insensitive JSON field lookup.
+    names: Vec<String>,
+    exact_names: Vec<String>,
+    /// Whether a single column is read bare (not inside an object).
+    unwrapped: bool,
+}
+
+impl PartDecoder {
+    pub fn new(format: &Format, columns: &[(usize, &Column)], is_key: bool) -> PartDecoder {
+        let unwrapped = columns.len() == 1
+            && (is_key || !format.wrap_single_value || format.kind == FormatKind::Kafka);
+        PartDecoder {
+            format: format.clone(),
+            columns: columns.iter().map(|(i, _)| *i).collect(),
+            names: columns.iter().map(|(_, c)| c.name.to_uppercase()).collect(),
+            exact_names: columns.iter().map(|(_, c)| c.name.clone()).collect(),
+            unwrapped,
+        }
+    }
+
+    /// Decodes one key or value into the builders; `None` bytes are a null key/value.
+    pub fn decode(&self, bytes: Option<&[u8]>, builders: &mut [ColumnBuilder]) -> DecodeResult {
+        if self.columns.is_empty() {
+            return Ok(());
+        }
+        let Some(bytes) = bytes else {
+            for &i in &self.columns {
+                builders[i].append_null();
+            }
+            return Ok(());
+        };
+        match self.format.kind {
+            FormatKind::Json => self.decode_json(bytes, builders),
+            FormatKind::Delimited => self.decode_delimited(bytes, builders),
+            FormatKind::Kafka => builders[self.columns[0]].append_kafka(bytes),
+            FormatKind::None => Ok(()),
+            other => Err(format!("the {other} format is not supported yet")),
+        }
+    }
+
+    fn decode_json(&self, bytes: &[u8], builders: &mut [ColumnBuilder]) -> DecodeResult {
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("Failed to deserialize JSON: {e}"))?;
+        if self.unwrapped {
+            return builders[self.columns[0]].append_json(&value);
+        }
+        let Value::Object(map) = &value else {
+            return Err(format!(
+                "Can't convert type. sourceType: {}, requiredType: STRUCT, value: {value}",
+                json_type(&value)
+            ));
+        };
+        for (k, &col) in self.columns.iter().enumerate() {
+            let field = map.get(&self.exact_names[k]).or_else(|| {
+                map.iter()
+                    .find(|(name, _)| name.to_uppercase() == self.names[k])
+                    .map(|(_, v)| v)
+            });
+            match field {
+                Some(v) => builders[col].append_json(v)?,
+                None => builders[col].append_null(),
+            }
+        }
+        Ok(())
+    }
+
+    fn decode_delimited(&self, bytes: &[u8], builders: &mut [ColumnBuilder]) -> DecodeResult {
+        let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?;
+        let fields = split_delimited(text, self.format.delimiter.unwrap_or(','));
+        if fields.len() != self.columns.len() {
+            return Err(format!(
+                "Unexpected field count, csvFields:{} schemaFields:{}",
+                fields.len(),
+                self.columns.len()
+            ));
+        }
+        for (field, &col) in fields.iter().zip(&self.columns) {
+            builders[col].append_text(field)?;
+        }
+        Ok(())
+    }
+}
+
+/// Splits a CSV line, honouring double-quoted fields with `""` escapes.
+pub fn split_delimited(text: &str, delimiter: char) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut chars = text.chars().peekable();
+    let mut in_quotes = false;
+    while let Some(c) = chars.next() {
+        if in_quotes {
+            if c == '"' {
+                if chars.peek() == Some(&'"') {
+                    cur.push('"');
+                    chars.next();
+                } else {
+                    in_quotes = false;
+                }
+            } else {
+                cur.push(c);
+            }
+        } else if c == '"' && cur.is_empty() {
+            in_quotes = true;
+        } else if c == delimiter {
+            fields.push(std::mem::take(&mut cur));
+        } else {
+            cur.push(c);
+        }
+    }
+    fields.push(cur);
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_parse_with_rounding_and_range_checks() {
+        assert_eq!(parse_decimal("12.345", 5, 2), Ok(1235));
+        assert_eq!(parse_decimal("-1.5", 3, 1), Ok(-15));
+        assert_eq!(parse_decimal("1e2", 5, 1), Ok(1000));
+        assert!(parse_decimal("1000", 3, 0).is_err());
+        assert!(parse_decimal("abc", 3, 0).is_err());
+    }
+
+    #[test]
+    fn csv_fields_unquote() {
+        assert_eq!(split_delimited("a,\"b,c\",,\"d\"\"e\"", ','), vec!["a", "b,c", "", "d\"e"]);
+    }
+
+    #[test]
+    fn json_scalars_coerce_to_strings() {
+        let mut b = ColumnBuilder::new(&SqlType::String).unwrap();
+        b.append_json(&serde_json::json!(false)).unwrap();
+        b.append_json(&serde_json::json!(1.5)).unwrap();
+        let a = b.finish();
+        use datafusion_common::arrow::array::AsArray;
+        assert_eq!(a.as_string::<i32>().value(0), "false");
+        assert_eq!(a.as_string::<i32>().value(1), "1.5");
+    }
+
+    #[test]
+    fn truncate_rolls_back_a_row() {
+        let mut b = ColumnBuilder::new(&SqlType::Integer).unwrap();
+        b.append_json(&serde_json::json!(1)).unwrap();
+        b.append_json(&serde_json::json!(2)).unwrap();
+        b.truncate(1);
+        assert_eq!(b.finish().len(), 1);
+    }
+}

@@ -1,0 +1,238 @@
+//! Arrow columns into Kafka record bytes, written as ksqlDB writes them.
+
+use datafusion_common::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion_common::arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Float64Type, Int32Type, Int64Type,
+    Time32MillisecondType, TimeUnit, TimestampMillisecondType,
+};
+use sluice_plan::{Format, FormatKind, format_decimal};
+use std::fmt::Write;
+
+/// Encodes the key or the value part of output rows.
+pub struct PartEncoder {
+    format: Format,
+    /// Indexes of the part's columns in the output batch, and their names.
+    columns: Vec<(usize, String)>,
+    unwrapped: bool,
+}
+
+impl PartEncoder {
+    pub fn new(format: &Format, columns: Vec<(usize, String)>, is_key: bool) -> PartEncoder {
+        let unwrapped = columns.len() == 1
+            && (is_key || !format.wrap_single_value || format.kind == FormatKind::Kafka);
+        PartEncoder {
+            format: format.clone(),
+            columns,
+            unwrapped,
+        }
+    }
+
+    /// Encodes row `row`; `None` when the part has no columns or (for keys) is all NULL.
+    pub fn encode(&self, arrays: &[ArrayRef], row: usize, out: &mut Vec<u8>) -> Option<()> {
+        out.clear();
+        if self.columns.is_empty() {
+            return None;
+        }
+        match self.format.kind {
+            FormatKind::Json => {
+                let mut s = String::new();
+                if self.unwrapped {
+                    let (i, _) = &self.columns[0];
+                    if arrays[*i].is_null(row) {
+                        return None;
+                    }
+                    write_json(&mut s, &arrays[*i], row);
+                } else {
+                    s.push('{');
+                    for (n, (i, name)) in self.columns.iter().enumerate() {
+                        if n > 0 {
+                            s.push(',');
+                        }
+                        write_json_string(&mut s, name);
+                        s.push(':');
+                        write_json(&mut s, &arrays[*i], row);
+                    }
+                    s.push('}');
+                }
+                out.extend_from_slice(s.as_bytes());
+            }
+            FormatKind::Delimited => {
+                let delimiter = self.format.delimiter.unwrap_or(',');
+                let mut s = String::new();
+                let mut all_null = true;
+                for (n, (i, _)) in self.columns.iter().enumerate() {
+                    if n > 0 {
+                        s.push(delimiter);
+                    }
+                    let a = &arrays[*i];
+                    if a.is_null(row) {
+                        continue;
+                    }
+                    all_null = false;
+                    let text = text_value(a, row);
+                    if text.contains([delimiter, '"', '\n', '\r']) {
+                        s.push('"');
+                        s.push_str(&text.replace('"', "\"\""));
+                        s.push('"');
+                    } else {
+                        s.push_str(&text);
+                    }
+                }
+                if all_null && self.columns.len() == 1 {
+                    return None;
+                }
+                out.extend_from_slice(s.as_bytes());
+            }
+            FormatKind::Kafka => {
+                let (i, _) = &self.columns[0];
+                let a = &arrays[*i];
+                if a.is_null(row) {
+                    return None;
+                }
+                match a.data_type() {
+                    DataType::Int32 => out.extend_from_slice(
+                        &a.as_primitive::<Int32Type>().value(row).to_be_bytes(),
+                    ),
+                    DataType::Int64 => out.extend_from_slice(
+                        &a.as_primitive::<Int64Type>().value(row).to_be_bytes(),
+                    ),
+                    DataType::Float64 => out.extend_from_slice(
+                        &a.as_primitive::<Float64Type>().value(row).to_be_bytes(),
+                    ),
+                    DataType::Binary => out.extend_from_slice(a.as_binary::<i32>().value(row)),
+                    _ => out.extend_from_slice(text_value(a, row).as_bytes()),
+                }
+            }
+            FormatKind::None => return None,
+            _ => return None,
+        }
+        Some(())
+    }
+}
+
+/// A value as ksqlDB prints it in text formats.
+pub fn text_value(a: &ArrayRef, row: usize) -> String {
+    match a.data_type() {
+        DataType::Boolean => a.as_boolean().value(row).to_string(),
+        DataType::Int32 => a.as_primitive::<Int32Type>().value(row).to_string(),
+        DataType::Int64 => a.as_primitive::<Int64Type>().value(row).to_string(),
+        DataType::Float64 => java_double(a.as_primitive::<Float64Type>().value(row)),
+        DataType::Decimal128(_, s) => {
+            format_decimal(a.as_primitive::<Decimal128Type>().value(row), *s as u8)
+        }
+        DataType::Utf8 => a.as_string::<i32>().value(row).to_string(),
+        DataType::Binary => base64_encode(a.as_binary::<i32>().value(row)),
+        DataType::Date32 => a.as_primitive::<Date32Type>().value(row).to_string(),
+        DataType::Time32(TimeUnit::Millisecond) => {
+            a.as_primitive::<Time32MillisecondType>().value(row).to_string()
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            a.as_primitive::<TimestampMillisecondType>().value(row).to_string()
+        }
+        other => format!("<{other}>"),
+    }
+}
+
+fn write_json(s: &mut String, a: &ArrayRef, row: usize) {
+    if a.is_null(row) {
+        s.push_str("null");
+        return;
+    }
+    match a.data_type() {
+        DataType::Utf8 => write_json_string(s, a.as_string::<i32>().value(row)),
+        DataType::Binary => write_json_string(s, &base64_encode(a.as_binary::<i32>().value(row))),
+        DataType::Float64 => {
+            let v = a.as_primitive::<Float64Type>().value(row);
+            if v.is_finite() {
+                s.push_str(&java_double(v));
+            } else {
+                // JSON has no NaN or Infinity; Jackson writes them as strings.
+                write_json_string(s, &java_double(v));
+            }
+        }
+        _ => s.push_str(&text_value(a, row)),
+    }
+}
+
+fn write_json_string(s: &mut String, v: &str) {
+    s.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            '\t' => s.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(s, "\\u{:04x}", c as u32);
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+}
+
+/// Formats a double as Java's `Double.toString` does, which is what ksqlDB writes.
+pub fn java_double(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+    }
+    let abs = v.abs();
+    if (1e-3..1e7).contains(&abs) {
+        let s = format!("{v}");
+        if s.contains('.') { s } else { format!("{s}.0") }
+    } else {
+        let s = format!("{v:e}");
+        let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+        let mantissa = if mantissa.contains('.') {
+            mantissa.to_string()
+        } else {
+            format!("{mantissa}.0")
+        };
+        format!("{mantissa}E{exp}")
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doubles_print_like_java() {
+        assert_eq!(java_double(1.0), "1.0");
+        assert_eq!(java_double(0.5), "0.5");
+        assert_eq!(java_double(1e10), "1.0E10");
+        assert_eq!(java_double(1.5e-5), "1.5E-5");
+        assert_eq!(java_double(1234567.0), "1234567.0");
+        assert_eq!(java_double(12345678.0), "1.2345678E7");
+    }
+
+    #[test]
+    fn base64_round_trips() {
+        assert_eq!(base64_encode(b"hello"), "aGVsbG8=");
+        assert_eq!(base64_encode(b""), "");
+    }
+}

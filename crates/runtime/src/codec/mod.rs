@@ -1,0 +1,4 @@
+//! Serialization formats: JSON, DELIMITED, KAFKA and NONE, as ksqlDB reads and writes them.
+
+pub mod decode;
+pub mod encode;

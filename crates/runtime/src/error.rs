@@ -1,0 +1,19 @@
+//! Errors of the runtime.
+
+use datafusion_common::DataFusionError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The plan cannot run on this build (a newer plan version, an unknown function).
+    #[error("cannot run plan: {0}")]
+    Plan(String),
+    /// Evaluating an expression failed for a whole batch.
+    #[error("expression error: {0}")]
+    Expr(#[from] DataFusionError),
+    #[error("arrow error: {0}")]
+    Arrow(#[from] datafusion_common::arrow::error::ArrowError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

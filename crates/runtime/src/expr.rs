@@ -1,0 +1,256 @@
+//! Plan expressions compiled to DataFusion physical expressions, and their evaluation
+//! with ksqlDB's error semantics: a row whose expression fails yields NULL (and is
+//! counted), it never fails the batch.
+
+use crate::error::{Result, RuntimeError};
+use crate::types::arrow_type;
+use crate::udf;
+use datafusion_common::ScalarValue;
+use datafusion_common::arrow::array::{Array, ArrayRef, new_null_array};
+use datafusion_common::arrow::compute::concat;
+use datafusion_common::arrow::datatypes::{DataType, Field, Schema};
+use datafusion_common::arrow::record_batch::RecordBatch;
+use datafusion_common::config::ConfigOptions;
+use datafusion_expr::Operator;
+use datafusion_physical_expr::expressions::{
+    BinaryExpr, CaseExpr, CastExpr, Column, InListExpr, IsNotNullExpr, IsNullExpr, LikeExpr,
+    Literal as LiteralExpr, NegativeExpr, NotExpr,
+};
+use datafusion_physical_expr::{PhysicalExpr, ScalarFunctionExpr};
+use sluice_plan::{BinaryOp, Expr, Literal};
+use std::sync::Arc;
+
+pub type PhysExpr = Arc<dyn PhysicalExpr>;
+
+/// Compiles `e` against rows of `schema`.
+pub fn compile(e: &Expr, schema: &Schema) -> Result<PhysExpr> {
+    Ok(match e {
+        Expr::Column(name) => {
+            let idx = schema
+                .index_of(name)
+                .map_err(|_| RuntimeError::Plan(format!("unknown column {name}")))?;
+            Arc::new(Column::new(name, idx))
+        }
+        Expr::Literal(l) => Arc::new(LiteralExpr::new(literal(l)?)),
+        Expr::Binary { op, left, right } => {
+            let l = compile(left, schema)?;
+            let r = compile(right, schema)?;
+            Arc::new(BinaryExpr::new(l, operator(*op), r))
+        }
+        Expr::Not(inner) => Arc::new(NotExpr::new(compile(inner, schema)?)),
+        Expr::Negate(inner) => Arc::new(NegativeExpr::new(compile(inner, schema)?)),
+        Expr::IsNull { expr, negated } => {
+            let inner = compile(expr, schema)?;
+            if *negated {
+                Arc::new(IsNotNullExpr::new(inner))
+            } else {
+                Arc::new(IsNullExpr::new(inner))
+            }
+        }
+        Expr::Case {
+            whens, otherwise, ..
+        } => {
+            let whens = whens
+                .iter()
+                .map(|(w, t)| Ok((compile(w, schema)?, compile(t, schema)?)))
+                .collect::<Result<Vec<_>>>()?;
+            let otherwise = otherwise.as_ref().map(|e| compile(e, schema)).transpose()?;
+            Arc::new(CaseExpr::try_new(None, whens, otherwise)?)
+        }
+        Expr::Cast { expr, to } => {
+            let inner = compile(expr, schema)?;
+            let target = arrow_type(to);
+            if inner.data_type(schema)? == target {
+                inner
+            } else {
+                Arc::new(CastExpr::new(inner, target, None))
+            }
+        }
+        Expr::Call { function, args, .. } => {
+            let args = args
+                .iter()
+                .map(|a| compile(a, schema))
+                .collect::<Result<Vec<_>>>()?;
+            let types = args
+                .iter()
+                .map(|a| a.data_type(schema))
+                .collect::<datafusion_common::Result<Vec<_>>>()?;
+            let fun = udf::lookup(function, &types).ok_or_else(|| {
+                RuntimeError::Plan(format!("no implementation of {function}{types:?}"))
+            })?;
+            Arc::new(ScalarFunctionExpr::try_new(
+                fun,
+                args,
+                schema,
+                Arc::new(ConfigOptions::default()),
+            )?)
+        }
+        Expr::Like {
+            expr,
+            pattern,
+            escape,
+            negated,
+        } => {
+            let pattern = match (escape, pattern.as_ref()) {
+                (None | Some('\\'), p) => compile(p, schema)?,
+                (Some(esc), Expr::Literal(Literal::String(p))) => Arc::new(LiteralExpr::new(
+                    ScalarValue::Utf8(Some(with_backslash_escape(p, *esc))),
+                )),
+                (Some(_), _) => {
+                    return Err(RuntimeError::Plan(
+                        "LIKE ... ESCAPE needs a literal pattern".into(),
+                    ));
+                }
+            };
+            Arc::new(LikeExpr::new(*negated, false, compile(expr, schema)?, pattern))
+        }
+        Expr::InList {
+            expr,
+            list,
+            negated,
+        } => {
+            let list = list
+                .iter()
+                .map(|a| compile(a, schema))
+                .collect::<Result<Vec<_>>>()?;
+            Arc::new(InListExpr::try_new(
+                compile(expr, schema)?,
+                list,
+                *negated,
+                schema,
+            )?)
+        }
+    })
+}
+
+/// Rewrites a LIKE pattern with a custom escape character to use `\`.
+fn with_backslash_escape(p: &str, esc: char) -> String {
+    let mut out = String::with_capacity(p.len());
+    let mut chars = p.chars();
+    while let Some(c) = chars.next() {
+        if c == esc {
+            if let Some(n) = chars.next() {
+                out.push('\\');
+                out.push(n);
+            }
+        } else if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn literal(l: &Literal) -> Result<ScalarValue> {
+    Ok(match l {
+        Literal::Null(t) => ScalarValue::try_from(&arrow_type(t))?,
+        Literal::Boolean(b) => ScalarValue::Boolean(Some(*b)),
+        Literal::Integer(v) => ScalarValue::Int32(Some(*v)),
+        Literal::Bigint(v) => ScalarValue::Int64(Some(*v)),
+        Literal::Double(v) => ScalarValue::Float64(Some(*v)),
+        Literal::Decimal {
+            unscaled,
+            precision,
+            scale,
+        } => ScalarValue::Decimal128(Some(*unscaled), *precision, *scale as i8),
+        Literal::String(s) => ScalarValue::Utf8(Some(s.clone())),
+    })
+}
+
+fn operator(op: BinaryOp) -> Operator {
+    match op {
+        BinaryOp::Add => Operator::Plus,
+        BinaryOp::Subtract => Operator::Minus,
+        BinaryOp::Multiply => Operator::Multiply,
+        BinaryOp::Divide => Operator::Divide,
+        BinaryOp::Modulo => Operator::Modulo,
+        BinaryOp::Eq => Operator::Eq,
+        BinaryOp::NotEq => Operator::NotEq,
+        BinaryOp::Lt => Operator::Lt,
+        BinaryOp::LtEq => Operator::LtEq,
+        BinaryOp::Gt => Operator::Gt,
+        BinaryOp::GtEq => Operator::GtEq,
+        BinaryOp::And => Operator::And,
+        BinaryOp::Or => Operator::Or,
+        BinaryOp::IsDistinctFrom => Operator::IsDistinctFrom,
+        BinaryOp::IsNotDistinctFrom => Operator::IsNotDistinctFrom,
+        BinaryOp::Concat => Operator::StringConcat,
+    }
+}
+
+/// Evaluates `e` over `batch` into an array. When the batch as a whole fails (a division
+/// by zero in one row, say), rows are evaluated one by one and the failing ones are NULL;
+/// `errors` counts them.
+pub fn evaluate(e: &PhysExpr, batch: &RecordBatch, errors: &mut u64) -> Result<ArrayRef> {
+    match e.evaluate(batch).and_then(|v| v.into_array(batch.num_rows())) {
+        Ok(a) => Ok(a),
+        Err(_) if batch.num_rows() > 0 => {
+            let data_type = e.data_type(&batch.schema())?;
+            let mut parts = Vec::with_capacity(batch.num_rows());
+            for row in 0..batch.num_rows() {
+                let one = batch.slice(row, 1);
+                match e.evaluate(&one).and_then(|v| v.into_array(1)) {
+                    Ok(a) => parts.push(a),
+                    Err(_) => {
+                        *errors += 1;
+                        parts.push(new_null_array(&data_type, 1));
+                    }
+                }
+            }
+            let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+            Ok(concat(&refs)?)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The Arrow field an expression produces.
+pub fn output_field(name: &str, e: &PhysExpr, schema: &Schema) -> Result<Field> {
+    let t: DataType = e.data_type(schema)?;
+    Ok(Field::new(name, t, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion_common::arrow::array::{AsArray, Int32Array};
+    use datafusion_common::arrow::datatypes::Int32Type;
+
+    #[test]
+    fn failing_rows_become_null() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("A", DataType::Int32, true),
+            Field::new("B", DataType::Int32, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int32Array::from(vec![6, 1, 9])),
+                Arc::new(Int32Array::from(vec![3, 0, 3])),
+            ],
+        )
+        .unwrap();
+        let e = compile(
+            &Expr::Binary {
+                op: BinaryOp::Divide,
+                left: Box::new(Expr::Column("A".into())),
+                right: Box::new(Expr::Column("B".into())),
+            },
+            &schema,
+        )
+        .unwrap();
+        let mut errors = 0;
+        let out = evaluate(&e, &batch, &mut errors).unwrap();
+        let out = out.as_primitive::<Int32Type>();
+        assert_eq!(out.value(0), 2);
+        assert!(out.is_null(1));
+        assert_eq!(out.value(2), 3);
+        assert_eq!(errors, 1);
+    }
+
+    #[test]
+    fn custom_like_escapes_become_backslashes() {
+        assert_eq!(with_backslash_escape("a!%b%", '!'), "a\\%b%");
+    }
+}

@@ -1,0 +1,396 @@
+//! A stateless query plan compiled for execution: records in, records out, a batch at
+//! a time.
+//!
+//! ```text
+//! source records ─► decode into Arrow columns (+ ROWTIME, ROWPARTITION, ROWOFFSET)
+//!                ─► filter / project (DataFusion physical expressions)
+//!                ─► encode key and value ─► output records
+//! ```
+
+use crate::codec::decode::{ColumnBuilder, PartDecoder};
+use crate::codec::encode::PartEncoder;
+use crate::error::{Result, RuntimeError};
+use crate::expr::{PhysExpr, compile, evaluate, output_field};
+use crate::types::{PSEUDO_COUNT, row_schema};
+use datafusion_common::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array,
+};
+use datafusion_common::arrow::compute::filter_record_batch;
+use datafusion_common::arrow::datatypes::{Int64Type, Schema, SchemaRef};
+use datafusion_common::arrow::record_batch::RecordBatch;
+use sluice_plan::{ColumnKind, PLAN_VERSION, QueryPlan, Step, TopicSpec};
+use std::sync::Arc;
+
+/// A record read from a topic.
+#[derive(Clone, Copy, Debug)]
+pub struct SourceRecord<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub timestamp: i64,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A record to write to the sink topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub timestamp: i64,
+}
+
+/// A record that could not be decoded; it is skipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeFailure {
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: String,
+}
+
+enum Op {
+    Filter(PhysExpr),
+    Select { exprs: Vec<PhysExpr>, schema: SchemaRef },
+}
+
+pub struct Pipeline {
+    source: TopicSpec,
+    source_schema: SchemaRef,
+    builders: Vec<ColumnBuilder>,
+    key_decoder: PartDecoder,
+    value_decoder: PartDecoder,
+    rowtime: Vec<i64>,
+    partition: Vec<i32>,
+    offset: Vec<i64>,
+    ops: Vec<Op>,
+    sink: TopicSpec,
+    key_encoder: PartEncoder,
+    value_encoder: PartEncoder,
+    /// Rows whose expressions failed and yielded NULL, since the start.
+    pub expression_errors: u64,
+}
+
+impl Pipeline {
+    pub fn new(plan: &QueryPlan) -> Result<Pipeline> {
+        if plan.version > PLAN_VERSION {
+            return Err(RuntimeError::Plan(format!(
+                "the plan has version {} but this build runs plans up to version {PLAN_VERSION}",
+                plan.version
+            )));
+        }
+        let Step::StreamSink { input, topic: sink } = &plan.root else {
+            return Err(RuntimeError::Plan("a plan must end in a sink".into()));
+        };
+        // Walk down to the source, then compile the steps upwards.
+        let mut chain = Vec::new();
+        let mut step: &Step = input;
+        let source = loop {
+            match step {
+                Step::StreamSource { topic, .. } => break topic.clone(),
+                Step::StreamSink { .. } => {
+                    return Err(RuntimeError::Plan("a sink inside a plan".into()));
+                }
+                other => {
+                    chain.push(other);
+                    step = other.input().expect("non-source steps have an input");
+                }
+            }
+        };
+        let source_schema = row_schema(&source.schema);
+        let mut schema: SchemaRef = source_schema.clone();
+        let mut ops = Vec::new();
+        for step in chain.into_iter().rev() {
+            match step {
+                Step::StreamFilter { predicate, .. } => {
+                    ops.push(Op::Filter(compile(predicate, &schema)?));
+                }
+                Step::StreamSelect { projection, .. } => {
+                    let exprs = projection
+                        .iter()
+                        .map(|p| compile(&p.expr, &schema))
+                        .collect::<Result<Vec<_>>>()?;
+                    let mut fields = Vec::with_capacity(exprs.len() + PSEUDO_COUNT);
+                    for (p, e) in projection.iter().zip(&exprs) {
+                        fields.push(output_field(&p.name, e, &schema)?);
+                    }
+                    let n = schema.fields().len();
+                    for f in &schema.fields()[n - PSEUDO_COUNT..] {
+                        fields.push(f.as_ref().clone());
+                    }
+                    let out = Arc::new(Schema::new(fields));
+                    ops.push(Op::Select { exprs, schema: out.clone() });
+                    schema = out;
+                }
+                _ => unreachable!("sources and sinks are handled above"),
+            }
+        }
+        let builders = source
+            .schema
+            .columns
+            .iter()
+            .map(|c| ColumnBuilder::new(&c.ty))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(RuntimeError::Plan)?;
+        let part = |kind: ColumnKind| -> Vec<(usize, &sluice_plan::Column)> {
+            source
+                .schema
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.kind == kind)
+                .collect()
+        };
+        let key_decoder = PartDecoder::new(&source.key_format, &part(ColumnKind::Key), true);
+        let value_decoder =
+            PartDecoder::new(&source.value_format, &part(ColumnKind::Value), false);
+        let sink_part = |kind: ColumnKind| -> Result<Vec<(usize, String)>> {
+            sink.schema
+                .columns
+                .iter()
+                .filter(|c| c.kind == kind)
+                .map(|c| {
+                    schema
+                        .index_of(&c.name)
+                        .map(|i| (i, c.name.clone()))
+                        .map_err(|_| RuntimeError::Plan(format!("sink column {} missing", c.name)))
+                })
+                .collect()
+        };
+        let key_encoder = PartEncoder::new(&sink.key_format, sink_part(ColumnKind::Key)?, true);
+        let value_encoder =
+            PartEncoder::new(&sink.value_format, sink_part(ColumnKind::Value)?, false);
+        Ok(Pipeline {
+            source,
+            source_schema,
+            builders,
+            key_decoder,
+            value_decoder,
+            rowtime: Vec::new(),
+            partition: Vec::new(),
+            offset: Vec::new(),
+            ops,
+            sink: sink.clone(),
+            key_encoder,
+            value_encoder,
+            expression_errors: 0,
+        })
+    }
+
+    pub fn source_topic(&self) -> &str {
+        &self.source.topic
+    }
+
+    pub fn sink_topic(&self) -> &str {
+        &self.sink.topic
+    }
+
+    /// Decodes one record into the pending batch; a record that fails to decode is
+    /// reported and leaves the batch as it was.
+    pub fn push(&mut self, r: &SourceRecord<'_>) -> std::result::Result<(), DecodeFailure> {
+        let before = self.rowtime.len();
+        let decoded = self
+            .key_decoder
+            .decode(r.key, &mut self.builders)
+            .map_err(|e| format!("Error deserializing key: {e}"))
+            .and_then(|()| {
+                self.value_decoder
+                    .decode(r.value, &mut self.builders)
+                    .map_err(|e| format!("Error deserializing value: {e}"))
+            });
+        match decoded {
+            Ok(()) => {
+                self.rowtime.push(r.timestamp);
+                self.partition.push(r.partition);
+                self.offset.push(r.offset);
+                Ok(())
+            }
+            Err(reason) => {
+                for b in &mut self.builders {
+                    b.truncate(before);
+                }
+                Err(DecodeFailure {
+                    partition: r.partition,
+                    offset: r.offset,
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Rows decoded and not yet processed.
+    pub fn pending(&self) -> usize {
+        self.rowtime.len()
+    }
+
+    /// Runs the pending rows through the plan, appending the output records to `out`.
+    pub fn flush(&mut self, out: &mut Vec<OutputRecord>) -> Result<()> {
+        if self.rowtime.is_empty() {
+            return Ok(());
+        }
+        let mut columns: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
+        columns.push(Arc::new(Int64Array::from(std::mem::take(&mut self.rowtime))));
+        columns.push(Arc::new(Int32Array::from(std::mem::take(&mut self.partition))));
+        columns.push(Arc::new(Int64Array::from(std::mem::take(&mut self.offset))));
+        let mut batch = RecordBatch::try_new(self.source_schema.clone(), columns)?;
+        for op in &self.ops {
+            match op {
+                Op::Filter(predicate) => {
+                    let mask = evaluate(predicate, &batch, &mut self.expression_errors)?;
+                    let mask: &BooleanArray = mask.as_boolean();
+                    batch = filter_record_batch(&batch, mask)?;
+                }
+                Op::Select { exprs, schema } => {
+                    let mut cols = Vec::with_capacity(schema.fields().len());
+                    for e in exprs {
+                        cols.push(evaluate(e, &batch, &mut self.expression_errors)?);
+                    }
+                    let n = batch.num_columns();
+                    cols.extend(batch.columns()[n - PSEUDO_COUNT..].iter().cloned());
+                    batch = RecordBatch::try_new(schema.clone(), cols)?;
+                }
+            }
+            if batch.num_rows() == 0 {
+                return Ok(());
+            }
+        }
+        let n = batch.num_columns();
+        let rowtime = batch.column(n - PSEUDO_COUNT).as_primitive::<Int64Type>().clone();
+        let columns = batch.columns();
+        let mut buf = Vec::new();
+        out.reserve(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            let key = self.key_encoder.encode(columns, row, &mut buf).map(|()| buf.clone());
+            let value = self
+                .value_encoder
+                .encode(columns, row, &mut buf)
+                .map(|()| buf.clone());
+            out.push(OutputRecord {
+                key,
+                value,
+                timestamp: if rowtime.is_null(row) { 0 } else { rowtime.value(row) },
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_plan::{
+        BinaryOp, Column, Expr, Format, FormatKind, Literal, LogicalSchema, NamedExpr, SqlType,
+    };
+
+    fn plan(value_format: FormatKind, sink_format: FormatKind) -> QueryPlan {
+        let source = TopicSpec {
+            topic: "in".into(),
+            key_format: Format::new(FormatKind::Kafka),
+            value_format: Format::new(value_format),
+            schema: LogicalSchema::new(vec![
+                Column::key("K", SqlType::String),
+                Column::value("ID", SqlType::Bigint),
+                Column::value("NAME", SqlType::String),
+            ]),
+        };
+        let out_schema = LogicalSchema::new(vec![
+            Column::key("K", SqlType::String),
+            Column::value("ID2", SqlType::Bigint),
+            Column::value("NAME", SqlType::String),
+        ]);
+        QueryPlan {
+            version: PLAN_VERSION,
+            root: Step::StreamSink {
+                input: Box::new(Step::StreamSelect {
+                    input: Box::new(Step::StreamFilter {
+                        input: Box::new(Step::StreamSource {
+                            name: "IN".into(),
+                            topic: source,
+                        }),
+                        predicate: Expr::Binary {
+                            op: BinaryOp::Gt,
+                            left: Box::new(Expr::Column("ID".into())),
+                            right: Box::new(Expr::Literal(Literal::Bigint(1))),
+                        },
+                    }),
+                    projection: vec![
+                        NamedExpr { name: "K".into(), expr: Expr::Column("K".into()) },
+                        NamedExpr {
+                            name: "ID2".into(),
+                            expr: Expr::Binary {
+                                op: BinaryOp::Multiply,
+                                left: Box::new(Expr::Column("ID".into())),
+                                right: Box::new(Expr::Literal(Literal::Bigint(2))),
+                            },
+                        },
+                        NamedExpr { name: "NAME".into(), expr: Expr::Column("NAME".into()) },
+                    ],
+                    schema: out_schema.clone(),
+                }),
+                topic: TopicSpec {
+                    topic: "out".into(),
+                    key_format: Format::new(FormatKind::Kafka),
+                    value_format: Format::new(sink_format),
+                    schema: out_schema,
+                },
+            },
+        }
+    }
+
+    fn run(p: &mut Pipeline, values: &[&str]) -> (Vec<OutputRecord>, Vec<DecodeFailure>) {
+        let mut failures = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            let r = SourceRecord {
+                key: Some(b"k"),
+                value: Some(v.as_bytes()),
+                timestamp: 100 + i as i64,
+                partition: 0,
+                offset: i as i64,
+            };
+            if let Err(f) = p.push(&r) {
+                failures.push(f);
+            }
+        }
+        let mut out = Vec::new();
+        p.flush(&mut out).unwrap();
+        (out, failures)
+    }
+
+    #[test]
+    fn json_filter_project_json() {
+        let mut p = Pipeline::new(&plan(FormatKind::Json, FormatKind::Json)).unwrap();
+        let (out, failures) = run(
+            &mut p,
+            &[
+                r#"{"id": 1, "name": "a"}"#,
+                r#"{"ID": 2, "name": "b"}"#,
+                r#"not json"#,
+                r#"{"id": "x"}"#,
+                r#"{"id": 3}"#,
+            ],
+        );
+        assert_eq!(failures.iter().map(|f| f.offset).collect::<Vec<_>>(), vec![2, 3]);
+        let values: Vec<String> = out
+            .iter()
+            .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
+            .collect();
+        assert_eq!(values, vec![r#"{"ID2":4,"NAME":"b"}"#, r#"{"ID2":6,"NAME":null}"#]);
+        assert_eq!(out[0].key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(out[0].timestamp, 101);
+        assert_eq!(out[1].timestamp, 104);
+    }
+
+    #[test]
+    fn delimited_in_and_out() {
+        let mut p = Pipeline::new(&plan(FormatKind::Delimited, FormatKind::Delimited)).unwrap();
+        let (out, failures) = run(&mut p, &["5,x,y", "5,\"a,b\"", "0,z"]);
+        assert_eq!(failures.len(), 1);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].value.as_deref(), Some(&b"10,\"a,b\""[..]));
+    }
+
+    #[test]
+    fn newer_plans_are_refused() {
+        let mut p = plan(FormatKind::Json, FormatKind::Json);
+        p.version = PLAN_VERSION + 1;
+        assert!(matches!(Pipeline::new(&p), Err(RuntimeError::Plan(_))));
+    }
+}

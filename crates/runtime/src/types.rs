@@ -1,0 +1,55 @@
+//! How SQL types are laid out in Arrow.
+
+use datafusion_common::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use sluice_plan::{LogicalSchema, PSEUDO_COLUMNS, SqlType};
+use std::sync::Arc;
+
+pub fn arrow_type(t: &SqlType) -> DataType {
+    match t {
+        SqlType::Boolean => DataType::Boolean,
+        SqlType::Integer => DataType::Int32,
+        SqlType::Bigint => DataType::Int64,
+        SqlType::Double => DataType::Float64,
+        SqlType::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale as i8),
+        SqlType::String => DataType::Utf8,
+        SqlType::Bytes => DataType::Binary,
+        SqlType::Date => DataType::Date32,
+        SqlType::Time => DataType::Time32(TimeUnit::Millisecond),
+        SqlType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, None),
+        SqlType::Array(item) => DataType::List(Arc::new(Field::new("item", arrow_type(item), true))),
+        SqlType::Map { key, value } => DataType::Map(
+            Arc::new(Field::new(
+                "entries",
+                DataType::Struct(Fields::from(vec![
+                    Field::new("key", arrow_type(key), false),
+                    Field::new("value", arrow_type(value), true),
+                ])),
+                false,
+            )),
+            false,
+        ),
+        SqlType::Struct(fields) => DataType::Struct(Fields::from(
+            fields
+                .iter()
+                .map(|f| Field::new(&f.name, arrow_type(&f.ty), true))
+                .collect::<Vec<_>>(),
+        )),
+    }
+}
+
+/// The Arrow schema of rows in flight: the logical columns, then the pseudo-columns
+/// ROWTIME, ROWPARTITION and ROWOFFSET, which every batch carries at its end.
+pub fn row_schema(schema: &LogicalSchema) -> SchemaRef {
+    let mut fields: Vec<Field> = schema
+        .columns
+        .iter()
+        .map(|c| Field::new(&c.name, arrow_type(&c.ty), true))
+        .collect();
+    for (name, ty) in PSEUDO_COLUMNS {
+        fields.push(Field::new(name, arrow_type(&ty), false));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// Number of pseudo-columns at the end of every row batch.
+pub const PSEUDO_COUNT: usize = PSEUDO_COLUMNS.len();

@@ -1,0 +1,187 @@
+//! ksqlDB's scalar functions as DataFusion UDFs, with ksqlDB's NULL semantics.
+//!
+//! Names match the signatures in `sluice_sql::functions`; arguments arrive already cast
+//! to the parameter types the analyzer chose.
+
+use datafusion_common::arrow::array::{
+    Array, ArrayRef, AsArray, Int32Array, StringArray,
+};
+use datafusion_common::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
+use datafusion_common::{Result, exec_err};
+use datafusion_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use std::sync::Arc;
+
+type Kernel = fn(&[ArrayRef], usize) -> Result<ArrayRef>;
+
+/// A function given by a kernel over whole argument arrays.
+#[derive(Debug)]
+struct KernelUdf {
+    name: &'static str,
+    signature: Signature,
+    returns: DataType,
+    kernel: Kernel,
+}
+
+// A function is identified by its name and signature; the kernel follows from them.
+impl PartialEq for KernelUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.signature == other.signature
+    }
+}
+
+impl Eq for KernelUdf {}
+
+impl std::hash::Hash for KernelUdf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        self.signature.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for KernelUdf {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(self.returns.clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        (self.kernel)(&arrays, args.number_rows).map(ColumnarValue::Array)
+    }
+}
+
+/// The implementation of a function for the given (already cast) argument types.
+pub fn lookup(name: &str, arg_types: &[DataType]) -> Option<Arc<ScalarUDF>> {
+    let (kernel, returns): (Kernel, DataType) = match (name, arg_types) {
+        ("UCASE", _) => (|a, _| map_str(&a[0], |s| s.to_uppercase()), DataType::Utf8),
+        ("LCASE", _) => (|a, _| map_str(&a[0], |s| s.to_lowercase()), DataType::Utf8),
+        ("TRIM", _) => (
+            // Java's String.trim(): everything up to and including ' '.
+            |a, _| map_str(&a[0], |s| s.trim_matches(|c: char| c <= ' ').to_string()),
+            DataType::Utf8,
+        ),
+        ("LEN", _) => (len, DataType::Int32),
+        ("CONCAT", _) => (concat, DataType::Utf8),
+        ("SUBSTRING", _) => (substring, DataType::Utf8),
+        ("ABS", [DataType::Int32]) => (
+            |a, _| Ok(Arc::new(a[0].as_primitive::<Int32Type>().unary::<_, Int32Type>(|v| v.wrapping_abs())) as ArrayRef),
+            DataType::Int32,
+        ),
+        ("ABS", [DataType::Int64]) => (
+            |a, _| Ok(Arc::new(a[0].as_primitive::<Int64Type>().unary::<_, Int64Type>(|v| v.wrapping_abs())) as ArrayRef),
+            DataType::Int64,
+        ),
+        ("ABS", [DataType::Float64]) => (
+            |a, _| Ok(Arc::new(a[0].as_primitive::<Float64Type>().unary::<_, Float64Type>(f64::abs)) as ArrayRef),
+            DataType::Float64,
+        ),
+        _ => return None,
+    };
+    let name: &'static str = sluice_names().iter().find(|n| **n == name)?;
+    Some(Arc::new(ScalarUDF::new_from_impl(KernelUdf {
+        name,
+        signature: Signature::exact(arg_types.to_vec(), Volatility::Immutable),
+        returns,
+        kernel,
+    })))
+}
+
+/// Every function name implemented here.
+pub fn sluice_names() -> &'static [&'static str] {
+    &["UCASE", "LCASE", "TRIM", "LEN", "CONCAT", "SUBSTRING", "ABS"]
+}
+
+fn map_str(a: &ArrayRef, f: impl Fn(&str) -> String) -> Result<ArrayRef> {
+    let a = a.as_string::<i32>();
+    let out: StringArray = a.iter().map(|v| v.map(&f)).collect();
+    Ok(Arc::new(out))
+}
+
+fn len(a: &[ArrayRef], _: usize) -> Result<ArrayRef> {
+    let s = a[0].as_string::<i32>();
+    let out: Int32Array = s.iter().map(|v| v.map(|v| v.chars().count() as i32)).collect();
+    Ok(Arc::new(out))
+}
+
+/// NULL arguments are skipped; the result is never NULL.
+fn concat(a: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    let strings: Vec<&StringArray> = a.iter().map(|x| x.as_string::<i32>()).collect();
+    let out: StringArray = (0..rows)
+        .map(|r| {
+            let mut s = String::new();
+            for col in &strings {
+                if col.is_valid(r) {
+                    s.push_str(col.value(r));
+                }
+            }
+            Some(s)
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
+/// ksqlDB's SUBSTRING: 1-based start, negative counts from the end, clamped to the string.
+fn substring(a: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    let s = a[0].as_string::<i32>();
+    let pos = a[1].as_primitive::<Int32Type>();
+    let len = a.get(2).map(|l| l.as_primitive::<Int32Type>());
+    if a.len() > 3 {
+        return exec_err!("SUBSTRING takes 2 or 3 arguments");
+    }
+    let out: StringArray = (0..rows)
+        .map(|r| {
+            if s.is_null(r) || pos.is_null(r) || len.is_some_and(|l| l.is_null(r)) {
+                return None;
+            }
+            let chars: Vec<char> = s.value(r).chars().collect();
+            let n = chars.len() as i64;
+            let p = pos.value(r) as i64;
+            let start = if p < 0 { (n + p).max(0) } else { (p - 1).min(n).max(0) };
+            let end = match len {
+                Some(l) => (start + l.value(r) as i64).min(n).max(start),
+                None => n,
+            };
+            Some(chars[start as usize..end as usize].iter().collect::<String>())
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[Option<&str>]) -> ArrayRef {
+        Arc::new(StringArray::from(v.to_vec()))
+    }
+
+    #[test]
+    fn substring_follows_ksqldb() {
+        let s = strings(&[Some("hello"), Some("hello"), Some("hello"), None]);
+        let p: ArrayRef = Arc::new(Int32Array::from(vec![2, -3, 0, 1]));
+        let l: ArrayRef = Arc::new(Int32Array::from(vec![3, 2, 2, 1]));
+        let out = substring(&[s, p, l], 4).unwrap();
+        let out = out.as_string::<i32>();
+        assert_eq!(out.value(0), "ell");
+        assert_eq!(out.value(1), "ll");
+        assert_eq!(out.value(2), "he");
+        assert!(out.is_null(3));
+    }
+
+    #[test]
+    fn concat_skips_nulls() {
+        let out = concat(&[strings(&[Some("a"), None]), strings(&[None, None])], 2).unwrap();
+        let out = out.as_string::<i32>();
+        assert_eq!(out.value(0), "a");
+        assert_eq!(out.value(1), "");
+    }
+}

@@ -1,0 +1,88 @@
+//! The command topic: the durable, ordered log of accepted statements.
+//!
+//! A statement that validates is written here with its plan and properties; a runner on
+//! every server applies the log in order, so all servers build the same catalog and run
+//! the same queries, and a restart replays it.
+
+use serde::{Deserialize, Serialize};
+use sluice_plan::QueryPlan;
+use sluice_sql::SourceDesc;
+use std::collections::BTreeMap;
+
+/// The command format this build writes; newer commands put the server in a degraded state.
+pub const COMMAND_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Command {
+    pub version: u32,
+    /// The statement as the user wrote it, with its `;`.
+    pub statement: String,
+    /// The request's `streamsProperties`, which the query runs with.
+    #[serde(default)]
+    pub properties: BTreeMap<String, serde_json::Value>,
+    pub action: Action,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Action {
+    /// CREATE STREAM / TABLE over an existing topic.
+    #[serde(rename_all = "camelCase")]
+    CreateSource { source: SourceDesc, or_replace: bool },
+    /// CREATE ... AS SELECT: registers the sink and starts the query.
+    #[serde(rename_all = "camelCase")]
+    CreateQuery {
+        sink: SourceDesc,
+        plan: QueryPlan,
+        inputs: Vec<String>,
+        /// The query-id prefix, `CSAS` or `CTAS`.
+        kind: String,
+    },
+    /// DROP STREAM / TABLE; terminates the query that writes into it.
+    #[serde(rename_all = "camelCase")]
+    DropSource { name: String },
+    /// TERMINATE id, or TERMINATE ALL when `query_id` is None.
+    #[serde(rename_all = "camelCase")]
+    Terminate { query_id: Option<String> },
+}
+
+impl Command {
+    /// ksqlDB's command id: `stream/S1/create`, `terminate/CSAS_S1_0/execute`, ...
+    pub fn command_id(&self) -> String {
+        match &self.action {
+            Action::CreateSource { source, .. } | Action::CreateQuery { sink: source, .. } => {
+                format!("{}/`{}`/create", source.kind.lower(), source.name)
+            }
+            Action::DropSource { name } => format!("stream/`{name}`/drop"),
+            Action::Terminate { query_id } => format!(
+                "terminate/{}/execute",
+                query_id.as_deref().unwrap_or("ALL")
+            ),
+        }
+    }
+}
+
+/// The command topic's name for a service id.
+pub fn command_topic(service_id: &str) -> String {
+    format!("_sluice-{service_id}-command")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_round_trip_through_json() {
+        let c = Command {
+            version: COMMAND_VERSION,
+            statement: "TERMINATE ALL;".into(),
+            properties: BTreeMap::new(),
+            action: Action::Terminate { query_id: None },
+        };
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains(r#""type":"terminate""#), "{json}");
+        assert_eq!(serde_json::from_str::<Command>(&json).unwrap(), c);
+        assert_eq!(c.command_id(), "terminate/ALL/execute");
+    }
+}

@@ -1,0 +1,720 @@
+//! The engine: validates statements, writes them to the command topic, applies the
+//! command log to the catalog, and runs the persistent queries.
+
+use crate::command::{Action, COMMAND_VERSION, Command, command_topic};
+use crate::entities;
+use crate::error::{ServerError, StatementError};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use sluice_plan::QueryPlan;
+use sluice_runtime::{KafkaAdmin, QueryConfig, RunningQuery};
+use sluice_sql::ast::{ShowTarget, Statement};
+use sluice_sql::{Catalog, Planned, PlannerConfig, SourceDesc, SourceKindName, plan_statement};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub bootstrap_servers: String,
+    pub listen: String,
+    pub service_id: String,
+    pub state_dir: std::path::PathBuf,
+    pub commit_interval: Duration,
+}
+
+/// A persistent query in the catalog.
+pub struct PersistentQuery {
+    pub id: String,
+    pub statement: String,
+    pub sink: String,
+    pub sink_topic: String,
+    pub inputs: Vec<String>,
+    pub plan: QueryPlan,
+    pub properties: BTreeMap<String, Value>,
+    pub running: Option<RunningQuery>,
+    /// Why the query could not start, if it could not.
+    pub error: Option<String>,
+}
+
+impl PersistentQuery {
+    pub fn state(&self) -> &'static str {
+        match (&self.running, &self.error) {
+            (Some(r), _) if r.is_healthy() => "RUNNING",
+            (Some(_), _) | (None, Some(_)) => "ERROR",
+            (None, None) => "PENDING",
+        }
+    }
+}
+
+/// The catalog: every stream, table and persistent query.
+#[derive(Default)]
+pub struct Metastore {
+    pub sources: BTreeMap<String, SourceDesc>,
+    pub queries: BTreeMap<String, PersistentQuery>,
+}
+
+impl Catalog for Metastore {
+    fn source(&self, name: &str) -> Option<&SourceDesc> {
+        self.sources.get(name)
+    }
+
+    fn source_names(&self) -> Vec<&str> {
+        self.sources.keys().map(String::as_str).collect()
+    }
+}
+
+impl Metastore {
+    fn readers_of(&self, name: &str) -> Vec<String> {
+        self.queries
+            .values()
+            .filter(|q| q.inputs.iter().any(|i| i == name))
+            .map(|q| q.id.clone())
+            .collect()
+    }
+
+    fn writers_of(&self, name: &str) -> Vec<String> {
+        self.queries
+            .values()
+            .filter(|q| q.sink == name)
+            .map(|q| q.id.clone())
+            .collect()
+    }
+}
+
+/// The outcome of applying one command, which the statement that wrote it reports.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    pub message: String,
+    pub query_id: Option<String>,
+}
+
+pub struct Engine {
+    pub config: ServerConfig,
+    pub admin: KafkaAdmin,
+    pub metastore: Mutex<Metastore>,
+    planner: PlannerConfig,
+    /// Serializes statements: each validates against the state all earlier ones left.
+    statement_lock: tokio::sync::Mutex<()>,
+    producer: FutureProducer,
+    /// Offset of the last command applied (-1 before any).
+    applied: watch::Sender<i64>,
+    results: Mutex<HashMap<i64, Result<Applied, String>>>,
+    /// Problems that make the server degraded (a command it could not apply).
+    pub degraded: Mutex<Vec<String>>,
+    stopping: AtomicBool,
+}
+
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Engine {
+    /// Connects to Kafka, creates the command topic if needed, replays it, and starts
+    /// the command runner. Returns once the replay is done and queries run again.
+    pub async fn start(config: ServerConfig) -> Result<Arc<Engine>, ServerError> {
+        let admin = KafkaAdmin::new(&config.bootstrap_servers)?;
+        let topic = command_topic(&config.service_id);
+        // Wait for the broker: a server started with Kafka should come up once it is there.
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match admin
+                .create_topic(&topic, 1, None, &[("retention.ms", "-1"), ("cleanup.policy", "delete")])
+                .await
+            {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!("cannot create the command topic {topic} yet ({e}); retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create()?;
+        let (applied, _) = watch::channel(-1);
+        let engine = Arc::new(Engine {
+            config,
+            admin,
+            metastore: Mutex::new(Metastore::default()),
+            planner: PlannerConfig::default(),
+            statement_lock: tokio::sync::Mutex::new(()),
+            producer,
+            applied,
+            results: Mutex::new(HashMap::new()),
+            degraded: Mutex::new(Vec::new()),
+            stopping: AtomicBool::new(false),
+        });
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        {
+            let engine = engine.clone();
+            std::thread::Builder::new()
+                .name("command-runner".into())
+                .spawn(move || {
+                    if let Err(e) = engine.run_commands(ready_tx) {
+                        tracing::error!("the command runner stopped: {e}");
+                        engine.lock_degraded().push(format!("command runner stopped: {e}"));
+                    }
+                })?;
+        }
+        ready_rx
+            .await
+            .map_err(|_| ServerError::Startup("the command runner stopped during replay".into()))?;
+        Ok(engine)
+    }
+
+    fn lock_metastore(&self) -> std::sync::MutexGuard<'_, Metastore> {
+        self.metastore.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_degraded(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.degraded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_degraded(&self) -> bool {
+        !self.lock_degraded().is_empty()
+    }
+
+    /// Stops every query, committing what each has processed.
+    pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let running: Vec<RunningQuery> = {
+            let mut ms = self.lock_metastore();
+            ms.queries.values_mut().filter_map(|q| q.running.take()).collect()
+        };
+        for q in running {
+            q.stop();
+        }
+    }
+
+    // ---- the command runner ----
+
+    fn run_commands(
+        self: &Arc<Self>,
+        ready: tokio::sync::oneshot::Sender<()>,
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        let topic = command_topic(&self.config.service_id);
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.config.bootstrap_servers)
+            .set("group.id", format!("_sluice-{}-command-runner", self.config.service_id))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, Offset::Beginning)?;
+        consumer.assign(&tpl)?;
+        let (_, end) = consumer.fetch_watermarks(&topic, 0, KAFKA_TIMEOUT)?;
+        tracing::info!("replaying {end} commands from {topic}");
+        let mut ready = Some(ready);
+        let mut replaying = end > 0;
+        if !replaying {
+            let _ = ready.take().map(|r| r.send(()));
+        }
+        while !self.stopping.load(Ordering::SeqCst) {
+            let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!("reading the command topic: {e}");
+                    continue;
+                }
+            };
+            let offset = msg.offset();
+            let result = match msg
+                .payload()
+                .map(serde_json::from_slice::<Command>)
+            {
+                Some(Ok(cmd)) if cmd.version <= COMMAND_VERSION => self.apply(offset, &cmd, replaying),
+                Some(Ok(cmd)) => Err(format!(
+                    "command {offset} has version {} but this server applies versions up to {COMMAND_VERSION}",
+                    cmd.version
+                )),
+                Some(Err(e)) => Err(format!("command {offset} is corrupt: {e}")),
+                None => Err(format!("command {offset} is empty")),
+            };
+            if let Err(e) = &result
+                && replaying
+            {
+                // During replay, a command that cannot apply is a problem of the log.
+                tracing::error!("cannot apply command {offset}: {e}");
+                self.lock_degraded().push(e.clone());
+            }
+            self.results
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(offset, result);
+            self.applied.send_replace(offset);
+            if replaying && offset + 1 >= end {
+                replaying = false;
+                self.start_all_queries();
+                tracing::info!("replay done");
+                let _ = ready.take().map(|r| r.send(()));
+            }
+        }
+        Ok(())
+    }
+
+    fn query_config(&self, query_id: &str, props: &BTreeMap<String, Value>) -> QueryConfig {
+        let prop = |names: &[&str]| {
+            names.iter().find_map(|n| props.get(*n)).and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+        };
+        QueryConfig {
+            bootstrap_servers: self.config.bootstrap_servers.clone(),
+            group_id: format!("_sluice-{}-query_{query_id}", self.config.service_id),
+            auto_offset_reset: prop(&["auto.offset.reset", "ksql.streams.auto.offset.reset"])
+                .unwrap_or_else(|| "latest".into()),
+            commit_interval: prop(&["commit.interval.ms", "ksql.streams.commit.interval.ms"])
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis)
+                .unwrap_or(self.config.commit_interval),
+        }
+    }
+
+    fn start_query(&self, q: &mut PersistentQuery) {
+        let config = self.query_config(&q.id, &q.properties);
+        match RunningQuery::start(&q.id, &q.plan, config) {
+            Ok(r) => {
+                q.running = Some(r);
+                q.error = None;
+            }
+            Err(e) => {
+                tracing::error!(query = %q.id, "cannot start: {e}");
+                q.error = Some(e.to_string());
+            }
+        }
+    }
+
+    fn start_all_queries(&self) {
+        let mut ms = self.lock_metastore();
+        for q in ms.queries.values_mut() {
+            if q.running.is_none() {
+                self.start_query(q);
+            }
+        }
+    }
+
+    /// Applies one command to the catalog. Deterministic: every server gets the same result.
+    fn apply(&self, offset: i64, cmd: &Command, replaying: bool) -> Result<Applied, String> {
+        let mut stopped = Vec::new();
+        let result = {
+            let mut ms = self.lock_metastore();
+            match &cmd.action {
+                Action::CreateSource { source, or_replace } => {
+                    if ms.sources.contains_key(&source.name) && !or_replace {
+                        return Err(format!(
+                            "Cannot add {} '{}': A {} with the same name already exists",
+                            source.kind.lower(),
+                            source.name,
+                            source.kind.lower()
+                        ));
+                    }
+                    ms.sources.insert(source.name.clone(), source.clone());
+                    Ok(Applied {
+                        message: format!("{} created", source.kind.title()),
+                        query_id: None,
+                    })
+                }
+                Action::CreateQuery {
+                    sink,
+                    plan,
+                    inputs,
+                    kind,
+                } => {
+                    if let Some(missing) = inputs.iter().find(|i| !ms.sources.contains_key(*i)) {
+                        return Err(format!("{missing} does not exist."));
+                    }
+                    let id = format!("{kind}_{}_{offset}", sink.name);
+                    ms.sources.insert(sink.name.clone(), sink.clone());
+                    let mut q = PersistentQuery {
+                        id: id.clone(),
+                        statement: cmd.statement.clone(),
+                        sink: sink.name.clone(),
+                        sink_topic: sink.topic.topic.clone(),
+                        inputs: inputs.clone(),
+                        plan: plan.clone(),
+                        properties: cmd.properties.clone(),
+                        running: None,
+                        error: None,
+                    };
+                    if !replaying {
+                        self.start_query(&mut q);
+                    }
+                    ms.queries.insert(id.clone(), q);
+                    Ok(Applied {
+                        message: format!("Created query with ID {id}"),
+                        query_id: Some(id),
+                    })
+                }
+                Action::DropSource { name } => {
+                    let Some(source) = ms.sources.remove(name) else {
+                        return Err(format!("Source {name} does not exist."));
+                    };
+                    for id in ms.writers_of(name) {
+                        if let Some(mut q) = ms.queries.remove(&id) {
+                            stopped.extend(q.running.take());
+                        }
+                    }
+                    Ok(Applied {
+                        message: format!(
+                            "Source `{}` (topic: {}) was dropped.",
+                            source.name, source.topic.topic
+                        ),
+                        query_id: None,
+                    })
+                }
+                Action::Terminate { query_id } => {
+                    let ids: Vec<String> = match query_id {
+                        Some(id) => vec![id.clone()],
+                        None => ms.queries.keys().cloned().collect(),
+                    };
+                    for id in &ids {
+                        match ms.queries.remove(id) {
+                            Some(mut q) => stopped.extend(q.running.take()),
+                            None => return Err(format!("Unknown queryId: {id}")),
+                        }
+                    }
+                    Ok(Applied {
+                        message: "Query terminated.".into(),
+                        query_id: query_id.clone(),
+                    })
+                }
+            }
+        };
+        // Stopping waits for the query's last commit: do it outside the catalog lock.
+        for q in stopped {
+            q.stop();
+        }
+        result
+    }
+
+    // ---- statements ----
+
+    /// Executes one statement from a request and returns its entity.
+    pub async fn execute(
+        self: &Arc<Self>,
+        stmt: &Statement,
+        properties: &BTreeMap<String, Value>,
+    ) -> Result<Value, StatementError> {
+        let _serial = self.statement_lock.lock().await;
+        let text = format!("{};", stmt.text);
+        let planned = {
+            let ms = self.lock_metastore();
+            plan_statement(stmt, &*ms, &self.planner)
+                .map_err(|e| StatementError::from_sql(&e, &text))?
+        };
+        let fail = |message: String| StatementError::bad_statement(message, &text);
+        match planned {
+            Planned::Show(target) => Ok(self.show(target, &text).await?),
+            Planned::Describe { name, extended } => {
+                let ms = self.lock_metastore();
+                let Some(source) = ms.sources.get(&name) else {
+                    return Err(fail(format!(
+                        "Could not find STREAM/TABLE '{name}' in the Metastore"
+                    )));
+                };
+                Ok(entities::source_description(
+                    &text,
+                    source,
+                    &ms.readers_of(&name),
+                    &ms.writers_of(&name),
+                    extended,
+                ))
+            }
+            Planned::CreateSource {
+                source,
+                if_not_exists,
+                or_replace,
+                create_topic,
+            } => {
+                if let Some(existing) = self.lock_metastore().sources.get(&source.name) {
+                    if if_not_exists {
+                        return Ok(entities::warning(
+                            &text,
+                            &format!("Cannot add {} {}: A {} with the same name already exists.", source.kind.lower(), source.name, existing.kind.lower()),
+                        ));
+                    }
+                    if !or_replace {
+                        return Err(fail(format!(
+                            "Cannot add {} '{}': A {} with the same name already exists",
+                            source.kind.lower(),
+                            source.name,
+                            existing.kind.lower()
+                        )));
+                    }
+                }
+                let topic = source.topic.topic.clone();
+                match (self.topic_partitions(&topic).await?, create_topic) {
+                    (Some(_), _) => {}
+                    (None, Some(c)) => self
+                        .create_topic(&topic, c.partitions.unwrap_or(1), c.replicas)
+                        .await
+                        .map_err(|e| fail(format!("Could not create topic {topic}: {e}")))?,
+                    (None, None) => {
+                        return Err(fail(format!(
+                            "Topic '{topic}' does not exist. If you want to create a new topic for the {} please re-run the statement providing the required 'PARTITIONS' configuration in the WITH clause (and optionally 'REPLICAS'). For example: CREATE {} {} (...) WITH (KAFKA_TOPIC='{topic}', PARTITIONS=2, REPLICAS=1, ...);",
+                            source.kind.lower(),
+                            source.kind.lower().to_uppercase(),
+                            source.name
+                        )));
+                    }
+                }
+                let cmd = Command {
+                    version: COMMAND_VERSION,
+                    statement: text.clone(),
+                    properties: properties.clone(),
+                    action: Action::CreateSource { source, or_replace },
+                };
+                self.submit(cmd, &text).await
+            }
+            Planned::CreateAs {
+                sink,
+                if_not_exists,
+                or_replace,
+                create_topic,
+                plan,
+                inputs,
+            } => {
+                if let Some(existing) = self.lock_metastore().sources.get(&sink.name) {
+                    if if_not_exists {
+                        return Ok(entities::warning(
+                            &text,
+                            &format!("Cannot add {} {}: A {} with the same name already exists.", sink.kind.lower(), sink.name, existing.kind.lower()),
+                        ));
+                    }
+                    if or_replace {
+                        return Err(StatementError::unsupported(
+                            "CREATE OR REPLACE of a query's sink is not supported yet".into(),
+                            &text,
+                        ));
+                    }
+                    return Err(fail(format!(
+                        "Cannot add {} '{}': A {} with the same name already exists",
+                        sink.kind.lower(),
+                        sink.name,
+                        existing.kind.lower()
+                    )));
+                }
+                // The plan must run on this build before it is accepted.
+                sluice_runtime::Pipeline::new(&plan)
+                    .map_err(|e| StatementError::unsupported(e.to_string(), &text))?;
+                let source_topic = plan
+                    .root
+                    .source_topics()
+                    .first()
+                    .map(|t| t.topic.clone())
+                    .unwrap_or_default();
+                let partitions = match create_topic.partitions {
+                    Some(p) => p,
+                    None => self.topic_partitions(&source_topic).await?.ok_or_else(|| {
+                        fail(format!("Kafka topic does not exist: {source_topic}"))
+                    })?,
+                };
+                let sink_topic = sink.topic.topic.clone();
+                match self.topic_partitions(&sink_topic).await? {
+                    Some(existing) if create_topic.partitions.is_some_and(|p| p != existing) => {
+                        return Err(fail(format!(
+                            "A Kafka topic with the name '{sink_topic}' already exists, with different partition/replica configuration than required. KSQL expects {partitions} partitions (topic has {existing})."
+                        )));
+                    }
+                    Some(_) => {}
+                    None => self
+                        .create_topic(&sink_topic, partitions, create_topic.replicas)
+                        .await
+                        .map_err(|e| fail(format!("Could not create topic {sink_topic}: {e}")))?,
+                }
+                let cmd = Command {
+                    version: COMMAND_VERSION,
+                    statement: text.clone(),
+                    properties: properties.clone(),
+                    action: Action::CreateQuery {
+                        sink,
+                        plan,
+                        inputs,
+                        kind: "CSAS".into(),
+                    },
+                };
+                self.submit(cmd, &text).await
+            }
+            Planned::Drop {
+                kind,
+                name,
+                if_exists,
+                delete_topic,
+            } => {
+                let topic = {
+                    let ms = self.lock_metastore();
+                    let Some(source) = ms.sources.get(&name) else {
+                        if if_exists {
+                            return Ok(entities::current_status(
+                                &text,
+                                &format!("{}/`{name}`/drop", kind.lower()),
+                                &format!("Source `{name}` does not exist."),
+                                None,
+                                -1,
+                            ));
+                        }
+                        return Err(fail(format!("Source {name} does not exist.")));
+                    };
+                    if source.kind != kind {
+                        return Err(fail(format!(
+                            "Incompatible data source type is {}, but statement was DROP {}",
+                            source.kind.lower().to_uppercase(),
+                            kind.lower().to_uppercase()
+                        )));
+                    }
+                    let readers = ms.readers_of(&name);
+                    if !readers.is_empty() {
+                        return Err(fail(format!(
+                            "Cannot drop {name}.\nThe following queries read from this source: [{}].\nThe following queries write into this source: [{}].\nYou need to terminate them before dropping {name}.",
+                            readers.join(", "),
+                            ms.writers_of(&name).join(", ")
+                        )));
+                    }
+                    source.topic.topic.clone()
+                };
+                let cmd = Command {
+                    version: COMMAND_VERSION,
+                    statement: text.clone(),
+                    properties: properties.clone(),
+                    action: Action::DropSource { name },
+                };
+                let entity = self.submit(cmd, &text).await?;
+                if delete_topic {
+                    self.admin
+                        .delete_topic(&topic)
+                        .await
+                        .map_err(|e| fail(format!("Could not delete the topic {topic}: {e}")))?;
+                }
+                Ok(entity)
+            }
+            Planned::Terminate(query_id) => {
+                if let Some(id) = &query_id
+                    && !self.lock_metastore().queries.contains_key(id)
+                {
+                    return Err(fail(format!("Unknown queryId: {id}")));
+                }
+                let cmd = Command {
+                    version: COMMAND_VERSION,
+                    statement: text.clone(),
+                    properties: properties.clone(),
+                    action: Action::Terminate { query_id },
+                };
+                self.submit(cmd, &text).await
+            }
+        }
+    }
+
+    /// Writes a command, waits until this server has applied it, and reports the outcome.
+    async fn submit(&self, cmd: Command, text: &str) -> Result<Value, StatementError> {
+        let topic = command_topic(&self.config.service_id);
+        let payload = serde_json::to_vec(&cmd).map_err(|e| StatementError::internal(e.to_string(), text))?;
+        let id = cmd.command_id();
+        let offset = self
+            .producer
+            .send(
+                FutureRecord::to(&topic).key(&id).payload(&payload),
+                KAFKA_TIMEOUT,
+            )
+            .await
+            .map_err(|(e, _)| {
+                StatementError::server(format!("Could not write the statement to the command topic: {e}"), text)
+            })?
+            .offset;
+        let mut applied = self.applied.subscribe();
+        let wait = applied.wait_for(|a| *a >= offset);
+        tokio::time::timeout(KAFKA_TIMEOUT, wait)
+            .await
+            .map_err(|_| {
+                StatementError::server(
+                    "Timed out waiting for the statement to be applied; it will be applied when the command runner catches up".into(),
+                    text,
+                )
+            })?
+            .map_err(|_| StatementError::server("The command runner stopped".into(), text))?;
+        let result = self
+            .results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&offset)
+            .unwrap_or_else(|| Err("the command's result is missing".into()));
+        match result {
+            Ok(a) => Ok(entities::current_status(
+                text,
+                &id,
+                &a.message,
+                a.query_id.as_deref(),
+                offset,
+            )),
+            Err(message) => Err(StatementError::bad_statement(message, text)),
+        }
+    }
+
+    async fn topic_partitions(&self, topic: &str) -> Result<Option<u32>, StatementError> {
+        let engine_admin = &self.admin;
+        // fetch_metadata blocks; it is short and bounded by its timeout.
+        tokio::task::block_in_place(|| engine_admin.partitions(topic)).map_err(|e| {
+            StatementError::server(format!("Could not reach Kafka: {e}"), "")
+        })
+    }
+
+    async fn create_topic(&self, topic: &str, partitions: u32, replicas: Option<i16>) -> sluice_runtime::Result<()> {
+        self.admin.create_topic(topic, partitions, replicas, &[]).await
+    }
+
+    async fn show(&self, target: ShowTarget, text: &str) -> Result<Value, StatementError> {
+        match target {
+            ShowTarget::Streams { extended } | ShowTarget::Tables { extended } => {
+                let kind = if matches!(target, ShowTarget::Streams { .. }) {
+                    SourceKindName::Stream
+                } else {
+                    SourceKindName::Table
+                };
+                let ms = self.lock_metastore();
+                let sources: Vec<&SourceDesc> =
+                    ms.sources.values().filter(|s| s.kind == kind).collect();
+                if extended {
+                    let descriptions = sources
+                        .iter()
+                        .map(|s| {
+                            entities::source_description_body(
+                                s,
+                                &ms.readers_of(&s.name),
+                                &ms.writers_of(&s.name),
+                                true,
+                            )
+                        })
+                        .collect();
+                    return Ok(entities::source_description_list(text, descriptions));
+                }
+                Ok(entities::source_list(text, kind, &sources))
+            }
+            ShowTarget::Queries { .. } => {
+                let ms = self.lock_metastore();
+                Ok(entities::queries(text, ms.queries.values()))
+            }
+            ShowTarget::Topics { all, .. } => {
+                let topics = tokio::task::block_in_place(|| self.admin.topics())
+                    .map_err(|e| StatementError::server(format!("Could not list topics: {e}"), text))?;
+                let topics: Vec<(String, u32)> = topics
+                    .into_iter()
+                    .filter(|(n, _)| all || !n.starts_with('_'))
+                    .collect();
+                Ok(entities::topics(text, &topics))
+            }
+            ShowTarget::Properties => Ok(entities::properties(text, &self.config)),
+        }
+    }
+}
