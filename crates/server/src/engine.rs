@@ -158,15 +158,20 @@ impl Engine {
             std::thread::Builder::new()
                 .name("command-runner".into())
                 .spawn(move || {
-                    if let Err(e) = engine.run_commands(ready_tx) {
+                    let mut ready = Some(ready_tx);
+                    if let Err(e) = engine.run_commands(&mut ready) {
                         tracing::error!("the command runner stopped: {e}");
                         engine.lock_degraded().push(format!("command runner stopped: {e}"));
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(Err(e.to_string()));
+                        }
                     }
                 })?;
         }
         ready_rx
             .await
-            .map_err(|_| ServerError::Startup("the command runner stopped during replay".into()))?;
+            .map_err(|_| ServerError::Startup("the command runner stopped during replay".into()))?
+            .map_err(|e| ServerError::Startup(format!("cannot read the command topic: {e}")))?;
         Ok(engine)
     }
 
@@ -198,7 +203,7 @@ impl Engine {
 
     fn run_commands(
         self: &Arc<Self>,
-        ready: tokio::sync::oneshot::Sender<()>,
+        ready: &mut Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
     ) -> Result<(), rdkafka::error::KafkaError> {
         let topic = command_topic(&self.config.service_id);
         let consumer: BaseConsumer = ClientConfig::new()
@@ -210,12 +215,22 @@ impl Engine {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&topic, 0, Offset::Beginning)?;
         consumer.assign(&tpl)?;
-        let (_, end) = consumer.fetch_watermarks(&topic, 0, KAFKA_TIMEOUT)?;
+        // A topic created a moment ago may have no leader yet: retry for a while.
+        let deadline = std::time::Instant::now() + KAFKA_TIMEOUT;
+        let end = loop {
+            match consumer.fetch_watermarks(&topic, 0, Duration::from_secs(5)) {
+                Ok((_, end)) => break end,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::info!("waiting for the command topic: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         tracing::info!("replaying {end} commands from {topic}");
-        let mut ready = Some(ready);
         let mut replaying = end > 0;
         if !replaying {
-            let _ = ready.take().map(|r| r.send(()));
+            let _ = ready.take().map(|r| r.send(Ok(())));
         }
         while !self.stopping.load(Ordering::SeqCst) {
             let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
@@ -257,7 +272,7 @@ impl Engine {
                 replaying = false;
                 self.start_all_queries();
                 tracing::info!("replay done");
-                let _ = ready.take().map(|r| r.send(()));
+                let _ = ready.take().map(|r| r.send(Ok(())));
             }
         }
         Ok(())

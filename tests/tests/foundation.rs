@@ -1,0 +1,292 @@
+//! The first slice end to end: statements over REST, records through a real broker.
+//!
+//! Needs a broker: `scripts/kafka-local.sh start` (the README's test command does it).
+
+use serde_json::json;
+use sluice_e2e::{Record, Server, consume, eventually, produce, topic_exists, unique};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[test]
+fn csas_filters_projects_and_skips_bad_records() {
+    let server = Server::start(&unique("svc"));
+    let input = unique("clicks");
+    let output = unique("clicks_out");
+    server.ok(&format!(
+        "CREATE STREAM clicks (user_id BIGINT KEY, page STRING, ms INT, ref VARCHAR) \
+         WITH (kafka_topic='{input}', value_format='JSON', partitions=1);"
+    ));
+    produce(
+        &input,
+        &[
+            Record::new(None, Some(r#"{"page": " Home ", "ms": 3, "ref": "a"}"#), 1000),
+            Record::new(None, Some(r#"{"page": "cart", "ms": 12}"#), 2000),
+            Record::new(None, Some(r#"{"page": "broken"#), 3000),
+            Record::new(None, Some(r#"{"page": "x", "ms": "not a number"}"#), 4000),
+            Record::new(None, Some(r#"{"PAGE": "Checkout", "MS": 7, "REF": "b"}"#), 5000),
+            Record::new(None, Some(r#"{"page": "nothing", "ms": null}"#), 6000),
+        ],
+    );
+    // Keys are BIGINT in the KAFKA format: 8 bytes, big-endian.
+    let mut keyed = vec![Record::new(None, Some(r#"{"page": "keyed", "ms": 1}"#), 7000)];
+    keyed[0].key = Some(42i64.to_be_bytes().to_vec());
+    produce(&input, &keyed);
+
+    let body = server.ok(&format!(
+        "CREATE STREAM clicks_out WITH (kafka_topic='{output}') AS SELECT \
+           user_id, \
+           UCASE(TRIM(page)) AS page, \
+           LCASE(page) AS lower_page, \
+           ms * 2 + 1 AS score, \
+           CAST(ms AS DOUBLE) / 4 AS quarter, \
+           CASE WHEN ms > 5 THEN 'slow' ELSE 'fast' END AS speed, \
+           CONCAT(page, '-', ref) AS tag, \
+           LEN(page) AS len, \
+           SUBSTRING(page, 2, 3) AS part, \
+           ROWTIME AS ts \
+         FROM clicks WHERE ms IS NOT NULL AND ms < 100;"
+    ));
+    assert_eq!(body[0]["@type"], "currentStatus");
+    let query_id = body[0]["commandStatus"]["queryId"].as_str().unwrap().to_string();
+    assert!(query_id.starts_with("CSAS_CLICKS_OUT_"), "{query_id}");
+
+    let out = consume(&output, 4, WAIT);
+    let values: Vec<serde_json::Value> = out.iter().map(Record::value_json).collect();
+    assert_eq!(
+        values,
+        vec![
+            json!({"PAGE": "HOME", "LOWER_PAGE": " home ", "SCORE": 7, "QUARTER": 0.75, "SPEED": "fast",
+                   "TAG": " Home -a", "LEN": 6, "PART": "Hom", "TS": 1000}),
+            json!({"PAGE": "CART", "LOWER_PAGE": "cart", "SCORE": 25, "QUARTER": 3.0, "SPEED": "slow",
+                   "TAG": "cart-", "LEN": 4, "PART": "art", "TS": 2000}),
+            json!({"PAGE": "CHECKOUT", "LOWER_PAGE": "checkout", "SCORE": 15, "QUARTER": 1.75, "SPEED": "slow",
+                   "TAG": "Checkout-b", "LEN": 8, "PART": "hec", "TS": 5000}),
+            json!({"PAGE": "KEYED", "LOWER_PAGE": "keyed", "SCORE": 3, "QUARTER": 0.25, "SPEED": "fast",
+                   "TAG": "keyed-", "LEN": 5, "PART": "eye", "TS": 7000}),
+        ]
+    );
+    let timestamps: Vec<i64> = out.iter().map(|r| r.timestamp).collect();
+    assert_eq!(timestamps, vec![1000, 2000, 5000, 7000]);
+    let keys: Vec<Option<Vec<u8>>> = out.iter().map(|r| r.key.clone()).collect();
+    assert_eq!(keys, vec![None, None, None, Some(42i64.to_be_bytes().to_vec())]);
+
+    // The two bad records were skipped, each with a log line naming where it was.
+    let log = server.log_text();
+    assert!(log.contains("offset=2") && log.contains("Failed to deserialize JSON"), "{log}");
+    assert!(log.contains("offset=3") && log.contains("requiredType: INTEGER"), "{log}");
+}
+
+#[test]
+fn delimited_streams_round_trip() {
+    let server = Server::start(&unique("svc"));
+    let input = unique("csv_in");
+    let output = unique("csv_out");
+    server.ok(&format!(
+        "CREATE STREAM csv_in (k STRING KEY, id INT, name STRING, price DOUBLE) \
+         WITH (kafka_topic='{input}', value_format='DELIMITED', partitions=1);"
+    ));
+    produce(
+        &input,
+        &[
+            Record::new(Some("a"), Some("1,apple,0.5"), 10),
+            Record::new(Some("b"), Some("2,\"pear, green\",1.25"), 20),
+            Record::new(Some("c"), Some("3,too,many,fields"), 30),
+            Record::new(Some("d"), Some("4,,2"), 40),
+        ],
+    );
+    server.ok(&format!(
+        "CREATE STREAM csv_out WITH (kafka_topic='{output}') AS \
+         SELECT k, name, price * 2 AS double_price FROM csv_in WHERE id <> 1;"
+    ));
+    let out = consume(&output, 2, WAIT);
+    let got: Vec<(String, String, i64)> = out
+        .iter()
+        .map(|r| {
+            (
+                String::from_utf8(r.key.clone().unwrap()).unwrap(),
+                r.value_str().to_string(),
+                r.timestamp,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("b".into(), "\"pear, green\",2.5".into(), 20),
+            ("d".into(), ",4.0".into(), 40),
+        ]
+    );
+}
+
+#[test]
+fn show_terminate_and_drop() {
+    let server = Server::start(&unique("svc"));
+    let input = unique("src");
+    server.ok(&format!(
+        "CREATE STREAM src (id INT KEY, v STRING) WITH (kafka_topic='{input}', value_format='JSON', partitions=2);"
+    ));
+    let sink_topic = unique("derived");
+    let body = server.ok(&format!(
+        "CREATE STREAM derived WITH (kafka_topic='{sink_topic}') AS SELECT id, v FROM src;"
+    ));
+    let query_id = body[0]["commandStatus"]["queryId"].as_str().unwrap().to_string();
+    // The sink topic takes the source's partition count.
+    assert!(topic_exists(&sink_topic));
+
+    let shown = server.ok("SHOW STREAMS;");
+    let names: BTreeSet<&str> = shown[0]["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, BTreeSet::from(["SRC", "DERIVED"]));
+    assert_eq!(server.query_ids(), vec![(query_id.clone(), "RUNNING".to_string())]);
+
+    // A source a query reads cannot be dropped.
+    let (status, err) = server.ksql("DROP STREAM src;");
+    assert_eq!(status, 400);
+    assert_eq!(err["@type"], "statement_error");
+    assert_eq!(err["error_code"], 40001);
+    assert!(
+        err["message"].as_str().unwrap().contains(&format!("read from this source: [{query_id}]")),
+        "{err}"
+    );
+
+    let body = server.ok(&format!("TERMINATE {query_id};"));
+    assert_eq!(body[0]["commandStatus"]["message"], "Query terminated.");
+    assert!(server.query_ids().is_empty());
+
+    let body = server.ok("DROP STREAM derived DELETE TOPIC;");
+    assert_eq!(
+        body[0]["commandStatus"]["message"],
+        format!("Source `DERIVED` (topic: {sink_topic}) was dropped.")
+    );
+    eventually(WAIT, "the sink topic to be deleted", || {
+        (!topic_exists(&sink_topic)).then_some(())
+    });
+    server.ok("DROP STREAM src;");
+    server.ok("DROP STREAM IF EXISTS src;");
+    let (status, _) = server.ksql("DROP STREAM src;");
+    assert_eq!(status, 400);
+}
+
+#[test]
+fn bad_statements_get_ksqldb_errors() {
+    let server = Server::start(&unique("svc"));
+    let (status, err) = server.ksql("CREATE STREAM s (id INT,\n name) WITH (kafka_topic='t', value_format='JSON');");
+    assert_eq!(status, 400);
+    assert_eq!(err["@type"], "statement_error");
+    assert!(err["message"].as_str().unwrap().starts_with("line 2:6: Syntax Error"), "{err}");
+    assert_eq!(err["position"], json!({"line": 2, "column": 6}));
+
+    let missing = unique("missing");
+    let (status, err) = server.ksql(&format!(
+        "CREATE STREAM s (id INT) WITH (kafka_topic='{missing}', value_format='JSON');"
+    ));
+    assert_eq!(status, 400);
+    assert!(err["message"].as_str().unwrap().contains("does not exist"), "{err}");
+    assert!(!topic_exists(&missing));
+
+    // The first statement of a request is kept when a later one fails.
+    let topic = unique("t");
+    let (status, err) = server.ksql(&format!(
+        "CREATE STREAM ok1 (id INT) WITH (kafka_topic='{topic}', value_format='JSON', partitions=1);\n\
+         CREATE STREAM bad AS SELECT nope FROM ok1;"
+    ));
+    assert_eq!(status, 400);
+    assert_eq!(err["entities"].as_array().unwrap().len(), 1);
+    assert_eq!(err["message"], "SELECT column 'NOPE' cannot be resolved.");
+
+    let (status, err) = server.ksql("not json at all");
+    assert_eq!(status, 400, "{err}");
+    let resp = ureq::post(&format!("{}/ksql", server.url))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send("{{{")
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+}
+
+/// A query survives a server restart and continues from its committed offsets: records
+/// produced before, during and after the restart each come out exactly once.
+#[test]
+fn restart_resumes_from_committed_offsets() {
+    let mut server = Server::start(&unique("svc"));
+    let input = unique("events");
+    let output = unique("events_out");
+    server.ok(&format!(
+        "CREATE STREAM events (id INT KEY, n BIGINT) WITH (kafka_topic='{input}', value_format='JSON', partitions=3);"
+    ));
+    server.ok(&format!(
+        "CREATE STREAM events_out WITH (kafka_topic='{output}') AS SELECT id, n * 10 AS n10 FROM events;"
+    ));
+    let batch = |from: i64, to: i64| -> Vec<Record> {
+        (from..to)
+            .map(|n| {
+                let mut r = Record::new(None, Some(&format!("{{\"n\": {n}}}")), 1_000 + n);
+                r.key = Some(((n % 7) as i32).to_be_bytes().to_vec());
+                r
+            })
+            .collect()
+    };
+    produce(&input, &batch(0, 500));
+    consume(&output, 500, WAIT);
+
+    server.stop();
+    produce(&input, &batch(500, 800));
+    server.restart();
+    let queries = server.query_ids();
+    assert_eq!(queries.len(), 1, "{queries:?}");
+    eventually(WAIT, "the query to run again", || {
+        (server.query_ids()[0].1 == "RUNNING").then_some(())
+    });
+    produce(&input, &batch(800, 1000));
+
+    let out = consume(&output, 1000, WAIT);
+    let mut ns: Vec<i64> = out
+        .iter()
+        .map(|r| r.value_json()["N10"].as_i64().unwrap() / 10)
+        .collect();
+    ns.sort();
+    assert_eq!(ns, (0..1000).collect::<Vec<_>>(), "every record exactly once");
+    for r in &out {
+        let n = r.value_json()["N10"].as_i64().unwrap() / 10;
+        assert_eq!(r.timestamp, 1_000 + n);
+        assert_eq!(r.key, Some(((n % 7) as i32).to_be_bytes().to_vec()));
+    }
+}
+
+/// After a kill -9, nothing is lost (at-least-once: records after the last commit may
+/// come out twice).
+#[test]
+fn kill_loses_nothing() {
+    let mut server = Server::start(&unique("svc"));
+    let input = unique("k_in");
+    let output = unique("k_out");
+    server.ok(&format!(
+        "CREATE STREAM k_in (n BIGINT) WITH (kafka_topic='{input}', value_format='JSON', partitions=2);"
+    ));
+    server.ok(&format!(
+        "CREATE STREAM k_out WITH (kafka_topic='{output}') AS SELECT n FROM k_in;"
+    ));
+    let records: Vec<Record> = (0..2000)
+        .map(|n| Record::new(Some(&n.to_string()), Some(&format!("{{\"n\": {n}}}")), n))
+        .collect();
+    produce(&input, &records[..1000]);
+    eventually(WAIT, "some output", || {
+        (!consume(&output, 1, Duration::from_secs(2)).is_empty()).then_some(())
+    });
+    server.kill();
+    produce(&input, &records[1000..]);
+    server.restart();
+    let out = consume(&output, 2000, WAIT);
+    let seen: BTreeSet<i64> = out
+        .iter()
+        .map(|r| r.value_json()["N"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seen, (0..2000).collect::<BTreeSet<_>>());
+}
