@@ -4,6 +4,8 @@
 //! Every test uses its own topic names and service id, so tests run in parallel and
 //! never see each other's data.
 
+pub mod examples;
+
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -41,7 +43,10 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -100,7 +105,13 @@ impl Server {
             .open(&self.log)
             .expect("a log file");
         let child = Command::new(sluice_bin())
-            .args(["server", "--bootstrap-servers", &bootstrap(), "--listen", &self.listen])
+            .args([
+                "server",
+                "--bootstrap-servers",
+                &bootstrap(),
+                "--listen",
+                &self.listen,
+            ])
             .args(["--service-id", &self.service_id])
             .arg("--state-dir")
             .arg(&self.state_dir)
@@ -110,14 +121,18 @@ impl Server {
             .expect("sluice starts");
         self.child = Some(child);
         let url = format!("{}/info", self.url);
-        eventually(Duration::from_secs(60), "the server to answer /info", || {
-            if let Some(c) = self.child.as_mut()
-                && let Ok(Some(status)) = c.try_wait()
-            {
-                panic!("the server exited with {status}; log:\n{}", self.log_text());
-            }
-            ureq::get(&url).call().ok().map(|_| ())
-        });
+        eventually(
+            Duration::from_secs(60),
+            "the server to answer /info",
+            || {
+                if let Some(c) = self.child.as_mut()
+                    && let Ok(Some(status)) = c.try_wait()
+                {
+                    panic!("the server exited with {status}; log:\n{}", self.log_text());
+                }
+                ureq::get(&url).call().ok().map(|_| ())
+            },
+        );
     }
 
     pub fn log_text(&self) -> String {
@@ -127,7 +142,9 @@ impl Server {
     /// Stops the server as an operator would (SIGTERM) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(60);
             while c.try_wait().ok().flatten().is_none() {
                 if Instant::now() > deadline {
@@ -168,8 +185,7 @@ impl Server {
             .expect("the server answers");
         let status = resp.status().as_u16();
         let text = resp.into_body().read_to_string().expect("a body");
-        let json = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+        let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
         (status, json)
     }
 

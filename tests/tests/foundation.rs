@@ -21,16 +21,28 @@ fn csas_filters_projects_and_skips_bad_records() {
     produce(
         &input,
         &[
-            Record::new(None, Some(r#"{"page": " Home ", "ms": 3, "ref": "a"}"#), 1000),
+            Record::new(
+                None,
+                Some(r#"{"page": " Home ", "ms": 3, "ref": "a"}"#),
+                1000,
+            ),
             Record::new(None, Some(r#"{"page": "cart", "ms": 12}"#), 2000),
             Record::new(None, Some(r#"{"page": "broken"#), 3000),
             Record::new(None, Some(r#"{"page": "x", "ms": "not a number"}"#), 4000),
-            Record::new(None, Some(r#"{"PAGE": "Checkout", "MS": 7, "REF": "b"}"#), 5000),
+            Record::new(
+                None,
+                Some(r#"{"PAGE": "Checkout", "MS": 7, "REF": "b"}"#),
+                5000,
+            ),
             Record::new(None, Some(r#"{"page": "nothing", "ms": null}"#), 6000),
         ],
     );
     // Keys are BIGINT in the KAFKA format: 8 bytes, big-endian.
-    let mut keyed = vec![Record::new(None, Some(r#"{"page": "keyed", "ms": 1}"#), 7000)];
+    let mut keyed = vec![Record::new(
+        None,
+        Some(r#"{"page": "keyed", "ms": 1}"#),
+        7000,
+    )];
     keyed[0].key = Some(42i64.to_be_bytes().to_vec());
     produce(&input, &keyed);
 
@@ -49,7 +61,10 @@ fn csas_filters_projects_and_skips_bad_records() {
          FROM clicks WHERE ms IS NOT NULL AND ms < 100;"
     ));
     assert_eq!(body[0]["@type"], "currentStatus");
-    let query_id = body[0]["commandStatus"]["queryId"].as_str().unwrap().to_string();
+    let query_id = body[0]["commandStatus"]["queryId"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(query_id.starts_with("CSAS_CLICKS_OUT_"), "{query_id}");
 
     let out = consume(&output, 4, WAIT);
@@ -70,12 +85,21 @@ fn csas_filters_projects_and_skips_bad_records() {
     let timestamps: Vec<i64> = out.iter().map(|r| r.timestamp).collect();
     assert_eq!(timestamps, vec![1000, 2000, 5000, 7000]);
     let keys: Vec<Option<Vec<u8>>> = out.iter().map(|r| r.key.clone()).collect();
-    assert_eq!(keys, vec![None, None, None, Some(42i64.to_be_bytes().to_vec())]);
+    assert_eq!(
+        keys,
+        vec![None, None, None, Some(42i64.to_be_bytes().to_vec())]
+    );
 
     // The two bad records were skipped, each with a log line naming where it was.
     let log = server.log_text();
-    assert!(log.contains("offset=2") && log.contains("Failed to deserialize JSON"), "{log}");
-    assert!(log.contains("offset=3") && log.contains("requiredType: INTEGER"), "{log}");
+    assert!(
+        log.contains("offset=2") && log.contains("Failed to deserialize JSON"),
+        "{log}"
+    );
+    assert!(
+        log.contains("offset=3") && log.contains("requiredType: INTEGER"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -131,7 +155,10 @@ fn show_terminate_and_drop() {
     let body = server.ok(&format!(
         "CREATE STREAM derived WITH (kafka_topic='{sink_topic}') AS SELECT id, v FROM src;"
     ));
-    let query_id = body[0]["commandStatus"]["queryId"].as_str().unwrap().to_string();
+    let query_id = body[0]["commandStatus"]["queryId"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // The sink topic takes the source's partition count.
     assert!(topic_exists(&sink_topic));
 
@@ -143,7 +170,10 @@ fn show_terminate_and_drop() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, BTreeSet::from(["SRC", "DERIVED"]));
-    assert_eq!(server.query_ids(), vec![(query_id.clone(), "RUNNING".to_string())]);
+    assert_eq!(
+        server.query_ids(),
+        vec![(query_id.clone(), "RUNNING".to_string())]
+    );
 
     // A source a query reads cannot be dropped.
     let (status, err) = server.ksql("DROP STREAM src;");
@@ -151,7 +181,10 @@ fn show_terminate_and_drop() {
     assert_eq!(err["@type"], "statement_error");
     assert_eq!(err["error_code"], 40001);
     assert!(
-        err["message"].as_str().unwrap().contains(&format!("read from this source: [{query_id}]")),
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("read from this source: [{query_id}]")),
         "{err}"
     );
 
@@ -176,10 +209,17 @@ fn show_terminate_and_drop() {
 #[test]
 fn bad_statements_get_ksqldb_errors() {
     let server = Server::start(&unique("svc"));
-    let (status, err) = server.ksql("CREATE STREAM s (id INT,\n name) WITH (kafka_topic='t', value_format='JSON');");
+    let (status, err) = server
+        .ksql("CREATE STREAM s (id INT,\n name) WITH (kafka_topic='t', value_format='JSON');");
     assert_eq!(status, 400);
     assert_eq!(err["@type"], "statement_error");
-    assert!(err["message"].as_str().unwrap().starts_with("line 2:6: Syntax Error"), "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 2:6: Syntax Error"),
+        "{err}"
+    );
     assert_eq!(err["position"], json!({"line": 2, "column": 6}));
 
     let missing = unique("missing");
@@ -187,7 +227,10 @@ fn bad_statements_get_ksqldb_errors() {
         "CREATE STREAM s (id INT) WITH (kafka_topic='{missing}', value_format='JSON');"
     ));
     assert_eq!(status, 400);
-    assert!(err["message"].as_str().unwrap().contains("does not exist"), "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("does not exist"),
+        "{err}"
+    );
     assert!(!topic_exists(&missing));
 
     // The first statement of a request is kept when a later one fails.
@@ -252,7 +295,11 @@ fn restart_resumes_from_committed_offsets() {
         .map(|r| r.value_json()["N10"].as_i64().unwrap() / 10)
         .collect();
     ns.sort();
-    assert_eq!(ns, (0..1000).collect::<Vec<_>>(), "every record exactly once");
+    assert_eq!(
+        ns,
+        (0..1000).collect::<Vec<_>>(),
+        "every record exactly once"
+    );
     for r in &out {
         let n = r.value_json()["N10"].as_i64().unwrap() / 10;
         assert_eq!(r.timestamp, 1_000 + n);

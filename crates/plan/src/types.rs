@@ -11,14 +11,20 @@ pub enum SqlType {
     Integer,
     Bigint,
     Double,
-    Decimal { precision: u8, scale: u8 },
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
     String,
     Bytes,
     Date,
     Time,
     Timestamp,
     Array(Box<SqlType>),
-    Map { key: Box<SqlType>, value: Box<SqlType> },
+    Map {
+        key: Box<SqlType>,
+        value: Box<SqlType>,
+    },
     Struct(Vec<StructField>),
 }
 

@@ -102,7 +102,12 @@ pub fn compile(e: &Expr, schema: &Schema) -> Result<PhysExpr> {
                     ));
                 }
             };
-            Arc::new(LikeExpr::new(*negated, false, compile(expr, schema)?, pattern))
+            Arc::new(LikeExpr::new(
+                *negated,
+                false,
+                compile(expr, schema)?,
+                pattern,
+            ))
         }
         Expr::InList {
             expr,
@@ -183,7 +188,10 @@ fn operator(op: BinaryOp) -> Operator {
 /// by zero in one row, say), rows are evaluated one by one and the failing ones are NULL;
 /// `errors` counts them.
 pub fn evaluate(e: &PhysExpr, batch: &RecordBatch, errors: &mut u64) -> Result<ArrayRef> {
-    match e.evaluate(batch).and_then(|v| v.into_array(batch.num_rows())) {
+    match e
+        .evaluate(batch)
+        .and_then(|v| v.into_array(batch.num_rows()))
+    {
         Ok(a) => Ok(a),
         Err(_) if batch.num_rows() > 0 => {
             let data_type = e.data_type(&batch.schema())?;

@@ -111,7 +111,11 @@ fn run_with_retries(
             Ok(()) => return,
             Err(e) => {
                 let n = stats.restarts.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(query = name, attempt = n, "query failed, restarting from the last commit: {e}");
+                tracing::warn!(
+                    query = name,
+                    attempt = n,
+                    "query failed, restarting from the last commit: {e}"
+                );
                 *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                 let deadline = Instant::now() + backoff;
                 while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
@@ -200,7 +204,12 @@ fn run_once(
                     partition: msg.partition(),
                     offset: msg.offset(),
                 };
-                if let Err(DecodeFailure { partition, offset, reason }) = pipeline.push(&record) {
+                if let Err(DecodeFailure {
+                    partition,
+                    offset,
+                    reason,
+                }) = pipeline.push(&record)
+                {
                     stats.decode_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(query = name, topic = %source_topic, partition, offset, "skipping a record: {reason}");
                 }
@@ -210,8 +219,14 @@ fn run_once(
         pipeline.flush(&mut out)?;
         let new_errors = pipeline.expression_errors - errors_before;
         if new_errors > 0 {
-            stats.expression_errors.fetch_add(new_errors, Ordering::Relaxed);
-            tracing::warn!(query = name, rows = new_errors, "expressions failed for some rows; their results are NULL");
+            stats
+                .expression_errors
+                .fetch_add(new_errors, Ordering::Relaxed);
+            tracing::warn!(
+                query = name,
+                rows = new_errors,
+                "expressions failed for some rows; their results are NULL"
+            );
         }
         for r in out.drain(..) {
             let mut record = BaseRecord::to(&sink_topic).timestamp(r.timestamp);
@@ -271,7 +286,9 @@ fn commit(
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .unwrap_or_default();
-        return Err(RuntimeError::Plan(format!("records could not be delivered: {e}")));
+        return Err(RuntimeError::Plan(format!(
+            "records could not be delivered: {e}"
+        )));
     }
     if offsets.is_empty() {
         return Ok(());
@@ -312,7 +329,7 @@ impl KafkaAdmin {
         };
         match t.error() {
             None => Ok(Some(t.partitions().len() as u32)),
-            Some(e) if e == RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART => Ok(None),
+            Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => Ok(None),
             Some(e) => Err(RuntimeError::Kafka(KafkaError::MetadataFetch(e.into()))),
         }
     }

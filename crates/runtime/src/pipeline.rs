@@ -49,7 +49,10 @@ pub struct DecodeFailure {
 
 enum Op {
     Filter(PhysExpr),
-    Select { exprs: Vec<PhysExpr>, schema: SchemaRef },
+    Select {
+        exprs: Vec<PhysExpr>,
+        schema: SchemaRef,
+    },
 }
 
 pub struct Pipeline {
@@ -117,7 +120,10 @@ impl Pipeline {
                         fields.push(f.as_ref().clone());
                     }
                     let out = Arc::new(Schema::new(fields));
-                    ops.push(Op::Select { exprs, schema: out.clone() });
+                    ops.push(Op::Select {
+                        exprs,
+                        schema: out.clone(),
+                    });
                     schema = out;
                 }
                 _ => unreachable!("sources and sinks are handled above"),
@@ -140,8 +146,7 @@ impl Pipeline {
                 .collect()
         };
         let key_decoder = PartDecoder::new(&source.key_format, &part(ColumnKind::Key), true);
-        let value_decoder =
-            PartDecoder::new(&source.value_format, &part(ColumnKind::Value), false);
+        let value_decoder = PartDecoder::new(&source.value_format, &part(ColumnKind::Value), false);
         let sink_part = |kind: ColumnKind| -> Result<Vec<(usize, String)>> {
             sink.schema
                 .columns
@@ -227,8 +232,12 @@ impl Pipeline {
             return Ok(());
         }
         let mut columns: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
-        columns.push(Arc::new(Int64Array::from(std::mem::take(&mut self.rowtime))));
-        columns.push(Arc::new(Int32Array::from(std::mem::take(&mut self.partition))));
+        columns.push(Arc::new(Int64Array::from(std::mem::take(
+            &mut self.rowtime,
+        ))));
+        columns.push(Arc::new(Int32Array::from(std::mem::take(
+            &mut self.partition,
+        ))));
         columns.push(Arc::new(Int64Array::from(std::mem::take(&mut self.offset))));
         let mut batch = RecordBatch::try_new(self.source_schema.clone(), columns)?;
         for op in &self.ops {
@@ -253,12 +262,18 @@ impl Pipeline {
             }
         }
         let n = batch.num_columns();
-        let rowtime = batch.column(n - PSEUDO_COUNT).as_primitive::<Int64Type>().clone();
+        let rowtime = batch
+            .column(n - PSEUDO_COUNT)
+            .as_primitive::<Int64Type>()
+            .clone();
         let columns = batch.columns();
         let mut buf = Vec::new();
         out.reserve(batch.num_rows());
         for row in 0..batch.num_rows() {
-            let key = self.key_encoder.encode(columns, row, &mut buf).map(|()| buf.clone());
+            let key = self
+                .key_encoder
+                .encode(columns, row, &mut buf)
+                .map(|()| buf.clone());
             let value = self
                 .value_encoder
                 .encode(columns, row, &mut buf)
@@ -266,7 +281,11 @@ impl Pipeline {
             out.push(OutputRecord {
                 key,
                 value,
-                timestamp: if rowtime.is_null(row) { 0 } else { rowtime.value(row) },
+                timestamp: if rowtime.is_null(row) {
+                    0
+                } else {
+                    rowtime.value(row)
+                },
             });
         }
         Ok(())
@@ -312,7 +331,10 @@ mod tests {
                         },
                     }),
                     projection: vec![
-                        NamedExpr { name: "K".into(), expr: Expr::Column("K".into()) },
+                        NamedExpr {
+                            name: "K".into(),
+                            expr: Expr::Column("K".into()),
+                        },
                         NamedExpr {
                             name: "ID2".into(),
                             expr: Expr::Binary {
@@ -321,7 +343,10 @@ mod tests {
                                 right: Box::new(Expr::Literal(Literal::Bigint(2))),
                             },
                         },
-                        NamedExpr { name: "NAME".into(), expr: Expr::Column("NAME".into()) },
+                        NamedExpr {
+                            name: "NAME".into(),
+                            expr: Expr::Column("NAME".into()),
+                        },
                     ],
                     schema: out_schema.clone(),
                 }),
@@ -367,12 +392,18 @@ mod tests {
                 r#"{"id": 3}"#,
             ],
         );
-        assert_eq!(failures.iter().map(|f| f.offset).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(
+            failures.iter().map(|f| f.offset).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
         let values: Vec<String> = out
             .iter()
             .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
             .collect();
-        assert_eq!(values, vec![r#"{"ID2":4,"NAME":"b"}"#, r#"{"ID2":6,"NAME":null}"#]);
+        assert_eq!(
+            values,
+            vec![r#"{"ID2":4,"NAME":"b"}"#, r#"{"ID2":6,"NAME":null}"#]
+        );
         assert_eq!(out[0].key.as_deref(), Some(&b"k"[..]));
         assert_eq!(out[0].timestamp, 101);
         assert_eq!(out[1].timestamp, 104);

@@ -16,7 +16,9 @@ pub fn arrow_type(t: &SqlType) -> DataType {
         SqlType::Date => DataType::Date32,
         SqlType::Time => DataType::Time32(TimeUnit::Millisecond),
         SqlType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, None),
-        SqlType::Array(item) => DataType::List(Arc::new(Field::new("item", arrow_type(item), true))),
+        SqlType::Array(item) => {
+            DataType::List(Arc::new(Field::new("item", arrow_type(item), true)))
+        }
         SqlType::Map { key, value } => DataType::Map(
             Arc::new(Field::new(
                 "entries",

@@ -3,9 +3,7 @@
 //! Names match the signatures in `sluice_sql::functions`; arguments arrive already cast
 //! to the parameter types the analyzer chose.
 
-use datafusion_common::arrow::array::{
-    Array, ArrayRef, AsArray, Int32Array, StringArray,
-};
+use datafusion_common::arrow::array::{Array, ArrayRef, AsArray, Int32Array, StringArray};
 use datafusion_common::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
 use datafusion_common::{Result, exec_err};
 use datafusion_expr::{
@@ -73,15 +71,30 @@ pub fn lookup(name: &str, arg_types: &[DataType]) -> Option<Arc<ScalarUDF>> {
         ("CONCAT", _) => (concat, DataType::Utf8),
         ("SUBSTRING", _) => (substring, DataType::Utf8),
         ("ABS", [DataType::Int32]) => (
-            |a, _| Ok(Arc::new(a[0].as_primitive::<Int32Type>().unary::<_, Int32Type>(|v| v.wrapping_abs())) as ArrayRef),
+            |a, _| {
+                Ok(Arc::new(
+                    a[0].as_primitive::<Int32Type>()
+                        .unary::<_, Int32Type>(|v| v.wrapping_abs()),
+                ) as ArrayRef)
+            },
             DataType::Int32,
         ),
         ("ABS", [DataType::Int64]) => (
-            |a, _| Ok(Arc::new(a[0].as_primitive::<Int64Type>().unary::<_, Int64Type>(|v| v.wrapping_abs())) as ArrayRef),
+            |a, _| {
+                Ok(Arc::new(
+                    a[0].as_primitive::<Int64Type>()
+                        .unary::<_, Int64Type>(|v| v.wrapping_abs()),
+                ) as ArrayRef)
+            },
             DataType::Int64,
         ),
         ("ABS", [DataType::Float64]) => (
-            |a, _| Ok(Arc::new(a[0].as_primitive::<Float64Type>().unary::<_, Float64Type>(f64::abs)) as ArrayRef),
+            |a, _| {
+                Ok(Arc::new(
+                    a[0].as_primitive::<Float64Type>()
+                        .unary::<_, Float64Type>(f64::abs),
+                ) as ArrayRef)
+            },
             DataType::Float64,
         ),
         _ => return None,
@@ -97,7 +110,15 @@ pub fn lookup(name: &str, arg_types: &[DataType]) -> Option<Arc<ScalarUDF>> {
 
 /// Every function name implemented here.
 pub fn sluice_names() -> &'static [&'static str] {
-    &["UCASE", "LCASE", "TRIM", "LEN", "CONCAT", "SUBSTRING", "ABS"]
+    &[
+        "UCASE",
+        "LCASE",
+        "TRIM",
+        "LEN",
+        "CONCAT",
+        "SUBSTRING",
+        "ABS",
+    ]
 }
 
 fn map_str(a: &ArrayRef, f: impl Fn(&str) -> String) -> Result<ArrayRef> {
@@ -108,7 +129,10 @@ fn map_str(a: &ArrayRef, f: impl Fn(&str) -> String) -> Result<ArrayRef> {
 
 fn len(a: &[ArrayRef], _: usize) -> Result<ArrayRef> {
     let s = a[0].as_string::<i32>();
-    let out: Int32Array = s.iter().map(|v| v.map(|v| v.chars().count() as i32)).collect();
+    let out: Int32Array = s
+        .iter()
+        .map(|v| v.map(|v| v.chars().count() as i32))
+        .collect();
     Ok(Arc::new(out))
 }
 
@@ -145,12 +169,20 @@ fn substring(a: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
             let chars: Vec<char> = s.value(r).chars().collect();
             let n = chars.len() as i64;
             let p = pos.value(r) as i64;
-            let start = if p < 0 { (n + p).max(0) } else { (p - 1).min(n).max(0) };
+            let start = if p < 0 {
+                (n + p).max(0)
+            } else {
+                (p - 1).min(n).max(0)
+            };
             let end = match len {
                 Some(l) => (start + l.value(r) as i64).min(n).max(start),
                 None => n,
             };
-            Some(chars[start as usize..end as usize].iter().collect::<String>())
+            Some(
+                chars[start as usize..end as usize]
+                    .iter()
+                    .collect::<String>(),
+            )
         })
         .collect();
     Ok(Arc::new(out))

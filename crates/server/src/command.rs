@@ -29,7 +29,10 @@ pub struct Command {
 pub enum Action {
     /// CREATE STREAM / TABLE over an existing topic.
     #[serde(rename_all = "camelCase")]
-    CreateSource { source: SourceDesc, or_replace: bool },
+    CreateSource {
+        source: SourceDesc,
+        or_replace: bool,
+    },
     /// CREATE ... AS SELECT: registers the sink and starts the query.
     #[serde(rename_all = "camelCase")]
     CreateQuery {
@@ -55,10 +58,9 @@ impl Command {
                 format!("{}/`{}`/create", source.kind.lower(), source.name)
             }
             Action::DropSource { name } => format!("stream/`{name}`/drop"),
-            Action::Terminate { query_id } => format!(
-                "terminate/{}/execute",
-                query_id.as_deref().unwrap_or("ALL")
-            ),
+            Action::Terminate { query_id } => {
+                format!("terminate/{}/execute", query_id.as_deref().unwrap_or("ALL"))
+            }
         }
     }
 }

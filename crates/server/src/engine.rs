@@ -123,7 +123,12 @@ impl Engine {
         let mut backoff = Duration::from_millis(200);
         loop {
             match admin
-                .create_topic(&topic, 1, None, &[("retention.ms", "-1"), ("cleanup.policy", "delete")])
+                .create_topic(
+                    &topic,
+                    1,
+                    None,
+                    &[("retention.ms", "-1"), ("cleanup.policy", "delete")],
+                )
                 .await
             {
                 Ok(()) => break,
@@ -161,7 +166,9 @@ impl Engine {
                     let mut ready = Some(ready_tx);
                     if let Err(e) = engine.run_commands(&mut ready) {
                         tracing::error!("the command runner stopped: {e}");
-                        engine.lock_degraded().push(format!("command runner stopped: {e}"));
+                        engine
+                            .lock_degraded()
+                            .push(format!("command runner stopped: {e}"));
                         if let Some(r) = ready.take() {
                             let _ = r.send(Err(e.to_string()));
                         }
@@ -192,7 +199,10 @@ impl Engine {
         self.stopping.store(true, Ordering::SeqCst);
         let running: Vec<RunningQuery> = {
             let mut ms = self.lock_metastore();
-            ms.queries.values_mut().filter_map(|q| q.running.take()).collect()
+            ms.queries
+                .values_mut()
+                .filter_map(|q| q.running.take())
+                .collect()
         };
         for q in running {
             q.stop();
@@ -208,7 +218,10 @@ impl Engine {
         let topic = command_topic(&self.config.service_id);
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.config.bootstrap_servers)
-            .set("group.id", format!("_sluice-{}-command-runner", self.config.service_id))
+            .set(
+                "group.id",
+                format!("_sluice-{}-command-runner", self.config.service_id),
+            )
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
             .create()?;
@@ -244,11 +257,10 @@ impl Engine {
                 }
             };
             let offset = msg.offset();
-            let result = match msg
-                .payload()
-                .map(serde_json::from_slice::<Command>)
-            {
-                Some(Ok(cmd)) if cmd.version <= COMMAND_VERSION => self.apply(offset, &cmd, replaying),
+            let result = match msg.payload().map(serde_json::from_slice::<Command>) {
+                Some(Ok(cmd)) if cmd.version <= COMMAND_VERSION => {
+                    self.apply(offset, &cmd, replaying)
+                }
                 Some(Ok(cmd)) => Err(format!(
                     "command {offset} has version {} but this server applies versions up to {COMMAND_VERSION}",
                     cmd.version
@@ -280,11 +292,14 @@ impl Engine {
 
     fn query_config(&self, query_id: &str, props: &BTreeMap<String, Value>) -> QueryConfig {
         let prop = |names: &[&str]| {
-            names.iter().find_map(|n| props.get(*n)).and_then(|v| match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            })
+            names
+                .iter()
+                .find_map(|n| props.get(*n))
+                .and_then(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
         };
         QueryConfig {
             bootstrap_servers: self.config.bootstrap_servers.clone(),
@@ -458,7 +473,12 @@ impl Engine {
                     if if_not_exists {
                         return Ok(entities::warning(
                             &text,
-                            &format!("Cannot add {} {}: A {} with the same name already exists.", source.kind.lower(), source.name, existing.kind.lower()),
+                            &format!(
+                                "Cannot add {} {}: A {} with the same name already exists.",
+                                source.kind.lower(),
+                                source.name,
+                                existing.kind.lower()
+                            ),
                         ));
                     }
                     if !or_replace {
@@ -506,7 +526,12 @@ impl Engine {
                     if if_not_exists {
                         return Ok(entities::warning(
                             &text,
-                            &format!("Cannot add {} {}: A {} with the same name already exists.", sink.kind.lower(), sink.name, existing.kind.lower()),
+                            &format!(
+                                "Cannot add {} {}: A {} with the same name already exists.",
+                                sink.kind.lower(),
+                                sink.name,
+                                existing.kind.lower()
+                            ),
                         ));
                     }
                     if or_replace {
@@ -635,7 +660,8 @@ impl Engine {
     /// Writes a command, waits until this server has applied it, and reports the outcome.
     async fn submit(&self, cmd: Command, text: &str) -> Result<Value, StatementError> {
         let topic = command_topic(&self.config.service_id);
-        let payload = serde_json::to_vec(&cmd).map_err(|e| StatementError::internal(e.to_string(), text))?;
+        let payload =
+            serde_json::to_vec(&cmd).map_err(|e| StatementError::internal(e.to_string(), text))?;
         let id = cmd.command_id();
         let offset = self
             .producer
@@ -645,7 +671,10 @@ impl Engine {
             )
             .await
             .map_err(|(e, _)| {
-                StatementError::server(format!("Could not write the statement to the command topic: {e}"), text)
+                StatementError::server(
+                    format!("Could not write the statement to the command topic: {e}"),
+                    text,
+                )
             })?
             .offset;
         let mut applied = self.applied.subscribe();
@@ -680,13 +709,19 @@ impl Engine {
     async fn topic_partitions(&self, topic: &str) -> Result<Option<u32>, StatementError> {
         let engine_admin = &self.admin;
         // fetch_metadata blocks; it is short and bounded by its timeout.
-        tokio::task::block_in_place(|| engine_admin.partitions(topic)).map_err(|e| {
-            StatementError::server(format!("Could not reach Kafka: {e}"), "")
-        })
+        tokio::task::block_in_place(|| engine_admin.partitions(topic))
+            .map_err(|e| StatementError::server(format!("Could not reach Kafka: {e}"), ""))
     }
 
-    async fn create_topic(&self, topic: &str, partitions: u32, replicas: Option<i16>) -> sluice_runtime::Result<()> {
-        self.admin.create_topic(topic, partitions, replicas, &[]).await
+    async fn create_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+        replicas: Option<i16>,
+    ) -> sluice_runtime::Result<()> {
+        self.admin
+            .create_topic(topic, partitions, replicas, &[])
+            .await
     }
 
     async fn show(&self, target: ShowTarget, text: &str) -> Result<Value, StatementError> {
@@ -721,8 +756,9 @@ impl Engine {
                 Ok(entities::queries(text, ms.queries.values()))
             }
             ShowTarget::Topics { all, .. } => {
-                let topics = tokio::task::block_in_place(|| self.admin.topics())
-                    .map_err(|e| StatementError::server(format!("Could not list topics: {e}"), text))?;
+                let topics = tokio::task::block_in_place(|| self.admin.topics()).map_err(|e| {
+                    StatementError::server(format!("Could not list topics: {e}"), text)
+                })?;
                 let topics: Vec<(String, u32)> = topics
                     .into_iter()
                     .filter(|(n, _)| all || !n.starts_with('_'))

@@ -65,7 +65,9 @@ fn kind_name(k: SourceKindName) -> &'static str {
 /// A column's schema as ksqlDB describes it.
 fn schema_json(t: &SqlType) -> Value {
     match t {
-        SqlType::Array(item) => json!({"type": "ARRAY", "fields": null, "memberSchema": schema_json(item)}),
+        SqlType::Array(item) => {
+            json!({"type": "ARRAY", "fields": null, "memberSchema": schema_json(item)})
+        }
         SqlType::Map { value, .. } => {
             json!({"type": "MAP", "fields": null, "memberSchema": schema_json(value)})
         }
@@ -103,7 +105,11 @@ pub fn source_description_body(
         .map(|c| {
             let mut f = json!({"name": c.name, "schema": schema_json(&c.ty)});
             if c.kind == ColumnKind::Key {
-                f["type"] = json!(if s.kind == SourceKindName::Table { "PRIMARY_KEY" } else { "KEY" });
+                f["type"] = json!(if s.kind == SourceKindName::Table {
+                    "PRIMARY_KEY"
+                } else {
+                    "KEY"
+                });
             }
             f
         })

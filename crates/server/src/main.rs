@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Streaming SQL on Kafka, compatible with ksqlDB")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Streaming SQL on Kafka, compatible with ksqlDB"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,7 +26,11 @@ enum Command {
 #[derive(clap::Args)]
 struct ServerArgs {
     /// Kafka bootstrap servers.
-    #[arg(long, default_value = "127.0.0.1:9092", env = "SLUICE_BOOTSTRAP_SERVERS")]
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9092",
+        env = "SLUICE_BOOTSTRAP_SERVERS"
+    )]
     bootstrap_servers: String,
     /// Address of the REST API.
     #[arg(long, default_value = "127.0.0.1:8088", env = "SLUICE_LISTEN")]
@@ -57,7 +65,10 @@ fn main() -> ExitCode {
                 state_dir: args.state_dir,
                 commit_interval: Duration::from_millis(args.commit_interval_ms),
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("sluice: cannot start the async runtime: {e}");

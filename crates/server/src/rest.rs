@@ -83,7 +83,11 @@ async fn ksql(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
 }
 
 async fn info(State(engine): State<Arc<Engine>>) -> Response {
-    let status = if engine.is_degraded() { "DEGRADED" } else { "RUNNING" };
+    let status = if engine.is_degraded() {
+        "DEGRADED"
+    } else {
+        "RUNNING"
+    };
     json_response(
         StatusCode::OK,
         &json!({"KsqlServerInfo": {
@@ -96,7 +100,11 @@ async fn info(State(engine): State<Arc<Engine>>) -> Response {
 }
 
 async fn healthcheck(State(engine): State<Arc<Engine>>) -> Response {
-    let problems = engine.degraded.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let problems = engine
+        .degraded
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let healthy = problems.is_empty();
     let body = json!({
         "isHealthy": healthy,
@@ -106,6 +114,10 @@ async fn healthcheck(State(engine): State<Arc<Engine>>) -> Response {
             "commandRunner": {"isHealthy": healthy, "problems": problems},
         },
     });
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     json_response(status, &body)
 }

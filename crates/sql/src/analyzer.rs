@@ -152,8 +152,14 @@ impl ExprAnalyzer<'_> {
                         if !ty.is_numeric() {
                             return Err(SqlError::semantic(
                                 e.pos,
-                                format!("Unary {} requires a numeric operand, got {ty}: {expr}",
-                                    if *op == UnaryOp::Minus { "minus" } else { "plus" }),
+                                format!(
+                                    "Unary {} requires a numeric operand, got {ty}: {expr}",
+                                    if *op == UnaryOp::Minus {
+                                        "minus"
+                                    } else {
+                                        "plus"
+                                    }
+                                ),
                             ));
                         }
                         if *op == UnaryOp::Plus {
@@ -225,10 +231,7 @@ impl ExprAnalyzer<'_> {
                         common = self.common_type(&common, &t.1).ok_or_else(|| {
                             SqlError::semantic(
                                 item.pos,
-                                format!(
-                                    "invalid input syntax for type {}: \"{}\"",
-                                    value.1, item
-                                ),
+                                format!("invalid input syntax for type {}: \"{}\"", value.1, item),
                             )
                         })?;
                     }
@@ -323,7 +326,10 @@ impl ExprAnalyzer<'_> {
                 };
                 let err = SqlError::semantic(
                     pos,
-                    format!("{} column '{shown}' cannot be resolved.", self.clause.name()),
+                    format!(
+                        "{} column '{shown}' cannot be resolved.",
+                        self.clause.name()
+                    ),
                 );
                 Err(
                     match closest(name, self.scope.columns.iter().map(|c| c.name.as_str())) {
@@ -560,7 +566,10 @@ impl ExprAnalyzer<'_> {
                 whole.pos,
                 format!("Can't find any functions with the name '{name}'"),
             );
-            let names: Vec<&str> = functions::scalar_functions().iter().map(|f| f.name).collect();
+            let names: Vec<&str> = functions::scalar_functions()
+                .iter()
+                .map(|f| f.name)
+                .collect();
             return Err(match closest(name, names.iter().copied()) {
                 Some(c) => err.with_hint(format!("Did you mean {c}?")),
                 None => err,
@@ -634,25 +643,16 @@ fn decimal_result(op: BinaryOp, p1: u8, s1: u8, p2: u8, s2: u8) -> SqlType {
     }
 }
 
-/// Which CASTs ksqlDB allows.
+/// Which CASTs ksqlDB allows: to and from STRING for primitive types, between numeric
+/// types, and between the date and time types.
 fn check_cast(from: &SqlType, to: &SqlType) -> Result<(), String> {
     use SqlType::*;
     let ok = from == to
-        || matches!(
-            (from, to),
-            (
-                Boolean | Integer | Bigint | Double | Decimal { .. } | String | Date | Time | Timestamp,
-                String
-            ) | (String, _)
-                | (
-                    Integer | Bigint | Double | Decimal { .. },
-                    Integer | Bigint | Double | Decimal { .. }
-                )
-                | (Timestamp, Date | Time)
-                | (Date, Timestamp)
-        )
-        || !from.is_primitive() && from == to;
-    if ok && !(matches!(from, String) && !to.is_primitive()) {
+        || (*to == String && from.is_primitive() && *from != Bytes)
+        || (*from == String && to.is_primitive() && *to != Bytes)
+        || (from.is_numeric() && to.is_numeric())
+        || matches!((from, to), (Timestamp, Date | Time) | (Date, Timestamp));
+    if ok {
         Ok(())
     } else {
         Err(format!("Cast of {from} to {to} is not supported"))
@@ -762,7 +762,10 @@ mod tests {
             "Function 'len' does not accept parameters (INTEGER)."
         );
         let e = analyze("NOPE(I)").unwrap_err();
-        assert_eq!(e.to_string(), "Can't find any functions with the name 'NOPE'");
+        assert_eq!(
+            e.to_string(),
+            "Can't find any functions with the name 'NOPE'"
+        );
     }
 
     #[test]

@@ -152,8 +152,14 @@ pub struct Query {
 #[derive(Clone, Debug, PartialEq)]
 pub enum SelectItem {
     /// `*` or `alias.*`
-    Star { qualifier: Option<Ident>, pos: Pos },
-    Expr { expr: Expr, alias: Option<Ident> },
+    Star {
+        qualifier: Option<Ident>,
+        pos: Pos,
+    },
+    Expr {
+        expr: Expr,
+        alias: Option<Ident>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]

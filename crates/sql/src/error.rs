@@ -102,7 +102,11 @@ impl SqlError {
 
 /// The closest candidate by edit distance, for "did you mean ...?" hints.
 pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = if name.len() <= 3 { 1 } else { (name.len() / 3).max(2) };
+    let limit = if name.len() <= 3 {
+        1
+    } else {
+        (name.len() / 3).max(2)
+    };
     candidates
         .into_iter()
         .map(|c| (edit_distance(&name.to_uppercase(), &c.to_uppercase()), c))
@@ -131,7 +135,10 @@ mod tests {
 
     #[test]
     fn suggests_the_nearest_name() {
-        assert_eq!(closest("PAGEVEIWS", ["PAGEVIEWS", "USERS"]), Some("PAGEVIEWS"));
+        assert_eq!(
+            closest("PAGEVEIWS", ["PAGEVIEWS", "USERS"]),
+            Some("PAGEVIEWS")
+        );
         assert_eq!(closest("X", ["PAGEVIEWS", "USERS"]), None);
     }
 }

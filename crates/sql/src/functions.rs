@@ -98,8 +98,7 @@ impl Signature {
     pub fn accepts(&self, args: &[SqlType]) -> bool {
         match self.params {
             Params::Exact(params) => {
-                params.len() == args.len()
-                    && params.iter().zip(args).all(|(p, a)| a.widens_to(p))
+                params.len() == args.len() && params.iter().zip(args).all(|(p, a)| a.widens_to(p))
             }
             Params::Variadic { ref ty, min } => {
                 args.len() >= min && args.iter().all(|a| a.widens_to(ty))

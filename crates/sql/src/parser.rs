@@ -12,10 +12,48 @@ use sqlparser::tokenizer::Token;
 
 /// Words that cannot be used as unquoted identifiers.
 const RESERVED: &[&str] = &[
-    "SELECT", "FROM", "WHERE", "AS", "AND", "OR", "NOT", "NULL", "TRUE", "FALSE", "CASE", "WHEN",
-    "THEN", "ELSE", "END", "CAST", "IS", "IN", "LIKE", "BETWEEN", "GROUP", "BY", "HAVING",
-    "PARTITION", "EMIT", "LIMIT", "JOIN", "LEFT", "RIGHT", "FULL", "INNER", "OUTER", "ON",
-    "WITHIN", "WINDOW", "CREATE", "INSERT", "INTO", "VALUES", "DROP", "WITH", "ESCAPE",
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "AS",
+    "AND",
+    "OR",
+    "NOT",
+    "NULL",
+    "TRUE",
+    "FALSE",
+    "CASE",
+    "WHEN",
+    "THEN",
+    "ELSE",
+    "END",
+    "CAST",
+    "IS",
+    "IN",
+    "LIKE",
+    "BETWEEN",
+    "GROUP",
+    "BY",
+    "HAVING",
+    "PARTITION",
+    "EMIT",
+    "LIMIT",
+    "JOIN",
+    "LEFT",
+    "RIGHT",
+    "FULL",
+    "INNER",
+    "OUTER",
+    "ON",
+    "WITHIN",
+    "WINDOW",
+    "CREATE",
+    "INSERT",
+    "INTO",
+    "VALUES",
+    "DROP",
+    "WITH",
+    "ESCAPE",
     "DISTINCT",
 ];
 
@@ -474,7 +512,10 @@ impl Parser<'_> {
     fn data_type(&mut self) -> Result<SqlType, SqlError> {
         self.depth += 1;
         let t = if self.depth > MAX_DEPTH {
-            Err(SqlError::syntax(self.pos(), "Syntax Error: type nested too deeply"))
+            Err(SqlError::syntax(
+                self.pos(),
+                "Syntax Error: type nested too deeply",
+            ))
         } else {
             self.data_type_inner()
         };
@@ -760,7 +801,10 @@ impl Parser<'_> {
             let pos = self.advance().pos;
             self.depth += 1;
             if self.depth > MAX_DEPTH {
-                return Err(SqlError::syntax(pos, "Syntax Error: expression nested too deeply"));
+                return Err(SqlError::syntax(
+                    pos,
+                    "Syntax Error: expression nested too deeply",
+                ));
             }
             let inner = self.not_expr();
             self.depth -= 1;
@@ -916,7 +960,10 @@ impl Parser<'_> {
         let pos = self.advance().pos;
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(SqlError::syntax(pos, "Syntax Error: expression nested too deeply"));
+            return Err(SqlError::syntax(
+                pos,
+                "Syntax Error: expression nested too deeply",
+            ));
         }
         let inner = self.unary();
         self.depth -= 1;
@@ -1319,9 +1366,8 @@ mod tests {
 
     #[test]
     fn nested_types_close_with_shift_tokens() {
-        let s =
-            parse_statement("CREATE STREAM s (a ARRAY<ARRAY<INT>>, m MAP<STRING,ARRAY<INT>>);")
-                .unwrap();
+        let s = parse_statement("CREATE STREAM s (a ARRAY<ARRAY<INT>>, m MAP<STRING,ARRAY<INT>>);")
+            .unwrap();
         let StatementKind::CreateSource(c) = s.kind else {
             panic!()
         };
@@ -1337,7 +1383,11 @@ mod tests {
         assert!(parse_statement(&sql).is_err());
         let sql = format!("SELECT {}1 FROM s;", "-".repeat(5000));
         assert!(parse_statement(&sql).is_err());
-        let sql = format!("CREATE STREAM s (a {}INT{});", "ARRAY<".repeat(5000), ">".repeat(5000));
+        let sql = format!(
+            "CREATE STREAM s (a {}INT{});",
+            "ARRAY<".repeat(5000),
+            ">".repeat(5000)
+        );
         assert!(parse_statement(&sql).is_err());
     }
 }

@@ -8,8 +8,8 @@ use crate::ast::{
 use crate::error::{Pos, SqlError, closest};
 use serde::{Deserialize, Serialize};
 use sluice_plan::{
-    Column, ColumnKind, Format, FormatKind, LogicalSchema, NamedExpr, PLAN_VERSION,
-    PSEUDO_COLUMNS, QueryPlan, SqlType, Step, TopicSpec,
+    Column, ColumnKind, Format, FormatKind, LogicalSchema, NamedExpr, PLAN_VERSION, PSEUDO_COLUMNS,
+    QueryPlan, SqlType, Step, TopicSpec,
 };
 
 /// A stream or table the catalog knows.
@@ -179,7 +179,11 @@ struct With<'a> {
 }
 
 impl<'a> With<'a> {
-    fn new(props: &'a Properties, allowed: &[&str], unsupported: &[&str]) -> Result<Self, SqlError> {
+    fn new(
+        props: &'a Properties,
+        allowed: &[&str],
+        unsupported: &[&str],
+    ) -> Result<Self, SqlError> {
         for (name, _, pos) in &props.entries {
             if unsupported.contains(&name.as_str()) {
                 return Err(SqlError::unsupported(
@@ -224,10 +228,16 @@ impl<'a> With<'a> {
         match self.props.get(name) {
             None => Ok(None),
             Some(PropertyValue::Number(n)) => n.parse().map(Some).map_err(|_| {
-                SqlError::semantic(self.pos(name), format!("Property {name} must be an integer: {n}"))
+                SqlError::semantic(
+                    self.pos(name),
+                    format!("Property {name} must be an integer: {n}"),
+                )
             }),
             Some(PropertyValue::String(s)) => s.trim().parse().map(Some).map_err(|_| {
-                SqlError::semantic(self.pos(name), format!("Property {name} must be an integer: {s}"))
+                SqlError::semantic(
+                    self.pos(name),
+                    format!("Property {name} must be an integer: {s}"),
+                )
             }),
             Some(other) => Err(SqlError::semantic(
                 self.pos(name),
@@ -253,7 +263,10 @@ impl<'a> With<'a> {
         match self.string(name)? {
             None => Ok(None),
             Some(f) => FormatKind::parse(&f).map(Some).ok_or_else(|| {
-                SqlError::semantic(self.pos(name), format!("Unknown format: {}", f.to_uppercase()))
+                SqlError::semantic(
+                    self.pos(name),
+                    format!("Unknown format: {}", f.to_uppercase()),
+                )
             }),
         }
     }
@@ -313,7 +326,9 @@ impl<'a> With<'a> {
             Some(p) => {
                 return Err(SqlError::semantic(
                     self.pos("PARTITIONS"),
-                    format!("Invalid number of partitions: {p}. PARTITIONS must be a positive number."),
+                    format!(
+                        "Invalid number of partitions: {p}. PARTITIONS must be a positive number."
+                    ),
                 ));
             }
         };
@@ -377,22 +392,44 @@ fn check_format(format: FormatKind, columns: &[&Column], is_key: bool) -> Result
                 None,
                 format!(
                     "{what} format does not support schema.\nformat: KAFKA\nschema: Persistence{{columns=[{}], features=[]}}\nreason: The 'KAFKA' format only supports a single field. Got: [{}]",
-                    columns.iter().map(|c| format!("`{}` {}{}", c.name, c.ty, if is_key {" KEY"} else {""})).collect::<Vec<_>>().join(", "),
-                    columns.iter().map(|c| format!("`{}` {}", c.name, c.ty)).collect::<Vec<_>>().join(", ")
+                    columns
+                        .iter()
+                        .map(|c| format!(
+                            "`{}` {}{}",
+                            c.name,
+                            c.ty,
+                            if is_key { " KEY" } else { "" }
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    columns
+                        .iter()
+                        .map(|c| format!("`{}` {}", c.name, c.ty))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ))
         }
         FormatKind::Kafka
-            if columns
-                .iter()
-                .any(|c| matches!(c.ty, SqlType::Decimal { .. } | SqlType::Time | SqlType::Date | SqlType::Timestamp | SqlType::Bytes) && is_key) =>
+            if columns.iter().any(|c| {
+                matches!(
+                    c.ty,
+                    SqlType::Decimal { .. }
+                        | SqlType::Time
+                        | SqlType::Date
+                        | SqlType::Timestamp
+                        | SqlType::Bytes
+                ) && is_key
+            }) =>
         {
             let c = columns[0];
             Err(SqlError::semantic(
                 None,
                 format!(
                     "Key format does not support schema.\nformat: KAFKA\nschema: Persistence{{columns=[`{}` {} KEY], features=[]}}\nreason: The 'KAFKA' format does not support type '{}'",
-                    c.name, c.ty, type_keyword(&c.ty)
+                    c.name,
+                    c.ty,
+                    type_keyword(&c.ty)
                 ),
             ))
         }
@@ -400,7 +437,11 @@ fn check_format(format: FormatKind, columns: &[&Column], is_key: bool) -> Result
             None,
             format!(
                 "The 'NONE' format can only be used when no columns are defined. Got: [{}]",
-                columns.iter().map(|c| format!("`{}` {}", c.name, c.ty)).collect::<Vec<_>>().join(", ")
+                columns
+                    .iter()
+                    .map(|c| format!("`{}` {}", c.name, c.ty))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )),
         _ => Ok(()),
@@ -428,7 +469,13 @@ fn check_formats(topic: &TopicSpec) -> Result<(), SqlError> {
     check_format(topic.value_format.kind, &values, false)
 }
 
-const RESERVED_COLUMNS: &[&str] = &["ROWTIME", "ROWPARTITION", "ROWOFFSET", "WINDOWSTART", "WINDOWEND"];
+const RESERVED_COLUMNS: &[&str] = &[
+    "ROWTIME",
+    "ROWPARTITION",
+    "ROWOFFSET",
+    "WINDOWSTART",
+    "WINDOWEND",
+];
 
 // ---- CREATE STREAM / TABLE ----
 
@@ -437,7 +484,22 @@ fn plan_create_source(
     c: &CreateSource,
     config: &PlannerConfig,
 ) -> Result<Planned, SqlError> {
-    let with = With::new(&c.properties, SOURCE_PROPERTIES, &["TIMESTAMP", "TIMESTAMP_FORMAT", "WINDOW_TYPE", "WINDOW_SIZE", "KEY_SCHEMA_ID", "VALUE_SCHEMA_ID", "KEY_SCHEMA_FULL_NAME", "VALUE_SCHEMA_FULL_NAME", "VALUE_AVRO_SCHEMA_FULL_NAME", "RETENTION_MS"])?;
+    let with = With::new(
+        &c.properties,
+        SOURCE_PROPERTIES,
+        &[
+            "TIMESTAMP",
+            "TIMESTAMP_FORMAT",
+            "WINDOW_TYPE",
+            "WINDOW_SIZE",
+            "KEY_SCHEMA_ID",
+            "VALUE_SCHEMA_ID",
+            "KEY_SCHEMA_FULL_NAME",
+            "VALUE_SCHEMA_FULL_NAME",
+            "VALUE_AVRO_SCHEMA_FULL_NAME",
+            "RETENTION_MS",
+        ],
+    )?;
     if c.or_replace && c.is_source {
         return Err(SqlError::semantic(
             stmt.pos,
@@ -595,12 +657,22 @@ fn plan_create_as(
     catalog: &dyn Catalog,
 ) -> Result<Planned, SqlError> {
     let q = &c.query;
-    let with = With::new(&c.properties, SOURCE_PROPERTIES, &["TIMESTAMP", "TIMESTAMP_FORMAT", "RETENTION_MS", "KEY_SCHEMA_ID", "VALUE_SCHEMA_ID", "KEY_SCHEMA_FULL_NAME", "VALUE_SCHEMA_FULL_NAME", "VALUE_AVRO_SCHEMA_FULL_NAME"])?;
+    let with = With::new(
+        &c.properties,
+        SOURCE_PROPERTIES,
+        &[
+            "TIMESTAMP",
+            "TIMESTAMP_FORMAT",
+            "RETENTION_MS",
+            "KEY_SCHEMA_ID",
+            "VALUE_SCHEMA_ID",
+            "KEY_SCHEMA_FULL_NAME",
+            "VALUE_SCHEMA_FULL_NAME",
+            "VALUE_AVRO_SCHEMA_FULL_NAME",
+        ],
+    )?;
     let Some(source) = catalog.source(&q.from.name) else {
-        let err = SqlError::semantic(
-            q.from.pos,
-            format!("{} does not exist.", q.from.name),
-        );
+        let err = SqlError::semantic(q.from.pos, format!("{} does not exist.", q.from.name));
         return Err(match closest(&q.from.name, catalog.source_names()) {
             Some(n) => err.with_hint(format!("Did you mean {n}?")),
             None => err,
@@ -613,10 +685,16 @@ fn plan_create_as(
         ));
     }
     if !q.group_by.is_empty() || q.having.is_some() {
-        return Err(SqlError::unsupported(stmt.pos, "GROUP BY is not supported yet"));
+        return Err(SqlError::unsupported(
+            stmt.pos,
+            "GROUP BY is not supported yet",
+        ));
     }
     if !q.partition_by.is_empty() {
-        return Err(SqlError::unsupported(stmt.pos, "PARTITION BY is not supported yet"));
+        return Err(SqlError::unsupported(
+            stmt.pos,
+            "PARTITION BY is not supported yet",
+        ));
     }
     if q.limit.is_some() {
         return Err(SqlError::semantic(
@@ -673,7 +751,9 @@ fn plan_create_as(
         if ty != SqlType::Boolean {
             return Err(SqlError::semantic(
                 w.pos,
-                format!("Type error in WHERE expression: Should evaluate to boolean but is {w} ({ty}) instead."),
+                format!(
+                    "Type error in WHERE expression: Should evaluate to boolean but is {w} ({ty}) instead."
+                ),
             ));
         }
         root = Step::StreamFilter {
@@ -729,7 +809,9 @@ fn plan_create_as(
                 if RESERVED_COLUMNS.contains(&name.as_str()) {
                     return Err(SqlError::semantic(
                         expr.pos,
-                        format!("Reserved column name in select: `{name}`. Please remove or alias the column."),
+                        format!(
+                            "Reserved column name in select: `{name}`. Please remove or alias the column."
+                        ),
                     ));
                 }
                 let is_key = matches!(&expr.kind, ExprKind::Column { name: n, .. }
@@ -740,7 +822,11 @@ fn plan_create_as(
                 out_columns.push(Column {
                     name: name.clone(),
                     ty,
-                    kind: if is_key { ColumnKind::Key } else { ColumnKind::Value },
+                    kind: if is_key {
+                        ColumnKind::Key
+                    } else {
+                        ColumnKind::Value
+                    },
                 });
                 projection.push(NamedExpr { name, expr: e });
             }
@@ -773,7 +859,9 @@ fn plan_create_as(
         if let Some((_, other)) = key_aliases[..i].iter().find(|(s, _)| s == src) {
             return Err(SqlError::semantic(
                 stmt.pos,
-                format!("The projection contains a key column more than once: `{other}` and `{out}`."),
+                format!(
+                    "The projection contains a key column more than once: `{other}` and `{out}`."
+                ),
             ));
         }
     }
@@ -781,12 +869,18 @@ fn plan_create_as(
         if out_columns[..i].iter().any(|c| c.name == col.name) {
             return Err(SqlError::semantic(
                 stmt.pos,
-                format!("Duplicate value columns found in schema: `{}` {}", col.name, col.ty),
+                format!(
+                    "Duplicate value columns found in schema: `{}` {}",
+                    col.name, col.ty
+                ),
             ));
         }
     }
     if !out_columns.iter().any(|c| c.kind == ColumnKind::Value) {
-        return Err(SqlError::semantic(stmt.pos, "The projection contains no value columns."));
+        return Err(SqlError::semantic(
+            stmt.pos,
+            "The projection contains no value columns.",
+        ));
     }
     let out_schema = LogicalSchema::new(out_columns);
     // Keep the projection in the schema's order (keys first).
@@ -807,7 +901,9 @@ fn plan_create_as(
     let value_format = value_format.unwrap_or(source.topic.value_format.kind);
     let inherit = |f: &Format, kind: FormatKind| if f.kind == kind { f.delimiter } else { None };
     let sink_topic = TopicSpec {
-        topic: with.string("KAFKA_TOPIC")?.unwrap_or_else(|| c.name.clone()),
+        topic: with
+            .string("KAFKA_TOPIC")?
+            .unwrap_or_else(|| c.name.clone()),
         key_format: Format {
             delimiter: with
                 .delimiter("KEY_DELIMITER", key_format)?
@@ -946,7 +1042,10 @@ mod tests {
             "CREATE STREAM s (a INT) WITH (kafka_topic='t', value_format='json', partitons=1);",
         )
         .unwrap_err();
-        assert_eq!(e.to_string(), "Invalid config variable(s) in the WITH clause: PARTITONS");
+        assert_eq!(
+            e.to_string(),
+            "Invalid config variable(s) in the WITH clause: PARTITONS"
+        );
         assert_eq!(e.hint(), Some("Did you mean PARTITIONS?"));
     }
 
@@ -957,7 +1056,9 @@ mod tests {
             "Unknown format: FOO"
         );
         assert_eq!(
-            error("CREATE STREAM s (a ARRAY<INT>) WITH (kafka_topic='t', value_format='DELIMITED');"),
+            error(
+                "CREATE STREAM s (a ARRAY<INT>) WITH (kafka_topic='t', value_format='DELIMITED');"
+            ),
             "The 'DELIMITED' format does not support type 'ARRAY'"
         );
         assert!(

@@ -156,9 +156,12 @@ impl ColumnBuilder {
                 Value::String(s) if s.eq_ignore_ascii_case("false") => b.append_value(false),
                 _ => return Err(mismatch("BOOLEAN", v)),
             },
-            ColumnBuilder::Integer(b) => b.append_value(json_integer(v, "INTEGER").and_then(
-                |x| i32::try_from(x).map_err(|_| format!("Can't convert {v} to INTEGER: out of range")),
-            )?),
+            ColumnBuilder::Integer(b) => {
+                b.append_value(json_integer(v, "INTEGER").and_then(|x| {
+                    i32::try_from(x)
+                        .map_err(|_| format!("Can't convert {v} to INTEGER: out of range"))
+                })?)
+            }
             ColumnBuilder::Bigint(b) => b.append_value(json_integer(v, "BIGINT")?),
             ColumnBuilder::Double(b) => b.append_value(match v {
                 Value::Number(n) => n.as_f64().ok_or_else(|| mismatch("DOUBLE", v))?,
@@ -208,9 +211,15 @@ impl ColumnBuilder {
                 "false" => false,
                 _ => return Err(bad("BOOLEAN")),
             }),
-            ColumnBuilder::Integer(b) => b.append_value(s.trim().parse().map_err(|_| bad("INTEGER"))?),
-            ColumnBuilder::Bigint(b) => b.append_value(s.trim().parse().map_err(|_| bad("BIGINT"))?),
-            ColumnBuilder::Double(b) => b.append_value(s.trim().parse().map_err(|_| bad("DOUBLE"))?),
+            ColumnBuilder::Integer(b) => {
+                b.append_value(s.trim().parse().map_err(|_| bad("INTEGER"))?)
+            }
+            ColumnBuilder::Bigint(b) => {
+                b.append_value(s.trim().parse().map_err(|_| bad("BIGINT"))?)
+            }
+            ColumnBuilder::Double(b) => {
+                b.append_value(s.trim().parse().map_err(|_| bad("DOUBLE"))?)
+            }
             ColumnBuilder::Decimal(b, p, sc) => b.append_value(parse_decimal(s, *p, *sc)?),
             ColumnBuilder::String(b) => b.append_value(s),
             ColumnBuilder::Bytes(b) => b.append_value(base64_decode(s)?),
@@ -227,11 +236,16 @@ impl ColumnBuilder {
     pub fn append_kafka(&mut self, bytes: &[u8]) -> DecodeResult {
         fn fixed<const N: usize>(bytes: &[u8], t: &str) -> Result<[u8; N], String> {
             bytes.try_into().map_err(|_| {
-                format!("Size of data received by the KAFKA deserializer for {t} is not {N} bytes: {}", bytes.len())
+                format!(
+                    "Size of data received by the KAFKA deserializer for {t} is not {N} bytes: {}",
+                    bytes.len()
+                )
             })
         }
         match self {
-            ColumnBuilder::Integer(b) => b.append_value(i32::from_be_bytes(fixed(bytes, "INTEGER")?)),
+            ColumnBuilder::Integer(b) => {
+                b.append_value(i32::from_be_bytes(fixed(bytes, "INTEGER")?))
+            }
             ColumnBuilder::Bigint(b) => b.append_value(i64::from_be_bytes(fixed(bytes, "BIGINT")?)),
             ColumnBuilder::Double(b) => b.append_value(f64::from_be_bytes(fixed(bytes, "DOUBLE")?)),
             ColumnBuilder::String(b) => b.append_value(
@@ -252,8 +266,15 @@ impl ColumnBuilder {
 
 fn mismatch(t: &str, v: &Value) -> String {
     let shown = v.to_string();
-    let shown = if shown.len() > 100 { format!("{}...", &shown[..100]) } else { shown };
-    format!("Can't convert type. sourceType: {}, requiredType: {t}, value: {shown}", json_type(v))
+    let shown = if shown.len() > 100 {
+        format!("{}...", &shown[..100])
+    } else {
+        shown
+    };
+    format!(
+        "Can't convert type. sourceType: {}, requiredType: {t}, value: {shown}",
+        json_type(v)
+    )
 }
 
 fn json_type(v: &Value) -> &'static str {
@@ -272,7 +293,11 @@ fn json_integer(v: &Value, t: &str) -> Result<i64, String> {
     match v {
         Value::Number(n) => n
             .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18).map(|f| f as i64))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
+                    .map(|f| f as i64)
+            })
             .ok_or_else(|| mismatch(t, v)),
         Value::String(s) => s.trim().parse().map_err(|_| mismatch(t, v)),
         _ => Err(mismatch(t, v)),
@@ -289,7 +314,10 @@ pub fn parse_decimal(text: &str, precision: u8, scale: u8) -> Result<i128, Strin
         None => (false, t.strip_prefix('+').unwrap_or(t)),
     };
     let (mantissa, exponent) = match digits.find(['e', 'E']) {
-        Some(i) => (&digits[..i], digits[i + 1..].parse::<i32>().map_err(|_| bad())?),
+        Some(i) => (
+            &digits[..i],
+            digits[i + 1..].parse::<i32>().map_err(|_| bad())?,
+        ),
         None => (digits, 0),
     };
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
@@ -304,10 +332,17 @@ pub fn parse_decimal(text: &str, precision: u8, scale: u8) -> Result<i128, Strin
     let shift = exponent - frac.len() as i32 + scale as i32;
     let mut unscaled: i128 = 0;
     let mut round_up = false;
-    let keep = if shift >= 0 { all.len() } else { (all.len() as i32 + shift).max(0) as usize };
+    let keep = if shift >= 0 {
+        all.len()
+    } else {
+        (all.len() as i32 + shift).max(0) as usize
+    };
     for (i, b) in all.bytes().enumerate() {
         if i < keep {
-            unscaled = unscaled.checked_mul(10).and_then(|u| u.checked_add((b - b'0') as i128)).ok_or_else(bad)?;
+            unscaled = unscaled
+                .checked_mul(10)
+                .and_then(|u| u.checked_add((b - b'0') as i128))
+                .ok_or_else(bad)?;
         } else if i == keep {
             round_up = b >= b'5';
         }
@@ -395,8 +430,8 @@ impl PartDecoder {
     }
 
     fn decode_json(&self, bytes: &[u8], builders: &mut [ColumnBuilder]) -> DecodeResult {
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| format!("Failed to deserialize JSON: {e}"))?;
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| format!("Failed to deserialize JSON: {e}"))?;
         if self.unwrapped {
             return builders[self.columns[0]].append_json(&value);
         }
@@ -482,7 +517,10 @@ mod tests {
 
     #[test]
     fn csv_fields_unquote() {
-        assert_eq!(split_delimited("a,\"b,c\",,\"d\"\"e\"", ','), vec!["a", "b,c", "", "d\"e"]);
+        assert_eq!(
+            split_delimited("a,\"b,c\",,\"d\"\"e\"", ','),
+            vec!["a", "b,c", "", "d\"e"]
+        );
     }
 
     #[test]

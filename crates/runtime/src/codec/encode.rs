@@ -2,8 +2,8 @@
 
 use datafusion_common::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion_common::arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Float64Type, Int32Type, Int64Type,
-    Time32MillisecondType, TimeUnit, TimestampMillisecondType,
+    DataType, Date32Type, Decimal128Type, Float64Type, Int32Type, Int64Type, Time32MillisecondType,
+    TimeUnit, TimestampMillisecondType,
 };
 use sluice_plan::{Format, FormatKind, format_decimal};
 use std::fmt::Write;
@@ -90,12 +90,10 @@ impl PartEncoder {
                     return None;
                 }
                 match a.data_type() {
-                    DataType::Int32 => out.extend_from_slice(
-                        &a.as_primitive::<Int32Type>().value(row).to_be_bytes(),
-                    ),
-                    DataType::Int64 => out.extend_from_slice(
-                        &a.as_primitive::<Int64Type>().value(row).to_be_bytes(),
-                    ),
+                    DataType::Int32 => out
+                        .extend_from_slice(&a.as_primitive::<Int32Type>().value(row).to_be_bytes()),
+                    DataType::Int64 => out
+                        .extend_from_slice(&a.as_primitive::<Int64Type>().value(row).to_be_bytes()),
                     DataType::Float64 => out.extend_from_slice(
                         &a.as_primitive::<Float64Type>().value(row).to_be_bytes(),
                     ),
@@ -123,12 +121,14 @@ pub fn text_value(a: &ArrayRef, row: usize) -> String {
         DataType::Utf8 => a.as_string::<i32>().value(row).to_string(),
         DataType::Binary => base64_encode(a.as_binary::<i32>().value(row)),
         DataType::Date32 => a.as_primitive::<Date32Type>().value(row).to_string(),
-        DataType::Time32(TimeUnit::Millisecond) => {
-            a.as_primitive::<Time32MillisecondType>().value(row).to_string()
-        }
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            a.as_primitive::<TimestampMillisecondType>().value(row).to_string()
-        }
+        DataType::Time32(TimeUnit::Millisecond) => a
+            .as_primitive::<Time32MillisecondType>()
+            .value(row)
+            .to_string(),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => a
+            .as_primitive::<TimestampMillisecondType>()
+            .value(row)
+            .to_string(),
         other => format!("<{other}>"),
     }
 }
@@ -178,10 +178,18 @@ pub fn java_double(v: f64) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if v > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
     if v == 0.0 {
-        return if v.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+        return if v.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
     }
     let abs = v.abs();
     if (1e-3..1e7).contains(&abs) {
@@ -203,7 +211,11 @@ fn base64_encode(bytes: &[u8]) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {

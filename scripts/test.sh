@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test: unit, planner and end-to-end tests against a real local Kafka broker.
+# Installs what is missing and starts the broker first (it stays up for the next run;
+# `scripts/kafka-local.sh stop` ends it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+scripts/kafka-local.sh start >/dev/null
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}
+# The end-to-end tests run the sluice binary: build it first.
+cargo build --workspace --bins
+cargo test --workspace
