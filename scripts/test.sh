@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
-scripts/kafka-local.sh start >/dev/null
+SLUICE_TEST_BOOTSTRAP=$(scripts/kafka-local.sh start | tail -n 1)
+export SLUICE_TEST_BOOTSTRAP
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}
 # The end-to-end tests run the sluice binary: build it first.
 cargo build --workspace --bins
