@@ -12,3 +12,12 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}
 # The end-to-end tests run the sluice binary: build it first.
 cargo build --workspace --bins
 cargo test --workspace
+
+# The conformance ratchet: ksqlDB's query-validation cases, read from ../shared.
+cases=../shared/conformance/qtt
+if [ -d "$cases" ]; then
+    "$CARGO_TARGET_DIR/debug/sluice" test qtt "$cases" \
+        --min-pass "$(cat conformance/qtt-min-pass)" --report "$CARGO_TARGET_DIR/qtt-report.json" | tail -n 1
+else
+    echo "test.sh: $cases not found; conformance cases skipped" >&2
+fi

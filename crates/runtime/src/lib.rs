@@ -3,12 +3,14 @@
 //! - `codec`: JSON, DELIMITED, KAFKA and NONE serdes between record bytes and Arrow columns;
 //! - `expr` and `udf`: plan expressions as DataFusion physical expressions, ksqlDB's functions;
 //! - `pipeline`: a compiled plan that turns a batch of source records into output records;
+//! - `driver`: the deterministic test driver over in-memory topics;
 //! - `kafka`: running a pipeline on a real broker (consumer group, producer, commits) and
 //!   topic administration.
 //!
 //! The runtime never parses SQL: it executes the plans `sluice-sql` writes.
 
 pub mod codec;
+pub mod driver;
 mod error;
 pub mod expr;
 pub mod kafka;

@@ -21,6 +21,69 @@ struct Cli {
 enum Command {
     /// Runs the server: REST API, command topic and persistent queries.
     Server(ServerArgs),
+    /// Runs conformance suites against the deterministic test driver.
+    #[command(subcommand)]
+    Test(TestSuite),
+}
+
+#[derive(Subcommand)]
+enum TestSuite {
+    /// ksqlDB query-validation cases (files, or folders of .json files).
+    Qtt(QttArgs),
+}
+
+#[derive(clap::Args)]
+struct QttArgs {
+    /// Case files, or folders whose .json files are read.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Writes the per-case results as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Exits non-zero when fewer cases than this pass.
+    #[arg(long)]
+    min_pass: Option<usize>,
+}
+
+fn run_qtt(args: QttArgs) -> ExitCode {
+    let files = match sluice_qtt::collect_files(&args.paths) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("sluice test qtt: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Panics in a case are reported as its failure; keep them off the terminal.
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut results = Vec::new();
+    for file in &files {
+        for r in sluice_qtt::run_file(file) {
+            println!("{}", r.line());
+            results.push(r);
+        }
+    }
+    let _ = std::panic::take_hook();
+    let count = |o: sluice_qtt::Outcome| results.iter().filter(|r| r.outcome == o).count();
+    let passed = count(sluice_qtt::Outcome::Pass);
+    println!(
+        "{passed} passed, {} failed, {} skipped",
+        count(sluice_qtt::Outcome::Fail),
+        count(sluice_qtt::Outcome::Skip)
+    );
+    if let Some(path) = args.report {
+        let json = serde_json::to_string_pretty(&results).unwrap_or_default();
+        if let Err(e) = std::fs::write(&path, json) {
+            eprintln!("sluice test qtt: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    match args.min_pass {
+        Some(min) if passed < min => {
+            eprintln!("sluice test qtt: {passed} cases passed, fewer than the required {min}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
+    }
 }
 
 #[derive(clap::Args)]
@@ -57,6 +120,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Test(TestSuite::Qtt(args)) => run_qtt(args),
         Command::Server(args) => {
             let config = ServerConfig {
                 bootstrap_servers: args.bootstrap_servers,

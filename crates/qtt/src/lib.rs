@@ -1,0 +1,621 @@
+//! Runs ksqlDB's query-validation test cases (the `qtt` JSON format described in
+//! `../shared/conformance/README.md`) against the deterministic test driver.
+//!
+//! Each case's statements are parsed and planned as the server would; the queries run on
+//! in-memory topics record by record; the records they write are compared with the
+//! case's expected outputs. A case that needs a feature Sluice does not have yet is a
+//! SKIP with the reason, never a PASS.
+
+mod post;
+mod values;
+
+use serde::Serialize;
+use serde_json::Value;
+use sluice_plan::{Column, ColumnKind, FormatKind};
+use sluice_runtime::Pipeline;
+use sluice_runtime::driver::Driver;
+use sluice_sql::{Catalog, Planned, PlannerConfig, SourceDesc, SqlError, plan_statement};
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Outcome {
+    Pass,
+    Fail,
+    Skip,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CaseResult {
+    pub file: String,
+    pub name: String,
+    pub outcome: Outcome,
+    pub reason: String,
+}
+
+impl CaseResult {
+    /// `PASS file::name`, or `FAIL file::name – reason`.
+    pub fn line(&self) -> String {
+        let word = match self.outcome {
+            Outcome::Pass => "PASS",
+            Outcome::Fail => "FAIL",
+            Outcome::Skip => "SKIP",
+        };
+        let reason = self.reason.replace('\n', " ");
+        if reason.is_empty() {
+            format!("{word} {}::{}", self.file, self.name)
+        } else {
+            format!("{word} {}::{} – {reason}", self.file, self.name)
+        }
+    }
+}
+
+/// The `.json` files named, and those directly inside the folders named, sorted.
+pub fn collect_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            for e in std::fs::read_dir(p)? {
+                let path = e?.path();
+                if path.extension().is_some_and(|x| x == "json") {
+                    files.push(path);
+                }
+            }
+        } else {
+            files.push(p.clone());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Runs every case of a file; a file that cannot be read is one failed result.
+pub fn run_file(path: &Path) -> Vec<CaseResult> {
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let parsed: Result<Value, String> = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()));
+    let doc = match parsed {
+        Ok(d) => d,
+        Err(e) => {
+            return vec![CaseResult {
+                file,
+                name: "<file>".into(),
+                outcome: Outcome::Fail,
+                reason: format!("cannot read the file: {e}"),
+            }];
+        }
+    };
+    let mut results = Vec::new();
+    for case in doc["tests"].as_array().into_iter().flatten() {
+        if case["enabled"] == Value::Bool(false) {
+            continue;
+        }
+        for (name, variant) in variants(case) {
+            let (outcome, reason) =
+                match std::panic::catch_unwind(AssertUnwindSafe(|| run_case(&variant))) {
+                    Ok(Ok(())) => (Outcome::Pass, String::new()),
+                    Ok(Err(Verdict::Fail(r))) => (Outcome::Fail, r),
+                    Ok(Err(Verdict::Skip(r))) => (Outcome::Skip, r),
+                    Err(panic) => (Outcome::Fail, format!("panic: {}", panic_message(&panic))),
+                };
+            results.push(CaseResult {
+                file: file.clone(),
+                name,
+                outcome,
+                reason,
+            });
+        }
+    }
+    results
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// A case expanded per `format` and `config` entry, with its name.
+fn variants(case: &Value) -> Vec<(String, Value)> {
+    let name = case["name"].as_str().unwrap_or("<unnamed>").to_string();
+    if let Some(formats) = case["format"].as_array() {
+        return formats
+            .iter()
+            .map(|f| {
+                let f = f.as_str().unwrap_or_default();
+                let mut c = case.clone();
+                if let Some(stmts) = c["statements"].as_array_mut() {
+                    for s in stmts {
+                        if let Some(text) = s.as_str() {
+                            *s = Value::String(text.replace("{FORMAT}", f));
+                        }
+                    }
+                }
+                (format!("{name} - {f}"), c)
+            })
+            .collect();
+    }
+    if let Some(configs) = case["config"].as_array() {
+        return configs
+            .iter()
+            .map(|v| {
+                let mut c = case.clone();
+                if let Some(props) = c["properties"].as_object_mut() {
+                    for p in props.values_mut() {
+                        if p.as_str() == Some("{CONFIG}") {
+                            *p = v.clone();
+                        }
+                    }
+                }
+                let shown = v
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string());
+                (format!("{name} - {shown}"), c)
+            })
+            .collect();
+    }
+    vec![(name, case.clone())]
+}
+
+enum Verdict {
+    Fail(String),
+    Skip(String),
+}
+
+fn fail<T>(reason: impl Into<String>) -> Result<T, Verdict> {
+    Err(Verdict::Fail(reason.into()))
+}
+
+fn skip<T>(reason: impl Into<String>) -> Result<T, Verdict> {
+    Err(Verdict::Skip(reason.into()))
+}
+
+/// The in-memory world of one case: catalog and topics.
+struct Session {
+    sources: BTreeMap<String, SourceDesc>,
+    driver: Driver,
+    planner: PlannerConfig,
+    queries: usize,
+}
+
+impl Catalog for Session {
+    fn source(&self, name: &str) -> Option<&SourceDesc> {
+        self.sources.get(name)
+    }
+
+    fn source_names(&self) -> Vec<&str> {
+        self.sources.keys().map(String::as_str).collect()
+    }
+}
+
+/// A statement refused: by the rules (`Refused`) or for lack of a feature (`Unsupported`).
+enum StatementFailure {
+    Refused(String),
+    Unsupported(String),
+}
+
+impl From<SqlError> for StatementFailure {
+    fn from(e: SqlError) -> Self {
+        match e {
+            SqlError::Unsupported { message, .. } => StatementFailure::Unsupported(message),
+            other => StatementFailure::Refused(other.to_string()),
+        }
+    }
+}
+
+impl Session {
+    /// The source registered last on a topic.
+    fn source_on(&self, topic: &str) -> Option<&SourceDesc> {
+        self.sources.values().rev().find(|s| s.topic.topic == topic)
+    }
+
+    fn execute(&mut self, sql: &str) -> Result<(), StatementFailure> {
+        for stmt in sluice_sql::parse_statements(sql)? {
+            let planned = plan_statement(&stmt, self, &self.planner)?;
+            match planned {
+                Planned::CreateSource {
+                    source,
+                    if_not_exists,
+                    or_replace,
+                    create_topic,
+                } => {
+                    if self.sources.contains_key(&source.name) {
+                        if if_not_exists {
+                            continue;
+                        }
+                        if !or_replace {
+                            return Err(StatementFailure::Refused(format!(
+                                "Cannot add {} '{}': A {} with the same name already exists",
+                                source.kind.lower(),
+                                source.name,
+                                source.kind.lower()
+                            )));
+                        }
+                    }
+                    // ksqlDB's harness creates the topics CREATE statements name.
+                    let partitions = create_topic.and_then(|c| c.partitions).unwrap_or(1);
+                    self.driver.create_topic(&source.topic.topic, partitions);
+                    self.sources.insert(source.name.clone(), source);
+                }
+                Planned::CreateAs {
+                    sink,
+                    if_not_exists,
+                    create_topic,
+                    plan,
+                    ..
+                } => {
+                    if self.sources.contains_key(&sink.name) {
+                        if if_not_exists {
+                            continue;
+                        }
+                        return Err(StatementFailure::Refused(format!(
+                            "Cannot add {} '{}': A {} with the same name already exists",
+                            sink.kind.lower(),
+                            sink.name,
+                            sink.kind.lower()
+                        )));
+                    }
+                    let pipeline = Pipeline::new(&plan)
+                        .map_err(|e| StatementFailure::Unsupported(e.to_string()))?;
+                    let source_partitions = plan
+                        .root
+                        .source_topics()
+                        .first()
+                        .and_then(|t| self.driver.partitions(&t.topic))
+                        .unwrap_or(1);
+                    self.driver.create_topic(
+                        &sink.topic.topic,
+                        create_topic.partitions.unwrap_or(source_partitions),
+                    );
+                    self.queries += 1;
+                    self.driver
+                        .add_query(&format!("CSAS_{}_{}", sink.name, self.queries), pipeline);
+                    self.sources.insert(sink.name.clone(), sink);
+                }
+                Planned::Drop {
+                    name, if_exists, ..
+                } => {
+                    if self.sources.remove(&name).is_none() && !if_exists {
+                        return Err(StatementFailure::Refused(format!(
+                            "Source {name} does not exist."
+                        )));
+                    }
+                }
+                Planned::Terminate(_) => {
+                    return Err(StatementFailure::Unsupported(
+                        "TERMINATE in the test driver is not supported yet".into(),
+                    ));
+                }
+                Planned::Show(_) | Planned::Describe { .. } => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+const REGISTRY_FORMATS: [&str; 4] = ["'AVRO'", "'PROTOBUF'", "'PROTOBUF_NOSR'", "'JSON_SR'"];
+
+fn run_case(case: &Value) -> Result<(), Verdict> {
+    if let Some(max) = case["versions"]["max"].as_str()
+        && max
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok())
+            .is_some_and(|m| m < 7)
+    {
+        return skip(format!(
+            "describes ksqlDB behaviour before 7.0 (max version {max})"
+        ));
+    }
+    let statements: Vec<String> = case["statements"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect();
+    let upper = statements.join("\n").to_uppercase();
+    if let Some(f) = REGISTRY_FORMATS.iter().find(|f| upper.contains(**f)) {
+        return skip(format!(
+            "the {} format needs a schema registry, which is not supported yet",
+            f.trim_matches('\'')
+        ));
+    }
+    let topics = case["topics"].as_array().cloned().unwrap_or_default();
+    for t in &topics {
+        for k in ["keyFormat", "valueFormat", "format"] {
+            if let Some(f) = t[k].as_str()
+                && FormatKind::parse(f).is_some_and(FormatKind::needs_schema_registry)
+            {
+                return skip(format!(
+                    "topic {} uses the {f} format, which needs a schema registry",
+                    t["name"]
+                ));
+            }
+        }
+        if t.get("keySchema").is_some() || t.get("valueSchema").is_some() {
+            return skip("topics with registered schemas need a schema registry");
+        }
+    }
+
+    let mut planner = PlannerConfig::default();
+    let props = &case["properties"];
+    if let Some(f) = props["ksql.persistence.default.format.value"].as_str() {
+        planner.default_value_format = FormatKind::parse(f);
+    }
+    if let Some(f) = props["ksql.persistence.default.format.key"].as_str()
+        && let Some(k) = FormatKind::parse(f)
+    {
+        planner.default_key_format = k;
+    }
+    let mut session = Session {
+        sources: BTreeMap::new(),
+        driver: Driver::new(),
+        planner,
+        queries: 0,
+    };
+    for t in &topics {
+        if let Some(name) = t["name"].as_str() {
+            session
+                .driver
+                .create_topic(name, t["partitions"].as_u64().unwrap_or(1) as u32);
+        }
+    }
+    let inputs = case["inputs"].as_array().cloned().unwrap_or_default();
+    let outputs = case["outputs"].as_array().cloned().unwrap_or_default();
+    for r in inputs.iter().chain(&outputs) {
+        if let Some(t) = r["topic"].as_str() {
+            session.driver.create_topic(t, 1);
+        }
+    }
+
+    // Statements.
+    let expected_error = case.get("expectedException");
+    let mut refused = None;
+    for s in &statements {
+        match session.execute(s) {
+            Ok(()) => {}
+            Err(StatementFailure::Unsupported(m)) => {
+                return skip(format!("not supported yet: {m}"));
+            }
+            Err(StatementFailure::Refused(m)) => {
+                refused = Some((s.clone(), m));
+                break;
+            }
+        }
+    }
+    match (expected_error, refused) {
+        (Some(expected), Some((_, message))) => {
+            return match expected["message"].as_str() {
+                Some(want) if !message.contains(want) => fail(format!(
+                    "refused with a different message: expected \"{want}\", got \"{message}\""
+                )),
+                _ => Ok(()),
+            };
+        }
+        (None, Some((stmt, message))) => {
+            return fail(format!("statement refused: {message} ({stmt})"));
+        }
+        (Some(_), None) if inputs.is_empty() => {
+            return fail(format!(
+                "expected the statements to be refused: {}",
+                expected_error
+                    .map(|e| e["message"].to_string())
+                    .unwrap_or_default()
+            ));
+        }
+        _ => {}
+    }
+
+    // Inputs, record by record.
+    let mut produced: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
+    for r in &inputs {
+        let topic = r["topic"].as_str().unwrap_or_default().to_string();
+        if r.get("window").is_some_and(|w| !w.is_null()) {
+            return skip("windowed input records are not supported yet");
+        }
+        let (key, value) = match session.source_on(&topic) {
+            Some(src) => {
+                let keys: Vec<&Column> = src.topic.schema.keys().collect();
+                let vals: Vec<&Column> = src.topic.schema.values().collect();
+                (
+                    values::encode(&src.topic.key_format, &keys, &r["key"]),
+                    values::encode(&src.topic.value_format, &vals, &r["value"]),
+                )
+            }
+            None => {
+                let raw = sluice_plan::Format::new(FormatKind::Json);
+                (
+                    values::encode(&raw, &[], &r["key"]),
+                    values::encode(&raw, &[], &r["value"]),
+                )
+            }
+        };
+        let (key, value) = match (key, value) {
+            (Ok(k), Ok(v)) => (k, v),
+            (Err(e), _) | (_, Err(e)) => return skip(format!("cannot serialize an input: {e}")),
+        };
+        let index = session.driver.records(&topic).len();
+        produced.entry(topic.clone()).or_default().insert(index);
+        let timestamp = r["timestamp"].as_i64().unwrap_or(0);
+        if let Err(e) = session.driver.produce(&topic, key, value, timestamp) {
+            return fail(format!("the query failed: {e}"));
+        }
+    }
+    if let Some(expected) = expected_error {
+        return fail(format!(
+            "expected the statements to be refused: {}",
+            expected["message"]
+        ));
+    }
+
+    // Outputs, topic by topic, in order.
+    let mut by_topic: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for o in &outputs {
+        by_topic
+            .entry(o["topic"].as_str().unwrap_or_default().to_string())
+            .or_default()
+            .push(o);
+    }
+    for (topic, want) in &by_topic {
+        let empty = BTreeSet::new();
+        let inputs_here = produced.get(topic).unwrap_or(&empty);
+        let got: Vec<_> = session
+            .driver
+            .records(topic)
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !inputs_here.contains(i))
+            .map(|(_, r)| r)
+            .collect();
+        let src = session.source_on(topic);
+        let part = |kind: ColumnKind| -> Vec<&Column> {
+            src.map(|s| {
+                s.topic
+                    .schema
+                    .columns
+                    .iter()
+                    .filter(|c| c.kind == kind)
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        let (keys, vals) = (part(ColumnKind::Key), part(ColumnKind::Value));
+        let raw = sluice_plan::Format::new(FormatKind::Json);
+        let key_format = src.map(|s| &s.topic.key_format).unwrap_or(&raw);
+        let value_format = src.map(|s| &s.topic.value_format).unwrap_or(&raw);
+        for (i, w) in want.iter().enumerate() {
+            let Some(g) = got.get(i) else {
+                return fail(format!(
+                    "{topic}: expected {} records, got {}; first missing: {}",
+                    want.len(),
+                    got.len(),
+                    w
+                ));
+            };
+            let key = values::decode(key_format, &keys, g.key.as_deref());
+            let value = values::decode(value_format, &vals, g.value.as_deref());
+            let want_key = w.get("key").cloned().unwrap_or(Value::Null);
+            let want_value = w.get("value").cloned().unwrap_or(Value::Null);
+            if w.get("window").is_some_and(|x| !x.is_null()) {
+                return skip("windowed output records are not supported yet");
+            }
+            let ts_ok = w["timestamp"].as_i64().is_none_or(|t| t == g.timestamp);
+            if !values::same(&want_key, &key) || !values::same(&want_value, &value) || !ts_ok {
+                return fail(format!(
+                    "{topic} record {i}: expected key={want_key} value={want_value} timestamp={}, got key={key} value={value} timestamp={}",
+                    w["timestamp"], g.timestamp
+                ));
+            }
+        }
+        if got.len() > want.len() {
+            let extra = got[want.len()];
+            return fail(format!(
+                "{topic}: expected {} records, got {}; first extra: key={} value={}",
+                want.len(),
+                got.len(),
+                values::decode(key_format, &keys, extra.key.as_deref()),
+                values::decode(value_format, &vals, extra.value.as_deref())
+            ));
+        }
+    }
+
+    post::check(&case["post"], &session.sources, &session.driver.topics()).map_err(Verdict::Fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(case: Value) -> (Outcome, String) {
+        let dir = std::env::temp_dir().join(format!("sluice-qtt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!(
+            "{}.json",
+            case["name"].as_str().unwrap().replace(' ', "_")
+        ));
+        std::fs::write(&path, json!({"tests": [case]}).to_string()).unwrap();
+        let r = run_file(&path).remove(0);
+        (r.outcome, r.reason)
+    }
+
+    #[test]
+    fn a_matching_projection_passes() {
+        let (o, reason) = run(json!({
+            "name": "projection",
+            "statements": [
+                "CREATE STREAM A (K STRING KEY, X INT) WITH (kafka_topic='a', value_format='JSON');",
+                "CREATE STREAM B AS SELECT K, X + 1 AS Y FROM A WHERE X > 0;"
+            ],
+            "inputs": [
+                {"topic": "a", "key": "k1", "value": {"x": 1}, "timestamp": 5},
+                {"topic": "a", "key": "k2", "value": {"x": 0}, "timestamp": 6}
+            ],
+            "outputs": [{"topic": "B", "key": "k1", "value": {"Y": 2}, "timestamp": 5}],
+            "post": {"sources": [{"name": "B", "type": "stream", "schema": "K STRING KEY, Y INT"}]}
+        }));
+        assert_eq!((o, reason.as_str()), (Outcome::Pass, ""));
+    }
+
+    #[test]
+    fn a_wrong_expectation_fails() {
+        let (o, reason) = run(json!({
+            "name": "wrong",
+            "statements": [
+                "CREATE STREAM A (K STRING KEY, X INT) WITH (kafka_topic='a', value_format='JSON');",
+                "CREATE STREAM B AS SELECT K, X FROM A;"
+            ],
+            "inputs": [{"topic": "a", "key": "k1", "value": {"x": 1}}],
+            "outputs": [{"topic": "B", "key": "k1", "value": {"X": 2}}]
+        }));
+        assert_eq!(o, Outcome::Fail, "{reason}");
+        assert!(reason.contains("record 0"), "{reason}");
+    }
+
+    #[test]
+    fn expected_errors_match_on_message() {
+        let case = |msg: &str| {
+            json!({
+                "name": "refused",
+                "statements": [
+                    "CREATE STREAM A (K STRING KEY, X INT) WITH (kafka_topic='a', value_format='JSON');",
+                    "CREATE STREAM B AS SELECT X FROM A;"
+                ],
+                "expectedException": {"message": msg}
+            })
+        };
+        assert_eq!(run(case("must include the key column K")).0, Outcome::Pass);
+        assert_eq!(run(case("something else")).0, Outcome::Fail);
+    }
+
+    #[test]
+    fn unsupported_features_skip() {
+        let (o, reason) = run(json!({
+            "name": "agg",
+            "statements": [
+                "CREATE STREAM A (K STRING KEY, X INT) WITH (kafka_topic='a', value_format='JSON');",
+                "CREATE TABLE B AS SELECT K, COUNT(*) FROM A GROUP BY K;"
+            ],
+            "inputs": [], "outputs": []
+        }));
+        assert_eq!(o, Outcome::Skip, "{reason}");
+    }
+
+    #[test]
+    fn format_lists_expand() {
+        let v = variants(
+            &json!({"name": "n", "format": ["JSON", "DELIMITED"], "statements": ["X {FORMAT}"]}),
+        );
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[1].0, "n - DELIMITED");
+        assert_eq!(v[1].1["statements"][0], "X DELIMITED");
+    }
+}

@@ -1,0 +1,167 @@
+//! A case's `post` checks: the sources the statements left, and the topics.
+
+use serde_json::Value;
+use sluice_plan::{ColumnKind, FormatKind};
+use sluice_sql::ast::StatementKind;
+use sluice_sql::{SourceDesc, SourceKindName};
+use std::collections::BTreeMap;
+
+pub fn check(
+    post: &Value,
+    sources: &BTreeMap<String, SourceDesc>,
+    topics: &[(String, u32)],
+) -> Result<(), String> {
+    for want in post["sources"].as_array().into_iter().flatten() {
+        check_source(want, sources)?;
+    }
+    let t = &post["topics"];
+    for want in t["topics"].as_array().into_iter().flatten() {
+        let name = want["name"].as_str().unwrap_or_default();
+        let Some((_, partitions)) = topics.iter().find(|(n, _)| n == name) else {
+            return Err(format!("post: topic {name} does not exist"));
+        };
+        if let Some(p) = want["partitions"].as_u64()
+            && p != *partitions as u64
+        {
+            return Err(format!(
+                "post: topic {name} has {partitions} partitions, expected {p}"
+            ));
+        }
+        for (k, f) in [("keyFormat", "key"), ("valueFormat", "value")] {
+            if let Some(fmt) = format_name(&want[k])
+                && FormatKind::parse(&fmt).is_some_and(FormatKind::needs_schema_registry)
+            {
+                return Err(format!(
+                    "post: topic {name} {f} format {fmt} needs a schema registry"
+                ));
+            }
+        }
+    }
+    if let Some(pattern) = t["blacklist"].as_str() {
+        // Java's String.matches: the whole name. The cases only use `.*suffix`.
+        for (name, _) in topics {
+            let hit = match pattern.strip_prefix(".*") {
+                Some(suffix) if !suffix.contains(['.', '*', '[', '(', '\\', '+', '?', '|']) => {
+                    name.ends_with(suffix)
+                }
+                _ => {
+                    return Err(format!(
+                        "post: blacklist pattern {pattern} is not supported"
+                    ));
+                }
+            };
+            if hit {
+                return Err(format!(
+                    "post: topic {name} matches the blacklist {pattern}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn format_name(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.to_uppercase()),
+        Value::Object(o) => o
+            .get("format")
+            .and_then(Value::as_str)
+            .map(str::to_uppercase),
+        _ => None,
+    }
+}
+
+fn check_source(want: &Value, sources: &BTreeMap<String, SourceDesc>) -> Result<(), String> {
+    let name = want["name"].as_str().unwrap_or_default();
+    let Some(src) = sources.get(name) else {
+        return Err(format!("post: source {name} does not exist"));
+    };
+    let kind = match src.kind {
+        SourceKindName::Stream => "stream",
+        SourceKindName::Table => "table",
+    };
+    if let Some(t) = want["type"].as_str()
+        && !t.eq_ignore_ascii_case(kind)
+    {
+        return Err(format!("post: {name} is a {kind}, expected a {t}"));
+    }
+    if let Some(schema) = want["schema"].as_str() {
+        let sql = format!("CREATE {} X ({schema});", kind.to_uppercase());
+        let stmt = sluice_sql::parse_statement(&sql)
+            .map_err(|e| format!("post: cannot read the expected schema {schema}: {e}"))?;
+        let StatementKind::CreateSource(c) = stmt.kind else {
+            return Err(format!("post: cannot read the expected schema {schema}"));
+        };
+        let expected: Vec<(String, String, bool)> = c
+            .columns
+            .iter()
+            .map(|col| {
+                let key = !matches!(col.constraint, sluice_sql::ast::ColumnConstraint::None);
+                (col.name.clone(), col.ty.to_string(), key)
+            })
+            .collect();
+        let actual: Vec<(String, String, bool)> = src
+            .topic
+            .schema
+            .columns
+            .iter()
+            .map(|col| {
+                (
+                    col.name.clone(),
+                    col.ty.to_string(),
+                    col.kind == ColumnKind::Key,
+                )
+            })
+            .collect();
+        if expected != actual {
+            return Err(format!(
+                "post: {name} has schema {}, expected {schema}",
+                src.topic.schema
+            ));
+        }
+    }
+    for (k, actual) in [
+        ("keyFormat", &src.topic.key_format),
+        ("valueFormat", &src.topic.value_format),
+    ] {
+        if want[k]["windowType"].is_string() {
+            return Err(format!("post: {name} should be windowed"));
+        }
+        if let Some(f) = format_name(&want[k])
+            && f != actual.kind.name()
+        {
+            return Err(format!("post: {name} {k} is {}, expected {f}", actual.kind));
+        }
+    }
+    let unwrapped = |v: &Value| {
+        v.as_array()
+            .is_some_and(|a| a.iter().any(|f| f == "UNWRAP_SINGLES"))
+    };
+    if want["valueFeatures"].is_array()
+        && unwrapped(&want["valueFeatures"]) == src.topic.value_format.wrap_single_value
+    {
+        return Err(format!(
+            "post: {name} value features differ: expected {}",
+            want["valueFeatures"]
+        ));
+    }
+    if want["keyFeatures"].is_array() {
+        let keys = src.topic.schema.keys().count();
+        let ours = keys == 1 && src.topic.key_format.kind == FormatKind::Json;
+        if unwrapped(&want["keyFeatures"]) != ours {
+            return Err(format!(
+                "post: {name} key features differ: expected {}",
+                want["keyFeatures"]
+            ));
+        }
+    }
+    if let Some(is_source) = want["isSource"].as_bool()
+        && is_source != src.is_source
+    {
+        return Err(format!(
+            "post: {name} isSource is {}, expected {is_source}",
+            src.is_source
+        ));
+    }
+    Ok(())
+}
