@@ -355,6 +355,19 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
     {
         planner.default_key_format = k;
     }
+    if let Some(w) = props["ksql.persistence.wrap.single.values"]
+        .as_bool()
+        .or_else(|| {
+            props["ksql.persistence.wrap.single.values"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+        })
+    {
+        planner.wrap_single_values = Some(w);
+    }
+    if let Some(p) = props["ksql.output.topic.name.prefix"].as_str() {
+        planner.output_topic_prefix = p.to_string();
+    }
     let mut session = Session {
         sources: BTreeMap::new(),
         driver: Driver::new(),

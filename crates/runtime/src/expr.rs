@@ -35,7 +35,12 @@ pub fn compile(e: &Expr, schema: &Schema) -> Result<PhysExpr> {
         Expr::Binary { op, left, right } => {
             let l = compile(left, schema)?;
             let r = compile(right, schema)?;
-            Arc::new(BinaryExpr::new(l, operator(*op), r))
+            let e: PhysExpr = Arc::new(BinaryExpr::new(l, operator(*op), r));
+            if is_null_false(*op) {
+                null_as_false(e)?
+            } else {
+                e
+            }
         }
         Expr::Not(inner) => Arc::new(NotExpr::new(compile(inner, schema)?)),
         Expr::Negate(inner) => Arc::new(NegativeExpr::new(compile(inner, schema)?)),
@@ -126,6 +131,26 @@ pub fn compile(e: &Expr, schema: &Schema) -> Result<PhysExpr> {
             )?)
         }
     })
+}
+
+/// ksqlDB compares with Java semantics: a comparison involving NULL is false, not NULL.
+fn is_null_false(op: BinaryOp) -> bool {
+    matches!(
+        op,
+        BinaryOp::Eq
+            | BinaryOp::NotEq
+            | BinaryOp::Lt
+            | BinaryOp::LtEq
+            | BinaryOp::Gt
+            | BinaryOp::GtEq
+    )
+}
+
+/// `CASE WHEN e THEN true ELSE false END`: NULL becomes false.
+fn null_as_false(e: PhysExpr) -> Result<PhysExpr> {
+    let t: PhysExpr = Arc::new(LiteralExpr::new(ScalarValue::Boolean(Some(true))));
+    let f: PhysExpr = Arc::new(LiteralExpr::new(ScalarValue::Boolean(Some(false))));
+    Ok(Arc::new(CaseExpr::try_new(None, vec![(e, t)], Some(f))?))
 }
 
 /// Rewrites a LIKE pattern with a custom escape character to use `\`.

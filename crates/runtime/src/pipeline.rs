@@ -16,6 +16,7 @@ use datafusion_common::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array,
 };
 use datafusion_common::arrow::compute::filter_record_batch;
+use datafusion_common::arrow::compute::kernels::boolean::{and, not};
 use datafusion_common::arrow::datatypes::{Int64Type, Schema, SchemaRef};
 use datafusion_common::arrow::record_batch::RecordBatch;
 use sluice_plan::{ColumnKind, PLAN_VERSION, QueryPlan, Step, TopicSpec};
@@ -64,6 +65,7 @@ pub struct Pipeline {
     rowtime: Vec<i64>,
     partition: Vec<i32>,
     offset: Vec<i64>,
+    tombstone: Vec<bool>,
     ops: Vec<Op>,
     sink: TopicSpec,
     key_encoder: PartEncoder,
@@ -172,6 +174,7 @@ impl Pipeline {
             rowtime: Vec::new(),
             partition: Vec::new(),
             offset: Vec::new(),
+            tombstone: Vec::new(),
             ops,
             sink: sink.clone(),
             key_encoder,
@@ -206,6 +209,7 @@ impl Pipeline {
                 self.rowtime.push(r.timestamp);
                 self.partition.push(r.partition);
                 self.offset.push(r.offset);
+                self.tombstone.push(r.value.is_none());
                 Ok(())
             }
             Err(reason) => {
@@ -239,13 +243,18 @@ impl Pipeline {
             &mut self.partition,
         ))));
         columns.push(Arc::new(Int64Array::from(std::mem::take(&mut self.offset))));
+        columns.push(Arc::new(BooleanArray::from(std::mem::take(
+            &mut self.tombstone,
+        ))));
         let mut batch = RecordBatch::try_new(self.source_schema.clone(), columns)?;
         for op in &self.ops {
             match op {
                 Op::Filter(predicate) => {
                     let mask = evaluate(predicate, &batch, &mut self.expression_errors)?;
-                    let mask: &BooleanArray = mask.as_boolean();
-                    batch = filter_record_batch(&batch, mask)?;
+                    // A null row never passes a filter.
+                    let tombstone = batch.column(batch.num_columns() - 1).as_boolean();
+                    let mask = and(mask.as_boolean(), &not(tombstone)?)?;
+                    batch = filter_record_batch(&batch, &mask)?;
                 }
                 Op::Select { exprs, schema } => {
                     let mut cols = Vec::with_capacity(schema.fields().len());
@@ -266,6 +275,7 @@ impl Pipeline {
             .column(n - PSEUDO_COUNT)
             .as_primitive::<Int64Type>()
             .clone();
+        let tombstone = batch.column(n - 1).as_boolean().clone();
         let columns = batch.columns();
         let mut buf = Vec::new();
         out.reserve(batch.num_rows());
@@ -274,10 +284,13 @@ impl Pipeline {
                 .key_encoder
                 .encode(columns, row, &mut buf)
                 .map(|()| buf.clone());
-            let value = self
-                .value_encoder
-                .encode(columns, row, &mut buf)
-                .map(|()| buf.clone());
+            let value = if tombstone.value(row) {
+                None
+            } else {
+                self.value_encoder
+                    .encode(columns, row, &mut buf)
+                    .map(|()| buf.clone())
+            };
             out.push(OutputRecord {
                 key,
                 value,

@@ -39,8 +39,14 @@ pub fn arrow_type(t: &SqlType) -> DataType {
     }
 }
 
+/// Name of the runtime's own last column: whether the row came from a record with a
+/// null value. ksqlDB treats such a row as null: filters drop it and a projection
+/// writes a null value (a tombstone). Not a valid SQL name, so it cannot clash.
+pub const TOMBSTONE: &str = "$tombstone";
+
 /// The Arrow schema of rows in flight: the logical columns, then the pseudo-columns
-/// ROWTIME, ROWPARTITION and ROWOFFSET, which every batch carries at its end.
+/// ROWTIME, ROWPARTITION and ROWOFFSET and the tombstone flag, which every batch
+/// carries at its end.
 pub fn row_schema(schema: &LogicalSchema) -> SchemaRef {
     let mut fields: Vec<Field> = schema
         .columns
@@ -50,8 +56,10 @@ pub fn row_schema(schema: &LogicalSchema) -> SchemaRef {
     for (name, ty) in PSEUDO_COLUMNS {
         fields.push(Field::new(name, arrow_type(&ty), false));
     }
+    fields.push(Field::new(TOMBSTONE, DataType::Boolean, false));
     Arc::new(Schema::new(fields))
 }
 
-/// Number of pseudo-columns at the end of every row batch.
-pub const PSEUDO_COUNT: usize = PSEUDO_COLUMNS.len();
+/// Number of trailing columns every row batch carries: the pseudo-columns and the
+/// tombstone flag.
+pub const PSEUDO_COUNT: usize = PSEUDO_COLUMNS.len() + 1;

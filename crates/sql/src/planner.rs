@@ -116,6 +116,11 @@ pub struct PlannerConfig {
     pub default_key_format: FormatKind,
     /// `ksql.persistence.default.format.value`, unset by default as in ksqlDB.
     pub default_value_format: Option<FormatKind>,
+    /// `ksql.persistence.wrap.single.values`: whether single-column values are wrapped
+    /// when the statement does not say (None: wrapped).
+    pub wrap_single_values: Option<bool>,
+    /// `ksql.output.topic.name.prefix`: prepended to the default name of a sink topic.
+    pub output_topic_prefix: String,
 }
 
 impl Default for PlannerConfig {
@@ -123,6 +128,8 @@ impl Default for PlannerConfig {
         PlannerConfig {
             default_key_format: FormatKind::Kafka,
             default_value_format: None,
+            wrap_single_values: None,
+            output_topic_prefix: String::new(),
         }
     }
 }
@@ -134,7 +141,7 @@ pub fn plan_statement(
 ) -> Result<Planned, SqlError> {
     match &stmt.kind {
         StatementKind::CreateSource(c) => plan_create_source(stmt, c, config),
-        StatementKind::CreateAs(c) => plan_create_as(stmt, c, catalog),
+        StatementKind::CreateAs(c) => plan_create_as(stmt, c, catalog, config),
         StatementKind::Select(_) => Err(SqlError::semantic(
             stmt.pos,
             "The following statement types should be issued to the websocket endpoint '/query':\n\t* PRINT\n\t* SELECT",
@@ -602,7 +609,7 @@ fn plan_create_source(
         },
         value_format: Format {
             delimiter: with.delimiter("VALUE_DELIMITER", value_format)?,
-            wrap_single_value: single_value_wrapping(&with, value_format, &schema)?,
+            wrap_single_value: single_value_wrapping(&with, value_format, &schema, config)?,
             ..Format::new(value_format)
         },
         schema,
@@ -630,9 +637,12 @@ fn single_value_wrapping(
     with: &With<'_>,
     format: FormatKind,
     schema: &LogicalSchema,
+    config: &PlannerConfig,
 ) -> Result<bool, SqlError> {
     let Some(wrap) = with.boolean("WRAP_SINGLE_VALUE")? else {
-        return Ok(true);
+        // The configured default applies where the format can unwrap a single column.
+        let unwrappable = format == FormatKind::Json && schema.values().count() == 1;
+        return Ok(!(unwrappable && config.wrap_single_values == Some(false)));
     };
     if !matches!(format, FormatKind::Json) {
         return Err(SqlError::semantic(
@@ -655,6 +665,7 @@ fn plan_create_as(
     stmt: &ast::Statement,
     c: &CreateAs,
     catalog: &dyn Catalog,
+    config: &PlannerConfig,
 ) -> Result<Planned, SqlError> {
     let q = &c.query;
     let with = With::new(
@@ -914,7 +925,7 @@ fn plan_create_as(
             delimiter: with
                 .delimiter("VALUE_DELIMITER", value_format)?
                 .or(inherit(&source.topic.value_format, value_format)),
-            wrap_single_value: single_value_wrapping(&with, value_format, &out_schema)?,
+            wrap_single_value: single_value_wrapping(&with, value_format, &out_schema, config)?,
             ..Format::new(value_format)
         },
         schema: out_schema.clone(),

@@ -14,6 +14,7 @@ pub struct PartEncoder {
     /// Indexes of the part's columns in the output batch, and their names.
     columns: Vec<(usize, String)>,
     unwrapped: bool,
+    is_key: bool,
 }
 
 impl PartEncoder {
@@ -24,6 +25,7 @@ impl PartEncoder {
             format: format.clone(),
             columns,
             unwrapped,
+            is_key,
         }
     }
 
@@ -31,6 +33,10 @@ impl PartEncoder {
     pub fn encode(&self, arrays: &[ArrayRef], row: usize, out: &mut Vec<u8>) -> Option<()> {
         out.clear();
         if self.columns.is_empty() {
+            return None;
+        }
+        // A key whose columns are all NULL is a null key.
+        if self.is_key && self.columns.iter().all(|(i, _)| arrays[*i].is_null(row)) {
             return None;
         }
         match self.format.kind {
@@ -70,7 +76,7 @@ impl PartEncoder {
                     }
                     all_null = false;
                     let text = text_value(a, row);
-                    if text.contains([delimiter, '"', '\n', '\r']) {
+                    if needs_csv_quotes(&text, delimiter, n == 0) {
                         s.push('"');
                         s.push_str(&text.replace('"', "\"\""));
                         s.push('"');
@@ -106,6 +112,18 @@ impl PartEncoder {
         }
         Some(())
     }
+}
+
+/// Apache Commons CSV's minimal quoting, which ksqlDB's DELIMITED format uses: quote an
+/// empty first field, a field starting with a character up to `#`, one containing the
+/// delimiter, a quote or a line break, and one ending in whitespace.
+fn needs_csv_quotes(text: &str, delimiter: char, first: bool) -> bool {
+    let Some(c) = text.chars().next() else {
+        return first;
+    };
+    c <= '#'
+        || text.contains([delimiter, '"', '\n', '\r'])
+        || text.chars().last().is_some_and(|c| c <= ' ')
 }
 
 /// A value as ksqlDB prints it in text formats.
