@@ -283,6 +283,29 @@ mod tests {
     }
 
     #[test]
+    fn comparisons_with_null_are_false() {
+        let schema = Arc::new(Schema::new(vec![Field::new("A", DataType::Int32, true)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int32Array::from(vec![Some(1), None]))],
+        )
+        .unwrap();
+        let e = compile(
+            &Expr::Binary {
+                op: BinaryOp::Eq,
+                left: Box::new(Expr::Column("A".into())),
+                right: Box::new(Expr::Literal(Literal::Integer(1))),
+            },
+            &schema,
+        )
+        .unwrap();
+        let out = evaluate(&e, &batch, &mut 0).unwrap();
+        let out = out.as_boolean();
+        assert!(out.value(0));
+        assert!(out.is_valid(1) && !out.value(1));
+    }
+
+    #[test]
     fn custom_like_escapes_become_backslashes() {
         assert_eq!(with_backslash_escape("a!%b%", '!'), "a\\%b%");
     }

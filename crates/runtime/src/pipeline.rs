@@ -432,6 +432,46 @@ mod tests {
     }
 
     #[test]
+    fn null_values_are_null_rows() {
+        let mut p = Pipeline::new(&plan(FormatKind::Json, FormatKind::Json)).unwrap();
+        let tombstone = SourceRecord {
+            key: Some(b"k"),
+            value: None,
+            timestamp: 1,
+            partition: 0,
+            offset: 0,
+        };
+        p.push(&tombstone).unwrap();
+        let mut out = Vec::new();
+        p.flush(&mut out).unwrap();
+        // The plan filters: a null row never passes a filter.
+        assert!(out.is_empty());
+
+        let mut plan = plan(FormatKind::Json, FormatKind::Json);
+        // Without the filter, a null row is projected to a null value with its key.
+        if let Step::StreamSink { input, .. } = &mut plan.root
+            && let Step::StreamSelect {
+                input: select_input,
+                ..
+            } = input.as_mut()
+            && let Step::StreamFilter { input: source, .. } = select_input.as_ref().clone()
+        {
+            *select_input = source;
+        }
+        let mut p = Pipeline::new(&plan).unwrap();
+        p.push(&tombstone).unwrap();
+        p.flush(&mut out).unwrap();
+        assert_eq!(
+            out,
+            vec![OutputRecord {
+                key: Some(b"k".to_vec()),
+                value: None,
+                timestamp: 1
+            }]
+        );
+    }
+
+    #[test]
     fn newer_plans_are_refused() {
         let mut p = plan(FormatKind::Json, FormatKind::Json);
         p.version = PLAN_VERSION + 1;

@@ -223,17 +223,12 @@ impl ExprAnalyzer<'_> {
                 negated,
             } => {
                 let value = self.analyze(expr)?;
-                let mut items = Vec::with_capacity(list.len());
                 let mut common = value.1.clone();
+                let mut items = Vec::with_capacity(list.len());
                 for item in list {
-                    let t = self.analyze(item)?;
+                    let t = self.in_list_item(&value.1, item)?;
                     if !is_null_literal(item) {
-                        common = self.common_type(&common, &t.1).ok_or_else(|| {
-                            SqlError::semantic(
-                                item.pos,
-                                format!("invalid input syntax for type {}: \"{}\"", value.1, item),
-                            )
-                        })?;
+                        common = self.common_type(&common, &t.1).unwrap_or(common);
                     }
                     items.push(t);
                 }
@@ -306,6 +301,49 @@ impl ExprAnalyzer<'_> {
                 format!("Expressions over ARRAY, MAP and STRUCT values are not supported yet: {e}"),
             )),
         }
+    }
+
+    /// An item of `x IN (...)`: of x's type, a numeric type x widens with, or a string
+    /// literal that reads as a value of x's type.
+    fn in_list_item(&self, target: &SqlType, item: &ast::Expr) -> Result<Typed, SqlError> {
+        let t = self.analyze(item)?;
+        if is_null_literal(item) || self.common_type(target, &t.1).is_some() {
+            return Ok(t);
+        }
+        if let ExprKind::Literal(LiteralValue::String(s)) = &item.kind
+            && target.is_primitive()
+        {
+            let bad = || {
+                SqlError::semantic(
+                    item.pos,
+                    format!("Invalid Predicate: invalid input syntax for type {target}: \"{s}\""),
+                )
+            };
+            let lit = match target {
+                SqlType::Boolean => match s.to_ascii_lowercase().as_str() {
+                    "true" => Literal::Boolean(true),
+                    "false" => Literal::Boolean(false),
+                    _ => return Err(bad()),
+                },
+                SqlType::Integer => Literal::Integer(s.trim().parse().map_err(|_| bad())?),
+                SqlType::Bigint => Literal::Bigint(s.trim().parse().map_err(|_| bad())?),
+                SqlType::Double => Literal::Double(s.trim().parse().map_err(|_| bad())?),
+                SqlType::Decimal { .. } => {
+                    let lit = number_literal(s.trim(), item.pos).map_err(|_| bad())?;
+                    return Ok((Expr::Literal(lit.clone()), lit.sql_type()));
+                }
+                _ => return Ok(t),
+            };
+            let ty = lit.sql_type();
+            return Ok((Expr::Literal(lit), ty));
+        }
+        Err(SqlError::semantic(
+            item.pos,
+            format!(
+                "Invalid Predicate: operator does not exist: {target} = {} ({item})\nHint: You might need to add explicit type casts.",
+                t.1
+            ),
+        ))
     }
 
     fn column(&self, qualifier: Option<&str>, name: &str, pos: Pos) -> Result<Typed, SqlError> {
@@ -562,6 +600,15 @@ impl ExprAnalyzer<'_> {
             ));
         }
         let Some(def) = functions::lookup(name) else {
+            if functions::KSQLDB_FUNCTIONS.contains(&name.to_ascii_uppercase().as_str()) {
+                return Err(SqlError::unsupported(
+                    whole.pos,
+                    format!(
+                        "The function {} is not supported yet",
+                        name.to_ascii_uppercase()
+                    ),
+                ));
+            }
             let err = SqlError::semantic(
                 whole.pos,
                 format!("Can't find any functions with the name '{name}'"),

@@ -286,16 +286,14 @@ impl<'a> With<'a> {
         if both.is_some() && key.is_some() {
             return Err(SqlError::semantic(
                 self.pos("FORMAT"),
-                "Cannot supply both 'KEY_FORMAT' and 'FORMAT' properties, as 'FORMAT' sets both key and value formats.",
-            )
-            .with_hint("Either use just 'FORMAT', or use 'KEY_FORMAT' and 'VALUE_FORMAT'."));
+                "Cannot supply both 'KEY_FORMAT' and 'FORMAT' properties, as 'FORMAT' sets both key and value formats. Either use just 'FORMAT', or use 'KEY_FORMAT' and 'VALUE_FORMAT'.",
+            ));
         }
         if both.is_some() && value.is_some() {
             return Err(SqlError::semantic(
                 self.pos("FORMAT"),
-                "Cannot supply both 'VALUE_FORMAT' and 'FORMAT' properties, as 'FORMAT' sets both key and value formats.",
-            )
-            .with_hint("Either use just 'FORMAT', or use 'KEY_FORMAT' and 'VALUE_FORMAT'."));
+                "Cannot supply both 'VALUE_FORMAT' and 'FORMAT' properties, as 'FORMAT' sets both key and value formats. Either use just 'FORMAT', or use 'KEY_FORMAT' and 'VALUE_FORMAT'.",
+            ));
         }
         Ok((key.or(both), value.or(both)))
     }
@@ -362,6 +360,15 @@ fn check_format(format: FormatKind, columns: &[&Column], is_key: bool) -> Result
         ));
     }
     for c in columns {
+        if is_key && contains_map(&c.ty) {
+            return Err(SqlError::semantic(
+                None,
+                format!(
+                    "Map keys, including types that contain maps, are not supported as they may lead to unexpected behavior due to inconsistent serialization. Key column name: `{}`. Column type: {}. See https://github.com/confluentinc/ksql/issues/6621 for more.",
+                    c.name, c.ty
+                ),
+            ));
+        }
         if matches!(format, FormatKind::Kafka | FormatKind::Delimited) && !c.ty.is_primitive() {
             let kind = match c.ty {
                 SqlType::Array(_) => "ARRAY",
@@ -373,6 +380,30 @@ fn check_format(format: FormatKind, columns: &[&Column], is_key: bool) -> Result
                 format!("The '{format}' format does not support type '{kind}'"),
             ));
         }
+        if format == FormatKind::Kafka
+            && columns.len() == 1
+            && !matches!(
+                c.ty,
+                SqlType::Integer
+                    | SqlType::Bigint
+                    | SqlType::Double
+                    | SqlType::String
+                    | SqlType::Bytes
+            )
+            && !(is_key
+                && matches!(
+                    c.ty,
+                    SqlType::Decimal { .. } | SqlType::Date | SqlType::Time | SqlType::Timestamp
+                ))
+        {
+            return Err(SqlError::semantic(
+                None,
+                format!(
+                    "The 'KAFKA' format does not support type '{}'",
+                    type_keyword(&c.ty)
+                ),
+            ));
+        }
         if format == FormatKind::Json
             && let SqlType::Map { key, .. } = &c.ty
             && **key != SqlType::String
@@ -380,15 +411,6 @@ fn check_format(format: FormatKind, columns: &[&Column], is_key: bool) -> Result
             return Err(SqlError::semantic(
                 None,
                 "JSON only supports MAP types with STRING keys",
-            ));
-        }
-        if is_key && contains_map(&c.ty) {
-            return Err(SqlError::semantic(
-                None,
-                format!(
-                    "Map keys, including types that contain maps, are not supported as they may lead to unexpected behavior due to inconsistent serialization. Key column name: `{}`.",
-                    c.name
-                ),
             ));
         }
     }
@@ -752,11 +774,15 @@ fn plan_create_as(
             clause: Clause::Where,
         };
         let (predicate, ty) = analyzer.analyze(w).map_err(|e| match e {
-            SqlError::Semantic { pos, message, hint } => SqlError::Semantic {
-                pos,
-                message: format!("Error in WHERE expression: {message}"),
-                hint,
-            },
+            SqlError::Semantic { pos, message, hint }
+                if !message.starts_with("Invalid Predicate") =>
+            {
+                SqlError::Semantic {
+                    pos,
+                    message: format!("Error in WHERE expression: {message}"),
+                    hint,
+                }
+            }
             other => other,
         })?;
         if ty != SqlType::Boolean {

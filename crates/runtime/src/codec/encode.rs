@@ -261,6 +261,17 @@ mod tests {
     }
 
     #[test]
+    fn csv_quoting_follows_commons_csv() {
+        assert!(needs_csv_quotes(" lead", ',', false));
+        assert!(needs_csv_quotes("trail\t", ',', false));
+        assert!(needs_csv_quotes("a,b", ',', false));
+        assert!(needs_csv_quotes("", ',', true));
+        assert!(!needs_csv_quotes("", ',', false));
+        assert!(!needs_csv_quotes("with white space", ',', false));
+        assert!(!needs_csv_quotes("-1", ',', false));
+    }
+
+    #[test]
     fn base64_round_trips() {
         assert_eq!(base64_encode(b"hello"), "aGVsbG8=");
         assert_eq!(base64_encode(b""), "");
