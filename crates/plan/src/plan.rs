@@ -27,6 +27,17 @@ pub struct TopicSpec {
     pub schema: LogicalSchema,
 }
 
+/// An aggregate function applied to expressions over the input rows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AggregateCall {
+    /// ksqlDB's name: COUNT, SUM, MIN, MAX, AVG.
+    pub function: String,
+    /// Empty for COUNT(*).
+    pub args: Vec<Expr>,
+    #[serde(rename = "returns")]
+    pub return_type: crate::SqlType,
+}
+
 /// An output column and the expression that computes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NamedExpr {
@@ -58,15 +69,37 @@ pub enum Step {
     /// Writes rows to a topic; the record timestamp is the input row's ROWTIME.
     #[serde(rename = "streamSinkV1")]
     StreamSink { input: Box<Step>, topic: TopicSpec },
+    /// Groups a stream by `group_by` and aggregates each group, producing a table.
+    ///
+    /// Rows with a NULL group key, and null rows, are dropped. Each input row updates
+    /// its group and emits the group's new row: the intermediate row has the key columns
+    /// (named as in `schema`) followed by the aggregate results `$agg0`, `$agg1`, ...;
+    /// `having` and `projection` are evaluated over it. A group for which `having` turns
+    /// false after it was emitted gets a tombstone.
+    #[serde(rename = "streamAggregateV1")]
+    StreamAggregate {
+        input: Box<Step>,
+        group_by: Vec<Expr>,
+        aggregates: Vec<AggregateCall>,
+        having: Option<Expr>,
+        /// The value columns, over the intermediate row.
+        projection: Vec<NamedExpr>,
+        schema: LogicalSchema,
+    },
+    /// Writes a table's changelog to a topic: upserts, and tombstones for deletions.
+    #[serde(rename = "tableSinkV1")]
+    TableSink { input: Box<Step>, topic: TopicSpec },
 }
 
 impl Step {
     /// The schema of the rows this step produces.
     pub fn schema(&self) -> &LogicalSchema {
         match self {
-            Step::StreamSource { topic, .. } | Step::StreamSink { topic, .. } => &topic.schema,
+            Step::StreamSource { topic, .. }
+            | Step::StreamSink { topic, .. }
+            | Step::TableSink { topic, .. } => &topic.schema,
             Step::StreamFilter { input, .. } => input.schema(),
-            Step::StreamSelect { schema, .. } => schema,
+            Step::StreamSelect { schema, .. } | Step::StreamAggregate { schema, .. } => schema,
         }
     }
 
@@ -75,8 +108,15 @@ impl Step {
             Step::StreamSource { .. } => None,
             Step::StreamFilter { input, .. }
             | Step::StreamSelect { input, .. }
-            | Step::StreamSink { input, .. } => Some(input),
+            | Step::StreamSink { input, .. }
+            | Step::StreamAggregate { input, .. }
+            | Step::TableSink { input, .. } => Some(input),
         }
+    }
+
+    /// Whether the plan keeps state (aggregations), which needs state stores.
+    pub fn is_stateful(&self) -> bool {
+        matches!(self, Step::StreamAggregate { .. }) || self.input().is_some_and(Step::is_stateful)
     }
 
     /// Every source topic the plan reads.
@@ -109,10 +149,41 @@ impl Step {
                     .collect();
                 format!("PROJECT {}", cols.join(", "))
             }
-            Step::StreamSink { topic, .. } => format!(
+            Step::StreamSink { topic, .. } | Step::TableSink { topic, .. } => format!(
                 "SINK {} (key: {}, value: {}) [{}]",
                 topic.topic, topic.key_format.kind, topic.value_format.kind, topic.schema
             ),
+            Step::StreamAggregate {
+                group_by,
+                aggregates,
+                having,
+                projection,
+                ..
+            } => {
+                let keys: Vec<String> = group_by.iter().map(|e| e.to_string()).collect();
+                let aggs: Vec<String> = aggregates
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| {
+                        let args: Vec<String> = a.args.iter().map(|e| e.to_string()).collect();
+                        format!("{}({}) AS $agg{i}", a.function, args.join(", "))
+                    })
+                    .collect();
+                let cols: Vec<String> = projection
+                    .iter()
+                    .map(|p| format!("{} AS {}", p.expr, p.name))
+                    .collect();
+                let mut line = format!(
+                    "AGGREGATE BY {} [{}] PROJECT {}",
+                    keys.join(", "),
+                    aggs.join(", "),
+                    cols.join(", ")
+                );
+                if let Some(h) = having {
+                    line.push_str(&format!(" HAVING {h}"));
+                }
+                line
+            }
         };
         out.push_str(&pad);
         out.push_str(&line);

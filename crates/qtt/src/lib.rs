@@ -276,8 +276,14 @@ impl Session {
                         create_topic.partitions.unwrap_or(source_partitions),
                     );
                     self.queries += 1;
-                    self.driver
-                        .add_query(&format!("CSAS_{}_{}", sink.name, self.queries), pipeline);
+                    let prefix = match sink.kind {
+                        sluice_sql::SourceKindName::Stream => "CSAS",
+                        sluice_sql::SourceKindName::Table => "CTAS",
+                    };
+                    self.driver.add_query(
+                        &format!("{prefix}_{}_{}", sink.name, self.queries),
+                        pipeline,
+                    );
                     self.sources.insert(sink.name.clone(), sink);
                 }
                 Planned::Drop {
@@ -615,7 +621,7 @@ mod tests {
             "name": "agg",
             "statements": [
                 "CREATE STREAM A (K STRING KEY, X INT) WITH (kafka_topic='a', value_format='JSON');",
-                "CREATE TABLE B AS SELECT K, COUNT(*) FROM A GROUP BY K;"
+                "CREATE STREAM B AS SELECT A.K, A.X FROM A JOIN A AS A2 WITHIN 1 SECOND ON A.K = A2.K;"
             ],
             "inputs": [], "outputs": []
         }));

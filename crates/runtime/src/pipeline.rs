@@ -1,4 +1,4 @@
-//! A stateless query plan compiled for execution: records in, records out, a batch at
+//! A query plan compiled for execution: records in, records out, a batch at
 //! a time.
 //!
 //! ```text
@@ -7,6 +7,7 @@
 //!                ─► encode key and value ─► output records
 //! ```
 
+use crate::aggregate::AggregateOp;
 use crate::codec::decode::{ColumnBuilder, PartDecoder};
 use crate::codec::encode::PartEncoder;
 use crate::error::{Result, RuntimeError};
@@ -54,6 +55,7 @@ enum Op {
         exprs: Vec<PhysExpr>,
         schema: SchemaRef,
     },
+    Aggregate(Box<AggregateOp>),
 }
 
 pub struct Pipeline {
@@ -82,7 +84,9 @@ impl Pipeline {
                 plan.version
             )));
         }
-        let Step::StreamSink { input, topic: sink } = &plan.root else {
+        let (Step::StreamSink { input, topic: sink } | Step::TableSink { input, topic: sink }) =
+            &plan.root
+        else {
             return Err(RuntimeError::Plan("a plan must end in a sink".into()));
         };
         // Walk down to the source, then compile the steps upwards.
@@ -91,7 +95,7 @@ impl Pipeline {
         let source = loop {
             match step {
                 Step::StreamSource { topic, .. } => break topic.clone(),
-                Step::StreamSink { .. } => {
+                Step::StreamSink { .. } | Step::TableSink { .. } => {
                     return Err(RuntimeError::Plan("a sink inside a plan".into()));
                 }
                 other => {
@@ -127,6 +131,25 @@ impl Pipeline {
                         schema: out.clone(),
                     });
                     schema = out;
+                }
+                Step::StreamAggregate {
+                    group_by,
+                    aggregates,
+                    having,
+                    projection,
+                    schema: logical,
+                    ..
+                } => {
+                    let op = AggregateOp::new(
+                        &schema,
+                        group_by,
+                        aggregates,
+                        having.as_ref(),
+                        projection,
+                        logical,
+                    )?;
+                    schema = op.output_schema();
+                    ops.push(Op::Aggregate(Box::new(op)));
                 }
                 _ => unreachable!("sources and sinks are handled above"),
             }
@@ -247,7 +270,7 @@ impl Pipeline {
             &mut self.tombstone,
         ))));
         let mut batch = RecordBatch::try_new(self.source_schema.clone(), columns)?;
-        for op in &self.ops {
+        for op in &mut self.ops {
             match op {
                 Op::Filter(predicate) => {
                     let mask = evaluate(predicate, &batch, &mut self.expression_errors)?;
@@ -255,6 +278,9 @@ impl Pipeline {
                     let tombstone = batch.column(batch.num_columns() - 1).as_boolean();
                     let mask = and(mask.as_boolean(), &not(tombstone)?)?;
                     batch = filter_record_batch(&batch, &mask)?;
+                }
+                Op::Aggregate(agg) => {
+                    batch = agg.process(&batch, &mut self.expression_errors)?;
                 }
                 Op::Select { exprs, schema } => {
                     let mut cols = Vec::with_capacity(schema.fields().len());
@@ -468,6 +494,76 @@ mod tests {
                 value: None,
                 timestamp: 1
             }]
+        );
+    }
+
+    #[test]
+    fn aggregation_emits_the_changelog_with_having_tombstones() {
+        use sluice_plan::AggregateCall;
+        let mut p = plan(FormatKind::Json, FormatKind::Json);
+        let source = p.root.source_topics()[0].clone();
+        let schema = LogicalSchema::new(vec![
+            Column::key("NAME", SqlType::String),
+            Column::value("N", SqlType::Bigint),
+        ]);
+        p.root = Step::TableSink {
+            input: Box::new(Step::StreamAggregate {
+                input: Box::new(Step::StreamSource {
+                    name: "IN".into(),
+                    topic: source,
+                }),
+                group_by: vec![Expr::Column("NAME".into())],
+                aggregates: vec![AggregateCall {
+                    function: "COUNT".into(),
+                    args: vec![],
+                    return_type: SqlType::Bigint,
+                }],
+                // HAVING COUNT(*) < 3: the third row of a group deletes it.
+                having: Some(Expr::Binary {
+                    op: BinaryOp::Lt,
+                    left: Box::new(Expr::Column("$agg0".into())),
+                    right: Box::new(Expr::Literal(Literal::Bigint(3))),
+                }),
+                projection: vec![NamedExpr {
+                    name: "N".into(),
+                    expr: Expr::Column("$agg0".into()),
+                }],
+                schema: schema.clone(),
+            }),
+            topic: TopicSpec {
+                topic: "out".into(),
+                key_format: Format::new(FormatKind::Kafka),
+                value_format: Format::new(FormatKind::Json),
+                schema,
+            },
+        };
+        let mut pipeline = Pipeline::new(&p).unwrap();
+        let rows = [
+            r#"{"name":"a"}"#,
+            r#"{"name":"b"}"#,
+            r#"{"name":null}"#,
+            r#"{"name":"a"}"#,
+            r#"{"name":"a"}"#,
+            r#"{"name":"a"}"#,
+        ];
+        let (out, _) = run(&mut pipeline, &rows);
+        let shown: Vec<(String, Option<String>)> = out
+            .iter()
+            .map(|r| {
+                (
+                    String::from_utf8(r.key.clone().unwrap()).unwrap(),
+                    r.value.clone().map(|v| String::from_utf8(v).unwrap()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                ("a".into(), Some(r#"{"N":1}"#.into())),
+                ("b".into(), Some(r#"{"N":1}"#.into())),
+                ("a".into(), Some(r#"{"N":2}"#.into())),
+                ("a".into(), None),
+            ]
         );
     }
 

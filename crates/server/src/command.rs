@@ -37,7 +37,7 @@ pub enum Action {
     #[serde(rename_all = "camelCase")]
     CreateQuery {
         sink: SourceDesc,
-        plan: QueryPlan,
+        plan: Box<QueryPlan>,
         inputs: Vec<String>,
         /// The query-id prefix, `CSAS` or `CTAS`.
         kind: String,

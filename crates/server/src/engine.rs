@@ -374,7 +374,7 @@ impl Engine {
                         sink: sink.name.clone(),
                         sink_topic: sink.topic.topic.clone(),
                         inputs: inputs.clone(),
-                        plan: plan.clone(),
+                        plan: plan.as_ref().clone(),
                         properties: cmd.properties.clone(),
                         running: None,
                         error: None,
@@ -546,6 +546,12 @@ impl Engine {
                         sink.name,
                         existing.kind.lower()
                     )));
+                }
+                if plan.root.is_stateful() {
+                    return Err(StatementError::unsupported(
+                        "Aggregations (GROUP BY) are not supported on Kafka yet: they need changelogged state stores, which come with exactly-once processing. `sluice test qtt` runs them in the test driver.".into(),
+                        &text,
+                    ));
                 }
                 // The plan must run on this build before it is accepted.
                 sluice_runtime::Pipeline::new(&plan)

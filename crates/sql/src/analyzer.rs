@@ -78,8 +78,19 @@ pub fn cast_to(e: Typed, to: &SqlType) -> Expr {
     if &e.1 == to {
         return e.0;
     }
-    if let Expr::Literal(Literal::Null(_)) = e.0 {
-        return Expr::Literal(Literal::Null(to.clone()));
+    // Literals widen now rather than on every row.
+    match (&e.0, to) {
+        (Expr::Literal(Literal::Null(_)), _) => return Expr::Literal(Literal::Null(to.clone())),
+        (Expr::Literal(Literal::Integer(v)), SqlType::Bigint) => {
+            return Expr::Literal(Literal::Bigint(*v as i64));
+        }
+        (Expr::Literal(Literal::Integer(v)), SqlType::Double) => {
+            return Expr::Literal(Literal::Double(*v as f64));
+        }
+        (Expr::Literal(Literal::Bigint(v)), SqlType::Double) => {
+            return Expr::Literal(Literal::Double(*v as f64));
+        }
+        _ => {}
     }
     Expr::Cast {
         expr: Box::new(e.0),
@@ -287,6 +298,12 @@ impl ExprAnalyzer<'_> {
             } => self.case(operand.as_deref(), whens, otherwise.as_deref()),
             ExprKind::Cast { expr, to } => {
                 let inner = self.analyze(expr)?;
+                if !inner.1.is_primitive() || !to.is_primitive() {
+                    return Err(SqlError::unsupported(
+                        e.pos,
+                        format!("CAST of ARRAY, MAP and STRUCT values is not supported yet: {e}"),
+                    ));
+                }
                 check_cast(&inner.1, to).map_err(|m| SqlError::semantic(e.pos, m))?;
                 Ok((cast_to(inner, to), to.clone()))
             }

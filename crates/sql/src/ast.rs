@@ -593,3 +593,119 @@ impl fmt::Display for StatementKind {
         }
     }
 }
+
+impl Expr {
+    /// A copy of this expression with each direct child replaced by `f(child)`.
+    pub fn map_children<E>(&self, f: &mut impl FnMut(&Expr) -> Result<Expr, E>) -> Result<Expr, E> {
+        let b = |e: &Expr, f: &mut dyn FnMut(&Expr) -> Result<Expr, E>| f(e).map(Box::new);
+        let kind = match &self.kind {
+            ExprKind::Column { .. } | ExprKind::Literal(_) => self.kind.clone(),
+            ExprKind::Binary { op, left, right } => ExprKind::Binary {
+                op: *op,
+                left: b(left, f)?,
+                right: b(right, f)?,
+            },
+            ExprKind::Unary { op, expr } => ExprKind::Unary {
+                op: *op,
+                expr: b(expr, f)?,
+            },
+            ExprKind::IsNull { expr, negated } => ExprKind::IsNull {
+                expr: b(expr, f)?,
+                negated: *negated,
+            },
+            ExprKind::Between {
+                expr,
+                low,
+                high,
+                negated,
+            } => ExprKind::Between {
+                expr: b(expr, f)?,
+                low: b(low, f)?,
+                high: b(high, f)?,
+                negated: *negated,
+            },
+            ExprKind::InList {
+                expr,
+                list,
+                negated,
+            } => ExprKind::InList {
+                expr: b(expr, f)?,
+                list: list.iter().map(&mut *f).collect::<Result<_, _>>()?,
+                negated: *negated,
+            },
+            ExprKind::Like {
+                expr,
+                pattern,
+                escape,
+                negated,
+            } => ExprKind::Like {
+                expr: b(expr, f)?,
+                pattern: b(pattern, f)?,
+                escape: escape.clone(),
+                negated: *negated,
+            },
+            ExprKind::Case {
+                operand,
+                whens,
+                otherwise,
+            } => ExprKind::Case {
+                operand: operand.as_ref().map(|o| b(o, f)).transpose()?,
+                whens: whens
+                    .iter()
+                    .map(|(w, t)| Ok((f(w)?, f(t)?)))
+                    .collect::<Result<_, E>>()?,
+                otherwise: otherwise.as_ref().map(|o| b(o, f)).transpose()?,
+            },
+            ExprKind::Cast { expr, to } => ExprKind::Cast {
+                expr: b(expr, f)?,
+                to: to.clone(),
+            },
+            ExprKind::Call { name, args, star } => ExprKind::Call {
+                name: name.clone(),
+                args: args.iter().map(&mut *f).collect::<Result<_, _>>()?,
+                star: *star,
+            },
+            ExprKind::Subscript { expr, index } => ExprKind::Subscript {
+                expr: b(expr, f)?,
+                index: b(index, f)?,
+            },
+            ExprKind::Dereference { expr, field } => ExprKind::Dereference {
+                expr: b(expr, f)?,
+                field: field.clone(),
+            },
+            ExprKind::Lambda { params, body } => ExprKind::Lambda {
+                params: params.clone(),
+                body: b(body, f)?,
+            },
+            ExprKind::Array(items) => {
+                ExprKind::Array(items.iter().map(&mut *f).collect::<Result<_, _>>()?)
+            }
+            ExprKind::Map(entries) => ExprKind::Map(
+                entries
+                    .iter()
+                    .map(|(k, v)| Ok((f(k)?, f(v)?)))
+                    .collect::<Result<_, E>>()?,
+            ),
+            ExprKind::Struct(fields) => ExprKind::Struct(
+                fields
+                    .iter()
+                    .map(|(n, v)| Ok((n.clone(), f(v)?)))
+                    .collect::<Result<_, E>>()?,
+            ),
+        };
+        Ok(Expr::new(kind, self.pos))
+    }
+
+    /// Whether `pred` holds for this expression or any expression inside it.
+    pub fn any(&self, pred: &mut impl FnMut(&Expr) -> bool) -> bool {
+        if pred(self) {
+            return true;
+        }
+        let mut found = false;
+        let _ = self.map_children(&mut |c: &Expr| -> Result<Expr, ()> {
+            found = found || c.any(pred);
+            Ok(c.clone())
+        });
+        found
+    }
+}

@@ -7,6 +7,7 @@
 //!
 //! This crate never depends on the runtime: plans leave it as data (`sluice-plan`).
 
+mod aggregate;
 pub mod analyzer;
 pub mod ast;
 pub mod error;

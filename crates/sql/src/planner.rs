@@ -91,7 +91,7 @@ pub enum Planned {
         if_not_exists: bool,
         or_replace: bool,
         create_topic: TopicCreation,
-        plan: QueryPlan,
+        plan: Box<QueryPlan>,
         /// Names of the sources the query reads.
         inputs: Vec<String>,
     },
@@ -666,7 +666,9 @@ fn single_value_wrapping(
         let unwrappable = format == FormatKind::Json && schema.values().count() == 1;
         return Ok(!(unwrappable && config.wrap_single_values == Some(false)));
     };
-    if !matches!(format, FormatKind::Json) {
+    // KAFKA and DELIMITED values are never wrapped: `false` says so, `true` cannot be.
+    let unwrapped_only = matches!(format, FormatKind::Kafka | FormatKind::Delimited);
+    if !(format == FormatKind::Json || unwrapped_only && !wrap) {
         return Err(SqlError::semantic(
             with.pos("WRAP_SINGLE_VALUE"),
             format!("Format '{format}' does not support 'WRAP_SINGLE_VALUE' set to '{wrap}'."),
@@ -711,17 +713,45 @@ fn plan_create_as(
             None => err,
         });
     };
-    if c.kind == SourceKind::Table || source.kind == SourceKindName::Table {
+    if source.kind == SourceKindName::Table {
         return Err(SqlError::unsupported(
             stmt.pos,
-            "Tables as query results (CREATE TABLE AS SELECT and queries over tables) are not supported yet",
+            "Queries over tables are not supported yet",
         ));
     }
-    if !q.group_by.is_empty() || q.having.is_some() {
-        return Err(SqlError::unsupported(
+    let grouped = !q.group_by.is_empty();
+    if q.having.is_some() && !grouped {
+        return Err(SqlError::semantic(
             stmt.pos,
-            "GROUP BY is not supported yet",
+            "HAVING clause requires a GROUP BY clause.",
         ));
+    }
+    match (c.kind, grouped) {
+        (SourceKind::Stream, true) => {
+            return Err(SqlError::semantic(
+                stmt.pos,
+                "Invalid result type. Your SELECT query produces a TABLE. Please use CREATE TABLE AS SELECT statement instead.",
+            ));
+        }
+        (SourceKind::Table, false) => {
+            return Err(SqlError::semantic(
+                stmt.pos,
+                "Invalid result type. Your SELECT query produces a STREAM. Please use CREATE STREAM AS SELECT statement instead.",
+            ));
+        }
+        _ => {}
+    }
+    if !grouped {
+        for item in &q.select {
+            if let SelectItem::Expr { expr, .. } = item
+                && let Some(agg) = crate::aggregate::find_aggregate(expr)
+            {
+                return Err(SqlError::semantic(
+                    expr.pos,
+                    format!("Use of aggregate function {agg} requires a GROUP BY clause."),
+                ));
+            }
+        }
     }
     if !q.partition_by.is_empty() {
         return Err(SqlError::unsupported(
@@ -799,9 +829,95 @@ fn plan_create_as(
         };
     }
 
+    let grouped = !q.group_by.is_empty();
+    let (body, out_schema) = if grouped {
+        let agg = crate::aggregate::plan_aggregate(&c.name, q, &scope, root)?;
+        (agg.step, agg.schema)
+    } else {
+        let (projection, out_schema) = plan_projection(stmt, c, input_schema, &scope)?;
+        let step = Step::StreamSelect {
+            input: Box::new(root),
+            projection,
+            schema: out_schema.clone(),
+        };
+        (step, out_schema)
+    };
+
+    let (key_format, value_format) = with.formats()?;
+    let key_format = key_format.unwrap_or(source.topic.key_format.kind);
+    let value_format = value_format.unwrap_or(source.topic.value_format.kind);
+    let inherit = |f: &Format, kind: FormatKind| if f.kind == kind { f.delimiter } else { None };
+    let sink_topic = TopicSpec {
+        topic: with
+            .string("KAFKA_TOPIC")?
+            .unwrap_or_else(|| format!("{}{}", config.output_topic_prefix, c.name)),
+        key_format: Format {
+            delimiter: with
+                .delimiter("KEY_DELIMITER", key_format)?
+                .or(inherit(&source.topic.key_format, key_format)),
+            ..Format::new(key_format)
+        },
+        value_format: Format {
+            delimiter: with
+                .delimiter("VALUE_DELIMITER", value_format)?
+                .or(inherit(&source.topic.value_format, value_format)),
+            wrap_single_value: single_value_wrapping(&with, value_format, &out_schema, config)?,
+            ..Format::new(value_format)
+        },
+        schema: out_schema.clone(),
+    };
+    check_formats(&sink_topic)?;
+    let (partitions, replicas) = with.topic_creation()?;
+
+    let root = if grouped {
+        Step::TableSink {
+            input: Box::new(body),
+            topic: sink_topic.clone(),
+        }
+    } else {
+        Step::StreamSink {
+            input: Box::new(body),
+            topic: sink_topic.clone(),
+        }
+    };
+    Ok(Planned::CreateAs {
+        sink: SourceDesc {
+            name: c.name.clone(),
+            kind: if grouped {
+                SourceKindName::Table
+            } else {
+                SourceKindName::Stream
+            },
+            topic: sink_topic,
+            is_source: false,
+            sql: stmt.text.clone(),
+        },
+        if_not_exists: c.if_not_exists,
+        or_replace: c.or_replace,
+        create_topic: TopicCreation {
+            partitions,
+            replicas,
+        },
+        plan: Box::new(QueryPlan {
+            version: PLAN_VERSION,
+            root,
+        }),
+        inputs: vec![source.name.clone()],
+    })
+}
+
+/// The select list of a non-aggregate query: stars expanded, every column named, the
+/// source's key columns found (each must be projected, once).
+fn plan_projection(
+    stmt: &ast::Statement,
+    c: &CreateAs,
+    input_schema: &LogicalSchema,
+    scope: &Scope,
+) -> Result<(Vec<NamedExpr>, LogicalSchema), SqlError> {
+    let q = &c.query;
     // The projection: expand stars, name every column, find the key columns.
     let analyzer = ExprAnalyzer {
-        scope: &scope,
+        scope,
         clause: Clause::Select,
     };
     let mut projection: Vec<NamedExpr> = Vec::new();
@@ -932,61 +1048,7 @@ fn plan_create_as(
                 .expect("every output column has an expression")
         })
         .collect();
-
-    let (key_format, value_format) = with.formats()?;
-    let key_format = key_format.unwrap_or(source.topic.key_format.kind);
-    let value_format = value_format.unwrap_or(source.topic.value_format.kind);
-    let inherit = |f: &Format, kind: FormatKind| if f.kind == kind { f.delimiter } else { None };
-    let sink_topic = TopicSpec {
-        topic: with
-            .string("KAFKA_TOPIC")?
-            .unwrap_or_else(|| c.name.clone()),
-        key_format: Format {
-            delimiter: with
-                .delimiter("KEY_DELIMITER", key_format)?
-                .or(inherit(&source.topic.key_format, key_format)),
-            ..Format::new(key_format)
-        },
-        value_format: Format {
-            delimiter: with
-                .delimiter("VALUE_DELIMITER", value_format)?
-                .or(inherit(&source.topic.value_format, value_format)),
-            wrap_single_value: single_value_wrapping(&with, value_format, &out_schema, config)?,
-            ..Format::new(value_format)
-        },
-        schema: out_schema.clone(),
-    };
-    check_formats(&sink_topic)?;
-    let (partitions, replicas) = with.topic_creation()?;
-
-    let root = Step::StreamSink {
-        input: Box::new(Step::StreamSelect {
-            input: Box::new(root),
-            projection,
-            schema: out_schema,
-        }),
-        topic: sink_topic.clone(),
-    };
-    Ok(Planned::CreateAs {
-        sink: SourceDesc {
-            name: c.name.clone(),
-            kind: SourceKindName::Stream,
-            topic: sink_topic,
-            is_source: false,
-            sql: stmt.text.clone(),
-        },
-        if_not_exists: c.if_not_exists,
-        or_replace: c.or_replace,
-        create_topic: TopicCreation {
-            partitions,
-            replicas,
-        },
-        plan: QueryPlan {
-            version: PLAN_VERSION,
-            root,
-        },
-        inputs: vec![source.name.clone()],
-    })
+    Ok((projection, out_schema))
 }
 
 #[cfg(test)]
@@ -1053,7 +1115,52 @@ mod tests {
             "SINK OUT (key: KAFKA, value: JSON) [`ID` BIGINT KEY, `PAGE` STRING, `KSQL_COL_0` INTEGER]\n  PROJECT ID AS ID, UCASE(PAGE) AS PAGE, (MS * 2) AS KSQL_COL_0\n    FILTER (MS > 10)\n      SOURCE PAGEVIEWS (topic: pv, key: KAFKA, value: JSON) [`ID` BIGINT KEY, `PAGE` STRING, `MS` INTEGER]\n"
         );
         let json = serde_json::to_string(&plan).unwrap();
-        assert_eq!(serde_json::from_str::<QueryPlan>(&json).unwrap(), plan);
+        assert_eq!(serde_json::from_str::<QueryPlan>(&json).unwrap(), *plan);
+    }
+
+    #[test]
+    fn group_by_plans_an_aggregate_table() {
+        let Planned::CreateAs { plan, sink, .. } = run(
+            &mut catalog(),
+            "CREATE TABLE counts AS SELECT page AS p, COUNT(*) AS n, SUM(ms) + 1 AS total, UCASE(page) AS up \
+             FROM pageviews GROUP BY page HAVING COUNT(*) > 1;",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(sink.kind, SourceKindName::Table);
+        assert_eq!(
+            sink.topic.schema.to_string(),
+            "`P` STRING KEY, `N` BIGINT, `TOTAL` INTEGER, `UP` STRING"
+        );
+        assert_eq!(
+            plan.root.explain().lines().nth(1).unwrap().trim(),
+            "AGGREGATE BY PAGE [COUNT() AS $agg0, SUM(MS) AS $agg1] PROJECT $agg0 AS N, ($agg1 + 1) AS TOTAL, UCASE(P) AS UP HAVING ($agg0 > 1)"
+        );
+    }
+
+    #[test]
+    fn group_by_rules_are_ksqldbs() {
+        assert_eq!(
+            error("CREATE TABLE t AS SELECT page, COUNT(*) FROM pageviews GROUP BY page, ms;"),
+            "The query used to build `T` must include the grouping expression MS in its projection (eg, SELECT MS...)."
+        );
+        assert_eq!(
+            error("CREATE TABLE t AS SELECT page, ms, COUNT(*) FROM pageviews GROUP BY page;"),
+            "Non-aggregate SELECT expression(s) not part of GROUP BY: MS\nEither add the column(s) to the GROUP BY or remove them from the SELECT."
+        );
+        assert_eq!(
+            error("CREATE TABLE t AS SELECT SUM(ms), COUNT(*) FROM pageviews GROUP BY SUM(ms);"),
+            "GROUP BY does not support aggregate functions: SUM is an aggregate function."
+        );
+        assert!(
+            error("CREATE STREAM t AS SELECT page, COUNT(*) FROM pageviews GROUP BY page;")
+                .contains("produces a TABLE")
+        );
+        assert_eq!(
+            error("CREATE STREAM t AS SELECT id, COUNT(*) FROM pageviews;"),
+            "Use of aggregate function COUNT requires a GROUP BY clause."
+        );
     }
 
     #[test]

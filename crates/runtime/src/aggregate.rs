@@ -1,0 +1,334 @@
+//! Stream aggregation (GROUP BY), producing a table's changelog.
+//!
+//! Each input row, in order, updates its group's accumulators and emits the group's new
+//! row. State lives in memory here: the deterministic driver runs it; on Kafka,
+//! aggregations wait for changelogged state stores (the exactly-once issue).
+
+use crate::error::{Result, RuntimeError};
+use crate::expr::{PhysExpr, compile, evaluate, output_field};
+use crate::types::{PSEUDO_COUNT, arrow_type};
+use datafusion_common::ScalarValue;
+use datafusion_common::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, new_empty_array};
+use datafusion_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion_common::arrow::record_batch::RecordBatch;
+use sluice_plan::{AggregateCall, Expr, LogicalSchema, NamedExpr};
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One aggregate's running state.
+#[derive(Clone, Debug)]
+enum Accumulator {
+    /// COUNT(*) and COUNT(x): how many rows (with x not NULL).
+    Count(i64),
+    /// SUM: NULLs are skipped; the sum of nothing is 0; the sum keeps its declared type.
+    Sum(ScalarValue, DataType),
+    Min(ScalarValue),
+    Max(ScalarValue),
+    Avg {
+        sum: f64,
+        count: i64,
+    },
+}
+
+impl Accumulator {
+    fn new(call: &AggregateCall) -> Result<Accumulator> {
+        Ok(match call.function.as_str() {
+            "COUNT" => Accumulator::Count(0),
+            "SUM" => {
+                let t = arrow_type(&call.return_type);
+                Accumulator::Sum(ScalarValue::new_zero(&t)?, t)
+            }
+            "MIN" => Accumulator::Min(ScalarValue::try_from(&arrow_type(&call.return_type))?),
+            "MAX" => Accumulator::Max(ScalarValue::try_from(&arrow_type(&call.return_type))?),
+            "AVG" => Accumulator::Avg { sum: 0.0, count: 0 },
+            other => {
+                return Err(RuntimeError::Plan(format!(
+                    "no implementation of the aggregate {other}"
+                )));
+            }
+        })
+    }
+
+    /// Adds one row; `arg` is the row's argument (None for COUNT(*)).
+    fn update(&mut self, arg: Option<&ScalarValue>) -> Result<()> {
+        match self {
+            Accumulator::Count(n) => {
+                if arg.is_none_or(|a| !a.is_null()) {
+                    *n += 1;
+                }
+            }
+            Accumulator::Sum(total, t) => {
+                if let Some(a) = arg.filter(|a| !a.is_null()) {
+                    // Java arithmetic: integer sums wrap on overflow.
+                    *total = match (&*total, a) {
+                        (ScalarValue::Int32(Some(x)), ScalarValue::Int32(Some(y))) => {
+                            ScalarValue::Int32(Some(x.wrapping_add(*y)))
+                        }
+                        (ScalarValue::Int64(Some(x)), ScalarValue::Int64(Some(y))) => {
+                            ScalarValue::Int64(Some(x.wrapping_add(*y)))
+                        }
+                        _ => total.add(a)?.cast_to(t)?,
+                    };
+                }
+            }
+            Accumulator::Min(best) => {
+                if let Some(a) = arg.filter(|a| !a.is_null())
+                    && (best.is_null() || a.partial_cmp(best) == Some(Ordering::Less))
+                {
+                    *best = a.clone();
+                }
+            }
+            Accumulator::Max(best) => {
+                if let Some(a) = arg.filter(|a| !a.is_null())
+                    && (best.is_null() || a.partial_cmp(best) == Some(Ordering::Greater))
+                {
+                    *best = a.clone();
+                }
+            }
+            Accumulator::Avg { sum, count } => {
+                if let Some(a) = arg.filter(|a| !a.is_null()) {
+                    let v = match a.cast_to(&DataType::Float64)? {
+                        ScalarValue::Float64(Some(v)) => v,
+                        _ => 0.0,
+                    };
+                    *sum += v;
+                    *count += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn value(&self) -> ScalarValue {
+        match self {
+            Accumulator::Count(n) => ScalarValue::Int64(Some(*n)),
+            Accumulator::Sum(v, _) | Accumulator::Min(v) | Accumulator::Max(v) => v.clone(),
+            Accumulator::Avg { sum, count } => ScalarValue::Float64(Some(if *count == 0 {
+                0.0
+            } else {
+                sum / *count as f64
+            })),
+        }
+    }
+}
+
+struct Group {
+    accumulators: Vec<Accumulator>,
+    /// Whether the group's current row was emitted (passed HAVING).
+    emitted: bool,
+}
+
+pub struct AggregateOp {
+    group_by: Vec<PhysExpr>,
+    calls: Vec<AggregateCall>,
+    /// The argument of each aggregate (None: COUNT(*)).
+    args: Vec<Option<PhysExpr>>,
+    intermediate: SchemaRef,
+    having: Option<PhysExpr>,
+    projection: Vec<PhysExpr>,
+    output: SchemaRef,
+    groups: HashMap<Vec<ScalarValue>, Group>,
+}
+
+impl AggregateOp {
+    /// Compiles the step against rows of `input` (which end with the pseudo-columns).
+    pub fn new(
+        input: &Schema,
+        group_by: &[Expr],
+        calls: &[AggregateCall],
+        having: Option<&Expr>,
+        projection: &[NamedExpr],
+        schema: &LogicalSchema,
+    ) -> Result<AggregateOp> {
+        let group_exprs = group_by
+            .iter()
+            .map(|e| compile(e, input))
+            .collect::<Result<Vec<_>>>()?;
+        let mut args = Vec::with_capacity(calls.len());
+        for c in calls {
+            match c.args.as_slice() {
+                [] => args.push(None),
+                [a] => args.push(Some(compile(a, input)?)),
+                _ => {
+                    return Err(RuntimeError::Plan(format!(
+                        "{} takes one argument",
+                        c.function
+                    )));
+                }
+            }
+        }
+        // The intermediate row: key columns, $agg0..., then the pseudo-columns.
+        let mut fields: Vec<Field> = schema
+            .keys()
+            .zip(&group_exprs)
+            .map(|(c, e)| output_field(&c.name, e, input))
+            .collect::<Result<_>>()?;
+        for (i, c) in calls.iter().enumerate() {
+            fields.push(Field::new(
+                format!("$agg{i}"),
+                arrow_type(&c.return_type),
+                true,
+            ));
+        }
+        let n = input.fields().len();
+        let pseudo: Vec<Field> = input.fields()[n - PSEUDO_COUNT..]
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.extend(pseudo.iter().cloned());
+        let intermediate = Arc::new(Schema::new(fields));
+        let having = having.map(|h| compile(h, &intermediate)).transpose()?;
+        let projection = projection
+            .iter()
+            .map(|p| compile(&p.expr, &intermediate))
+            .collect::<Result<Vec<_>>>()?;
+        let mut out: Vec<Field> = schema
+            .columns
+            .iter()
+            .map(|c| Field::new(&c.name, arrow_type(&c.ty), true))
+            .collect();
+        out.extend(pseudo);
+        Ok(AggregateOp {
+            group_by: group_exprs,
+            calls: calls.to_vec(),
+            args,
+            intermediate,
+            having,
+            projection,
+            output: Arc::new(Schema::new(out)),
+            groups: HashMap::new(),
+        })
+    }
+
+    pub fn output_schema(&self) -> SchemaRef {
+        self.output.clone()
+    }
+
+    /// Aggregates a batch of input rows into the rows of the output table's changelog.
+    pub fn process(&mut self, batch: &RecordBatch, errors: &mut u64) -> Result<RecordBatch> {
+        let keys: Vec<ArrayRef> = self
+            .group_by
+            .iter()
+            .map(|e| evaluate(e, batch, errors))
+            .collect::<Result<_>>()?;
+        let args: Vec<Option<ArrayRef>> = self
+            .args
+            .iter()
+            .map(|a| a.as_ref().map(|e| evaluate(e, batch, errors)).transpose())
+            .collect::<Result<_>>()?;
+        let n = batch.num_columns();
+        let tombstone = batch.column(n - 1).as_boolean();
+
+        // Per emitted row: its group key, and the values of the intermediate row.
+        let width = self.intermediate.fields().len();
+        let mut columns: Vec<Vec<ScalarValue>> = vec![Vec::new(); width];
+        let mut row_keys: Vec<Vec<ScalarValue>> = Vec::new();
+        for row in 0..batch.num_rows() {
+            if tombstone.value(row) || keys.iter().any(|k| k.is_null(row)) {
+                continue;
+            }
+            let key = keys
+                .iter()
+                .map(|k| ScalarValue::try_from_array(k, row))
+                .collect::<datafusion_common::Result<Vec<_>>>()?;
+            let group = match self.groups.get_mut(&key) {
+                Some(g) => g,
+                None => {
+                    let accumulators = self
+                        .calls
+                        .iter()
+                        .map(Accumulator::new)
+                        .collect::<Result<_>>()?;
+                    self.groups.entry(key.clone()).or_insert(Group {
+                        accumulators,
+                        emitted: false,
+                    })
+                }
+            };
+            for (acc, arg) in group.accumulators.iter_mut().zip(&args) {
+                let v = arg
+                    .as_ref()
+                    .map(|a| ScalarValue::try_from_array(a, row))
+                    .transpose()?;
+                acc.update(v.as_ref())?;
+            }
+            let mut i = 0;
+            for k in &key {
+                columns[i].push(k.clone());
+                i += 1;
+            }
+            for acc in &group.accumulators {
+                columns[i].push(acc.value());
+                i += 1;
+            }
+            for c in &batch.columns()[n - PSEUDO_COUNT..] {
+                columns[i].push(ScalarValue::try_from_array(c, row)?);
+                i += 1;
+            }
+            row_keys.push(key);
+        }
+        let arrays: Vec<ArrayRef> = columns
+            .into_iter()
+            .zip(self.intermediate.fields())
+            .map(|(values, f)| {
+                if values.is_empty() {
+                    Ok(new_empty_array(f.data_type()))
+                } else {
+                    ScalarValue::iter_to_array(values).map_err(RuntimeError::from)
+                }
+            })
+            .collect::<Result<_>>()?;
+        let intermediate = RecordBatch::try_new(self.intermediate.clone(), arrays)?;
+
+        // HAVING: a group that stops passing after it was emitted gets a tombstone;
+        // one that never passed emits nothing.
+        let passes: Vec<bool> = match &self.having {
+            Some(h) => {
+                let mask = evaluate(h, &intermediate, errors)?;
+                let mask = mask.as_boolean();
+                (0..mask.len())
+                    .map(|i| mask.is_valid(i) && mask.value(i))
+                    .collect()
+            }
+            None => vec![true; intermediate.num_rows()],
+        };
+        let mut keep = Vec::with_capacity(passes.len());
+        let mut deleted = Vec::with_capacity(passes.len());
+        for (key, pass) in row_keys.iter().zip(&passes) {
+            let group = self
+                .groups
+                .get_mut(key)
+                .expect("every emitted row has a group");
+            keep.push(*pass || group.emitted);
+            deleted.push(!*pass);
+            group.emitted = *pass;
+        }
+
+        let mut out: Vec<ArrayRef> = intermediate.columns()[..self.group_by.len()].to_vec();
+        for (e, f) in self
+            .projection
+            .iter()
+            .zip(&self.output.fields()[self.group_by.len()..])
+        {
+            let a = evaluate(e, &intermediate, errors)?;
+            out.push(if a.data_type() == f.data_type() {
+                a
+            } else {
+                datafusion_common::arrow::compute::cast(&a, f.data_type())?
+            });
+        }
+        let m = intermediate.num_columns();
+        out.extend(
+            intermediate.columns()[m - PSEUDO_COUNT..m - 1]
+                .iter()
+                .cloned(),
+        );
+        out.push(Arc::new(BooleanArray::from(deleted)));
+        let result = RecordBatch::try_new(self.output.clone(), out)?;
+        Ok(datafusion_common::arrow::compute::filter_record_batch(
+            &result,
+            &BooleanArray::from(keep),
+        )?)
+    }
+}

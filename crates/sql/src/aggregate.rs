@@ -1,0 +1,363 @@
+//! Planning GROUP BY: key columns, aggregate calls, and the select list and HAVING
+//! rewritten over the aggregation's intermediate row.
+//!
+//! The rewrite works on the syntax tree: every sub-expression equal to a GROUP BY
+//! expression becomes a reference to its key column, and every aggregate call becomes a
+//! reference to `$aggN`. What is left is analyzed like any expression, over a scope of
+//! the key columns and the aggregate results; an input column that survives the rewrite
+//! is a non-aggregate expression not covered by the GROUP BY, which ksqlDB refuses.
+
+use crate::analyzer::{Clause, ExprAnalyzer, Scope, ScopeColumn, is_aggregate};
+use crate::ast::{self, ExprKind, SelectItem};
+use crate::error::SqlError;
+use sluice_plan::{AggregateCall, Column, LogicalSchema, NamedExpr, SqlType, Step};
+
+/// The planned aggregation: its step and the output schema.
+pub struct PlannedAggregate {
+    pub step: Step,
+    pub schema: LogicalSchema,
+}
+
+/// The result type of an aggregate over arguments of these types.
+fn aggregate_type(name: &str, args: &[SqlType], pos: crate::Pos) -> Result<SqlType, SqlError> {
+    let bad = || {
+        let shown: Vec<String> = args.iter().map(|t| t.to_string()).collect();
+        SqlError::semantic(
+            pos,
+            format!(
+                "Function '{}' does not accept parameters ({}).",
+                name.to_ascii_lowercase(),
+                shown.join(", ")
+            ),
+        )
+    };
+    Ok(match (name, args) {
+        ("COUNT", [] | [_]) => SqlType::Bigint,
+        ("SUM", [t]) if t.is_numeric() => t.clone(),
+        ("AVG", [t]) if t.is_numeric() => SqlType::Double,
+        ("MIN" | "MAX", [t])
+            if t.is_numeric()
+                || matches!(
+                    t,
+                    SqlType::String | SqlType::Date | SqlType::Time | SqlType::Timestamp
+                ) =>
+        {
+            t.clone()
+        }
+        ("COUNT" | "SUM" | "AVG" | "MIN" | "MAX", _) => return Err(bad()),
+        _ => {
+            return Err(SqlError::unsupported(
+                pos,
+                format!("The aggregate function {name} is not supported yet"),
+            ));
+        }
+    })
+}
+
+struct Rewriter<'a> {
+    input: &'a ExprAnalyzer<'a>,
+    /// Display text of each GROUP BY expression, and its key column's name.
+    groups: Vec<(String, String)>,
+    /// Display text of each aggregate call, and the call.
+    aggregates: Vec<(String, AggregateCall)>,
+    /// Input columns found outside any GROUP BY expression.
+    stray: Vec<String>,
+}
+
+impl Rewriter<'_> {
+    fn rewrite(&mut self, e: &ast::Expr) -> Result<ast::Expr, SqlError> {
+        let text = e.to_string();
+        if let Some((_, key)) = self.groups.iter().find(|(g, _)| *g == text) {
+            return Ok(column(key, e.pos));
+        }
+        match &e.kind {
+            ExprKind::Call { name, args, star } if is_aggregate(name) => {
+                let upper = name.to_ascii_uppercase();
+                if let Some(i) = self.aggregates.iter().position(|(t, _)| *t == text) {
+                    return Ok(column(&format!("$agg{i}"), e.pos));
+                }
+                if args.iter().any(|a| a.any(&mut |x| matches!(&x.kind, ExprKind::Call { name, .. } if is_aggregate(name)))) {
+                    return Err(SqlError::semantic(
+                        e.pos,
+                        format!("Aggregate functions can not be nested: {e}"),
+                    ));
+                }
+                let typed = args
+                    .iter()
+                    .map(|a| self.input.analyze(a))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let types: Vec<SqlType> = typed.iter().map(|t| t.1.clone()).collect();
+                // COUNT(*) and COUNT(1) count rows; COUNT(x) counts non-NULL x.
+                let counts_rows = upper == "COUNT"
+                    && (*star
+                        || matches!(args.as_slice(), [a] if matches!(a.kind, ExprKind::Literal(_))));
+                let return_type = aggregate_type(&upper, &types, e.pos)?;
+                let call = AggregateCall {
+                    function: upper,
+                    args: if counts_rows {
+                        Vec::new()
+                    } else {
+                        typed.into_iter().map(|t| t.0).collect()
+                    },
+                    return_type,
+                };
+                self.aggregates.push((text, call));
+                Ok(column(&format!("$agg{}", self.aggregates.len() - 1), e.pos))
+            }
+            ExprKind::Column { name, .. } => {
+                self.stray.push(name.clone());
+                Ok(e.clone())
+            }
+            // Unknown functions are reported as such, before anything else.
+            ExprKind::Call { name, .. } if crate::functions::lookup(name).is_none() => {
+                let upper = name.to_ascii_uppercase();
+                if crate::functions::KSQLDB_FUNCTIONS.contains(&upper.as_str()) {
+                    return Err(SqlError::unsupported(
+                        e.pos,
+                        format!("The function {upper} is not supported yet"),
+                    ));
+                }
+                Err(SqlError::semantic(
+                    e.pos,
+                    format!("Can't find any functions with the name '{name}'"),
+                ))
+            }
+            _ => e.map_children(&mut |c| self.rewrite(c)),
+        }
+    }
+}
+
+fn column(name: &str, pos: crate::Pos) -> ast::Expr {
+    ast::Expr::new(
+        ExprKind::Column {
+            qualifier: None,
+            name: name.to_string(),
+        },
+        pos,
+    )
+}
+
+fn list_names(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// Plans `SELECT ... FROM input GROUP BY ... [HAVING ...]` for the sink `sink_name`.
+pub fn plan_aggregate(
+    sink_name: &str,
+    query: &ast::Query,
+    input_scope: &Scope,
+    input: Step,
+) -> Result<PlannedAggregate, SqlError> {
+    let analyzer = ExprAnalyzer {
+        scope: input_scope,
+        clause: Clause::Select,
+    };
+    // GROUP BY expressions, typed over the input.
+    let mut group_by = Vec::with_capacity(query.group_by.len());
+    for g in &query.group_by {
+        if let Some(agg) = find_aggregate(g) {
+            return Err(SqlError::semantic(
+                g.pos,
+                format!(
+                    "GROUP BY does not support aggregate functions: {agg} is an aggregate function."
+                ),
+            ));
+        }
+        group_by.push(analyzer.analyze(g)?);
+    }
+
+    // Name the key columns after the select items that project them.
+    let texts: Vec<String> = query.group_by.iter().map(|g| g.to_string()).collect();
+    let mut key_names: Vec<Option<String>> = vec![None; texts.len()];
+    let mut generated = 0usize;
+    let mut value_items: Vec<(&ast::Expr, String)> = Vec::new();
+    for item in &query.select {
+        let SelectItem::Expr { expr, alias } = item else {
+            return Err(SqlError::unsupported(
+                None,
+                "SELECT * with GROUP BY is not supported yet",
+            ));
+        };
+        let name = match (alias, &expr.kind) {
+            (Some(a), _) => a.clone(),
+            (None, ExprKind::Column { name, .. }) => name.clone(),
+            (None, _) => loop {
+                let candidate = format!("KSQL_COL_{generated}");
+                generated += 1;
+                if !query.select.iter().any(
+                    |i| matches!(i, SelectItem::Expr { alias: Some(a), .. } if *a == candidate),
+                ) {
+                    break candidate;
+                }
+            },
+        };
+        match texts.iter().position(|t| *t == expr.to_string()) {
+            Some(i) => {
+                if let Some(first) = &key_names[i] {
+                    return Err(SqlError::semantic(
+                        expr.pos,
+                        format!(
+                            "The projection contains a key column more than once: `{first}` and `{name}`."
+                        ),
+                    ));
+                }
+                key_names[i] = Some(name);
+            }
+            None => value_items.push((expr, name)),
+        }
+    }
+    let missing: Vec<String> = texts
+        .iter()
+        .zip(&key_names)
+        .filter(|(_, n)| n.is_none())
+        .map(|(t, _)| t.clone())
+        .collect();
+    if !missing.is_empty() {
+        let noun = if missing.len() == 1 {
+            "grouping expression"
+        } else {
+            "grouping expressions"
+        };
+        return Err(SqlError::semantic(
+            None,
+            format!(
+                "The query used to build `{sink_name}` must include the {noun} {} in its projection (eg, SELECT {}...).",
+                list_names(&missing),
+                missing.join(", ")
+            ),
+        ));
+    }
+    let key_names: Vec<String> = key_names.into_iter().flatten().collect();
+
+    // Rewrite the value items and HAVING over the intermediate row.
+    let mut rw = Rewriter {
+        input: &analyzer,
+        groups: texts
+            .iter()
+            .cloned()
+            .zip(key_names.iter().cloned())
+            .collect(),
+        aggregates: Vec::new(),
+        stray: Vec::new(),
+    };
+    let rewritten: Vec<(ast::Expr, String)> = value_items
+        .iter()
+        .map(|(e, n)| Ok((rw.rewrite(e)?, n.clone())))
+        .collect::<Result<_, SqlError>>()?;
+    if !rw.stray.is_empty() {
+        let shown: Vec<String> = value_items
+            .iter()
+            .filter(|(e, _)| e.any(&mut |x| matches!(&x.kind, ExprKind::Column { name, .. } if rw.stray.contains(name))))
+            .map(|(e, _)| e.to_string())
+            .collect();
+        return Err(SqlError::semantic(
+            None,
+            format!(
+                "Non-aggregate SELECT expression(s) not part of GROUP BY: {}\nEither add the column(s) to the GROUP BY or remove them from the SELECT.",
+                shown.join(", ")
+            ),
+        ));
+    }
+    let having = query.having.as_ref().map(|h| rw.rewrite(h)).transpose()?;
+    if !rw.stray.is_empty() {
+        return Err(SqlError::semantic(
+            query.having.as_ref().map(|h| h.pos),
+            format!(
+                "Non-aggregate HAVING expression not part of GROUP BY: {}",
+                rw.stray.join(", ")
+            ),
+        ));
+    }
+
+    // Analyze over the intermediate row: key columns, then $agg0...
+    let mut columns: Vec<ScopeColumn> = key_names
+        .iter()
+        .zip(&group_by)
+        .map(|(n, (_, t))| ScopeColumn {
+            name: n.clone(),
+            ty: t.clone(),
+        })
+        .collect();
+    for (i, (_, a)) in rw.aggregates.iter().enumerate() {
+        columns.push(ScopeColumn {
+            name: format!("$agg{i}"),
+            ty: a.return_type.clone(),
+        });
+    }
+    let scope = Scope {
+        qualifiers: input_scope.qualifiers.clone(),
+        columns,
+    };
+    let over = ExprAnalyzer {
+        scope: &scope,
+        clause: Clause::Select,
+    };
+    let mut out_columns: Vec<Column> = key_names
+        .iter()
+        .zip(&group_by)
+        .map(|(n, (_, t))| Column::key(n.clone(), t.clone()))
+        .collect();
+    let mut projection = Vec::with_capacity(rewritten.len());
+    for (e, name) in &rewritten {
+        let (expr, ty) = over.analyze(e)?;
+        if out_columns.iter().any(|c| c.name == *name) {
+            return Err(SqlError::semantic(
+                e.pos,
+                format!("Duplicate value columns found in schema: `{name}` {ty}"),
+            ));
+        }
+        out_columns.push(Column::value(name.clone(), ty));
+        projection.push(NamedExpr {
+            name: name.clone(),
+            expr,
+        });
+    }
+    if projection.is_empty() {
+        return Err(SqlError::semantic(
+            None,
+            "The projection contains no value columns.",
+        ));
+    }
+    let having = match having {
+        Some(h) => {
+            let (e, ty) = over.analyze(&h)?;
+            if ty != SqlType::Boolean {
+                return Err(SqlError::semantic(
+                    h.pos,
+                    format!("HAVING expression must be a boolean: {h} is {ty}"),
+                ));
+            }
+            Some(e)
+        }
+        None => None,
+    };
+    let schema = LogicalSchema::new(out_columns);
+    Ok(PlannedAggregate {
+        step: Step::StreamAggregate {
+            input: Box::new(input),
+            group_by: group_by.into_iter().map(|(e, _)| e).collect(),
+            aggregates: rw.aggregates.into_iter().map(|(_, a)| a).collect(),
+            having,
+            projection,
+            schema: schema.clone(),
+        },
+        schema,
+    })
+}
+
+/// The name of the first aggregate call inside `e`, if any.
+pub fn find_aggregate(e: &ast::Expr) -> Option<String> {
+    let mut found = None;
+    e.any(&mut |x| match &x.kind {
+        ExprKind::Call { name, .. } if is_aggregate(name) => {
+            found = Some(name.to_ascii_uppercase());
+            true
+        }
+        _ => false,
+    });
+    found
+}
