@@ -29,6 +29,10 @@ enum Accumulator {
         sum: f64,
         count: i64,
     },
+    /// LATEST_BY_OFFSET: the last non-NULL value, in the order records arrive.
+    Latest(ScalarValue),
+    /// EARLIEST_BY_OFFSET: the first non-NULL value.
+    Earliest(ScalarValue),
 }
 
 impl Accumulator {
@@ -42,6 +46,12 @@ impl Accumulator {
             "MIN" => Accumulator::Min(ScalarValue::try_from(&arrow_type(&call.return_type))?),
             "MAX" => Accumulator::Max(ScalarValue::try_from(&arrow_type(&call.return_type))?),
             "AVG" => Accumulator::Avg { sum: 0.0, count: 0 },
+            "LATEST_BY_OFFSET" => {
+                Accumulator::Latest(ScalarValue::try_from(&arrow_type(&call.return_type))?)
+            }
+            "EARLIEST_BY_OFFSET" => {
+                Accumulator::Earliest(ScalarValue::try_from(&arrow_type(&call.return_type))?)
+            }
             other => {
                 return Err(RuntimeError::Plan(format!(
                     "no implementation of the aggregate {other}"
@@ -86,6 +96,18 @@ impl Accumulator {
                     *best = a.clone();
                 }
             }
+            Accumulator::Latest(v) => {
+                if let Some(a) = arg.filter(|a| !a.is_null()) {
+                    *v = a.clone();
+                }
+            }
+            Accumulator::Earliest(v) => {
+                if let Some(a) = arg.filter(|a| !a.is_null())
+                    && v.is_null()
+                {
+                    *v = a.clone();
+                }
+            }
             Accumulator::Avg { sum, count } => {
                 if let Some(a) = arg.filter(|a| !a.is_null()) {
                     let v = match a.cast_to(&DataType::Float64)? {
@@ -103,7 +125,11 @@ impl Accumulator {
     fn value(&self) -> ScalarValue {
         match self {
             Accumulator::Count(n) => ScalarValue::Int64(Some(*n)),
-            Accumulator::Sum(v, _) | Accumulator::Min(v) | Accumulator::Max(v) => v.clone(),
+            Accumulator::Sum(v, _)
+            | Accumulator::Min(v)
+            | Accumulator::Max(v)
+            | Accumulator::Latest(v)
+            | Accumulator::Earliest(v) => v.clone(),
             Accumulator::Avg { sum, count } => ScalarValue::Float64(Some(if *count == 0 {
                 0.0
             } else {

@@ -44,6 +44,7 @@ fn aggregate_type(name: &str, args: &[SqlType], pos: crate::Pos) -> Result<SqlTy
         {
             t.clone()
         }
+        ("LATEST_BY_OFFSET" | "EARLIEST_BY_OFFSET", [t]) if t.is_primitive() => t.clone(),
         ("COUNT" | "SUM" | "AVG" | "MIN" | "MAX", _) => return Err(bad()),
         _ => {
             return Err(SqlError::unsupported(

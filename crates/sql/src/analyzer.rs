@@ -610,6 +610,16 @@ impl ExprAnalyzer<'_> {
         star: bool,
         whole: &ast::Expr,
     ) -> Result<Typed, SqlError> {
+        // AS_VALUE copies a key column into the value: the expression itself.
+        if name.eq_ignore_ascii_case("AS_VALUE") {
+            return match args {
+                [arg] if !star => self.analyze(arg),
+                _ => Err(SqlError::semantic(
+                    whole.pos,
+                    "Function 'as_value' takes exactly one argument.",
+                )),
+            };
+        }
         if is_aggregate(name) {
             return Err(SqlError::unsupported(
                 whole.pos,
