@@ -278,6 +278,14 @@ pub fn produce(topic: &str, records: &[Record]) {
 /// Reads a topic from the beginning until `count` records have arrived (all partitions,
 /// read_committed), then keeps reading briefly to catch any extra record.
 pub fn consume(topic: &str, count: usize, timeout: Duration) -> Vec<Record> {
+    consume_with_partitions(topic, count, timeout)
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect()
+}
+
+/// As `consume`, with the partition each record came from.
+pub fn consume_with_partitions(topic: &str, count: usize, timeout: Duration) -> Vec<(i32, Record)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("group.id", unique("e2e-reader"))
@@ -311,11 +319,14 @@ pub fn consume(topic: &str, count: usize, timeout: Duration) -> Vec<Record> {
         }
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             let _ = m.headers().map(|h| h.count());
-            out.push(Record {
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec),
-                timestamp: m.timestamp().to_millis().unwrap_or(-1),
-            });
+            out.push((
+                m.partition(),
+                Record {
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    timestamp: m.timestamp().to_millis().unwrap_or(-1),
+                },
+            ));
         }
     }
     out

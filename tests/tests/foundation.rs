@@ -337,3 +337,51 @@ fn kill_loses_nothing() {
         .collect();
     assert_eq!(seen, (0..2000).collect::<BTreeSet<_>>());
 }
+
+/// PARTITION BY re-keys a stream: each record lands on the partition Kafka's Java
+/// partitioner would choose for its new key, so downstream consumers (and ksqlDB) agree.
+#[test]
+fn partition_by_rekeys_onto_java_partitions() {
+    let server = Server::start(&unique("svc"));
+    let input = unique("orders");
+    let output = unique("orders_by_customer");
+    server.ok(&format!(
+        "CREATE STREAM orders (order_id INT KEY, customer STRING, amount DOUBLE) \
+         WITH (kafka_topic='{input}', value_format='JSON', partitions=1);"
+    ));
+    server.ok(&format!(
+        "CREATE STREAM by_customer WITH (kafka_topic='{output}', partitions=4) AS \
+         SELECT customer, order_id, amount FROM orders PARTITION BY customer;"
+    ));
+    let customers = ["alice", "bob", "carol", "dave", "erin", "frank"];
+    let records: Vec<Record> = (0..60)
+        .map(|i| {
+            let c = customers[i % customers.len()];
+            let mut r = Record::new(
+                None,
+                Some(&format!(r#"{{"customer": "{c}", "amount": {i}.5}}"#)),
+                100 + i as i64,
+            );
+            r.key = Some((i as i32).to_be_bytes().to_vec());
+            r
+        })
+        .collect();
+    produce(&input, &records);
+    let out = sluice_e2e::consume_with_partitions(&output, 60, WAIT);
+    assert_eq!(out.len(), 60);
+    for (partition, r) in &out {
+        let key = r.key.as_deref().expect("a key");
+        assert!(customers.contains(&std::str::from_utf8(key).unwrap()));
+        assert_eq!(
+            *partition,
+            sluice_runtime::driver::partition_for(Some(key), 4),
+            "key {:?}",
+            std::str::from_utf8(key)
+        );
+        let v = r.value_json();
+        assert_eq!(
+            v.as_object().unwrap().keys().collect::<Vec<_>>(),
+            vec!["ORDER_ID", "AMOUNT"]
+        );
+    }
+}

@@ -74,6 +74,48 @@ pub enum Literal {
     String(String),
 }
 
+impl Expr {
+    /// The names of the columns this expression reads.
+    pub fn column_refs(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        self.collect_refs(&mut out);
+        out
+    }
+
+    fn collect_refs<'a>(&'a self, out: &mut Vec<&'a str>) {
+        match self {
+            Expr::Column(name) => out.push(name),
+            Expr::Literal(_) => {}
+            Expr::Binary { left, right, .. } => {
+                left.collect_refs(out);
+                right.collect_refs(out);
+            }
+            Expr::Not(e) | Expr::Negate(e) | Expr::Cast { expr: e, .. } => e.collect_refs(out),
+            Expr::IsNull { expr, .. } => expr.collect_refs(out),
+            Expr::Case {
+                whens, otherwise, ..
+            } => {
+                for (w, t) in whens {
+                    w.collect_refs(out);
+                    t.collect_refs(out);
+                }
+                if let Some(e) = otherwise {
+                    e.collect_refs(out);
+                }
+            }
+            Expr::Call { args, .. } => args.iter().for_each(|a| a.collect_refs(out)),
+            Expr::Like { expr, pattern, .. } => {
+                expr.collect_refs(out);
+                pattern.collect_refs(out);
+            }
+            Expr::InList { expr, list, .. } => {
+                expr.collect_refs(out);
+                list.iter().for_each(|a| a.collect_refs(out));
+            }
+        }
+    }
+}
+
 impl Literal {
     pub fn sql_type(&self) -> SqlType {
         match self {

@@ -65,6 +65,9 @@ pub enum Step {
         input: Box<Step>,
         projection: Vec<NamedExpr>,
         schema: LogicalSchema,
+        /// The key columns are new (PARTITION BY): a record with no key gets one.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        rekeyed: bool,
     },
     /// Writes rows to a topic; the record timestamp is the input row's ROWTIME.
     #[serde(rename = "streamSinkV1")]

@@ -345,11 +345,16 @@ impl AggregateOp {
             });
         }
         let m = intermediate.num_columns();
+        // ROWTIME, ROWPARTITION, ROWOFFSET; the group key is never null; the tombstones.
         out.extend(
-            intermediate.columns()[m - PSEUDO_COUNT..m - 1]
+            intermediate.columns()[m - PSEUDO_COUNT..m - 2]
                 .iter()
                 .cloned(),
         );
+        out.push(Arc::new(BooleanArray::from(vec![
+            false;
+            intermediate.num_rows()
+        ])));
         out.push(Arc::new(BooleanArray::from(deleted)));
         let result = RecordBatch::try_new(self.output.clone(), out)?;
         Ok(datafusion_common::arrow::compute::filter_record_batch(

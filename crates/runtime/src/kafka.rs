@@ -167,6 +167,10 @@ fn run_once(
         .set("auto.offset.reset", &config.auto_offset_reset)
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "false")
+        // A member that dies without leaving (kill -9) holds its partitions until its
+        // session times out: keep that short so a restarted server resumes promptly.
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "3000")
         .create()?;
     let tracker = DeliveryTracker::default();
     let producer: ThreadedProducer<DeliveryTracker> = ClientConfig::new()

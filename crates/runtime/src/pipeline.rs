@@ -18,6 +18,7 @@ use datafusion_common::arrow::array::{
 };
 use datafusion_common::arrow::compute::filter_record_batch;
 use datafusion_common::arrow::compute::kernels::boolean::{and, not};
+use datafusion_common::arrow::compute::kernels::nullif::nullif;
 use datafusion_common::arrow::datatypes::{Int64Type, Schema, SchemaRef};
 use datafusion_common::arrow::record_batch::RecordBatch;
 use sluice_plan::{ColumnKind, PLAN_VERSION, QueryPlan, Step, TopicSpec};
@@ -54,6 +55,11 @@ enum Op {
     Select {
         exprs: Vec<PhysExpr>,
         schema: SchemaRef,
+        /// The key columns are computed anew (PARTITION BY): the key is never null.
+        rekeyed: bool,
+        /// For each leading key column: whether it reads value columns, which a null
+        /// row does not have (its key is then NULL).
+        keys: Vec<bool>,
     },
     Aggregate(Box<AggregateOp>),
 }
@@ -67,6 +73,7 @@ pub struct Pipeline {
     rowtime: Vec<i64>,
     partition: Vec<i32>,
     offset: Vec<i64>,
+    key_null: Vec<bool>,
     tombstone: Vec<bool>,
     ops: Vec<Op>,
     sink: TopicSpec,
@@ -112,7 +119,12 @@ impl Pipeline {
                 Step::StreamFilter { predicate, .. } => {
                     ops.push(Op::Filter(compile(predicate, &schema)?));
                 }
-                Step::StreamSelect { projection, .. } => {
+                Step::StreamSelect {
+                    projection,
+                    rekeyed,
+                    schema: logical,
+                    ..
+                } => {
                     let exprs = projection
                         .iter()
                         .map(|p| compile(&p.expr, &schema))
@@ -129,6 +141,18 @@ impl Pipeline {
                     ops.push(Op::Select {
                         exprs,
                         schema: out.clone(),
+                        rekeyed: *rekeyed,
+                        keys: projection
+                            .iter()
+                            .take(logical.keys().count())
+                            .map(|p| {
+                                p.expr.column_refs().iter().any(|c| {
+                                    // ksqlDB keeps the pseudo-columns in the value row.
+                                    source.schema.values().any(|v| v.name == *c)
+                                        || sluice_plan::PSEUDO_COLUMNS.iter().any(|(p, _)| p == c)
+                                })
+                            })
+                            .collect(),
                     });
                     schema = out;
                 }
@@ -197,6 +221,7 @@ impl Pipeline {
             rowtime: Vec::new(),
             partition: Vec::new(),
             offset: Vec::new(),
+            key_null: Vec::new(),
             tombstone: Vec::new(),
             ops,
             sink: sink.clone(),
@@ -232,6 +257,7 @@ impl Pipeline {
                 self.rowtime.push(r.timestamp);
                 self.partition.push(r.partition);
                 self.offset.push(r.offset);
+                self.key_null.push(r.key.is_none());
                 self.tombstone.push(r.value.is_none());
                 Ok(())
             }
@@ -267,6 +293,9 @@ impl Pipeline {
         ))));
         columns.push(Arc::new(Int64Array::from(std::mem::take(&mut self.offset))));
         columns.push(Arc::new(BooleanArray::from(std::mem::take(
+            &mut self.key_null,
+        ))));
+        columns.push(Arc::new(BooleanArray::from(std::mem::take(
             &mut self.tombstone,
         ))));
         let mut batch = RecordBatch::try_new(self.source_schema.clone(), columns)?;
@@ -282,13 +311,30 @@ impl Pipeline {
                 Op::Aggregate(agg) => {
                     batch = agg.process(&batch, &mut self.expression_errors)?;
                 }
-                Op::Select { exprs, schema } => {
+                Op::Select {
+                    exprs,
+                    schema,
+                    rekeyed,
+                    keys,
+                } => {
                     let mut cols = Vec::with_capacity(schema.fields().len());
                     for e in exprs {
                         cols.push(evaluate(e, &batch, &mut self.expression_errors)?);
                     }
                     let n = batch.num_columns();
                     cols.extend(batch.columns()[n - PSEUDO_COUNT..].iter().cloned());
+                    if *rekeyed {
+                        // New keys are never null as a whole; on a null row their
+                        // columns are NULL (nothing to compute them from).
+                        let tombstone = batch.column(n - 1).as_boolean();
+                        for (col, reads_value) in cols.iter_mut().zip(keys.iter()) {
+                            if *reads_value {
+                                *col = nullif(col, tombstone)?;
+                            }
+                        }
+                        cols[schema.fields().len() - 2] =
+                            Arc::new(BooleanArray::from(vec![false; batch.num_rows()]));
+                    }
                     batch = RecordBatch::try_new(schema.clone(), cols)?;
                 }
             }
@@ -302,14 +348,18 @@ impl Pipeline {
             .as_primitive::<Int64Type>()
             .clone();
         let tombstone = batch.column(n - 1).as_boolean().clone();
+        let key_null = batch.column(n - 2).as_boolean().clone();
         let columns = batch.columns();
         let mut buf = Vec::new();
         out.reserve(batch.num_rows());
         for row in 0..batch.num_rows() {
-            let key = self
-                .key_encoder
-                .encode(columns, row, &mut buf)
-                .map(|()| buf.clone());
+            let key = if key_null.value(row) {
+                None
+            } else {
+                self.key_encoder
+                    .encode(columns, row, &mut buf)
+                    .map(|()| buf.clone())
+            };
             let value = if tombstone.value(row) {
                 None
             } else {
@@ -388,6 +438,7 @@ mod tests {
                         },
                     ],
                     schema: out_schema.clone(),
+                    rekeyed: false,
                 }),
                 topic: TopicSpec {
                     topic: "out".into(),

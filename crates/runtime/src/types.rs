@@ -44,6 +44,11 @@ pub fn arrow_type(t: &SqlType) -> DataType {
 /// writes a null value (a tombstone). Not a valid SQL name, so it cannot clash.
 pub const TOMBSTONE: &str = "$tombstone";
 
+/// Name of the runtime's next-to-last column: whether the row's key is null (the record
+/// had no key). A projection passes it through; a new key (PARTITION BY, GROUP BY) is
+/// never null as a whole, even when its columns are NULL.
+pub const KEY_NULL: &str = "$keynull";
+
 /// The Arrow schema of rows in flight: the logical columns, then the pseudo-columns
 /// ROWTIME, ROWPARTITION and ROWOFFSET and the tombstone flag, which every batch
 /// carries at its end.
@@ -56,10 +61,11 @@ pub fn row_schema(schema: &LogicalSchema) -> SchemaRef {
     for (name, ty) in PSEUDO_COLUMNS {
         fields.push(Field::new(name, arrow_type(&ty), false));
     }
+    fields.push(Field::new(KEY_NULL, DataType::Boolean, false));
     fields.push(Field::new(TOMBSTONE, DataType::Boolean, false));
     Arc::new(Schema::new(fields))
 }
 
-/// Number of trailing columns every row batch carries: the pseudo-columns and the
-/// tombstone flag.
-pub const PSEUDO_COUNT: usize = PSEUDO_COLUMNS.len() + 1;
+/// Number of trailing columns every row batch carries: the pseudo-columns, the null-key
+/// flag and the tombstone flag.
+pub const PSEUDO_COUNT: usize = PSEUDO_COLUMNS.len() + 2;

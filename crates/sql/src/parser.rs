@@ -679,7 +679,11 @@ impl Parser<'_> {
         };
         let mut partition_by = Vec::new();
         if self.eat_keywords(&["PARTITION", "BY"]) {
-            partition_by = self.expr_list()?;
+            // ksqlDB partitions by value expressions: no bare predicates.
+            partition_by.push(self.concat_expr()?);
+            while self.eat(&Token::Comma) {
+                partition_by.push(self.concat_expr()?);
+            }
         }
         let emit = if self.eat_keywords(&["EMIT", "CHANGES"]) {
             Some(Emit::Changes)

@@ -753,10 +753,10 @@ fn plan_create_as(
             }
         }
     }
-    if !q.partition_by.is_empty() {
-        return Err(SqlError::unsupported(
+    if !q.partition_by.is_empty() && !q.group_by.is_empty() {
+        return Err(SqlError::semantic(
             stmt.pos,
-            "PARTITION BY is not supported yet",
+            "PARTITION BY and GROUP BY in the same statement is not supported.",
         ));
     }
     if q.limit.is_some() {
@@ -834,17 +834,26 @@ fn plan_create_as(
         let agg = crate::aggregate::plan_aggregate(&c.name, q, &scope, root)?;
         (agg.step, agg.schema)
     } else {
-        let (projection, out_schema) = plan_projection(stmt, c, input_schema, &scope)?;
+        let (projection, out_schema) = if q.partition_by.is_empty() {
+            plan_projection(stmt, c, input_schema, &scope)?
+        } else {
+            plan_partition_by(c, input_schema, &scope)?
+        };
         let step = Step::StreamSelect {
             input: Box::new(root),
             projection,
             schema: out_schema.clone(),
+            rekeyed: !q.partition_by.is_empty(),
         };
         (step, out_schema)
     };
 
     let (key_format, value_format) = with.formats()?;
-    let key_format = key_format.unwrap_or(source.topic.key_format.kind);
+    let key_format = match key_format {
+        Some(k) => k,
+        None if out_schema.keys().next().is_none() => FormatKind::None,
+        None => source.topic.key_format.kind,
+    };
     let value_format = value_format.unwrap_or(source.topic.value_format.kind);
     let inherit = |f: &Format, kind: FormatKind| if f.kind == kind { f.delimiter } else { None };
     let sink_topic = TopicSpec {
@@ -904,6 +913,152 @@ fn plan_create_as(
         }),
         inputs: vec![source.name.clone()],
     })
+}
+
+/// The name ksqlDB gives an unaliased select item: a column's name, a struct field's
+/// name, or the next free `KSQL_COL_n`.
+fn default_column_name(expr: &ast::Expr, generated: &mut usize, q: &ast::Query) -> String {
+    match &expr.kind {
+        ExprKind::Column { name, .. } => name.clone(),
+        ExprKind::Dereference { field, .. } => field.clone(),
+        _ => {
+            loop {
+                let candidate = format!("KSQL_COL_{generated}");
+                *generated += 1;
+                if !q.select.iter().any(
+                    |i| matches!(i, SelectItem::Expr { alias: Some(a), .. } if *a == candidate),
+                ) {
+                    break candidate;
+                }
+            }
+        }
+    }
+}
+
+/// An expression with its column references qualified by the source, as ksqlDB shows
+/// expressions in messages (`ABS(INPUT.ID)`).
+fn qualified(e: &ast::Expr, source: &str) -> String {
+    fn go(e: &ast::Expr, source: &str) -> ast::Expr {
+        match &e.kind {
+            ExprKind::Column {
+                qualifier: None,
+                name,
+            } => ast::Expr::new(
+                ExprKind::Column {
+                    qualifier: Some(source.to_string()),
+                    name: name.clone(),
+                },
+                e.pos,
+            ),
+            _ => e
+                .map_children(&mut |c| Ok::<_, ()>(go(c, source)))
+                .unwrap_or_else(|()| e.clone()),
+        }
+    }
+    go(e, source).to_string()
+}
+
+/// The select list of `... PARTITION BY exprs`: the partitioning expressions become the
+/// key columns, named by the select items that project them; `*` brings the value
+/// columns and then the old key columns, as values.
+fn plan_partition_by(
+    c: &CreateAs,
+    input_schema: &LogicalSchema,
+    scope: &Scope,
+) -> Result<(Vec<NamedExpr>, LogicalSchema), SqlError> {
+    let q = &c.query;
+    let analyzer = ExprAnalyzer {
+        scope,
+        clause: Clause::Select,
+    };
+    // PARTITION BY NULL: no key at all.
+    let partitions: Vec<&ast::Expr> = q
+        .partition_by
+        .iter()
+        .filter(|e| !matches!(e.kind, ExprKind::Literal(ast::LiteralValue::Null)))
+        .collect();
+    let texts: Vec<String> = partitions.iter().map(|e| e.to_string()).collect();
+    let mut key_names: Vec<Option<String>> = vec![None; partitions.len()];
+    let mut values: Vec<(String, sluice_plan::Expr, SqlType)> = Vec::new();
+    let mut generated = 0usize;
+    let mut star = false;
+    for item in &q.select {
+        match item {
+            SelectItem::Star { .. } => {
+                star = true;
+                let moved = input_schema
+                    .values()
+                    .chain(input_schema.keys())
+                    .filter(|col| !texts.iter().any(|t| *t == ast::quote_ident(&col.name)));
+                for col in moved {
+                    values.push((
+                        col.name.clone(),
+                        sluice_plan::Expr::Column(col.name.clone()),
+                        col.ty.clone(),
+                    ));
+                }
+            }
+            SelectItem::Expr { expr, alias } => {
+                let name = match alias {
+                    Some(a) => a.clone(),
+                    None => default_column_name(expr, &mut generated, q),
+                };
+                if let Some(i) = texts.iter().position(|t| *t == expr.to_string()) {
+                    key_names[i] = Some(name);
+                    continue;
+                }
+                let (e, ty) = analyzer.analyze(expr)?;
+                if RESERVED_COLUMNS.contains(&name.as_str()) {
+                    return Err(SqlError::semantic(
+                        expr.pos,
+                        format!(
+                            "Reserved column name in select: `{name}`. Please remove or alias the column."
+                        ),
+                    ));
+                }
+                values.push((name, e, ty));
+            }
+        }
+    }
+    let mut projection = Vec::new();
+    let mut columns = Vec::new();
+    for (i, p) in partitions.iter().enumerate() {
+        let name = match key_names[i].take() {
+            Some(n) => n,
+            None if star => default_column_name(p, &mut generated, q),
+            None => {
+                let shown = qualified(
+                    p,
+                    &q.from.alias.clone().unwrap_or_else(|| q.from.name.clone()),
+                );
+                return Err(SqlError::semantic(
+                    p.pos,
+                    format!(
+                        "The query used to build `{}` must include the partitioning expression {shown} in its projection (eg, SELECT {shown}...).",
+                        c.name
+                    ),
+                ));
+            }
+        };
+        let (e, ty) = analyzer.analyze(p)?;
+        columns.push(Column::key(name.clone(), ty));
+        projection.push(NamedExpr { name, expr: e });
+    }
+    for (name, e, ty) in values {
+        if columns.iter().any(|c: &Column| c.name == name) {
+            // A value column named like the new key is dropped from the value, as ksqlDB does.
+            continue;
+        }
+        columns.push(Column::value(name.clone(), ty));
+        projection.push(NamedExpr { name, expr: e });
+    }
+    if !columns.iter().any(|c| c.kind == ColumnKind::Value) {
+        return Err(SqlError::semantic(
+            None,
+            "The projection contains no value columns.",
+        ));
+    }
+    Ok((projection, LogicalSchema::new(columns)))
 }
 
 /// The select list of a non-aggregate query: stars expanded, every column named, the
@@ -1160,6 +1315,30 @@ mod tests {
         assert_eq!(
             error("CREATE STREAM t AS SELECT id, COUNT(*) FROM pageviews;"),
             "Use of aggregate function COUNT requires a GROUP BY clause."
+        );
+    }
+
+    #[test]
+    fn partition_by_rekeys_the_stream() {
+        let plan_of = |sql: &str| match run(&mut catalog(), sql).unwrap() {
+            Planned::CreateAs { sink, .. } => sink.topic.schema.to_string(),
+            _ => panic!(),
+        };
+        assert_eq!(
+            plan_of("CREATE STREAM s AS SELECT * FROM pageviews PARTITION BY page;"),
+            "`PAGE` STRING KEY, `MS` INTEGER, `ID` BIGINT"
+        );
+        assert_eq!(
+            plan_of("CREATE STREAM s AS SELECT page AS p, ms FROM pageviews PARTITION BY page;"),
+            "`P` STRING KEY, `MS` INTEGER"
+        );
+        assert_eq!(
+            plan_of("CREATE STREAM s AS SELECT * FROM pageviews PARTITION BY ABS(ms);"),
+            "`KSQL_COL_0` INTEGER KEY, `PAGE` STRING, `MS` INTEGER, `ID` BIGINT"
+        );
+        assert_eq!(
+            error("CREATE STREAM s AS SELECT page FROM pageviews PARTITION BY ABS(ms);"),
+            "The query used to build `S` must include the partitioning expression ABS(PAGEVIEWS.MS) in its projection (eg, SELECT ABS(PAGEVIEWS.MS)...)."
         );
     }
 

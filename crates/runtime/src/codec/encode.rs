@@ -14,7 +14,6 @@ pub struct PartEncoder {
     /// Indexes of the part's columns in the output batch, and their names.
     columns: Vec<(usize, String)>,
     unwrapped: bool,
-    is_key: bool,
 }
 
 impl PartEncoder {
@@ -25,7 +24,6 @@ impl PartEncoder {
             format: format.clone(),
             columns,
             unwrapped,
-            is_key,
         }
     }
 
@@ -33,10 +31,6 @@ impl PartEncoder {
     pub fn encode(&self, arrays: &[ArrayRef], row: usize, out: &mut Vec<u8>) -> Option<()> {
         out.clear();
         if self.columns.is_empty() {
-            return None;
-        }
-        // A key whose columns are all NULL is a null key.
-        if self.is_key && self.columns.iter().all(|(i, _)| arrays[*i].is_null(row)) {
             return None;
         }
         match self.format.kind {
