@@ -115,11 +115,32 @@ pub fn run_file(path: &Path) -> Vec<CaseResult> {
     results
 }
 
+thread_local! {
+    /// Where the last panic on this thread happened, recorded by `quiet_panic_hook`.
+    static PANIC_AT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A panic hook that prints nothing and remembers where the panic happened, so a case
+/// that crashes the engine is reported as a failure with its message and location.
+pub fn quiet_panic_hook() -> Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync> {
+    Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()));
+        PANIC_AT.with(|p| *p.borrow_mut() = at);
+    })
+}
+
 fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>()
+    let message = p
+        .downcast_ref::<String>()
         .cloned()
         .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".into())
+        .unwrap_or_else(|| "unknown panic".into());
+    match PANIC_AT.with(|at| at.borrow_mut().take()) {
+        Some(at) => format!("{message} at {at}"),
+        None => message,
+    }
 }
 
 /// A case expanded per `format` and `config` entry, with its name.

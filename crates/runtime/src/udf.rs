@@ -97,6 +97,12 @@ pub fn lookup(name: &str, arg_types: &[DataType]) -> Option<Arc<ScalarUDF>> {
             },
             DataType::Float64,
         ),
+        ("GREATEST", [first, rest @ ..]) if rest.iter().all(|t| t == first) => {
+            (|a, rows| extremum(a, rows, true), first.clone())
+        }
+        ("LEAST", [first, rest @ ..]) if rest.iter().all(|t| t == first) => {
+            (|a, rows| extremum(a, rows, false), first.clone())
+        }
         _ => return None,
     };
     let name: &'static str = sluice_names().iter().find(|n| **n == name)?;
@@ -118,7 +124,39 @@ pub fn sluice_names() -> &'static [&'static str] {
         "CONCAT",
         "SUBSTRING",
         "ABS",
+        "GREATEST",
+        "LEAST",
     ]
+}
+
+/// The greatest (or least) non-NULL argument of each row; NULL when all are NULL.
+fn extremum(a: &[ArrayRef], rows: usize, greatest: bool) -> Result<ArrayRef> {
+    use datafusion_common::arrow::compute::kernels::{boolean, cmp, zip::zip};
+    use datafusion_common::arrow::compute::{is_not_null, is_null, prep_null_mask_filter};
+    let Some(first) = a.first() else {
+        return exec_err!("GREATEST and LEAST need an argument");
+    };
+    let mut best = first.clone();
+    for next in &a[1..] {
+        let better = if greatest {
+            cmp::gt(next, &best)?
+        } else {
+            cmp::lt(next, &best)?
+        };
+        // A comparison with NULL is not "better" (prep_null_mask_filter needs nulls).
+        let better = if better.null_count() > 0 {
+            prep_null_mask_filter(&better)
+        } else {
+            better
+        };
+        let take = boolean::or(
+            &is_null(&best)?,
+            &boolean::and(&is_not_null(next)?, &better)?,
+        )?;
+        best = zip(&take, next, &best)?;
+    }
+    debug_assert_eq!(best.len(), rows);
+    Ok(best)
 }
 
 fn map_str(a: &ArrayRef, f: impl Fn(&str) -> String) -> Result<ArrayRef> {
@@ -207,6 +245,23 @@ mod tests {
         assert_eq!(out.value(1), "ll");
         assert_eq!(out.value(2), "he");
         assert!(out.is_null(3));
+    }
+
+    #[test]
+    fn greatest_and_least_skip_nulls() {
+        let a: ArrayRef = Arc::new(Int32Array::from(vec![Some(1), None, None, Some(7)]));
+        let b: ArrayRef = Arc::new(Int32Array::from(vec![Some(3), Some(2), None, Some(-1)]));
+        let g = extremum(&[a.clone(), b.clone()], 4, true).unwrap();
+        let l = extremum(&[a, b], 4, false).unwrap();
+        let (g, l) = (g.as_primitive::<Int32Type>(), l.as_primitive::<Int32Type>());
+        assert_eq!(
+            (g.value(0), g.value(1), g.is_null(2), g.value(3)),
+            (3, 2, true, 7)
+        );
+        assert_eq!(
+            (l.value(0), l.value(1), l.is_null(2), l.value(3)),
+            (1, 2, true, -1)
+        );
     }
 
     #[test]

@@ -54,7 +54,7 @@ fn run_qtt(args: QttArgs) -> ExitCode {
         }
     };
     // Panics in a case are reported as its failure; keep them off the terminal.
-    std::panic::set_hook(Box::new(|_| {}));
+    std::panic::set_hook(sluice_qtt::quiet_panic_hook());
     let mut results = Vec::new();
     for file in &files {
         for r in sluice_qtt::run_file(file) {

@@ -363,6 +363,112 @@ impl ExprAnalyzer<'_> {
         ))
     }
 
+    /// GREATEST / LEAST: arguments of one comparable type (literals may widen to it);
+    /// NULLs are ignored.
+    fn extremum(
+        &self,
+        name: &str,
+        args: &[ast::Expr],
+        whole: &ast::Expr,
+    ) -> Result<Typed, SqlError> {
+        let typed: Vec<Typed> = args
+            .iter()
+            .map(|a| self.analyze(a))
+            .collect::<Result<_, _>>()?;
+        let shown = {
+            let t: Vec<String> = typed.iter().map(|t| t.1.to_string()).collect();
+            t.join(", ")
+        };
+        if typed.is_empty() {
+            return Err(SqlError::semantic(
+                whole.pos,
+                format!(
+                    "Function '{}' does not accept parameters ().",
+                    name.to_ascii_lowercase()
+                ),
+            ));
+        }
+        let is_literal = |e: &ast::Expr| matches!(e.kind, ExprKind::Literal(_));
+        let lower = name.to_ascii_lowercase();
+        if args.iter().all(is_null_literal) {
+            let nulls = vec!["null"; args.len()].join(", ");
+            return Err(SqlError::semantic(
+                whole.pos,
+                format!(
+                    "Function '{lower}' cannot be resolved due to ambiguous method parameters ({nulls})."
+                ),
+            ));
+        }
+        let refuse = || {
+            SqlError::semantic(
+                whole.pos,
+                format!("Function '{lower}' does not accept parameters ({shown})."),
+            )
+        };
+        let ambiguous = || {
+            SqlError::semantic(
+                whole.pos,
+                format!(
+                    "Function '{lower}' cannot be resolved due to ambiguous method parameters ({shown})."
+                ),
+            )
+        };
+        let temporal =
+            |t: &SqlType| matches!(t, SqlType::Date | SqlType::Time | SqlType::Timestamp);
+        // The columns decide the type; decimals widen to a common decimal.
+        let mut ty: Option<SqlType> = None;
+        for (a, t) in args.iter().zip(&typed) {
+            if is_literal(a) {
+                continue;
+            }
+            ty = Some(match ty {
+                None => t.1.clone(),
+                Some(prev) if prev == t.1 => prev,
+                Some(prev @ SqlType::Decimal { .. }) if matches!(t.1, SqlType::Decimal { .. }) => {
+                    SqlType::common_numeric(&prev, &t.1).unwrap_or(prev)
+                }
+                Some(prev) if prev.is_numeric() && t.1.is_numeric() => return Err(ambiguous()),
+                Some(_) => return Err(refuse()),
+            });
+        }
+        let ty = match ty {
+            Some(t) => t,
+            None => typed
+                .iter()
+                .zip(args)
+                .filter(|(_, a)| !is_null_literal(a))
+                .map(|(t, _)| t.1.clone())
+                .reduce(|a, b| self.common_type(&a, &b).unwrap_or(a))
+                .unwrap_or(SqlType::String),
+        };
+        if !ty.is_primitive() || ty == SqlType::Boolean {
+            return Err(refuse());
+        }
+        let mut out = Vec::with_capacity(typed.len());
+        for (t, a) in typed.into_iter().zip(args) {
+            let fits = is_null_literal(a)
+                || t.1 == ty
+                || t.1.widens_to(&ty)
+                || (t.1 == SqlType::String && temporal(&ty) && is_literal(a));
+            if !fits {
+                return Err(if t.1.is_numeric() && ty.is_numeric() {
+                    ambiguous()
+                } else {
+                    refuse()
+                });
+            }
+            out.push(cast_to(t, &ty));
+        }
+        Ok((
+            Expr::Call {
+                function: name.to_string(),
+                args: out,
+                return_type: ty.clone(),
+            },
+            ty,
+        ))
+    }
+
     fn column(&self, qualifier: Option<&str>, name: &str, pos: Pos) -> Result<Typed, SqlError> {
         if let Some(q) = qualifier
             && !self.scope.qualifiers.iter().any(|s| s == q)
@@ -619,6 +725,9 @@ impl ExprAnalyzer<'_> {
                     "Function 'as_value' takes exactly one argument.",
                 )),
             };
+        }
+        if name.eq_ignore_ascii_case("GREATEST") || name.eq_ignore_ascii_case("LEAST") {
+            return self.extremum(&name.to_ascii_uppercase(), args, whole);
         }
         if is_aggregate(name) {
             return Err(SqlError::unsupported(
