@@ -385,3 +385,60 @@ fn partition_by_rekeys_onto_java_partitions() {
         );
     }
 }
+
+/// INSERT INTO ... SELECT merges a second stream into an existing one.
+#[test]
+fn insert_into_merges_streams() {
+    let server = Server::start(&unique("svc"));
+    let (web, mobile, all) = (unique("web"), unique("mobile"), unique("all_events"));
+    for (name, topic) in [("web", &web), ("mobile", &mobile)] {
+        server.ok(&format!(
+            "CREATE STREAM {name} (user_id STRING KEY, action STRING) \
+             WITH (kafka_topic='{topic}', value_format='JSON', partitions=1);"
+        ));
+    }
+    server.ok(&format!(
+        "CREATE STREAM all_events WITH (kafka_topic='{all}') AS SELECT user_id, action FROM web;"
+    ));
+    let body =
+        server.ok("INSERT INTO all_events SELECT user_id, UCASE(action) AS action FROM mobile;");
+    let id = body[0]["commandStatus"]["queryId"].as_str().unwrap();
+    assert!(id.starts_with("INSERTQUERY_"), "{id}");
+    let (status, err) =
+        server.ksql("INSERT INTO all_events SELECT user_id, action, action AS extra FROM mobile;");
+    assert_eq!(status, 400);
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Incompatible schema between results and sink."),
+        "{err}"
+    );
+
+    produce(
+        &web,
+        &[Record::new(Some("u1"), Some(r#"{"action": "view"}"#), 1)],
+    );
+    produce(
+        &mobile,
+        &[Record::new(Some("u2"), Some(r#"{"action": "tap"}"#), 2)],
+    );
+    let mut got: Vec<(String, String)> = consume(&all, 2, WAIT)
+        .iter()
+        .map(|r| {
+            (
+                String::from_utf8(r.key.clone().unwrap()).unwrap(),
+                r.value_str().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("u1".to_string(), r#"{"ACTION":"view"}"#.to_string()),
+            ("u2".to_string(), r#"{"ACTION":"TAP"}"#.to_string()),
+        ]
+    );
+    assert_eq!(server.query_ids().len(), 2);
+}

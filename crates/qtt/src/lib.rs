@@ -307,6 +307,13 @@ impl Session {
                     );
                     self.sources.insert(sink.name.clone(), sink);
                 }
+                Planned::InsertInto { plan, .. } => {
+                    let pipeline = Pipeline::new(&plan)
+                        .map_err(|e| StatementFailure::Unsupported(e.to_string()))?;
+                    self.queries += 1;
+                    self.driver
+                        .add_query(&format!("INSERTQUERY_{}", self.queries), pipeline);
+                }
                 Planned::Drop {
                     name, if_exists, ..
                 } => {

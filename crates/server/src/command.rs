@@ -42,6 +42,13 @@ pub enum Action {
         /// The query-id prefix, `CSAS` or `CTAS`.
         kind: String,
     },
+    /// INSERT INTO ... SELECT: starts a query writing into an existing stream.
+    #[serde(rename_all = "camelCase")]
+    InsertQuery {
+        target: String,
+        plan: Box<QueryPlan>,
+        inputs: Vec<String>,
+    },
     /// DROP STREAM / TABLE; terminates the query that writes into it.
     #[serde(rename_all = "camelCase")]
     DropSource { name: String },
@@ -57,6 +64,7 @@ impl Command {
             Action::CreateSource { source, .. } | Action::CreateQuery { sink: source, .. } => {
                 format!("{}/`{}`/create", source.kind.lower(), source.name)
             }
+            Action::InsertQuery { target, .. } => format!("stream/`{target}`/insert"),
             Action::DropSource { name } => format!("stream/`{name}`/drop"),
             Action::Terminate { query_id } => {
                 format!("terminate/{}/execute", query_id.as_deref().unwrap_or("ALL"))

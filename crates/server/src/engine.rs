@@ -388,6 +388,38 @@ impl Engine {
                         query_id: Some(id),
                     })
                 }
+                Action::InsertQuery {
+                    target,
+                    plan,
+                    inputs,
+                } => {
+                    let Some(sink) = ms.sources.get(target) else {
+                        return Err(format!("Source `{target}` does not exist."));
+                    };
+                    if let Some(missing) = inputs.iter().find(|i| !ms.sources.contains_key(*i)) {
+                        return Err(format!("{missing} does not exist."));
+                    }
+                    let id = format!("INSERTQUERY_{offset}");
+                    let mut q = PersistentQuery {
+                        id: id.clone(),
+                        statement: cmd.statement.clone(),
+                        sink: target.clone(),
+                        sink_topic: sink.topic.topic.clone(),
+                        inputs: inputs.clone(),
+                        plan: plan.as_ref().clone(),
+                        properties: cmd.properties.clone(),
+                        running: None,
+                        error: None,
+                    };
+                    if !replaying {
+                        self.start_query(&mut q);
+                    }
+                    ms.queries.insert(id.clone(), q);
+                    Ok(Applied {
+                        message: format!("Created query with ID {id}"),
+                        query_id: Some(id),
+                    })
+                }
                 Action::DropSource { name } => {
                     let Some(source) = ms.sources.remove(name) else {
                         return Err(format!("Source {name} does not exist."));
@@ -590,6 +622,25 @@ impl Engine {
                         plan,
                         inputs,
                         kind: "CSAS".into(),
+                    },
+                };
+                self.submit(cmd, &text).await
+            }
+            Planned::InsertInto {
+                target,
+                plan,
+                inputs,
+            } => {
+                sluice_runtime::Pipeline::new(&plan)
+                    .map_err(|e| StatementError::unsupported(e.to_string(), &text))?;
+                let cmd = Command {
+                    version: COMMAND_VERSION,
+                    statement: text.clone(),
+                    properties: properties.clone(),
+                    action: Action::InsertQuery {
+                        target,
+                        plan,
+                        inputs,
                     },
                 };
                 self.submit(cmd, &text).await

@@ -36,6 +36,11 @@ impl SourceKind {
 pub enum StatementKind {
     CreateSource(CreateSource),
     CreateAs(CreateAs),
+    /// `INSERT INTO target SELECT ...`
+    InsertInto {
+        target: Ident,
+        query: Query,
+    },
     Select(Query),
     Drop {
         kind: SourceKind,
@@ -543,6 +548,9 @@ impl fmt::Display for StatementKind {
                     f.write_str("IF NOT EXISTS ")?;
                 }
                 write!(f, "{}{} AS {}", quote_ident(&c.name), c.properties, c.query)
+            }
+            StatementKind::InsertInto { target, query } => {
+                write!(f, "INSERT INTO {} {query}", quote_ident(target))
             }
             StatementKind::Select(q) => write!(f, "{q}"),
             StatementKind::Drop {

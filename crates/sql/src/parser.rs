@@ -296,6 +296,19 @@ impl Parser<'_> {
                 let extended = self.eat_keyword("EXTENDED");
                 Ok(StatementKind::Describe { name, extended })
             }
+            Some("INSERT") if self.keyword_at(1).as_deref() == Some("INTO") => {
+                self.advance();
+                self.advance();
+                let target = self.ident("a stream name")?;
+                if !self.is_keyword("SELECT") {
+                    return Err(SqlError::unsupported(
+                        pos,
+                        "INSERT INTO ... VALUES is not supported yet",
+                    ));
+                }
+                let query = self.query()?;
+                Ok(StatementKind::InsertInto { target, query })
+            }
             Some(
                 kw @ ("INSERT" | "PRINT" | "EXPLAIN" | "SET" | "UNSET" | "DEFINE" | "UNDEFINE"
                 | "PAUSE" | "RESUME" | "ALTER" | "ASSERT"),
@@ -1324,6 +1337,7 @@ mod tests {
             "SELECT a || 'x' || b, a IS DISTINCT FROM b, a IS NOT DISTINCT FROM b, COUNT(*) FROM s GROUP BY a HAVING COUNT(*) > 1;",
             "SELECT * FROM s PARTITION BY a EMIT CHANGES;",
             "DROP STREAM IF EXISTS s DELETE TOPIC;",
+            "INSERT INTO s SELECT a, b FROM t WHERE a > 1;",
             "TERMINATE CSAS_S_1;",
             "TERMINATE ALL;",
             "SHOW STREAMS EXTENDED;",

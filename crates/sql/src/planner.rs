@@ -95,6 +95,12 @@ pub enum Planned {
         /// Names of the sources the query reads.
         inputs: Vec<String>,
     },
+    /// INSERT INTO an existing stream: a persistent query writing to its topic.
+    InsertInto {
+        target: String,
+        plan: Box<QueryPlan>,
+        inputs: Vec<String>,
+    },
     Drop {
         kind: SourceKindName,
         name: String,
@@ -142,6 +148,9 @@ pub fn plan_statement(
     match &stmt.kind {
         StatementKind::CreateSource(c) => plan_create_source(stmt, c, config),
         StatementKind::CreateAs(c) => plan_create_as(stmt, c, catalog, config),
+        StatementKind::InsertInto { target, query } => {
+            plan_insert_into(stmt, target, query, catalog, config)
+        }
         StatementKind::Select(_) => Err(SqlError::semantic(
             stmt.pos,
             "The following statement types should be issued to the websocket endpoint '/query':\n\t* PRINT\n\t* SELECT",
@@ -912,6 +921,72 @@ fn plan_create_as(
             root,
         }),
         inputs: vec![source.name.clone()],
+    })
+}
+
+fn plan_insert_into(
+    stmt: &ast::Statement,
+    target: &str,
+    query: &ast::Query,
+    catalog: &dyn Catalog,
+    config: &PlannerConfig,
+) -> Result<Planned, SqlError> {
+    let Some(sink) = catalog.source(target) else {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            format!("Source `{target}` does not exist."),
+        ));
+    };
+    if sink.kind == SourceKindName::Table {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            format!("INSERT INTO can only be used to insert into a stream. {target} is a table."),
+        ));
+    }
+    if sink.is_source {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            format!(
+                "Cannot insert into read-only {} `{target}`.",
+                sink.kind.lower()
+            ),
+        ));
+    }
+    // Plan the query as if it created the target, then write to the target's topic.
+    let as_create = CreateAs {
+        kind: SourceKind::Stream,
+        or_replace: false,
+        if_not_exists: false,
+        name: target.to_string(),
+        properties: Properties::default(),
+        query: query.clone(),
+    };
+    let Planned::CreateAs {
+        sink: result,
+        plan,
+        inputs,
+        ..
+    } = plan_create_as(stmt, &as_create, catalog, config)?
+    else {
+        unreachable!("plan_create_as plans a CreateAs");
+    };
+    if result.topic.schema != sink.topic.schema {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            format!(
+                "Incompatible schema between results and sink.\nResult schema is {}\nSink schema is {}",
+                result.topic.schema, sink.topic.schema
+            ),
+        ));
+    }
+    let mut plan = plan;
+    if let Step::StreamSink { topic, .. } = &mut plan.root {
+        *topic = sink.topic.clone();
+    }
+    Ok(Planned::InsertInto {
+        target: target.to_string(),
+        plan,
+        inputs,
     })
 }
 
