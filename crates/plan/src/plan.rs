@@ -25,6 +25,10 @@ pub struct TopicSpec {
     pub key_format: Format,
     pub value_format: Format,
     pub schema: LogicalSchema,
+    /// The column that holds each record's event time (`WITH (TIMESTAMP=...)`), a BIGINT
+    /// or TIMESTAMP; None: the Kafka record's timestamp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
 }
 
 /// An aggregate function applied to expressions over the input rows.

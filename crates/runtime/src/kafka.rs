@@ -220,7 +220,17 @@ fn run_once(
             }
         }
         let errors_before = pipeline.expression_errors;
+        let invalid_before = pipeline.invalid_timestamps;
         pipeline.flush(&mut out)?;
+        let invalid = pipeline.invalid_timestamps - invalid_before;
+        if invalid > 0 {
+            stats.decode_errors.fetch_add(invalid, Ordering::Relaxed);
+            tracing::warn!(
+                query = name,
+                records = invalid,
+                "skipping records whose event-time column is NULL or negative"
+            );
+        }
         let new_errors = pipeline.expression_errors - errors_before;
         if new_errors > 0 {
             stats

@@ -81,6 +81,8 @@ pub struct Pipeline {
     value_encoder: PartEncoder,
     /// Rows whose expressions failed and yielded NULL, since the start.
     pub expression_errors: u64,
+    /// Records skipped because their event-time column was NULL or negative.
+    pub invalid_timestamps: u64,
 }
 
 impl Pipeline {
@@ -228,6 +230,7 @@ impl Pipeline {
             key_encoder,
             value_encoder,
             expression_errors: 0,
+            invalid_timestamps: 0,
         })
     }
 
@@ -299,6 +302,10 @@ impl Pipeline {
             &mut self.tombstone,
         ))));
         let mut batch = RecordBatch::try_new(self.source_schema.clone(), columns)?;
+        if let Some(ts) = &self.source.timestamp {
+            let index = batch.schema().index_of(ts)?;
+            batch = event_time(batch, index, &mut self.invalid_timestamps)?;
+        }
         for op in &mut self.ops {
             match op {
                 Op::Filter(predicate) => {
@@ -342,6 +349,13 @@ impl Pipeline {
                 return Ok(());
             }
         }
+        if let Some(ts) = &self.sink.timestamp {
+            let index = batch.schema().index_of(ts)?;
+            batch = event_time(batch, index, &mut self.invalid_timestamps)?;
+            if batch.num_rows() == 0 {
+                return Ok(());
+            }
+        }
         let n = batch.num_columns();
         let rowtime = batch
             .column(n - PSEUDO_COUNT)
@@ -381,6 +395,30 @@ impl Pipeline {
     }
 }
 
+/// Makes the column at `index` (BIGINT or TIMESTAMP) the rows' ROWTIME; rows where it is
+/// NULL or negative are dropped and counted, as ksqlDB skips records with an invalid
+/// event time.
+fn event_time(batch: RecordBatch, index: usize, invalid: &mut u64) -> Result<RecordBatch> {
+    use datafusion_common::arrow::compute::kernels::{boolean, cmp};
+    use datafusion_common::arrow::compute::{cast, is_not_null};
+    use datafusion_common::arrow::datatypes::DataType;
+    let times = cast(batch.column(index), &DataType::Int64)?;
+    let zero = Int64Array::new_scalar(0);
+    let valid = boolean::and(&is_not_null(&times)?, &cmp::gt_eq(&times, &zero)?)?;
+    let valid = if valid.null_count() > 0 {
+        datafusion_common::arrow::compute::prep_null_mask_filter(&valid)
+    } else {
+        valid
+    };
+    *invalid += valid.false_count() as u64;
+    let batch = filter_record_batch(&batch, &valid)?;
+    let times = datafusion_common::arrow::compute::filter(&times, &valid)?;
+    let mut columns = batch.columns().to_vec();
+    let n = columns.len();
+    columns[n - PSEUDO_COUNT] = times;
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,6 +429,7 @@ mod tests {
     fn plan(value_format: FormatKind, sink_format: FormatKind) -> QueryPlan {
         let source = TopicSpec {
             topic: "in".into(),
+            timestamp: None,
             key_format: Format::new(FormatKind::Kafka),
             value_format: Format::new(value_format),
             schema: LogicalSchema::new(vec![
@@ -442,6 +481,7 @@ mod tests {
                 }),
                 topic: TopicSpec {
                     topic: "out".into(),
+                    timestamp: None,
                     key_format: Format::new(FormatKind::Kafka),
                     value_format: Format::new(sink_format),
                     schema: out_schema,
@@ -583,6 +623,7 @@ mod tests {
             }),
             topic: TopicSpec {
                 topic: "out".into(),
+                timestamp: None,
                 key_format: Format::new(FormatKind::Kafka),
                 value_format: Format::new(FormatKind::Json),
                 schema,
@@ -616,6 +657,32 @@ mod tests {
                 ("a".into(), None),
             ]
         );
+    }
+
+    #[test]
+    fn an_event_time_column_sets_rowtime_and_drops_invalid_times() {
+        let mut p = plan(FormatKind::Json, FormatKind::Json);
+        if let Step::StreamSink { input, .. } = &mut p.root
+            && let Step::StreamSelect { input: filter, .. } = input.as_mut()
+            && let Step::StreamFilter { input: source, .. } = filter.as_mut()
+            && let Step::StreamSource { topic, .. } = source.as_mut()
+        {
+            topic.timestamp = Some("ID".into());
+        }
+        let mut pipeline = Pipeline::new(&p).unwrap();
+        let (out, _) = run(
+            &mut pipeline,
+            &[
+                r#"{"id": 1000}"#,
+                r#"{"id": -5}"#,
+                r#"{"name": "no id"}"#,
+                r#"{"id": 7}"#,
+            ],
+        );
+        // ID 1000 and 7 pass the filter (ID > 1); -5 and the missing ID are invalid times.
+        let times: Vec<i64> = out.iter().map(|r| r.timestamp).collect();
+        assert_eq!(times, vec![1000, 7]);
+        assert_eq!(pipeline.invalid_timestamps, 2);
     }
 
     #[test]

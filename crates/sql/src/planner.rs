@@ -187,6 +187,8 @@ const SOURCE_PROPERTIES: &[&str] = &[
     "VALUE_DELIMITER",
     "KEY_DELIMITER",
     "WRAP_SINGLE_VALUE",
+    "TIMESTAMP",
+    "TIMESTAMP_FORMAT",
 ];
 
 /// The WITH clause, checked against the properties a statement accepts.
@@ -526,8 +528,6 @@ fn plan_create_source(
         &c.properties,
         SOURCE_PROPERTIES,
         &[
-            "TIMESTAMP",
-            "TIMESTAMP_FORMAT",
             "WINDOW_TYPE",
             "WINDOW_SIZE",
             "KEY_SCHEMA_ID",
@@ -632,7 +632,9 @@ fn plan_create_source(
         .with_hint("Use a column with PRIMARY KEY, e.g. `ID INT PRIMARY KEY`."));
     }
     let schema = LogicalSchema::new(columns);
+    let timestamp = timestamp_column(&with, &schema)?;
     let spec = TopicSpec {
+        timestamp,
         topic,
         key_format: Format {
             delimiter: with.delimiter("KEY_DELIMITER", key_format)?,
@@ -662,6 +664,48 @@ fn plan_create_source(
             replicas,
         }),
     })
+}
+
+/// `WITH (TIMESTAMP='col')`: the column that holds the event time.
+fn timestamp_column(with: &With<'_>, schema: &LogicalSchema) -> Result<Option<String>, SqlError> {
+    let Some(name) = with.string("TIMESTAMP")? else {
+        if with.string("TIMESTAMP_FORMAT")?.is_some() {
+            return Err(SqlError::semantic(
+                with.pos("TIMESTAMP_FORMAT"),
+                "TIMESTAMP_FORMAT requires TIMESTAMP to name the column it applies to.",
+            ));
+        }
+        return Ok(None);
+    };
+    // Unquoted names in the property are upper-cased, like identifiers.
+    let column = schema
+        .find(&name)
+        .or_else(|| schema.find(&name.to_uppercase()))
+        .ok_or_else(|| {
+            SqlError::semantic(
+                with.pos("TIMESTAMP"),
+                format!(
+                    "The TIMESTAMP column set in the WITH clause does not exist in the schema: '{}'",
+                    name.to_uppercase()
+                ),
+            )
+        })?;
+    if with.string("TIMESTAMP_FORMAT")?.is_some() {
+        return Err(SqlError::unsupported(
+            with.pos("TIMESTAMP_FORMAT"),
+            "TIMESTAMP_FORMAT (event time parsed from a string column) is not supported yet",
+        ));
+    }
+    if !matches!(column.ty, SqlType::Bigint | SqlType::Timestamp) {
+        return Err(SqlError::semantic(
+            with.pos("TIMESTAMP"),
+            format!(
+                "Timestamp column, `{}`, should be LONG(INT64), TIMESTAMP, or a String with a timestamp.format specified.",
+                column.name
+            ),
+        ));
+    }
+    Ok(Some(column.name.clone()))
 }
 
 fn single_value_wrapping(
@@ -705,8 +749,6 @@ fn plan_create_as(
         &c.properties,
         SOURCE_PROPERTIES,
         &[
-            "TIMESTAMP",
-            "TIMESTAMP_FORMAT",
             "RETENTION_MS",
             "KEY_SCHEMA_ID",
             "VALUE_SCHEMA_ID",
@@ -866,6 +908,7 @@ fn plan_create_as(
     let value_format = value_format.unwrap_or(source.topic.value_format.kind);
     let inherit = |f: &Format, kind: FormatKind| if f.kind == kind { f.delimiter } else { None };
     let sink_topic = TopicSpec {
+        timestamp: timestamp_column(&with, &out_schema)?,
         topic: with
             .string("KAFKA_TOPIC")?
             .unwrap_or_else(|| format!("{}{}", config.output_topic_prefix, c.name)),
