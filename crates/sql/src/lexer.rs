@@ -39,16 +39,18 @@ pub fn tokenize(sql: &str) -> Result<Vec<Tok>, SqlError> {
             let pos = Pos::new(e.location.line as u32, e.location.column as u32);
             SqlError::syntax(pos, e.message)
         })?;
-    let line_starts: Vec<usize> = std::iter::once(0)
-        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
-        .collect();
+    // Tokens come in order: walk a cursor forward instead of rescanning each line.
+    let mut cursor = Cursor {
+        pos: Pos::new(1, 1),
+        offset: 0,
+    };
     let mut out = Vec::with_capacity(raw.len());
     for t in raw {
         if matches!(t.token, Token::Whitespace(_)) {
             continue;
         }
         let pos = Pos::new(t.span.start.line as u32, t.span.start.column as u32);
-        let offset = byte_offset(sql, &line_starts, pos);
+        let offset = cursor.advance_to(sql, pos);
         out.push(Tok {
             token: t.token,
             pos,
@@ -64,15 +66,53 @@ pub fn tokenize(sql: &str) -> Result<Vec<Tok>, SqlError> {
     Ok(out)
 }
 
-fn byte_offset(sql: &str, line_starts: &[usize], pos: Pos) -> usize {
-    let Some(&start) = line_starts.get(pos.line.saturating_sub(1) as usize) else {
-        return sql.len();
-    };
-    sql[start..]
-        .char_indices()
-        .nth(pos.column.saturating_sub(1) as usize)
-        .map(|(i, _)| start + i)
-        .unwrap_or(sql.len())
+/// A position in the text with its byte offset, moved forward only.
+struct Cursor {
+    pos: Pos,
+    offset: usize,
+}
+
+impl Cursor {
+    /// Moves forward to `target` and returns its byte offset (the end of the text when
+    /// the position lies beyond it).
+    fn advance_to(&mut self, sql: &str, target: Pos) -> usize {
+        if target < self.pos {
+            // Never expected (tokens come in order); rescan rather than misplace.
+            self.pos = target;
+            self.offset = byte_offset_slow(sql, target);
+            return self.offset;
+        }
+        for c in sql[self.offset..].chars() {
+            if self.pos == target {
+                break;
+            }
+            self.offset += c.len_utf8();
+            if c == '\n' {
+                self.pos = Pos::new(self.pos.line + 1, 1);
+            } else {
+                self.pos.column += 1;
+            }
+        }
+        self.offset
+    }
+}
+
+/// The byte offset of a line/column position, by scanning (used only as a fallback).
+fn byte_offset_slow(sql: &str, pos: Pos) -> usize {
+    let mut line = 1;
+    let mut column = 1;
+    for (i, c) in sql.char_indices() {
+        if line == pos.line && column == pos.column {
+            return i;
+        }
+        if c == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    sql.len()
 }
 
 fn end_pos(sql: &str) -> Pos {
@@ -96,6 +136,17 @@ mod tests {
         assert_eq!(b.pos, Pos::new(2, 3));
         assert_eq!(&sql[b.offset..b.offset + 1], "`");
         assert_eq!(toks.last().unwrap().token, Token::EOF);
+    }
+
+    #[test]
+    fn offsets_survive_multibyte_text() {
+        let sql = "SELECT 'héllo wörld',\n  x FROM t;";
+        let toks = tokenize(sql).unwrap();
+        for t in &toks {
+            if let Token::Word(w) = &t.token {
+                assert!(sql[t.offset..].starts_with(&w.value), "{w} at {}", t.offset);
+            }
+        }
     }
 
     #[test]
