@@ -336,6 +336,40 @@ impl Engine {
         }
     }
 
+    /// Adds a persistent query writing into `sink`, and starts it unless the log is
+    /// still being replayed (replay starts every query once it is done).
+    #[allow(clippy::too_many_arguments)]
+    fn register_query(
+        &self,
+        ms: &mut Metastore,
+        id: String,
+        cmd: &Command,
+        sink: &SourceDesc,
+        inputs: &[String],
+        plan: &QueryPlan,
+        replaying: bool,
+    ) -> Applied {
+        let mut q = PersistentQuery {
+            id: id.clone(),
+            statement: cmd.statement.clone(),
+            sink: sink.name.clone(),
+            sink_topic: sink.topic.topic.clone(),
+            inputs: inputs.to_vec(),
+            plan: plan.clone(),
+            properties: cmd.properties.clone(),
+            running: None,
+            error: None,
+        };
+        if !replaying {
+            self.start_query(&mut q);
+        }
+        ms.queries.insert(id.clone(), q);
+        Applied {
+            message: format!("Created query with ID {id}"),
+            query_id: Some(id),
+        }
+    }
+
     /// Applies one command to the catalog. Deterministic: every server gets the same result.
     fn apply(&self, offset: i64, cmd: &Command, replaying: bool) -> Result<Applied, String> {
         let mut stopped = Vec::new();
@@ -368,25 +402,7 @@ impl Engine {
                     }
                     let id = format!("{kind}_{}_{offset}", sink.name);
                     ms.sources.insert(sink.name.clone(), sink.clone());
-                    let mut q = PersistentQuery {
-                        id: id.clone(),
-                        statement: cmd.statement.clone(),
-                        sink: sink.name.clone(),
-                        sink_topic: sink.topic.topic.clone(),
-                        inputs: inputs.clone(),
-                        plan: plan.as_ref().clone(),
-                        properties: cmd.properties.clone(),
-                        running: None,
-                        error: None,
-                    };
-                    if !replaying {
-                        self.start_query(&mut q);
-                    }
-                    ms.queries.insert(id.clone(), q);
-                    Ok(Applied {
-                        message: format!("Created query with ID {id}"),
-                        query_id: Some(id),
-                    })
+                    Ok(self.register_query(&mut ms, id, cmd, sink, inputs, plan, replaying))
                 }
                 Action::InsertQuery {
                     target,
@@ -400,25 +416,8 @@ impl Engine {
                         return Err(format!("{missing} does not exist."));
                     }
                     let id = format!("INSERTQUERY_{offset}");
-                    let mut q = PersistentQuery {
-                        id: id.clone(),
-                        statement: cmd.statement.clone(),
-                        sink: target.clone(),
-                        sink_topic: sink.topic.topic.clone(),
-                        inputs: inputs.clone(),
-                        plan: plan.as_ref().clone(),
-                        properties: cmd.properties.clone(),
-                        running: None,
-                        error: None,
-                    };
-                    if !replaying {
-                        self.start_query(&mut q);
-                    }
-                    ms.queries.insert(id.clone(), q);
-                    Ok(Applied {
-                        message: format!("Created query with ID {id}"),
-                        query_id: Some(id),
-                    })
+                    let sink = sink.clone();
+                    Ok(self.register_query(&mut ms, id, cmd, &sink, inputs, plan, replaying))
                 }
                 Action::DropSource { name } => {
                     let Some(source) = ms.sources.remove(name) else {

@@ -183,18 +183,9 @@ pub fn plan_aggregate(
                 "SELECT * with GROUP BY is not supported yet",
             ));
         };
-        let name = match (alias, &expr.kind) {
-            (Some(a), _) => a.clone(),
-            (None, ExprKind::Column { name, .. }) => name.clone(),
-            (None, _) => loop {
-                let candidate = format!("KSQL_COL_{generated}");
-                generated += 1;
-                if !query.select.iter().any(
-                    |i| matches!(i, SelectItem::Expr { alias: Some(a), .. } if *a == candidate),
-                ) {
-                    break candidate;
-                }
-            },
+        let name = match alias {
+            Some(a) => a.clone(),
+            None => crate::planner::default_column_name(expr, &mut generated, query),
         };
         match texts.iter().position(|t| *t == expr.to_string()) {
             Some(i) => {

@@ -1035,7 +1035,11 @@ fn plan_insert_into(
 
 /// The name ksqlDB gives an unaliased select item: a column's name, a struct field's
 /// name, or the next free `KSQL_COL_n`.
-fn default_column_name(expr: &ast::Expr, generated: &mut usize, q: &ast::Query) -> String {
+pub(crate) fn default_column_name(
+    expr: &ast::Expr,
+    generated: &mut usize,
+    q: &ast::Query,
+) -> String {
     match &expr.kind {
         ExprKind::Column { name, .. } => name.clone(),
         ExprKind::Dereference { field, .. } => field.clone(),
@@ -1221,16 +1225,9 @@ fn plan_projection(
             }
             SelectItem::Expr { expr, alias } => {
                 let (e, ty) = analyzer.analyze(expr)?;
-                let name = match (alias, &expr.kind) {
-                    (Some(a), _) => a.clone(),
-                    (None, ExprKind::Column { name, .. }) => name.clone(),
-                    (None, _) => loop {
-                        let candidate = format!("KSQL_COL_{generated}");
-                        generated += 1;
-                        if !q.select.iter().any(|i| matches!(i, SelectItem::Expr { alias: Some(a), .. } if *a == candidate)) {
-                            break candidate;
-                        }
-                    },
+                let name = match alias {
+                    Some(a) => a.clone(),
+                    None => default_column_name(expr, &mut generated, q),
                 };
                 if RESERVED_COLUMNS.contains(&name.as_str()) {
                     return Err(SqlError::semantic(
