@@ -717,7 +717,7 @@ impl Engine {
     async fn submit(&self, cmd: Command, text: &str) -> Result<Value, StatementError> {
         let topic = command_topic(&self.config.service_id);
         let payload =
-            serde_json::to_vec(&cmd).map_err(|e| StatementError::internal(e.to_string(), text))?;
+            serde_json::to_vec(&cmd).map_err(|e| StatementError::server(e.to_string(), text))?;
         let id = cmd.command_id();
         let offset = self
             .producer

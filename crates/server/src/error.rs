@@ -38,6 +38,7 @@ impl StatementError {
         }
     }
 
+    /// A valid statement this version cannot run yet (reported like ksqlDB's bad statements).
     pub fn unsupported(message: String, text: &str) -> StatementError {
         StatementError::bad_statement(message, text)
     }
@@ -60,10 +61,6 @@ impl StatementError {
             statement_text: text.to_string(),
             position: None,
         }
-    }
-
-    pub fn internal(message: String, text: &str) -> StatementError {
-        StatementError::server(message, text)
     }
 
     /// A front-end error: syntax errors carry `line L:C:` as ksqlDB's do; hints follow
