@@ -568,6 +568,35 @@ impl ExprAnalyzer<'_> {
                     SqlType::String,
                 ))
             }
+            // ksqlDB reads a string compared with ROWTIME as a timestamp.
+            _ if op.is_comparison()
+                && (matches!(&l.0, Expr::Column(c) if c == "ROWTIME")
+                    || matches!(&r.0, Expr::Column(c) if c == "ROWTIME"))
+                && (matches!(l.0, Expr::Literal(Literal::String(_)))
+                    || matches!(r.0, Expr::Literal(Literal::String(_)))) =>
+            {
+                let millis = |e: Typed, src: &ast::Expr| -> Result<Expr, SqlError> {
+                    match e.0 {
+                        Expr::Literal(Literal::String(text)) => parse_timestamp(&text)
+                            .map(|ms| Expr::Literal(Literal::Bigint(ms)))
+                            .ok_or_else(|| {
+                                SqlError::semantic(
+                                    src.pos,
+                                    format!("Failed to parse timestamp '{text}': use yyyy-MM-dd'T'HH:mm:ss.SSS with an optional time zone"),
+                                )
+                            }),
+                        other => Ok(other),
+                    }
+                };
+                Ok((
+                    Expr::Binary {
+                        op,
+                        left: Box::new(millis(l, left)?),
+                        right: Box::new(millis(r, right)?),
+                    },
+                    SqlType::Boolean,
+                ))
+            }
             _ if op.is_comparison() => {
                 let common = self.common_type(&l.1, &r.1).filter(|t| {
                     t.is_primitive()
@@ -801,6 +830,61 @@ impl ExprAnalyzer<'_> {
     }
 }
 
+/// Milliseconds since the epoch of an ISO-8601 timestamp, possibly partial (`2018`,
+/// `2018-05`, `2018-05-11T10`, ...), with an optional `Z` or `+HHMM` / `+HH:MM` offset;
+/// UTC when none is given.
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (date, time) = match text.split_once('T') {
+        Some((d, t)) => (d, t),
+        None => (text, ""),
+    };
+    // The offset, if any, ends the time part.
+    let (time, offset_minutes) = if let Some(t) = time.strip_suffix('Z') {
+        (t, 0)
+    } else if let Some(i) = time.rfind(['+', '-']) {
+        let (t, z) = time.split_at(i);
+        let sign = if z.starts_with('-') { -1 } else { 1 };
+        let digits: String = z[1..].chars().filter(|c| *c != ':').collect();
+        if digits.len() != 4 && digits.len() != 2 {
+            return None;
+        }
+        let hours: i64 = digits[..2].parse().ok()?;
+        let minutes: i64 = if digits.len() == 4 {
+            digits[2..].parse().ok()?
+        } else {
+            0
+        };
+        (t, sign * (hours * 60 + minutes))
+    } else {
+        (time, 0)
+    };
+    let mut d = date.split('-');
+    let year: i64 = d.next()?.parse().ok()?;
+    let month: i64 = d.next().map_or(Some(1), |m| m.parse().ok())?;
+    let day: i64 = d.next().map_or(Some(1), |x| x.parse().ok())?;
+    if d.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut c = clock.split(':').filter(|p| !p.is_empty());
+    let hour: i64 = c.next().map_or(Some(0), |x| x.parse().ok())?;
+    let minute: i64 = c.next().map_or(Some(0), |x| x.parse().ok())?;
+    let second: i64 = c.next().map_or(Some(0), |x| x.parse().ok())?;
+    let millis: i64 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<3}")[..3].parse().ok()?
+    };
+    // Days from 1970-01-01 (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Some(((days * 24 + hour) * 60 + minute - offset_minutes) * 60_000 + second * 1000 + millis)
+}
+
 /// ksqlDB's decimal result types (those of SQL Server).
 fn decimal_result(op: BinaryOp, p1: u8, s1: u8, p2: u8, s2: u8) -> SqlType {
     let (p1, s1, p2, s2) = (p1 as i32, s1 as i32, p2 as i32, s2 as i32);
@@ -949,6 +1033,41 @@ mod tests {
             e.to_string(),
             "Can't find any functions with the name 'NOPE'"
         );
+    }
+
+    #[test]
+    fn timestamps_parse_like_ksqldb() {
+        assert_eq!(parse_timestamp("1970-01-01T00:00:00"), Some(0));
+        assert_eq!(parse_timestamp("2018"), Some(1_514_764_800_000));
+        assert_eq!(
+            parse_timestamp("2018-01-01T00:00:00.001"),
+            Some(1_514_764_800_001)
+        );
+        assert_eq!(
+            parse_timestamp("2019-01-01T00:00:00+0445"),
+            Some(1_546_300_800_000 - 17_100_000)
+        );
+        assert_eq!(
+            parse_timestamp("2019-01-01T04:45:00+04:45"),
+            Some(1_546_300_800_000)
+        );
+        assert_eq!(parse_timestamp("not a time"), None);
+        let (e, _) = analyze_with_rowtime("ROWTIME >= '2018'");
+        assert_eq!(e.to_string(), "(ROWTIME >= 1514764800000)");
+    }
+
+    fn analyze_with_rowtime(sql: &str) -> Typed {
+        let mut s = scope();
+        s.columns.push(ScopeColumn {
+            name: "ROWTIME".into(),
+            ty: SqlType::Bigint,
+        });
+        ExprAnalyzer {
+            scope: &s,
+            clause: Clause::Where,
+        }
+        .analyze(&parse_expression(sql).unwrap())
+        .unwrap()
     }
 
     #[test]

@@ -509,6 +509,24 @@ fn check_formats(topic: &TopicSpec) -> Result<(), SqlError> {
     check_format(topic.value_format.kind, &values, false)
 }
 
+/// A select item named like a pseudo-column: ksqlDB's message depends on whether the name
+/// came from an alias.
+fn reserved_name(name: &str, aliased: bool, pos: Pos) -> SqlError {
+    if aliased {
+        SqlError::semantic(
+            pos,
+            format!(
+                "`{name}` is a reserved column name. You cannot use it as an alias for a column."
+            ),
+        )
+    } else {
+        SqlError::semantic(
+            pos,
+            format!("Reserved column name in select: `{name}`. Please remove or alias the column."),
+        )
+    }
+}
+
 const RESERVED_COLUMNS: &[&str] = &[
     "ROWTIME",
     "ROWPARTITION",
@@ -1131,12 +1149,7 @@ fn plan_partition_by(
                 }
                 let (e, ty) = analyzer.analyze(expr)?;
                 if RESERVED_COLUMNS.contains(&name.as_str()) {
-                    return Err(SqlError::semantic(
-                        expr.pos,
-                        format!(
-                            "Reserved column name in select: `{name}`. Please remove or alias the column."
-                        ),
-                    ));
+                    return Err(reserved_name(&name, alias.is_some(), expr.pos));
                 }
                 values.push((name, e, ty));
             }
@@ -1230,12 +1243,7 @@ fn plan_projection(
                     None => default_column_name(expr, &mut generated, q),
                 };
                 if RESERVED_COLUMNS.contains(&name.as_str()) {
-                    return Err(SqlError::semantic(
-                        expr.pos,
-                        format!(
-                            "Reserved column name in select: `{name}`. Please remove or alias the column."
-                        ),
-                    ));
+                    return Err(reserved_name(&name, alias.is_some(), expr.pos));
                 }
                 let is_key = matches!(&expr.kind, ExprKind::Column { name: n, .. }
                     if input_schema.find(n).is_some_and(|c| c.kind == ColumnKind::Key));
