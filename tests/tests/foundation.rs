@@ -442,3 +442,30 @@ fn insert_into_merges_streams() {
     );
     assert_eq!(server.query_ids().len(), 2);
 }
+
+/// SET in a request applies to the statements after it: a query created after
+/// `SET 'auto.offset.reset'='earliest'` reads records produced before it existed.
+#[test]
+fn set_applies_to_later_statements_in_the_request() {
+    let server = Server::start(&unique("svc"));
+    let input = unique("early");
+    let output = unique("early_out");
+    server.ok(&format!(
+        "CREATE STREAM early (v INT) WITH (kafka_topic='{input}', value_format='JSON', partitions=1);"
+    ));
+    produce(&input, &[Record::new(None, Some(r#"{"v": 1}"#), 5)]);
+    // No streamsProperties: only the SET makes the query start from the beginning.
+    let (status, body) = server.ksql(&format!(
+        "SET 'auto.offset.reset'='earliest';\n\
+         CREATE STREAM early_out WITH (kafka_topic='{output}') AS SELECT v * 10 AS v10 FROM early;"
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body.as_array().unwrap().len(),
+        1,
+        "SET returns no entity: {body}"
+    );
+    let out = consume(&output, 1, WAIT);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].value_json(), json!({"V10": 10}));
+}

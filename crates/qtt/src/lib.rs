@@ -328,10 +328,37 @@ impl Session {
                         "TERMINATE in the test driver is not supported yet".into(),
                     ));
                 }
+                Planned::Property { name, value } => {
+                    let mut props = serde_json::Map::new();
+                    props.insert(name, value.map(Value::String).unwrap_or(Value::Null));
+                    apply_properties(&mut self.planner, &Value::Object(props));
+                }
                 Planned::Show(_) | Planned::Describe { .. } => {}
             }
         }
         Ok(())
+    }
+}
+
+/// The properties (of a case, or SET in its statements) that change planning.
+fn apply_properties(planner: &mut PlannerConfig, props: &Value) {
+    if let Some(f) = props["ksql.persistence.default.format.value"].as_str() {
+        planner.default_value_format = FormatKind::parse(f);
+    }
+    if let Some(f) = props["ksql.persistence.default.format.key"].as_str()
+        && let Some(k) = FormatKind::parse(f)
+    {
+        planner.default_key_format = k;
+    }
+    let wrap = &props["ksql.persistence.wrap.single.values"];
+    if let Some(w) = wrap
+        .as_bool()
+        .or_else(|| wrap.as_str().and_then(|s| s.parse().ok()))
+    {
+        planner.wrap_single_values = Some(w);
+    }
+    if let Some(p) = props["ksql.output.topic.name.prefix"].as_str() {
+        planner.output_topic_prefix = p.to_string();
     }
 }
 
@@ -380,28 +407,7 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
     }
 
     let mut planner = PlannerConfig::default();
-    let props = &case["properties"];
-    if let Some(f) = props["ksql.persistence.default.format.value"].as_str() {
-        planner.default_value_format = FormatKind::parse(f);
-    }
-    if let Some(f) = props["ksql.persistence.default.format.key"].as_str()
-        && let Some(k) = FormatKind::parse(f)
-    {
-        planner.default_key_format = k;
-    }
-    if let Some(w) = props["ksql.persistence.wrap.single.values"]
-        .as_bool()
-        .or_else(|| {
-            props["ksql.persistence.wrap.single.values"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-        })
-    {
-        planner.wrap_single_values = Some(w);
-    }
-    if let Some(p) = props["ksql.output.topic.name.prefix"].as_str() {
-        planner.output_topic_prefix = p.to_string();
-    }
+    apply_properties(&mut planner, &case["properties"]);
     let mut session = Session {
         sources: BTreeMap::new(),
         driver: Driver::new(),

@@ -479,6 +479,9 @@ impl Engine {
         let fail = |message: String| StatementError::bad_statement(message, &text);
         match planned {
             Planned::Show(target) => Ok(self.show(target, &text).await?),
+            Planned::Property { .. } => Err(fail(
+                "SET and UNSET apply to the statements after them in the same request".into(),
+            )),
             Planned::Describe { name, extended } => {
                 let ms = self.lock_metastore();
                 let Some(source) = ms.sources.get(&name) else {

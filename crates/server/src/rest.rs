@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sluice_sql::ast::StatementKind;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -73,8 +74,21 @@ async fn ksql(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
         Err(e) => return error_response(&StatementError::from_sql(&e, &req.ksql), vec![]),
     };
     let mut entities = Vec::with_capacity(statements.len());
+    // SET and UNSET change the properties of the statements after them in this request.
+    let mut properties = req.streams_properties;
     for stmt in &statements {
-        match engine.execute(stmt, &req.streams_properties).await {
+        match &stmt.kind {
+            StatementKind::SetProperty { name, value } => {
+                properties.insert(name.clone(), Value::String(value.clone()));
+                continue;
+            }
+            StatementKind::UnsetProperty { name } => {
+                properties.remove(name);
+                continue;
+            }
+            _ => {}
+        }
+        match engine.execute(stmt, &properties).await {
             Ok(entity) => entities.push(entity),
             Err(e) => return error_response(&e, entities),
         }

@@ -55,6 +55,15 @@ pub enum StatementKind {
         name: Ident,
         extended: bool,
     },
+    /// `SET 'name'='value'`: applies to the statements that follow in the same request.
+    SetProperty {
+        name: String,
+        value: String,
+    },
+    /// `UNSET 'name'`
+    UnsetProperty {
+        name: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -590,6 +599,10 @@ impl fmt::Display for StatementKind {
                     ShowTarget::Properties => f.write_str("SHOW PROPERTIES"),
                 }
             }
+            StatementKind::SetProperty { name, value } => {
+                write!(f, "SET {}={}", quote_string(name), quote_string(value))
+            }
+            StatementKind::UnsetProperty { name } => write!(f, "UNSET {}", quote_string(name)),
             StatementKind::Describe { name, extended } => {
                 write!(
                     f,

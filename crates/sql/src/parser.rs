@@ -309,9 +309,21 @@ impl Parser<'_> {
                 let query = self.query()?;
                 Ok(StatementKind::InsertInto { target, query })
             }
+            Some("SET") => {
+                self.advance();
+                let name = self.string_literal("a property name in quotes")?;
+                self.expect(&Token::Eq, "'='")?;
+                let value = self.string_literal("a property value in quotes")?;
+                Ok(StatementKind::SetProperty { name, value })
+            }
+            Some("UNSET") => {
+                self.advance();
+                let name = self.string_literal("a property name in quotes")?;
+                Ok(StatementKind::UnsetProperty { name })
+            }
             Some(
-                kw @ ("INSERT" | "PRINT" | "EXPLAIN" | "SET" | "UNSET" | "DEFINE" | "UNDEFINE"
-                | "PAUSE" | "RESUME" | "ALTER" | "ASSERT"),
+                kw @ ("INSERT" | "PRINT" | "EXPLAIN" | "DEFINE" | "UNDEFINE" | "PAUSE" | "RESUME"
+                | "ALTER" | "ASSERT"),
             ) => Err(SqlError::unsupported(
                 pos,
                 format!("{kw} statements are not supported yet"),
@@ -1338,6 +1350,8 @@ mod tests {
             "SELECT * FROM s PARTITION BY a EMIT CHANGES;",
             "DROP STREAM IF EXISTS s DELETE TOPIC;",
             "INSERT INTO s SELECT a, b FROM t WHERE a > 1;",
+            "SET 'auto.offset.reset'='earliest';",
+            "UNSET 'auto.offset.reset';",
             "TERMINATE CSAS_S_1;",
             "TERMINATE ALL;",
             "SHOW STREAMS EXTENDED;",

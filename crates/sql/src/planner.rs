@@ -113,6 +113,11 @@ pub enum Planned {
         name: String,
         extended: bool,
     },
+    /// SET (Some) or UNSET (None) of a property for the statements that follow.
+    Property {
+        name: String,
+        value: Option<String>,
+    },
 }
 
 /// Defaults that come from configuration rather than the statement.
@@ -171,6 +176,14 @@ pub fn plan_statement(
         StatementKind::Describe { name, extended } => Ok(Planned::Describe {
             name: name.clone(),
             extended: *extended,
+        }),
+        StatementKind::SetProperty { name, value } => Ok(Planned::Property {
+            name: name.clone(),
+            value: Some(value.clone()),
+        }),
+        StatementKind::UnsetProperty { name } => Ok(Planned::Property {
+            name: name.clone(),
+            value: None,
         }),
     }
 }
