@@ -3,7 +3,9 @@
 //! Names match the signatures in `sluice_sql::functions`; arguments arrive already cast
 //! to the parameter types the analyzer chose.
 
-use datafusion_common::arrow::array::{Array, ArrayRef, AsArray, Int32Array, StringArray};
+use datafusion_common::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int32Array, StringArray,
+};
 use datafusion_common::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
 use datafusion_common::{Result, exec_err};
 use datafusion_expr::{
@@ -97,6 +99,35 @@ pub fn lookup(name: &str, arg_types: &[DataType]) -> Option<Arc<ScalarUDF>> {
             },
             DataType::Float64,
         ),
+        ("ROUND", [DataType::Int32] | [DataType::Int64]) => {
+            (|a, _| Ok(a[0].clone()), arg_types[0].clone())
+        }
+        ("ROUND", [DataType::Float64]) => (round_to_long, DataType::Int64),
+        ("ROUND", [DataType::Float64, DataType::Int32]) => (round_to_scale, DataType::Float64),
+        ("ATAN2", _) => (|a, _| f64_binary(a, f64::atan2), DataType::Float64),
+        ("POWER", _) => (|a, _| f64_binary(a, f64::powf), DataType::Float64),
+        ("PI", _) => (
+            |_, rows| {
+                Ok(Arc::new(Float64Array::from(vec![std::f64::consts::PI; rows])) as ArrayRef)
+            },
+            DataType::Float64,
+        ),
+        ("SIN", _) => (|a, _| f64_unary(a, f64::sin), DataType::Float64),
+        ("COS", _) => (|a, _| f64_unary(a, f64::cos), DataType::Float64),
+        ("TAN", _) => (|a, _| f64_unary(a, f64::tan), DataType::Float64),
+        ("COT", _) => (|a, _| f64_unary(a, |x| 1.0 / x.tan()), DataType::Float64),
+        ("ASIN", _) => (|a, _| f64_unary(a, f64::asin), DataType::Float64),
+        ("ACOS", _) => (|a, _| f64_unary(a, f64::acos), DataType::Float64),
+        ("ATAN", _) => (|a, _| f64_unary(a, f64::atan), DataType::Float64),
+        ("SINH", _) => (|a, _| f64_unary(a, f64::sinh), DataType::Float64),
+        ("COSH", _) => (|a, _| f64_unary(a, f64::cosh), DataType::Float64),
+        ("TANH", _) => (|a, _| f64_unary(a, f64::tanh), DataType::Float64),
+        ("DEGREES", _) => (|a, _| f64_unary(a, f64::to_degrees), DataType::Float64),
+        ("RADIANS", _) => (|a, _| f64_unary(a, f64::to_radians), DataType::Float64),
+        ("SQRT", _) => (|a, _| f64_unary(a, f64::sqrt), DataType::Float64),
+        ("CBRT", _) => (|a, _| f64_unary(a, f64::cbrt), DataType::Float64),
+        ("EXP", _) => (|a, _| f64_unary(a, f64::exp), DataType::Float64),
+        ("LN", _) => (|a, _| f64_unary(a, f64::ln), DataType::Float64),
         ("GREATEST", [first, rest @ ..]) if rest.iter().all(|t| t == first) => {
             (|a, rows| extremum(a, rows, true), first.clone())
         }
@@ -126,7 +157,130 @@ pub fn sluice_names() -> &'static [&'static str] {
         "ABS",
         "GREATEST",
         "LEAST",
+        "ROUND",
+        "ATAN2",
+        "POWER",
+        "PI",
+        "SIN",
+        "COS",
+        "TAN",
+        "COT",
+        "ASIN",
+        "ACOS",
+        "ATAN",
+        "SINH",
+        "COSH",
+        "TANH",
+        "DEGREES",
+        "RADIANS",
+        "SQRT",
+        "CBRT",
+        "EXP",
+        "LN",
     ]
+}
+
+fn f64_unary(a: &[ArrayRef], f: fn(f64) -> f64) -> Result<ArrayRef> {
+    Ok(Arc::new(
+        a[0].as_primitive::<Float64Type>()
+            .unary::<_, Float64Type>(f),
+    ))
+}
+
+fn f64_binary(a: &[ArrayRef], f: fn(f64, f64) -> f64) -> Result<ArrayRef> {
+    let (x, y) = (
+        a[0].as_primitive::<Float64Type>(),
+        a[1].as_primitive::<Float64Type>(),
+    );
+    let out: Float64Array = x
+        .iter()
+        .zip(y.iter())
+        .map(|(x, y)| Some(f(x?, y?)))
+        .collect();
+    Ok(Arc::new(out))
+}
+
+/// Java's `Math.round`: half up, NaN to 0, saturating at the BIGINT range.
+fn round_to_long(a: &[ArrayRef], _: usize) -> Result<ArrayRef> {
+    let x = a[0].as_primitive::<Float64Type>();
+    Ok(Arc::new(
+        x.unary::<_, Int64Type>(|v| (v + 0.5).floor() as i64),
+    ))
+}
+
+/// ksqlDB's `ROUND(x, n)`: `BigDecimal.valueOf(x).setScale(n, HALF_UP)`, i.e. half up on
+/// the shortest decimal representation of x.
+fn round_to_scale(a: &[ArrayRef], _: usize) -> Result<ArrayRef> {
+    let (x, n) = (
+        a[0].as_primitive::<Float64Type>(),
+        a[1].as_primitive::<Int32Type>(),
+    );
+    let out: Float64Array = x
+        .iter()
+        .zip(n.iter())
+        .map(|(x, n)| Some(round_half_up(x?, n?)))
+        .collect();
+    Ok(Arc::new(out))
+}
+
+pub fn round_half_up(x: f64, places: i32) -> f64 {
+    if !x.is_finite() {
+        return x;
+    }
+    let text = format!("{}", x.abs());
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    let mut digits: Vec<u8> = int.bytes().chain(frac.bytes()).map(|b| b - b'0').collect();
+    // Index of the first digit dropped.
+    let cut = int.len() as i64 + places as i64;
+    if cut < 0 {
+        return 0.0;
+    }
+    let cut = cut as usize;
+    if cut < digits.len() {
+        // Half toward +infinity: HALF_UP on positives, HALF_DOWN on negatives.
+        let round_up = if x >= 0.0 {
+            digits[cut] >= 5
+        } else {
+            digits[cut] > 5 || (digits[cut] == 5 && digits[cut + 1..].iter().any(|d| *d > 0))
+        };
+        digits.truncate(cut);
+        if round_up {
+            let mut i = digits.len();
+            loop {
+                if i == 0 {
+                    digits.insert(0, 1);
+                    break;
+                }
+                i -= 1;
+                if digits[i] == 9 {
+                    digits[i] = 0;
+                } else {
+                    digits[i] += 1;
+                    break;
+                }
+            }
+        }
+    }
+    let carried = digits.len() as i64 > cut as i64;
+    let int_len = int.len() as i64 + i64::from(carried);
+    let mut s = String::new();
+    for (i, d) in digits.iter().enumerate() {
+        if i as i64 == int_len {
+            s.push('.');
+        }
+        s.push((b'0' + d) as char);
+    }
+    // Digits rounded away in the integer part are zeros.
+    for _ in digits.len() as i64..int_len {
+        s.push('0');
+    }
+    let v: f64 = if s.is_empty() {
+        0.0
+    } else {
+        s.parse().unwrap_or(0.0)
+    };
+    // BigDecimal has no negative zero.
+    if x < 0.0 && v != 0.0 { -v } else { v }
 }
 
 /// The greatest (or least) non-NULL argument of each row; NULL when all are NULL.
@@ -262,6 +416,22 @@ mod tests {
             (l.value(0), l.value(1), l.is_null(2), l.value(3)),
             (1, 2, true, -1)
         );
+    }
+
+    #[test]
+    fn round_is_half_up_on_the_shortest_decimal() {
+        assert_eq!(round_half_up(1.25, 1), 1.3);
+        assert_eq!(round_half_up(-1.25, 1), -1.2);
+        assert_eq!(round_half_up(-1.5, 0), -1.0);
+        assert_eq!(round_half_up(-1.51, 0), -2.0);
+        assert_eq!(round_half_up(-1.5, -1), 0.0);
+        assert!(round_half_up(-1.5, -1).is_sign_positive());
+        assert_eq!(round_half_up(1.5, 0), 2.0);
+        assert_eq!(round_half_up(2.5, 0), 3.0);
+        assert_eq!(round_half_up(1.2, -1), 0.0);
+        assert_eq!(round_half_up(15.0, -1), 20.0);
+        assert_eq!(round_half_up(999.96, 1), 1000.0);
+        assert_eq!(round_half_up(0.1234567890123456, 13), 0.1234567890123);
     }
 
     #[test]

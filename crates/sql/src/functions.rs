@@ -35,10 +35,37 @@ fn exact(params: &'static [SqlType], returns: SqlType) -> Signature {
     }
 }
 
+/// Functions of one DOUBLE (INT and BIGINT arguments widen), with their descriptions.
+pub const DOUBLE_FUNCTIONS: &[(&str, &str)] = &[
+    ("SIN", "The sine of an angle in radians."),
+    ("COS", "The cosine of an angle in radians."),
+    ("TAN", "The tangent of an angle in radians."),
+    ("COT", "The cotangent of an angle in radians."),
+    ("ASIN", "The arcsine, in radians."),
+    ("ACOS", "The arccosine, in radians."),
+    ("ATAN", "The arctangent, in radians."),
+    ("SINH", "The hyperbolic sine."),
+    ("COSH", "The hyperbolic cosine."),
+    ("TANH", "The hyperbolic tangent."),
+    ("DEGREES", "Radians converted to degrees."),
+    ("RADIANS", "Degrees converted to radians."),
+    ("SQRT", "The square root."),
+    ("CBRT", "The cube root."),
+    ("EXP", "e raised to the power of the argument."),
+    ("LN", "The natural logarithm."),
+];
+
 /// Every scalar function the engine runs.
 pub fn scalar_functions() -> Vec<FunctionDef> {
     use SqlType::*;
-    vec![
+    let doubles = DOUBLE_FUNCTIONS
+        .iter()
+        .map(|(name, description)| FunctionDef {
+            name,
+            description,
+            signatures: vec![exact(&[Double], Double)],
+        });
+    doubles.chain(vec![
         FunctionDef {
             name: "UCASE",
             description: "Converts a string to upper case.",
@@ -76,6 +103,31 @@ pub fn scalar_functions() -> Vec<FunctionDef> {
             ],
         },
         FunctionDef {
+            name: "ROUND",
+            description: "Rounds half up: to a BIGINT, or to a number of decimal places (negative: tens, hundreds, ...).",
+            signatures: vec![
+                exact(&[Integer], Integer),
+                exact(&[Bigint], Bigint),
+                exact(&[Double], Bigint),
+                exact(&[Double, Integer], Double),
+            ],
+        },
+        FunctionDef {
+            name: "ATAN2",
+            description: "The angle of the point (x, y), in radians: ATAN2(y, x).",
+            signatures: vec![exact(&[Double, Double], Double)],
+        },
+        FunctionDef {
+            name: "POWER",
+            description: "The first argument raised to the power of the second.",
+            signatures: vec![exact(&[Double, Double], Double)],
+        },
+        FunctionDef {
+            name: "PI",
+            description: "The number pi.",
+            signatures: vec![exact(&[], Double)],
+        },
+        FunctionDef {
             name: "ABS",
             description: "The absolute value of a number.",
             signatures: vec![
@@ -84,7 +136,8 @@ pub fn scalar_functions() -> Vec<FunctionDef> {
                 exact(&[Double], Double),
             ],
         },
-    ]
+    ])
+    .collect()
 }
 
 /// Every scalar and table function ksqlDB documents. A call to one Sluice does not run

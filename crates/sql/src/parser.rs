@@ -231,8 +231,21 @@ impl Parser<'_> {
         )
     }
 
-    /// An identifier: unquoted words are upper-cased, quoted ones kept as written.
+    /// An identifier: unquoted words are upper-cased, quoted ones kept as written; a
+    /// name may start with digits (`1R`), which the tokenizer splits from its letters.
     fn ident(&mut self, what: &str) -> Result<Ident, SqlError> {
+        if let Token::Number(digits, _) = &self.peek().token
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && let Some(next) = self.tokens.get(self.i + 1)
+            && let Token::Word(w) = &next.token
+            && w.quote_style.is_none()
+            && next.offset == self.peek().offset + digits.len()
+        {
+            let name = format!("{digits}{}", w.value).to_ascii_uppercase();
+            self.advance();
+            self.advance();
+            return Ok(name);
+        }
         match &self.peek().token {
             Token::Word(w) if w.quote_style.is_some() => {
                 let v = w.value.clone();
@@ -1360,6 +1373,17 @@ mod tests {
         ] {
             round_trip(sql);
         }
+    }
+
+    #[test]
+    fn identifiers_may_start_with_digits() {
+        let s = parse_statement("SELECT ROUND(v, -1) AS 1r FROM t;").unwrap();
+        let StatementKind::Select(q) = s.kind else {
+            panic!()
+        };
+        assert!(matches!(&q.select[0], SelectItem::Expr { alias: Some(a), .. } if a == "1R"));
+        // A number followed by a separate word is still a number and an alias.
+        assert!(parse_statement("SELECT 1 r FROM t;").is_ok());
     }
 
     #[test]
