@@ -11,6 +11,6 @@ mod schema;
 mod types;
 
 pub use expr::{BinaryOp, Expr, Literal, format_decimal};
-pub use plan::{AggregateCall, NamedExpr, PLAN_VERSION, QueryPlan, Step, TopicSpec};
+pub use plan::{AggregateCall, NamedExpr, PLAN_VERSION, QueryPlan, Step, TopicSpec, WindowSpec};
 pub use schema::{Column, ColumnKind, Format, FormatKind, LogicalSchema, PSEUDO_COLUMNS};
 pub use types::{SqlType, StructField};

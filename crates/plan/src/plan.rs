@@ -29,6 +29,21 @@ pub struct TopicSpec {
     /// or TIMESTAMP; None: the Kafka record's timestamp.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<String>,
+    /// Keys are windowed (time windows: the key's bytes, then the window start as 8
+    /// big-endian bytes, as Kafka Streams writes them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowSpec>,
+}
+
+/// A time window of an aggregation, and of the keys of its output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowSpec {
+    /// TUMBLING windows advance by their size; HOPPING ones by `advance_ms`.
+    pub size_ms: i64,
+    pub advance_ms: i64,
+    /// Records for a window arriving later than its end plus this are dropped.
+    pub grace_ms: i64,
 }
 
 /// An aggregate function applied to expressions over the input rows.
@@ -86,6 +101,10 @@ pub enum Step {
     #[serde(rename = "streamAggregateV1")]
     StreamAggregate {
         input: Box<Step>,
+        /// Aggregate per time window: the intermediate row then also has WINDOWSTART
+        /// and WINDOWEND.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window: Option<WindowSpec>,
         group_by: Vec<Expr>,
         aggregates: Vec<AggregateCall>,
         having: Option<Expr>,

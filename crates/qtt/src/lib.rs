@@ -553,12 +553,33 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
                     w
                 ));
             };
-            let key = values::decode(key_format, &keys, g.key.as_deref());
+            // A time-windowed key ends with the window start, 8 bytes big-endian.
+            let window = src.and_then(|s| s.topic.window.as_ref());
+            let (key_bytes, got_window) = match (window, g.key.as_deref()) {
+                (Some(spec), Some(k)) if k.len() >= 8 => {
+                    let (inner, start) = k.split_at(k.len() - 8);
+                    let start = i64::from_be_bytes(start.try_into().expect("8 bytes"));
+                    (Some(inner), Some((start, start + spec.size_ms)))
+                }
+                _ => (g.key.as_deref(), None),
+            };
+            let key = values::decode(key_format, &keys, key_bytes);
             let value = values::decode(value_format, &vals, g.value.as_deref());
             let want_key = w.get("key").cloned().unwrap_or(Value::Null);
             let want_value = w.get("value").cloned().unwrap_or(Value::Null);
-            if w.get("window").is_some_and(|x| !x.is_null()) {
-                return skip("windowed output records are not supported yet");
+            if let Some(want) = w.get("window").filter(|x| !x.is_null()) {
+                let expected = (want["start"].as_i64(), want["end"].as_i64());
+                let matches = match got_window {
+                    Some((start, end)) => {
+                        expected.0 == Some(start) && expected.1.is_none_or(|e| e == end)
+                    }
+                    None => false,
+                };
+                if !matches {
+                    return fail(format!(
+                        "{topic} record {i}: expected window {want}, got {got_window:?}"
+                    ));
+                }
             }
             let ts_ok = w["timestamp"].as_i64().is_none_or(|t| t == g.timestamp);
             if !values::same(&want_key, &key) || !values::same(&want_value, &value) || !ts_ok {

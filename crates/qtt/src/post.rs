@@ -124,8 +124,23 @@ fn check_source(want: &Value, sources: &BTreeMap<String, SourceDesc>) -> Result<
         ("keyFormat", &src.topic.key_format),
         ("valueFormat", &src.topic.value_format),
     ] {
-        if want[k]["windowType"].is_string() {
-            return Err(format!("post: {name} should be windowed"));
+        if let Some(kind) = want[k]["windowType"].as_str() {
+            let ours = match &src.topic.window {
+                Some(w) if w.advance_ms == w.size_ms => "TUMBLING",
+                Some(_) => "HOPPING",
+                None => return Err(format!("post: {name} should be windowed ({kind})")),
+            };
+            if !kind.eq_ignore_ascii_case(ours) {
+                return Err(format!("post: {name} has {ours} windows, expected {kind}"));
+            }
+            if let (Some(size), Some(w)) = (want[k]["windowSize"].as_i64(), &src.topic.window)
+                && size != w.size_ms
+            {
+                return Err(format!(
+                    "post: {name} windows are {} ms, expected {size}",
+                    w.size_ms
+                ));
+            }
         }
         if let Some(f) = format_name(&want[k])
             && f != actual.kind.name()

@@ -9,9 +9,10 @@ use crate::expr::{PhysExpr, compile, evaluate, output_field};
 use crate::types::{PSEUDO_COUNT, arrow_type};
 use datafusion_common::ScalarValue;
 use datafusion_common::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, new_empty_array};
+use datafusion_common::arrow::datatypes::Int64Type;
 use datafusion_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion_common::arrow::record_batch::RecordBatch;
-use sluice_plan::{AggregateCall, Expr, LogicalSchema, NamedExpr};
+use sluice_plan::{AggregateCall, Expr, LogicalSchema, NamedExpr, WindowSpec};
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -155,12 +156,37 @@ pub struct AggregateOp {
     projection: Vec<PhysExpr>,
     output: SchemaRef,
     groups: HashMap<Vec<ScalarValue>, Group>,
+    window: Option<WindowSpec>,
+    /// The largest timestamp seen: windows that ended more than the grace period before
+    /// it are closed.
+    stream_time: i64,
+    /// Records dropped because every window they belong to was closed.
+    pub late_records: u64,
+}
+
+/// Names of the window bounds after the output columns of a windowed aggregation; the
+/// sink reads the start for the windowed key.
+pub const WINDOW_START: &str = "$windowstart";
+pub const WINDOW_END: &str = "$windowend";
+
+/// The starts of the windows that contain `ts`, ascending.
+fn window_starts(w: &WindowSpec, ts: i64) -> Vec<i64> {
+    let mut starts = Vec::new();
+    let mut start = ts - ts.rem_euclid(w.advance_ms);
+    while start > ts - w.size_ms && start >= 0 {
+        starts.push(start);
+        start -= w.advance_ms;
+    }
+    starts.reverse();
+    starts
 }
 
 impl AggregateOp {
     /// Compiles the step against rows of `input` (which end with the pseudo-columns).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         input: &Schema,
+        window: Option<&WindowSpec>,
         group_by: &[Expr],
         calls: &[AggregateCall],
         having: Option<&Expr>,
@@ -202,6 +228,10 @@ impl AggregateOp {
             .iter()
             .map(|f| f.as_ref().clone())
             .collect();
+        if window.is_some() {
+            fields.push(Field::new("WINDOWSTART", DataType::Int64, false));
+            fields.push(Field::new("WINDOWEND", DataType::Int64, false));
+        }
         fields.extend(pseudo.iter().cloned());
         let intermediate = Arc::new(Schema::new(fields));
         let having = having.map(|h| compile(h, &intermediate)).transpose()?;
@@ -214,6 +244,10 @@ impl AggregateOp {
             .iter()
             .map(|c| Field::new(&c.name, arrow_type(&c.ty), true))
             .collect();
+        if window.is_some() {
+            out.push(Field::new(WINDOW_START, DataType::Int64, false));
+            out.push(Field::new(WINDOW_END, DataType::Int64, false));
+        }
         out.extend(pseudo);
         Ok(AggregateOp {
             group_by: group_exprs,
@@ -224,6 +258,9 @@ impl AggregateOp {
             projection,
             output: Arc::new(Schema::new(out)),
             groups: HashMap::new(),
+            window: window.cloned(),
+            stream_time: i64::MIN,
+            late_records: 0,
         })
     }
 
@@ -250,49 +287,81 @@ impl AggregateOp {
         let width = self.intermediate.fields().len();
         let mut columns: Vec<Vec<ScalarValue>> = vec![Vec::new(); width];
         let mut row_keys: Vec<Vec<ScalarValue>> = Vec::new();
+        let rowtime = batch
+            .column(n - PSEUDO_COUNT)
+            .as_primitive::<Int64Type>()
+            .clone();
         for row in 0..batch.num_rows() {
             if tombstone.value(row) || keys.iter().any(|k| k.is_null(row)) {
                 continue;
             }
-            let key = keys
+            let group_key = keys
                 .iter()
                 .map(|k| ScalarValue::try_from_array(k, row))
                 .collect::<datafusion_common::Result<Vec<_>>>()?;
-            let group = match self.groups.get_mut(&key) {
-                Some(g) => g,
-                None => {
-                    let accumulators = self
-                        .calls
-                        .iter()
-                        .map(Accumulator::new)
-                        .collect::<Result<_>>()?;
-                    self.groups.entry(key.clone()).or_insert(Group {
-                        accumulators,
-                        emitted: false,
-                    })
+            // Without a window, one group; with one, a group per open window.
+            let windows: Vec<Option<i64>> = match &self.window {
+                None => vec![None],
+                Some(w) => {
+                    let ts = rowtime.value(row);
+                    self.stream_time = self.stream_time.max(ts);
+                    let open: Vec<Option<i64>> = window_starts(w, ts)
+                        .into_iter()
+                        .filter(|s| s + w.size_ms + w.grace_ms > self.stream_time)
+                        .map(Some)
+                        .collect();
+                    if open.is_empty() {
+                        self.late_records += 1;
+                    }
+                    open
                 }
             };
-            for (acc, arg) in group.accumulators.iter_mut().zip(&args) {
-                let v = arg
-                    .as_ref()
-                    .map(|a| ScalarValue::try_from_array(a, row))
-                    .transpose()?;
-                acc.update(v.as_ref())?;
+            for window_start in windows {
+                let mut key = group_key.clone();
+                if let Some(s) = window_start {
+                    key.push(ScalarValue::Int64(Some(s)));
+                }
+                let group = match self.groups.get_mut(&key) {
+                    Some(g) => g,
+                    None => {
+                        let accumulators = self
+                            .calls
+                            .iter()
+                            .map(Accumulator::new)
+                            .collect::<Result<_>>()?;
+                        self.groups.entry(key.clone()).or_insert(Group {
+                            accumulators,
+                            emitted: false,
+                        })
+                    }
+                };
+                for (acc, arg) in group.accumulators.iter_mut().zip(&args) {
+                    let v = arg
+                        .as_ref()
+                        .map(|a| ScalarValue::try_from_array(a, row))
+                        .transpose()?;
+                    acc.update(v.as_ref())?;
+                }
+                let mut i = 0;
+                for k in &group_key {
+                    columns[i].push(k.clone());
+                    i += 1;
+                }
+                for acc in &group.accumulators {
+                    columns[i].push(acc.value());
+                    i += 1;
+                }
+                if let (Some(s), Some(w)) = (window_start, &self.window) {
+                    columns[i].push(ScalarValue::Int64(Some(s)));
+                    columns[i + 1].push(ScalarValue::Int64(Some(s + w.size_ms)));
+                    i += 2;
+                }
+                for c in &batch.columns()[n - PSEUDO_COUNT..] {
+                    columns[i].push(ScalarValue::try_from_array(c, row)?);
+                    i += 1;
+                }
+                row_keys.push(key);
             }
-            let mut i = 0;
-            for k in &key {
-                columns[i].push(k.clone());
-                i += 1;
-            }
-            for acc in &group.accumulators {
-                columns[i].push(acc.value());
-                i += 1;
-            }
-            for c in &batch.columns()[n - PSEUDO_COUNT..] {
-                columns[i].push(ScalarValue::try_from_array(c, row)?);
-                i += 1;
-            }
-            row_keys.push(key);
         }
         let arrays: Vec<ArrayRef> = columns
             .into_iter()
@@ -345,6 +414,11 @@ impl AggregateOp {
             });
         }
         let m = intermediate.num_columns();
+        if self.window.is_some() {
+            // The window bounds, for the windowed key.
+            let at = m - PSEUDO_COUNT - 2;
+            out.extend(intermediate.columns()[at..at + 2].iter().cloned());
+        }
         // ROWTIME, ROWPARTITION, ROWOFFSET; the group key is never null; the tombstones.
         out.extend(
             intermediate.columns()[m - PSEUDO_COUNT..m - 2]
@@ -361,5 +435,29 @@ impl AggregateOp {
             &result,
             &BooleanArray::from(keep),
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_fall_into_every_window_that_contains_them() {
+        let tumbling = WindowSpec {
+            size_ms: 10,
+            advance_ms: 10,
+            grace_ms: 0,
+        };
+        assert_eq!(window_starts(&tumbling, 0), vec![0]);
+        assert_eq!(window_starts(&tumbling, 19), vec![10]);
+        let hopping = WindowSpec {
+            size_ms: 10,
+            advance_ms: 5,
+            grace_ms: 0,
+        };
+        assert_eq!(window_starts(&hopping, 12), vec![5, 10]);
+        // Windows never start before the epoch.
+        assert_eq!(window_starts(&hopping, 3), vec![0]);
     }
 }

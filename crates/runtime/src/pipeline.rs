@@ -7,7 +7,7 @@
 //!                ─► encode key and value ─► output records
 //! ```
 
-use crate::aggregate::AggregateOp;
+use crate::aggregate::{AggregateOp, WINDOW_START};
 use crate::codec::decode::{ColumnBuilder, PartDecoder};
 use crate::codec::encode::PartEncoder;
 use crate::error::{Result, RuntimeError};
@@ -159,6 +159,7 @@ impl Pipeline {
                     schema = out;
                 }
                 Step::StreamAggregate {
+                    window,
                     group_by,
                     aggregates,
                     having,
@@ -168,6 +169,7 @@ impl Pipeline {
                 } => {
                     let op = AggregateOp::new(
                         &schema,
+                        window.as_ref(),
                         group_by,
                         aggregates,
                         having.as_ref(),
@@ -363,6 +365,15 @@ impl Pipeline {
             .clone();
         let tombstone = batch.column(n - 1).as_boolean().clone();
         let key_null = batch.column(n - 2).as_boolean().clone();
+        let window_start = match self.sink.window {
+            Some(_) => Some(
+                batch
+                    .column(batch.schema().index_of(WINDOW_START)?)
+                    .as_primitive::<Int64Type>()
+                    .clone(),
+            ),
+            None => None,
+        };
         let columns = batch.columns();
         let mut buf = Vec::new();
         out.reserve(batch.num_rows());
@@ -370,9 +381,13 @@ impl Pipeline {
             let key = if key_null.value(row) {
                 None
             } else {
-                self.key_encoder
-                    .encode(columns, row, &mut buf)
-                    .map(|()| buf.clone())
+                self.key_encoder.encode(columns, row, &mut buf).map(|()| {
+                    // A time-windowed key: the key, then the window start (8 bytes, BE).
+                    if let Some(w) = &window_start {
+                        buf.extend_from_slice(&w.value(row).to_be_bytes());
+                    }
+                    buf.clone()
+                })
             };
             let value = if tombstone.value(row) {
                 None
@@ -430,6 +445,7 @@ mod tests {
         let source = TopicSpec {
             topic: "in".into(),
             timestamp: None,
+            window: None,
             key_format: Format::new(FormatKind::Kafka),
             value_format: Format::new(value_format),
             schema: LogicalSchema::new(vec![
@@ -482,6 +498,7 @@ mod tests {
                 topic: TopicSpec {
                     topic: "out".into(),
                     timestamp: None,
+                    window: None,
                     key_format: Format::new(FormatKind::Kafka),
                     value_format: Format::new(sink_format),
                     schema: out_schema,
@@ -603,6 +620,7 @@ mod tests {
                     name: "IN".into(),
                     topic: source,
                 }),
+                window: None,
                 group_by: vec![Expr::Column("NAME".into())],
                 aggregates: vec![AggregateCall {
                     function: "COUNT".into(),
@@ -624,6 +642,7 @@ mod tests {
             topic: TopicSpec {
                 topic: "out".into(),
                 timestamp: None,
+                window: None,
                 key_format: Format::new(FormatKind::Kafka),
                 value_format: Format::new(FormatKind::Json),
                 schema,
@@ -683,6 +702,87 @@ mod tests {
         let times: Vec<i64> = out.iter().map(|r| r.timestamp).collect();
         assert_eq!(times, vec![1000, 7]);
         assert_eq!(pipeline.invalid_timestamps, 2);
+    }
+
+    #[test]
+    fn windowed_keys_carry_the_window_start_and_late_records_are_dropped() {
+        use sluice_plan::{AggregateCall, WindowSpec};
+        let mut p = plan(FormatKind::Json, FormatKind::Json);
+        let source = p.root.source_topics()[0].clone();
+        let schema = LogicalSchema::new(vec![
+            Column::key("K", SqlType::String),
+            Column::value("N", SqlType::Bigint),
+        ]);
+        let window = WindowSpec {
+            size_ms: 100,
+            advance_ms: 100,
+            grace_ms: 60,
+        };
+        p.root = Step::TableSink {
+            input: Box::new(Step::StreamAggregate {
+                input: Box::new(Step::StreamSource {
+                    name: "IN".into(),
+                    topic: source,
+                }),
+                window: Some(window.clone()),
+                group_by: vec![Expr::Column("K".into())],
+                aggregates: vec![AggregateCall {
+                    function: "COUNT".into(),
+                    args: vec![],
+                    return_type: SqlType::Bigint,
+                }],
+                having: None,
+                projection: vec![NamedExpr {
+                    name: "N".into(),
+                    expr: Expr::Column("$agg0".into()),
+                }],
+                schema: schema.clone(),
+            }),
+            topic: TopicSpec {
+                topic: "out".into(),
+                timestamp: None,
+                window: Some(window),
+                key_format: Format::new(FormatKind::Kafka),
+                value_format: Format::new(FormatKind::Json),
+                schema,
+            },
+        };
+        let mut pipeline = Pipeline::new(&p).unwrap();
+        let mut out = Vec::new();
+        // Window [0, 100) closes when stream time reaches 100 + 60: the record at 20 (stream
+        // time 150) still counts, the one at 30 (stream time 260) is late and dropped.
+        for (i, ts) in [10i64, 150, 20, 260, 30].iter().enumerate() {
+            let r = SourceRecord {
+                key: Some(b"k"),
+                value: Some(br#"{"id": 1}"#),
+                timestamp: *ts,
+                partition: 0,
+                offset: i as i64,
+            };
+            pipeline.push(&r).unwrap();
+            pipeline.flush(&mut out).unwrap();
+        }
+        let got: Vec<(i64, String)> = out
+            .iter()
+            .map(|r| {
+                let key = r.key.as_deref().unwrap();
+                let (inner, start) = key.split_at(key.len() - 8);
+                assert_eq!(inner, b"k");
+                (
+                    i64::from_be_bytes(start.try_into().unwrap()),
+                    String::from_utf8(r.value.clone().unwrap()).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, r#"{"N":1}"#.to_string()),
+                (100, r#"{"N":1}"#.to_string()),
+                (0, r#"{"N":2}"#.to_string()),
+                (200, r#"{"N":1}"#.to_string()),
+            ]
+        );
     }
 
     #[test]

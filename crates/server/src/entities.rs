@@ -41,7 +41,7 @@ pub fn source_list(text: &str, kind: SourceKindName, sources: &[&SourceDesc]) ->
                 "topic": s.topic.topic,
                 "keyFormat": s.topic.key_format.kind.name(),
                 "valueFormat": s.topic.value_format.kind.name(),
-                "isWindowed": false,
+                "isWindowed": s.topic.window.is_some(),
             })
         })
         .collect();
@@ -117,7 +117,11 @@ pub fn source_description_body(
     let query = |id: &String| json!({"queryString": "", "sinks": [], "id": id});
     json!({
         "name": s.name,
-        "windowType": null,
+        "windowType": match &s.topic.window {
+            Some(w) if w.advance_ms == w.size_ms => json!("TUMBLING"),
+            Some(_) => json!("HOPPING"),
+            None => Value::Null,
+        },
         "readQueries": readers.iter().map(query).collect::<Vec<_>>(),
         "writeQueries": writers.iter().map(query).collect::<Vec<_>>(),
         "fields": fields,

@@ -10,7 +10,7 @@
 use crate::analyzer::{Clause, ExprAnalyzer, Scope, ScopeColumn, is_aggregate};
 use crate::ast::{self, ExprKind, SelectItem};
 use crate::error::SqlError;
-use sluice_plan::{AggregateCall, Column, LogicalSchema, NamedExpr, SqlType, Step};
+use sluice_plan::{AggregateCall, Column, LogicalSchema, NamedExpr, SqlType, Step, WindowSpec};
 
 /// The planned aggregation: its step and the output schema.
 pub struct PlannedAggregate {
@@ -63,6 +63,7 @@ struct Rewriter<'a> {
     aggregates: Vec<(String, AggregateCall)>,
     /// Input columns found outside any GROUP BY expression.
     stray: Vec<String>,
+    windowed: bool,
 }
 
 impl Rewriter<'_> {
@@ -104,6 +105,18 @@ impl Rewriter<'_> {
                 };
                 self.aggregates.push((text, call));
                 Ok(column(&format!("$agg{}", self.aggregates.len() - 1), e.pos))
+            }
+            ExprKind::Column { name, .. } if name == "WINDOWSTART" || name == "WINDOWEND" => {
+                if self.windowed {
+                    Ok(e.clone())
+                } else {
+                    Err(SqlError::semantic(
+                        e.pos,
+                        format!(
+                            "Window bounds column {name} can only be used in the SELECT clause of windowed aggregations"
+                        ),
+                    ))
+                }
             }
             ExprKind::Column { name, .. } => {
                 self.stray.push(name.clone());
@@ -152,6 +165,7 @@ pub fn plan_aggregate(
     query: &ast::Query,
     input_scope: &Scope,
     input: Step,
+    window: Option<WindowSpec>,
 ) -> Result<PlannedAggregate, SqlError> {
     let analyzer = ExprAnalyzer {
         scope: input_scope,
@@ -165,6 +179,22 @@ pub fn plan_aggregate(
                 g.pos,
                 format!(
                     "GROUP BY does not support aggregate functions: {agg} is an aggregate function."
+                ),
+            ));
+        }
+        let mut bound = None;
+        g.any(&mut |x| match &x.kind {
+            ExprKind::Column { name, .. } if name == "WINDOWSTART" || name == "WINDOWEND" => {
+                bound = Some(name.clone());
+                true
+            }
+            _ => false,
+        });
+        if let Some(name) = bound {
+            return Err(SqlError::semantic(
+                g.pos,
+                format!(
+                    "Window bounds column {name} can only be used in the SELECT clause of windowed aggregations"
                 ),
             ));
         }
@@ -235,6 +265,7 @@ pub fn plan_aggregate(
             .collect(),
         aggregates: Vec::new(),
         stray: Vec::new(),
+        windowed: window.is_some(),
     };
     let rewritten: Vec<(ast::Expr, String)> = value_items
         .iter()
@@ -279,6 +310,14 @@ pub fn plan_aggregate(
             name: format!("$agg{i}"),
             ty: a.return_type.clone(),
         });
+    }
+    if window.is_some() {
+        for bound in ["WINDOWSTART", "WINDOWEND"] {
+            columns.push(ScopeColumn {
+                name: bound.to_string(),
+                ty: SqlType::Bigint,
+            });
+        }
     }
     let scope = Scope {
         qualifiers: input_scope.qualifiers.clone(),
@@ -331,6 +370,7 @@ pub fn plan_aggregate(
     Ok(PlannedAggregate {
         step: Step::StreamAggregate {
             input: Box::new(input),
+            window,
             group_by: group_by.into_iter().map(|(e, _)| e).collect(),
             aggregates: rw.aggregates.into_iter().map(|(_, a)| a).collect(),
             having,

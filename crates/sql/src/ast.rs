@@ -151,10 +151,27 @@ pub enum Emit {
     Final,
 }
 
+/// `WINDOW TUMBLING|HOPPING|SESSION (...)`, durations in milliseconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowExpr {
+    pub kind: WindowKind,
+    pub retention_ms: Option<u64>,
+    pub grace_ms: Option<u64>,
+    pub pos: Pos,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum WindowKind {
+    Tumbling { size_ms: u64 },
+    Hopping { size_ms: u64, advance_ms: u64 },
+    Session { gap_ms: u64 },
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Query {
     pub select: Vec<SelectItem>,
     pub from: Relation,
+    pub window: Option<WindowExpr>,
     pub where_clause: Option<Expr>,
     pub group_by: Vec<Expr>,
     pub having: Option<Expr>,
@@ -483,6 +500,30 @@ impl fmt::Display for Query {
         write!(f, " FROM {}", quote_ident(&self.from.name))?;
         if let Some(a) = &self.from.alias {
             write!(f, " {}", quote_ident(a))?;
+        }
+        if let Some(w) = &self.window {
+            match w.kind {
+                WindowKind::Tumbling { size_ms } => {
+                    write!(f, " WINDOW TUMBLING (SIZE {size_ms} MILLISECONDS")?
+                }
+                WindowKind::Hopping {
+                    size_ms,
+                    advance_ms,
+                } => write!(
+                    f,
+                    " WINDOW HOPPING (SIZE {size_ms} MILLISECONDS, ADVANCE BY {advance_ms} MILLISECONDS"
+                )?,
+                WindowKind::Session { gap_ms } => {
+                    write!(f, " WINDOW SESSION ({gap_ms} MILLISECONDS")?
+                }
+            }
+            if let Some(r) = w.retention_ms {
+                write!(f, ", RETENTION {r} MILLISECONDS")?;
+            }
+            if let Some(g) = w.grace_ms {
+                write!(f, ", GRACE PERIOD {g} MILLISECONDS")?;
+            }
+            f.write_str(")")?;
         }
         if let Some(w) = &self.where_clause {
             write!(f, " WHERE {w}")?;

@@ -695,12 +695,11 @@ impl Parser<'_> {
                 "Joins are not supported yet",
             ));
         }
-        if self.is_keyword("WINDOW") {
-            return Err(SqlError::unsupported(
-                self.pos(),
-                "Windowed aggregations are not supported yet",
-            ));
-        }
+        let window = if self.is_keyword("WINDOW") {
+            Some(self.window()?)
+        } else {
+            None
+        };
         let where_clause = if self.eat_keyword("WHERE") {
             Some(self.expr()?)
         } else {
@@ -738,6 +737,7 @@ impl Parser<'_> {
         Ok(Query {
             select,
             from,
+            window,
             where_clause,
             group_by,
             having,
@@ -745,6 +745,76 @@ impl Parser<'_> {
             emit,
             limit,
         })
+    }
+
+    /// `WINDOW TUMBLING (SIZE d [, RETENTION d] [, GRACE PERIOD d])`, `WINDOW HOPPING (SIZE d,
+    /// ADVANCE BY d ...)`, `WINDOW SESSION (d ...)`.
+    fn window(&mut self) -> Result<WindowExpr, SqlError> {
+        let pos = self.pos();
+        self.expect_keyword("WINDOW")?;
+        let kind_word = self.keyword_at(0).unwrap_or_default();
+        self.advance();
+        self.expect(&Token::LParen, "'('")?;
+        let kind = match kind_word.as_str() {
+            "TUMBLING" => {
+                self.expect_keyword("SIZE")?;
+                WindowKind::Tumbling {
+                    size_ms: self.duration()?,
+                }
+            }
+            "HOPPING" => {
+                self.expect_keyword("SIZE")?;
+                let size_ms = self.duration()?;
+                self.expect(&Token::Comma, "','")?;
+                self.expect_keyword("ADVANCE")?;
+                self.expect_keyword("BY")?;
+                WindowKind::Hopping {
+                    size_ms,
+                    advance_ms: self.duration()?,
+                }
+            }
+            "SESSION" => WindowKind::Session {
+                gap_ms: self.duration()?,
+            },
+            _ => {
+                self.i -= 1;
+                return Err(self.unexpected("TUMBLING, HOPPING or SESSION"));
+            }
+        };
+        let (mut retention_ms, mut grace_ms) = (None, None);
+        while self.eat(&Token::Comma) {
+            if self.eat_keyword("RETENTION") {
+                retention_ms = Some(self.duration()?);
+            } else if self.eat_keywords(&["GRACE", "PERIOD"]) {
+                grace_ms = Some(self.duration()?);
+            } else {
+                return Err(self.unexpected("RETENTION or GRACE PERIOD"));
+            }
+        }
+        self.expect(&Token::RParen, "')'")?;
+        Ok(WindowExpr {
+            kind,
+            retention_ms,
+            grace_ms,
+            pos,
+        })
+    }
+
+    /// A duration, `n UNIT`, in milliseconds.
+    fn duration(&mut self) -> Result<u64, SqlError> {
+        let n = self.unsigned_integer("a duration")?;
+        let unit = self.keyword_at(0).unwrap_or_default();
+        let ms = match unit.trim_end_matches('S') {
+            "MILLISECOND" => 1,
+            "SECOND" => 1_000,
+            "MINUTE" => 60_000,
+            "HOUR" => 3_600_000,
+            "DAY" => 86_400_000,
+            _ => return Err(self.unexpected("a time unit (MILLISECONDS ... DAYS)")),
+        };
+        self.advance();
+        n.checked_mul(ms)
+            .ok_or_else(|| SqlError::syntax(self.pos(), "Syntax Error: duration too large"))
     }
 
     fn relation(&mut self) -> Result<Relation, SqlError> {
@@ -1361,6 +1431,8 @@ mod tests {
             "SELECT TRANSFORM(arr, x => x + 1), REDUCE(m, 0, (s, k, v) => s + v), ARRAY[1, 2], MAP('a' := 1), STRUCT(f := 1) FROM s;",
             "SELECT a || 'x' || b, a IS DISTINCT FROM b, a IS NOT DISTINCT FROM b, COUNT(*) FROM s GROUP BY a HAVING COUNT(*) > 1;",
             "SELECT * FROM s PARTITION BY a EMIT CHANGES;",
+            "SELECT k, COUNT(*) FROM s WINDOW TUMBLING (SIZE 1 MINUTE, GRACE PERIOD 10 SECONDS) GROUP BY k EMIT CHANGES;",
+            "SELECT k, COUNT(*) FROM s WINDOW HOPPING (SIZE 2 HOURS, ADVANCE BY 30 MINUTES, RETENTION 1 DAY) GROUP BY k;",
             "DROP STREAM IF EXISTS s DELETE TOPIC;",
             "INSERT INTO s SELECT a, b FROM t WHERE a > 1;",
             "SET 'auto.offset.reset'='earliest';",

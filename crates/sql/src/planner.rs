@@ -665,6 +665,7 @@ fn plan_create_source(
     let schema = LogicalSchema::new(columns);
     let timestamp = timestamp_column(&with, &schema)?;
     let spec = TopicSpec {
+        window: None,
         timestamp,
         topic,
         key_format: Format {
@@ -694,6 +695,44 @@ fn plan_create_source(
             partitions: Some(p),
             replicas,
         }),
+    })
+}
+
+/// ksqlDB's default grace period when a window does not give one.
+const DEFAULT_GRACE_MS: u64 = 24 * 60 * 60 * 1000;
+
+fn window_spec(w: &ast::WindowExpr) -> Result<sluice_plan::WindowSpec, SqlError> {
+    let (size_ms, advance_ms) = match w.kind {
+        ast::WindowKind::Tumbling { size_ms } => (size_ms, size_ms),
+        ast::WindowKind::Hopping {
+            size_ms,
+            advance_ms,
+        } => {
+            if advance_ms == 0 || advance_ms > size_ms {
+                return Err(SqlError::semantic(
+                    w.pos,
+                    format!(
+                        "Window advance must be positive and not larger than the window size: ADVANCE BY {advance_ms} ms, SIZE {size_ms} ms"
+                    ),
+                ));
+            }
+            (size_ms, advance_ms)
+        }
+        ast::WindowKind::Session { .. } => {
+            return Err(SqlError::unsupported(
+                w.pos,
+                "Session windows are not supported yet",
+            ));
+        }
+    };
+    if size_ms == 0 {
+        return Err(SqlError::semantic(w.pos, "Window size must be positive"));
+    }
+    let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    Ok(sluice_plan::WindowSpec {
+        size_ms: ms(size_ms),
+        advance_ms: ms(advance_ms),
+        grace_ms: ms(w.grace_ms.unwrap_or(DEFAULT_GRACE_MS)),
     })
 }
 
@@ -848,10 +887,14 @@ fn plan_create_as(
         ));
     }
     if q.emit == Some(ast::Emit::Final) {
-        return Err(SqlError::semantic(
-            stmt.pos,
-            "EMIT FINAL is only supported for windowed aggregations.",
-        ));
+        return Err(if q.window.is_some() {
+            SqlError::unsupported(stmt.pos, "EMIT FINAL is not supported yet")
+        } else {
+            SqlError::semantic(
+                stmt.pos,
+                "EMIT FINAL is only supported for windowed aggregations.",
+            )
+        });
     }
 
     let input_schema = &source.topic.schema;
@@ -912,8 +955,18 @@ fn plan_create_as(
     }
 
     let grouped = !q.group_by.is_empty();
+    let window = match &q.window {
+        None => None,
+        Some(_) if !grouped => {
+            return Err(SqlError::semantic(
+                stmt.pos,
+                "WINDOW clause requires a GROUP BY clause.",
+            ));
+        }
+        Some(w) => Some(window_spec(w)?),
+    };
     let (body, out_schema) = if grouped {
-        let agg = crate::aggregate::plan_aggregate(&c.name, q, &scope, root)?;
+        let agg = crate::aggregate::plan_aggregate(&c.name, q, &scope, root, window.clone())?;
         (agg.step, agg.schema)
     } else {
         let (projection, out_schema) = if q.partition_by.is_empty() {
@@ -939,6 +992,7 @@ fn plan_create_as(
     let value_format = value_format.unwrap_or(source.topic.value_format.kind);
     let inherit = |f: &Format, kind: FormatKind| if f.kind == kind { f.delimiter } else { None };
     let sink_topic = TopicSpec {
+        window: window.clone(),
         timestamp: timestamp_column(&with, &out_schema)?,
         topic: with
             .string("KAFKA_TOPIC")?
