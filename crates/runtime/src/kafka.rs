@@ -264,8 +264,23 @@ fn run_once(
             stats.records_out.fetch_add(1, Ordering::Relaxed);
         }
         if stopping || last_commit.elapsed() >= config.commit_interval {
-            commit(&consumer, &producer, &source_topic, &offsets)?;
-            offsets.clear();
+            flush_producer(&producer)?;
+            // A commit can fail while the group rebalances (a member died or joined).
+            // That is no reason to drop the consumer, which would only cause another
+            // rebalance: keep the offsets and try again at the next interval.
+            match commit_offsets(&consumer, &source_topic, &offsets) {
+                Ok(()) => offsets.clear(),
+                Err(e) => {
+                    tracing::info!(
+                        query = name,
+                        "offsets not committed yet, retrying at the next interval: {e}"
+                    );
+                    // Partitions that moved to another member are theirs to commit now.
+                    if let Ok(assigned) = consumer.assignment() {
+                        offsets.retain(|p, _| assigned.find_partition(&source_topic, *p).is_some());
+                    }
+                }
+            }
             last_commit = Instant::now();
             // A query that has committed for a while after a restart is healthy again.
             match healthy_since {
@@ -284,13 +299,9 @@ fn run_once(
     }
 }
 
-/// Flushes the producer, checks every record was delivered, then commits the offsets.
-fn commit(
-    consumer: &BaseConsumer,
-    producer: &ThreadedProducer<DeliveryTracker>,
-    topic: &str,
-    offsets: &BTreeMap<i32, i64>,
-) -> Result<()> {
+/// Waits until every record produced so far is delivered; a failed delivery fails the
+/// interval, which then restarts from the last commit.
+fn flush_producer(producer: &ThreadedProducer<DeliveryTracker>) -> Result<()> {
     producer.flush(Duration::from_secs(60))?;
     let ctx = producer.context();
     if ctx.failed.load(Ordering::SeqCst) > 0 {
@@ -304,6 +315,15 @@ fn commit(
             "records could not be delivered: {e}"
         )));
     }
+    Ok(())
+}
+
+/// Commits the next offsets to read, once everything before them was delivered.
+fn commit_offsets(
+    consumer: &BaseConsumer,
+    topic: &str,
+    offsets: &BTreeMap<i32, i64>,
+) -> Result<()> {
     if offsets.is_empty() {
         return Ok(());
     }
