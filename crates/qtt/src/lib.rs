@@ -14,7 +14,7 @@ use serde_json::Value;
 use sluice_plan::{Column, ColumnKind, FormatKind};
 use sluice_runtime::Pipeline;
 use sluice_runtime::driver::Driver;
-use sluice_sql::{Catalog, Planned, PlannerConfig, SourceDesc, SqlError, plan_statement};
+use sluice_sql::{Planned, PlannerConfig, SourceDesc, SqlError, already_exists, plan_statement};
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -207,16 +207,6 @@ struct Session {
     queries: usize,
 }
 
-impl Catalog for Session {
-    fn source(&self, name: &str) -> Option<&SourceDesc> {
-        self.sources.get(name)
-    }
-
-    fn source_names(&self) -> Vec<&str> {
-        self.sources.keys().map(String::as_str).collect()
-    }
-}
-
 /// A statement refused: by the rules (`Refused`) or for lack of a feature (`Unsupported`).
 enum StatementFailure {
     Refused(String),
@@ -240,7 +230,7 @@ impl Session {
 
     fn execute(&mut self, sql: &str) -> Result<(), StatementFailure> {
         for stmt in sluice_sql::parse_statements(sql)? {
-            let planned = plan_statement(&stmt, self, &self.planner)?;
+            let planned = plan_statement(&stmt, &self.sources, &self.planner)?;
             match planned {
                 Planned::CreateSource {
                     source,
@@ -253,11 +243,10 @@ impl Session {
                             continue;
                         }
                         if !or_replace {
-                            return Err(StatementFailure::Refused(format!(
-                                "Cannot add {} '{}': A {} with the same name already exists",
-                                source.kind.lower(),
-                                source.name,
-                                source.kind.lower()
+                            return Err(StatementFailure::Refused(already_exists(
+                                source.kind,
+                                &source.name,
+                                source.kind,
                             )));
                         }
                     }
@@ -277,11 +266,8 @@ impl Session {
                         if if_not_exists {
                             continue;
                         }
-                        return Err(StatementFailure::Refused(format!(
-                            "Cannot add {} '{}': A {} with the same name already exists",
-                            sink.kind.lower(),
-                            sink.name,
-                            sink.kind.lower()
+                        return Err(StatementFailure::Refused(already_exists(
+                            sink.kind, &sink.name, sink.kind,
                         )));
                     }
                     let pipeline = Pipeline::new(&plan)

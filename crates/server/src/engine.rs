@@ -13,7 +13,9 @@ use serde_json::Value;
 use sluice_plan::QueryPlan;
 use sluice_runtime::{KafkaAdmin, QueryConfig, RunningQuery};
 use sluice_sql::ast::{ShowTarget, Statement};
-use sluice_sql::{Catalog, Planned, PlannerConfig, SourceDesc, SourceKindName, plan_statement};
+use sluice_sql::{
+    Planned, PlannerConfig, SourceDesc, SourceKindName, already_exists, plan_statement,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,16 +60,6 @@ impl PersistentQuery {
 pub struct Metastore {
     pub sources: BTreeMap<String, SourceDesc>,
     pub queries: BTreeMap<String, PersistentQuery>,
-}
-
-impl Catalog for Metastore {
-    fn source(&self, name: &str) -> Option<&SourceDesc> {
-        self.sources.get(name)
-    }
-
-    fn source_names(&self) -> Vec<&str> {
-        self.sources.keys().map(String::as_str).collect()
-    }
 }
 
 impl Metastore {
@@ -378,12 +370,7 @@ impl Engine {
             match &cmd.action {
                 Action::CreateSource { source, or_replace } => {
                     if ms.sources.contains_key(&source.name) && !or_replace {
-                        return Err(format!(
-                            "Cannot add {} '{}': A {} with the same name already exists",
-                            source.kind.lower(),
-                            source.name,
-                            source.kind.lower()
-                        ));
+                        return Err(already_exists(source.kind, &source.name, source.kind));
                     }
                     ms.sources.insert(source.name.clone(), source.clone());
                     Ok(Applied {
@@ -473,7 +460,7 @@ impl Engine {
         let text = format!("{};", stmt.text);
         let planned = {
             let ms = self.lock_metastore();
-            plan_statement(stmt, &*ms, &self.planner)
+            plan_statement(stmt, &ms.sources, &self.planner)
                 .map_err(|e| StatementError::from_sql(&e, &text))?
         };
         let fail = |message: String| StatementError::bad_statement(message, &text);
@@ -507,20 +494,14 @@ impl Engine {
                     if if_not_exists {
                         return Ok(entities::warning(
                             &text,
-                            &format!(
-                                "Cannot add {} {}: A {} with the same name already exists.",
-                                source.kind.lower(),
-                                source.name,
-                                existing.kind.lower()
-                            ),
+                            &already_exists(source.kind, &source.name, existing.kind),
                         ));
                     }
                     if !or_replace {
-                        return Err(fail(format!(
-                            "Cannot add {} '{}': A {} with the same name already exists",
-                            source.kind.lower(),
-                            source.name,
-                            existing.kind.lower()
+                        return Err(fail(already_exists(
+                            source.kind,
+                            &source.name,
+                            existing.kind,
                         )));
                     }
                 }
@@ -560,12 +541,7 @@ impl Engine {
                     if if_not_exists {
                         return Ok(entities::warning(
                             &text,
-                            &format!(
-                                "Cannot add {} {}: A {} with the same name already exists.",
-                                sink.kind.lower(),
-                                sink.name,
-                                existing.kind.lower()
-                            ),
+                            &already_exists(sink.kind, &sink.name, existing.kind),
                         ));
                     }
                     if or_replace {
@@ -574,12 +550,7 @@ impl Engine {
                             &text,
                         ));
                     }
-                    return Err(fail(format!(
-                        "Cannot add {} '{}': A {} with the same name already exists",
-                        sink.kind.lower(),
-                        sink.name,
-                        existing.kind.lower()
-                    )));
+                    return Err(fail(already_exists(sink.kind, &sink.name, existing.kind)));
                 }
                 if plan.root.is_stateful() {
                     return Err(StatementError::unsupported(

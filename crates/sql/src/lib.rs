@@ -19,5 +19,6 @@ pub mod planner;
 pub use error::{Pos, SqlError};
 pub use parser::{parse_expression, parse_statement, parse_statements};
 pub use planner::{
-    Catalog, Planned, PlannerConfig, SourceDesc, SourceKindName, TopicCreation, plan_statement,
+    Catalog, Planned, PlannerConfig, SourceDesc, SourceKindName, TopicCreation, already_exists,
+    plan_statement,
 };

@@ -65,6 +65,26 @@ pub trait Catalog {
     fn source_names(&self) -> Vec<&str>;
 }
 
+/// A catalog can be a plain map from names to sources.
+impl Catalog for std::collections::BTreeMap<String, SourceDesc> {
+    fn source(&self, name: &str) -> Option<&SourceDesc> {
+        self.get(name)
+    }
+
+    fn source_names(&self) -> Vec<&str> {
+        self.keys().map(String::as_str).collect()
+    }
+}
+
+/// ksqlDB's message for a CREATE whose name is taken.
+pub fn already_exists(kind: SourceKindName, name: &str, existing: SourceKindName) -> String {
+    format!(
+        "Cannot add {} '{name}': A {} with the same name already exists",
+        kind.lower(),
+        existing.lower()
+    )
+}
+
 /// How to create a topic that does not exist yet.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -1402,24 +1422,14 @@ mod tests {
     use crate::parser::parse_statement;
     use std::collections::BTreeMap;
 
-    #[derive(Default)]
-    struct MapCatalog(BTreeMap<String, SourceDesc>);
-
-    impl Catalog for MapCatalog {
-        fn source(&self, name: &str) -> Option<&SourceDesc> {
-            self.0.get(name)
-        }
-        fn source_names(&self) -> Vec<&str> {
-            self.0.keys().map(String::as_str).collect()
-        }
-    }
+    type MapCatalog = BTreeMap<String, SourceDesc>;
 
     fn run(catalog: &mut MapCatalog, sql: &str) -> Result<Planned, SqlError> {
         let stmt = parse_statement(sql)?;
         let planned = plan_statement(&stmt, catalog, &PlannerConfig::default())?;
         match &planned {
             Planned::CreateSource { source, .. } | Planned::CreateAs { sink: source, .. } => {
-                catalog.0.insert(source.name.clone(), source.clone());
+                catalog.insert(source.name.clone(), source.clone());
             }
             _ => {}
         }
@@ -1427,7 +1437,7 @@ mod tests {
     }
 
     fn catalog() -> MapCatalog {
-        let mut c = MapCatalog::default();
+        let mut c = MapCatalog::new();
         run(
             &mut c,
             "CREATE STREAM pageviews (id BIGINT KEY, page STRING, ms INT) WITH (kafka_topic='pv', value_format='JSON', partitions=3);",

@@ -2,19 +2,10 @@
 //! through the parser and, when they parse, the planner. Errors are fine; panics are not.
 
 use proptest::prelude::*;
-use sluice_sql::{Catalog, PlannerConfig, SourceDesc, parse_statements, plan_statement};
+use sluice_sql::{PlannerConfig, SourceDesc, parse_statements, plan_statement};
 use std::collections::BTreeMap;
 
-struct Fixed(BTreeMap<String, SourceDesc>);
-
-impl Catalog for Fixed {
-    fn source(&self, name: &str) -> Option<&SourceDesc> {
-        self.0.get(name)
-    }
-    fn source_names(&self) -> Vec<&str> {
-        self.0.keys().map(String::as_str).collect()
-    }
-}
+type Fixed = BTreeMap<String, SourceDesc>;
 
 /// A catalog with one stream, S(K STRING KEY, A INT, B STRING, D DOUBLE).
 fn catalog() -> Fixed {
@@ -22,13 +13,13 @@ fn catalog() -> Fixed {
         "CREATE STREAM S (K STRING KEY, A INT, B STRING, D DOUBLE) WITH (kafka_topic='s', value_format='JSON');",
     )
     .unwrap()[0];
-    let empty = Fixed(BTreeMap::new());
+    let empty = Fixed::new();
     let sluice_sql::Planned::CreateSource { source, .. } =
         plan_statement(stmt, &empty, &PlannerConfig::default()).unwrap()
     else {
         panic!("a source")
     };
-    Fixed(BTreeMap::from([(source.name.clone(), source)]))
+    Fixed::from([(source.name.clone(), source)])
 }
 
 const FRAGMENTS: &[&str] = &[
