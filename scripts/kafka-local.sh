@@ -99,7 +99,10 @@ start() {
     mkdir -p "$run"
     write_config
     format_storage
-    : >"$logfile.start"
+    touch "$logfile"
+    # Only what this start appends counts: remember where the log ends now.
+    local from
+    from=$(wc -c <"$logfile")
     say "starting broker on 127.0.0.1:$port; log: $logfile"
     # setsid: the broker outlives the shell that started it and gets its own process group.
     setsid java -Xmx"$heap" -Xms256m -XX:+UseG1GC -Djava.awt.headless=true \
@@ -108,10 +111,14 @@ start() {
         -cp "$libs/*" kafka.Kafka "$run/server.properties" >>"$logfile" 2>&1 </dev/null &
     echo $! >"$pidfile"
     local deadline=$((SECONDS + 120))
-    # Ready when the server says it started and the port answers.
-    local from
-    from=$(wc -c <"$logfile")
-    until tail -c +"$((from + 1))" "$logfile" | grep -q "Kafka Server started" && port_open; do
+    # Ready when the server says it started and the port answers. (grep -m1 may end the
+    # pipe before tail is done: capture the match instead of trusting the pipe's status.)
+    started() {
+        local line
+        line=$(tail -c +"$((from + 1))" "$logfile" | grep -m1 "Kafka Server started" || true)
+        [ -n "$line" ]
+    }
+    until started && port_open; do
         if ! running; then
             say "broker exited during start; last lines of $logfile:"
             tail -n 30 "$logfile" >&2
@@ -124,7 +131,6 @@ start() {
         fi
         sleep 0.5
     done
-    rm -f "$logfile.start"
     say "broker is up (pid $(cat "$pidfile"))"
     echo "127.0.0.1:$port"
 }
