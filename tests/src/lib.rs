@@ -6,6 +6,8 @@
 
 pub mod examples;
 
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -21,6 +23,12 @@ pub fn bootstrap() -> String {
     std::env::var("SLUICE_TEST_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
+thread_local! {
+    /// The names this test (its thread) made; topics containing them are deleted when
+    /// its server is dropped, so runs do not pile topics up in the local broker.
+    static NAMES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A name no other test (or earlier run) uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -28,12 +36,51 @@ pub fn unique(prefix: &str) -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    format!(
+    let name = format!(
         "{prefix}_{}_{}_{}",
         std::process::id(),
         now % 100_000_000,
         N.fetch_add(1, Ordering::SeqCst)
-    )
+    );
+    NAMES.with(|n| n.borrow_mut().push(name.clone()));
+    name
+}
+
+/// Deletes every topic whose name contains a name this test made (its inputs, sinks,
+/// examples' topics and its server's command topic). Best effort: a test's result never
+/// depends on it.
+fn delete_test_topics() {
+    let names = NAMES.with(|n| std::mem::take(&mut *n.borrow_mut()));
+    if names.is_empty() {
+        return;
+    }
+    let Ok(admin) = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create::<AdminClient<DefaultClientContext>>()
+    else {
+        return;
+    };
+    let Ok(md) = admin.inner().fetch_metadata(None, Duration::from_secs(10)) else {
+        return;
+    };
+    let doomed: Vec<String> = md
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        // Whole names only: `svc_1_2_7` must not match a topic of `svc_1_2_70`.
+        .filter(|t| {
+            names.iter().any(|n| {
+                t.match_indices(n.as_str())
+                    .any(|(i, _)| !t[i + n.len()..].starts_with(|c: char| c.is_ascii_digit()))
+            })
+        })
+        .collect();
+    if doomed.is_empty() {
+        return;
+    }
+    let refs: Vec<&str> = doomed.iter().map(String::as_str).collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let _ = futures::executor::block_on(admin.delete_topics(&refs, &opts));
 }
 
 /// Polls `f` until it returns Some, or panics with `what` after `timeout`.
@@ -216,6 +263,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+        delete_test_topics();
     }
 }
 
