@@ -334,6 +334,17 @@ pub fn consume(topic: &str, count: usize, timeout: Duration) -> Vec<Record> {
 
 /// As `consume`, with the partition each record came from.
 pub fn consume_with_partitions(topic: &str, count: usize, timeout: Duration) -> Vec<(i32, Record)> {
+    consume_until(topic, timeout, |records| records.len() >= count)
+}
+
+/// Reads a topic from the beginning (all partitions, read_committed) until `done` holds
+/// for what has arrived, then briefly longer to catch any extra record; or until the
+/// timeout. At-least-once outputs may repeat records, so "done" can be about distinct ones.
+pub fn consume_until(
+    topic: &str,
+    timeout: Duration,
+    done: impl Fn(&[(i32, Record)]) -> bool,
+) -> Vec<(i32, Record)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("group.id", unique("e2e-reader"))
@@ -356,7 +367,7 @@ pub fn consume_with_partitions(topic: &str, count: usize, timeout: Duration) -> 
     let deadline = Instant::now() + timeout;
     let mut settle: Option<Instant> = None;
     loop {
-        if out.len() >= count {
+        if done(&out) {
             let until = *settle.get_or_insert_with(|| Instant::now() + Duration::from_millis(500));
             if Instant::now() > until {
                 break;
