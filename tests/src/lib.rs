@@ -303,11 +303,35 @@ impl Record {
     }
 }
 
+/// Counts failed deliveries: a test must not blame the engine for records that never
+/// reached the broker.
+#[derive(Default)]
+struct DeliveryCheck {
+    failed: std::sync::Mutex<Vec<String>>,
+}
+
+impl rdkafka::ClientContext for DeliveryCheck {}
+
+impl rdkafka::producer::ProducerContext for DeliveryCheck {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(e.to_string());
+        }
+    }
+}
+
+/// Produces the records and waits until every one is acknowledged; panics on any failure.
 pub fn produce(topic: &str, records: &[Record]) {
-    let producer: BaseProducer = ClientConfig::new()
+    let producer: BaseProducer<DeliveryCheck> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("partitioner", "murmur2_random")
-        .create()
+        .set("acks", "all")
+        .create_with_context(DeliveryCheck::default())
         .expect("a producer");
     for r in records {
         let mut rec = BaseRecord::<[u8], [u8]>::to(topic).timestamp(r.timestamp);
@@ -321,6 +345,19 @@ pub fn produce(topic: &str, records: &[Record]) {
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
+    let failed = producer
+        .context()
+        .failed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    assert!(
+        failed.is_empty(),
+        "{} of {} records to {topic} were not delivered: {}",
+        failed.len(),
+        records.len(),
+        failed[0]
+    );
 }
 
 /// Reads a topic from the beginning until `count` records have arrived (all partitions,
