@@ -72,6 +72,9 @@ min.insync.replicas=1
 default.replication.factor=1
 delete.topic.enable=true
 log.segment.bytes=67108864
+# Keep data regardless of record timestamps: tests and examples use event times far in the
+# past, which the default 7-day retention would delete from under a running query.
+log.retention.ms=-1
 EOF
 }
 

@@ -309,14 +309,7 @@ fn restart_resumes_from_committed_offsets() {
 
 /// After a kill -9, nothing is lost (at-least-once: records after the last commit may
 /// come out twice).
-///
-/// KNOWN FAILURE, under investigation: when run by `.ci/run` right after the broker
-/// starts, the records produced to one input partition while the server is down are
-/// never processed after the restart (always the same 480), as if the restarted consumer
-/// began that partition at its end. It passes alone, in the whole suite and in
-/// `scripts/test.sh`. Run it with `cargo test -p sluice-e2e -- --ignored`.
 #[test]
-#[ignore = "intermittent loss after kill -9 under .ci/run; see the doc comment"]
 fn kill_loses_nothing() {
     let mut server = Server::start(&unique("svc"));
     let input = unique("k_in");
