@@ -605,13 +605,16 @@ mod tests {
         );
     }
 
-    #[test]
-    fn aggregation_emits_the_changelog_with_having_tombstones() {
-        use sluice_plan::AggregateCall;
+    /// `SELECT key, COUNT(*) AS N FROM IN [WINDOW ...] GROUP BY key [HAVING ...]` into a table.
+    fn count_by(
+        key: &str,
+        window: Option<sluice_plan::WindowSpec>,
+        having: Option<Expr>,
+    ) -> QueryPlan {
         let mut p = plan(FormatKind::Json, FormatKind::Json);
         let source = p.root.source_topics()[0].clone();
         let schema = LogicalSchema::new(vec![
-            Column::key("NAME", SqlType::String),
+            Column::key(key, SqlType::String),
             Column::value("N", SqlType::Bigint),
         ]);
         p.root = Step::TableSink {
@@ -620,19 +623,14 @@ mod tests {
                     name: "IN".into(),
                     topic: source,
                 }),
-                window: None,
-                group_by: vec![Expr::Column("NAME".into())],
-                aggregates: vec![AggregateCall {
+                window: window.clone(),
+                group_by: vec![Expr::Column(key.into())],
+                aggregates: vec![sluice_plan::AggregateCall {
                     function: "COUNT".into(),
                     args: vec![],
                     return_type: SqlType::Bigint,
                 }],
-                // HAVING COUNT(*) < 3: the third row of a group deletes it.
-                having: Some(Expr::Binary {
-                    op: BinaryOp::Lt,
-                    left: Box::new(Expr::Column("$agg0".into())),
-                    right: Box::new(Expr::Literal(Literal::Bigint(3))),
-                }),
+                having,
                 projection: vec![NamedExpr {
                     name: "N".into(),
                     expr: Expr::Column("$agg0".into()),
@@ -642,12 +640,27 @@ mod tests {
             topic: TopicSpec {
                 topic: "out".into(),
                 timestamp: None,
-                window: None,
+                window,
                 key_format: Format::new(FormatKind::Kafka),
                 value_format: Format::new(FormatKind::Json),
                 schema,
             },
         };
+        p
+    }
+
+    #[test]
+    fn aggregation_emits_the_changelog_with_having_tombstones() {
+        // HAVING COUNT(*) < 3: the third row of a group deletes it.
+        let p = count_by(
+            "NAME",
+            None,
+            Some(Expr::Binary {
+                op: BinaryOp::Lt,
+                left: Box::new(Expr::Column("$agg0".into())),
+                right: Box::new(Expr::Literal(Literal::Bigint(3))),
+            }),
+        );
         let mut pipeline = Pipeline::new(&p).unwrap();
         let rows = [
             r#"{"name":"a"}"#,
@@ -706,47 +719,12 @@ mod tests {
 
     #[test]
     fn windowed_keys_carry_the_window_start_and_late_records_are_dropped() {
-        use sluice_plan::{AggregateCall, WindowSpec};
-        let mut p = plan(FormatKind::Json, FormatKind::Json);
-        let source = p.root.source_topics()[0].clone();
-        let schema = LogicalSchema::new(vec![
-            Column::key("K", SqlType::String),
-            Column::value("N", SqlType::Bigint),
-        ]);
-        let window = WindowSpec {
+        let window = sluice_plan::WindowSpec {
             size_ms: 100,
             advance_ms: 100,
             grace_ms: 60,
         };
-        p.root = Step::TableSink {
-            input: Box::new(Step::StreamAggregate {
-                input: Box::new(Step::StreamSource {
-                    name: "IN".into(),
-                    topic: source,
-                }),
-                window: Some(window.clone()),
-                group_by: vec![Expr::Column("K".into())],
-                aggregates: vec![AggregateCall {
-                    function: "COUNT".into(),
-                    args: vec![],
-                    return_type: SqlType::Bigint,
-                }],
-                having: None,
-                projection: vec![NamedExpr {
-                    name: "N".into(),
-                    expr: Expr::Column("$agg0".into()),
-                }],
-                schema: schema.clone(),
-            }),
-            topic: TopicSpec {
-                topic: "out".into(),
-                timestamp: None,
-                window: Some(window),
-                key_format: Format::new(FormatKind::Kafka),
-                value_format: Format::new(FormatKind::Json),
-                schema,
-            },
-        };
+        let p = count_by("K", Some(window), None);
         let mut pipeline = Pipeline::new(&p).unwrap();
         let mut out = Vec::new();
         // Window [0, 100) closes when stream time reaches 100 + 60: the record at 20 (stream

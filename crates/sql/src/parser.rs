@@ -65,7 +65,6 @@ pub fn is_reserved(word: &str) -> bool {
 pub fn parse_statements(sql: &str) -> Result<Vec<Statement>, SqlError> {
     let tokens = tokenize(sql)?;
     let mut p = Parser {
-        sql,
         tokens,
         i: 0,
         depth: 0,
@@ -108,7 +107,6 @@ pub fn parse_statement(sql: &str) -> Result<Statement, SqlError> {
 pub fn parse_expression(sql: &str) -> Result<Expr, SqlError> {
     let tokens = tokenize(sql)?;
     let mut p = Parser {
-        sql,
         tokens,
         i: 0,
         depth: 0,
@@ -123,15 +121,13 @@ pub fn parse_expression(sql: &str) -> Result<Expr, SqlError> {
 /// Deep nesting beyond this is refused rather than risking the stack.
 const MAX_DEPTH: usize = 64;
 
-struct Parser<'a> {
-    #[allow(dead_code)]
-    sql: &'a str,
+struct Parser {
     tokens: Vec<Tok>,
     i: usize,
     depth: usize,
 }
 
-impl Parser<'_> {
+impl Parser {
     // ---- token helpers ----
 
     fn peek(&self) -> &Tok {
