@@ -88,10 +88,37 @@ pub enum Step {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         rekeyed: bool,
     },
+    /// Reads a topic as a table's changelog: each record upserts its key, a null value
+    /// deletes it, records without a key are dropped. Rows downstream are the table's
+    /// changes; a null row (`$tombstone`) is a deletion.
+    #[serde(rename = "tableSourceV1")]
+    TableSource {
+        name: String,
+        topic: TopicSpec,
+        /// Keep the table's current rows, so that each change also carries the row it
+        /// replaces (a retraction, ahead of the new row): aggregations over a table
+        /// need the old row to undo it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        materialized: bool,
+    },
+    /// A table's rows for which the predicate is not true become deletions (Kafka
+    /// Streams' `KTable.filter`: the downstream table must forget them).
+    #[serde(rename = "tableFilterV1")]
+    TableFilter { input: Box<Step>, predicate: Expr },
+    /// Computes a table's columns; the key columns are the input's, unchanged.
+    #[serde(rename = "tableSelectV1")]
+    TableSelect {
+        input: Box<Step>,
+        projection: Vec<NamedExpr>,
+        schema: LogicalSchema,
+    },
     /// Writes rows to a topic; the record timestamp is the input row's ROWTIME.
     #[serde(rename = "streamSinkV1")]
     StreamSink { input: Box<Step>, topic: TopicSpec },
     /// Groups a stream by `group_by` and aggregates each group, producing a table.
+    ///
+    /// Over a table's changes, a retraction row undoes the old row in its group before
+    /// the new row is added (every aggregate here then supports undo).
     ///
     /// Rows with a NULL group key, and null rows, are dropped. Each input row updates
     /// its group and emits the group's new row: the intermediate row has the key columns
@@ -122,33 +149,46 @@ impl Step {
     pub fn schema(&self) -> &LogicalSchema {
         match self {
             Step::StreamSource { topic, .. }
+            | Step::TableSource { topic, .. }
             | Step::StreamSink { topic, .. }
             | Step::TableSink { topic, .. } => &topic.schema,
-            Step::StreamFilter { input, .. } => input.schema(),
-            Step::StreamSelect { schema, .. } | Step::StreamAggregate { schema, .. } => schema,
+            Step::StreamFilter { input, .. } | Step::TableFilter { input, .. } => input.schema(),
+            Step::StreamSelect { schema, .. }
+            | Step::TableSelect { schema, .. }
+            | Step::StreamAggregate { schema, .. } => schema,
         }
     }
 
     pub fn input(&self) -> Option<&Step> {
         match self {
-            Step::StreamSource { .. } => None,
+            Step::StreamSource { .. } | Step::TableSource { .. } => None,
             Step::StreamFilter { input, .. }
+            | Step::TableFilter { input, .. }
             | Step::StreamSelect { input, .. }
+            | Step::TableSelect { input, .. }
             | Step::StreamSink { input, .. }
             | Step::StreamAggregate { input, .. }
             | Step::TableSink { input, .. } => Some(input),
         }
     }
 
-    /// Whether the plan keeps state (aggregations), which needs state stores.
+    /// Whether the plan keeps state (aggregations, materialized tables), which needs
+    /// state stores.
     pub fn is_stateful(&self) -> bool {
-        matches!(self, Step::StreamAggregate { .. }) || self.input().is_some_and(Step::is_stateful)
+        matches!(
+            self,
+            Step::StreamAggregate { .. }
+                | Step::TableSource {
+                    materialized: true,
+                    ..
+                }
+        ) || self.input().is_some_and(Step::is_stateful)
     }
 
     /// Every source topic the plan reads.
     pub fn source_topics(&self) -> Vec<&TopicSpec> {
         match self {
-            Step::StreamSource { topic, .. } => vec![topic],
+            Step::StreamSource { topic, .. } | Step::TableSource { topic, .. } => vec![topic],
             _ => self.input().map(Step::source_topics).unwrap_or_default(),
         }
     }
@@ -167,8 +207,14 @@ impl Step {
                 "SOURCE {name} (topic: {}, key: {}, value: {}) [{}]",
                 topic.topic, topic.key_format.kind, topic.value_format.kind, topic.schema
             ),
-            Step::StreamFilter { predicate, .. } => format!("FILTER {predicate}"),
-            Step::StreamSelect { projection, .. } => {
+            Step::TableSource { name, topic, .. } => format!(
+                "TABLE SOURCE {name} (topic: {}, key: {}, value: {}) [{}]",
+                topic.topic, topic.key_format.kind, topic.value_format.kind, topic.schema
+            ),
+            Step::StreamFilter { predicate, .. } | Step::TableFilter { predicate, .. } => {
+                format!("FILTER {predicate}")
+            }
+            Step::StreamSelect { projection, .. } | Step::TableSelect { projection, .. } => {
                 let cols: Vec<String> = projection
                     .iter()
                     .map(|p| format!("{} AS {}", p.expr, p.name))

@@ -6,7 +6,7 @@
 
 use crate::error::{Result, RuntimeError};
 use crate::expr::{PhysExpr, compile, evaluate, output_field};
-use crate::types::{PSEUDO_COUNT, arrow_type};
+use crate::types::{FLAG_COUNT, PSEUDO_COUNT, arrow_type};
 use datafusion_common::ScalarValue;
 use datafusion_common::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, new_empty_array};
 use datafusion_common::arrow::datatypes::Int64Type;
@@ -118,6 +118,44 @@ impl Accumulator {
                     *sum += v;
                     *count += 1;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes back one row added before (a table row that changed or was deleted).
+    fn undo(&mut self, arg: Option<&ScalarValue>) -> Result<()> {
+        match self {
+            Accumulator::Count(n) => {
+                if arg.is_none_or(|a| !a.is_null()) {
+                    *n -= 1;
+                }
+            }
+            Accumulator::Sum(total, t) => {
+                if let Some(a) = arg.filter(|a| !a.is_null()) {
+                    *total = match (&*total, a) {
+                        (ScalarValue::Int32(Some(x)), ScalarValue::Int32(Some(y))) => {
+                            ScalarValue::Int32(Some(x.wrapping_sub(*y)))
+                        }
+                        (ScalarValue::Int64(Some(x)), ScalarValue::Int64(Some(y))) => {
+                            ScalarValue::Int64(Some(x.wrapping_sub(*y)))
+                        }
+                        _ => total.sub(a)?.cast_to(t)?,
+                    };
+                }
+            }
+            Accumulator::Avg { sum, count } => {
+                if let Some(a) = arg.filter(|a| !a.is_null()) {
+                    if let ScalarValue::Float64(Some(v)) = a.cast_to(&DataType::Float64)? {
+                        *sum -= v;
+                    }
+                    *count -= 1;
+                }
+            }
+            other => {
+                return Err(RuntimeError::Plan(format!(
+                    "the aggregate {other:?} cannot undo a row; it cannot aggregate a table"
+                )));
             }
         }
         Ok(())
@@ -282,6 +320,7 @@ impl AggregateOp {
             .collect::<Result<_>>()?;
         let n = batch.num_columns();
         let tombstone = batch.column(n - 1).as_boolean();
+        let retract = batch.column(n - FLAG_COUNT).as_boolean();
 
         // Per emitted row: its group key, and the values of the intermediate row.
         let width = self.intermediate.fields().len();
@@ -299,6 +338,19 @@ impl AggregateOp {
                 .iter()
                 .map(|k| ScalarValue::try_from_array(k, row))
                 .collect::<datafusion_common::Result<Vec<_>>>()?;
+            let undo = retract.value(row);
+            if undo && !self.groups.contains_key(&group_key) {
+                continue;
+            }
+            // A change that stays in its group emits once, after the undo and the add
+            // (KIP-904): the retraction then only undoes.
+            let silent = undo
+                && row + 1 < batch.num_rows()
+                && !retract.value(row + 1)
+                && !tombstone.value(row + 1)
+                && keys.iter().zip(&group_key).all(|(k, v)| {
+                    ScalarValue::try_from_array(k, row + 1).is_ok_and(|next| next == *v)
+                });
             // Without a window, one group; with one, a group per open window.
             let windows: Vec<Option<i64>> = match &self.window {
                 None => vec![None],
@@ -340,7 +392,14 @@ impl AggregateOp {
                         .as_ref()
                         .map(|a| ScalarValue::try_from_array(a, row))
                         .transpose()?;
-                    acc.update(v.as_ref())?;
+                    if undo {
+                        acc.undo(v.as_ref())?;
+                    } else {
+                        acc.update(v.as_ref())?;
+                    }
+                }
+                if silent {
+                    continue;
                 }
                 let mut i = 0;
                 for k in &group_key {
@@ -419,16 +478,16 @@ impl AggregateOp {
             let at = m - PSEUDO_COUNT - 2;
             out.extend(intermediate.columns()[at..at + 2].iter().cloned());
         }
-        // ROWTIME, ROWPARTITION, ROWOFFSET; the group key is never null; the tombstones.
+        // ROWTIME, ROWPARTITION, ROWOFFSET; every row is the group's new row (no
+        // retraction), its key is never null; the tombstones.
         out.extend(
-            intermediate.columns()[m - PSEUDO_COUNT..m - 2]
+            intermediate.columns()[m - PSEUDO_COUNT..m - FLAG_COUNT]
                 .iter()
                 .cloned(),
         );
-        out.push(Arc::new(BooleanArray::from(vec![
-            false;
-            intermediate.num_rows()
-        ])));
+        let no = BooleanArray::from(vec![false; intermediate.num_rows()]);
+        out.push(Arc::new(no.clone()));
+        out.push(Arc::new(no));
         out.push(Arc::new(BooleanArray::from(deleted)));
         let result = RecordBatch::try_new(self.output.clone(), out)?;
         Ok(datafusion_common::arrow::compute::filter_record_batch(

@@ -12,12 +12,12 @@ use crate::codec::decode::{ColumnBuilder, PartDecoder};
 use crate::codec::encode::PartEncoder;
 use crate::error::{Result, RuntimeError};
 use crate::expr::{PhysExpr, compile, evaluate, output_field};
-use crate::types::{PSEUDO_COUNT, row_schema};
+use crate::types::{FLAG_COUNT, PSEUDO_COUNT, row_schema};
 use datafusion_common::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array,
 };
 use datafusion_common::arrow::compute::filter_record_batch;
-use datafusion_common::arrow::compute::kernels::boolean::{and, not};
+use datafusion_common::arrow::compute::kernels::boolean::{and, not, or};
 use datafusion_common::arrow::compute::kernels::nullif::nullif;
 use datafusion_common::arrow::datatypes::{Int64Type, Schema, SchemaRef};
 use datafusion_common::arrow::record_batch::RecordBatch;
@@ -51,7 +51,10 @@ pub struct DecodeFailure {
 }
 
 enum Op {
+    /// Drops the rows for which the predicate is not true.
     Filter(PhysExpr),
+    /// Turns the table rows for which the predicate is not true into deletions.
+    TableFilter(PhysExpr),
     Select {
         exprs: Vec<PhysExpr>,
         schema: SchemaRef,
@@ -64,8 +67,18 @@ enum Op {
     Aggregate(Box<AggregateOp>),
 }
 
+/// The current rows of a materialized source table: key bytes to value bytes, as read.
+/// A change to a key decodes the stored row again as the retraction.
+#[derive(Default)]
+struct TableRows {
+    rows: std::collections::HashMap<Vec<u8>, Vec<u8>>,
+}
+
 pub struct Pipeline {
     source: TopicSpec,
+    /// The source is a table (records without a key are dropped), with its rows kept
+    /// when it is materialized.
+    table: Option<Option<TableRows>>,
     source_schema: SchemaRef,
     builders: Vec<ColumnBuilder>,
     key_decoder: PartDecoder,
@@ -73,6 +86,7 @@ pub struct Pipeline {
     rowtime: Vec<i64>,
     partition: Vec<i32>,
     offset: Vec<i64>,
+    retract: Vec<bool>,
     key_null: Vec<bool>,
     tombstone: Vec<bool>,
     ops: Vec<Op>,
@@ -101,9 +115,14 @@ impl Pipeline {
         // Walk down to the source, then compile the steps upwards.
         let mut chain = Vec::new();
         let mut step: &Step = input;
-        let source = loop {
+        let (source, table) = loop {
             match step {
-                Step::StreamSource { topic, .. } => break topic.clone(),
+                Step::StreamSource { topic, .. } => break (topic.clone(), None),
+                Step::TableSource {
+                    topic,
+                    materialized,
+                    ..
+                } => break (topic.clone(), Some(materialized.then(TableRows::default))),
                 Step::StreamSink { .. } | Step::TableSink { .. } => {
                     return Err(RuntimeError::Plan("a sink inside a plan".into()));
                 }
@@ -121,12 +140,20 @@ impl Pipeline {
                 Step::StreamFilter { predicate, .. } => {
                     ops.push(Op::Filter(compile(predicate, &schema)?));
                 }
+                Step::TableFilter { predicate, .. } => {
+                    ops.push(Op::TableFilter(compile(predicate, &schema)?));
+                }
                 Step::StreamSelect {
                     projection,
-                    rekeyed,
+                    schema: logical,
+                    ..
+                }
+                | Step::TableSelect {
+                    projection,
                     schema: logical,
                     ..
                 } => {
+                    let rekeyed = matches!(step, Step::StreamSelect { rekeyed: true, .. });
                     let exprs = projection
                         .iter()
                         .map(|p| compile(&p.expr, &schema))
@@ -143,7 +170,7 @@ impl Pipeline {
                     ops.push(Op::Select {
                         exprs,
                         schema: out.clone(),
-                        rekeyed: *rekeyed,
+                        rekeyed,
                         keys: projection
                             .iter()
                             .take(logical.keys().count())
@@ -218,6 +245,7 @@ impl Pipeline {
             PartEncoder::new(&sink.value_format, sink_part(ColumnKind::Value)?, false);
         Ok(Pipeline {
             source,
+            table,
             source_schema,
             builders,
             key_decoder,
@@ -225,6 +253,7 @@ impl Pipeline {
             rowtime: Vec::new(),
             partition: Vec::new(),
             offset: Vec::new(),
+            retract: Vec::new(),
             key_null: Vec::new(),
             tombstone: Vec::new(),
             ops,
@@ -248,34 +277,81 @@ impl Pipeline {
     /// reported and leaves the batch as it was.
     pub fn push(&mut self, r: &SourceRecord<'_>) -> std::result::Result<(), DecodeFailure> {
         let before = self.rowtime.len();
-        let decoded = self
-            .key_decoder
-            .decode(r.key, &mut self.builders)
-            .map_err(|e| format!("Error deserializing key: {e}"))
-            .and_then(|()| {
-                self.value_decoder
-                    .decode(r.value, &mut self.builders)
-                    .map_err(|e| format!("Error deserializing value: {e}"))
-            });
-        match decoded {
-            Ok(()) => {
-                self.rowtime.push(r.timestamp);
-                self.partition.push(r.partition);
-                self.offset.push(r.offset);
-                self.key_null.push(r.key.is_none());
-                self.tombstone.push(r.value.is_none());
-                Ok(())
-            }
-            Err(reason) => {
-                for b in &mut self.builders {
-                    b.truncate(before);
+        let mut retracted = None;
+        match &self.table {
+            None => {}
+            // A table's rows are identified by their key: a record without one is
+            // dropped, as ksqlDB does.
+            Some(_) if r.key.is_none() => return Ok(()),
+            Some(None) => {}
+            Some(Some(state)) => {
+                let key = r.key.unwrap_or_default();
+                if let Some(old) = state.rows.get(key) {
+                    // The row this record replaces, ahead of it: decoded from the bytes
+                    // that decoded once already.
+                    let old = old.clone();
+                    self.decode_row(r.key, Some(&old))
+                        .map_err(|reason| self.rollback(before, r, reason))?;
+                    self.push_flags(r, true, false);
+                    retracted = Some(old);
                 }
-                Err(DecodeFailure {
-                    partition: r.partition,
-                    offset: r.offset,
-                    reason,
-                })
             }
+        }
+        self.decode_row(r.key, r.value)
+            .map_err(|reason| self.rollback(before, r, reason))?;
+        self.push_flags(r, false, r.value.is_none());
+        if let Some(Some(state)) = &mut self.table {
+            let key = r.key.unwrap_or_default().to_vec();
+            match r.value {
+                Some(v) => {
+                    state.rows.insert(key, v.to_vec());
+                }
+                None if retracted.is_some() => {
+                    state.rows.remove(&key);
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn decode_row(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> std::result::Result<(), String> {
+        self.key_decoder
+            .decode(key, &mut self.builders)
+            .map_err(|e| format!("Error deserializing key: {e}"))?;
+        self.value_decoder
+            .decode(value, &mut self.builders)
+            .map_err(|e| format!("Error deserializing value: {e}"))
+    }
+
+    fn push_flags(&mut self, r: &SourceRecord<'_>, retract: bool, tombstone: bool) {
+        self.rowtime.push(r.timestamp);
+        self.partition.push(r.partition);
+        self.offset.push(r.offset);
+        self.retract.push(retract);
+        self.key_null.push(r.key.is_none());
+        self.tombstone.push(tombstone);
+    }
+
+    /// Forgets the rows of a record that failed to decode.
+    fn rollback(&mut self, before: usize, r: &SourceRecord<'_>, reason: String) -> DecodeFailure {
+        for b in &mut self.builders {
+            b.truncate(before);
+        }
+        self.rowtime.truncate(before);
+        self.partition.truncate(before);
+        self.offset.truncate(before);
+        self.retract.truncate(before);
+        self.key_null.truncate(before);
+        self.tombstone.truncate(before);
+        DecodeFailure {
+            partition: r.partition,
+            offset: r.offset,
+            reason,
         }
     }
 
@@ -298,6 +374,9 @@ impl Pipeline {
         ))));
         columns.push(Arc::new(Int64Array::from(std::mem::take(&mut self.offset))));
         columns.push(Arc::new(BooleanArray::from(std::mem::take(
+            &mut self.retract,
+        ))));
+        columns.push(Arc::new(BooleanArray::from(std::mem::take(
             &mut self.key_null,
         ))));
         columns.push(Arc::new(BooleanArray::from(std::mem::take(
@@ -316,6 +395,20 @@ impl Pipeline {
                     let tombstone = batch.column(batch.num_columns() - 1).as_boolean();
                     let mask = and(mask.as_boolean(), &not(tombstone)?)?;
                     batch = filter_record_batch(&batch, &mask)?;
+                }
+                Op::TableFilter(predicate) => {
+                    let mask = evaluate(predicate, &batch, &mut self.expression_errors)?;
+                    let mask = mask.as_boolean();
+                    // NULL counts as false: the row is deleted too.
+                    let passes = match mask.nulls() {
+                        Some(_) => datafusion_common::arrow::compute::prep_null_mask_filter(mask),
+                        None => mask.clone(),
+                    };
+                    let n = batch.num_columns();
+                    let tombstone = or(batch.column(n - 1).as_boolean(), &not(&passes)?)?;
+                    let mut columns = batch.columns().to_vec();
+                    columns[n - 1] = Arc::new(tombstone);
+                    batch = RecordBatch::try_new(batch.schema(), columns)?;
                 }
                 Op::Aggregate(agg) => {
                     batch = agg.process(&batch, &mut self.expression_errors)?;
@@ -359,6 +452,11 @@ impl Pipeline {
             }
         }
         let n = batch.num_columns();
+        // Retractions are for aggregations; a sink writes only the new rows.
+        let retract = batch.column(n - FLAG_COUNT).as_boolean();
+        if retract.true_count() > 0 {
+            batch = filter_record_batch(&batch, &not(retract)?)?;
+        }
         let rowtime = batch
             .column(n - PSEUDO_COUNT)
             .as_primitive::<Int64Type>()
@@ -689,6 +787,73 @@ mod tests {
                 ("a".into(), None),
             ]
         );
+    }
+
+    #[test]
+    fn table_aggregation_undoes_the_rows_a_change_replaces() {
+        // The source is a table keyed by K: GROUP BY NAME counts its current rows.
+        let mut p = count_by("NAME", None, None);
+        if let Step::TableSink { input, .. } = &mut p.root
+            && let Step::StreamAggregate { input: source, .. } = input.as_mut()
+            && let Step::StreamSource { name, topic } = source.as_ref().clone()
+        {
+            **source = Step::TableSource {
+                name,
+                topic,
+                materialized: true,
+            };
+        }
+        let mut pipeline = Pipeline::new(&p).unwrap();
+        let changes: [(Option<&str>, Option<&str>); 7] = [
+            (Some("1"), Some(r#"{"name":"a"}"#)),
+            (Some("2"), Some(r#"{"name":"a"}"#)),
+            // Moves key 1 from a to b: a loses it (emits), b gains it (emits).
+            (Some("1"), Some(r#"{"name":"b"}"#)),
+            // Same group: one emission, not two.
+            (Some("1"), Some(r#"{"name":"b", "id": 5}"#)),
+            // A record without a key is no table row.
+            (None, Some(r#"{"name":"a"}"#)),
+            // A value that does not decode changes nothing.
+            (Some("2"), Some("not json")),
+            // Deleting key 2 takes it out of a.
+            (Some("2"), None),
+        ];
+        let mut failures = 0;
+        for (i, (key, value)) in changes.iter().enumerate() {
+            let r = SourceRecord {
+                key: key.map(str::as_bytes),
+                value: value.map(str::as_bytes),
+                timestamp: i as i64,
+                partition: 0,
+                offset: i as i64,
+            };
+            failures += pipeline.push(&r).is_err() as usize;
+        }
+        let mut out = Vec::new();
+        pipeline.flush(&mut out).unwrap();
+        let shown: Vec<String> = out
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}={}@{}",
+                    String::from_utf8_lossy(r.key.as_deref().unwrap()),
+                    String::from_utf8_lossy(r.value.as_deref().unwrap()),
+                    r.timestamp
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                r#"a={"N":1}@0"#,
+                r#"a={"N":2}@1"#,
+                r#"a={"N":1}@2"#,
+                r#"b={"N":1}@2"#,
+                r#"b={"N":1}@3"#,
+                r#"a={"N":0}@6"#,
+            ]
+        );
+        assert_eq!(failures, 1);
     }
 
     #[test]

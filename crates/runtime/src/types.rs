@@ -49,9 +49,14 @@ pub const TOMBSTONE: &str = "$tombstone";
 /// never null as a whole, even when its columns are NULL.
 pub const KEY_NULL: &str = "$keynull";
 
+/// Name of the runtime's flag ahead of the other two: whether the row is a retraction,
+/// the old row of a table change, which an aggregation undoes and a sink skips. Only a
+/// materialized table source writes such rows.
+pub const RETRACT: &str = "$retract";
+
 /// The Arrow schema of rows in flight: the logical columns, then the pseudo-columns
-/// ROWTIME, ROWPARTITION and ROWOFFSET and the tombstone flag, which every batch
-/// carries at its end.
+/// ROWTIME, ROWPARTITION and ROWOFFSET and the three flags, which every batch carries
+/// at its end.
 pub fn row_schema(schema: &LogicalSchema) -> SchemaRef {
     let mut fields: Vec<Field> = schema
         .columns
@@ -61,11 +66,14 @@ pub fn row_schema(schema: &LogicalSchema) -> SchemaRef {
     for (name, ty) in PSEUDO_COLUMNS {
         fields.push(Field::new(name, arrow_type(&ty), false));
     }
+    fields.push(Field::new(RETRACT, DataType::Boolean, false));
     fields.push(Field::new(KEY_NULL, DataType::Boolean, false));
     fields.push(Field::new(TOMBSTONE, DataType::Boolean, false));
     Arc::new(Schema::new(fields))
 }
 
-/// Number of trailing columns every row batch carries: the pseudo-columns, the null-key
-/// flag and the tombstone flag.
-pub const PSEUDO_COUNT: usize = PSEUDO_COLUMNS.len() + 2;
+/// Number of flags at the end of every row batch: retraction, null key, tombstone.
+pub const FLAG_COUNT: usize = 3;
+
+/// Number of trailing columns every row batch carries: the pseudo-columns and the flags.
+pub const PSEUDO_COUNT: usize = PSEUDO_COLUMNS.len() + FLAG_COUNT;

@@ -232,36 +232,18 @@ pub fn plan_aggregate(
             None => value_items.push((expr, name)),
         }
     }
-    let missing: Vec<String> = texts
-        .iter()
-        .zip(&key_names)
-        .filter(|(_, n)| n.is_none())
-        .map(|(t, _)| t.clone())
-        .collect();
-    if !missing.is_empty() {
-        let noun = if missing.len() == 1 {
-            "grouping expression"
-        } else {
-            "grouping expressions"
-        };
-        return Err(SqlError::semantic(
-            None,
-            format!(
-                "The query used to build `{sink_name}` must include the {noun} {} in its projection (eg, SELECT {}...).",
-                list_names(&missing),
-                missing.join(", ")
-            ),
-        ));
-    }
-    let key_names: Vec<String> = key_names.into_iter().flatten().collect();
-
     // Rewrite the value items and HAVING over the intermediate row.
     let mut rw = Rewriter {
         input: &analyzer,
+        // A GROUP BY expression not projected gets a placeholder name: ksqlDB reports
+        // the select list's errors first.
         groups: texts
             .iter()
             .cloned()
-            .zip(key_names.iter().cloned())
+            .zip(key_names.iter().enumerate().map(|(i, n)| match n {
+                Some(n) => n.clone(),
+                None => format!("$key{i}"),
+            }))
             .collect(),
         aggregates: Vec::new(),
         stray: Vec::new(),
@@ -295,6 +277,29 @@ pub fn plan_aggregate(
             ),
         ));
     }
+
+    let missing: Vec<String> = texts
+        .iter()
+        .zip(&key_names)
+        .filter(|(_, n)| n.is_none())
+        .map(|(t, _)| t.clone())
+        .collect();
+    if !missing.is_empty() {
+        let noun = if missing.len() == 1 {
+            "grouping expression"
+        } else {
+            "grouping expressions"
+        };
+        return Err(SqlError::semantic(
+            None,
+            format!(
+                "The query used to build `{sink_name}` must include the {noun} {} in its projection (eg, SELECT {}...).",
+                list_names(&missing),
+                missing.join(", ")
+            ),
+        ));
+    }
+    let key_names: Vec<String> = key_names.into_iter().flatten().collect();
 
     // Analyze over the intermediate row: key columns, then $agg0...
     let mut columns: Vec<ScopeColumn> = key_names
@@ -392,4 +397,63 @@ pub fn find_aggregate(e: &ast::Expr) -> Option<String> {
         _ => false,
     });
     found
+}
+
+/// Whether `e` reads a column outside every aggregate call in it.
+fn reads_column_outside_aggregates(e: &ast::Expr) -> bool {
+    match &e.kind {
+        ExprKind::Call { name, .. } if is_aggregate(name) => false,
+        ExprKind::Column { .. } => true,
+        _ => {
+            let mut found = false;
+            // map_children visits each direct child; the tree is left as it was.
+            let _ = e.map_children(&mut |c| {
+                found |= reads_column_outside_aggregates(c);
+                Ok::<_, SqlError>(c.clone())
+            });
+            found
+        }
+    }
+}
+
+/// Refuses a select list that aggregates without a GROUP BY, as ksqlDB does: naming
+/// the items that are not aggregates, else the aggregate that needs the GROUP BY.
+pub fn refuse_aggregates_without_group_by(query: &ast::Query) -> Result<(), SqlError> {
+    let exprs: Vec<&ast::Expr> = query
+        .select
+        .iter()
+        .filter_map(|item| match item {
+            SelectItem::Expr { expr, .. } => Some(expr),
+            _ => None,
+        })
+        .collect();
+    let Some((first, agg)) = exprs
+        .iter()
+        .find_map(|e| find_aggregate(e).map(|a| (*e, a)))
+    else {
+        return Ok(());
+    };
+    let strays: Vec<String> = exprs
+        .iter()
+        .filter(|e| reads_column_outside_aggregates(e))
+        .map(|e| e.to_string())
+        .collect();
+    if !strays.is_empty()
+        || query
+            .select
+            .iter()
+            .any(|i| !matches!(i, SelectItem::Expr { .. }))
+    {
+        return Err(SqlError::semantic(
+            None,
+            format!(
+                "Non-aggregate SELECT expression(s) not part of GROUP BY: {}\nEither add the column(s) to the GROUP BY or remove them from the SELECT.",
+                strays.join(", ")
+            ),
+        ));
+    }
+    Err(SqlError::semantic(
+        first.pos,
+        format!("Use of aggregate function {agg} requires a GROUP BY clause."),
+    ))
 }

@@ -854,12 +854,7 @@ fn plan_create_as(
             None => err,
         });
     };
-    if source.kind == SourceKindName::Table {
-        return Err(SqlError::unsupported(
-            stmt.pos,
-            "Queries over tables are not supported yet",
-        ));
-    }
+    let over_table = source.kind == SourceKindName::Table;
     let grouped = !q.group_by.is_empty();
     if q.having.is_some() && !grouped {
         return Err(SqlError::semantic(
@@ -867,7 +862,10 @@ fn plan_create_as(
             "HAVING clause requires a GROUP BY clause.",
         ));
     }
-    match (c.kind, grouped) {
+    if !grouped {
+        crate::aggregate::refuse_aggregates_without_group_by(q)?;
+    }
+    match (c.kind, grouped || over_table) {
         (SourceKind::Stream, true) => {
             return Err(SqlError::semantic(
                 stmt.pos,
@@ -882,17 +880,11 @@ fn plan_create_as(
         }
         _ => {}
     }
-    if !grouped {
-        for item in &q.select {
-            if let SelectItem::Expr { expr, .. } = item
-                && let Some(agg) = crate::aggregate::find_aggregate(expr)
-            {
-                return Err(SqlError::semantic(
-                    expr.pos,
-                    format!("Use of aggregate function {agg} requires a GROUP BY clause."),
-                ));
-            }
-        }
+    if over_table && !q.partition_by.is_empty() {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            "Cannot repartition a TABLE source. PARTITION BY can only be used on streams.",
+        ));
     }
     if !q.partition_by.is_empty() && !q.group_by.is_empty() {
         return Err(SqlError::semantic(
@@ -939,9 +931,18 @@ fn plan_create_as(
         columns: scope_columns,
     };
 
-    let mut root = Step::StreamSource {
-        name: source.name.clone(),
-        topic: source.topic.clone(),
+    let mut root = if over_table {
+        Step::TableSource {
+            name: source.name.clone(),
+            topic: source.topic.clone(),
+            // An aggregation undoes the row a change replaces.
+            materialized: grouped,
+        }
+    } else {
+        Step::StreamSource {
+            name: source.name.clone(),
+            topic: source.topic.clone(),
+        }
     };
     if let Some(w) = &q.where_clause {
         let analyzer = ExprAnalyzer {
@@ -968,9 +969,16 @@ fn plan_create_as(
                 ),
             ));
         }
-        root = Step::StreamFilter {
-            input: Box::new(root),
-            predicate,
+        root = if over_table {
+            Step::TableFilter {
+                input: Box::new(root),
+                predicate,
+            }
+        } else {
+            Step::StreamFilter {
+                input: Box::new(root),
+                predicate,
+            }
         };
     }
 
@@ -983,10 +991,19 @@ fn plan_create_as(
                 "WINDOW clause requires a GROUP BY clause.",
             ));
         }
+        Some(_) if over_table => {
+            return Err(SqlError::semantic(
+                stmt.pos,
+                "Windowing not supported for table aggregations.",
+            ));
+        }
         Some(w) => Some(window_spec(w)?),
     };
     let (body, out_schema) = if grouped {
         let agg = crate::aggregate::plan_aggregate(&c.name, q, &scope, root, window.clone())?;
+        if over_table {
+            check_table_aggregates(stmt.pos, &agg.step)?;
+        }
         (agg.step, agg.schema)
     } else {
         let (projection, out_schema) = if q.partition_by.is_empty() {
@@ -994,11 +1011,19 @@ fn plan_create_as(
         } else {
             plan_partition_by(c, input_schema, &scope)?
         };
-        let step = Step::StreamSelect {
-            input: Box::new(root),
-            projection,
-            schema: out_schema.clone(),
-            rekeyed: !q.partition_by.is_empty(),
+        let step = if over_table {
+            Step::TableSelect {
+                input: Box::new(root),
+                projection,
+                schema: out_schema.clone(),
+            }
+        } else {
+            Step::StreamSelect {
+                input: Box::new(root),
+                projection,
+                schema: out_schema.clone(),
+                rekeyed: !q.partition_by.is_empty(),
+            }
         };
         (step, out_schema)
     };
@@ -1035,7 +1060,8 @@ fn plan_create_as(
     check_formats(&sink_topic)?;
     let (partitions, replicas) = with.topic_creation()?;
 
-    let root = if grouped {
+    let produces_table = grouped || over_table;
+    let root = if produces_table {
         Step::TableSink {
             input: Box::new(body),
             topic: sink_topic.clone(),
@@ -1049,7 +1075,7 @@ fn plan_create_as(
     Ok(Planned::CreateAs {
         sink: SourceDesc {
             name: c.name.clone(),
-            kind: if grouped {
+            kind: if produces_table {
                 SourceKindName::Table
             } else {
                 SourceKindName::Stream
@@ -1070,6 +1096,37 @@ fn plan_create_as(
         }),
         inputs: vec![source.name.clone()],
     })
+}
+
+/// Aggregate functions that can undo a row, which aggregating a table needs (ksqlDB's
+/// `TableUdaf`s).
+const TABLE_AGGREGATES: &[&str] = &["COUNT", "SUM", "AVG"];
+
+fn check_table_aggregates(pos: Pos, step: &Step) -> Result<(), SqlError> {
+    let Step::StreamAggregate { aggregates, .. } = step else {
+        return Ok(());
+    };
+    let mut refused: Vec<&str> = Vec::new();
+    for a in aggregates {
+        if !TABLE_AGGREGATES.contains(&a.function.as_str()) && !refused.contains(&&*a.function) {
+            refused.push(&a.function);
+        }
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let names = match refused.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => unreachable!(),
+    };
+    Err(SqlError::semantic(
+        pos,
+        format!(
+            "The aggregation function{} {names} cannot be applied to a table source, only to a stream source.",
+            if refused.len() == 1 { "" } else { "s" }
+        ),
+    ))
 }
 
 fn plan_insert_into(
@@ -1513,8 +1570,69 @@ mod tests {
                 .contains("produces a TABLE")
         );
         assert_eq!(
-            error("CREATE STREAM t AS SELECT id, COUNT(*) FROM pageviews;"),
+            error("CREATE STREAM t AS SELECT COUNT(*) FROM pageviews;"),
             "Use of aggregate function COUNT requires a GROUP BY clause."
+        );
+        assert_eq!(
+            error("CREATE TABLE t AS SELECT page, COUNT(*) FROM pageviews;"),
+            "Non-aggregate SELECT expression(s) not part of GROUP BY: PAGE\nEither add the column(s) to the GROUP BY or remove them from the SELECT."
+        );
+        // The select list is checked before the key columns.
+        assert_eq!(
+            error("CREATE TABLE t AS SELECT ms + 1, COUNT(*) FROM pageviews GROUP BY 1 + ms;"),
+            "Non-aggregate SELECT expression(s) not part of GROUP BY: (MS + 1)\nEither add the column(s) to the GROUP BY or remove them from the SELECT."
+        );
+    }
+
+    #[test]
+    fn queries_over_tables_produce_tables() {
+        let mut cat = catalog();
+        run(
+            &mut cat,
+            "CREATE TABLE users (id STRING PRIMARY KEY, region STRING, score INT) WITH (kafka_topic='users', value_format='JSON');",
+        )
+        .unwrap();
+        let plan_of = |cat: &mut MapCatalog, sql: &str| match run(cat, sql).unwrap() {
+            Planned::CreateAs { plan, sink, .. } => (plan, sink),
+            other => panic!("unexpected {other:?}"),
+        };
+        let (plan, sink) = plan_of(
+            &mut cat,
+            "CREATE TABLE eu AS SELECT id, score FROM users WHERE region = 'eu';",
+        );
+        assert_eq!(sink.kind, SourceKindName::Table);
+        let explain = plan.root.explain();
+        assert!(explain.contains("TABLE SOURCE USERS"), "{explain}");
+        assert!(matches!(&plan.root, Step::TableSink { input, .. }
+            if matches!(&**input, Step::TableSelect { input, .. }
+                if matches!(&**input, Step::TableFilter { .. }))));
+        assert!(!plan.root.is_stateful());
+
+        // Aggregating a table needs its old rows: the source is materialized.
+        let (plan, _) = plan_of(
+            &mut cat,
+            "CREATE TABLE per_region AS SELECT region, SUM(score) FROM users GROUP BY region;",
+        );
+        assert!(plan.root.is_stateful());
+
+        let error_of = |cat: &mut MapCatalog, sql: &str| run(cat, sql).unwrap_err().to_string();
+        assert!(
+            error_of(&mut cat, "CREATE STREAM s AS SELECT * FROM users;")
+                .contains("produces a TABLE")
+        );
+        assert_eq!(
+            error_of(
+                &mut cat,
+                "CREATE TABLE m AS SELECT region, MIN(score), MAX(score) FROM users GROUP BY region;"
+            ),
+            "The aggregation functions MIN and MAX cannot be applied to a table source, only to a stream source."
+        );
+        assert_eq!(
+            error_of(
+                &mut cat,
+                "CREATE TABLE w AS SELECT region, COUNT(*) FROM users WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY region;"
+            ),
+            "Windowing not supported for table aggregations."
         );
     }
 
