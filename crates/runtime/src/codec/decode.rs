@@ -6,9 +6,11 @@
 use crate::types::arrow_type;
 use datafusion_common::arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
-    Int32Builder, Int64Builder, StringBuilder, Time32MillisecondBuilder,
-    TimestampMillisecondBuilder,
+    Int32Builder, Int64Builder, ListArray, MapArray, StringBuilder, StructArray,
+    Time32MillisecondBuilder, TimestampMillisecondBuilder,
 };
+use datafusion_common::arrow::buffer::{NullBuffer, OffsetBuffer};
+use datafusion_common::arrow::datatypes::{DataType, FieldRef, Fields};
 use serde_json::Value;
 use sluice_plan::{Column, Format, FormatKind, SqlType};
 use std::sync::Arc;
@@ -25,6 +27,29 @@ pub enum ColumnBuilder {
     Date(Date32Builder),
     Time(Time32MillisecondBuilder),
     Timestamp(TimestampMillisecondBuilder),
+    /// ARRAY: the elements of all rows in one child column, cut by offsets.
+    List {
+        field: FieldRef,
+        items: Box<ColumnBuilder>,
+        offsets: Vec<i32>,
+        valid: Vec<bool>,
+    },
+    /// MAP: keys and values in two child columns, cut by offsets.
+    Map {
+        entries: FieldRef,
+        keys: Box<ColumnBuilder>,
+        values: Box<ColumnBuilder>,
+        offsets: Vec<i32>,
+        valid: Vec<bool>,
+    },
+    /// STRUCT: one child column per field.
+    Struct {
+        fields: Fields,
+        /// Upper-cased field names, for case-insensitive JSON lookup.
+        upper: Vec<String>,
+        children: Vec<ColumnBuilder>,
+        valid: Vec<bool>,
+    },
 }
 
 type DecodeResult = Result<(), String>;
@@ -46,7 +71,46 @@ impl ColumnBuilder {
             SqlType::Date => ColumnBuilder::Date(Date32Builder::new()),
             SqlType::Time => ColumnBuilder::Time(Time32MillisecondBuilder::new()),
             SqlType::Timestamp => ColumnBuilder::Timestamp(TimestampMillisecondBuilder::new()),
-            other => return Err(format!("columns of type {other} are not supported yet")),
+            SqlType::Array(item) => {
+                let DataType::List(field) = arrow_type(ty) else {
+                    unreachable!("ARRAY is a List")
+                };
+                ColumnBuilder::List {
+                    field,
+                    items: Box::new(ColumnBuilder::new(item)?),
+                    offsets: vec![0],
+                    valid: Vec::new(),
+                }
+            }
+            SqlType::Map { key, value } => {
+                let DataType::Map(entries, _) = arrow_type(ty) else {
+                    unreachable!("MAP is a Map")
+                };
+                ColumnBuilder::Map {
+                    entries,
+                    keys: Box::new(ColumnBuilder::new(key)?),
+                    values: Box::new(ColumnBuilder::new(value)?),
+                    offsets: vec![0],
+                    valid: Vec::new(),
+                }
+            }
+            SqlType::Struct(struct_fields) => {
+                let DataType::Struct(fields) = arrow_type(ty) else {
+                    unreachable!("STRUCT is a Struct")
+                };
+                ColumnBuilder::Struct {
+                    fields,
+                    upper: struct_fields
+                        .iter()
+                        .map(|f| f.name.to_uppercase())
+                        .collect(),
+                    children: struct_fields
+                        .iter()
+                        .map(|f| ColumnBuilder::new(&f.ty))
+                        .collect::<Result<_, _>>()?,
+                    valid: Vec::new(),
+                }
+            }
         })
     }
 
@@ -63,6 +127,9 @@ impl ColumnBuilder {
             ColumnBuilder::Date(b) => b.len(),
             ColumnBuilder::Time(b) => b.len(),
             ColumnBuilder::Timestamp(b) => b.len(),
+            ColumnBuilder::List { valid, .. }
+            | ColumnBuilder::Map { valid, .. }
+            | ColumnBuilder::Struct { valid, .. } => valid.len(),
         }
     }
 
@@ -82,6 +149,19 @@ impl ColumnBuilder {
             ColumnBuilder::Date(b) => b.append_null(),
             ColumnBuilder::Time(b) => b.append_null(),
             ColumnBuilder::Timestamp(b) => b.append_null(),
+            ColumnBuilder::List { offsets, valid, .. }
+            | ColumnBuilder::Map { offsets, valid, .. } => {
+                offsets.push(*offsets.last().expect("offsets start at 0"));
+                valid.push(false);
+            }
+            ColumnBuilder::Struct {
+                children, valid, ..
+            } => {
+                for c in children {
+                    c.append_null();
+                }
+                valid.push(false);
+            }
         }
     }
 
@@ -98,11 +178,89 @@ impl ColumnBuilder {
             ColumnBuilder::Date(b) => Arc::new(b.finish()),
             ColumnBuilder::Time(b) => Arc::new(b.finish()),
             ColumnBuilder::Timestamp(b) => Arc::new(b.finish()),
+            ColumnBuilder::List {
+                field,
+                items,
+                offsets,
+                valid,
+            } => Arc::new(ListArray::new(
+                field.clone(),
+                OffsetBuffer::new(std::mem::replace(offsets, vec![0]).into()),
+                items.finish(),
+                nulls(std::mem::take(valid)),
+            )),
+            ColumnBuilder::Map {
+                entries,
+                keys,
+                values,
+                offsets,
+                valid,
+            } => {
+                let DataType::Struct(fields) = entries.data_type() else {
+                    unreachable!("map entries are a struct")
+                };
+                let entry_array =
+                    StructArray::new(fields.clone(), vec![keys.finish(), values.finish()], None);
+                Arc::new(MapArray::new(
+                    entries.clone(),
+                    OffsetBuffer::new(std::mem::replace(offsets, vec![0]).into()),
+                    entry_array,
+                    nulls(std::mem::take(valid)),
+                    false,
+                ))
+            }
+            ColumnBuilder::Struct {
+                fields,
+                children,
+                valid,
+                ..
+            } => Arc::new(StructArray::new(
+                fields.clone(),
+                children.iter_mut().map(|c| c.finish()).collect(),
+                nulls(std::mem::take(valid)),
+            )),
         }
     }
 
     /// Drops values appended after `len` (rolls back a half-decoded row).
     pub fn truncate(&mut self, len: usize) {
+        // Nested builders first: a failed row may have reached their children only.
+        match self {
+            ColumnBuilder::List {
+                items,
+                offsets,
+                valid,
+                ..
+            } => {
+                valid.truncate(len);
+                offsets.truncate(len + 1);
+                items.truncate(offsets[len] as usize);
+                return;
+            }
+            ColumnBuilder::Map {
+                keys,
+                values,
+                offsets,
+                valid,
+                ..
+            } => {
+                valid.truncate(len);
+                offsets.truncate(len + 1);
+                keys.truncate(offsets[len] as usize);
+                values.truncate(offsets[len] as usize);
+                return;
+            }
+            ColumnBuilder::Struct {
+                children, valid, ..
+            } => {
+                valid.truncate(len);
+                for c in children {
+                    c.truncate(len);
+                }
+                return;
+            }
+            _ => {}
+        }
         if self.len() <= len {
             return;
         }
@@ -139,6 +297,11 @@ impl ColumnBuilder {
             }
             ColumnBuilder::Timestamp(b) => {
                 b.append_value(array.as_primitive::<TimestampMillisecondType>().value(i))
+            }
+            ColumnBuilder::List { .. }
+            | ColumnBuilder::Map { .. }
+            | ColumnBuilder::Struct { .. } => {
+                unreachable!("nested builders truncate structurally")
             }
         }
     }
@@ -194,6 +357,60 @@ impl ColumnBuilder {
                 b.append_value(i32::try_from(ms).map_err(|_| mismatch("TIME", v))?)
             }
             ColumnBuilder::Timestamp(b) => b.append_value(json_integer(v, "TIMESTAMP")?),
+            ColumnBuilder::List {
+                items,
+                offsets,
+                valid,
+                ..
+            } => {
+                let Value::Array(elements) = v else {
+                    return Err(mismatch("ARRAY", v));
+                };
+                for e in elements {
+                    items.append_json(e)?;
+                }
+                offsets.push(items.len() as i32);
+                valid.push(true);
+            }
+            ColumnBuilder::Map {
+                keys,
+                values,
+                offsets,
+                valid,
+                ..
+            } => {
+                let Value::Object(entries) = v else {
+                    return Err(mismatch("MAP", v));
+                };
+                for (k, e) in entries {
+                    keys.append_json(&Value::String(k.clone()))?;
+                    values.append_json(e)?;
+                }
+                offsets.push(keys.len() as i32);
+                valid.push(true);
+            }
+            ColumnBuilder::Struct {
+                fields,
+                upper,
+                children,
+                valid,
+            } => {
+                let Value::Object(map) = v else {
+                    return Err(mismatch("STRUCT", v));
+                };
+                for (i, child) in children.iter_mut().enumerate() {
+                    let field = map.get(fields[i].name()).or_else(|| {
+                        map.iter()
+                            .find(|(name, _)| name.to_uppercase() == upper[i])
+                            .map(|(_, v)| v)
+                    });
+                    match field {
+                        Some(f) => child.append_json(f)?,
+                        None => child.append_null(),
+                    }
+                }
+                valid.push(true);
+            }
         }
         Ok(())
     }
@@ -228,6 +445,11 @@ impl ColumnBuilder {
             ColumnBuilder::Timestamp(b) => {
                 b.append_value(s.trim().parse().map_err(|_| bad("TIMESTAMP"))?)
             }
+            ColumnBuilder::List { .. }
+            | ColumnBuilder::Map { .. }
+            | ColumnBuilder::Struct { .. } => {
+                return Err("the DELIMITED format does not support ARRAY, MAP or STRUCT".into());
+            }
         }
         Ok(())
     }
@@ -256,11 +478,23 @@ impl ColumnBuilder {
             | ColumnBuilder::Decimal(..)
             | ColumnBuilder::Date(_)
             | ColumnBuilder::Time(_)
-            | ColumnBuilder::Timestamp(_) => {
+            | ColumnBuilder::Timestamp(_)
+            | ColumnBuilder::List { .. }
+            | ColumnBuilder::Map { .. }
+            | ColumnBuilder::Struct { .. } => {
                 return Err("the KAFKA format does not support this type".to_string());
             }
         }
         Ok(())
+    }
+}
+
+/// A validity buffer, or none when every value is valid.
+fn nulls(valid: Vec<bool>) -> Option<NullBuffer> {
+    if valid.iter().all(|v| *v) {
+        None
+    } else {
+        Some(NullBuffer::from(valid))
     }
 }
 

@@ -162,6 +162,46 @@ fn write_json(s: &mut String, a: &ArrayRef, row: usize) {
                 write_json_string(s, &java_double(v));
             }
         }
+        DataType::List(_) => {
+            let list = a.as_list::<i32>();
+            let items = list.value(row);
+            s.push('[');
+            for i in 0..items.len() {
+                if i > 0 {
+                    s.push(',');
+                }
+                write_json(s, &items, i);
+            }
+            s.push(']');
+        }
+        DataType::Map(..) => {
+            let map = a.as_map();
+            let entries = map.value(row);
+            let (keys, values) = (entries.column(0), entries.column(1));
+            s.push('{');
+            for i in 0..entries.len() {
+                if i > 0 {
+                    s.push(',');
+                }
+                write_json_string(s, &text_value(keys, i));
+                s.push(':');
+                write_json(s, values, i);
+            }
+            s.push('}');
+        }
+        DataType::Struct(fields) => {
+            let st = a.as_struct();
+            s.push('{');
+            for (i, f) in fields.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                write_json_string(s, f.name());
+                s.push(':');
+                write_json(s, st.column(i), row);
+            }
+            s.push('}');
+        }
         _ => s.push_str(&text_value(a, row)),
     }
 }
