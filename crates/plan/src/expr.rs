@@ -54,6 +54,35 @@ pub enum Expr {
         list: Vec<Expr>,
         negated: bool,
     },
+    /// An ARRAY's element (from 1; negative indexes count from the end; NULL out of
+    /// range) or a MAP's value for a key (NULL when absent).
+    Subscript {
+        expr: Box<Expr>,
+        index: Box<Expr>,
+    },
+    /// A STRUCT's field (`s->f`): NULL when the struct is.
+    Field {
+        expr: Box<Expr>,
+        name: String,
+    },
+    /// `ARRAY[a, b, ...]`, items already cast to the element type.
+    MakeArray {
+        items: Vec<Expr>,
+        #[serde(rename = "type")]
+        ty: SqlType,
+    },
+    /// `MAP(k := v, ...)`, keys and values already cast.
+    MakeMap {
+        entries: Vec<(Expr, Expr)>,
+        #[serde(rename = "type")]
+        ty: SqlType,
+    },
+    /// `STRUCT(f := v, ...)`.
+    MakeStruct {
+        fields: Vec<(String, Expr)>,
+        #[serde(rename = "type")]
+        ty: SqlType,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -112,6 +141,17 @@ impl Expr {
                 expr.collect_refs(out);
                 list.iter().for_each(|a| a.collect_refs(out));
             }
+            Expr::Subscript { expr, index } => {
+                expr.collect_refs(out);
+                index.collect_refs(out);
+            }
+            Expr::Field { expr, .. } => expr.collect_refs(out),
+            Expr::MakeArray { items, .. } => items.iter().for_each(|a| a.collect_refs(out)),
+            Expr::MakeMap { entries, .. } => entries.iter().for_each(|(k, v)| {
+                k.collect_refs(out);
+                v.collect_refs(out);
+            }),
+            Expr::MakeStruct { fields, .. } => fields.iter().for_each(|(_, v)| v.collect_refs(out)),
         }
     }
 }
@@ -280,8 +320,35 @@ impl fmt::Display for Expr {
                 }
                 f.write_str("))")
             }
+            Expr::Subscript { expr, index } => write!(f, "{expr}[{index}]"),
+            Expr::Field { expr, name } => write!(f, "{expr}->{name}"),
+            Expr::MakeArray { items, .. } => {
+                f.write_str("ARRAY[")?;
+                write_list(f, items.iter().map(|i| i.to_string()))?;
+                f.write_str("]")
+            }
+            Expr::MakeMap { entries, .. } => {
+                f.write_str("MAP(")?;
+                write_list(f, entries.iter().map(|(k, v)| format!("{k}:={v}")))?;
+                f.write_str(")")
+            }
+            Expr::MakeStruct { fields, .. } => {
+                f.write_str("STRUCT(")?;
+                write_list(f, fields.iter().map(|(n, v)| format!("{n}:={v}")))?;
+                f.write_str(")")
+            }
         }
     }
+}
+
+fn write_list(f: &mut fmt::Formatter<'_>, items: impl Iterator<Item = String>) -> fmt::Result {
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        f.write_str(&item)?;
+    }
+    Ok(())
 }
 
 /// Formats an unscaled decimal as text, e.g. (1234, 2) as "12.34".

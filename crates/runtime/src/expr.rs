@@ -4,7 +4,7 @@
 
 use crate::error::{Result, RuntimeError};
 use crate::types::arrow_type;
-use crate::udf;
+use crate::{nested, udf};
 use datafusion_common::ScalarValue;
 use datafusion_common::arrow::array::{Array, ArrayRef, new_null_array};
 use datafusion_common::arrow::compute::concat;
@@ -65,11 +65,77 @@ pub fn compile(e: &Expr, schema: &Schema) -> Result<PhysExpr> {
         Expr::Cast { expr, to } => {
             let inner = compile(expr, schema)?;
             let target = arrow_type(to);
-            if inner.data_type(schema)? == target {
+            let from = inner.data_type(schema)?;
+            if from == target {
                 inner
+            } else if from.is_nested() || target.is_nested() {
+                internal_call("$cast", vec![inner], target, nested::cast_nested, schema)?
             } else {
                 Arc::new(CastExpr::new(inner, target, None))
             }
+        }
+        Expr::Subscript { expr, index } => {
+            let base = compile(expr, schema)?;
+            let index = compile(index, schema)?;
+            match base.data_type(schema)? {
+                DataType::List(item) => internal_call(
+                    "$list_element",
+                    vec![base, index],
+                    item.data_type().clone(),
+                    nested::list_element,
+                    schema,
+                )?,
+                DataType::Map(entries, _) => {
+                    let DataType::Struct(fields) = entries.data_type() else {
+                        return Err(RuntimeError::Plan("map entries must be a struct".into()));
+                    };
+                    internal_call(
+                        "$map_value",
+                        vec![base, index],
+                        fields[1].data_type().clone(),
+                        nested::map_value,
+                        schema,
+                    )?
+                }
+                other => {
+                    return Err(RuntimeError::Plan(format!("cannot subscript a {other}")));
+                }
+            }
+        }
+        Expr::Field { expr, name } => {
+            let base = compile(expr, schema)?;
+            let DataType::Struct(fields) = base.data_type(schema)? else {
+                return Err(RuntimeError::Plan(format!("{expr} is not a struct")));
+            };
+            let Some((index, field)) = fields.find(name) else {
+                return Err(RuntimeError::Plan(format!("{expr} has no field {name}")));
+            };
+            let index: PhysExpr =
+                Arc::new(LiteralExpr::new(ScalarValue::Int32(Some(index as i32))));
+            internal_call(
+                "$field",
+                vec![base, index],
+                field.data_type().clone(),
+                nested::struct_field,
+                schema,
+            )?
+        }
+        Expr::MakeArray { items, ty } => {
+            let args = compile_all(items, schema)?;
+            internal_call("$array", args, arrow_type(ty), nested::make_array, schema)?
+        }
+        Expr::MakeMap { entries, ty } => {
+            let flat: Vec<Expr> = entries
+                .iter()
+                .flat_map(|(k, v)| [k.clone(), v.clone()])
+                .collect();
+            let args = compile_all(&flat, schema)?;
+            internal_call("$map", args, arrow_type(ty), nested::make_map, schema)?
+        }
+        Expr::MakeStruct { fields, ty } => {
+            let values: Vec<Expr> = fields.iter().map(|(_, v)| v.clone()).collect();
+            let args = compile_all(&values, schema)?;
+            internal_call("$struct", args, arrow_type(ty), nested::make_struct, schema)?
         }
         Expr::Call { function, args, .. } => {
             let args = args
@@ -131,6 +197,30 @@ pub fn compile(e: &Expr, schema: &Schema) -> Result<PhysExpr> {
             )?)
         }
     })
+}
+
+fn compile_all(exprs: &[Expr], schema: &Schema) -> Result<Vec<PhysExpr>> {
+    exprs.iter().map(|e| compile(e, schema)).collect()
+}
+
+/// A call of a runtime-internal kernel, typed by the plan.
+fn internal_call(
+    name: &'static str,
+    args: Vec<PhysExpr>,
+    returns: DataType,
+    kernel: udf::TypedKernel,
+    schema: &Schema,
+) -> Result<PhysExpr> {
+    let types = args
+        .iter()
+        .map(|a| a.data_type(schema))
+        .collect::<datafusion_common::Result<Vec<_>>>()?;
+    Ok(Arc::new(ScalarFunctionExpr::try_new(
+        udf::internal(name, types, returns, kernel),
+        args,
+        schema,
+        Arc::new(ConfigOptions::default()),
+    )?))
 }
 
 /// ksqlDB compares with Java semantics: a comparison involving NULL is false, not NULL.

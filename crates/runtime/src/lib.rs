@@ -15,6 +15,7 @@ pub mod driver;
 mod error;
 pub mod expr;
 pub mod kafka;
+mod nested;
 pub mod pipeline;
 pub mod types;
 pub mod udf;

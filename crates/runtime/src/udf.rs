@@ -15,13 +15,22 @@ use std::sync::Arc;
 
 type Kernel = fn(&[ArrayRef], usize) -> Result<ArrayRef>;
 
+/// A kernel that also needs its result type (nested values it builds or casts to).
+pub type TypedKernel = fn(&[ArrayRef], usize, &DataType) -> Result<ArrayRef>;
+
+#[derive(Debug)]
+enum Body {
+    Plain(Kernel),
+    Typed(TypedKernel),
+}
+
 /// A function given by a kernel over whole argument arrays.
 #[derive(Debug)]
 struct KernelUdf {
     name: &'static str,
     signature: Signature,
     returns: DataType,
-    kernel: Kernel,
+    kernel: Body,
 }
 
 // A function is identified by its name and signature; the kernel follows from them.
@@ -55,8 +64,28 @@ impl ScalarUDFImpl for KernelUdf {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        (self.kernel)(&arrays, args.number_rows).map(ColumnarValue::Array)
+        match self.kernel {
+            Body::Plain(k) => k(&arrays, args.number_rows),
+            Body::Typed(k) => k(&arrays, args.number_rows, &self.returns),
+        }
+        .map(ColumnarValue::Array)
     }
+}
+
+/// A runtime-internal function (no SQL name): a typed kernel over arguments of the given
+/// types, producing `returns`.
+pub fn internal(
+    name: &'static str,
+    arg_types: Vec<DataType>,
+    returns: DataType,
+    kernel: TypedKernel,
+) -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(KernelUdf {
+        name,
+        signature: Signature::exact(arg_types, Volatility::Immutable),
+        returns,
+        kernel: Body::Typed(kernel),
+    }))
 }
 
 /// The implementation of a function for the given (already cast) argument types.
@@ -141,7 +170,7 @@ pub fn lookup(name: &str, arg_types: &[DataType]) -> Option<Arc<ScalarUDF>> {
         name,
         signature: Signature::exact(arg_types.to_vec(), Volatility::Immutable),
         returns,
-        kernel,
+        kernel: Body::Plain(kernel),
     })))
 }
 

@@ -55,6 +55,76 @@ fn null_type() -> SqlType {
     SqlType::String
 }
 
+/// Reads a string literal as a value of `target`, as ksqlDB coerces literals: numbers
+/// through their decimal value (so '4.000' is the INTEGER 4 and '2e1' is 20).
+fn coerce_string_literal(target: &SqlType, s: &str) -> Result<Literal, String> {
+    let bad = || format!("invalid input syntax for type {target}: \"{s}\".");
+    let t = s.trim();
+    let integral = || -> Result<i64, String> {
+        if let Ok(v) = t.parse::<i64>() {
+            return Ok(v);
+        }
+        let f: f64 = t.parse().map_err(|_| bad())?;
+        if f.fract() == 0.0 && f.abs() < 9.2e18 {
+            Ok(f as i64)
+        } else {
+            Err(bad())
+        }
+    };
+    Ok(match target {
+        // ksqlDB reads any prefix of true/yes and false/no, in any case.
+        SqlType::Boolean => {
+            let v = t.to_ascii_lowercase();
+            let prefix_of = |word: &str| !v.is_empty() && word.starts_with(&v);
+            if prefix_of("true") || prefix_of("yes") {
+                Literal::Boolean(true)
+            } else if prefix_of("false") || prefix_of("no") {
+                Literal::Boolean(false)
+            } else {
+                return Err(bad());
+            }
+        }
+        SqlType::Integer => match i32::try_from(integral()?) {
+            Ok(v) => Literal::Integer(v),
+            // Too large for INTEGER: it stays BIGINT, and the comparison widens.
+            Err(_) => Literal::Bigint(integral()?),
+        },
+        SqlType::Bigint => Literal::Bigint(integral()?),
+        SqlType::Double => Literal::Double(t.parse().map_err(|_| bad())?),
+        SqlType::Decimal { .. } => number_literal(t, Pos::new(1, 1)).map_err(|_| bad())?,
+        SqlType::String => Literal::String(s.to_string()),
+        _ => return Err(bad()),
+    })
+}
+
+/// The type values of types `a` and `b` can share: numbers widen, STRUCTs take the
+/// union of their fields, ARRAYs and MAPs unify their elements.
+pub fn unify(a: &SqlType, b: &SqlType) -> Option<SqlType> {
+    if a == b {
+        return Some(a.clone());
+    }
+    match (a, b) {
+        (SqlType::Array(x), SqlType::Array(y)) => Some(SqlType::Array(Box::new(unify(x, y)?))),
+        (SqlType::Map { key: k1, value: v1 }, SqlType::Map { key: k2, value: v2 }) => {
+            Some(SqlType::Map {
+                key: Box::new(unify(k1, k2)?),
+                value: Box::new(unify(v1, v2)?),
+            })
+        }
+        (SqlType::Struct(x), SqlType::Struct(y)) => {
+            let mut fields = x.clone();
+            for f in y {
+                match fields.iter_mut().find(|g| g.name == f.name) {
+                    Some(g) => g.ty = unify(&g.ty, &f.ty)?,
+                    None => fields.push(f.clone()),
+                }
+            }
+            Some(SqlType::Struct(fields))
+        }
+        _ => SqlType::common_numeric(a, b),
+    }
+}
+
 fn is_null_literal(e: &ast::Expr) -> bool {
     matches!(e.kind, ExprKind::Literal(LiteralValue::Null))
 }
@@ -308,49 +378,329 @@ impl ExprAnalyzer<'_> {
                 Ok((cast_to(inner, to), to.clone()))
             }
             ExprKind::Call { name, args, star } => self.call(name, args, *star, e),
-            ExprKind::Subscript { .. }
-            | ExprKind::Dereference { .. }
-            | ExprKind::Lambda { .. }
-            | ExprKind::Array(_)
-            | ExprKind::Map(_)
-            | ExprKind::Struct(_) => Err(SqlError::unsupported(
+            ExprKind::Subscript { expr, index } => self.subscript(expr, index, e),
+            ExprKind::Dereference { expr, field } => {
+                let (base, ty) = self.analyze(expr)?;
+                let SqlType::Struct(fields) = &ty else {
+                    return Err(SqlError::semantic(
+                        e.pos,
+                        format!("Expected STRUCT type, got: {ty} for expression {expr}"),
+                    ));
+                };
+                let Some(f) = fields.iter().find(|f| f.name == *field) else {
+                    return Err(SqlError::semantic(
+                        e.pos,
+                        format!("Could not find field '{field}' in '{expr}'."),
+                    ));
+                };
+                Ok((
+                    Expr::Field {
+                        expr: Box::new(base),
+                        name: f.name.clone(),
+                    },
+                    f.ty.clone(),
+                ))
+            }
+            ExprKind::Array(_) | ExprKind::Map(_) | ExprKind::Struct(_) => {
+                self.analyze_expected(e, None)
+            }
+            ExprKind::Lambda { .. } => Err(SqlError::unsupported(
                 e.pos,
-                format!("Expressions over ARRAY, MAP and STRUCT values are not supported yet: {e}"),
+                format!("Lambda expressions are not supported yet: {e}"),
             )),
         }
+    }
+
+    /// Analyzes `e` where a value of type `expected` is wanted: string literals (also
+    /// inside ARRAY, MAP and STRUCT constructors) are read as that type, as ksqlDB does.
+    fn analyze_expected(
+        &self,
+        e: &ast::Expr,
+        expected: Option<&SqlType>,
+    ) -> Result<Typed, SqlError> {
+        match (&e.kind, expected) {
+            (ExprKind::Literal(LiteralValue::String(text)), Some(t))
+                if t.is_primitive() && *t != SqlType::String =>
+            {
+                let lit =
+                    coerce_string_literal(t, text).map_err(|m| SqlError::semantic(e.pos, m))?;
+                let ty = lit.sql_type();
+                Ok((cast_to((Expr::Literal(lit), ty), t), t.clone()))
+            }
+            (ExprKind::Array(items), _) => self.make_array(
+                items,
+                match expected {
+                    Some(SqlType::Array(item)) => Some(item),
+                    _ => None,
+                },
+            ),
+            (ExprKind::Map(entries), _) => self.make_map(
+                entries,
+                match expected {
+                    Some(SqlType::Map { value, .. }) => Some(value),
+                    _ => None,
+                },
+            ),
+            (ExprKind::Struct(fields), _) => {
+                let wanted = match expected {
+                    Some(SqlType::Struct(f)) => f.as_slice(),
+                    _ => &[],
+                };
+                let mut typed = Vec::with_capacity(fields.len());
+                let mut types = Vec::with_capacity(fields.len());
+                for (name, value) in fields {
+                    let want = wanted.iter().find(|f| f.name == *name).map(|f| &f.ty);
+                    if is_null_literal(value) {
+                        return Err(SqlError::semantic(
+                            value.pos,
+                            format!(
+                                "Can't infer a type of null. Please explicitly cast it to a required type, e.g. CAST(null AS VARCHAR). Field: {name}"
+                            ),
+                        ));
+                    }
+                    let (v, ty) = self.analyze_expected(value, want)?;
+                    types.push(sluice_plan::StructField {
+                        name: name.clone(),
+                        ty,
+                    });
+                    typed.push((name.clone(), v));
+                }
+                let ty = SqlType::Struct(types);
+                Ok((
+                    Expr::MakeStruct {
+                        fields: typed,
+                        ty: ty.clone(),
+                    },
+                    ty,
+                ))
+            }
+            _ => self.analyze(e),
+        }
+    }
+
+    /// `base[index]`: an ARRAY's element by an INTEGER index, or a MAP's value by key.
+    fn subscript(
+        &self,
+        base: &ast::Expr,
+        index: &ast::Expr,
+        whole: &ast::Expr,
+    ) -> Result<Typed, SqlError> {
+        let (b, ty) = self.analyze(base)?;
+        let (key_type, result) = match &ty {
+            SqlType::Array(item) => (SqlType::Integer, (**item).clone()),
+            SqlType::Map { key, value } => ((**key).clone(), (**value).clone()),
+            other => {
+                return Err(SqlError::semantic(
+                    whole.pos,
+                    format!("Subscript expression ({whole}) do not apply to {other}."),
+                ));
+            }
+        };
+        let (i, ity) = self.analyze(index)?;
+        let i = if is_null_literal(index) {
+            Expr::Literal(Literal::Null(key_type.clone()))
+        } else if ity == key_type || (key_type == SqlType::Integer && ity == SqlType::Bigint) {
+            cast_to((i, ity), &key_type)
+        } else {
+            return Err(SqlError::semantic(
+                index.pos,
+                format!("Subscript index of {ty} must be of type {key_type}, got {ity}: {index}"),
+            ));
+        };
+        Ok((
+            Expr::Subscript {
+                expr: Box::new(b),
+                index: Box::new(i),
+            },
+            result,
+        ))
+    }
+
+    /// Types values that must share one type (ARRAY items, MAP keys or values): the
+    /// common type of the non-literal values and literals, with string literals read as
+    /// that type; NULLs take it too. `None` when every value is NULL.
+    fn unify_values(
+        &self,
+        values: &[&ast::Expr],
+        expected: Option<&SqlType>,
+    ) -> Result<Option<(SqlType, Vec<Expr>)>, SqlError> {
+        let typed: Vec<Typed> = values
+            .iter()
+            .map(|v| self.analyze_expected(v, expected))
+            .collect::<Result<_, _>>()?;
+        let is_string_literal =
+            |e: &ast::Expr| matches!(e.kind, ExprKind::Literal(LiteralValue::String(_)));
+        let is_number_literal =
+            |e: &ast::Expr| matches!(e.kind, ExprKind::Literal(LiteralValue::Number(_)));
+        // The values that are not literals decide the type...
+        let mut target: Option<SqlType> = None;
+        for (v, (_, ty)) in values.iter().zip(&typed) {
+            if matches!(v.kind, ExprKind::Literal(_)) {
+                continue;
+            }
+            target = Some(match target {
+                None => ty.clone(),
+                Some(t) => unify(&t, ty).ok_or_else(|| {
+                    SqlError::semantic(v.pos, format!("operator does not exist: {t} = {ty} ({v})"))
+                })?,
+            });
+        }
+        // ...number literals widen a numeric type (or are written as text in a STRING)...
+        for (v, (_, ty)) in values.iter().zip(&typed) {
+            if !is_number_literal(v)
+                && !matches!(v.kind, ExprKind::Literal(LiteralValue::Boolean(_)))
+            {
+                continue;
+            }
+            target = Some(match target {
+                None => ty.clone(),
+                Some(SqlType::String) => SqlType::String,
+                Some(t) => unify(&t, ty).ok_or_else(|| {
+                    SqlError::semantic(v.pos, format!("operator does not exist: {t} = {ty} ({v})"))
+                })?,
+            });
+        }
+        // ...and with string literals only: the wanted type, else STRING.
+        if target.is_none() && values.iter().any(|v| is_string_literal(v)) {
+            target = Some(expected.cloned().unwrap_or(SqlType::String));
+        }
+        let Some(target) = target else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(values.len());
+        for (v, t) in values.iter().zip(typed) {
+            out.push(match &v.kind {
+                ExprKind::Literal(LiteralValue::Null) => {
+                    Expr::Literal(Literal::Null(target.clone()))
+                }
+                ExprKind::Literal(LiteralValue::String(s)) if target != SqlType::String => {
+                    let lit = coerce_string_literal(&target, s)
+                        .map_err(|m| SqlError::semantic(v.pos, m))?;
+                    let ty = lit.sql_type();
+                    cast_to((Expr::Literal(lit), ty), &target)
+                }
+                _ => cast_to(t, &target),
+            });
+        }
+        Ok(Some((target, out)))
+    }
+
+    fn make_array(
+        &self,
+        items: &[ast::Expr],
+        expected: Option<&SqlType>,
+    ) -> Result<Typed, SqlError> {
+        if items.is_empty() {
+            return Err(SqlError::semantic(
+                None,
+                "Array constructor cannot be empty. Please supply at least one element (see https://github.com/confluentinc/ksql/issues/4239).",
+            ));
+        }
+        let refs: Vec<&ast::Expr> = items.iter().collect();
+        let Some((item, typed)) = self.unify_values(&refs, expected)? else {
+            return Err(SqlError::semantic(
+                None,
+                "Cannot construct an array with all NULL elements (see https://github.com/confluentinc/ksql/issues/4239). As a workaround, you may cast a NULL value to the desired type.",
+            ));
+        };
+        let ty = SqlType::Array(Box::new(item));
+        Ok((
+            Expr::MakeArray {
+                items: typed,
+                ty: ty.clone(),
+            },
+            ty,
+        ))
+    }
+
+    /// `MAP(k := v, ...)`: keys are STRINGs (others are cast, as ksqlDB does).
+    fn make_map(
+        &self,
+        entries: &[(ast::Expr, ast::Expr)],
+        expected: Option<&SqlType>,
+    ) -> Result<Typed, SqlError> {
+        if entries.is_empty() {
+            return Err(SqlError::semantic(
+                None,
+                "Map constructor cannot be empty. Please supply at least one key value pair (see https://github.com/confluentinc/ksql/issues/4239).",
+            ));
+        }
+        let values: Vec<&ast::Expr> = entries.iter().map(|(_, v)| v).collect();
+        let Some((value, typed_values)) = self.unify_values(&values, expected)? else {
+            return Err(SqlError::semantic(
+                None,
+                "Cannot construct a map with all NULL values (see https://github.com/confluentinc/ksql/issues/4239). As a workaround, you may cast a NULL value to the desired type.",
+            ));
+        };
+        let keys: Vec<&ast::Expr> = entries.iter().map(|(k, _)| k).collect();
+        // Keys: STRING unless they say otherwise (all NULL keys are STRING NULLs).
+        let (key, typed_keys) = match self.unify_values(&keys, None)? {
+            Some(k) => k,
+            None => (
+                SqlType::String,
+                keys.iter()
+                    .map(|_| Expr::Literal(Literal::Null(SqlType::String)))
+                    .collect(),
+            ),
+        };
+        if !key.is_primitive() {
+            return Err(SqlError::semantic(
+                None,
+                format!("MAP keys must be of a primitive type, got {key}"),
+            ));
+        }
+        let out: Vec<(Expr, Expr)> = typed_keys.into_iter().zip(typed_values).collect();
+        let ty = SqlType::Map {
+            key: Box::new(key),
+            value: Box::new(value),
+        };
+        Ok((
+            Expr::MakeMap {
+                entries: out,
+                ty: ty.clone(),
+            },
+            ty,
+        ))
     }
 
     /// An item of `x IN (...)`: of x's type, a numeric type x widens with, or a string
     /// literal that reads as a value of x's type.
     fn in_list_item(&self, target: &SqlType, item: &ast::Expr) -> Result<Typed, SqlError> {
-        let t = self.analyze(item)?;
+        let t = if target.is_primitive() {
+            self.analyze(item)?
+        } else {
+            self.analyze_expected(item, Some(target))
+                .map_err(|e| match e {
+                    SqlError::Semantic { pos, message, hint }
+                        if message.starts_with("invalid input syntax") =>
+                    {
+                        SqlError::Semantic {
+                            pos,
+                            message: format!("Invalid Predicate: {message}"),
+                            hint,
+                        }
+                    }
+                    other => other,
+                })?
+        };
         if is_null_literal(item) || self.common_type(target, &t.1).is_some() {
             return Ok(t);
         }
         if let ExprKind::Literal(LiteralValue::String(s)) = &item.kind
             && target.is_primitive()
         {
-            let bad = || {
-                SqlError::semantic(
-                    item.pos,
-                    format!("Invalid Predicate: invalid input syntax for type {target}: \"{s}\""),
-                )
-            };
-            let lit = match target {
-                SqlType::Boolean => match s.to_ascii_lowercase().as_str() {
-                    "true" => Literal::Boolean(true),
-                    "false" => Literal::Boolean(false),
-                    _ => return Err(bad()),
-                },
-                SqlType::Integer => Literal::Integer(s.trim().parse().map_err(|_| bad())?),
-                SqlType::Bigint => Literal::Bigint(s.trim().parse().map_err(|_| bad())?),
-                SqlType::Double => Literal::Double(s.trim().parse().map_err(|_| bad())?),
-                SqlType::Decimal { .. } => {
-                    let lit = number_literal(s.trim(), item.pos).map_err(|_| bad())?;
-                    return Ok((Expr::Literal(lit.clone()), lit.sql_type()));
-                }
-                _ => return Ok(t),
-            };
+            if !matches!(
+                target,
+                SqlType::Boolean
+                    | SqlType::Integer
+                    | SqlType::Bigint
+                    | SqlType::Double
+                    | SqlType::Decimal { .. }
+            ) {
+                return Ok(t);
+            }
+            let lit = coerce_string_literal(target, s)
+                .map_err(|m| SqlError::semantic(item.pos, format!("Invalid Predicate: {m}")))?;
             let ty = lit.sql_type();
             return Ok((Expr::Literal(lit), ty));
         }
@@ -516,6 +866,9 @@ impl ExprAnalyzer<'_> {
     fn common_type(&self, a: &SqlType, b: &SqlType) -> Option<SqlType> {
         if a == b {
             return Some(a.clone());
+        }
+        if !a.is_primitive() && !b.is_primitive() {
+            return unify(a, b);
         }
         SqlType::common_numeric(a, b)
     }
@@ -1075,5 +1428,38 @@ mod tests {
         let (_, t) = analyze("CASE WHEN I > 1 THEN I ELSE B END").unwrap();
         assert_eq!(t, SqlType::Bigint);
         assert!(analyze("CASE WHEN I > 1 THEN I ELSE NAME END").is_err());
+    }
+
+    #[test]
+    fn constructors_unify_their_values() {
+        let (e, t) = analyze("ARRAY[I, B, '3', NULL]").unwrap();
+        assert_eq!(t.to_string(), "ARRAY<BIGINT>");
+        assert_eq!(e.to_string(), "ARRAY[CAST(I AS BIGINT), B, 3, null]");
+        // Keys follow their values' types; number literals are written as text.
+        let (e, t) = analyze("MAP(NAME := I, 10 := 5)").unwrap();
+        assert_eq!(t.to_string(), "MAP<STRING, INTEGER>");
+        assert_eq!(e.to_string(), "MAP(NAME:=I, CAST(10 AS STRING):=5)");
+        assert!(analyze("MAP(NAME := I, 10 := 'yes')").is_err());
+        let (_, t) = analyze("STRUCT(A := I, `b` := NAME)").unwrap();
+        assert_eq!(t.to_string(), "STRUCT<`A` INTEGER, `b` STRING>");
+        assert!(analyze("ARRAY[NULL]").is_err());
+        assert!(analyze("ARRAY[I, NAME]").is_err());
+        assert_eq!(
+            analyze("ARRAY[1, 'x']").unwrap_err().to_string(),
+            "invalid input syntax for type INTEGER: \"x\"."
+        );
+    }
+
+    #[test]
+    fn subscripts_and_fields_take_the_element_type() {
+        let (e, t) = analyze("ARRAY[I][1]").unwrap();
+        assert_eq!(t, SqlType::Integer);
+        assert_eq!(e.to_string(), "ARRAY[I][1]");
+        let (_, t) = analyze("MAP('k' := B)['k']").unwrap();
+        assert_eq!(t, SqlType::Bigint);
+        let (_, t) = analyze("STRUCT(A := NAME)->A").unwrap();
+        assert_eq!(t, SqlType::String);
+        assert!(analyze("I[1]").is_err());
+        assert!(analyze("STRUCT(A := NAME)->B").is_err());
     }
 }

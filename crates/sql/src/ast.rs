@@ -435,7 +435,7 @@ impl fmt::Display for Expr {
                     if i > 0 {
                         f.write_str(", ")?;
                     }
-                    write!(f, "{k} := {v}")?;
+                    write!(f, "{k}:={v}")?;
                 }
                 f.write_str(")")
             }
@@ -445,7 +445,7 @@ impl fmt::Display for Expr {
                     if i > 0 {
                         f.write_str(", ")?;
                     }
-                    write!(f, "{} := {v}", quote_ident(n))?;
+                    write!(f, "{}:={v}", quote_ident(n))?;
                 }
                 f.write_str(")")
             }
