@@ -328,23 +328,13 @@ impl Session {
 
 /// The properties (of a case, or SET in its statements) that change planning.
 fn apply_properties(planner: &mut PlannerConfig, props: &Value) {
-    if let Some(f) = props["ksql.persistence.default.format.value"].as_str() {
-        planner.default_value_format = FormatKind::parse(f);
-    }
-    if let Some(f) = props["ksql.persistence.default.format.key"].as_str()
-        && let Some(k) = FormatKind::parse(f)
-    {
-        planner.default_key_format = k;
-    }
-    let wrap = &props["ksql.persistence.wrap.single.values"];
-    if let Some(w) = wrap
-        .as_bool()
-        .or_else(|| wrap.as_str().and_then(|s| s.parse().ok()))
-    {
-        planner.wrap_single_values = Some(w);
-    }
-    if let Some(p) = props["ksql.output.topic.name.prefix"].as_str() {
-        planner.output_topic_prefix = p.to_string();
+    if let Some(map) = props.as_object() {
+        for (name, value) in map {
+            match value {
+                Value::String(v) => planner.apply(name, v),
+                other => planner.apply(name, &other.to_string()),
+            }
+        }
     }
 }
 

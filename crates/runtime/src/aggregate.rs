@@ -4,6 +4,7 @@
 //! row. State lives in memory here: the deterministic driver runs it; on Kafka,
 //! aggregations wait for changelogged state stores (the exactly-once issue).
 
+use crate::accumulator::{Accumulator, value_arguments};
 use crate::error::{Result, RuntimeError};
 use crate::expr::{PhysExpr, compile, evaluate, output_field};
 use crate::types::{FLAG_COUNT, PSEUDO_COUNT, arrow_type};
@@ -13,170 +14,8 @@ use datafusion_common::arrow::datatypes::Int64Type;
 use datafusion_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion_common::arrow::record_batch::RecordBatch;
 use sluice_plan::{AggregateCall, Expr, LogicalSchema, NamedExpr, WindowSpec};
-use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// One aggregate's running state.
-#[derive(Clone, Debug)]
-enum Accumulator {
-    /// COUNT(*) and COUNT(x): how many rows (with x not NULL).
-    Count(i64),
-    /// SUM: NULLs are skipped; the sum of nothing is 0; the sum keeps its declared type.
-    Sum(ScalarValue, DataType),
-    Min(ScalarValue),
-    Max(ScalarValue),
-    Avg {
-        sum: f64,
-        count: i64,
-    },
-    /// LATEST_BY_OFFSET: the last non-NULL value, in the order records arrive.
-    Latest(ScalarValue),
-    /// EARLIEST_BY_OFFSET: the first non-NULL value.
-    Earliest(ScalarValue),
-}
-
-impl Accumulator {
-    fn new(call: &AggregateCall) -> Result<Accumulator> {
-        Ok(match call.function.as_str() {
-            "COUNT" => Accumulator::Count(0),
-            "SUM" => {
-                let t = arrow_type(&call.return_type);
-                Accumulator::Sum(ScalarValue::new_zero(&t)?, t)
-            }
-            "MIN" => Accumulator::Min(ScalarValue::try_from(&arrow_type(&call.return_type))?),
-            "MAX" => Accumulator::Max(ScalarValue::try_from(&arrow_type(&call.return_type))?),
-            "AVG" => Accumulator::Avg { sum: 0.0, count: 0 },
-            "LATEST_BY_OFFSET" => {
-                Accumulator::Latest(ScalarValue::try_from(&arrow_type(&call.return_type))?)
-            }
-            "EARLIEST_BY_OFFSET" => {
-                Accumulator::Earliest(ScalarValue::try_from(&arrow_type(&call.return_type))?)
-            }
-            other => {
-                return Err(RuntimeError::Plan(format!(
-                    "no implementation of the aggregate {other}"
-                )));
-            }
-        })
-    }
-
-    /// Adds one row; `arg` is the row's argument (None for COUNT(*)).
-    fn update(&mut self, arg: Option<&ScalarValue>) -> Result<()> {
-        match self {
-            Accumulator::Count(n) => {
-                if arg.is_none_or(|a| !a.is_null()) {
-                    *n += 1;
-                }
-            }
-            Accumulator::Sum(total, t) => {
-                if let Some(a) = arg.filter(|a| !a.is_null()) {
-                    // Java arithmetic: integer sums wrap on overflow.
-                    *total = match (&*total, a) {
-                        (ScalarValue::Int32(Some(x)), ScalarValue::Int32(Some(y))) => {
-                            ScalarValue::Int32(Some(x.wrapping_add(*y)))
-                        }
-                        (ScalarValue::Int64(Some(x)), ScalarValue::Int64(Some(y))) => {
-                            ScalarValue::Int64(Some(x.wrapping_add(*y)))
-                        }
-                        _ => total.add(a)?.cast_to(t)?,
-                    };
-                }
-            }
-            Accumulator::Min(best) => {
-                if let Some(a) = arg.filter(|a| !a.is_null())
-                    && (best.is_null() || a.partial_cmp(best) == Some(Ordering::Less))
-                {
-                    *best = a.clone();
-                }
-            }
-            Accumulator::Max(best) => {
-                if let Some(a) = arg.filter(|a| !a.is_null())
-                    && (best.is_null() || a.partial_cmp(best) == Some(Ordering::Greater))
-                {
-                    *best = a.clone();
-                }
-            }
-            Accumulator::Latest(v) => {
-                if let Some(a) = arg.filter(|a| !a.is_null()) {
-                    *v = a.clone();
-                }
-            }
-            Accumulator::Earliest(v) => {
-                if let Some(a) = arg.filter(|a| !a.is_null())
-                    && v.is_null()
-                {
-                    *v = a.clone();
-                }
-            }
-            Accumulator::Avg { sum, count } => {
-                if let Some(a) = arg.filter(|a| !a.is_null()) {
-                    let v = match a.cast_to(&DataType::Float64)? {
-                        ScalarValue::Float64(Some(v)) => v,
-                        _ => 0.0,
-                    };
-                    *sum += v;
-                    *count += 1;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Takes back one row added before (a table row that changed or was deleted).
-    fn undo(&mut self, arg: Option<&ScalarValue>) -> Result<()> {
-        match self {
-            Accumulator::Count(n) => {
-                if arg.is_none_or(|a| !a.is_null()) {
-                    *n -= 1;
-                }
-            }
-            Accumulator::Sum(total, t) => {
-                if let Some(a) = arg.filter(|a| !a.is_null()) {
-                    *total = match (&*total, a) {
-                        (ScalarValue::Int32(Some(x)), ScalarValue::Int32(Some(y))) => {
-                            ScalarValue::Int32(Some(x.wrapping_sub(*y)))
-                        }
-                        (ScalarValue::Int64(Some(x)), ScalarValue::Int64(Some(y))) => {
-                            ScalarValue::Int64(Some(x.wrapping_sub(*y)))
-                        }
-                        _ => total.sub(a)?.cast_to(t)?,
-                    };
-                }
-            }
-            Accumulator::Avg { sum, count } => {
-                if let Some(a) = arg.filter(|a| !a.is_null()) {
-                    if let ScalarValue::Float64(Some(v)) = a.cast_to(&DataType::Float64)? {
-                        *sum -= v;
-                    }
-                    *count -= 1;
-                }
-            }
-            other => {
-                return Err(RuntimeError::Plan(format!(
-                    "the aggregate {other:?} cannot undo a row; it cannot aggregate a table"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn value(&self) -> ScalarValue {
-        match self {
-            Accumulator::Count(n) => ScalarValue::Int64(Some(*n)),
-            Accumulator::Sum(v, _)
-            | Accumulator::Min(v)
-            | Accumulator::Max(v)
-            | Accumulator::Latest(v)
-            | Accumulator::Earliest(v) => v.clone(),
-            Accumulator::Avg { sum, count } => ScalarValue::Float64(Some(if *count == 0 {
-                0.0
-            } else {
-                sum / *count as f64
-            })),
-        }
-    }
-}
 
 struct Group {
     accumulators: Vec<Accumulator>,
@@ -187,8 +26,9 @@ struct Group {
 pub struct AggregateOp {
     group_by: Vec<PhysExpr>,
     calls: Vec<AggregateCall>,
-    /// The argument of each aggregate (None: COUNT(*)).
-    args: Vec<Option<PhysExpr>>,
+    /// The value arguments of each aggregate (none for COUNT(*)); literal parameters
+    /// are read by the accumulators themselves.
+    args: Vec<Vec<PhysExpr>>,
     intermediate: SchemaRef,
     having: Option<PhysExpr>,
     projection: Vec<PhysExpr>,
@@ -235,19 +75,15 @@ impl AggregateOp {
             .iter()
             .map(|e| compile(e, input))
             .collect::<Result<Vec<_>>>()?;
-        let mut args = Vec::with_capacity(calls.len());
-        for c in calls {
-            match c.args.as_slice() {
-                [] => args.push(None),
-                [a] => args.push(Some(compile(a, input)?)),
-                _ => {
-                    return Err(RuntimeError::Plan(format!(
-                        "{} takes one argument",
-                        c.function
-                    )));
-                }
-            }
-        }
+        let args = calls
+            .iter()
+            .map(|c| {
+                c.args[..value_arguments(c)]
+                    .iter()
+                    .map(|a| compile(a, input))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
         // The intermediate row: key columns, $agg0..., then the pseudo-columns.
         let mut fields: Vec<Field> = schema
             .keys()
@@ -313,10 +149,15 @@ impl AggregateOp {
             .iter()
             .map(|e| evaluate(e, batch, errors))
             .collect::<Result<_>>()?;
-        let args: Vec<Option<ArrayRef>> = self
+        let args: Vec<Vec<ArrayRef>> = self
             .args
             .iter()
-            .map(|a| a.as_ref().map(|e| evaluate(e, batch, errors)).transpose())
+            .map(|exprs| {
+                exprs
+                    .iter()
+                    .map(|e| evaluate(e, batch, errors))
+                    .collect::<Result<Vec<_>>>()
+            })
             .collect::<Result<_>>()?;
         let n = batch.num_columns();
         let tombstone = batch.column(n - 1).as_boolean();
@@ -389,13 +230,13 @@ impl AggregateOp {
                 };
                 for (acc, arg) in group.accumulators.iter_mut().zip(&args) {
                     let v = arg
-                        .as_ref()
+                        .iter()
                         .map(|a| ScalarValue::try_from_array(a, row))
-                        .transpose()?;
+                        .collect::<datafusion_common::Result<Vec<_>>>()?;
                     if undo {
-                        acc.undo(v.as_ref())?;
+                        acc.undo(&v)?;
                     } else {
-                        acc.update(v.as_ref())?;
+                        acc.update(&v)?;
                     }
                 }
                 if silent {
@@ -407,7 +248,7 @@ impl AggregateOp {
                     i += 1;
                 }
                 for acc in &group.accumulators {
-                    columns[i].push(acc.value());
+                    columns[i].push(acc.value()?);
                     i += 1;
                 }
                 if let (Some(s), Some(w)) = (window_start, &self.window) {

@@ -9,6 +9,7 @@
 //!
 //! The runtime never parses SQL: it executes the plans `sluice-sql` writes.
 
+mod accumulator;
 mod aggregate;
 pub mod codec;
 pub mod driver;

@@ -458,9 +458,17 @@ impl Engine {
     ) -> Result<Value, StatementError> {
         let _serial = self.statement_lock.lock().await;
         let text = format!("{};", stmt.text);
+        // The request's properties (SET, streamsProperties) shape the plan.
+        let mut planner = self.planner.clone();
+        for (name, value) in properties {
+            match value {
+                Value::String(v) => planner.apply(name, v),
+                other => planner.apply(name, &other.to_string()),
+            }
+        }
         let planned = {
             let ms = self.lock_metastore();
-            plan_statement(stmt, &ms.sources, &self.planner)
+            plan_statement(stmt, &ms.sources, &planner)
                 .map_err(|e| StatementError::from_sql(&e, &text))?
         };
         let fail = |message: String| StatementError::bad_statement(message, &text);

@@ -18,8 +18,15 @@ pub struct PlannedAggregate {
     pub schema: LogicalSchema,
 }
 
-/// The result type of an aggregate over arguments of these types.
-fn aggregate_type(name: &str, args: &[SqlType], pos: crate::Pos) -> Result<SqlType, SqlError> {
+/// The result type of an aggregate over arguments of these types; `literals` holds
+/// the arguments written as literals (the parameters: how many, whether to ignore
+/// NULLs), None for the others.
+fn aggregate_type(
+    name: &str,
+    args: &[SqlType],
+    literals: &[Option<&ast::LiteralValue>],
+    pos: crate::Pos,
+) -> Result<SqlType, SqlError> {
     let bad = || {
         let shown: Vec<String> = args.iter().map(|t| t.to_string()).collect();
         SqlError::semantic(
@@ -31,6 +38,15 @@ fn aggregate_type(name: &str, args: &[SqlType], pos: crate::Pos) -> Result<SqlTy
             ),
         )
     };
+    let literal_int = |i: usize| {
+        matches!(args.get(i), Some(SqlType::Integer))
+            && matches!(literals.get(i), Some(Some(ast::LiteralValue::Number(_))))
+    };
+    let literal_bool = |i: usize| {
+        matches!(args.get(i), Some(SqlType::Boolean))
+            && matches!(literals.get(i), Some(Some(ast::LiteralValue::Boolean(_))))
+    };
+    let array_of = |t: &SqlType| SqlType::Array(Box::new(t.clone()));
     Ok(match (name, args) {
         ("COUNT", [] | [_]) => SqlType::Bigint,
         ("SUM", [t]) if t.is_numeric() => t.clone(),
@@ -44,8 +60,47 @@ fn aggregate_type(name: &str, args: &[SqlType], pos: crate::Pos) -> Result<SqlTy
         {
             t.clone()
         }
-        ("LATEST_BY_OFFSET" | "EARLIEST_BY_OFFSET", [t]) if t.is_primitive() => t.clone(),
-        ("COUNT" | "SUM" | "AVG" | "MIN" | "MAX", _) => return Err(bad()),
+        ("LATEST_BY_OFFSET" | "EARLIEST_BY_OFFSET", [t]) => t.clone(),
+        ("LATEST_BY_OFFSET" | "EARLIEST_BY_OFFSET", [t, _]) if literal_bool(1) => t.clone(),
+        ("LATEST_BY_OFFSET" | "EARLIEST_BY_OFFSET", [t, _]) if literal_int(1) => array_of(t),
+        ("LATEST_BY_OFFSET" | "EARLIEST_BY_OFFSET", [t, _, _])
+            if literal_int(1) && literal_bool(2) =>
+        {
+            array_of(t)
+        }
+        ("COLLECT_LIST" | "COLLECT_SET", [t]) => array_of(t),
+        ("TOPK" | "TOPKDISTINCT", [t, _])
+            if literal_int(1) && (t.is_numeric() || *t == SqlType::String) =>
+        {
+            array_of(t)
+        }
+        // TOPK(sort, other..., k): the rows with the k largest sort values, as structs.
+        ("TOPK", [t, others @ .., _])
+            if literal_int(args.len() - 1) && (t.is_numeric() || *t == SqlType::String) =>
+        {
+            let mut fields = vec![sluice_plan::StructField {
+                name: "sort_col".into(),
+                ty: t.clone(),
+            }];
+            for (i, o) in others.iter().enumerate() {
+                fields.push(sluice_plan::StructField {
+                    name: format!("col{i}"),
+                    ty: o.clone(),
+                });
+            }
+            array_of(&SqlType::Struct(fields))
+        }
+        ("HISTOGRAM", [SqlType::String]) => SqlType::Map {
+            key: Box::new(SqlType::String),
+            value: Box::new(SqlType::Bigint),
+        },
+        ("CORRELATION", [x, y]) if x.is_numeric() && y.is_numeric() => SqlType::Double,
+        ("ATTR", [t]) => t.clone(),
+        (
+            "COUNT" | "SUM" | "AVG" | "MIN" | "MAX" | "LATEST_BY_OFFSET" | "EARLIEST_BY_OFFSET"
+            | "COLLECT_LIST" | "COLLECT_SET" | "HISTOGRAM" | "CORRELATION" | "ATTR",
+            _,
+        ) => return Err(bad()),
         _ => {
             return Err(SqlError::unsupported(
                 pos,
@@ -93,7 +148,36 @@ impl Rewriter<'_> {
                 let counts_rows = upper == "COUNT"
                     && (*star
                         || matches!(args.as_slice(), [a] if matches!(a.kind, ExprKind::Literal(_))));
-                let return_type = aggregate_type(&upper, &types, e.pos)?;
+                let literals: Vec<Option<&ast::LiteralValue>> = args
+                    .iter()
+                    .map(|a| match &a.kind {
+                        ExprKind::Literal(l) => Some(l),
+                        _ => None,
+                    })
+                    .collect();
+                if matches!(
+                    upper.as_str(),
+                    "EARLIEST_BY_OFFSET" | "LATEST_BY_OFFSET" | "TOPK" | "TOPKDISTINCT"
+                ) && let Some((i, a)) = args
+                    .iter()
+                    .enumerate()
+                    // TOPK's parameter is its last argument.
+                    .skip(if upper.starts_with("TOPK") {
+                        args.len().saturating_sub(1)
+                    } else {
+                        1
+                    })
+                    .find(|(i, _)| literals[*i].is_none())
+                {
+                    return Err(SqlError::semantic(
+                        a.pos,
+                        format!(
+                            "Parameter {} passed to function {upper} must be a literal constant, but was expression: '{a}'",
+                            i + 1
+                        ),
+                    ));
+                }
+                let return_type = aggregate_type(&upper, &types, &literals, e.pos)?;
                 let call = AggregateCall {
                     function: upper,
                     args: if counts_rows {

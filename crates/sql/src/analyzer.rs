@@ -1299,6 +1299,7 @@ pub fn is_aggregate(name: &str) -> bool {
             | "CORRELATION"
             | "STDDEV_SAMP"
             | "STDDEV_SAMPLE"
+            | "ATTR"
     )
 }
 

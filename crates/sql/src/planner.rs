@@ -152,6 +152,34 @@ pub struct PlannerConfig {
     pub wrap_single_values: Option<bool>,
     /// `ksql.output.topic.name.prefix`: prepended to the default name of a sink topic.
     pub output_topic_prefix: String,
+    /// `ksql.functions.collect_list.limit` and `ksql.functions.collect_set.limit`.
+    pub collect_list_limit: Option<i64>,
+    pub collect_set_limit: Option<i64>,
+}
+
+impl PlannerConfig {
+    /// Applies one ksqlDB property (from the server's configuration, SET, or a request's
+    /// `streamsProperties`); properties the planner does not read are ignored.
+    pub fn apply(&mut self, name: &str, value: &str) {
+        let value = value.trim();
+        match name {
+            "ksql.persistence.default.format.value" => {
+                self.default_value_format = FormatKind::parse(value);
+            }
+            "ksql.persistence.default.format.key" => {
+                if let Some(k) = FormatKind::parse(value) {
+                    self.default_key_format = k;
+                }
+            }
+            "ksql.persistence.wrap.single.values" => {
+                self.wrap_single_values = value.parse().ok();
+            }
+            "ksql.output.topic.name.prefix" => self.output_topic_prefix = value.to_string(),
+            "ksql.functions.collect_list.limit" => self.collect_list_limit = value.parse().ok(),
+            "ksql.functions.collect_set.limit" => self.collect_set_limit = value.parse().ok(),
+            _ => {}
+        }
+    }
 }
 
 impl Default for PlannerConfig {
@@ -161,6 +189,8 @@ impl Default for PlannerConfig {
             default_value_format: None,
             wrap_single_values: None,
             output_topic_prefix: String::new(),
+            collect_list_limit: None,
+            collect_set_limit: None,
         }
     }
 }
@@ -1004,6 +1034,39 @@ fn plan_create_as(
         if over_table {
             check_table_aggregates(stmt.pos, &agg.step)?;
         }
+        let mut agg = agg;
+        if let Step::StreamAggregate { aggregates, .. } = &mut agg.step {
+            for a in aggregates.iter_mut() {
+                let limit = match a.function.as_str() {
+                    "COLLECT_LIST" => config.collect_list_limit,
+                    "COLLECT_SET" => config.collect_set_limit,
+                    _ => None,
+                };
+                if let Some(limit) = limit {
+                    a.args
+                        .push(sluice_plan::Expr::Literal(sluice_plan::Literal::Bigint(
+                            limit,
+                        )));
+                }
+            }
+        }
+        // The aggregation's state is written in the source's value format (ksqlDB's
+        // internal topics): a format without nested types cannot hold the state of
+        // the functions that keep structs or lists.
+        if let Step::StreamAggregate { aggregates, .. } = &agg.step
+            && matches!(
+                source.topic.value_format.kind,
+                FormatKind::Delimited | FormatKind::Kafka
+            )
+            && aggregates
+                .iter()
+                .any(|a| !matches!(a.function.as_str(), "COUNT" | "SUM" | "MIN" | "MAX"))
+        {
+            return Err(SqlError::semantic(
+                stmt.pos,
+                "One of the functions used in the statement has an intermediate type that the value format can not handle. Please remove the function or change the format.",
+            ));
+        }
         (agg.step, agg.schema)
     } else {
         let (projection, out_schema) = if q.partition_by.is_empty() {
@@ -1100,7 +1163,16 @@ fn plan_create_as(
 
 /// Aggregate functions that can undo a row, which aggregating a table needs (ksqlDB's
 /// `TableUdaf`s).
-const TABLE_AGGREGATES: &[&str] = &["COUNT", "SUM", "AVG"];
+const TABLE_AGGREGATES: &[&str] = &[
+    "COUNT",
+    "SUM",
+    "AVG",
+    "COLLECT_LIST",
+    "COLLECT_SET",
+    "HISTOGRAM",
+    "CORRELATION",
+    "ATTR",
+];
 
 fn check_table_aggregates(pos: Pos, step: &Step) -> Result<(), SqlError> {
     let Step::StreamAggregate { aggregates, .. } = step else {

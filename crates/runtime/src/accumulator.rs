@@ -1,0 +1,573 @@
+//! The running state of one aggregate function for one group, with ksqlDB's semantics
+//! for each function, and undo for those that can aggregate a table.
+
+use crate::error::{Result, RuntimeError};
+use crate::types::arrow_type;
+use datafusion_common::ScalarValue;
+use datafusion_common::arrow::array::{ArrayRef, MapArray, StringArray, StructArray};
+use datafusion_common::arrow::buffer::OffsetBuffer;
+use datafusion_common::arrow::datatypes::DataType;
+use datafusion_common::scalar::ScalarStructBuilder;
+use sluice_plan::{AggregateCall, Expr, Literal, SqlType};
+use std::cmp::Ordering;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// ksqlDB's default cap on COLLECT_LIST and COLLECT_SET (`ksql.functions.collect_*.limit`).
+const COLLECT_LIMIT: usize = 1000;
+
+#[derive(Clone, Debug)]
+pub enum Accumulator {
+    /// COUNT(*) and COUNT(x): how many rows (with x not NULL).
+    Count(i64),
+    /// SUM: NULLs are skipped; the sum of nothing is 0; the sum keeps its declared type.
+    Sum(ScalarValue, DataType),
+    Min(ScalarValue),
+    Max(ScalarValue),
+    Avg {
+        sum: f64,
+        count: i64,
+    },
+    /// EARLIEST_BY_OFFSET / LATEST_BY_OFFSET: the first or last `n` values in arrival
+    /// order (one value, not a list, when `n` is None), NULLs skipped if asked.
+    ByOffset {
+        latest: bool,
+        n: Option<usize>,
+        ignore_nulls: bool,
+        values: VecDeque<ScalarValue>,
+        item: DataType,
+    },
+    /// COLLECT_LIST (every value, NULLs too) and COLLECT_SET (distinct values), up to
+    /// `limit` values.
+    Collect {
+        distinct: bool,
+        limit: usize,
+        values: Vec<ScalarValue>,
+        item: DataType,
+    },
+    /// TOPK / TOPKDISTINCT: the `k` largest non-NULL values, largest first; with more
+    /// arguments, the other values of those rows too (as STRUCT items).
+    TopK {
+        k: usize,
+        distinct: bool,
+        values: Vec<(ScalarValue, Vec<ScalarValue>)>,
+        item: DataType,
+    },
+    /// HISTOGRAM: how many times each value was seen, in first-seen order.
+    Histogram(Vec<(String, i64)>),
+    /// CORRELATION: Pearson's sample correlation of the pairs with neither side NULL.
+    Correlation {
+        n: f64,
+        x: f64,
+        y: f64,
+        xx: f64,
+        yy: f64,
+        xy: f64,
+    },
+    /// ATTR: the value when every row had the same one (NULL counts as a value), else
+    /// NULL. Counts per value, so a row can be taken back.
+    Attr(Vec<(ScalarValue, i64)>, DataType),
+}
+
+/// How many of an aggregate's arguments are values per row; the rest are literal
+/// parameters.
+pub fn value_arguments(call: &AggregateCall) -> usize {
+    match call.function.as_str() {
+        "CORRELATION" => 2,
+        // TOPK(sort, other..., k)
+        "TOPK" | "TOPKDISTINCT" => call.args.len().saturating_sub(1),
+        _ => call.args.len().min(1),
+    }
+}
+
+fn literal_param(call: &AggregateCall, i: usize) -> Option<&Literal> {
+    match call.args.get(i) {
+        Some(Expr::Literal(l)) => Some(l),
+        _ => None,
+    }
+}
+
+impl Accumulator {
+    pub fn new(call: &AggregateCall) -> Result<Accumulator> {
+        let ty = arrow_type(&call.return_type);
+        let item = || match &call.return_type {
+            SqlType::Array(item) => arrow_type(item),
+            other => arrow_type(other),
+        };
+        let int_param = |i: usize| match literal_param(call, i) {
+            Some(Literal::Integer(v)) => Some((*v).max(0) as usize),
+            Some(Literal::Bigint(v)) => Some((*v).max(0) as usize),
+            _ => None,
+        };
+        let bool_param = |i: usize| match literal_param(call, i) {
+            Some(Literal::Boolean(b)) => Some(*b),
+            _ => None,
+        };
+        Ok(match call.function.as_str() {
+            "COUNT" => Accumulator::Count(0),
+            "SUM" => Accumulator::Sum(ScalarValue::new_zero(&ty)?, ty),
+            "MIN" => Accumulator::Min(ScalarValue::try_from(&ty)?),
+            "MAX" => Accumulator::Max(ScalarValue::try_from(&ty)?),
+            "AVG" => Accumulator::Avg { sum: 0.0, count: 0 },
+            f @ ("LATEST_BY_OFFSET" | "EARLIEST_BY_OFFSET") => {
+                let n = int_param(1);
+                let ignore_nulls = bool_param(if n.is_some() { 2 } else { 1 }).unwrap_or(true);
+                Accumulator::ByOffset {
+                    latest: f == "LATEST_BY_OFFSET",
+                    n,
+                    ignore_nulls,
+                    values: VecDeque::new(),
+                    item: item(),
+                }
+            }
+            f @ ("COLLECT_LIST" | "COLLECT_SET") => Accumulator::Collect {
+                distinct: f == "COLLECT_SET",
+                limit: int_param(1).unwrap_or(COLLECT_LIMIT),
+                values: Vec::new(),
+                item: item(),
+            },
+            f @ ("TOPK" | "TOPKDISTINCT") => Accumulator::TopK {
+                k: int_param(call.args.len().saturating_sub(1)).unwrap_or(0),
+                distinct: f == "TOPKDISTINCT",
+                values: Vec::new(),
+                item: item(),
+            },
+            "HISTOGRAM" => Accumulator::Histogram(Vec::new()),
+            "CORRELATION" => Accumulator::Correlation {
+                n: 0.0,
+                x: 0.0,
+                y: 0.0,
+                xx: 0.0,
+                yy: 0.0,
+                xy: 0.0,
+            },
+            "ATTR" => Accumulator::Attr(Vec::new(), ty),
+            other => {
+                return Err(RuntimeError::Plan(format!(
+                    "no implementation of the aggregate {other}"
+                )));
+            }
+        })
+    }
+
+    /// Adds one row; `args` are the row's value arguments (none for COUNT(*)).
+    pub fn update(&mut self, args: &[ScalarValue]) -> Result<()> {
+        let arg = args.first();
+        let present = arg.filter(|a| !a.is_null());
+        match self {
+            Accumulator::Count(n) => {
+                if arg.is_none_or(|a| !a.is_null()) {
+                    *n += 1;
+                }
+            }
+            Accumulator::Sum(total, t) => {
+                if let Some(a) = present {
+                    *total = add_like_java(total, a, t, false)?;
+                }
+            }
+            Accumulator::Min(best) => {
+                if let Some(a) = present
+                    && (best.is_null() || a.partial_cmp(best) == Some(Ordering::Less))
+                {
+                    *best = a.clone();
+                }
+            }
+            Accumulator::Max(best) => {
+                if let Some(a) = present
+                    && (best.is_null() || a.partial_cmp(best) == Some(Ordering::Greater))
+                {
+                    *best = a.clone();
+                }
+            }
+            Accumulator::Avg { sum, count } => {
+                if let Some(a) = present {
+                    *sum += as_f64(a)?;
+                    *count += 1;
+                }
+            }
+            Accumulator::ByOffset {
+                latest,
+                n,
+                ignore_nulls,
+                values,
+                ..
+            } => {
+                let Some(a) = arg else { return Ok(()) };
+                if *ignore_nulls && a.is_null() {
+                    return Ok(());
+                }
+                let cap = n.unwrap_or(1);
+                if *latest {
+                    values.push_back(a.clone());
+                    while values.len() > cap {
+                        values.pop_front();
+                    }
+                } else if values.len() < cap {
+                    values.push_back(a.clone());
+                }
+            }
+            Accumulator::Collect {
+                distinct,
+                limit,
+                values,
+                ..
+            } => {
+                if let Some(a) = arg
+                    && values.len() < *limit
+                    && !(*distinct && values.contains(a))
+                {
+                    values.push(a.clone());
+                }
+            }
+            Accumulator::TopK {
+                k,
+                distinct,
+                values,
+                ..
+            } => {
+                if let Some(a) = present
+                    && !(*distinct && values.iter().any(|(v, _)| v == a))
+                {
+                    let at = values
+                        .iter()
+                        .position(|(v, _)| a.partial_cmp(v) == Some(Ordering::Greater))
+                        .unwrap_or(values.len());
+                    values.insert(at, (a.clone(), args[1..].to_vec()));
+                    values.truncate(*k);
+                }
+            }
+            Accumulator::Histogram(counts) => {
+                if let Some(ScalarValue::Utf8(Some(s))) = present {
+                    match counts.iter_mut().find(|(k, _)| k == s) {
+                        Some((_, c)) => *c += 1,
+                        None => counts.push((s.clone(), 1)),
+                    }
+                }
+            }
+            Accumulator::Correlation {
+                n,
+                x,
+                y,
+                xx,
+                yy,
+                xy,
+            } => {
+                if let [a, b] = args
+                    && !a.is_null()
+                    && !b.is_null()
+                {
+                    let (a, b) = (as_f64(a)?, as_f64(b)?);
+                    *n += 1.0;
+                    *x += a;
+                    *y += b;
+                    *xx += a * a;
+                    *yy += b * b;
+                    *xy += a * b;
+                }
+            }
+            Accumulator::Attr(counts, _) => {
+                if let Some(a) = arg {
+                    match counts.iter_mut().find(|(v, _)| v == a) {
+                        Some((_, c)) => *c += 1,
+                        None => counts.push((a.clone(), 1)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes back one row added before (a table row that changed or was deleted).
+    pub fn undo(&mut self, args: &[ScalarValue]) -> Result<()> {
+        let arg = args.first();
+        let present = arg.filter(|a| !a.is_null());
+        match self {
+            Accumulator::Count(n) => {
+                if arg.is_none_or(|a| !a.is_null()) {
+                    *n -= 1;
+                }
+            }
+            Accumulator::Sum(total, t) => {
+                if let Some(a) = present {
+                    *total = add_like_java(total, a, t, true)?;
+                }
+            }
+            Accumulator::Avg { sum, count } => {
+                if let Some(a) = present {
+                    *sum -= as_f64(a)?;
+                    *count -= 1;
+                }
+            }
+            Accumulator::Collect { values, .. } => {
+                if let Some(a) = arg
+                    && let Some(i) = values.iter().position(|v| v == a)
+                {
+                    values.remove(i);
+                }
+            }
+            Accumulator::Histogram(counts) => {
+                if let Some(ScalarValue::Utf8(Some(s))) = present
+                    && let Some(i) = counts.iter().position(|(k, _)| k == s)
+                {
+                    counts[i].1 -= 1;
+                    if counts[i].1 <= 0 {
+                        counts.remove(i);
+                    }
+                }
+            }
+            Accumulator::Correlation {
+                n,
+                x,
+                y,
+                xx,
+                yy,
+                xy,
+            } => {
+                if let [a, b] = args
+                    && !a.is_null()
+                    && !b.is_null()
+                {
+                    let (a, b) = (as_f64(a)?, as_f64(b)?);
+                    *n -= 1.0;
+                    *x -= a;
+                    *y -= b;
+                    *xx -= a * a;
+                    *yy -= b * b;
+                    *xy -= a * b;
+                }
+            }
+            Accumulator::Attr(counts, _) => {
+                if let Some(a) = arg
+                    && let Some(i) = counts.iter().position(|(v, _)| v == a)
+                {
+                    counts[i].1 -= 1;
+                    if counts[i].1 <= 0 {
+                        counts.remove(i);
+                    }
+                }
+            }
+            other => {
+                return Err(RuntimeError::Plan(format!(
+                    "the aggregate {other:?} cannot undo a row; it cannot aggregate a table"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn value(&self) -> Result<ScalarValue> {
+        Ok(match self {
+            Accumulator::Count(n) => ScalarValue::Int64(Some(*n)),
+            Accumulator::Sum(v, _) | Accumulator::Min(v) | Accumulator::Max(v) => v.clone(),
+            Accumulator::Avg { sum, count } => ScalarValue::Float64(Some(if *count == 0 {
+                0.0
+            } else {
+                sum / *count as f64
+            })),
+            Accumulator::ByOffset {
+                n, values, item, ..
+            } => match n {
+                None => match values.front() {
+                    Some(v) => v.clone(),
+                    None => ScalarValue::try_from(item)?,
+                },
+                Some(_) => list(values.iter().cloned().collect(), item),
+            },
+            Accumulator::Collect { values, item, .. } => list(values.clone(), item),
+            Accumulator::TopK { values, item, .. } => {
+                let items = match item {
+                    DataType::Struct(fields) => values
+                        .iter()
+                        .map(|(sort, others)| {
+                            let mut b = ScalarStructBuilder::new();
+                            for (f, v) in fields.iter().zip(std::iter::once(sort).chain(others)) {
+                                b = b.with_scalar(f.as_ref().clone(), v.clone());
+                            }
+                            Ok(b.build()?)
+                        })
+                        .collect::<Result<Vec<_>>>()?,
+                    _ => values.iter().map(|(v, _)| v.clone()).collect(),
+                };
+                list(items, item)
+            }
+            Accumulator::Histogram(counts) => {
+                let keys: ArrayRef = Arc::new(StringArray::from_iter_values(
+                    counts.iter().map(|(k, _)| k.as_str()),
+                ));
+                let values: ArrayRef = Arc::new(
+                    datafusion_common::arrow::array::Int64Array::from_iter_values(
+                        counts.iter().map(|(_, c)| *c),
+                    ),
+                );
+                let map_type = arrow_type(&SqlType::Map {
+                    key: Box::new(SqlType::String),
+                    value: Box::new(SqlType::Bigint),
+                });
+                let DataType::Map(entries, sorted) = map_type else {
+                    unreachable!("a MAP is a Map")
+                };
+                let DataType::Struct(fields) = entries.data_type() else {
+                    unreachable!("map entries are a struct")
+                };
+                let entry_array = StructArray::new(fields.clone(), vec![keys, values], None);
+                ScalarValue::Map(Arc::new(MapArray::new(
+                    entries.clone(),
+                    OffsetBuffer::from_lengths([counts.len()]),
+                    entry_array,
+                    None,
+                    sorted,
+                )))
+            }
+            Accumulator::Correlation {
+                n,
+                x,
+                y,
+                xx,
+                yy,
+                xy,
+            } => {
+                // ksqlDB's formula, for the same rounding.
+                let numerator = n * xy - x * y;
+                let denominator = (n * xx - x * x).sqrt() * (n * yy - y * y).sqrt();
+                ScalarValue::Float64(Some(numerator / denominator))
+            }
+            Accumulator::Attr(counts, ty) => match counts.as_slice() {
+                [(v, _)] => v.clone(),
+                _ => ScalarValue::try_from(ty)?,
+            },
+        })
+    }
+}
+
+fn list(values: Vec<ScalarValue>, item: &DataType) -> ScalarValue {
+    ScalarValue::List(ScalarValue::new_list_nullable(&values, item))
+}
+
+fn as_f64(v: &ScalarValue) -> Result<f64> {
+    match v.cast_to(&DataType::Float64)? {
+        ScalarValue::Float64(Some(f)) => Ok(f),
+        _ => Ok(0.0),
+    }
+}
+
+/// `total ± a` with Java's arithmetic: integer sums wrap on overflow.
+fn add_like_java(
+    total: &ScalarValue,
+    a: &ScalarValue,
+    t: &DataType,
+    subtract: bool,
+) -> Result<ScalarValue> {
+    Ok(match (total, a) {
+        (ScalarValue::Int32(Some(x)), ScalarValue::Int32(Some(y))) => {
+            ScalarValue::Int32(Some(if subtract {
+                x.wrapping_sub(*y)
+            } else {
+                x.wrapping_add(*y)
+            }))
+        }
+        (ScalarValue::Int64(Some(x)), ScalarValue::Int64(Some(y))) => {
+            ScalarValue::Int64(Some(if subtract {
+                x.wrapping_sub(*y)
+            } else {
+                x.wrapping_add(*y)
+            }))
+        }
+        _ if subtract => total.sub(a)?.cast_to(t)?,
+        _ => total.add(a)?.cast_to(t)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(function: &str, args: Vec<Expr>, returns: SqlType) -> AggregateCall {
+        AggregateCall {
+            function: function.into(),
+            args,
+            return_type: returns,
+        }
+    }
+
+    fn int(v: Option<i64>) -> ScalarValue {
+        ScalarValue::Int64(v)
+    }
+
+    fn run(acc: &mut Accumulator, values: &[Option<i64>]) -> Vec<String> {
+        values
+            .iter()
+            .map(|v| {
+                acc.update(&[int(*v)]).unwrap();
+                acc.value().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn by_offset_keeps_the_first_or_last_values() {
+        let col = Expr::Column("X".into());
+        let list = SqlType::Array(Box::new(SqlType::Bigint));
+        let mut latest2 = Accumulator::new(&call(
+            "LATEST_BY_OFFSET",
+            vec![
+                col.clone(),
+                Expr::Literal(Literal::Integer(2)),
+                Expr::Literal(Literal::Boolean(false)),
+            ],
+            list.clone(),
+        ))
+        .unwrap();
+        assert_eq!(
+            run(&mut latest2, &[Some(12), None, Some(13)]),
+            vec!["[12]", "[12, ]", "[, 13]"]
+        );
+        let mut earliest =
+            Accumulator::new(&call("EARLIEST_BY_OFFSET", vec![col], SqlType::Bigint)).unwrap();
+        assert_eq!(
+            run(&mut earliest, &[None, Some(13), Some(14)]),
+            vec!["NULL", "13", "13"]
+        );
+    }
+
+    #[test]
+    fn topk_keeps_the_largest_and_attr_needs_one_value() {
+        let col = Expr::Column("X".into());
+        let mut top = Accumulator::new(&call(
+            "TOPK",
+            vec![col.clone(), Expr::Literal(Literal::Integer(2))],
+            SqlType::Array(Box::new(SqlType::Bigint)),
+        ))
+        .unwrap();
+        assert_eq!(
+            run(&mut top, &[Some(1), Some(5), None, Some(3), Some(5)]),
+            vec!["[1]", "[5, 1]", "[5, 1]", "[5, 3]", "[5, 5]"]
+        );
+        let mut attr = Accumulator::new(&call("ATTR", vec![col], SqlType::Bigint)).unwrap();
+        assert_eq!(
+            run(&mut attr, &[Some(1), Some(1), Some(2)]),
+            vec!["1", "1", "NULL"]
+        );
+        attr.undo(&[int(Some(2))]).unwrap();
+        assert_eq!(attr.value().unwrap().to_string(), "1");
+    }
+
+    #[test]
+    fn correlation_undoes_its_pairs() {
+        let mut c = Accumulator::new(&call(
+            "CORRELATION",
+            vec![Expr::Column("X".into()), Expr::Column("Y".into())],
+            SqlType::Double,
+        ))
+        .unwrap();
+        let pair = |x: f64, y: f64| [ScalarValue::from(x), ScalarValue::from(y)];
+        c.update(&pair(1.0, 2.0)).unwrap();
+        assert!(matches!(c.value().unwrap(), ScalarValue::Float64(Some(v)) if v.is_nan()));
+        c.update(&pair(2.0, 4.0)).unwrap();
+        c.update(&pair(3.0, 1.0)).unwrap();
+        c.undo(&pair(3.0, 1.0)).unwrap();
+        let ScalarValue::Float64(Some(r)) = c.value().unwrap() else {
+            panic!("a correlation is a DOUBLE")
+        };
+        assert!((r - 1.0).abs() < 1e-9, "{r}");
+    }
+}
