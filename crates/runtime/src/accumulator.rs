@@ -56,14 +56,7 @@ pub enum Accumulator {
     /// HISTOGRAM: how many times each value was seen, in first-seen order.
     Histogram(Vec<(String, i64)>),
     /// CORRELATION: Pearson's sample correlation of the pairs with neither side NULL.
-    Correlation {
-        n: f64,
-        x: f64,
-        y: f64,
-        xx: f64,
-        yy: f64,
-        xy: f64,
-    },
+    Correlation(Moments),
     /// ATTR: the value when every row had the same one (NULL counts as a value), else
     /// NULL. Counts per value, so a row can be taken back.
     Attr(Vec<(ScalarValue, i64)>, DataType),
@@ -133,14 +126,7 @@ impl Accumulator {
                 item: item(),
             },
             "HISTOGRAM" => Accumulator::Histogram(Vec::new()),
-            "CORRELATION" => Accumulator::Correlation {
-                n: 0.0,
-                x: 0.0,
-                y: 0.0,
-                xx: 0.0,
-                yy: 0.0,
-                xy: 0.0,
-            },
+            "CORRELATION" => Accumulator::Correlation(Moments::default()),
             "ATTR" => Accumulator::Attr(Vec::new(), ty),
             other => {
                 return Err(RuntimeError::Plan(format!(
@@ -244,27 +230,7 @@ impl Accumulator {
                     }
                 }
             }
-            Accumulator::Correlation {
-                n,
-                x,
-                y,
-                xx,
-                yy,
-                xy,
-            } => {
-                if let [a, b] = args
-                    && !a.is_null()
-                    && !b.is_null()
-                {
-                    let (a, b) = (as_f64(a)?, as_f64(b)?);
-                    *n += 1.0;
-                    *x += a;
-                    *y += b;
-                    *xx += a * a;
-                    *yy += b * b;
-                    *xy += a * b;
-                }
-            }
+            Accumulator::Correlation(m) => m.add(args, 1.0)?,
             Accumulator::Attr(counts, _) => {
                 if let Some(a) = arg {
                     match counts.iter_mut().find(|(v, _)| v == a) {
@@ -315,27 +281,7 @@ impl Accumulator {
                     }
                 }
             }
-            Accumulator::Correlation {
-                n,
-                x,
-                y,
-                xx,
-                yy,
-                xy,
-            } => {
-                if let [a, b] = args
-                    && !a.is_null()
-                    && !b.is_null()
-                {
-                    let (a, b) = (as_f64(a)?, as_f64(b)?);
-                    *n -= 1.0;
-                    *x -= a;
-                    *y -= b;
-                    *xx -= a * a;
-                    *yy -= b * b;
-                    *xy -= a * b;
-                }
-            }
+            Accumulator::Correlation(m) => m.add(args, -1.0)?,
             Accumulator::Attr(counts, _) => {
                 if let Some(a) = arg
                     && let Some(i) = counts.iter().position(|(v, _)| v == a)
@@ -418,17 +364,10 @@ impl Accumulator {
                     sorted,
                 )))
             }
-            Accumulator::Correlation {
-                n,
-                x,
-                y,
-                xx,
-                yy,
-                xy,
-            } => {
+            Accumulator::Correlation(m) => {
                 // ksqlDB's formula, for the same rounding.
-                let numerator = n * xy - x * y;
-                let denominator = (n * xx - x * x).sqrt() * (n * yy - y * y).sqrt();
+                let numerator = m.n * m.xy - m.x * m.y;
+                let denominator = (m.n * m.xx - m.x * m.x).sqrt() * (m.n * m.yy - m.y * m.y).sqrt();
                 ScalarValue::Float64(Some(numerator / denominator))
             }
             Accumulator::Attr(counts, ty) => match counts.as_slice() {
@@ -436,6 +375,36 @@ impl Accumulator {
                 _ => ScalarValue::try_from(ty)?,
             },
         })
+    }
+}
+
+/// Sums over (x, y) pairs, from which a correlation follows.
+#[derive(Clone, Debug, Default)]
+pub struct Moments {
+    n: f64,
+    x: f64,
+    y: f64,
+    xx: f64,
+    yy: f64,
+    xy: f64,
+}
+
+impl Moments {
+    /// Adds (sign 1) or takes back (sign -1) a pair; pairs with a NULL do not count.
+    fn add(&mut self, args: &[ScalarValue], sign: f64) -> Result<()> {
+        if let [a, b] = args
+            && !a.is_null()
+            && !b.is_null()
+        {
+            let (a, b) = (as_f64(a)?, as_f64(b)?);
+            self.n += sign;
+            self.x += sign * a;
+            self.y += sign * b;
+            self.xx += sign * a * a;
+            self.yy += sign * b * b;
+            self.xy += sign * a * b;
+        }
+        Ok(())
     }
 }
 
