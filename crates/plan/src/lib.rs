@@ -11,6 +11,8 @@ mod schema;
 mod types;
 
 pub use expr::{BinaryOp, Expr, Literal, format_decimal};
-pub use plan::{AggregateCall, NamedExpr, PLAN_VERSION, QueryPlan, Step, TopicSpec, WindowSpec};
+pub use plan::{
+    AggregateCall, NamedExpr, PLAN_VERSION, QueryPlan, Step, TopicSpec, WindowKind, WindowSpec,
+};
 pub use schema::{Column, ColumnKind, Format, FormatKind, LogicalSchema, PSEUDO_COLUMNS};
 pub use types::{SqlType, StructField};

@@ -35,15 +35,46 @@ pub struct TopicSpec {
     pub window: Option<WindowSpec>,
 }
 
-/// A time window of an aggregation, and of the keys of its output.
+/// A window of an aggregation, and of the keys of its output.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WindowSpec {
-    /// TUMBLING windows advance by their size; HOPPING ones by `advance_ms`.
+    #[serde(default, skip_serializing_if = "WindowKind::is_time")]
+    pub kind: WindowKind,
+    /// TUMBLING windows advance by their size; HOPPING ones by `advance_ms`. For
+    /// SESSION windows, `size_ms` is the inactivity gap.
     pub size_ms: i64,
     pub advance_ms: i64,
     /// Records for a window arriving later than its end plus this are dropped.
     pub grace_ms: i64,
+    /// How long a window is kept after its start (RETENTION); None: size plus grace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<i64>,
+}
+
+impl WindowSpec {
+    /// How long windows are kept: RETENTION, or at least their size and grace period.
+    pub fn retention(&self) -> i64 {
+        self.retention_ms
+            .unwrap_or(0)
+            .max(self.size_ms.saturating_add(self.grace_ms))
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum WindowKind {
+    /// TUMBLING and HOPPING: fixed windows; keys carry the window start.
+    #[default]
+    Time,
+    /// SESSION: windows that grow and merge per key; keys carry the end and the start.
+    Session,
+}
+
+impl WindowKind {
+    pub fn is_time(&self) -> bool {
+        *self == WindowKind::Time
+    }
 }
 
 /// An aggregate function applied to expressions over the input rows.
@@ -138,6 +169,10 @@ pub enum Step {
         /// The value columns, over the intermediate row.
         projection: Vec<NamedExpr>,
         schema: LogicalSchema,
+        /// EMIT FINAL: a window's row is written once, when the window closes, instead
+        /// of on every change.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        emit_final: bool,
     },
     /// Writes a table's changelog to a topic: upserts, and tombstones for deletions.
     #[serde(rename = "tableSinkV1")]

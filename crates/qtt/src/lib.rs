@@ -529,12 +529,21 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
                     w
                 ));
             };
-            // A time-windowed key ends with the window start, 8 bytes big-endian.
+            // A time-windowed key ends with the window start, a session-windowed one
+            // with the end and the start, each 8 bytes big-endian.
             let window = src.and_then(|s| s.topic.window.as_ref());
+            let be = |b: &[u8]| i64::from_be_bytes(b.try_into().expect("8 bytes"));
             let (key_bytes, got_window) = match (window, g.key.as_deref()) {
+                (Some(spec), Some(k))
+                    if spec.kind == sluice_plan::WindowKind::Session && k.len() >= 16 =>
+                {
+                    let (inner, times) = k.split_at(k.len() - 16);
+                    let (end, start) = times.split_at(8);
+                    (Some(inner), Some((be(start), be(end))))
+                }
                 (Some(spec), Some(k)) if k.len() >= 8 => {
                     let (inner, start) = k.split_at(k.len() - 8);
-                    let start = i64::from_be_bytes(start.try_into().expect("8 bytes"));
+                    let start = be(start);
                     (Some(inner), Some((start, start + spec.size_ms)))
                 }
                 _ => (g.key.as_deref(), None),

@@ -34,7 +34,8 @@ pub enum Accumulator {
         latest: bool,
         n: Option<usize>,
         ignore_nulls: bool,
-        values: VecDeque<ScalarValue>,
+        /// Each value with its arrival number, so that merged sessions keep order.
+        values: VecDeque<(u64, ScalarValue)>,
         item: DataType,
     },
     /// COLLECT_LIST (every value, NULLs too) and COLLECT_SET (distinct values), up to
@@ -136,8 +137,9 @@ impl Accumulator {
         })
     }
 
-    /// Adds one row; `args` are the row's value arguments (none for COUNT(*)).
-    pub fn update(&mut self, args: &[ScalarValue]) -> Result<()> {
+    /// Adds one row; `args` are the row's value arguments (none for COUNT(*)); `seq`
+    /// numbers the rows in arrival order.
+    pub fn update(&mut self, args: &[ScalarValue], seq: u64) -> Result<()> {
         let arg = args.first();
         let present = arg.filter(|a| !a.is_null());
         match self {
@@ -184,12 +186,12 @@ impl Accumulator {
                 }
                 let cap = n.unwrap_or(1);
                 if *latest {
-                    values.push_back(a.clone());
+                    values.push_back((seq, a.clone()));
                     while values.len() > cap {
                         values.pop_front();
                     }
                 } else if values.len() < cap {
-                    values.push_back(a.clone());
+                    values.push_back((seq, a.clone()));
                 }
             }
             Accumulator::Collect {
@@ -301,6 +303,104 @@ impl Accumulator {
         Ok(())
     }
 
+    /// Folds in the state of another group (session windows that merge).
+    pub fn merge(&mut self, other: &Accumulator) -> Result<()> {
+        match (self, other) {
+            (Accumulator::Count(a), Accumulator::Count(b)) => *a += b,
+            (Accumulator::Sum(a, t), Accumulator::Sum(b, _)) => {
+                *a = add_like_java(a, b, t, false)?;
+            }
+            (Accumulator::Min(a), Accumulator::Min(b)) => {
+                if !b.is_null() && (a.is_null() || b.partial_cmp(a) == Some(Ordering::Less)) {
+                    *a = b.clone();
+                }
+            }
+            (Accumulator::Max(a), Accumulator::Max(b)) => {
+                if !b.is_null() && (a.is_null() || b.partial_cmp(a) == Some(Ordering::Greater)) {
+                    *a = b.clone();
+                }
+            }
+            (Accumulator::Avg { sum, count }, Accumulator::Avg { sum: s, count: c }) => {
+                *sum += s;
+                *count += c;
+            }
+            (
+                Accumulator::ByOffset {
+                    latest, n, values, ..
+                },
+                Accumulator::ByOffset { values: more, .. },
+            ) => {
+                let mut all: Vec<(u64, ScalarValue)> =
+                    values.drain(..).chain(more.iter().cloned()).collect();
+                all.sort_by_key(|(seq, _)| *seq);
+                let cap = n.unwrap_or(1);
+                let keep = if *latest {
+                    all.split_off(all.len().saturating_sub(cap))
+                } else {
+                    all.truncate(cap);
+                    all
+                };
+                values.extend(keep);
+            }
+            (
+                Accumulator::Collect {
+                    distinct,
+                    limit,
+                    values,
+                    ..
+                },
+                Accumulator::Collect { values: more, .. },
+            ) => {
+                for v in more {
+                    if values.len() < *limit && !(*distinct && values.contains(v)) {
+                        values.push(v.clone());
+                    }
+                }
+            }
+            (
+                Accumulator::TopK {
+                    k,
+                    distinct,
+                    values,
+                    ..
+                },
+                Accumulator::TopK { values: more, .. },
+            ) => {
+                for (v, rest) in more {
+                    if *distinct && values.iter().any(|(x, _)| x == v) {
+                        continue;
+                    }
+                    values.push((v.clone(), rest.clone()));
+                }
+                values.sort_by(|(a, _), (b, _)| b.partial_cmp(a).unwrap_or(Ordering::Equal));
+                values.truncate(*k);
+            }
+            (Accumulator::Histogram(a), Accumulator::Histogram(b)) => {
+                for (k, c) in b {
+                    match a.iter_mut().find(|(x, _)| x == k) {
+                        Some((_, n)) => *n += c,
+                        None => a.push((k.clone(), *c)),
+                    }
+                }
+            }
+            (Accumulator::Correlation(a), Accumulator::Correlation(b)) => a.merge(b),
+            (Accumulator::Attr(a, _), Accumulator::Attr(b, _)) => {
+                for (v, c) in b {
+                    match a.iter_mut().find(|(x, _)| x == v) {
+                        Some((_, n)) => *n += c,
+                        None => a.push((v.clone(), *c)),
+                    }
+                }
+            }
+            (a, b) => {
+                return Err(RuntimeError::Plan(format!(
+                    "cannot merge the aggregates {a:?} and {b:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub fn value(&self) -> Result<ScalarValue> {
         Ok(match self {
             Accumulator::Count(n) => ScalarValue::Int64(Some(*n)),
@@ -314,10 +414,10 @@ impl Accumulator {
                 n, values, item, ..
             } => match n {
                 None => match values.front() {
-                    Some(v) => v.clone(),
+                    Some((_, v)) => v.clone(),
                     None => ScalarValue::try_from(item)?,
                 },
-                Some(_) => list(values.iter().cloned().collect(), item),
+                Some(_) => list(values.iter().map(|(_, v)| v.clone()).collect(), item),
             },
             Accumulator::Collect { values, item, .. } => list(values.clone(), item),
             Accumulator::TopK { values, item, .. } => {
@@ -390,6 +490,15 @@ pub struct Moments {
 }
 
 impl Moments {
+    fn merge(&mut self, other: &Moments) {
+        self.n += other.n;
+        self.x += other.x;
+        self.y += other.y;
+        self.xx += other.xx;
+        self.yy += other.yy;
+        self.xy += other.xy;
+    }
+
     /// Adds (sign 1) or takes back (sign -1) a pair; pairs with a NULL do not count.
     fn add(&mut self, args: &[ScalarValue], sign: f64) -> Result<()> {
         if let [a, b] = args
@@ -466,7 +575,7 @@ mod tests {
         values
             .iter()
             .map(|v| {
-                acc.update(&[int(*v)]).unwrap();
+                acc.update(&[int(*v)], 0).unwrap();
                 acc.value().unwrap().to_string()
             })
             .collect()
@@ -529,10 +638,10 @@ mod tests {
         ))
         .unwrap();
         let pair = |x: f64, y: f64| [ScalarValue::from(x), ScalarValue::from(y)];
-        c.update(&pair(1.0, 2.0)).unwrap();
+        c.update(&pair(1.0, 2.0), 0).unwrap();
         assert!(matches!(c.value().unwrap(), ScalarValue::Float64(Some(v)) if v.is_nan()));
-        c.update(&pair(2.0, 4.0)).unwrap();
-        c.update(&pair(3.0, 1.0)).unwrap();
+        c.update(&pair(2.0, 4.0), 1).unwrap();
+        c.update(&pair(3.0, 1.0), 2).unwrap();
         c.undo(&pair(3.0, 1.0)).unwrap();
         let ScalarValue::Float64(Some(r)) = c.value().unwrap() else {
             panic!("a correlation is a DOUBLE")

@@ -13,7 +13,7 @@ use datafusion_common::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, ne
 use datafusion_common::arrow::datatypes::Int64Type;
 use datafusion_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion_common::arrow::record_batch::RecordBatch;
-use sluice_plan::{AggregateCall, Expr, LogicalSchema, NamedExpr, WindowSpec};
+use sluice_plan::{AggregateCall, Expr, LogicalSchema, NamedExpr, WindowKind, WindowSpec};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -21,6 +21,25 @@ struct Group {
     accumulators: Vec<Accumulator>,
     /// Whether the group's current row was emitted (passed HAVING).
     emitted: bool,
+    /// The window's end (sessions grow; time windows end at start + size).
+    end: i64,
+    /// The largest timestamp of the window's rows: the time of its final row.
+    max_ts: i64,
+    /// EMIT FINAL: the window's final row was written.
+    final_done: bool,
+}
+
+/// A row the aggregation writes: a group's current row, or the deletion of a session
+/// window that merged into another.
+enum Emitted {
+    Group(Vec<ScalarValue>),
+    Removed,
+}
+
+/// The intermediate rows being built, column by column.
+struct Rows {
+    columns: Vec<Vec<ScalarValue>>,
+    emitted: Vec<Emitted>,
 }
 
 pub struct AggregateOp {
@@ -33,8 +52,14 @@ pub struct AggregateOp {
     having: Option<PhysExpr>,
     projection: Vec<PhysExpr>,
     output: SchemaRef,
+    /// Groups by key; windowed groups by key and window start.
     groups: HashMap<Vec<ScalarValue>, Group>,
+    /// Session windows: the starts of each key's sessions.
+    sessions: HashMap<Vec<ScalarValue>, Vec<i64>>,
     window: Option<WindowSpec>,
+    emit_final: bool,
+    /// Numbers input rows in arrival order (for *_BY_OFFSET across merged sessions).
+    seq: u64,
     /// The largest timestamp seen: windows that ended more than the grace period before
     /// it are closed.
     stream_time: i64,
@@ -70,6 +95,7 @@ impl AggregateOp {
         having: Option<&Expr>,
         projection: &[NamedExpr],
         schema: &LogicalSchema,
+        emit_final: bool,
     ) -> Result<AggregateOp> {
         let group_exprs = group_by
             .iter()
@@ -132,7 +158,10 @@ impl AggregateOp {
             projection,
             output: Arc::new(Schema::new(out)),
             groups: HashMap::new(),
+            sessions: HashMap::new(),
             window: window.cloned(),
+            emit_final,
+            seq: 0,
             stream_time: i64::MIN,
             late_records: 0,
         })
@@ -163,10 +192,10 @@ impl AggregateOp {
         let tombstone = batch.column(n - 1).as_boolean();
         let retract = batch.column(n - FLAG_COUNT).as_boolean();
 
-        // Per emitted row: its group key, and the values of the intermediate row.
-        let width = self.intermediate.fields().len();
-        let mut columns: Vec<Vec<ScalarValue>> = vec![Vec::new(); width];
-        let mut row_keys: Vec<Vec<ScalarValue>> = Vec::new();
+        let mut rows = Rows {
+            columns: vec![Vec::new(); self.intermediate.fields().len()],
+            emitted: Vec::new(),
+        };
         let rowtime = batch
             .column(n - PSEUDO_COUNT)
             .as_primitive::<Int64Type>()
@@ -179,90 +208,85 @@ impl AggregateOp {
                 .iter()
                 .map(|k| ScalarValue::try_from_array(k, row))
                 .collect::<datafusion_common::Result<Vec<_>>>()?;
-            let undo = retract.value(row);
-            if undo && !self.groups.contains_key(&group_key) {
-                continue;
-            }
-            // A change that stays in its group emits once, after the undo and the add
-            // (KIP-904): the retraction then only undoes.
-            let silent = undo
-                && row + 1 < batch.num_rows()
-                && !retract.value(row + 1)
-                && !tombstone.value(row + 1)
-                && keys.iter().zip(&group_key).all(|(k, v)| {
-                    ScalarValue::try_from_array(k, row + 1).is_ok_and(|next| next == *v)
-                });
-            // Without a window, one group; with one, a group per open window.
-            let windows: Vec<Option<i64>> = match &self.window {
-                None => vec![None],
+            let values = args
+                .iter()
+                .map(|arg| {
+                    arg.iter()
+                        .map(|a| ScalarValue::try_from_array(a, row))
+                        .collect::<datafusion_common::Result<Vec<_>>>()
+                })
+                .collect::<datafusion_common::Result<Vec<_>>>()?;
+            let pseudo = batch.columns()[n - PSEUDO_COUNT..]
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, row))
+                .collect::<datafusion_common::Result<Vec<_>>>()?;
+            let ts = rowtime.value(row);
+            self.seq += 1;
+            let (seq, emit_final) = (self.seq, self.emit_final);
+            match self.window.clone() {
+                None => {
+                    let undo = retract.value(row);
+                    if undo && !self.groups.contains_key(&group_key) {
+                        continue;
+                    }
+                    // A change that stays in its group emits once, after the undo and
+                    // the add (KIP-904): the retraction then only undoes.
+                    let silent = undo
+                        && row + 1 < batch.num_rows()
+                        && !retract.value(row + 1)
+                        && !tombstone.value(row + 1)
+                        && keys.iter().zip(&group_key).all(|(k, v)| {
+                            ScalarValue::try_from_array(k, row + 1).is_ok_and(|next| next == *v)
+                        });
+                    let group = self.group(group_key.clone(), i64::MAX)?;
+                    apply(group, &values, undo, seq, ts)?;
+                    if !silent {
+                        rows.push(
+                            &group_key,
+                            group,
+                            None,
+                            &pseudo,
+                            None,
+                            Emitted::Group(group_key.clone()),
+                        )?;
+                    }
+                }
+                Some(w) if w.kind == WindowKind::Session => {
+                    self.session_update(&mut rows, group_key, &values, ts, &pseudo, &w)?;
+                }
                 Some(w) => {
-                    let ts = rowtime.value(row);
                     self.stream_time = self.stream_time.max(ts);
-                    let open: Vec<Option<i64>> = window_starts(w, ts)
+                    let open: Vec<i64> = window_starts(&w, ts)
                         .into_iter()
                         .filter(|s| s + w.size_ms + w.grace_ms > self.stream_time)
-                        .map(Some)
                         .collect();
                     if open.is_empty() {
                         self.late_records += 1;
                     }
-                    open
-                }
-            };
-            for window_start in windows {
-                let mut key = group_key.clone();
-                if let Some(s) = window_start {
-                    key.push(ScalarValue::Int64(Some(s)));
-                }
-                let group = match self.groups.get_mut(&key) {
-                    Some(g) => g,
-                    None => {
-                        let accumulators = self
-                            .calls
-                            .iter()
-                            .map(Accumulator::new)
-                            .collect::<Result<_>>()?;
-                        self.groups.entry(key.clone()).or_insert(Group {
-                            accumulators,
-                            emitted: false,
-                        })
-                    }
-                };
-                for (acc, arg) in group.accumulators.iter_mut().zip(&args) {
-                    let v = arg
-                        .iter()
-                        .map(|a| ScalarValue::try_from_array(a, row))
-                        .collect::<datafusion_common::Result<Vec<_>>>()?;
-                    if undo {
-                        acc.undo(&v)?;
-                    } else {
-                        acc.update(&v)?;
+                    for start in open {
+                        let mut key = group_key.clone();
+                        key.push(ScalarValue::Int64(Some(start)));
+                        let group = self.group(key.clone(), start + w.size_ms)?;
+                        apply(group, &values, false, seq, ts)?;
+                        if !emit_final {
+                            rows.push(
+                                &group_key,
+                                group,
+                                Some(start),
+                                &pseudo,
+                                None,
+                                Emitted::Group(key),
+                            )?;
+                        }
                     }
                 }
-                if silent {
-                    continue;
-                }
-                let mut i = 0;
-                for k in &group_key {
-                    columns[i].push(k.clone());
-                    i += 1;
-                }
-                for acc in &group.accumulators {
-                    columns[i].push(acc.value()?);
-                    i += 1;
-                }
-                if let (Some(s), Some(w)) = (window_start, &self.window) {
-                    columns[i].push(ScalarValue::Int64(Some(s)));
-                    columns[i + 1].push(ScalarValue::Int64(Some(s + w.size_ms)));
-                    i += 2;
-                }
-                for c in &batch.columns()[n - PSEUDO_COUNT..] {
-                    columns[i].push(ScalarValue::try_from_array(c, row)?);
-                    i += 1;
-                }
-                row_keys.push(key);
+            }
+            if self.emit_final {
+                self.emit_closed(&mut rows, &pseudo)?;
             }
         }
+        let columns = rows.columns;
+        let row_keys = rows.emitted;
         let arrays: Vec<ArrayRef> = columns
             .into_iter()
             .zip(self.intermediate.fields())
@@ -290,14 +314,22 @@ impl AggregateOp {
         };
         let mut keep = Vec::with_capacity(passes.len());
         let mut deleted = Vec::with_capacity(passes.len());
-        for (key, pass) in row_keys.iter().zip(&passes) {
-            let group = self
-                .groups
-                .get_mut(key)
-                .expect("every emitted row has a group");
-            keep.push(*pass || group.emitted);
-            deleted.push(!*pass);
-            group.emitted = *pass;
+        for (emitted, pass) in row_keys.iter().zip(&passes) {
+            match emitted {
+                Emitted::Group(key) => {
+                    let group = self
+                        .groups
+                        .get_mut(key)
+                        .expect("every emitted row has a group");
+                    keep.push(*pass || group.emitted);
+                    deleted.push(!*pass);
+                    group.emitted = *pass;
+                }
+                Emitted::Removed => {
+                    keep.push(true);
+                    deleted.push(true);
+                }
+            }
         }
 
         let mut out: Vec<ArrayRef> = intermediate.columns()[..self.group_by.len()].to_vec();
@@ -331,10 +363,258 @@ impl AggregateOp {
         out.push(Arc::new(no));
         out.push(Arc::new(BooleanArray::from(deleted)));
         let result = RecordBatch::try_new(self.output.clone(), out)?;
+        self.expire();
         Ok(datafusion_common::arrow::compute::filter_record_batch(
             &result,
             &BooleanArray::from(keep),
         )?)
+    }
+}
+
+/// Adds (or takes back) one row's values in a group.
+fn apply(
+    group: &mut Group,
+    values: &[Vec<ScalarValue>],
+    undo: bool,
+    seq: u64,
+    ts: i64,
+) -> Result<()> {
+    for (acc, v) in group.accumulators.iter_mut().zip(values) {
+        if undo {
+            acc.undo(v)?;
+        } else {
+            acc.update(v, seq)?;
+        }
+    }
+    group.max_ts = group.max_ts.max(ts);
+    Ok(())
+}
+
+impl Rows {
+    /// Appends the intermediate row of a group: key columns, aggregate results, window
+    /// bounds, then the pseudo-columns of the input row (ROWTIME replaced if given).
+    fn push(
+        &mut self,
+        group_key: &[ScalarValue],
+        group: &Group,
+        window_start: Option<i64>,
+        pseudo: &[ScalarValue],
+        rowtime: Option<i64>,
+        emitted: Emitted,
+    ) -> Result<()> {
+        let mut i = 0;
+        for k in group_key {
+            self.columns[i].push(k.clone());
+            i += 1;
+        }
+        for acc in &group.accumulators {
+            self.columns[i].push(acc.value()?);
+            i += 1;
+        }
+        if let Some(start) = window_start {
+            self.columns[i].push(ScalarValue::Int64(Some(start)));
+            self.columns[i + 1].push(ScalarValue::Int64(Some(group.end)));
+            i += 2;
+        }
+        for (j, p) in pseudo.iter().enumerate() {
+            self.columns[i].push(match (j, rowtime) {
+                (0, Some(t)) => ScalarValue::Int64(Some(t)),
+                _ => p.clone(),
+            });
+            i += 1;
+        }
+        self.emitted.push(emitted);
+        Ok(())
+    }
+}
+
+impl AggregateOp {
+    /// The group for `key`, created empty if new.
+    fn group(&mut self, key: Vec<ScalarValue>, end: i64) -> Result<&mut Group> {
+        if !self.groups.contains_key(&key) {
+            let accumulators = self
+                .calls
+                .iter()
+                .map(Accumulator::new)
+                .collect::<Result<_>>()?;
+            self.groups.insert(
+                key.clone(),
+                Group {
+                    accumulators,
+                    emitted: false,
+                    end,
+                    max_ts: i64::MIN,
+                    final_done: false,
+                },
+            );
+        }
+        Ok(self.groups.get_mut(&key).expect("just inserted"))
+    }
+
+    /// A row for a session-windowed aggregation (Kafka Streams' session semantics):
+    /// sessions of the key within the gap of `ts` merge with the row into one; the
+    /// merged-away sessions are deleted.
+    fn session_update(
+        &mut self,
+        rows: &mut Rows,
+        group_key: Vec<ScalarValue>,
+        values: &[Vec<ScalarValue>],
+        ts: i64,
+        pseudo: &[ScalarValue],
+        w: &WindowSpec,
+    ) -> Result<()> {
+        self.stream_time = self.stream_time.max(ts);
+        let close = self.stream_time - w.grace_ms - w.size_ms;
+        let starts = self.sessions.get(&group_key).cloned().unwrap_or_default();
+        let mut overlapping: Vec<(i64, i64)> = Vec::new();
+        for start in starts {
+            let mut key = group_key.clone();
+            key.push(ScalarValue::Int64(Some(start)));
+            let end = self.groups[&key].end;
+            if end >= ts - w.size_ms && start <= ts + w.size_ms {
+                overlapping.push((start, end));
+            }
+        }
+        overlapping.sort_by_key(|(s, e)| (*e, *s));
+        let start = overlapping.iter().map(|(s, _)| *s).fold(ts, i64::min);
+        let end = overlapping.iter().map(|(_, e)| *e).fold(ts, i64::max);
+        if end < close {
+            self.late_records += 1;
+            return Ok(());
+        }
+        let mut merged = self
+            .calls
+            .iter()
+            .map(Accumulator::new)
+            .collect::<Result<Vec<_>>>()?;
+        let mut max_ts = i64::MIN;
+        let mut emitted = false;
+        let same_window = overlapping == [(ts, ts)];
+        for (s, e) in &overlapping {
+            let mut key = group_key.clone();
+            key.push(ScalarValue::Int64(Some(*s)));
+            let old = self.groups.remove(&key).expect("indexed sessions exist");
+            for (m, o) in merged.iter_mut().zip(&old.accumulators) {
+                m.merge(o)?;
+            }
+            max_ts = max_ts.max(old.max_ts);
+            emitted |= old.emitted;
+            if !same_window && !self.emit_final {
+                rows.push(
+                    &group_key,
+                    &old,
+                    Some(*s),
+                    pseudo,
+                    Some(*e),
+                    Emitted::Removed,
+                )?;
+            }
+        }
+        let index = self.sessions.entry(group_key.clone()).or_default();
+        index.retain(|s| !overlapping.iter().any(|(o, _)| o == s));
+        index.push(start);
+        let mut key = group_key.clone();
+        key.push(ScalarValue::Int64(Some(start)));
+        let (seq, emit_final) = (self.seq, self.emit_final);
+        let group = self.group(key.clone(), end)?;
+        group.accumulators = merged;
+        group.max_ts = max_ts;
+        // A deleted session's row is gone downstream; a same-window update is not.
+        group.emitted = same_window && emitted;
+        apply(group, values, false, seq, ts)?;
+        if !emit_final {
+            rows.push(
+                &group_key,
+                group,
+                Some(start),
+                pseudo,
+                Some(end),
+                Emitted::Group(key),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// EMIT FINAL: writes the rows of windows that closed and are still kept (Kafka
+    /// Streams emits on window close from the window store, which forgets windows
+    /// older than the retention).
+    fn emit_closed(&mut self, rows: &mut Rows, pseudo: &[ScalarValue]) -> Result<()> {
+        let Some(w) = &self.window else {
+            return Ok(());
+        };
+        let session = w.kind == WindowKind::Session;
+        let close = if session {
+            self.stream_time - w.grace_ms - w.size_ms
+        } else {
+            self.stream_time - w.grace_ms
+        };
+        let kept_from = self.stream_time - w.retention();
+        let mut due: Vec<(String, i64, Vec<ScalarValue>)> = self
+            .groups
+            .iter()
+            .filter(|(key, g)| {
+                let start = match key.last() {
+                    Some(ScalarValue::Int64(Some(s))) => *s,
+                    _ => return false,
+                };
+                !g.final_done && g.end <= close && (session || start >= kept_from)
+            })
+            .map(|(key, g)| (format!("{:?}", &key[..key.len() - 1]), g.end, key.clone()))
+            .collect();
+        due.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        for (_, _, key) in due {
+            let start = match key.last() {
+                Some(ScalarValue::Int64(Some(s))) => *s,
+                _ => continue,
+            };
+            let group = self.groups.get_mut(&key).expect("due groups exist");
+            group.final_done = true;
+            let group = &self.groups[&key];
+            rows.push(
+                &key[..key.len() - 1],
+                group,
+                Some(start),
+                pseudo,
+                Some(group.max_ts),
+                Emitted::Group(key.clone()),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Forgets windows that can change no more and whose rows are written.
+    fn expire(&mut self) {
+        let Some(w) = &self.window else {
+            return;
+        };
+        let (stream_time, emit_final) = (self.stream_time, self.emit_final);
+        let session = w.kind == WindowKind::Session;
+        let close = stream_time - w.grace_ms - if session { w.size_ms } else { 0 };
+        let kept_from = stream_time - w.retention();
+        let mut gone_sessions = Vec::new();
+        self.groups.retain(|key, g| {
+            let start = match key.last() {
+                Some(ScalarValue::Int64(Some(s))) => *s,
+                _ => return true,
+            };
+            let keep = if session {
+                g.end >= close || (emit_final && !g.final_done)
+            } else {
+                start >= kept_from
+            };
+            if !keep && session {
+                gone_sessions.push((key[..key.len() - 1].to_vec(), start));
+            }
+            keep
+        });
+        for (group_key, start) in gone_sessions {
+            if let Some(index) = self.sessions.get_mut(&group_key) {
+                index.retain(|s| *s != start);
+                if index.is_empty() {
+                    self.sessions.remove(&group_key);
+                }
+            }
+        }
     }
 }
 
@@ -345,6 +625,8 @@ mod tests {
     #[test]
     fn records_fall_into_every_window_that_contains_them() {
         let tumbling = WindowSpec {
+            kind: sluice_plan::WindowKind::Time,
+            retention_ms: None,
             size_ms: 10,
             advance_ms: 10,
             grace_ms: 0,
@@ -352,6 +634,8 @@ mod tests {
         assert_eq!(window_starts(&tumbling, 0), vec![0]);
         assert_eq!(window_starts(&tumbling, 19), vec![10]);
         let hopping = WindowSpec {
+            kind: sluice_plan::WindowKind::Time,
+            retention_ms: None,
             size_ms: 10,
             advance_ms: 5,
             grace_ms: 0,

@@ -7,7 +7,7 @@
 //!                ─► encode key and value ─► output records
 //! ```
 
-use crate::aggregate::{AggregateOp, WINDOW_START};
+use crate::aggregate::{AggregateOp, WINDOW_END, WINDOW_START};
 use crate::codec::decode::{ColumnBuilder, PartDecoder};
 use crate::codec::encode::PartEncoder;
 use crate::error::{Result, RuntimeError};
@@ -21,7 +21,7 @@ use datafusion_common::arrow::compute::kernels::boolean::{and, not, or};
 use datafusion_common::arrow::compute::kernels::nullif::nullif;
 use datafusion_common::arrow::datatypes::{Int64Type, Schema, SchemaRef};
 use datafusion_common::arrow::record_batch::RecordBatch;
-use sluice_plan::{ColumnKind, PLAN_VERSION, QueryPlan, Step, TopicSpec};
+use sluice_plan::{ColumnKind, PLAN_VERSION, QueryPlan, Step, TopicSpec, WindowKind};
 use std::sync::Arc;
 
 /// A record read from a topic.
@@ -192,6 +192,7 @@ impl Pipeline {
                     having,
                     projection,
                     schema: logical,
+                    emit_final,
                     ..
                 } => {
                     let op = AggregateOp::new(
@@ -202,6 +203,7 @@ impl Pipeline {
                         having.as_ref(),
                         projection,
                         logical,
+                        *emit_final,
                     )?;
                     schema = op.output_schema();
                     ops.push(Op::Aggregate(Box::new(op)));
@@ -463,13 +465,14 @@ impl Pipeline {
             .clone();
         let tombstone = batch.column(n - 1).as_boolean().clone();
         let key_null = batch.column(n - 2).as_boolean().clone();
-        let window_start = match self.sink.window {
-            Some(_) => Some(
-                batch
-                    .column(batch.schema().index_of(WINDOW_START)?)
-                    .as_primitive::<Int64Type>()
-                    .clone(),
-            ),
+        let bound = |name: &str| -> Result<_> {
+            Ok(batch
+                .column(batch.schema().index_of(name)?)
+                .as_primitive::<Int64Type>()
+                .clone())
+        };
+        let window = match &self.sink.window {
+            Some(w) => Some((w.kind, bound(WINDOW_START)?, bound(WINDOW_END)?)),
             None => None,
         };
         let columns = batch.columns();
@@ -480,9 +483,18 @@ impl Pipeline {
                 None
             } else {
                 self.key_encoder.encode(columns, row, &mut buf).map(|()| {
-                    // A time-windowed key: the key, then the window start (8 bytes, BE).
-                    if let Some(w) = &window_start {
-                        buf.extend_from_slice(&w.value(row).to_be_bytes());
+                    // Windowed keys as Kafka Streams writes them (8-byte big-endian
+                    // times): a time window's key, then its start; a session's key,
+                    // then its end, then its start.
+                    match &window {
+                        Some((WindowKind::Time, start, _)) => {
+                            buf.extend_from_slice(&start.value(row).to_be_bytes());
+                        }
+                        Some((WindowKind::Session, start, end)) => {
+                            buf.extend_from_slice(&end.value(row).to_be_bytes());
+                            buf.extend_from_slice(&start.value(row).to_be_bytes());
+                        }
+                        None => {}
                     }
                     buf.clone()
                 })
@@ -734,6 +746,7 @@ mod tests {
                     expr: Expr::Column("$agg0".into()),
                 }],
                 schema: schema.clone(),
+                emit_final: false,
             }),
             topic: TopicSpec {
                 topic: "out".into(),
@@ -885,6 +898,8 @@ mod tests {
     #[test]
     fn windowed_keys_carry_the_window_start_and_late_records_are_dropped() {
         let window = sluice_plan::WindowSpec {
+            kind: sluice_plan::WindowKind::Time,
+            retention_ms: None,
             size_ms: 100,
             advance_ms: 100,
             grace_ms: 60,
@@ -926,6 +941,84 @@ mod tests {
                 (200, r#"{"N":1}"#.to_string()),
             ]
         );
+    }
+
+    /// Runs keyed records with these timestamps through `plan`, one at a time.
+    fn run_times(p: &QueryPlan, times: &[i64]) -> Vec<OutputRecord> {
+        let mut pipeline = Pipeline::new(p).unwrap();
+        let mut out = Vec::new();
+        for (i, ts) in times.iter().enumerate() {
+            let r = SourceRecord {
+                key: Some(b"k"),
+                value: Some(br#"{"id": 1}"#),
+                timestamp: *ts,
+                partition: 0,
+                offset: i as i64,
+            };
+            pipeline.push(&r).unwrap();
+            pipeline.flush(&mut out).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn sessions_merge_and_their_old_windows_are_deleted() {
+        let window = sluice_plan::WindowSpec {
+            kind: sluice_plan::WindowKind::Session,
+            retention_ms: None,
+            size_ms: 5,
+            advance_ms: 5,
+            grace_ms: 100,
+        };
+        let out = run_times(&count_by("K", Some(window), None), &[0, 4, 20]);
+        // Session keys: the key, then the end and the start (8 bytes each, big-endian).
+        let got: Vec<(i64, i64, Option<String>, i64)> = out
+            .iter()
+            .map(|r| {
+                let key = r.key.as_deref().unwrap();
+                let (inner, times) = key.split_at(key.len() - 16);
+                assert_eq!(inner, b"k");
+                let (end, start) = times.split_at(8);
+                (
+                    i64::from_be_bytes(start.try_into().unwrap()),
+                    i64::from_be_bytes(end.try_into().unwrap()),
+                    r.value.clone().map(|v| String::from_utf8(v).unwrap()),
+                    r.timestamp,
+                )
+            })
+            .collect();
+        let n = |v: &str| Some(v.to_string());
+        assert_eq!(
+            got,
+            vec![
+                (0, 0, n(r#"{"N":1}"#), 0),
+                (0, 0, None, 0),
+                (0, 4, n(r#"{"N":2}"#), 4),
+                (20, 20, n(r#"{"N":1}"#), 20),
+            ]
+        );
+    }
+
+    #[test]
+    fn emit_final_writes_a_window_once_when_it_closes() {
+        let window = sluice_plan::WindowSpec {
+            kind: sluice_plan::WindowKind::Time,
+            retention_ms: None,
+            size_ms: 2,
+            advance_ms: 2,
+            grace_ms: 0,
+        };
+        let mut p = count_by("K", Some(window), None);
+        if let Step::TableSink { input, .. } = &mut p.root
+            && let Step::StreamAggregate { emit_final, .. } = input.as_mut()
+        {
+            *emit_final = true;
+        }
+        let out = run_times(&p, &[0, 1, 2, 3]);
+        // [0, 2) closes at 2 and is written with its last record's time; [2, 4) is open.
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].value.as_deref(), Some(&br#"{"N":2}"#[..]));
+        assert_eq!(out[0].timestamp, 1);
     }
 
     #[test]

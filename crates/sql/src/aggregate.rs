@@ -337,6 +337,21 @@ pub fn plan_aggregate(
         .iter()
         .map(|(e, n)| Ok((rw.rewrite(e)?, n.clone())))
         .collect::<Result<_, SqlError>>()?;
+    let aggregates_anywhere = query
+        .select
+        .iter()
+        .any(|i| matches!(i, SelectItem::Expr { expr, .. } if find_aggregate(expr).is_some()))
+        || query
+            .having
+            .as_ref()
+            .is_some_and(|h| find_aggregate(h).is_some());
+    if !aggregates_anywhere {
+        return Err(SqlError::semantic(
+            None,
+            "GROUP BY requires aggregate functions in either the SELECT or HAVING clause.",
+        ));
+    }
+
     if !rw.stray.is_empty() {
         let shown: Vec<String> = value_items
             .iter()
@@ -465,6 +480,7 @@ pub fn plan_aggregate(
             having,
             projection,
             schema: schema.clone(),
+            emit_final: query.emit == Some(ast::Emit::Final),
         },
         schema,
     })

@@ -752,6 +752,7 @@ fn plan_create_source(
 const DEFAULT_GRACE_MS: u64 = 24 * 60 * 60 * 1000;
 
 fn window_spec(w: &ast::WindowExpr) -> Result<sluice_plan::WindowSpec, SqlError> {
+    let mut kind = sluice_plan::WindowKind::Time;
     let (size_ms, advance_ms) = match w.kind {
         ast::WindowKind::Tumbling { size_ms } => (size_ms, size_ms),
         ast::WindowKind::Hopping {
@@ -768,11 +769,9 @@ fn window_spec(w: &ast::WindowExpr) -> Result<sluice_plan::WindowSpec, SqlError>
             }
             (size_ms, advance_ms)
         }
-        ast::WindowKind::Session { .. } => {
-            return Err(SqlError::unsupported(
-                w.pos,
-                "Session windows are not supported yet",
-            ));
+        ast::WindowKind::Session { gap_ms } => {
+            kind = sluice_plan::WindowKind::Session;
+            (gap_ms, gap_ms)
         }
     };
     if size_ms == 0 {
@@ -780,9 +779,11 @@ fn window_spec(w: &ast::WindowExpr) -> Result<sluice_plan::WindowSpec, SqlError>
     }
     let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     Ok(sluice_plan::WindowSpec {
+        kind,
         size_ms: ms(size_ms),
         advance_ms: ms(advance_ms),
         grace_ms: ms(w.grace_ms.unwrap_or(DEFAULT_GRACE_MS)),
+        retention_ms: w.retention_ms.map(ms),
     })
 }
 
@@ -928,15 +929,11 @@ fn plan_create_as(
             "CREATE STREAM AS SELECT statements don't support LIMIT clause.",
         ));
     }
-    if q.emit == Some(ast::Emit::Final) {
-        return Err(if q.window.is_some() {
-            SqlError::unsupported(stmt.pos, "EMIT FINAL is not supported yet")
-        } else {
-            SqlError::semantic(
-                stmt.pos,
-                "EMIT FINAL is only supported for windowed aggregations.",
-            )
-        });
+    if q.emit == Some(ast::Emit::Final) && q.window.is_none() {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            "EMIT FINAL is only supported for windowed aggregations.",
+        ));
     }
 
     let input_schema = &source.topic.schema;
@@ -1027,7 +1024,14 @@ fn plan_create_as(
                 "Windowing not supported for table aggregations.",
             ));
         }
-        Some(w) => Some(window_spec(w)?),
+        Some(w) => {
+            let mut spec = window_spec(w)?;
+            // EMIT FINAL without a grace period closes windows at their end.
+            if q.emit == Some(ast::Emit::Final) && w.grace_ms.is_none() {
+                spec.grace_ms = 0;
+            }
+            Some(spec)
+        }
     };
     let (body, out_schema) = if grouped {
         let agg = crate::aggregate::plan_aggregate(&c.name, q, &scope, root, window.clone())?;
