@@ -904,22 +904,9 @@ mod tests {
             advance_ms: 100,
             grace_ms: 60,
         };
-        let p = count_by("K", Some(window), None);
-        let mut pipeline = Pipeline::new(&p).unwrap();
-        let mut out = Vec::new();
         // Window [0, 100) closes when stream time reaches 100 + 60: the record at 20 (stream
         // time 150) still counts, the one at 30 (stream time 260) is late and dropped.
-        for (i, ts) in [10i64, 150, 20, 260, 30].iter().enumerate() {
-            let r = SourceRecord {
-                key: Some(b"k"),
-                value: Some(br#"{"id": 1}"#),
-                timestamp: *ts,
-                partition: 0,
-                offset: i as i64,
-            };
-            pipeline.push(&r).unwrap();
-            pipeline.flush(&mut out).unwrap();
-        }
+        let out = run_times(&count_by("K", Some(window), None), &[10, 150, 20, 260, 30]);
         let got: Vec<(i64, String)> = out
             .iter()
             .map(|r| {
