@@ -39,7 +39,7 @@ pub struct TopicSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WindowSpec {
-    #[serde(default, skip_serializing_if = "WindowKind::is_time")]
+    #[serde(default, skip_serializing_if = "WindowKind::is_tumbling")]
     pub kind: WindowKind,
     /// TUMBLING windows advance by their size; HOPPING ones by `advance_ms`. For
     /// SESSION windows, `size_ms` is the inactivity gap.
@@ -64,16 +64,27 @@ impl WindowSpec {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum WindowKind {
-    /// TUMBLING and HOPPING: fixed windows; keys carry the window start.
+    /// Fixed windows that advance by their size; keys carry the window start.
     #[default]
-    Time,
-    /// SESSION: windows that grow and merge per key; keys carry the end and the start.
+    Tumbling,
+    /// Fixed windows that advance by less than their size; keys carry the start.
+    Hopping,
+    /// Windows that grow and merge per key; keys carry the end and the start.
     Session,
 }
 
 impl WindowKind {
-    pub fn is_time(&self) -> bool {
-        *self == WindowKind::Time
+    pub fn is_tumbling(&self) -> bool {
+        *self == WindowKind::Tumbling
+    }
+
+    /// ksqlDB's name of the kind.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WindowKind::Tumbling => "TUMBLING",
+            WindowKind::Hopping => "HOPPING",
+            WindowKind::Session => "SESSION",
+        }
     }
 }
 

@@ -447,9 +447,7 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
     let mut produced: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
     for r in &inputs {
         let topic = r["topic"].as_str().unwrap_or_default().to_string();
-        if r.get("window").is_some_and(|w| !w.is_null()) {
-            return skip("windowed input records are not supported yet");
-        }
+        let window = r.get("window").filter(|w| !w.is_null());
         let (key, value) = match session.source_on(&topic) {
             Some(src) => {
                 let keys: Vec<&Column> = src.topic.schema.keys().collect();
@@ -466,6 +464,25 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
                     values::encode(&raw, &[], &r["value"]),
                 )
             }
+        };
+        // A windowed key: the key's bytes, then the start (time windows) or the end
+        // and the start (sessions), 8 bytes big-endian each.
+        let key = match (window, key) {
+            (Some(w), Ok(Some(mut bytes))) => {
+                let (start, end) = (
+                    w["start"].as_i64().unwrap_or(0),
+                    w["end"].as_i64().unwrap_or(0),
+                );
+                if w["type"]
+                    .as_str()
+                    .is_some_and(|t| t.eq_ignore_ascii_case("session"))
+                {
+                    bytes.extend_from_slice(&end.to_be_bytes());
+                }
+                bytes.extend_from_slice(&start.to_be_bytes());
+                Ok(Some(bytes))
+            }
+            (_, key) => key,
         };
         let (key, value) = match (key, value) {
             (Ok(k), Ok(v)) => (k, v),

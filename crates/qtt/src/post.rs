@@ -126,8 +126,7 @@ fn check_source(want: &Value, sources: &BTreeMap<String, SourceDesc>) -> Result<
     ] {
         if let Some(kind) = want[k]["windowType"].as_str() {
             let ours = match &src.topic.window {
-                Some(w) if w.advance_ms == w.size_ms => "TUMBLING",
-                Some(_) => "HOPPING",
+                Some(w) => w.kind.name(),
                 None => return Err(format!("post: {name} should be windowed ({kind})")),
             };
             if !kind.eq_ignore_ascii_case(ours) {

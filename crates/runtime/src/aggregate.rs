@@ -625,7 +625,7 @@ mod tests {
     #[test]
     fn records_fall_into_every_window_that_contains_them() {
         let tumbling = WindowSpec {
-            kind: sluice_plan::WindowKind::Time,
+            kind: sluice_plan::WindowKind::Tumbling,
             retention_ms: None,
             size_ms: 10,
             advance_ms: 10,
@@ -634,7 +634,7 @@ mod tests {
         assert_eq!(window_starts(&tumbling, 0), vec![0]);
         assert_eq!(window_starts(&tumbling, 19), vec![10]);
         let hopping = WindowSpec {
-            kind: sluice_plan::WindowKind::Time,
+            kind: sluice_plan::WindowKind::Tumbling,
             retention_ms: None,
             size_ms: 10,
             advance_ms: 5,

@@ -19,7 +19,7 @@ use datafusion_common::arrow::array::{
 use datafusion_common::arrow::compute::filter_record_batch;
 use datafusion_common::arrow::compute::kernels::boolean::{and, not, or};
 use datafusion_common::arrow::compute::kernels::nullif::nullif;
-use datafusion_common::arrow::datatypes::{Int64Type, Schema, SchemaRef};
+use datafusion_common::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion_common::arrow::record_batch::RecordBatch;
 use sluice_plan::{ColumnKind, PLAN_VERSION, QueryPlan, Step, TopicSpec, WindowKind};
 use std::sync::Arc;
@@ -89,6 +89,8 @@ pub struct Pipeline {
     retract: Vec<bool>,
     key_null: Vec<bool>,
     tombstone: Vec<bool>,
+    /// A windowed source's window bounds per row.
+    window_bounds: Vec<WindowBounds>,
     ops: Vec<Op>,
     sink: TopicSpec,
     key_encoder: PartEncoder,
@@ -132,7 +134,7 @@ impl Pipeline {
                 }
             }
         };
-        let source_schema = row_schema(&source.schema);
+        let source_schema = row_schema(&source.schema, source.window.is_some());
         let mut schema: SchemaRef = source_schema.clone();
         let mut ops = Vec::new();
         for step in chain.into_iter().rev() {
@@ -154,13 +156,30 @@ impl Pipeline {
                     ..
                 } => {
                     let rekeyed = matches!(step, Step::StreamSelect { rekeyed: true, .. });
-                    let exprs = projection
+                    let mut exprs = projection
                         .iter()
                         .map(|p| compile(&p.expr, &schema))
                         .collect::<Result<Vec<_>>>()?;
                     let mut fields = Vec::with_capacity(exprs.len() + PSEUDO_COUNT);
                     for (p, e) in projection.iter().zip(&exprs) {
                         fields.push(output_field(&p.name, e, &schema)?);
+                    }
+                    // Rows of a windowed source keep their window for the sink's keys.
+                    let window_bounds: Vec<usize> = crate::types::WINDOW_BOUNDS
+                        .iter()
+                        .filter_map(|b| schema.index_of(b).ok())
+                        .collect();
+                    if window_bounds.len() == 2 {
+                        for name in [WINDOW_START, WINDOW_END] {
+                            fields.push(Field::new(name, DataType::Int64, false));
+                            exprs.push(compile(
+                                &sluice_plan::Expr::Column(
+                                    crate::types::WINDOW_BOUNDS[(name == WINDOW_END) as usize]
+                                        .to_string(),
+                                ),
+                                &schema,
+                            )?);
+                        }
                     }
                     let n = schema.fields().len();
                     for f in &schema.fields()[n - PSEUDO_COUNT..] {
@@ -256,6 +275,7 @@ impl Pipeline {
             partition: Vec::new(),
             offset: Vec::new(),
             retract: Vec::new(),
+            window_bounds: Vec::new(),
             key_null: Vec::new(),
             tombstone: Vec::new(),
             ops,
@@ -299,9 +319,19 @@ impl Pipeline {
                 }
             }
         }
-        self.decode_row(r.key, r.value)
+        let (key, bounds) = match &self.source.window {
+            None => (r.key, None),
+            Some(w) => match split_windowed_key(r.key, w) {
+                Ok((key, bounds)) => (key, Some(bounds)),
+                Err(reason) => return Err(self.rollback(before, r, reason)),
+            },
+        };
+        self.decode_row(key, r.value)
             .map_err(|reason| self.rollback(before, r, reason))?;
         self.push_flags(r, false, r.value.is_none());
+        if let Some(b) = bounds {
+            self.window_bounds.push(b);
+        }
         if let Some(Some(state)) = &mut self.table {
             let key = r.key.unwrap_or_default().to_vec();
             match r.value {
@@ -348,6 +378,7 @@ impl Pipeline {
         self.partition.truncate(before);
         self.offset.truncate(before);
         self.retract.truncate(before);
+        self.window_bounds.truncate(before);
         self.key_null.truncate(before);
         self.tombstone.truncate(before);
         DecodeFailure {
@@ -368,6 +399,15 @@ impl Pipeline {
             return Ok(());
         }
         let mut columns: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
+        if self.source.window.is_some() {
+            let bounds = std::mem::take(&mut self.window_bounds);
+            columns.push(Arc::new(Int64Array::from_iter_values(
+                bounds.iter().map(|b| b.0),
+            )));
+            columns.push(Arc::new(Int64Array::from_iter_values(
+                bounds.iter().map(|b| b.1),
+            )));
+        }
         columns.push(Arc::new(Int64Array::from(std::mem::take(
             &mut self.rowtime,
         ))));
@@ -487,7 +527,7 @@ impl Pipeline {
                     // times): a time window's key, then its start; a session's key,
                     // then its end, then its start.
                     match &window {
-                        Some((WindowKind::Time, start, _)) => {
+                        Some((WindowKind::Tumbling | WindowKind::Hopping, start, _)) => {
                             buf.extend_from_slice(&start.value(row).to_be_bytes());
                         }
                         Some((WindowKind::Session, start, end)) => {
@@ -518,6 +558,36 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// A window's start and end, in epoch milliseconds.
+type WindowBounds = (i64, i64);
+
+/// Splits a windowed key as Kafka Streams writes it into the key's own bytes and the
+/// window's bounds: a time window's start follows the key, a session's end and start.
+fn split_windowed_key<'k>(
+    key: Option<&'k [u8]>,
+    w: &sluice_plan::WindowSpec,
+) -> std::result::Result<(Option<&'k [u8]>, WindowBounds), String> {
+    let suffix = match w.kind {
+        WindowKind::Tumbling | WindowKind::Hopping => 8,
+        WindowKind::Session => 16,
+    };
+    let Some(key) = key.filter(|k| k.len() >= suffix) else {
+        return Err(format!(
+            "Error deserializing key: a windowed key needs at least {suffix} bytes"
+        ));
+    };
+    let (inner, times) = key.split_at(key.len() - suffix);
+    let be = |b: &[u8]| i64::from_be_bytes(b.try_into().expect("8 bytes"));
+    let bounds = match w.kind {
+        WindowKind::Tumbling | WindowKind::Hopping => {
+            let start = be(times);
+            (start, start.saturating_add(w.size_ms))
+        }
+        WindowKind::Session => (be(&times[8..]), be(&times[..8])),
+    };
+    Ok((Some(inner), bounds))
 }
 
 /// Makes the column at `index` (BIGINT or TIMESTAMP) the rows' ROWTIME; rows where it is
@@ -898,7 +968,7 @@ mod tests {
     #[test]
     fn windowed_keys_carry_the_window_start_and_late_records_are_dropped() {
         let window = sluice_plan::WindowSpec {
-            kind: sluice_plan::WindowKind::Time,
+            kind: sluice_plan::WindowKind::Tumbling,
             retention_ms: None,
             size_ms: 100,
             advance_ms: 100,
@@ -989,7 +1059,7 @@ mod tests {
     #[test]
     fn emit_final_writes_a_window_once_when_it_closes() {
         let window = sluice_plan::WindowSpec {
-            kind: sluice_plan::WindowKind::Time,
+            kind: sluice_plan::WindowKind::Tumbling,
             retention_ms: None,
             size_ms: 2,
             advance_ms: 2,

@@ -57,12 +57,18 @@ pub const RETRACT: &str = "$retract";
 /// The Arrow schema of rows in flight: the logical columns, then the pseudo-columns
 /// ROWTIME, ROWPARTITION and ROWOFFSET and the three flags, which every batch carries
 /// at its end.
-pub fn row_schema(schema: &LogicalSchema) -> SchemaRef {
+pub fn row_schema(schema: &LogicalSchema, windowed: bool) -> SchemaRef {
     let mut fields: Vec<Field> = schema
         .columns
         .iter()
         .map(|c| Field::new(&c.name, arrow_type(&c.ty), true))
         .collect();
+    // A windowed source's rows carry their window's bounds, read from the key.
+    if windowed {
+        for bound in WINDOW_BOUNDS {
+            fields.push(Field::new(bound, DataType::Int64, false));
+        }
+    }
     for (name, ty) in PSEUDO_COLUMNS {
         fields.push(Field::new(name, arrow_type(&ty), false));
     }
@@ -71,6 +77,9 @@ pub fn row_schema(schema: &LogicalSchema) -> SchemaRef {
     fields.push(Field::new(TOMBSTONE, DataType::Boolean, false));
     Arc::new(Schema::new(fields))
 }
+
+/// The window bounds of a windowed source's rows, as SQL names them.
+pub const WINDOW_BOUNDS: [&str; 2] = ["WINDOWSTART", "WINDOWEND"];
 
 /// Number of flags at the end of every row batch: retraction, null key, tombstone.
 pub const FLAG_COUNT: usize = 3;

@@ -125,6 +125,11 @@ pub fn unify(a: &SqlType, b: &SqlType) -> Option<SqlType> {
     }
 }
 
+/// Columns holding epoch milliseconds that ksqlDB compares with timestamp strings.
+fn is_time_column(name: &str) -> bool {
+    matches!(name, "ROWTIME" | "WINDOWSTART" | "WINDOWEND")
+}
+
 fn is_null_literal(e: &ast::Expr) -> bool {
     matches!(e.kind, ExprKind::Literal(LiteralValue::Null))
 }
@@ -923,8 +928,8 @@ impl ExprAnalyzer<'_> {
             }
             // ksqlDB reads a string compared with ROWTIME as a timestamp.
             _ if op.is_comparison()
-                && (matches!(&l.0, Expr::Column(c) if c == "ROWTIME")
-                    || matches!(&r.0, Expr::Column(c) if c == "ROWTIME"))
+                && (matches!(&l.0, Expr::Column(c) if is_time_column(c))
+                    || matches!(&r.0, Expr::Column(c) if is_time_column(c)))
                 && (matches!(l.0, Expr::Literal(Literal::String(_)))
                     || matches!(r.0, Expr::Literal(Literal::String(_)))) =>
             {

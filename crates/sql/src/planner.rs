@@ -605,12 +605,15 @@ fn plan_create_source(
     c: &CreateSource,
     config: &PlannerConfig,
 ) -> Result<Planned, SqlError> {
+    let allowed: Vec<&str> = SOURCE_PROPERTIES
+        .iter()
+        .copied()
+        .chain(["WINDOW_TYPE", "WINDOW_SIZE"])
+        .collect();
     let with = With::new(
         &c.properties,
-        SOURCE_PROPERTIES,
+        &allowed,
         &[
-            "WINDOW_TYPE",
-            "WINDOW_SIZE",
             "KEY_SCHEMA_ID",
             "VALUE_SCHEMA_ID",
             "KEY_SCHEMA_FULL_NAME",
@@ -712,10 +715,17 @@ fn plan_create_source(
         )
         .with_hint("Use a column with PRIMARY KEY, e.g. `ID INT PRIMARY KEY`."));
     }
+    let window = source_window(&with)?;
+    if window.is_some() && !columns.iter().any(|c| c.kind == ColumnKind::Key) {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            "Windowed sources require a key column.",
+        ));
+    }
     let schema = LogicalSchema::new(columns);
     let timestamp = timestamp_column(&with, &schema)?;
     let spec = TopicSpec {
-        window: None,
+        window,
         timestamp,
         topic,
         key_format: Format {
@@ -752,13 +762,14 @@ fn plan_create_source(
 const DEFAULT_GRACE_MS: u64 = 24 * 60 * 60 * 1000;
 
 fn window_spec(w: &ast::WindowExpr) -> Result<sluice_plan::WindowSpec, SqlError> {
-    let mut kind = sluice_plan::WindowKind::Time;
+    let mut kind = sluice_plan::WindowKind::Tumbling;
     let (size_ms, advance_ms) = match w.kind {
         ast::WindowKind::Tumbling { size_ms } => (size_ms, size_ms),
         ast::WindowKind::Hopping {
             size_ms,
             advance_ms,
         } => {
+            kind = sluice_plan::WindowKind::Hopping;
             if advance_ms == 0 || advance_ms > size_ms {
                 return Err(SqlError::semantic(
                     w.pos,
@@ -785,6 +796,90 @@ fn window_spec(w: &ast::WindowExpr) -> Result<sluice_plan::WindowSpec, SqlError>
         grace_ms: ms(w.grace_ms.unwrap_or(DEFAULT_GRACE_MS)),
         retention_ms: w.retention_ms.map(ms),
     })
+}
+
+/// `WITH (WINDOW_TYPE=..., WINDOW_SIZE=...)`: the source's keys are windowed.
+fn source_window(with: &With<'_>) -> Result<Option<sluice_plan::WindowSpec>, SqlError> {
+    let Some(kind) = with.string("WINDOW_TYPE")? else {
+        if with.pos("WINDOW_SIZE").is_some() {
+            return Err(SqlError::semantic(
+                with.pos("WINDOW_SIZE"),
+                "'WINDOW_SIZE' should not be set without 'WINDOW_TYPE'.",
+            ));
+        }
+        return Ok(None);
+    };
+    let size = with
+        .string("WINDOW_SIZE")?
+        .map(|text| {
+            parse_duration(&text).ok_or_else(|| {
+                SqlError::semantic(
+                    with.pos("WINDOW_SIZE"),
+                    format!("Invalid WINDOW_SIZE property : {text}"),
+                )
+                .with_hint("Use a number and a unit, e.g. '30 SECONDS'.")
+            })
+        })
+        .transpose()?;
+    let window_kind = match kind.to_ascii_uppercase().as_str() {
+        "SESSION" => sluice_plan::WindowKind::Session,
+        "TUMBLING" => sluice_plan::WindowKind::Tumbling,
+        "HOPPING" => sluice_plan::WindowKind::Hopping,
+        other => {
+            return Err(SqlError::semantic(
+                with.pos("WINDOW_TYPE"),
+                format!(
+                    "Invalid WINDOW_TYPE property: {other}. Valid values are SESSION, TUMBLING and HOPPING."
+                ),
+            ));
+        }
+    };
+    let session = window_kind == sluice_plan::WindowKind::Session;
+    let size_ms = match (session, size) {
+        (true, Some(_)) => {
+            return Err(SqlError::semantic(
+                with.pos("WINDOW_SIZE"),
+                "'WINDOW_SIZE' should not be set for SESSION windows.",
+            ));
+        }
+        (true, None) => 0,
+        (false, Some(ms)) => ms,
+        (false, None) => {
+            return Err(SqlError::semantic(
+                with.pos("WINDOW_TYPE"),
+                format!(
+                    "'WINDOW_SIZE' must be set for {} windows.",
+                    kind.to_ascii_uppercase()
+                ),
+            ));
+        }
+    };
+    Ok(Some(sluice_plan::WindowSpec {
+        kind: window_kind,
+        size_ms,
+        advance_ms: size_ms,
+        grace_ms: 0,
+        retention_ms: None,
+    }))
+}
+
+/// A duration such as '30 SECONDS' or '1 hour', in milliseconds.
+fn parse_duration(text: &str) -> Option<i64> {
+    let mut parts = text.split_whitespace();
+    let n: i64 = parts.next()?.parse().ok()?;
+    let unit = parts.next()?.to_ascii_uppercase();
+    if parts.next().is_some() {
+        return None;
+    }
+    let ms = match unit.trim_end_matches('S') {
+        "MILLISECOND" => 1,
+        "SECOND" => 1_000,
+        "MINUTE" => 60_000,
+        "HOUR" => 3_600_000,
+        "DAY" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(ms)
 }
 
 /// `WITH (TIMESTAMP='col')`: the column that holds the event time.
@@ -887,6 +982,12 @@ fn plan_create_as(
     };
     let over_table = source.kind == SourceKindName::Table;
     let grouped = !q.group_by.is_empty();
+    if over_table && source.topic.window.is_some() {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            "KSQL does not support persistent queries on windowed tables.",
+        ));
+    }
     if q.having.is_some() && !grouped {
         return Err(SqlError::semantic(
             stmt.pos,
@@ -950,6 +1051,15 @@ fn plan_create_as(
             name: name.to_string(),
             ty,
         });
+    }
+    // A windowed source's rows carry their window's bounds.
+    if source.topic.window.is_some() {
+        for bound in ["WINDOWSTART", "WINDOWEND"] {
+            scope_columns.push(ScopeColumn {
+                name: bound.to_string(),
+                ty: SqlType::Bigint,
+            });
+        }
     }
     let scope = Scope {
         qualifiers: std::iter::once(source.name.clone())
@@ -1104,7 +1214,12 @@ fn plan_create_as(
     let value_format = value_format.unwrap_or(source.topic.value_format.kind);
     let inherit = |f: &Format, kind: FormatKind| if f.kind == kind { f.delimiter } else { None };
     let sink_topic = TopicSpec {
-        window: window.clone(),
+        // An aggregation's window, else the source's: a projection keeps windowed keys.
+        window: if grouped {
+            window.clone()
+        } else {
+            source.topic.window.clone()
+        },
         timestamp: timestamp_column(&with, &out_schema)?,
         topic: with
             .string("KAFKA_TOPIC")?
