@@ -800,13 +800,8 @@ impl Parser {
     fn duration(&mut self) -> Result<u64, SqlError> {
         let n = self.unsigned_integer("a duration")?;
         let unit = self.keyword_at(0).unwrap_or_default();
-        let ms = match unit.trim_end_matches('S') {
-            "MILLISECOND" => 1,
-            "SECOND" => 1_000,
-            "MINUTE" => 60_000,
-            "HOUR" => 3_600_000,
-            "DAY" => 86_400_000,
-            _ => return Err(self.unexpected("a time unit (MILLISECONDS ... DAYS)")),
+        let Some(ms) = time_unit_ms(&unit) else {
+            return Err(self.unexpected("a time unit (MILLISECONDS ... DAYS)"));
         };
         self.advance();
         n.checked_mul(ms)
@@ -1401,6 +1396,18 @@ fn binary(op: BinaryOp, left: Expr, right: Expr) -> Expr {
         },
         pos,
     )
+}
+
+/// Milliseconds in a time unit, MILLISECOND to DAY, singular or plural (upper case).
+pub(crate) fn time_unit_ms(unit: &str) -> Option<u64> {
+    Some(match unit.trim_end_matches('S') {
+        "MILLISECOND" => 1,
+        "SECOND" => 1_000,
+        "MINUTE" => 60_000,
+        "HOUR" => 3_600_000,
+        "DAY" => 86_400_000,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

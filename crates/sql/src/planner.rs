@@ -871,15 +871,7 @@ fn parse_duration(text: &str) -> Option<i64> {
     if parts.next().is_some() {
         return None;
     }
-    let ms = match unit.trim_end_matches('S') {
-        "MILLISECOND" => 1,
-        "SECOND" => 1_000,
-        "MINUTE" => 60_000,
-        "HOUR" => 3_600_000,
-        "DAY" => 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(ms)
+    n.checked_mul(crate::parser::time_unit_ms(&unit)? as i64)
 }
 
 /// `WITH (TIMESTAMP='col')`: the column that holds the event time.
