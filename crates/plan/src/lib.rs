@@ -12,7 +12,8 @@ mod types;
 
 pub use expr::{BinaryOp, Expr, Literal, format_decimal};
 pub use plan::{
-    AggregateCall, NamedExpr, PLAN_VERSION, QueryPlan, Step, TopicSpec, WindowKind, WindowSpec,
+    AggregateCall, NamedExpr, PLAN_VERSION, QueryPlan, Step, TableFunctionCall, TopicSpec,
+    WindowKind, WindowSpec,
 };
 pub use schema::{Column, ColumnKind, Format, FormatKind, LogicalSchema, PSEUDO_COLUMNS};
 pub use types::{SqlType, StructField};

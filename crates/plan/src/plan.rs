@@ -99,6 +99,17 @@ pub struct AggregateCall {
     pub return_type: crate::SqlType,
 }
 
+/// A table function (EXPLODE) over expressions of the input rows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TableFunctionCall {
+    /// ksqlDB's name: EXPLODE.
+    pub function: String,
+    pub args: Vec<Expr>,
+    /// The type of each value it produces.
+    #[serde(rename = "returns")]
+    pub return_type: crate::SqlType,
+}
+
 /// An output column and the expression that computes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NamedExpr {
@@ -154,6 +165,14 @@ pub enum Step {
         projection: Vec<NamedExpr>,
         schema: LogicalSchema,
     },
+    /// Applies table functions: each input row becomes as many rows as its longest
+    /// function result, the results in columns `$udtf0`, `$udtf1`, ... after the
+    /// input's columns (NULL where a shorter result ran out).
+    #[serde(rename = "streamFlatMapV1")]
+    StreamFlatMap {
+        input: Box<Step>,
+        functions: Vec<TableFunctionCall>,
+    },
     /// Writes rows to a topic; the record timestamp is the input row's ROWTIME.
     #[serde(rename = "streamSinkV1")]
     StreamSink { input: Box<Step>, topic: TopicSpec },
@@ -198,7 +217,9 @@ impl Step {
             | Step::TableSource { topic, .. }
             | Step::StreamSink { topic, .. }
             | Step::TableSink { topic, .. } => &topic.schema,
-            Step::StreamFilter { input, .. } | Step::TableFilter { input, .. } => input.schema(),
+            Step::StreamFilter { input, .. }
+            | Step::TableFilter { input, .. }
+            | Step::StreamFlatMap { input, .. } => input.schema(),
             Step::StreamSelect { schema, .. }
             | Step::TableSelect { schema, .. }
             | Step::StreamAggregate { schema, .. } => schema,
@@ -210,6 +231,7 @@ impl Step {
             Step::StreamSource { .. } | Step::TableSource { .. } => None,
             Step::StreamFilter { input, .. }
             | Step::TableFilter { input, .. }
+            | Step::StreamFlatMap { input, .. }
             | Step::StreamSelect { input, .. }
             | Step::TableSelect { input, .. }
             | Step::StreamSink { input, .. }
@@ -259,6 +281,17 @@ impl Step {
             ),
             Step::StreamFilter { predicate, .. } | Step::TableFilter { predicate, .. } => {
                 format!("FILTER {predicate}")
+            }
+            Step::StreamFlatMap { functions, .. } => {
+                let calls: Vec<String> = functions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| {
+                        let args: Vec<String> = f.args.iter().map(|e| e.to_string()).collect();
+                        format!("{}({}) AS $udtf{i}", f.function, args.join(", "))
+                    })
+                    .collect();
+                format!("FLAT MAP {}", calls.join(", "))
             }
             Step::StreamSelect { projection, .. } | Step::TableSelect { projection, .. } => {
                 let cols: Vec<String> = projection

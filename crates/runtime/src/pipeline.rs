@@ -65,6 +65,11 @@ enum Op {
         keys: Vec<bool>,
     },
     Aggregate(Box<AggregateOp>),
+    /// Table functions (EXPLODE): arrays in, a row per element out.
+    FlatMap {
+        arrays: Vec<PhysExpr>,
+        schema: SchemaRef,
+    },
 }
 
 /// The current rows of a materialized source table: key bytes to value bytes, as read.
@@ -144,6 +149,45 @@ impl Pipeline {
                 }
                 Step::TableFilter { predicate, .. } => {
                     ops.push(Op::TableFilter(compile(predicate, &schema)?));
+                }
+                Step::StreamFlatMap { functions, .. } => {
+                    let mut arrays = Vec::with_capacity(functions.len());
+                    let n = schema.fields().len();
+                    let mut fields: Vec<Field> = schema.fields()[..n - PSEUDO_COUNT]
+                        .iter()
+                        .map(|f| f.as_ref().clone())
+                        .collect();
+                    for (i, f) in functions.iter().enumerate() {
+                        let [arg] = f.args.as_slice() else {
+                            return Err(RuntimeError::Plan(format!(
+                                "{} takes one argument",
+                                f.function
+                            )));
+                        };
+                        if f.function != "EXPLODE" {
+                            return Err(RuntimeError::Plan(format!(
+                                "no implementation of the table function {}",
+                                f.function
+                            )));
+                        }
+                        arrays.push(compile(arg, &schema)?);
+                        fields.push(Field::new(
+                            format!("$udtf{i}"),
+                            crate::types::arrow_type(&f.return_type),
+                            true,
+                        ));
+                    }
+                    fields.extend(
+                        schema.fields()[n - PSEUDO_COUNT..]
+                            .iter()
+                            .map(|f| f.as_ref().clone()),
+                    );
+                    let out = Arc::new(Schema::new(fields));
+                    ops.push(Op::FlatMap {
+                        arrays,
+                        schema: out.clone(),
+                    });
+                    schema = out;
                 }
                 Step::StreamSelect {
                     projection,
@@ -455,6 +499,13 @@ impl Pipeline {
                 Op::Aggregate(agg) => {
                     batch = agg.process(&batch, &mut self.expression_errors)?;
                 }
+                Op::FlatMap { arrays, schema } => {
+                    let lists = arrays
+                        .iter()
+                        .map(|e| evaluate(e, &batch, &mut self.expression_errors))
+                        .collect::<Result<Vec<_>>>()?;
+                    batch = explode(&batch, &lists, schema)?;
+                }
                 Op::Select {
                     exprs,
                     schema,
@@ -558,6 +609,47 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// Each row repeated once per element of its longest list, with the lists' elements
+/// (NULL past a shorter list's end) placed after the row's columns. A row whose lists
+/// are all empty or NULL produces nothing.
+fn explode(batch: &RecordBatch, lists: &[ArrayRef], schema: &SchemaRef) -> Result<RecordBatch> {
+    use datafusion_common::arrow::array::UInt32Array;
+    use datafusion_common::arrow::compute::take;
+    let lists: Vec<_> = lists.iter().map(|l| l.as_list::<i32>()).collect();
+    let mut rows: Vec<u32> = Vec::new();
+    let mut picks: Vec<Vec<Option<u32>>> = vec![Vec::new(); lists.len()];
+    for row in 0..batch.num_rows() {
+        let len = |l: &&datafusion_common::arrow::array::ListArray| {
+            if l.is_null(row) {
+                0
+            } else {
+                l.value_length(row) as usize
+            }
+        };
+        let longest = lists.iter().map(len).max().unwrap_or(0);
+        for i in 0..longest {
+            rows.push(row as u32);
+            for (l, p) in lists.iter().zip(&mut picks) {
+                let start = l.value_offsets()[row] as usize;
+                p.push((i < len(l)).then_some((start + i) as u32));
+            }
+        }
+    }
+    let rows = UInt32Array::from(rows);
+    let n = batch.num_columns();
+    let mut columns: Vec<ArrayRef> = batch.columns()[..n - PSEUDO_COUNT]
+        .iter()
+        .map(|c| take(c, &rows, None))
+        .collect::<std::result::Result<_, _>>()?;
+    for (l, p) in lists.iter().zip(picks) {
+        columns.push(take(l.values(), &UInt32Array::from(p), None)?);
+    }
+    for c in &batch.columns()[n - PSEUDO_COUNT..] {
+        columns.push(take(c, &rows, None)?);
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// A window's start and end, in epoch milliseconds.
@@ -1076,6 +1168,53 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].value.as_deref(), Some(&br#"{"N":2}"#[..]));
         assert_eq!(out[0].timestamp, 1);
+    }
+
+    #[test]
+    fn explode_repeats_rows_and_pads_shorter_lists() {
+        use datafusion_common::arrow::array::ListArray;
+        use datafusion_common::arrow::datatypes::Int32Type;
+        let ids: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3]));
+        let flags: ArrayRef = Arc::new(BooleanArray::from(vec![false; 3]));
+        // Pseudo-columns are passed through; one BOOLEAN stands in for all of them here.
+        let mut fields = vec![Field::new("ID", DataType::Int64, true)];
+        let mut columns = vec![ids];
+        for i in 0..PSEUDO_COUNT {
+            fields.push(Field::new(format!("p{i}"), DataType::Boolean, false));
+            columns.push(flags.clone());
+        }
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields.clone())), columns).unwrap();
+        let a = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+            Some(vec![Some(10), Some(11)]),
+            None,
+            Some(vec![Some(30)]),
+        ]);
+        let b = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+            Some(vec![Some(7)]),
+            Some(vec![]),
+            Some(vec![Some(8), Some(9)]),
+        ]);
+        let mut out_fields = fields[..1].to_vec();
+        out_fields.push(Field::new("$udtf0", DataType::Int32, true));
+        out_fields.push(Field::new("$udtf1", DataType::Int32, true));
+        out_fields.extend(fields[1..].iter().cloned());
+        let out = explode(
+            &batch,
+            &[Arc::new(a), Arc::new(b)],
+            &Arc::new(Schema::new(out_fields)),
+        )
+        .unwrap();
+        // Row 2 has only empty or NULL lists: no rows.
+        let ids: Vec<i64> = out.column(0).as_primitive::<Int64Type>().values().to_vec();
+        assert_eq!(ids, vec![1, 1, 3, 3]);
+        let col = |i: usize| -> Vec<Option<i32>> {
+            out.column(i)
+                .as_primitive::<datafusion_common::arrow::datatypes::Int32Type>()
+                .iter()
+                .collect()
+        };
+        assert_eq!(col(1), vec![Some(10), Some(11), Some(30), None]);
+        assert_eq!(col(2), vec![Some(7), None, Some(8), Some(9)]);
     }
 
     #[test]

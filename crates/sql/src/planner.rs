@@ -1135,6 +1135,17 @@ fn plan_create_as(
             Some(spec)
         }
     };
+    // Table functions (EXPLODE) run ahead of the projection, which reads their results.
+    let with_functions;
+    let (root, rewritten) = plan_table_functions(stmt, c, &scope, root, over_table)?;
+    let (c, scope) = match rewritten {
+        None => (c, scope),
+        Some((rewritten, scope)) => {
+            with_functions = rewritten;
+            (&with_functions, scope)
+        }
+    };
+    let q = &c.query;
     let (body, out_schema) = if grouped {
         let agg = crate::aggregate::plan_aggregate(&c.name, q, &scope, root, window.clone())?;
         if over_table {
@@ -1270,6 +1281,134 @@ fn plan_create_as(
         }),
         inputs: vec![source.name.clone()],
     })
+}
+
+/// ksqlDB's table functions: each produces any number of rows per input row.
+const TABLE_FUNCTIONS: &[&str] = &["EXPLODE"];
+
+/// Rewrites the select list's table function calls to the columns `$udtf0`, ... that a
+/// flat-map step ahead of the projection fills; unaliased items keep the names ksqlDB
+/// gives them. None when the query calls no table function.
+#[allow(clippy::type_complexity)]
+fn plan_table_functions(
+    stmt: &ast::Statement,
+    c: &CreateAs,
+    scope: &Scope,
+    root: Step,
+    over_table: bool,
+) -> Result<(Step, Option<(CreateAs, Scope)>), SqlError> {
+    let is_udtf = |name: &str| TABLE_FUNCTIONS.contains(&name.to_ascii_uppercase().as_str());
+    let calls_udtf = |e: &ast::Expr| {
+        e.any(&mut |x| matches!(&x.kind, ExprKind::Call { name, .. } if is_udtf(name)))
+    };
+    if !c
+        .query
+        .select
+        .iter()
+        .any(|i| matches!(i, SelectItem::Expr { expr, .. } if calls_udtf(expr)))
+    {
+        return Ok((root, None));
+    }
+    if over_table {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            "Table source is not supported with table functions",
+        ));
+    }
+    if !c.query.group_by.is_empty() {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            "Table functions cannot be used with aggregations.",
+        ));
+    }
+    let analyzer = ExprAnalyzer {
+        scope,
+        clause: Clause::Select,
+    };
+    let mut functions: Vec<sluice_plan::TableFunctionCall> = Vec::new();
+    let mut columns = scope.columns.clone();
+    let mut generated = 0usize;
+    let mut select = Vec::with_capacity(c.query.select.len());
+    for item in &c.query.select {
+        let SelectItem::Expr { expr, alias } = item else {
+            select.push(item.clone());
+            continue;
+        };
+        let name = match alias {
+            Some(a) => a.clone(),
+            None => default_column_name(expr, &mut generated, &c.query),
+        };
+        let mut rewrite = |e: &ast::Expr| -> Result<ast::Expr, SqlError> {
+            fn go(
+                e: &ast::Expr,
+                f: &mut dyn FnMut(&ast::Expr) -> Result<Option<ast::Expr>, SqlError>,
+            ) -> Result<ast::Expr, SqlError> {
+                match f(e)? {
+                    Some(done) => Ok(done),
+                    None => e.map_children(&mut |c| go(c, f)),
+                }
+            }
+            go(e, &mut |x| {
+                let ExprKind::Call { name, args, .. } = &x.kind else {
+                    return Ok(None);
+                };
+                if !is_udtf(name) {
+                    return Ok(None);
+                }
+                let upper = name.to_ascii_uppercase();
+                let typed = args
+                    .iter()
+                    .map(|a| analyzer.analyze(a))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let element = match typed.as_slice() {
+                    [(_, SqlType::Array(item))] => (**item).clone(),
+                    _ => {
+                        let shown: Vec<String> = typed.iter().map(|t| t.1.to_string()).collect();
+                        return Err(SqlError::semantic(
+                            x.pos,
+                            format!(
+                                "Function '{}' does not accept parameters ({}).\nValid alternatives are:\nexplode(ARRAY<DECIMAL> input)\nexplode(ARRAY<T> list)",
+                                upper.to_ascii_lowercase(),
+                                shown.join(", ")
+                            ),
+                        ));
+                    }
+                };
+                let column = format!("$udtf{}", functions.len());
+                columns.push(ScopeColumn {
+                    name: column.clone(),
+                    ty: element.clone(),
+                });
+                functions.push(sluice_plan::TableFunctionCall {
+                    function: upper,
+                    args: typed.into_iter().map(|t| t.0).collect(),
+                    return_type: element,
+                });
+                Ok(Some(ast::Expr::new(
+                    ExprKind::Column {
+                        qualifier: None,
+                        name: column,
+                    },
+                    x.pos,
+                )))
+            })
+        };
+        select.push(SelectItem::Expr {
+            expr: rewrite(expr)?,
+            alias: Some(name),
+        });
+    }
+    let root = Step::StreamFlatMap {
+        input: Box::new(root),
+        functions,
+    };
+    let mut rewritten = c.clone();
+    rewritten.query.select = select;
+    let scope = Scope {
+        qualifiers: scope.qualifiers.clone(),
+        columns,
+    };
+    Ok((root, Some((rewritten, scope))))
 }
 
 /// Aggregate functions that can undo a row, which aggregating a table needs (ksqlDB's
