@@ -12,8 +12,8 @@ mod types;
 
 pub use expr::{BinaryOp, Expr, Literal, format_decimal};
 pub use plan::{
-    AggregateCall, NamedExpr, PLAN_VERSION, QueryPlan, Step, TableFunctionCall, TopicSpec,
-    WindowKind, WindowSpec,
+    AggregateCall, CarriedColumn, JoinKind, JoinShape, NamedExpr, PLAN_VERSION, QueryPlan, Step,
+    TableFunctionCall, TopicSpec, WindowKind, WindowSpec,
 };
 pub use schema::{Column, ColumnKind, Format, FormatKind, LogicalSchema, PSEUDO_COLUMNS};
 pub use types::{SqlType, StructField};

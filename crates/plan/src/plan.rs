@@ -110,6 +110,59 @@ pub struct TableFunctionCall {
     pub return_type: crate::SqlType,
 }
 
+/// Which rows of a join are kept when the other side has no match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum JoinKind {
+    Inner,
+    Left,
+    Right,
+    Outer,
+}
+
+impl JoinKind {
+    /// Whether a left row without a match is kept (with NULLs for the right columns).
+    pub fn keeps_left(self) -> bool {
+        matches!(self, JoinKind::Left | JoinKind::Outer)
+    }
+
+    pub fn keeps_right(self) -> bool {
+        matches!(self, JoinKind::Right | JoinKind::Outer)
+    }
+}
+
+/// What a join joins, which decides when it emits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "shape", rename_all = "camelCase")]
+pub enum JoinShape {
+    /// Two streams: a record joins the other side's records whose time is at most
+    /// `before_ms` earlier and `after_ms` later (for a right record, mirrored). Without a
+    /// grace period, a record with no match is emitted at once (with NULLs) for the
+    /// sides an outer join keeps; with one, only once its window has closed and still
+    /// nothing matched.
+    #[serde(rename_all = "camelCase")]
+    StreamStream {
+        before_ms: i64,
+        after_ms: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grace_ms: Option<i64>,
+    },
+    /// A stream (left) looks up a table's (right) current row for its key; table
+    /// changes emit nothing.
+    StreamTable,
+    /// Two tables: a change on either side emits the joined row for its key (a deletion
+    /// when the result no longer exists).
+    TableTable,
+}
+
+/// A column of a join's input carried into the joined row, under a new name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedColumn {
+    pub from: String,
+    #[serde(rename = "as")]
+    pub to: String,
+}
+
 /// An output column and the expression that computes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NamedExpr {
@@ -173,6 +226,22 @@ pub enum Step {
         input: Box<Step>,
         functions: Vec<TableFunctionCall>,
     },
+    /// Joins two inputs on a key computed on each side (`left_key`, `right_key`, of the
+    /// same type). The joined row has the key column (the first column of `schema`),
+    /// then the carried columns of the left side, then those of the right (NULL where a
+    /// side has no match), then ROWTIME: the later of the joined records' times.
+    #[serde(rename = "joinV1")]
+    Join {
+        left: Box<Step>,
+        right: Box<Step>,
+        kind: JoinKind,
+        shape: JoinShape,
+        left_key: Expr,
+        right_key: Expr,
+        left_columns: Vec<CarriedColumn>,
+        right_columns: Vec<CarriedColumn>,
+        schema: LogicalSchema,
+    },
     /// Writes rows to a topic; the record timestamp is the input row's ROWTIME.
     #[serde(rename = "streamSinkV1")]
     StreamSink { input: Box<Step>, topic: TopicSpec },
@@ -222,13 +291,23 @@ impl Step {
             | Step::StreamFlatMap { input, .. } => input.schema(),
             Step::StreamSelect { schema, .. }
             | Step::TableSelect { schema, .. }
-            | Step::StreamAggregate { schema, .. } => schema,
+            | Step::StreamAggregate { schema, .. }
+            | Step::Join { schema, .. } => schema,
         }
     }
 
+    /// The steps this one reads: none for a source, two for a join.
+    pub fn inputs(&self) -> Vec<&Step> {
+        match self {
+            Step::Join { left, right, .. } => vec![left, right],
+            _ => self.input().into_iter().collect(),
+        }
+    }
+
+    /// The single input of a step that has one (None for sources and joins).
     pub fn input(&self) -> Option<&Step> {
         match self {
-            Step::StreamSource { .. } | Step::TableSource { .. } => None,
+            Step::StreamSource { .. } | Step::TableSource { .. } | Step::Join { .. } => None,
             Step::StreamFilter { input, .. }
             | Step::TableFilter { input, .. }
             | Step::StreamFlatMap { input, .. }
@@ -246,18 +325,23 @@ impl Step {
         matches!(
             self,
             Step::StreamAggregate { .. }
+                | Step::Join { .. }
                 | Step::TableSource {
                     materialized: true,
                     ..
                 }
-        ) || self.input().is_some_and(Step::is_stateful)
+        ) || self.inputs().into_iter().any(Step::is_stateful)
     }
 
     /// Every source topic the plan reads.
     pub fn source_topics(&self) -> Vec<&TopicSpec> {
         match self {
             Step::StreamSource { topic, .. } | Step::TableSource { topic, .. } => vec![topic],
-            _ => self.input().map(Step::source_topics).unwrap_or_default(),
+            _ => self
+                .inputs()
+                .into_iter()
+                .flat_map(Step::source_topics)
+                .collect(),
         }
     }
 
@@ -335,11 +419,41 @@ impl Step {
                 }
                 line
             }
+            Step::Join {
+                kind,
+                shape,
+                left_key,
+                right_key,
+                ..
+            } => {
+                let within = match shape {
+                    JoinShape::StreamStream {
+                        before_ms,
+                        after_ms,
+                        grace_ms,
+                    } => {
+                        let mut w = format!(" WITHIN ({before_ms} ms, {after_ms} ms)");
+                        if let Some(g) = grace_ms {
+                            w.push_str(&format!(" GRACE {g} ms"));
+                        }
+                        w
+                    }
+                    JoinShape::StreamTable | JoinShape::TableTable => String::new(),
+                };
+                format!(
+                    "{kind:?} JOIN {shape_name}{within} ON {left_key} = {right_key}",
+                    shape_name = match shape {
+                        JoinShape::StreamStream { .. } => "STREAM-STREAM",
+                        JoinShape::StreamTable => "STREAM-TABLE",
+                        JoinShape::TableTable => "TABLE-TABLE",
+                    }
+                )
+            }
         };
         out.push_str(&pad);
         out.push_str(&line);
         out.push('\n');
-        if let Some(input) = self.input() {
+        for input in self.inputs() {
             input.explain_into(out, depth + 1);
         }
     }

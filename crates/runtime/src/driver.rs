@@ -99,9 +99,9 @@ impl Driver {
         let mut out = Vec::<OutputRecord>::new();
         while let Some((topic, record)) = queue.pop_front() {
             for (id, pipeline) in &mut self.queries {
-                if pipeline.source_topic() != topic {
+                let Some(input) = pipeline.source_topics().iter().position(|t| *t == topic) else {
                     continue;
-                }
+                };
                 let source = SourceRecord {
                     key: record.key.as_deref(),
                     value: record.value.as_deref(),
@@ -109,7 +109,7 @@ impl Driver {
                     partition: record.partition,
                     offset: record.offset,
                 };
-                if let Err(f) = pipeline.push(&source) {
+                if let Err(f) = pipeline.push(input, &source) {
                     self.skipped.push(SkippedRecord {
                         query: id.clone(),
                         topic: topic.clone(),

@@ -14,6 +14,7 @@ mod aggregate;
 pub mod codec;
 pub mod driver;
 mod error;
+mod join;
 pub mod expr;
 pub mod kafka;
 mod nested;

@@ -12,6 +12,7 @@ use crate::codec::decode::{ColumnBuilder, PartDecoder};
 use crate::codec::encode::PartEncoder;
 use crate::error::{Result, RuntimeError};
 use crate::expr::{PhysExpr, compile, evaluate, output_field};
+use crate::join::{JoinOp, Side};
 use crate::types::{FLAG_COUNT, PSEUDO_COUNT, row_schema};
 use datafusion_common::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array,
@@ -79,12 +80,35 @@ struct TableRows {
     rows: std::collections::HashMap<Vec<u8>, Vec<u8>>,
 }
 
-pub struct Pipeline {
+/// Where a segment's rows go once its steps have run.
+#[derive(Clone, Copy, Debug)]
+enum Next {
+    Sink,
+    Join(usize, Side),
+}
+
+/// A run of steps from a source or a join up to the next join or the sink.
+struct Segment {
+    ops: Vec<Op>,
+    next: Next,
+}
+
+impl Segment {
+    fn new() -> Segment {
+        Segment {
+            ops: Vec::new(),
+            next: Next::Sink,
+        }
+    }
+}
+
+/// A topic the plan reads, and the rows decoded from it and not yet processed.
+struct Input {
     source: TopicSpec,
     /// The source is a table (records without a key are dropped), with its rows kept
     /// when it is materialized.
     table: Option<Option<TableRows>>,
-    source_schema: SchemaRef,
+    schema: SchemaRef,
     builders: Vec<ColumnBuilder>,
     key_decoder: PartDecoder,
     value_decoder: PartDecoder,
@@ -96,7 +120,24 @@ pub struct Pipeline {
     tombstone: Vec<bool>,
     /// A windowed source's window bounds per row.
     window_bounds: Vec<WindowBounds>,
-    ops: Vec<Op>,
+    segment: Segment,
+}
+
+struct JoinNode {
+    op: JoinOp,
+    segment: Segment,
+}
+
+pub struct Pipeline {
+    inputs: Vec<Input>,
+    joins: Vec<JoinNode>,
+    /// The input whose rows are pending. Rows are processed in the order they
+    /// arrived, so a record of another input first runs the pending rows.
+    pending_input: Option<usize>,
+    /// Output of rows run early (when the input switched), not yet handed out.
+    ready: Vec<OutputRecord>,
+    /// A failure while running rows early, reported by the next flush.
+    deferred: Option<RuntimeError>,
     sink: TopicSpec,
     key_encoder: PartEncoder,
     value_encoder: PartEncoder,
@@ -106,174 +147,101 @@ pub struct Pipeline {
     pub invalid_timestamps: u64,
 }
 
-impl Pipeline {
-    pub fn new(plan: &QueryPlan) -> Result<Pipeline> {
-        if plan.version > PLAN_VERSION {
-            return Err(RuntimeError::Plan(format!(
-                "the plan has version {} but this build runs plans up to version {PLAN_VERSION}",
-                plan.version
-            )));
+/// The segment a step's rows are in while the plan is compiled.
+#[derive(Clone, Copy)]
+enum Open {
+    Input(usize),
+    Join(usize),
+}
+
+#[derive(Default)]
+struct Builder {
+    inputs: Vec<Input>,
+    joins: Vec<JoinNode>,
+}
+
+impl Builder {
+    fn segment(&mut self, open: Open) -> &mut Segment {
+        match open {
+            Open::Input(i) => &mut self.inputs[i].segment,
+            Open::Join(j) => &mut self.joins[j].segment,
         }
-        let (Step::StreamSink { input, topic: sink } | Step::TableSink { input, topic: sink }) =
-            &plan.root
-        else {
-            return Err(RuntimeError::Plan("a plan must end in a sink".into()));
-        };
-        // Walk down to the source, then compile the steps upwards.
-        let mut chain = Vec::new();
-        let mut step: &Step = input;
-        let (source, table) = loop {
-            match step {
-                Step::StreamSource { topic, .. } => break (topic.clone(), None),
-                Step::TableSource {
-                    topic,
-                    materialized,
-                    ..
-                } => break (topic.clone(), Some(materialized.then(TableRows::default))),
-                Step::StreamSink { .. } | Step::TableSink { .. } => {
-                    return Err(RuntimeError::Plan("a sink inside a plan".into()));
-                }
-                other => {
-                    chain.push(other);
-                    step = other.input().expect("non-source steps have an input");
-                }
+    }
+
+    /// Compiles a step and the steps below it; returns the segment its rows are in and
+    /// their schema.
+    fn build(&mut self, step: &Step) -> Result<(Open, SchemaRef)> {
+        match step {
+            Step::StreamSource { topic, .. } => self.input(topic, None),
+            Step::TableSource {
+                topic,
+                materialized,
+                ..
+            } => self.input(topic, Some(materialized.then(TableRows::default))),
+            Step::StreamSink { .. } | Step::TableSink { .. } => {
+                Err(RuntimeError::Plan("a sink inside a plan".into()))
             }
-        };
-        let source_schema = row_schema(&source.schema, source.window.is_some());
-        let mut schema: SchemaRef = source_schema.clone();
-        let mut ops = Vec::new();
-        for step in chain.into_iter().rev() {
-            match step {
-                Step::StreamFilter { predicate, .. } => {
-                    ops.push(Op::Filter(compile(predicate, &schema)?));
-                }
-                Step::TableFilter { predicate, .. } => {
-                    ops.push(Op::TableFilter(compile(predicate, &schema)?));
-                }
-                Step::StreamFlatMap { functions, .. } => {
-                    let mut arrays = Vec::with_capacity(functions.len());
-                    let n = schema.fields().len();
-                    let mut fields: Vec<Field> = schema.fields()[..n - PSEUDO_COUNT]
-                        .iter()
-                        .map(|f| f.as_ref().clone())
-                        .collect();
-                    for (i, f) in functions.iter().enumerate() {
-                        let [arg] = f.args.as_slice() else {
-                            return Err(RuntimeError::Plan(format!(
-                                "{} takes one argument",
-                                f.function
-                            )));
-                        };
-                        if f.function != "EXPLODE" {
-                            return Err(RuntimeError::Plan(format!(
-                                "no implementation of the table function {}",
-                                f.function
-                            )));
-                        }
-                        arrays.push(compile(arg, &schema)?);
-                        fields.push(Field::new(
-                            format!("$udtf{i}"),
-                            crate::types::arrow_type(&f.return_type),
-                            true,
-                        ));
-                    }
-                    fields.extend(
-                        schema.fields()[n - PSEUDO_COUNT..]
-                            .iter()
-                            .map(|f| f.as_ref().clone()),
-                    );
-                    let out = Arc::new(Schema::new(fields));
-                    ops.push(Op::FlatMap {
-                        arrays,
-                        schema: out.clone(),
-                    });
-                    schema = out;
-                }
-                Step::StreamSelect {
-                    projection,
-                    schema: logical,
-                    ..
-                }
-                | Step::TableSelect {
-                    projection,
-                    schema: logical,
-                    ..
-                } => {
-                    let rekeyed = matches!(step, Step::StreamSelect { rekeyed: true, .. });
-                    let mut exprs = projection
-                        .iter()
-                        .map(|p| compile(&p.expr, &schema))
-                        .collect::<Result<Vec<_>>>()?;
-                    let mut fields = Vec::with_capacity(exprs.len() + PSEUDO_COUNT);
-                    for (p, e) in projection.iter().zip(&exprs) {
-                        fields.push(output_field(&p.name, e, &schema)?);
-                    }
-                    // Rows of a windowed source keep their window for the sink's keys.
-                    let window_bounds: Vec<usize> = crate::types::WINDOW_BOUNDS
-                        .iter()
-                        .filter_map(|b| schema.index_of(b).ok())
-                        .collect();
-                    if window_bounds.len() == 2 {
-                        for name in [WINDOW_START, WINDOW_END] {
-                            fields.push(Field::new(name, DataType::Int64, false));
-                            exprs.push(compile(
-                                &sluice_plan::Expr::Column(
-                                    crate::types::WINDOW_BOUNDS[(name == WINDOW_END) as usize]
-                                        .to_string(),
-                                ),
-                                &schema,
-                            )?);
-                        }
-                    }
-                    let n = schema.fields().len();
-                    for f in &schema.fields()[n - PSEUDO_COUNT..] {
-                        fields.push(f.as_ref().clone());
-                    }
-                    let out = Arc::new(Schema::new(fields));
-                    ops.push(Op::Select {
-                        exprs,
-                        schema: out.clone(),
-                        rekeyed,
-                        keys: projection
-                            .iter()
-                            .take(logical.keys().count())
-                            .map(|p| {
-                                p.expr.column_refs().iter().any(|c| {
-                                    // ksqlDB keeps the pseudo-columns in the value row.
-                                    source.schema.values().any(|v| v.name == *c)
-                                        || sluice_plan::PSEUDO_COLUMNS.iter().any(|(p, _)| p == c)
-                                })
-                            })
-                            .collect(),
-                    });
-                    schema = out;
-                }
-                Step::StreamAggregate {
-                    window,
-                    group_by,
-                    aggregates,
-                    having,
-                    projection,
-                    schema: logical,
-                    emit_final,
-                    ..
-                } => {
-                    let op = AggregateOp::new(
-                        &schema,
-                        window.as_ref(),
-                        group_by,
-                        aggregates,
-                        having.as_ref(),
-                        projection,
-                        logical,
-                        *emit_final,
-                    )?;
-                    schema = op.output_schema();
-                    ops.push(Op::Aggregate(Box::new(op)));
-                }
-                _ => unreachable!("sources and sinks are handled above"),
+            Step::Join {
+                left,
+                right,
+                kind,
+                shape,
+                left_key,
+                right_key,
+                left_columns,
+                right_columns,
+                schema,
+            } => {
+                let (l, ls) = self.build(left)?;
+                let (r, rs) = self.build(right)?;
+                let op = JoinOp::new(
+                    *kind,
+                    shape,
+                    &ls,
+                    &rs,
+                    left_key,
+                    right_key,
+                    left_columns,
+                    right_columns,
+                    schema,
+                )?;
+                let j = self.joins.len();
+                self.segment(l).next = Next::Join(j, Side::Left);
+                self.segment(r).next = Next::Join(j, Side::Right);
+                let out = op.output_schema();
+                self.joins.push(JoinNode {
+                    op,
+                    segment: Segment::new(),
+                });
+                Ok((Open::Join(j), out))
+            }
+            other => {
+                let input = other.input().expect("non-source steps have an input");
+                let (open, schema) = self.build(input)?;
+                // The value columns of the source a segment starts at (none after a join).
+                let source_values: Vec<String> = match open {
+                    Open::Input(i) => self.inputs[i]
+                        .source
+                        .schema
+                        .values()
+                        .map(|c| c.name.clone())
+                        .collect(),
+                    Open::Join(_) => Vec::new(),
+                };
+                let (op, schema) = compile_step(other, &schema, &source_values)?;
+                self.segment(open).ops.push(op);
+                Ok((open, schema))
             }
         }
+    }
+
+    fn input(
+        &mut self,
+        topic: &TopicSpec,
+        table: Option<Option<TableRows>>,
+    ) -> Result<(Open, SchemaRef)> {
+        let source = topic.clone();
+        let schema = row_schema(&source.schema, source.window.is_some());
         let builders = source
             .schema
             .columns
@@ -292,6 +260,258 @@ impl Pipeline {
         };
         let key_decoder = PartDecoder::new(&source.key_format, &part(ColumnKind::Key), true);
         let value_decoder = PartDecoder::new(&source.value_format, &part(ColumnKind::Value), false);
+        self.inputs.push(Input {
+            source,
+            table,
+            schema: schema.clone(),
+            builders,
+            key_decoder,
+            value_decoder,
+            rowtime: Vec::new(),
+            partition: Vec::new(),
+            offset: Vec::new(),
+            retract: Vec::new(),
+            key_null: Vec::new(),
+            tombstone: Vec::new(),
+            window_bounds: Vec::new(),
+            segment: Segment::new(),
+        });
+        Ok((Open::Input(self.inputs.len() - 1), schema))
+    }
+}
+
+/// Compiles one row-wise step over rows of `schema`; returns the operator and the schema
+/// of its output rows. `source_values` names the value columns of the source the rows
+/// come from (for PARTITION BY keys computed from them).
+fn compile_step(
+    step: &Step,
+    schema: &SchemaRef,
+    source_values: &[String],
+) -> Result<(Op, SchemaRef)> {
+    Ok(match step {
+        Step::StreamFilter { predicate, .. } => {
+            (Op::Filter(compile(predicate, schema)?), schema.clone())
+        }
+        Step::TableFilter { predicate, .. } => {
+            (Op::TableFilter(compile(predicate, schema)?), schema.clone())
+        }
+        Step::StreamFlatMap { functions, .. } => {
+            let mut arrays = Vec::with_capacity(functions.len());
+            let n = schema.fields().len();
+            let mut fields: Vec<Field> = schema.fields()[..n - PSEUDO_COUNT]
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            for (i, f) in functions.iter().enumerate() {
+                let [arg] = f.args.as_slice() else {
+                    return Err(RuntimeError::Plan(format!(
+                        "{} takes one argument",
+                        f.function
+                    )));
+                };
+                if f.function != "EXPLODE" {
+                    return Err(RuntimeError::Plan(format!(
+                        "no implementation of the table function {}",
+                        f.function
+                    )));
+                }
+                arrays.push(compile(arg, schema)?);
+                fields.push(Field::new(
+                    format!("$udtf{i}"),
+                    crate::types::arrow_type(&f.return_type),
+                    true,
+                ));
+            }
+            fields.extend(
+                schema.fields()[n - PSEUDO_COUNT..]
+                    .iter()
+                    .map(|f| f.as_ref().clone()),
+            );
+            let out = Arc::new(Schema::new(fields));
+            (
+                Op::FlatMap {
+                    arrays,
+                    schema: out.clone(),
+                },
+                out,
+            )
+        }
+        Step::StreamSelect {
+            projection,
+            schema: logical,
+            ..
+        }
+        | Step::TableSelect {
+            projection,
+            schema: logical,
+            ..
+        } => {
+            let rekeyed = matches!(step, Step::StreamSelect { rekeyed: true, .. });
+            let mut exprs = projection
+                .iter()
+                .map(|p| compile(&p.expr, schema))
+                .collect::<Result<Vec<_>>>()?;
+            let mut fields = Vec::with_capacity(exprs.len() + PSEUDO_COUNT);
+            for (p, e) in projection.iter().zip(&exprs) {
+                fields.push(output_field(&p.name, e, schema)?);
+            }
+            // Rows of a windowed source keep their window for the sink's keys.
+            let window_bounds: Vec<usize> = crate::types::WINDOW_BOUNDS
+                .iter()
+                .filter_map(|b| schema.index_of(b).ok())
+                .collect();
+            if window_bounds.len() == 2 {
+                for name in [WINDOW_START, WINDOW_END] {
+                    fields.push(Field::new(name, DataType::Int64, false));
+                    exprs.push(compile(
+                        &sluice_plan::Expr::Column(
+                            crate::types::WINDOW_BOUNDS[(name == WINDOW_END) as usize].to_string(),
+                        ),
+                        schema,
+                    )?);
+                }
+            }
+            let n = schema.fields().len();
+            for f in &schema.fields()[n - PSEUDO_COUNT..] {
+                fields.push(f.as_ref().clone());
+            }
+            let out = Arc::new(Schema::new(fields));
+            let keys = projection
+                .iter()
+                .take(logical.keys().count())
+                .map(|p| {
+                    p.expr.column_refs().iter().any(|c| {
+                        // ksqlDB keeps the pseudo-columns in the value row.
+                        source_values.iter().any(|v| v == c)
+                            || sluice_plan::PSEUDO_COLUMNS.iter().any(|(p, _)| p == c)
+                    })
+                })
+                .collect();
+            (
+                Op::Select {
+                    exprs,
+                    schema: out.clone(),
+                    rekeyed,
+                    keys,
+                },
+                out,
+            )
+        }
+        Step::StreamAggregate {
+            window,
+            group_by,
+            aggregates,
+            having,
+            projection,
+            schema: logical,
+            emit_final,
+            ..
+        } => {
+            let op = AggregateOp::new(
+                schema,
+                window.as_ref(),
+                group_by,
+                aggregates,
+                having.as_ref(),
+                projection,
+                logical,
+                *emit_final,
+            )?;
+            let out = op.output_schema();
+            (Op::Aggregate(Box::new(op)), out)
+        }
+        _ => unreachable!("sources, joins and sinks are compiled by the builder"),
+    })
+}
+
+/// Runs a batch through a segment's operators; None once no row is left.
+fn apply_ops(
+    ops: &mut [Op],
+    mut batch: RecordBatch,
+    errors: &mut u64,
+) -> Result<Option<RecordBatch>> {
+    for op in ops {
+        match op {
+            Op::Filter(predicate) => {
+                let mask = evaluate(predicate, &batch, errors)?;
+                // A null row never passes a filter.
+                let tombstone = batch.column(batch.num_columns() - 1).as_boolean();
+                let mask = and(mask.as_boolean(), &not(tombstone)?)?;
+                batch = filter_record_batch(&batch, &mask)?;
+            }
+            Op::TableFilter(predicate) => {
+                let mask = evaluate(predicate, &batch, errors)?;
+                let mask = mask.as_boolean();
+                // NULL counts as false: the row is deleted too.
+                let passes = match mask.nulls() {
+                    Some(_) => datafusion_common::arrow::compute::prep_null_mask_filter(mask),
+                    None => mask.clone(),
+                };
+                let n = batch.num_columns();
+                let tombstone = or(batch.column(n - 1).as_boolean(), &not(&passes)?)?;
+                let mut columns = batch.columns().to_vec();
+                columns[n - 1] = Arc::new(tombstone);
+                batch = RecordBatch::try_new(batch.schema(), columns)?;
+            }
+            Op::Aggregate(agg) => {
+                batch = agg.process(&batch, errors)?;
+            }
+            Op::FlatMap { arrays, schema } => {
+                let lists = arrays
+                    .iter()
+                    .map(|e| evaluate(e, &batch, errors))
+                    .collect::<Result<Vec<_>>>()?;
+                batch = explode(&batch, &lists, schema)?;
+            }
+            Op::Select {
+                exprs,
+                schema,
+                rekeyed,
+                keys,
+            } => {
+                let mut cols = Vec::with_capacity(schema.fields().len());
+                for e in exprs {
+                    cols.push(evaluate(e, &batch, errors)?);
+                }
+                let n = batch.num_columns();
+                cols.extend(batch.columns()[n - PSEUDO_COUNT..].iter().cloned());
+                if *rekeyed {
+                    // New keys are never null as a whole; on a null row their
+                    // columns are NULL (nothing to compute them from).
+                    let tombstone = batch.column(n - 1).as_boolean();
+                    for (col, reads_value) in cols.iter_mut().zip(keys.iter()) {
+                        if *reads_value {
+                            *col = nullif(col, tombstone)?;
+                        }
+                    }
+                    cols[schema.fields().len() - 2] =
+                        Arc::new(BooleanArray::from(vec![false; batch.num_rows()]));
+                }
+                batch = RecordBatch::try_new(schema.clone(), cols)?;
+            }
+        }
+        if batch.num_rows() == 0 {
+            return Ok(None);
+        }
+    }
+    Ok(Some(batch))
+}
+
+impl Pipeline {
+    pub fn new(plan: &QueryPlan) -> Result<Pipeline> {
+        if plan.version > PLAN_VERSION {
+            return Err(RuntimeError::Plan(format!(
+                "the plan has version {} but this build runs plans up to version {PLAN_VERSION}",
+                plan.version
+            )));
+        }
+        let (Step::StreamSink { input, topic: sink } | Step::TableSink { input, topic: sink }) =
+            &plan.root
+        else {
+            return Err(RuntimeError::Plan("a plan must end in a sink".into()));
+        };
+        let mut builder = Builder::default();
+        let (_, schema) = builder.build(input)?;
         let sink_part = |kind: ColumnKind| -> Result<Vec<(usize, String)>> {
             sink.schema
                 .columns
@@ -309,20 +529,11 @@ impl Pipeline {
         let value_encoder =
             PartEncoder::new(&sink.value_format, sink_part(ColumnKind::Value)?, false);
         Ok(Pipeline {
-            source,
-            table,
-            source_schema,
-            builders,
-            key_decoder,
-            value_decoder,
-            rowtime: Vec::new(),
-            partition: Vec::new(),
-            offset: Vec::new(),
-            retract: Vec::new(),
-            window_bounds: Vec::new(),
-            key_null: Vec::new(),
-            tombstone: Vec::new(),
-            ops,
+            inputs: builder.inputs,
+            joins: builder.joins,
+            pending_input: None,
+            ready: Vec::new(),
+            deferred: None,
             sink: sink.clone(),
             key_encoder,
             value_encoder,
@@ -331,17 +542,165 @@ impl Pipeline {
         })
     }
 
-    pub fn source_topic(&self) -> &str {
-        &self.source.topic
+    /// The topics the plan reads, in the order of their input indexes (for `push`).
+    pub fn source_topics(&self) -> Vec<&str> {
+        self.inputs
+            .iter()
+            .map(|i| i.source.topic.as_str())
+            .collect()
     }
 
     pub fn sink_topic(&self) -> &str {
         &self.sink.topic
     }
 
-    /// Decodes one record into the pending batch; a record that fails to decode is
-    /// reported and leaves the batch as it was.
-    pub fn push(&mut self, r: &SourceRecord<'_>) -> std::result::Result<(), DecodeFailure> {
+    /// Decodes one record of input `input` (an index into `source_topics`) into the
+    /// pending rows; a record that fails to decode is reported and leaves them as
+    /// they were.
+    pub fn push(
+        &mut self,
+        input: usize,
+        r: &SourceRecord<'_>,
+    ) -> std::result::Result<(), DecodeFailure> {
+        if let Some(p) = self.pending_input
+            && p != input
+        {
+            let mut ready = std::mem::take(&mut self.ready);
+            if let Err(e) = self.run_input(p, &mut ready) {
+                self.deferred.get_or_insert(e);
+            }
+            self.ready = ready;
+        }
+        self.pending_input = Some(input);
+        self.inputs[input].push(r)
+    }
+
+    /// Rows decoded and not yet processed.
+    pub fn pending(&self) -> usize {
+        self.inputs.iter().map(|i| i.rowtime.len()).sum()
+    }
+
+    /// Runs the pending rows through the plan, appending the output records to `out`.
+    pub fn flush(&mut self, out: &mut Vec<OutputRecord>) -> Result<()> {
+        out.append(&mut self.ready);
+        if let Some(e) = self.deferred.take() {
+            return Err(e);
+        }
+        if let Some(p) = self.pending_input.take() {
+            self.run_input(p, out)?;
+        }
+        Ok(())
+    }
+
+    /// Runs an input's pending rows through its segment and every segment after it.
+    fn run_input(&mut self, i: usize, out: &mut Vec<OutputRecord>) -> Result<()> {
+        let Some(batch) = self.inputs[i].take_batch(&mut self.invalid_timestamps)? else {
+            return Ok(());
+        };
+        let input = &mut self.inputs[i];
+        let Some(mut batch) =
+            apply_ops(&mut input.segment.ops, batch, &mut self.expression_errors)?
+        else {
+            return Ok(());
+        };
+        let mut next = input.segment.next;
+        while let Next::Join(j, side) = next {
+            let node = &mut self.joins[j];
+            let joined = node.op.process(side, &batch, &mut self.expression_errors)?;
+            if joined.num_rows() == 0 {
+                return Ok(());
+            }
+            let Some(after) =
+                apply_ops(&mut node.segment.ops, joined, &mut self.expression_errors)?
+            else {
+                return Ok(());
+            };
+            batch = after;
+            next = node.segment.next;
+        }
+        self.write(batch, out)
+    }
+
+    /// Encodes the rows that reach the sink.
+    fn write(&mut self, mut batch: RecordBatch, out: &mut Vec<OutputRecord>) -> Result<()> {
+        if let Some(ts) = &self.sink.timestamp {
+            let index = batch.schema().index_of(ts)?;
+            batch = event_time(batch, index, &mut self.invalid_timestamps)?;
+            if batch.num_rows() == 0 {
+                return Ok(());
+            }
+        }
+        let n = batch.num_columns();
+        // Retractions are for aggregations; a sink writes only the new rows.
+        let retract = batch.column(n - FLAG_COUNT).as_boolean();
+        if retract.true_count() > 0 {
+            batch = filter_record_batch(&batch, &not(retract)?)?;
+        }
+        let rowtime = batch
+            .column(n - PSEUDO_COUNT)
+            .as_primitive::<Int64Type>()
+            .clone();
+        let tombstone = batch.column(n - 1).as_boolean().clone();
+        let key_null = batch.column(n - 2).as_boolean().clone();
+        let bound = |name: &str| -> Result<_> {
+            Ok(batch
+                .column(batch.schema().index_of(name)?)
+                .as_primitive::<Int64Type>()
+                .clone())
+        };
+        let window = match &self.sink.window {
+            Some(w) => Some((w.kind, bound(WINDOW_START)?, bound(WINDOW_END)?)),
+            None => None,
+        };
+        let columns = batch.columns();
+        let mut buf = Vec::new();
+        out.reserve(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            let key = if key_null.value(row) {
+                None
+            } else {
+                self.key_encoder.encode(columns, row, &mut buf).map(|()| {
+                    // Windowed keys as Kafka Streams writes them (8-byte big-endian
+                    // times): a time window's key, then its start; a session's key,
+                    // then its end, then its start.
+                    match &window {
+                        Some((WindowKind::Tumbling | WindowKind::Hopping, start, _)) => {
+                            buf.extend_from_slice(&start.value(row).to_be_bytes());
+                        }
+                        Some((WindowKind::Session, start, end)) => {
+                            buf.extend_from_slice(&end.value(row).to_be_bytes());
+                            buf.extend_from_slice(&start.value(row).to_be_bytes());
+                        }
+                        None => {}
+                    }
+                    buf.clone()
+                })
+            };
+            let value = if tombstone.value(row) {
+                None
+            } else {
+                self.value_encoder
+                    .encode(columns, row, &mut buf)
+                    .map(|()| buf.clone())
+            };
+            out.push(OutputRecord {
+                key,
+                value,
+                timestamp: if rowtime.is_null(row) {
+                    0
+                } else {
+                    rowtime.value(row)
+                },
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Input {
+    /// Decodes one record into the pending rows; a record that fails to decode is
+    /// reported and leaves the rows as they were.
+    fn push(&mut self, r: &SourceRecord<'_>) -> std::result::Result<(), DecodeFailure> {
         let before = self.rowtime.len();
         let mut retracted = None;
         match &self.table {
@@ -432,15 +791,10 @@ impl Pipeline {
         }
     }
 
-    /// Rows decoded and not yet processed.
-    pub fn pending(&self) -> usize {
-        self.rowtime.len()
-    }
-
-    /// Runs the pending rows through the plan, appending the output records to `out`.
-    pub fn flush(&mut self, out: &mut Vec<OutputRecord>) -> Result<()> {
+    /// The pending rows as a batch (None when there are none), with event times applied.
+    fn take_batch(&mut self, invalid_timestamps: &mut u64) -> Result<Option<RecordBatch>> {
         if self.rowtime.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let mut columns: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
         if self.source.window.is_some() {
@@ -468,146 +822,12 @@ impl Pipeline {
         columns.push(Arc::new(BooleanArray::from(std::mem::take(
             &mut self.tombstone,
         ))));
-        let mut batch = RecordBatch::try_new(self.source_schema.clone(), columns)?;
+        let mut batch = RecordBatch::try_new(self.schema.clone(), columns)?;
         if let Some(ts) = &self.source.timestamp {
             let index = batch.schema().index_of(ts)?;
-            batch = event_time(batch, index, &mut self.invalid_timestamps)?;
+            batch = event_time(batch, index, invalid_timestamps)?;
         }
-        for op in &mut self.ops {
-            match op {
-                Op::Filter(predicate) => {
-                    let mask = evaluate(predicate, &batch, &mut self.expression_errors)?;
-                    // A null row never passes a filter.
-                    let tombstone = batch.column(batch.num_columns() - 1).as_boolean();
-                    let mask = and(mask.as_boolean(), &not(tombstone)?)?;
-                    batch = filter_record_batch(&batch, &mask)?;
-                }
-                Op::TableFilter(predicate) => {
-                    let mask = evaluate(predicate, &batch, &mut self.expression_errors)?;
-                    let mask = mask.as_boolean();
-                    // NULL counts as false: the row is deleted too.
-                    let passes = match mask.nulls() {
-                        Some(_) => datafusion_common::arrow::compute::prep_null_mask_filter(mask),
-                        None => mask.clone(),
-                    };
-                    let n = batch.num_columns();
-                    let tombstone = or(batch.column(n - 1).as_boolean(), &not(&passes)?)?;
-                    let mut columns = batch.columns().to_vec();
-                    columns[n - 1] = Arc::new(tombstone);
-                    batch = RecordBatch::try_new(batch.schema(), columns)?;
-                }
-                Op::Aggregate(agg) => {
-                    batch = agg.process(&batch, &mut self.expression_errors)?;
-                }
-                Op::FlatMap { arrays, schema } => {
-                    let lists = arrays
-                        .iter()
-                        .map(|e| evaluate(e, &batch, &mut self.expression_errors))
-                        .collect::<Result<Vec<_>>>()?;
-                    batch = explode(&batch, &lists, schema)?;
-                }
-                Op::Select {
-                    exprs,
-                    schema,
-                    rekeyed,
-                    keys,
-                } => {
-                    let mut cols = Vec::with_capacity(schema.fields().len());
-                    for e in exprs {
-                        cols.push(evaluate(e, &batch, &mut self.expression_errors)?);
-                    }
-                    let n = batch.num_columns();
-                    cols.extend(batch.columns()[n - PSEUDO_COUNT..].iter().cloned());
-                    if *rekeyed {
-                        // New keys are never null as a whole; on a null row their
-                        // columns are NULL (nothing to compute them from).
-                        let tombstone = batch.column(n - 1).as_boolean();
-                        for (col, reads_value) in cols.iter_mut().zip(keys.iter()) {
-                            if *reads_value {
-                                *col = nullif(col, tombstone)?;
-                            }
-                        }
-                        cols[schema.fields().len() - 2] =
-                            Arc::new(BooleanArray::from(vec![false; batch.num_rows()]));
-                    }
-                    batch = RecordBatch::try_new(schema.clone(), cols)?;
-                }
-            }
-            if batch.num_rows() == 0 {
-                return Ok(());
-            }
-        }
-        if let Some(ts) = &self.sink.timestamp {
-            let index = batch.schema().index_of(ts)?;
-            batch = event_time(batch, index, &mut self.invalid_timestamps)?;
-            if batch.num_rows() == 0 {
-                return Ok(());
-            }
-        }
-        let n = batch.num_columns();
-        // Retractions are for aggregations; a sink writes only the new rows.
-        let retract = batch.column(n - FLAG_COUNT).as_boolean();
-        if retract.true_count() > 0 {
-            batch = filter_record_batch(&batch, &not(retract)?)?;
-        }
-        let rowtime = batch
-            .column(n - PSEUDO_COUNT)
-            .as_primitive::<Int64Type>()
-            .clone();
-        let tombstone = batch.column(n - 1).as_boolean().clone();
-        let key_null = batch.column(n - 2).as_boolean().clone();
-        let bound = |name: &str| -> Result<_> {
-            Ok(batch
-                .column(batch.schema().index_of(name)?)
-                .as_primitive::<Int64Type>()
-                .clone())
-        };
-        let window = match &self.sink.window {
-            Some(w) => Some((w.kind, bound(WINDOW_START)?, bound(WINDOW_END)?)),
-            None => None,
-        };
-        let columns = batch.columns();
-        let mut buf = Vec::new();
-        out.reserve(batch.num_rows());
-        for row in 0..batch.num_rows() {
-            let key = if key_null.value(row) {
-                None
-            } else {
-                self.key_encoder.encode(columns, row, &mut buf).map(|()| {
-                    // Windowed keys as Kafka Streams writes them (8-byte big-endian
-                    // times): a time window's key, then its start; a session's key,
-                    // then its end, then its start.
-                    match &window {
-                        Some((WindowKind::Tumbling | WindowKind::Hopping, start, _)) => {
-                            buf.extend_from_slice(&start.value(row).to_be_bytes());
-                        }
-                        Some((WindowKind::Session, start, end)) => {
-                            buf.extend_from_slice(&end.value(row).to_be_bytes());
-                            buf.extend_from_slice(&start.value(row).to_be_bytes());
-                        }
-                        None => {}
-                    }
-                    buf.clone()
-                })
-            };
-            let value = if tombstone.value(row) {
-                None
-            } else {
-                self.value_encoder
-                    .encode(columns, row, &mut buf)
-                    .map(|()| buf.clone())
-            };
-            out.push(OutputRecord {
-                key,
-                value,
-                timestamp: if rowtime.is_null(row) {
-                    0
-                } else {
-                    rowtime.value(row)
-                },
-            });
-        }
-        Ok(())
+        Ok(Some(batch))
     }
 }
 
@@ -789,7 +1009,7 @@ mod tests {
                 partition: 0,
                 offset: i as i64,
             };
-            if let Err(f) = p.push(&r) {
+            if let Err(f) = p.push(0, &r) {
                 failures.push(f);
             }
         }
@@ -847,7 +1067,7 @@ mod tests {
             partition: 0,
             offset: 0,
         };
-        p.push(&tombstone).unwrap();
+        p.push(0, &tombstone).unwrap();
         let mut out = Vec::new();
         p.flush(&mut out).unwrap();
         // The plan filters: a null row never passes a filter.
@@ -865,7 +1085,7 @@ mod tests {
             *select_input = source;
         }
         let mut p = Pipeline::new(&plan).unwrap();
-        p.push(&tombstone).unwrap();
+        p.push(0, &tombstone).unwrap();
         p.flush(&mut out).unwrap();
         assert_eq!(
             out,
@@ -1002,7 +1222,7 @@ mod tests {
                 partition: 0,
                 offset: i as i64,
             };
-            failures += pipeline.push(&r).is_err() as usize;
+            failures += pipeline.push(0, &r).is_err() as usize;
         }
         let mut out = Vec::new();
         pipeline.flush(&mut out).unwrap();
@@ -1104,7 +1324,7 @@ mod tests {
                 partition: 0,
                 offset: i as i64,
             };
-            pipeline.push(&r).unwrap();
+            pipeline.push(0, &r).unwrap();
             pipeline.flush(&mut out).unwrap();
         }
         out

@@ -407,12 +407,14 @@ pub fn plan_aggregate(
         .map(|(n, (_, t))| ScopeColumn {
             name: n.clone(),
             ty: t.clone(),
+            origin: None,
         })
         .collect();
     for (i, (_, a)) in rw.aggregates.iter().enumerate() {
         columns.push(ScopeColumn {
             name: format!("$agg{i}"),
             ty: a.return_type.clone(),
+            origin: None,
         });
     }
     if window.is_some() {
@@ -420,6 +422,7 @@ pub fn plan_aggregate(
             columns.push(ScopeColumn {
                 name: bound.to_string(),
                 ty: SqlType::Bigint,
+                origin: None,
             });
         }
     }

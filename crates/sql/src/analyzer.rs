@@ -9,8 +9,12 @@ use sluice_plan::{BinaryOp, Expr, Literal, SqlType};
 /// A column that expressions may reference.
 #[derive(Clone, Debug)]
 pub struct ScopeColumn {
+    /// The column's name in the rows the expression reads.
     pub name: String,
     pub ty: SqlType,
+    /// In a join: the source (its alias) the column comes from and its name there, so
+    /// that `L.A` and an unambiguous `A` find the joined row's column `L_A`.
+    pub origin: Option<(String, String)>,
 }
 
 /// The columns visible to an expression, and the names its source may be qualified with.
@@ -20,9 +24,51 @@ pub struct Scope {
     pub columns: Vec<ScopeColumn>,
 }
 
+/// What a column reference found in a scope.
+enum Found<'a> {
+    One(&'a ScopeColumn),
+    None,
+    /// An unqualified name that more than one joined source has: their `Q.NAME`s.
+    Ambiguous(Vec<String>),
+}
+
 impl Scope {
-    fn find(&self, name: &str) -> Option<&ScopeColumn> {
-        self.columns.iter().find(|c| c.name == name)
+    fn find(&self, qualifier: Option<&str>, name: &str) -> Found<'_> {
+        if let Some(q) = qualifier
+            && let Some(c) = self
+                .columns
+                .iter()
+                .find(|c| c.origin.as_ref().is_some_and(|(s, f)| s == q && f == name))
+        {
+            return Found::One(c);
+        }
+        // Columns of no particular source (a single source's, or a join's own ROWTIME
+        // and key) come first.
+        if let Some(c) = self
+            .columns
+            .iter()
+            .find(|c| c.origin.is_none() && c.name == name)
+        {
+            return Found::One(c);
+        }
+        if qualifier.is_some() {
+            return Found::None;
+        }
+        let matches: Vec<&ScopeColumn> = self
+            .columns
+            .iter()
+            .filter(|c| c.origin.as_ref().is_some_and(|(_, f)| f == name))
+            .collect();
+        match matches.as_slice() {
+            [] => Found::None,
+            [one] => Found::One(one),
+            many => Found::Ambiguous(
+                many.iter()
+                    .filter_map(|c| c.origin.as_ref())
+                    .map(|(s, f)| format!("{s}.{f}"))
+                    .collect(),
+            ),
+        }
     }
 }
 
@@ -31,6 +77,7 @@ impl Scope {
 pub enum Clause {
     Select,
     Where,
+    JoinOn,
 }
 
 impl Clause {
@@ -38,6 +85,7 @@ impl Clause {
         match self {
             Clause::Select => "SELECT",
             Clause::Where => "WHERE",
+            Clause::JoinOn => "JOIN ON",
         }
     }
 }
@@ -833,9 +881,19 @@ impl ExprAnalyzer<'_> {
                 format!("'{q}' is not a valid stream/table name or alias."),
             ));
         }
-        match self.scope.find(name) {
-            Some(c) => Ok((Expr::Column(c.name.clone()), c.ty.clone())),
-            None => {
+        match self.scope.find(qualifier, name) {
+            Found::One(c) => Ok((Expr::Column(c.name.clone()), c.ty.clone())),
+            Found::Ambiguous(candidates) => {
+                let (last, init) = candidates.split_last().expect("two or more");
+                Err(SqlError::semantic(
+                    pos,
+                    format!(
+                        "Column '{name}' is ambiguous. Could be {} or {last}.",
+                        init.join(", ")
+                    ),
+                ))
+            }
+            Found::None => {
                 let shown = match qualifier {
                     Some(q) => format!("{q}.{name}"),
                     None => name.to_string(),
@@ -1151,18 +1209,18 @@ impl ExprAnalyzer<'_> {
                 format!("Function '{name}' does not accept *"),
             ));
         }
+        let args = time_unit_argument(def.name, args);
         let typed: Vec<Typed> = args
             .iter()
             .map(|a| self.analyze(a))
             .collect::<Result<_, _>>()?;
-        let types: Vec<SqlType> = typed.iter().map(|t| t.1.clone()).collect();
-        let sig = def
-            .signatures
+        let kinds: Vec<Option<SqlType>> = typed
             .iter()
-            .find(|s| matches!(s.params, functions::Params::Exact(p) if p == types.as_slice()))
-            .or_else(|| def.signatures.iter().find(|s| s.accepts(&types)));
-        let Some(sig) = sig else {
-            let shown: Vec<String> = types.iter().map(|t| t.to_string()).collect();
+            .zip(args.iter())
+            .map(|(t, a)| (!is_null_literal(a)).then(|| t.1.clone()))
+            .collect();
+        let Some((params, returns)) = def.resolve(&kinds) else {
+            let shown: Vec<String> = typed.iter().map(|t| t.1.to_string()).collect();
             return Err(SqlError::semantic(
                 whole.pos,
                 format!(
@@ -1174,16 +1232,20 @@ impl ExprAnalyzer<'_> {
         };
         let args = typed
             .into_iter()
-            .enumerate()
-            .map(|(i, t)| cast_to(t, &sig.param(i)))
+            .zip(kinds)
+            .zip(&params)
+            .map(|((t, kind), p)| match kind {
+                None => Expr::Literal(Literal::Null(p.clone())),
+                Some(_) => cast_to(t, p),
+            })
             .collect();
         Ok((
             Expr::Call {
                 function: def.name.to_string(),
                 args,
-                return_type: sig.returns.clone(),
+                return_type: returns.clone(),
             },
-            sig.returns.clone(),
+            returns,
         ))
     }
 }
@@ -1308,6 +1370,30 @@ pub fn is_aggregate(name: &str) -> bool {
     )
 }
 
+/// The arguments of a call, with a bare time unit (`DAYS`) leading the arguments of
+/// DATEADD and its kin read as the STRING of the unit's name.
+fn time_unit_argument<'a>(
+    function: &str,
+    args: &'a [ast::Expr],
+) -> std::borrow::Cow<'a, [ast::Expr]> {
+    if let Some(first) = args.first()
+        && functions::TIME_UNIT_FUNCTIONS.contains(&function)
+        && let ExprKind::Column {
+            qualifier: None,
+            name,
+        } = &first.kind
+        && crate::parser::time_unit_ms(&name.to_ascii_uppercase()).is_some()
+    {
+        let mut out = args.to_vec();
+        out[0] = ast::Expr::new(
+            ExprKind::Literal(LiteralValue::String(name.to_ascii_uppercase())),
+            first.pos,
+        );
+        return std::borrow::Cow::Owned(out);
+    }
+    std::borrow::Cow::Borrowed(args)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1320,14 +1406,17 @@ mod tests {
                 ScopeColumn {
                     name: "I".into(),
                     ty: SqlType::Integer,
+                    origin: None,
                 },
                 ScopeColumn {
                     name: "B".into(),
                     ty: SqlType::Bigint,
+                    origin: None,
                 },
                 ScopeColumn {
                     name: "NAME".into(),
                     ty: SqlType::String,
+                    origin: None,
                 },
             ],
         }
@@ -1420,6 +1509,7 @@ mod tests {
         s.columns.push(ScopeColumn {
             name: "ROWTIME".into(),
             ty: SqlType::Bigint,
+            origin: None,
         });
         ExprAnalyzer {
             scope: &s,

@@ -171,6 +171,8 @@ pub enum WindowKind {
 pub struct Query {
     pub select: Vec<SelectItem>,
     pub from: Relation,
+    /// `JOIN`s after the first source, joined left to right.
+    pub joins: Vec<JoinClause>,
     pub window: Option<WindowExpr>,
     pub where_clause: Option<Expr>,
     pub group_by: Vec<Expr>,
@@ -198,6 +200,45 @@ pub struct Relation {
     pub name: Ident,
     pub alias: Option<Ident>,
     pub pos: Pos,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinType {
+    Inner,
+    Left,
+    Right,
+    Full,
+}
+
+impl JoinType {
+    /// As ksqlDB writes the type in messages (`[INNER] JOIN`, `LEFT [OUTER] JOIN`).
+    pub fn describe(self) -> &'static str {
+        match self {
+            JoinType::Inner => "[INNER] JOIN",
+            JoinType::Left => "LEFT [OUTER] JOIN",
+            JoinType::Right => "RIGHT [OUTER] JOIN",
+            JoinType::Full => "[FULL] OUTER JOIN",
+        }
+    }
+}
+
+/// `[INNER|LEFT|RIGHT|FULL [OUTER]] JOIN relation [WITHIN ...] ON expr`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JoinClause {
+    pub join_type: JoinType,
+    pub relation: Relation,
+    pub within: Option<JoinWithin>,
+    pub on: Expr,
+    pub pos: Pos,
+}
+
+/// `WITHIN n unit` (before = after) or `WITHIN (before, after)`, with an optional
+/// `GRACE PERIOD`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JoinWithin {
+    pub before_ms: u64,
+    pub after_ms: u64,
+    pub grace_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -500,6 +541,29 @@ impl fmt::Display for Query {
         write!(f, " FROM {}", quote_ident(&self.from.name))?;
         if let Some(a) = &self.from.alias {
             write!(f, " {}", quote_ident(a))?;
+        }
+        for j in &self.joins {
+            let word = match j.join_type {
+                JoinType::Inner => "INNER JOIN",
+                JoinType::Left => "LEFT JOIN",
+                JoinType::Right => "RIGHT JOIN",
+                JoinType::Full => "FULL OUTER JOIN",
+            };
+            write!(f, " {word} {}", quote_ident(&j.relation.name))?;
+            if let Some(a) = &j.relation.alias {
+                write!(f, " {}", quote_ident(a))?;
+            }
+            if let Some(w) = &j.within {
+                write!(
+                    f,
+                    " WITHIN ({} MILLISECONDS, {} MILLISECONDS)",
+                    w.before_ms, w.after_ms
+                )?;
+                if let Some(g) = w.grace_ms {
+                    write!(f, " GRACE PERIOD {g} MILLISECONDS")?;
+                }
+            }
+            write!(f, " ON {}", j.on)?;
         }
         if let Some(w) = &self.window {
             match w.kind {

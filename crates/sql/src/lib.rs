@@ -12,6 +12,7 @@ pub mod analyzer;
 pub mod ast;
 pub mod error;
 pub mod functions;
+mod join;
 mod lexer;
 pub mod parser;
 pub mod planner;

@@ -682,14 +682,9 @@ impl Parser {
         }
         self.expect_keyword("FROM")?;
         let from = self.relation()?;
-        if matches!(
-            self.keyword_at(0).as_deref(),
-            Some("JOIN" | "LEFT" | "RIGHT" | "FULL" | "INNER")
-        ) {
-            return Err(SqlError::unsupported(
-                self.pos(),
-                "Joins are not supported yet",
-            ));
+        let mut joins = Vec::new();
+        while let Some(j) = self.join_clause()? {
+            joins.push(j);
         }
         let window = if self.is_keyword("WINDOW") {
             Some(self.window()?)
@@ -733,6 +728,7 @@ impl Parser {
         Ok(Query {
             select,
             from,
+            joins,
             window,
             where_clause,
             group_by,
@@ -806,6 +802,75 @@ impl Parser {
         self.advance();
         n.checked_mul(ms)
             .ok_or_else(|| SqlError::syntax(self.pos(), "Syntax Error: duration too large"))
+    }
+
+    /// `[INNER | LEFT [OUTER] | RIGHT [OUTER] | FULL [OUTER]] JOIN relation [WITHIN ...] ON
+    /// expr`; None when no join follows.
+    fn join_clause(&mut self) -> Result<Option<JoinClause>, SqlError> {
+        let pos = self.pos();
+        let join_type = match self.keyword_at(0).as_deref() {
+            Some("JOIN") => JoinType::Inner,
+            Some("INNER") => {
+                self.advance();
+                JoinType::Inner
+            }
+            Some("LEFT") => {
+                self.advance();
+                self.eat_keyword("OUTER");
+                JoinType::Left
+            }
+            Some("RIGHT") => {
+                self.advance();
+                self.eat_keyword("OUTER");
+                JoinType::Right
+            }
+            Some("FULL") => {
+                self.advance();
+                self.eat_keyword("OUTER");
+                JoinType::Full
+            }
+            // `OUTER JOIN` alone is a full outer join.
+            Some("OUTER") => {
+                self.advance();
+                JoinType::Full
+            }
+            _ => return Ok(None),
+        };
+        self.expect_keyword("JOIN")?;
+        let relation = self.relation()?;
+        let within = if self.eat_keyword("WITHIN") {
+            let (before_ms, after_ms) = if self.eat(&Token::LParen) {
+                let before = self.duration()?;
+                self.expect(&Token::Comma, "','")?;
+                let after = self.duration()?;
+                self.expect(&Token::RParen, "')'")?;
+                (before, after)
+            } else {
+                let d = self.duration()?;
+                (d, d)
+            };
+            let grace_ms = if self.eat_keywords(&["GRACE", "PERIOD"]) {
+                Some(self.duration()?)
+            } else {
+                None
+            };
+            Some(JoinWithin {
+                before_ms,
+                after_ms,
+                grace_ms,
+            })
+        } else {
+            None
+        };
+        self.expect_keyword("ON")?;
+        let on = self.expr()?;
+        Ok(Some(JoinClause {
+            join_type,
+            relation,
+            within,
+            on,
+            pos,
+        }))
     }
 
     fn relation(&mut self) -> Result<Relation, SqlError> {

@@ -574,7 +574,7 @@ fn check_formats(topic: &TopicSpec) -> Result<(), SqlError> {
 
 /// A select item named like a pseudo-column: ksqlDB's message depends on whether the name
 /// came from an alias.
-fn reserved_name(name: &str, aliased: bool, pos: Pos) -> SqlError {
+pub(crate) fn reserved_name(name: &str, aliased: bool, pos: Pos) -> SqlError {
     if aliased {
         SqlError::semantic(
             pos,
@@ -590,7 +590,7 @@ fn reserved_name(name: &str, aliased: bool, pos: Pos) -> SqlError {
     }
 }
 
-const RESERVED_COLUMNS: &[&str] = &[
+pub(crate) const RESERVED_COLUMNS: &[&str] = &[
     "ROWTIME",
     "ROWPARTITION",
     "ROWOFFSET",
@@ -965,16 +965,31 @@ fn plan_create_as(
             "VALUE_AVRO_SCHEMA_FULL_NAME",
         ],
     )?;
-    let Some(source) = catalog.source(&q.from.name) else {
-        let err = SqlError::semantic(q.from.pos, format!("{} does not exist.", q.from.name));
-        return Err(match closest(&q.from.name, catalog.source_names()) {
-            Some(n) => err.with_hint(format!("Did you mean {n}?")),
-            None => err,
-        });
+    let joined = if q.joins.is_empty() {
+        None
+    } else {
+        Some(crate::join::plan_joins(stmt, q, catalog)?)
     };
-    let over_table = source.kind == SourceKindName::Table;
+    let source = match &joined {
+        Some(j) => &j.sources[0],
+        None => match catalog.source(&q.from.name) {
+            Some(s) => s,
+            None => {
+                let err =
+                    SqlError::semantic(q.from.pos, format!("{} does not exist.", q.from.name));
+                return Err(match closest(&q.from.name, catalog.source_names()) {
+                    Some(n) => err.with_hint(format!("Did you mean {n}?")),
+                    None => err,
+                });
+            }
+        },
+    };
+    let over_table = match &joined {
+        Some(j) => j.produces_table,
+        None => source.kind == SourceKindName::Table,
+    };
     let grouped = !q.group_by.is_empty();
-    if over_table && source.topic.window.is_some() {
+    if joined.is_none() && over_table && source.topic.window.is_some() {
         return Err(SqlError::semantic(
             stmt.pos,
             "KSQL does not support persistent queries on windowed tables.",
@@ -1030,48 +1045,9 @@ fn plan_create_as(
     }
 
     let input_schema = &source.topic.schema;
-    let mut scope_columns: Vec<ScopeColumn> = input_schema
-        .columns
-        .iter()
-        .map(|c| ScopeColumn {
-            name: c.name.clone(),
-            ty: c.ty.clone(),
-        })
-        .collect();
-    for (name, ty) in PSEUDO_COLUMNS {
-        scope_columns.push(ScopeColumn {
-            name: name.to_string(),
-            ty,
-        });
-    }
-    // A windowed source's rows carry their window's bounds.
-    if source.topic.window.is_some() {
-        for bound in ["WINDOWSTART", "WINDOWEND"] {
-            scope_columns.push(ScopeColumn {
-                name: bound.to_string(),
-                ty: SqlType::Bigint,
-            });
-        }
-    }
-    let scope = Scope {
-        qualifiers: std::iter::once(source.name.clone())
-            .chain(q.from.alias.clone())
-            .collect(),
-        columns: scope_columns,
-    };
-
-    let mut root = if over_table {
-        Step::TableSource {
-            name: source.name.clone(),
-            topic: source.topic.clone(),
-            // An aggregation undoes the row a change replaces.
-            materialized: grouped,
-        }
-    } else {
-        Step::StreamSource {
-            name: source.name.clone(),
-            topic: source.topic.clone(),
-        }
+    let (scope, mut root) = match &joined {
+        Some(j) => (j.scope.clone(), j.root.clone()),
+        None => single_source(source, q, grouped, over_table),
     };
     if let Some(w) = &q.where_clause {
         let analyzer = ExprAnalyzer {
@@ -1186,7 +1162,11 @@ fn plan_create_as(
         }
         (agg.step, agg.schema)
     } else {
-        let (projection, out_schema) = if q.partition_by.is_empty() {
+        let (projection, out_schema) = if let Some(j) = &joined
+            && q.partition_by.is_empty()
+        {
+            crate::join::plan_join_projection(stmt, c, j, &scope)?
+        } else if q.partition_by.is_empty() {
             plan_projection(stmt, c, input_schema, &scope)?
         } else {
             plan_partition_by(c, input_schema, &scope)?
@@ -1279,8 +1259,68 @@ fn plan_create_as(
             version: PLAN_VERSION,
             root,
         }),
-        inputs: vec![source.name.clone()],
+        inputs: match &joined {
+            Some(j) => j.sources.iter().map(|s| s.name.clone()).collect(),
+            None => vec![source.name.clone()],
+        },
     })
+}
+
+/// The scope and source step of a query over one stream or table.
+fn single_source(
+    source: &SourceDesc,
+    q: &ast::Query,
+    grouped: bool,
+    over_table: bool,
+) -> (Scope, Step) {
+    let input_schema = &source.topic.schema;
+    let mut scope_columns: Vec<ScopeColumn> = input_schema
+        .columns
+        .iter()
+        .map(|c| ScopeColumn {
+            name: c.name.clone(),
+            ty: c.ty.clone(),
+            origin: None,
+        })
+        .collect();
+    for (name, ty) in PSEUDO_COLUMNS {
+        scope_columns.push(ScopeColumn {
+            name: name.to_string(),
+            ty,
+            origin: None,
+        });
+    }
+    // A windowed source's rows carry their window's bounds.
+    if source.topic.window.is_some() {
+        for bound in ["WINDOWSTART", "WINDOWEND"] {
+            scope_columns.push(ScopeColumn {
+                name: bound.to_string(),
+                ty: SqlType::Bigint,
+                origin: None,
+            });
+        }
+    }
+    let scope = Scope {
+        qualifiers: std::iter::once(source.name.clone())
+            .chain(q.from.alias.clone())
+            .collect(),
+        columns: scope_columns,
+    };
+
+    let root = if over_table {
+        Step::TableSource {
+            name: source.name.clone(),
+            topic: source.topic.clone(),
+            // An aggregation undoes the row a change replaces.
+            materialized: grouped,
+        }
+    } else {
+        Step::StreamSource {
+            name: source.name.clone(),
+            topic: source.topic.clone(),
+        }
+    };
+    (scope, root)
 }
 
 /// ksqlDB's table functions: each produces any number of rows per input row.
@@ -1378,6 +1418,7 @@ fn plan_table_functions(
                 columns.push(ScopeColumn {
                     name: column.clone(),
                     ty: element.clone(),
+                    origin: None,
                 });
                 functions.push(sluice_plan::TableFunctionCall {
                     function: upper,

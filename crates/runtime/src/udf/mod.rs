@@ -3,10 +3,19 @@
 //! Names match the signatures in `sluice_sql::functions`; arguments arrive already cast
 //! to the parameter types the analyzer chose.
 
+mod collections;
+mod dates;
+mod json;
+mod math;
+mod strings;
+mod url;
+
 use datafusion_common::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int32Array, StringArray,
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float64Array, Int32Array, Int64Array,
+    ListArray, StringArray, make_array,
 };
-use datafusion_common::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
+use datafusion_common::arrow::buffer::{NullBuffer, OffsetBuffer};
+use datafusion_common::arrow::datatypes::{DataType, Field, Float64Type, Int32Type, Int64Type};
 use datafusion_common::{Result, exec_err};
 use datafusion_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
@@ -64,11 +73,11 @@ impl ScalarUDFImpl for KernelUdf {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        match self.kernel {
+        let out = match self.kernel {
             Body::Plain(k) => k(&arrays, args.number_rows),
             Body::Typed(k) => k(&arrays, args.number_rows, &self.returns),
-        }
-        .map(ColumnarValue::Array)
+        }?;
+        Ok(ColumnarValue::Array(retype(out, &self.returns)?))
     }
 }
 
@@ -90,17 +99,30 @@ pub fn internal(
 
 /// The implementation of a function for the given (already cast) argument types.
 pub fn lookup(name: &str, arg_types: &[DataType]) -> Option<Arc<ScalarUDF>> {
+    let (kernel, returns) = core(name, arg_types)
+        .or_else(|| strings::lookup(name, arg_types))
+        .or_else(|| math::lookup(name, arg_types))
+        .or_else(|| dates::lookup(name, arg_types))
+        .or_else(|| collections::lookup(name, arg_types))
+        .or_else(|| json::lookup(name, arg_types))
+        .or_else(|| url::lookup(name, arg_types))?;
+    let name: &'static str = sluice_names().into_iter().find(|n| *n == name)?;
+    let volatility = if matches!(name, "RANDOM" | "UUID" | "UNIX_TIMESTAMP" | "UNIX_DATE") {
+        Volatility::Volatile
+    } else {
+        Volatility::Immutable
+    };
+    Some(Arc::new(ScalarUDF::new_from_impl(KernelUdf {
+        name,
+        signature: Signature::exact(arg_types.to_vec(), volatility),
+        returns,
+        kernel,
+    })))
+}
+
+/// The functions kept here: numbers and the DOUBLE functions.
+fn core(name: &str, arg_types: &[DataType]) -> Option<(Body, DataType)> {
     let (kernel, returns): (Kernel, DataType) = match (name, arg_types) {
-        ("UCASE", _) => (|a, _| map_str(&a[0], |s| s.to_uppercase()), DataType::Utf8),
-        ("LCASE", _) => (|a, _| map_str(&a[0], |s| s.to_lowercase()), DataType::Utf8),
-        ("TRIM", _) => (
-            // Java's String.trim(): everything up to and including ' '.
-            |a, _| map_str(&a[0], |s| s.trim_matches(|c: char| c <= ' ').to_string()),
-            DataType::Utf8,
-        ),
-        ("LEN", _) => (len, DataType::Int32),
-        ("CONCAT", _) => (concat, DataType::Utf8),
-        ("SUBSTRING", _) => (substring, DataType::Utf8),
         ("ABS", [DataType::Int32]) => (
             |a, _| {
                 Ok(Arc::new(
@@ -165,48 +187,150 @@ pub fn lookup(name: &str, arg_types: &[DataType]) -> Option<Arc<ScalarUDF>> {
         }
         _ => return None,
     };
-    let name: &'static str = sluice_names().iter().find(|n| **n == name)?;
-    Some(Arc::new(ScalarUDF::new_from_impl(KernelUdf {
-        name,
-        signature: Signature::exact(arg_types.to_vec(), Volatility::Immutable),
-        returns,
-        kernel: Body::Plain(kernel),
-    })))
+    Some((Body::Plain(kernel), returns))
 }
 
 /// Every function name implemented here.
-pub fn sluice_names() -> &'static [&'static str] {
-    &[
-        "UCASE",
-        "LCASE",
-        "TRIM",
-        "LEN",
-        "CONCAT",
-        "SUBSTRING",
-        "ABS",
-        "GREATEST",
-        "LEAST",
-        "ROUND",
-        "ATAN2",
-        "POWER",
-        "PI",
-        "SIN",
-        "COS",
-        "TAN",
-        "COT",
-        "ASIN",
-        "ACOS",
-        "ATAN",
-        "SINH",
-        "COSH",
-        "TANH",
-        "DEGREES",
-        "RADIANS",
-        "SQRT",
-        "CBRT",
-        "EXP",
-        "LN",
+pub fn sluice_names() -> Vec<&'static str> {
+    let core: &[&str] = &[
+        "ABS", "GREATEST", "LEAST", "ROUND", "ATAN2", "POWER", "PI", "SIN", "COS", "TAN", "COT",
+        "ASIN", "ACOS", "ATAN", "SINH", "COSH", "TANH", "DEGREES", "RADIANS", "SQRT", "CBRT",
+        "EXP", "LN",
+    ];
+    [
+        core,
+        strings::NAMES,
+        math::NAMES,
+        dates::NAMES,
+        collections::NAMES,
+        json::NAMES,
+        url::NAMES,
     ]
+    .concat()
+}
+
+/// The Arrow type of a MAP, laid out as `types::arrow_type` lays it out.
+fn map_type(key: DataType, value: DataType) -> DataType {
+    DataType::Map(
+        Arc::new(Field::new(
+            "entries",
+            DataType::Struct(
+                vec![
+                    Field::new("key", key, false),
+                    Field::new("value", value, true),
+                ]
+                .into(),
+            ),
+            false,
+        )),
+        false,
+    )
+}
+
+fn types_of_string_map() -> DataType {
+    map_type(DataType::Utf8, DataType::Utf8)
+}
+
+/// A kernel's output with the exact (nested) type the plan expects: builders name list
+/// items and map entries their own way; the layout is the same.
+fn retype(out: ArrayRef, returns: &DataType) -> Result<ArrayRef> {
+    if out.data_type() == returns || !returns.is_nested() {
+        return Ok(out);
+    }
+    let data = out
+        .to_data()
+        .into_builder()
+        .data_type(returns.clone())
+        .build()?;
+    Ok(make_array(data))
+}
+
+// Helpers shared by the kernels: per-row access and builders.
+
+/// The STRING argument `i`.
+fn str_at(a: &[ArrayRef], i: usize) -> &StringArray {
+    a[i].as_string::<i32>()
+}
+
+/// The value of row `r`, or `None` when it is NULL.
+fn opt_str(a: &StringArray, r: usize) -> Option<&str> {
+    a.is_valid(r).then(|| a.value(r))
+}
+
+fn opt_bytes(a: &BinaryArray, r: usize) -> Option<&[u8]> {
+    a.is_valid(r).then(|| a.value(r))
+}
+
+fn opt_i32(a: &ArrayRef, r: usize) -> Option<i32> {
+    let a = a.as_primitive::<Int32Type>();
+    a.is_valid(r).then(|| a.value(r))
+}
+
+fn opt_i64(a: &ArrayRef, r: usize) -> Option<i64> {
+    let a = a.as_primitive::<Int64Type>();
+    a.is_valid(r).then(|| a.value(r))
+}
+
+fn opt_f64(a: &ArrayRef, r: usize) -> Option<f64> {
+    let a = a.as_primitive::<Float64Type>();
+    a.is_valid(r).then(|| a.value(r))
+}
+
+fn strings_of(rows: usize, f: impl FnMut(usize) -> Option<String>) -> Result<ArrayRef> {
+    Ok(Arc::new((0..rows).map(f).collect::<StringArray>()))
+}
+
+fn bytes_of(rows: usize, f: impl FnMut(usize) -> Option<Vec<u8>>) -> Result<ArrayRef> {
+    Ok(Arc::new((0..rows).map(f).collect::<BinaryArray>()))
+}
+
+fn i32s_of(rows: usize, f: impl FnMut(usize) -> Option<i32>) -> Result<ArrayRef> {
+    Ok(Arc::new((0..rows).map(f).collect::<Int32Array>()))
+}
+
+fn i64s_of(rows: usize, f: impl FnMut(usize) -> Option<i64>) -> Result<ArrayRef> {
+    Ok(Arc::new((0..rows).map(f).collect::<Int64Array>()))
+}
+
+fn f64s_of(rows: usize, f: impl FnMut(usize) -> Option<f64>) -> Result<ArrayRef> {
+    Ok(Arc::new((0..rows).map(f).collect::<Float64Array>()))
+}
+
+fn bools_of(rows: usize, f: impl FnMut(usize) -> Option<bool>) -> Result<ArrayRef> {
+    Ok(Arc::new((0..rows).map(f).collect::<BooleanArray>()))
+}
+
+/// A list per row from the values `items` (already flattened) and each row's length
+/// (`None`: a NULL list).
+fn list_of(items: ArrayRef, lengths: &[Option<usize>]) -> Result<ArrayRef> {
+    let offsets = OffsetBuffer::from_lengths(lengths.iter().map(|l| l.unwrap_or(0)));
+    let nulls = NullBuffer::from_iter(lengths.iter().map(Option::is_some));
+    let field = Arc::new(Field::new("item", items.data_type().clone(), true));
+    Ok(Arc::new(ListArray::try_new(
+        field,
+        offsets,
+        items,
+        Some(nulls),
+    )?))
+}
+
+/// An ARRAY<STRING> per row.
+fn string_lists_of(
+    rows: usize,
+    mut f: impl FnMut(usize) -> Option<Vec<Option<String>>>,
+) -> Result<ArrayRef> {
+    let mut items: Vec<Option<String>> = Vec::new();
+    let mut lengths = Vec::with_capacity(rows);
+    for r in 0..rows {
+        match f(r) {
+            Some(v) => {
+                lengths.push(Some(v.len()));
+                items.extend(v);
+            }
+            None => lengths.push(None),
+        }
+    }
+    list_of(Arc::new(StringArray::from(items)), &lengths)
 }
 
 fn f64_unary(a: &[ArrayRef], f: fn(f64) -> f64) -> Result<ArrayRef> {
@@ -342,92 +466,34 @@ fn extremum(a: &[ArrayRef], rows: usize, greatest: bool) -> Result<ArrayRef> {
     Ok(best)
 }
 
-fn map_str(a: &ArrayRef, f: impl Fn(&str) -> String) -> Result<ArrayRef> {
-    let a = a.as_string::<i32>();
-    let out: StringArray = a.iter().map(|v| v.map(&f)).collect();
-    Ok(Arc::new(out))
-}
-
-fn len(a: &[ArrayRef], _: usize) -> Result<ArrayRef> {
-    let s = a[0].as_string::<i32>();
-    let out: Int32Array = s
-        .iter()
-        .map(|v| v.map(|v| v.chars().count() as i32))
-        .collect();
-    Ok(Arc::new(out))
-}
-
-/// NULL arguments are skipped; the result is never NULL.
-fn concat(a: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
-    let strings: Vec<&StringArray> = a.iter().map(|x| x.as_string::<i32>()).collect();
-    let out: StringArray = (0..rows)
-        .map(|r| {
-            let mut s = String::new();
-            for col in &strings {
-                if col.is_valid(r) {
-                    s.push_str(col.value(r));
-                }
-            }
-            Some(s)
-        })
-        .collect();
-    Ok(Arc::new(out))
-}
-
-/// ksqlDB's SUBSTRING: 1-based start, negative counts from the end, clamped to the string.
-fn substring(a: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
-    let s = a[0].as_string::<i32>();
-    let pos = a[1].as_primitive::<Int32Type>();
-    let len = a.get(2).map(|l| l.as_primitive::<Int32Type>());
-    if a.len() > 3 {
-        return exec_err!("SUBSTRING takes 2 or 3 arguments");
-    }
-    let out: StringArray = (0..rows)
-        .map(|r| {
-            if s.is_null(r) || pos.is_null(r) || len.is_some_and(|l| l.is_null(r)) {
-                return None;
-            }
-            let chars: Vec<char> = s.value(r).chars().collect();
-            let n = chars.len() as i64;
-            let p = pos.value(r) as i64;
-            let start = if p < 0 {
-                (n + p).max(0)
-            } else {
-                (p - 1).min(n).max(0)
-            };
-            let end = match len {
-                Some(l) => (start + l.value(r) as i64).min(n).max(start),
-                None => n,
-            };
-            Some(
-                chars[start as usize..end as usize]
-                    .iter()
-                    .collect::<String>(),
-            )
-        })
-        .collect();
-    Ok(Arc::new(out))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn strings(v: &[Option<&str>]) -> ArrayRef {
-        Arc::new(StringArray::from(v.to_vec()))
-    }
-
+    /// Every function the analyzer accepts has an implementation here, for every exact
+    /// signature; generic ones at least by name.
     #[test]
-    fn substring_follows_ksqldb() {
-        let s = strings(&[Some("hello"), Some("hello"), Some("hello"), None]);
-        let p: ArrayRef = Arc::new(Int32Array::from(vec![2, -3, 0, 1]));
-        let l: ArrayRef = Arc::new(Int32Array::from(vec![3, 2, 2, 1]));
-        let out = substring(&[s, p, l], 4).unwrap();
-        let out = out.as_string::<i32>();
-        assert_eq!(out.value(0), "ell");
-        assert_eq!(out.value(1), "ll");
-        assert_eq!(out.value(2), "he");
-        assert!(out.is_null(3));
+    fn every_signature_has_an_implementation() {
+        use sluice_sql::functions::{Params, scalar_functions};
+        let names = sluice_names();
+        for f in scalar_functions() {
+            assert!(names.contains(&f.name), "{} has no implementation", f.name);
+            for sig in &f.signatures {
+                if let Params::Exact(params) = sig.params {
+                    let types: Vec<DataType> =
+                        params.iter().map(crate::types::arrow_type).collect();
+                    let udf = lookup(f.name, &types)
+                        .unwrap_or_else(|| panic!("no {}{:?}", f.name, params));
+                    assert_eq!(
+                        udf.return_type(&types).unwrap(),
+                        crate::types::arrow_type(&sig.returns),
+                        "{}{:?}",
+                        f.name,
+                        params
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -461,13 +527,5 @@ mod tests {
         assert_eq!(round_half_up(15.0, -1), 20.0);
         assert_eq!(round_half_up(999.96, 1), 1000.0);
         assert_eq!(round_half_up(0.1234567890123456, 13), 0.1234567890123);
-    }
-
-    #[test]
-    fn concat_skips_nulls() {
-        let out = concat(&[strings(&[Some("a"), None]), strings(&[None, None])], 2).unwrap();
-        let out = out.as_string::<i32>();
-        assert_eq!(out.value(0), "a");
-        assert_eq!(out.value(1), "");
     }
 }

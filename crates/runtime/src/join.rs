@@ -1,0 +1,480 @@
+//! Joins of two inputs on a key, with the semantics ksqlDB gets from Kafka Streams.
+//!
+//! - Stream-table: a stream row looks up the table's current row for its key; table
+//!   changes only update the table.
+//! - Table-table: a change on either side emits the joined row for its key, or a
+//!   deletion when no joined row remains for the key.
+//! - Stream-stream: each side's rows are kept for the join window; a row joins the other
+//!   side's rows of its key within the window. Rows that an outer join keeps without a
+//!   match are emitted at once without a grace period, or once their window has closed
+//!   with one (Kafka Streams' rule since KIP-633).
+//!
+//! Rows are kept as one-row slices of the batches they arrived in (no copy); the output
+//! batch is assembled with `interleave` from the rows each output row pairs.
+
+use crate::error::{Result, RuntimeError};
+use crate::expr::{PhysExpr, compile, evaluate};
+use crate::types::{FLAG_COUNT, KEY_NULL, PSEUDO_COUNT, RETRACT, TOMBSTONE};
+use datafusion_common::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, new_null_array,
+};
+use datafusion_common::arrow::compute::interleave;
+use datafusion_common::arrow::datatypes::{
+    DataType, Field, Int32Type, Int64Type, Schema, SchemaRef,
+};
+use datafusion_common::arrow::record_batch::RecordBatch;
+use datafusion_common::arrow::row::{RowConverter, SortField};
+use sluice_plan::{CarriedColumn, JoinKind, JoinShape, LogicalSchema, PSEUDO_COLUMNS};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Which input of a join a batch comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Side {
+    Left = 0,
+    Right = 1,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::Left => Side::Right,
+            Side::Right => Side::Left,
+        }
+    }
+}
+
+/// A row kept in the join's state: its carried columns (a one-row batch), its join key
+/// (a one-row array) and its time.
+#[derive(Clone)]
+struct Kept {
+    columns: RecordBatch,
+    key: ArrayRef,
+    ts: i64,
+}
+
+/// One row of output, before it is assembled.
+struct Emit {
+    left: Option<Kept>,
+    right: Option<Kept>,
+    /// The row that caused it: its key, partition and offset.
+    key: ArrayRef,
+    ts: i64,
+    partition: i32,
+    offset: i64,
+    /// A deletion of the key's joined row (tables).
+    tombstone: bool,
+}
+
+/// The grace period of a stream-stream join without one: Kafka Streams' old default.
+const DEFAULT_GRACE_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// A stream row that an outer join keeps, waiting for its window to close.
+type Pending = BTreeMap<(i64, Side, Vec<u8>, u64), Kept>;
+
+pub struct JoinOp {
+    kind: JoinKind,
+    shape: JoinShape,
+    keys: [PhysExpr; 2],
+    /// The indexes of each side's carried columns in its input rows.
+    carried: [Vec<usize>; 2],
+    carried_schema: [SchemaRef; 2],
+    schema: SchemaRef,
+    rows: RowConverter,
+    /// Tables: each side's current row per key.
+    tables: [HashMap<Vec<u8>, Kept>; 2],
+    /// Streams: each side's rows per key, in arrival order.
+    windows: [HashMap<Vec<u8>, Vec<Kept>>; 2],
+    pending: Pending,
+    pending_seq: u64,
+    /// The latest time seen on either side.
+    stream_time: i64,
+    /// The latest time seen on each side: a side's window store keeps rows no older
+    /// than this minus its retention.
+    side_time: [i64; 2],
+}
+
+impl JoinOp {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kind: JoinKind,
+        shape: &JoinShape,
+        left_schema: &Schema,
+        right_schema: &Schema,
+        left_key: &sluice_plan::Expr,
+        right_key: &sluice_plan::Expr,
+        left_columns: &[CarriedColumn],
+        right_columns: &[CarriedColumn],
+        logical: &LogicalSchema,
+    ) -> Result<JoinOp> {
+        let keys = [
+            compile(left_key, left_schema)?,
+            compile(right_key, right_schema)?,
+        ];
+        let key_type = keys[0].data_type(left_schema)?;
+        let mut fields = vec![Field::new(&logical.columns[0].name, key_type.clone(), true)];
+        let mut carried = [Vec::new(), Vec::new()];
+        let mut carried_schema = Vec::new();
+        for (i, (schema, columns)) in [(left_schema, left_columns), (right_schema, right_columns)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut side_fields = Vec::new();
+            for c in columns {
+                let idx = schema.index_of(&c.from).map_err(|_| {
+                    RuntimeError::Plan(format!("join input column {} missing", c.from))
+                })?;
+                carried[i].push(idx);
+                let f = Field::new(&c.to, schema.field(idx).data_type().clone(), true);
+                side_fields.push(f.clone());
+                fields.push(f);
+            }
+            carried_schema.push(Arc::new(Schema::new(side_fields)));
+        }
+        for (name, ty) in PSEUDO_COLUMNS {
+            fields.push(Field::new(name, crate::types::arrow_type(&ty), false));
+        }
+        fields.push(Field::new(RETRACT, DataType::Boolean, false));
+        fields.push(Field::new(KEY_NULL, DataType::Boolean, false));
+        fields.push(Field::new(TOMBSTONE, DataType::Boolean, false));
+        let [l, r]: [SchemaRef; 2] = carried_schema.try_into().expect("two sides");
+        Ok(JoinOp {
+            kind,
+            shape: shape.clone(),
+            keys,
+            carried,
+            carried_schema: [l, r],
+            schema: Arc::new(Schema::new(fields)),
+            rows: RowConverter::new(vec![SortField::new(key_type)])?,
+            tables: [HashMap::new(), HashMap::new()],
+            windows: [HashMap::new(), HashMap::new()],
+            pending: BTreeMap::new(),
+            pending_seq: 0,
+            stream_time: i64::MIN,
+            side_time: [i64::MIN; 2],
+        })
+    }
+
+    pub fn output_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// Runs a batch of one side's rows through the join, returning the joined rows.
+    pub fn process(
+        &mut self,
+        side: Side,
+        batch: &RecordBatch,
+        errors: &mut u64,
+    ) -> Result<RecordBatch> {
+        let s = side as usize;
+        let keys = evaluate(&self.keys[s], batch, errors)?;
+        let key_bytes = self.rows.convert_columns(&[keys.clone()])?;
+        let n = batch.num_columns();
+        let rowtime = batch.column(n - PSEUDO_COUNT).as_primitive::<Int64Type>();
+        let partition = batch
+            .column(n - PSEUDO_COUNT + 1)
+            .as_primitive::<Int32Type>();
+        let offset = batch
+            .column(n - PSEUDO_COUNT + 2)
+            .as_primitive::<Int64Type>();
+        let retract = batch.column(n - FLAG_COUNT).as_boolean();
+        let tombstone = batch.column(n - 1).as_boolean();
+        let carried = batch.project(&self.carried[s])?;
+        let carried =
+            RecordBatch::try_new(self.carried_schema[s].clone(), carried.columns().to_vec())?;
+        let mut out = Vec::new();
+        for row in 0..batch.num_rows() {
+            // Retractions are for aggregations; a table side reads upserts.
+            if retract.value(row) || keys.is_null(row) {
+                continue;
+            }
+            let kept = Kept {
+                columns: carried.slice(row, 1),
+                key: keys.slice(row, 1),
+                ts: rowtime.value(row),
+            };
+            let key = key_bytes.row(row).as_ref().to_vec();
+            let trigger = |kept: &Kept| Emit {
+                left: None,
+                right: None,
+                key: kept.key.clone(),
+                ts: kept.ts,
+                partition: partition.value(row),
+                offset: offset.value(row),
+                tombstone: false,
+            };
+            match self.shape {
+                JoinShape::StreamTable => match side {
+                    Side::Right => {
+                        if tombstone.value(row) {
+                            self.tables[1].remove(&key);
+                        } else {
+                            self.tables[1].insert(key, kept);
+                        }
+                    }
+                    Side::Left => {
+                        if tombstone.value(row) {
+                            continue;
+                        }
+                        let found = self.tables[1].get(&key).cloned();
+                        if found.is_some() || self.kind.keeps_left() {
+                            out.push(Emit {
+                                right: found,
+                                left: Some(kept.clone()),
+                                ..trigger(&kept)
+                            });
+                        }
+                    }
+                },
+                JoinShape::TableTable => {
+                    let o = side.other() as usize;
+                    let old = if tombstone.value(row) {
+                        self.tables[s].remove(&key)
+                    } else {
+                        self.tables[s].insert(key.clone(), kept.clone())
+                    };
+                    let new = (!tombstone.value(row)).then(|| kept.clone());
+                    let other = self.tables[o].get(&key).cloned();
+                    let keeps = |x: Side| match x {
+                        Side::Left => self.kind.keeps_left(),
+                        Side::Right => self.kind.keeps_right(),
+                    };
+                    let ts = match &other {
+                        Some(other) => kept.ts.max(other.ts),
+                        None => kept.ts,
+                    };
+                    let pair = |this: Option<Kept>, that: Option<Kept>| match side {
+                        Side::Left => (this, that),
+                        Side::Right => (that, this),
+                    };
+                    let emit = match (&new, &other) {
+                        (Some(_), Some(_)) => Some((pair(new.clone(), other.clone()), false)),
+                        (None, Some(_)) if keeps(side.other()) => {
+                            Some((pair(None, other.clone()), false))
+                        }
+                        (None, Some(_)) => Some(((None, None), true)),
+                        (Some(_), None) if keeps(side) => Some((pair(new.clone(), None), false)),
+                        (None, None) if keeps(side) && old.is_some() => Some(((None, None), true)),
+                        _ => None,
+                    };
+                    if let Some(((left, right), tomb)) = emit {
+                        out.push(Emit {
+                            left,
+                            right,
+                            ts,
+                            tombstone: tomb,
+                            ..trigger(&kept)
+                        });
+                    }
+                }
+                JoinShape::StreamStream {
+                    before_ms,
+                    after_ms,
+                    grace_ms,
+                } => {
+                    if tombstone.value(row) {
+                        continue;
+                    }
+                    self.stream_stream(
+                        side,
+                        key,
+                        kept.clone(),
+                        (before_ms, after_ms, grace_ms),
+                        trigger(&kept),
+                        &mut out,
+                    );
+                }
+            }
+        }
+        self.assemble(out)
+    }
+
+    fn stream_stream(
+        &mut self,
+        side: Side,
+        key: Vec<u8>,
+        kept: Kept,
+        (before, after, grace): (i64, i64, Option<i64>),
+        trigger: Emit,
+        out: &mut Vec<Emit>,
+    ) {
+        let s = side as usize;
+        let o = side.other() as usize;
+        // A left row joins right rows from `before` earlier to `after` later; a right
+        // row the mirror image.
+        let (back, ahead) = match side {
+            Side::Left => (before, after),
+            Side::Right => (after, before),
+        };
+        let ts = kept.ts;
+        let from = ts.saturating_sub(back).max(0);
+        let to = ts.saturating_add(ahead).max(0);
+        self.stream_time = self.stream_time.max(ts);
+        if let Some(grace) = grace
+            && ts == self.stream_time
+        {
+            self.emit_closed(before, after, grace, &trigger, out);
+        }
+        let keeps_this = match side {
+            Side::Left => self.kind.keeps_left(),
+            Side::Right => self.kind.keeps_right(),
+        };
+        let mut matched = false;
+        let mut others: Vec<Kept> = self.windows[o]
+            .get(&key)
+            .map(|rows| {
+                rows.iter()
+                    .filter(|r| r.ts >= from && r.ts <= to)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        // The other side's window store returns its rows in time order.
+        others.sort_by_key(|r| r.ts);
+        for other in others {
+            matched = true;
+            if grace.is_some() {
+                let other_side = side.other();
+                self.pending
+                    .retain(|(t, sd, k, _), _| !(*t == other.ts && *sd == other_side && *k == key));
+            }
+            let joined_ts = ts.max(other.ts);
+            let (left, right) = match side {
+                Side::Left => (Some(kept.clone()), Some(other)),
+                Side::Right => (Some(other), Some(kept.clone())),
+            };
+            out.push(Emit {
+                left,
+                right,
+                ts: joined_ts,
+                key: trigger.key.clone(),
+                ..trigger_like(&trigger)
+            });
+        }
+        if !matched && keeps_this {
+            if grace.is_none() || to < self.stream_time {
+                let (left, right) = match side {
+                    Side::Left => (Some(kept.clone()), None),
+                    Side::Right => (None, Some(kept.clone())),
+                };
+                out.push(Emit {
+                    left,
+                    right,
+                    ts,
+                    key: trigger.key.clone(),
+                    ..trigger_like(&trigger)
+                });
+            } else {
+                self.pending_seq += 1;
+                self.pending
+                    .insert((ts, side, key.clone(), self.pending_seq), kept.clone());
+            }
+        }
+        // The row is kept for the other side's later rows unless it is already older
+        // than its side's window store keeps rows (Kafka Streams drops such a put).
+        let retention = before
+            .saturating_add(after)
+            .saturating_add(grace.unwrap_or(DEFAULT_GRACE_MS));
+        self.side_time[s] = self.side_time[s].max(ts);
+        let horizon = self.side_time[s].saturating_sub(retention);
+        // Rows of this key that no later row can join are forgotten as the key is
+        // written again (rows of keys never seen again stay: to do with the state stores).
+        let rows = self.windows[s].entry(key).or_default();
+        rows.retain(|r| r.ts >= horizon);
+        if ts >= horizon {
+            rows.push(kept);
+        }
+    }
+
+    /// Emits the kept rows of an outer join whose windows have closed without a match.
+    fn emit_closed(
+        &mut self,
+        before: i64,
+        after: i64,
+        grace: i64,
+        trigger: &Emit,
+        out: &mut Vec<Emit>,
+    ) {
+        while let Some((&(ts, side, _, _), _)) = self.pending.first_key_value() {
+            let look_ahead = match side {
+                Side::Left => after,
+                Side::Right => before,
+            };
+            if ts.saturating_add(look_ahead).saturating_add(grace) >= self.stream_time {
+                break;
+            }
+            let (_, kept) = self.pending.pop_first().expect("not empty");
+            let (left, right) = match side {
+                Side::Left => (Some(kept.clone()), None),
+                Side::Right => (None, Some(kept.clone())),
+            };
+            out.push(Emit {
+                left,
+                right,
+                ts,
+                key: kept.key.clone(),
+                ..trigger_like(trigger)
+            });
+        }
+    }
+
+    /// Builds the output batch: the key, each side's carried columns (NULL for a side
+    /// without a row), the pseudo-columns and flags.
+    fn assemble(&self, out: Vec<Emit>) -> Result<RecordBatch> {
+        let n = out.len();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        let key_arrays: Vec<&dyn Array> = out.iter().map(|e| e.key.as_ref()).collect();
+        let picks: Vec<(usize, usize)> = (0..n).map(|i| (i, 0)).collect();
+        columns.push(if n == 0 {
+            new_null_array(self.schema.field(0).data_type(), 0)
+        } else {
+            interleave(&key_arrays, &picks)?
+        });
+        for (s, schema) in self.carried_schema.iter().enumerate() {
+            for c in 0..schema.fields().len() {
+                let null = new_null_array(schema.field(c).data_type(), 1);
+                let mut arrays: Vec<&dyn Array> = vec![null.as_ref()];
+                let mut picks = Vec::with_capacity(n);
+                for e in &out {
+                    let kept = if s == 0 { &e.left } else { &e.right };
+                    match kept {
+                        Some(k) => {
+                            arrays.push(k.columns.column(c).as_ref());
+                            picks.push((arrays.len() - 1, 0));
+                        }
+                        None => picks.push((0, 0)),
+                    }
+                }
+                columns.push(interleave(&arrays, &picks)?);
+            }
+        }
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            out.iter().map(|e| e.ts),
+        )));
+        columns.push(Arc::new(Int32Array::from_iter_values(
+            out.iter().map(|e| e.partition),
+        )));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            out.iter().map(|e| e.offset),
+        )));
+        columns.push(Arc::new(BooleanArray::from(vec![false; n])));
+        columns.push(Arc::new(BooleanArray::from(vec![false; n])));
+        columns.push(Arc::new(BooleanArray::from(
+            out.iter().map(|e| e.tombstone).collect::<Vec<_>>(),
+        )));
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+/// The partition and offset of the row that caused an output, for another output.
+fn trigger_like(t: &Emit) -> Emit {
+    Emit {
+        left: None,
+        right: None,
+        key: t.key.clone(),
+        ts: t.ts,
+        partition: t.partition,
+        offset: t.offset,
+        tombstone: false,
+    }
+}

@@ -1,0 +1,972 @@
+//! Planning the FROM clause of a join: sources joined left to right into one row.
+//!
+//! A source's columns appear in the joined row prefixed with its alias (`L.A` is the
+//! column `L_A`), as ksqlDB names them; an unqualified name that only one source has
+//! finds that source's column. The row's key is the join key: a column named after the
+//! join expressions when they are plain columns (any of them may be projected as the
+//! key), or the synthetic `ROWKEY` when none is, or for FULL OUTER joins, where either
+//! side may be missing.
+
+use crate::analyzer::{Clause, ExprAnalyzer, Scope, ScopeColumn};
+use crate::ast::{self, ExprKind, JoinType};
+use crate::error::{Pos, SqlError, closest};
+use crate::planner::{Catalog, SourceDesc, SourceKindName};
+use sluice_plan::{
+    BinaryOp, CarriedColumn, Column, Expr, FormatKind, JoinKind, JoinShape, LogicalSchema,
+    NamedExpr, PSEUDO_COLUMNS, SqlType, Step,
+};
+
+/// The name of the joined row's key column when it is not synthetic: not valid SQL, so
+/// a query cannot name it; it is projected through the columns equal to it.
+pub(crate) const JOIN_KEY: &str = "$joinkey";
+
+/// A column `*` expands to.
+pub(crate) struct StarColumn {
+    /// The alias of the source it comes from (None: the synthetic key).
+    pub qualifier: Option<String>,
+    /// Its name in the joined row, which is also its name in the output.
+    pub name: String,
+    pub ty: SqlType,
+}
+
+/// A column of the joined row that always equals the join key.
+pub(crate) struct KeyEquivalent {
+    /// The column in the joined row (`L_A`).
+    pub column: String,
+    /// How ksqlDB shows it in messages (`L.A`).
+    pub shown: String,
+    /// The output name of an unaliased reference to it.
+    pub default_name: String,
+}
+
+pub(crate) struct JoinKey {
+    /// The key column of the joined row.
+    pub column: String,
+    pub ty: SqlType,
+    /// `ROWKEY`: no source column equals the key.
+    pub synthetic: bool,
+    pub equivalents: Vec<KeyEquivalent>,
+}
+
+/// The planned FROM clause of a join.
+pub(crate) struct Joined {
+    pub root: Step,
+    pub scope: Scope,
+    pub star: Vec<StarColumn>,
+    pub key: JoinKey,
+    /// Both sides of every join are tables: the result is a table.
+    pub produces_table: bool,
+    /// The sources in FROM order.
+    pub sources: Vec<SourceDesc>,
+}
+
+/// One source of the join and the names it is known by.
+struct Side {
+    desc: SourceDesc,
+    alias: String,
+}
+
+impl Side {
+    fn is_table(&self) -> bool {
+        self.desc.kind == SourceKindName::Table
+    }
+
+    /// The source's own row: its columns under their own names, qualified by the alias.
+    fn own_scope(&self) -> Scope {
+        let mut columns: Vec<ScopeColumn> = self
+            .desc
+            .topic
+            .schema
+            .columns
+            .iter()
+            .map(|c| ScopeColumn {
+                name: c.name.clone(),
+                ty: c.ty.clone(),
+                origin: Some((self.alias.clone(), c.name.clone())),
+            })
+            .collect();
+        for (name, ty) in PSEUDO_COLUMNS {
+            columns.push(ScopeColumn {
+                name: name.to_string(),
+                ty,
+                origin: Some((self.alias.clone(), name.to_string())),
+            });
+        }
+        Scope {
+            qualifiers: vec![self.alias.clone()],
+            columns,
+        }
+    }
+
+    /// The source's columns in the joined row: `ALIAS_NAME`.
+    fn joined_columns(&self) -> Vec<(CarriedColumn, ScopeColumn)> {
+        let own = self.own_scope();
+        own.columns
+            .into_iter()
+            .map(|c| {
+                let to = format!("{}_{}", self.alias, c.name);
+                (
+                    CarriedColumn {
+                        from: c.name.clone(),
+                        to: to.clone(),
+                    },
+                    ScopeColumn {
+                        name: to,
+                        ty: c.ty,
+                        origin: c.origin,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn step(&self) -> Step {
+        if self.is_table() {
+            Step::TableSource {
+                name: self.desc.name.clone(),
+                topic: self.desc.topic.clone(),
+                materialized: false,
+            }
+        } else {
+            Step::StreamSource {
+                name: self.desc.name.clone(),
+                topic: self.desc.topic.clone(),
+            }
+        }
+    }
+}
+
+fn lookup(catalog: &dyn Catalog, r: &ast::Relation) -> Result<Side, SqlError> {
+    let Some(desc) = catalog.source(&r.name) else {
+        let err = SqlError::semantic(r.pos, format!("{} does not exist.", r.name));
+        return Err(match closest(&r.name, catalog.source_names()) {
+            Some(n) => err.with_hint(format!("Did you mean {n}?")),
+            None => err,
+        });
+    };
+    Ok(Side {
+        desc: desc.clone(),
+        alias: r.alias.clone().unwrap_or_else(|| r.name.clone()),
+    })
+}
+
+/// Every column reference in an expression: (qualifier, name, position).
+fn column_refs(e: &ast::Expr, out: &mut Vec<(Option<String>, String, Pos)>) {
+    if let ExprKind::Column { qualifier, name } = &e.kind {
+        out.push((qualifier.clone(), name.clone(), e.pos));
+        return;
+    }
+    let _ = e.map_children(&mut |c| {
+        column_refs(c, out);
+        Ok::<_, ()>(c.clone())
+    });
+}
+
+/// The expression with its column references qualified by the source that has them,
+/// as ksqlDB shows join criteria (`(T.ID = 0)`).
+fn qualify(e: &ast::Expr, sides: &[Side]) -> ast::Expr {
+    match &e.kind {
+        ExprKind::Column {
+            qualifier: None,
+            name,
+        } => {
+            let owner = sides
+                .iter()
+                .find(|s| s.desc.topic.schema.find(name).is_some());
+            ast::Expr::new(
+                ExprKind::Column {
+                    qualifier: owner.map(|s| s.alias.clone()),
+                    name: name.clone(),
+                },
+                e.pos,
+            )
+        }
+        _ => e
+            .map_children(&mut |c| Ok::<_, ()>(qualify(c, sides)))
+            .unwrap_or_else(|()| e.clone()),
+    }
+}
+
+/// The sides (indexes into `sides`) an expression's columns come from; an unknown
+/// qualifier is an error.
+fn referenced_sides(e: &ast::Expr, sides: &[Side], scope: &Scope) -> Result<Vec<usize>, SqlError> {
+    let mut refs = Vec::new();
+    column_refs(e, &mut refs);
+    let mut found = Vec::new();
+    for (qualifier, name, pos) in refs {
+        // Resolve through the analyzer for its messages (unknown or ambiguous names).
+        ExprAnalyzer {
+            scope,
+            clause: Clause::JoinOn,
+        }
+        .analyze(&ast::Expr::new(
+            ExprKind::Column {
+                qualifier: qualifier.clone(),
+                name: name.clone(),
+            },
+            pos,
+        ))?;
+        let side = match &qualifier {
+            Some(q) => sides.iter().position(|s| s.alias == *q),
+            None => sides
+                .iter()
+                .position(|s| s.desc.topic.schema.find(&name).is_some()),
+        };
+        if let Some(i) = side
+            && !found.contains(&i)
+        {
+            found.push(i);
+        }
+    }
+    Ok(found)
+}
+
+/// Plans `FROM a JOIN b ON ... [JOIN c ON ...]`.
+pub(crate) fn plan_joins(
+    stmt: &ast::Statement,
+    q: &ast::Query,
+    catalog: &dyn Catalog,
+) -> Result<Joined, SqlError> {
+    let mut sides = vec![lookup(catalog, &q.from)?];
+    for j in &q.joins {
+        let side = lookup(catalog, &j.relation)?;
+        if q.joins.len() == 1 && side.desc.name == sides[0].desc.name {
+            return Err(SqlError::semantic(
+                j.pos,
+                format!(
+                    "Can not join '{0}' to '{0}': self joins are not yet supported.",
+                    side.desc.name
+                ),
+            ));
+        }
+        sides.push(side);
+    }
+    let kafka: Vec<&str> = sides
+        .iter()
+        .filter(|s| s.desc.topic.value_format.kind == FormatKind::Kafka)
+        .map(|s| s.desc.name.as_str())
+        .collect();
+    if !kafka.is_empty() {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            format!(
+                "Source(s) {} are using the 'KAFKA' value format. This format does not yet support JOIN.",
+                kafka.join(", ")
+            ),
+        ));
+    }
+    let windowed = check_windows(stmt, &sides)?;
+
+    // The whole join's scope, for resolving the criteria.
+    let all_scope = Scope {
+        qualifiers: sides.iter().map(|s| s.alias.clone()).collect(),
+        columns: sides
+            .iter()
+            .flat_map(|s| s.joined_columns().into_iter().map(|(_, c)| c))
+            .collect(),
+    };
+
+    // The left input so far: its step, its row's scope, and how it is carried.
+    let first = &sides[0];
+    let mut root = first.step();
+    let mut left_is_table = first.is_table();
+    let mut left_scope = first.own_scope();
+    let mut left_columns: Vec<CarriedColumn> =
+        first.joined_columns().into_iter().map(|(c, _)| c).collect();
+    let mut joined_scope: Vec<ScopeColumn> =
+        first.joined_columns().into_iter().map(|(_, c)| c).collect();
+    let mut key: Option<JoinKey> = None;
+    let mut produces_table = left_is_table;
+
+    for (i, j) in q.joins.iter().enumerate() {
+        let right = &sides[i + 1];
+        let left_sides = &sides[..=i];
+        let shown_criteria = qualify(&j.on, &sides[..=i + 1]);
+        let ExprKind::Binary {
+            op: BinaryOp::Eq,
+            left: a,
+            right: b,
+        } = &j.on.kind
+        else {
+            return Err(SqlError::unsupported(
+                j.on.pos,
+                format!(
+                    "Unsupported join expression: {shown_criteria}. Joins need an equality of an expression of each side."
+                ),
+            ));
+        };
+        let a_sides = referenced_sides(a, &sides[..=i + 1], &all_scope)?;
+        let b_sides = referenced_sides(b, &sides[..=i + 1], &all_scope)?;
+        for (e, refs) in [(a, &a_sides), (b, &b_sides)] {
+            if refs.len() != 1 {
+                return Err(SqlError::semantic(
+                    e.pos,
+                    format!(
+                        "Invalid comparison expression '{}' in join '{shown_criteria}'. Each side of the join comparision must contain references from exactly one source.",
+                        qualify(e, &sides[..=i + 1])
+                    ),
+                ));
+            }
+        }
+        let (a_side, b_side) = (a_sides[0], b_sides[0]);
+        if a_side == b_side {
+            let name = &sides[a_side].desc.name;
+            return Err(SqlError::semantic(
+                j.on.pos,
+                format!(
+                    "Each side of the join must reference exactly one source and not the same source. Left side references `{name}` and right references `{name}`"
+                ),
+            ));
+        }
+        let (left_expr, right_expr) = if b_side == i + 1 {
+            (a.as_ref(), b.as_ref())
+        } else if a_side == i + 1 {
+            (b.as_ref(), a.as_ref())
+        } else {
+            return Err(SqlError::semantic(
+                j.on.pos,
+                format!(
+                    "A join criteria is expected to reference the source (`{}`) in the FROM clause, instead the right source references `{}` and the left source references `{}`",
+                    right.desc.name, sides[b_side].desc.name, sides[a_side].desc.name
+                ),
+            ));
+        };
+        let current_left_scope = Scope {
+            qualifiers: left_sides.iter().map(|s| s.alias.clone()).collect(),
+            columns: left_scope.columns.clone(),
+        };
+        let on = |scope: &Scope, e: &ast::Expr| {
+            ExprAnalyzer {
+                scope,
+                clause: Clause::JoinOn,
+            }
+            .analyze(e)
+        };
+        let (left_key, left_ty) = on(&current_left_scope, left_expr)?;
+        let (right_key, right_ty) = on(&right.own_scope(), right_expr)?;
+        let shown_left = qualify(left_expr, left_sides);
+        let shown_right = qualify(right_expr, std::slice::from_ref(right));
+        if left_ty != right_ty {
+            return Err(SqlError::semantic(
+                j.on.pos,
+                format!(
+                    "Invalid join condition: types don't match. Got {shown_left}{{{left_ty}}} = {shown_right}{{{right_ty}}}."
+                ),
+            ));
+        }
+        let got = |t: JoinType| {
+            let l = if i == 0 {
+                sides[0].desc.name.clone()
+            } else {
+                "the join".into()
+            };
+            format!("{l} {} {}", t.describe(), right.desc.name)
+        };
+        // Whether an expression is a plain reference to a key column of its source.
+        let is_key_column = |e: &ast::Expr, side: &Side| {
+            matches!(&e.kind, ExprKind::Column { name, .. }
+                if side.desc.topic.schema.find(name).is_some_and(|c| c.kind == sluice_plan::ColumnKind::Key))
+        };
+        let shape = match (left_is_table, right.is_table()) {
+            (false, false) => {
+                let Some(w) = &j.within else {
+                    return Err(SqlError::semantic(
+                        j.pos,
+                        "Stream-Stream joins must have a WITHIN clause specified. None was provided. To learn about how to specify a WITHIN clause with a stream-stream join, please visit: https://docs.confluent.io/current/ksql/docs/syntax-reference.html#create-stream-as-select",
+                    ));
+                };
+                JoinShape::StreamStream {
+                    before_ms: w.before_ms as i64,
+                    after_ms: w.after_ms as i64,
+                    grace_ms: w.grace_ms.map(|g| g as i64),
+                }
+            }
+            (false, true) => {
+                if j.within.is_some() {
+                    return Err(SqlError::semantic(
+                        j.pos,
+                        "A window definition was provided for a Stream-Table join. These joins are not windowed. Please drop the window definition (ie. the WITHIN clause) and try to execute your join again.",
+                    ));
+                }
+                match j.join_type {
+                    JoinType::Full => {
+                        return Err(SqlError::semantic(
+                            j.pos,
+                            format!(
+                                "Invalid join type: full-outer join not supported for stream-table join. Got {}.",
+                                got(j.join_type)
+                            ),
+                        ));
+                    }
+                    JoinType::Right => {
+                        return Err(SqlError::semantic(
+                            j.pos,
+                            format!(
+                                "Invalid join type: right join not supported for stream-table join. Got {}.",
+                                got(j.join_type)
+                            ),
+                        ));
+                    }
+                    _ => {}
+                }
+                if !is_key_column(right_expr, right) {
+                    return Err(SqlError::semantic(
+                        j.on.pos,
+                        format!(
+                            "Invalid join condition: stream-table joins require to join on the table's primary key. Got {shown_left} = {shown_right}."
+                        ),
+                    ));
+                }
+                JoinShape::StreamTable
+            }
+            (true, false) => {
+                return Err(SqlError::semantic(
+                    j.pos,
+                    format!(
+                        "Invalid join order: table-stream joins are not supported; only stream-table joins. Got {}.",
+                        got(j.join_type)
+                    ),
+                ));
+            }
+            (true, true) => {
+                if j.within.is_some() {
+                    return Err(SqlError::semantic(
+                        j.pos,
+                        "A window definition was provided for a Table-Table join. These joins are not windowed. Please drop the window definition (i.e. the WITHIN clause) and try to execute your join again.",
+                    ));
+                }
+                if !is_key_column(right_expr, right) {
+                    let (l, r) = if a_side == i + 1 {
+                        (&shown_right, &shown_left)
+                    } else {
+                        (&shown_left, &shown_right)
+                    };
+                    return Err(SqlError::semantic(
+                        j.on.pos,
+                        format!(
+                            "Invalid join condition: table-table joins require to join on the primary key of the right input table. Got {l} = {r}."
+                        ),
+                    ));
+                }
+                let left_is_key = i == 0 && is_key_column(left_expr, &sides[0])
+                    || i > 0
+                        && key.as_ref().is_some_and(|k| {
+                            matches!(&left_key, sluice_plan::Expr::Column(c)
+                                if k.equivalents.iter().any(|e| e.column == *c))
+                        });
+                if !left_is_key {
+                    return Err(SqlError::unsupported(
+                        j.on.pos,
+                        "Foreign-key table-table joins are not supported yet",
+                    ));
+                }
+                JoinShape::TableTable
+            }
+        };
+        let left_owner = if b_side == i + 1 { a_side } else { b_side };
+        if windowed {
+            if !is_key_column(left_expr, &sides[left_owner]) || !is_key_column(right_expr, right) {
+                return Err(SqlError::semantic(
+                    j.pos,
+                    "Implicit repartitioning of windowed sources is not supported. See https://github.com/confluentinc/ksql/issues/4385.",
+                ));
+            }
+            return Err(SqlError::unsupported(
+                j.pos,
+                "Joins of windowed sources are not supported yet",
+            ));
+        }
+
+        // The key's names: the plain columns of the criteria, and those the left
+        // input's key already had when the criteria's left side is one of them.
+        let mut equivalents = Vec::new();
+        if j.join_type != JoinType::Full {
+            if let (Some(prev), sluice_plan::Expr::Column(c)) = (&key, &left_key)
+                && prev.equivalents.iter().any(|e| e.column == *c)
+            {
+                equivalents.extend(prev.equivalents.iter().map(|e| KeyEquivalent {
+                    column: e.column.clone(),
+                    shown: e.shown.clone(),
+                    default_name: e.default_name.clone(),
+                }));
+            }
+            for (expr, plan_expr, owner) in [
+                (left_expr, &left_key, &sides[left_owner]),
+                (right_expr, &right_key, right),
+            ] {
+                let (ExprKind::Column { name, .. }, sluice_plan::Expr::Column(_)) =
+                    (&expr.kind, plan_expr)
+                else {
+                    continue;
+                };
+                let column = format!("{}_{name}", owner.alias);
+                if equivalents
+                    .iter()
+                    .any(|e: &KeyEquivalent| e.column == column)
+                {
+                    continue;
+                }
+                // A stream keyed anew by a value column names its key after the column.
+                let rekeyed = owner
+                    .desc
+                    .topic
+                    .schema
+                    .find(name)
+                    .is_some_and(|c| c.kind == sluice_plan::ColumnKind::Value);
+                equivalents.push(KeyEquivalent {
+                    default_name: if rekeyed {
+                        name.clone()
+                    } else {
+                        column.clone()
+                    },
+                    shown: format!("{}.{name}", owner.alias),
+                    column,
+                });
+            }
+        }
+        let synthetic = equivalents.is_empty();
+        let key_column = if synthetic {
+            synthetic_key_name(&sides)
+        } else {
+            JOIN_KEY.to_string()
+        };
+
+        let right_joined = right.joined_columns();
+        let right_columns: Vec<CarriedColumn> =
+            right_joined.iter().map(|(c, _)| c.clone()).collect();
+        let mut schema_columns = vec![Column::key(key_column.clone(), left_ty.clone())];
+        for c in joined_scope
+            .iter()
+            .chain(right_joined.iter().map(|(_, c)| c))
+        {
+            schema_columns.push(Column::value(c.name.clone(), c.ty.clone()));
+        }
+        let schema = LogicalSchema::new(schema_columns);
+        root = Step::Join {
+            left: Box::new(root),
+            right: Box::new(right.step()),
+            kind: match j.join_type {
+                JoinType::Inner => JoinKind::Inner,
+                JoinType::Left => JoinKind::Left,
+                JoinType::Right => JoinKind::Right,
+                JoinType::Full => JoinKind::Outer,
+            },
+            shape,
+            left_key,
+            right_key,
+            left_columns: std::mem::take(&mut left_columns),
+            right_columns,
+            schema,
+        };
+        joined_scope.extend(right_joined.into_iter().map(|(_, c)| c));
+        // The next join's left input is this join's row, whose columns keep their names.
+        left_columns = joined_scope
+            .iter()
+            .map(|c| CarriedColumn {
+                from: c.name.clone(),
+                to: c.name.clone(),
+            })
+            .collect();
+        left_scope = Scope {
+            qualifiers: Vec::new(),
+            columns: joined_scope.clone(),
+        };
+        produces_table = produces_table && right.is_table();
+        left_is_table = produces_table;
+        key = Some(JoinKey {
+            column: key_column,
+            ty: left_ty,
+            synthetic,
+            equivalents,
+        });
+    }
+    let key = key.expect("a join has at least one JOIN clause");
+
+    let mut columns = joined_scope;
+    for (name, ty) in PSEUDO_COLUMNS {
+        columns.push(ScopeColumn {
+            name: name.to_string(),
+            ty,
+            origin: None,
+        });
+    }
+    if key.synthetic {
+        columns.push(ScopeColumn {
+            name: key.column.clone(),
+            ty: key.ty.clone(),
+            origin: None,
+        });
+    }
+    let mut star = Vec::new();
+    if key.synthetic {
+        star.push(StarColumn {
+            qualifier: None,
+            name: key.column.clone(),
+            ty: key.ty.clone(),
+        });
+    }
+    for s in &sides {
+        for c in &s.desc.topic.schema.columns {
+            star.push(StarColumn {
+                qualifier: Some(s.alias.clone()),
+                name: format!("{}_{}", s.alias, c.name),
+                ty: c.ty.clone(),
+            });
+        }
+    }
+    Ok(Joined {
+        root,
+        scope: Scope {
+            qualifiers: sides.iter().map(|s| s.alias.clone()).collect(),
+            columns,
+        },
+        star,
+        key,
+        produces_table,
+        sources: sides.into_iter().map(|s| s.desc).collect(),
+    })
+}
+
+/// `ROWKEY`, or `ROWKEY_n` with the first n no source column is named.
+fn synthetic_key_name(sides: &[Side]) -> String {
+    let taken = |n: &str| sides.iter().any(|s| s.desc.topic.schema.find(n).is_some());
+    if !taken("ROWKEY") {
+        return "ROWKEY".into();
+    }
+    (0..)
+        .map(|i| format!("ROWKEY_{i}"))
+        .find(|n| !taken(n))
+        .expect("some name is free")
+}
+
+/// ksqlDB's rules for joining windowed sources.
+/// Whether the sources are windowed.
+fn check_windows(stmt: &ast::Statement, sides: &[Side]) -> Result<bool, SqlError> {
+    let windowed: Vec<&Side> = sides
+        .iter()
+        .filter(|s| s.desc.topic.window.is_some())
+        .collect();
+    if windowed.is_empty() {
+        return Ok(false);
+    }
+    if let Some(plain) = sides.iter().find(|s| s.desc.topic.window.is_none()) {
+        let w = windowed[0];
+        return Err(SqlError::semantic(
+            stmt.pos,
+            format!(
+                "Can not join windowed source to non-windowed source.\n`{}` is {} windowed\n`{}` is not windowed",
+                w.desc.name,
+                w.desc
+                    .topic
+                    .window
+                    .as_ref()
+                    .map(|w| w.kind.name())
+                    .unwrap_or_default(),
+                plain.desc.name
+            ),
+        ));
+    }
+    let kinds: Vec<_> = windowed
+        .iter()
+        .map(|s| s.desc.topic.window.as_ref().map(|w| w.kind))
+        .collect();
+    let session =
+        |k: &Option<sluice_plan::WindowKind>| *k == Some(sluice_plan::WindowKind::Session);
+    if kinds.iter().any(session) && !kinds.iter().all(session) {
+        let name = |s: &Side| {
+            s.desc
+                .topic
+                .window
+                .as_ref()
+                .map(|w| w.kind.name())
+                .unwrap_or_default()
+        };
+        return Err(SqlError::semantic(
+            stmt.pos,
+            format!(
+                "Incompatible windowed sources.\nLeft source: {}\nRight source: {}\nSession windowed sources can only be joined to other session windowed sources, and may still not result in expected behaviour as session bounds must be an exact match for the join to work\nHopping and tumbling windowed sources can only be joined to other hopping and tumbling windowed sources",
+                name(windowed[0]),
+                name(windowed[1])
+            ),
+        ));
+    }
+    Ok(true)
+}
+
+/// The select list of a join: stars expanded, every column named, and the key found
+/// among the items (a column equal to the join key, or the synthetic key).
+pub(crate) fn plan_join_projection(
+    stmt: &ast::Statement,
+    c: &ast::CreateAs,
+    j: &Joined,
+    scope: &Scope,
+) -> Result<(Vec<NamedExpr>, LogicalSchema), SqlError> {
+    let q = &c.query;
+    let analyzer = ExprAnalyzer {
+        scope,
+        clause: Clause::Select,
+    };
+    let is_key = |column: &str| {
+        column == j.key.column || j.key.equivalents.iter().any(|e| e.column == column)
+    };
+    // (output name, the key column it projects)
+    let mut keys: Vec<(String, String)> = Vec::new();
+    let mut values: Vec<(String, Expr, SqlType)> = Vec::new();
+    let mut generated = 0usize;
+    for item in &q.select {
+        match item {
+            ast::SelectItem::Star { qualifier, pos } => {
+                if let Some(qual) = qualifier
+                    && !scope.qualifiers.contains(qual)
+                {
+                    return Err(SqlError::semantic(
+                        *pos,
+                        format!("'{qual}' is not a valid stream/table name or alias."),
+                    ));
+                }
+                for col in j
+                    .star
+                    .iter()
+                    .filter(|s| qualifier.is_none() || s.qualifier.as_ref() == qualifier.as_ref())
+                {
+                    if keys.is_empty() && is_key(&col.name) {
+                        keys.push((col.name.clone(), col.name.clone()));
+                    } else {
+                        values.push((
+                            col.name.clone(),
+                            Expr::Column(col.name.clone()),
+                            col.ty.clone(),
+                        ));
+                    }
+                }
+            }
+            ast::SelectItem::Expr { expr, alias } => {
+                let (e, ty) = analyzer.analyze(expr)?;
+                let key_column = match &e {
+                    Expr::Column(col) if is_key(col) => Some(col.clone()),
+                    _ => None,
+                };
+                let name = match (alias, &expr.kind, &e) {
+                    (Some(a), _, _) => a.clone(),
+                    (
+                        None,
+                        ExprKind::Column {
+                            qualifier: Some(_), ..
+                        },
+                        Expr::Column(col),
+                    ) => j
+                        .key
+                        .equivalents
+                        .iter()
+                        .find(|k| k.column == *col)
+                        .map(|k| k.default_name.clone())
+                        .unwrap_or_else(|| col.clone()),
+                    _ => crate::planner::default_column_name(expr, &mut generated, q),
+                };
+                if crate::planner::RESERVED_COLUMNS.contains(&name.as_str()) {
+                    return Err(crate::planner::reserved_name(
+                        &name,
+                        alias.is_some(),
+                        expr.pos,
+                    ));
+                }
+                match key_column {
+                    Some(col) if keys.is_empty() || keys.iter().any(|(_, k)| *k == col) => {
+                        keys.push((name, col));
+                    }
+                    _ => values.push((name, e, ty)),
+                }
+            }
+        }
+    }
+    let Some((key_name, key_column)) = keys.first().cloned() else {
+        if j.key.synthetic {
+            let k = &j.key.column;
+            return Err(SqlError::semantic(
+                stmt.pos,
+                format!(
+                    "Key missing from projection (ie, SELECT). See https://cnfl.io/2LV7ouS.\nThe query used to build `{}` must include the join expression {k} in its projection (eg, SELECT {k}...).\n{k} was added as a synthetic key column because the join criteria did not match any source column. This expression must be included in the projection and may be aliased.",
+                    c.name
+                ),
+            ));
+        }
+        let shown: Vec<&str> = j.key.equivalents.iter().map(|e| e.shown.as_str()).collect();
+        let list = match shown.split_last() {
+            Some((last, [])) => format!("expression {last}"),
+            Some((last, init)) => format!("expressions {} or {last}", init.join(", ")),
+            None => String::new(),
+        };
+        return Err(SqlError::semantic(
+            stmt.pos,
+            format!(
+                "The query used to build `{}` must include the join {list} in its projection (eg, SELECT {}...).",
+                c.name, shown[0]
+            ),
+        ));
+    };
+    if keys.len() > 1 {
+        let mut names: Vec<&str> = keys.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort_unstable();
+        let (last, init) = names.split_last().expect("two or more");
+        let shown = if j.key.synthetic {
+            key_column.clone()
+        } else {
+            // The first column equal to the key, as the source named it.
+            j.key.equivalents[0].column.clone()
+        };
+        return Err(SqlError::semantic(
+            stmt.pos,
+            format!(
+                "The projection contains a key column (`{shown}`) more than once, aliased as: {} and {last}.",
+                init.join(", ")
+            ),
+        ));
+    }
+    let mut columns = vec![Column::key(key_name.clone(), j.key.ty.clone())];
+    let mut projection = vec![NamedExpr {
+        name: key_name,
+        expr: Expr::Column(j.key.column.clone()),
+    }];
+    for (name, e, ty) in values {
+        if let Some(prev) = columns.iter().find(|c| c.name == name) {
+            return Err(SqlError::semantic(
+                stmt.pos,
+                format!(
+                    "Duplicate value columns found in schema: `{}` {}",
+                    prev.name, ty
+                ),
+            ));
+        }
+        columns.push(Column::value(name.clone(), ty));
+        projection.push(NamedExpr { name, expr: e });
+    }
+    if columns.len() == 1 {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            "The projection contains no value columns.",
+        ));
+    }
+    Ok((projection, LogicalSchema::new(columns)))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::parser::parse_statement;
+    use crate::planner::{Planned, PlannerConfig, SourceDesc, plan_statement};
+    use std::collections::BTreeMap;
+
+    type MapCatalog = BTreeMap<String, SourceDesc>;
+
+    fn catalog() -> MapCatalog {
+        let mut c = MapCatalog::new();
+        for sql in [
+            "CREATE STREAM clicks (user_id BIGINT KEY, page STRING, ms INT) WITH (kafka_topic='clicks', value_format='JSON');",
+            "CREATE STREAM orders (id BIGINT KEY, item STRING) WITH (kafka_topic='orders', value_format='JSON');",
+            "CREATE TABLE users (id BIGINT PRIMARY KEY, name STRING, region STRING) WITH (kafka_topic='users', value_format='JSON');",
+            "CREATE TABLE regions (id BIGINT PRIMARY KEY, region STRING) WITH (kafka_topic='regions', value_format='JSON');",
+        ] {
+            plan(&mut c, sql).unwrap();
+        }
+        c
+    }
+
+    fn plan(c: &mut MapCatalog, sql: &str) -> Result<Planned, crate::error::SqlError> {
+        let stmt = parse_statement(sql)?;
+        let planned = plan_statement(&stmt, c, &PlannerConfig::default())?;
+        if let Planned::CreateSource { source, .. } | Planned::CreateAs { sink: source, .. } =
+            &planned
+        {
+            c.insert(source.name.clone(), source.clone());
+        }
+        Ok(planned)
+    }
+
+    fn schema(sql: &str) -> String {
+        match plan(&mut catalog(), sql).unwrap() {
+            Planned::CreateAs { sink, .. } => sink.topic.schema.to_string(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn error(sql: &str) -> String {
+        plan(&mut catalog(), sql).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn joined_columns_are_prefixed_and_the_key_is_a_join_column() {
+        assert_eq!(
+            schema("CREATE STREAM out AS SELECT * FROM clicks c JOIN users u ON c.user_id = u.id;"),
+            "`C_USER_ID` BIGINT KEY, `C_PAGE` STRING, `C_MS` INTEGER, `U_ID` BIGINT, `U_NAME` STRING, `U_REGION` STRING"
+        );
+        assert_eq!(
+            schema(
+                "CREATE STREAM out AS SELECT u.id, page, name FROM clicks c LEFT JOIN users u ON c.user_id = u.id;"
+            ),
+            "`U_ID` BIGINT KEY, `PAGE` STRING, `NAME` STRING"
+        );
+    }
+
+    #[test]
+    fn full_outer_and_expression_joins_have_a_synthetic_key() {
+        assert_eq!(
+            schema(
+                "CREATE TABLE out AS SELECT * FROM users u FULL OUTER JOIN regions r ON u.id = r.id;"
+            ),
+            "`ROWKEY` BIGINT KEY, `U_ID` BIGINT, `U_NAME` STRING, `U_REGION` STRING, `R_ID` BIGINT, `R_REGION` STRING"
+        );
+        assert!(
+            error(
+                "CREATE STREAM out AS SELECT c.page FROM clicks c JOIN orders o WITHIN 1 MINUTE ON ABS(c.user_id) = ABS(o.id);"
+            )
+            .contains("must include the join expression ROWKEY")
+        );
+    }
+
+    #[test]
+    fn join_rules_are_ksqldbs() {
+        assert!(
+            error("CREATE STREAM out AS SELECT c.user_id, page FROM clicks c JOIN orders o ON c.user_id = o.id;")
+                .contains("Stream-Stream joins must have a WITHIN clause")
+        );
+        assert_eq!(
+            error(
+                "CREATE STREAM out AS SELECT u.id FROM users u JOIN clicks c ON u.id = c.user_id;"
+            ),
+            "Invalid join order: table-stream joins are not supported; only stream-table joins. Got USERS [INNER] JOIN CLICKS."
+        );
+        assert_eq!(
+            error(
+                "CREATE STREAM out AS SELECT c.user_id FROM clicks c JOIN users u ON c.page = u.name;"
+            ),
+            "Invalid join condition: stream-table joins require to join on the table's primary key. Got C.PAGE = U.NAME."
+        );
+        assert_eq!(
+            error(
+                "CREATE STREAM out AS SELECT c.user_id FROM clicks c JOIN users u ON c.page = u.id;"
+            ),
+            "Invalid join condition: types don't match. Got C.PAGE{STRING} = U.ID{BIGINT}."
+        );
+        assert_eq!(
+            error(
+                "CREATE STREAM out AS SELECT page FROM clicks c JOIN users u ON c.user_id = u.id;"
+            ),
+            "The query used to build `OUT` must include the join expressions C.USER_ID or U.ID in its projection (eg, SELECT C.USER_ID...)."
+        );
+        assert_eq!(
+            error(
+                "CREATE TABLE out AS SELECT u.id, region FROM users u JOIN regions r ON u.id = r.id;"
+            ),
+            "Column 'REGION' is ambiguous. Could be U.REGION or R.REGION."
+        );
+    }
+
+    #[test]
+    fn n_way_joins_chain_their_keys() {
+        assert_eq!(
+            schema(
+                "CREATE STREAM out AS SELECT r.id, page, name, r.region FROM clicks c JOIN users u ON c.user_id = u.id JOIN regions r ON c.user_id = r.id;"
+            ),
+            "`R_ID` BIGINT KEY, `PAGE` STRING, `NAME` STRING, `R_REGION` STRING"
+        );
+    }
+}
