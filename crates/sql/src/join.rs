@@ -58,6 +58,8 @@ pub(crate) struct Joined {
     pub produces_table: bool,
     /// The sources in FROM order.
     pub sources: Vec<SourceDesc>,
+    /// The sources' aliases, in FROM order, with their column names.
+    pub sources_by_alias: Vec<(String, Vec<String>)>,
 }
 
 /// One source of the join and the names it is known by.
@@ -257,6 +259,21 @@ pub(crate) fn plan_joins(
     }
     let windowed = check_windows(stmt, &sides)?;
 
+    let by_alias: Vec<(String, Vec<String>)> = sides
+        .iter()
+        .map(|s| {
+            (
+                s.alias.clone(),
+                s.desc
+                    .topic
+                    .schema
+                    .columns
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .collect(),
+            )
+        })
+        .collect();
     // The whole join's scope, for resolving the criteria.
     let all_scope = Scope {
         qualifiers: sides.iter().map(|s| s.alias.clone()).collect(),
@@ -355,11 +372,8 @@ pub(crate) fn plan_joins(
             ));
         }
         let got = |t: JoinType| {
-            let l = if i == 0 {
-                sides[0].desc.name.clone()
-            } else {
-                "the join".into()
-            };
+            // After the first join, ksqlDB names the source joined last.
+            let l = sides[i].desc.name.clone();
             format!("{l} {} {}", t.describe(), right.desc.name)
         };
         // Whether an expression is a plain reference to a key column of its source.
@@ -506,19 +520,8 @@ pub(crate) fn plan_joins(
                 {
                     continue;
                 }
-                // A stream keyed anew by a value column names its key after the column.
-                let rekeyed = owner
-                    .desc
-                    .topic
-                    .schema
-                    .find(name)
-                    .is_some_and(|c| c.kind == sluice_plan::ColumnKind::Value);
                 equivalents.push(KeyEquivalent {
-                    default_name: if rekeyed {
-                        name.clone()
-                    } else {
-                        column.clone()
-                    },
+                    default_name: default_name(&by_alias, &owner.alias, name),
                     shown: format!("{}.{name}", owner.alias),
                     column,
                 });
@@ -623,8 +626,25 @@ pub(crate) fn plan_joins(
         star,
         key,
         produces_table,
+        sources_by_alias: by_alias,
         sources: sides.into_iter().map(|s| s.desc).collect(),
     })
+}
+
+/// The output name of an unaliased reference to a source's column: the column's own
+/// name when no other joined source has a column of that name, else `ALIAS_NAME`.
+fn default_name(sources: &[(String, Vec<String>)], alias: &str, name: &str) -> String {
+    // Every source has the pseudo-columns.
+    let shared = PSEUDO_COLUMNS.iter().any(|(p, _)| *p == name)
+        || sources
+            .iter()
+            .filter(|(a, _)| a != alias)
+            .any(|(_, columns)| columns.iter().any(|c| c == name));
+    if shared {
+        format!("{alias}_{name}")
+    } else {
+        name.to_string()
+    }
 }
 
 /// `ROWKEY`, or `ROWKEY_n` with the first n no source column is named.
@@ -748,18 +768,12 @@ pub(crate) fn plan_join_projection(
                 };
                 let name = match (alias, &expr.kind, &e) {
                     (Some(a), _, _) => a.clone(),
-                    (
-                        None,
-                        ExprKind::Column {
-                            qualifier: Some(_), ..
-                        },
-                        Expr::Column(col),
-                    ) => j
-                        .key
-                        .equivalents
+                    (None, ExprKind::Column { .. }, Expr::Column(col)) => scope
+                        .columns
                         .iter()
-                        .find(|k| k.column == *col)
-                        .map(|k| k.default_name.clone())
+                        .find(|c| c.name == *col)
+                        .and_then(|c| c.origin.as_ref())
+                        .map(|(alias, name)| default_name(&j.sources_by_alias, alias, name))
                         .unwrap_or_else(|| col.clone()),
                     _ => crate::planner::default_column_name(expr, &mut generated, q),
                 };
