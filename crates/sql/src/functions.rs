@@ -366,6 +366,14 @@ pub fn scalar_functions() -> Vec<FunctionDef> {
                 exact(&[Double, Double, Double, Double, String], Double),
             ],
         ),
+        def(
+            "AS_VALUE",
+            "Copies a key column into the value (the analyzer reads it as its argument).",
+            vec![rule(|a| match a {
+                [Some(t)] => Some((vec![t.clone()], t.clone())),
+                _ => None,
+            })],
+        ),
         // nulls
         def(
             "COALESCE",

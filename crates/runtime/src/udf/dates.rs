@@ -740,7 +740,9 @@ fn take_name<'a>(s: &'a str, names: &[&str]) -> Option<(usize, &'a str)> {
     })
 }
 
-fn parse_fields(text: &str, tokens: &[Token]) -> Option<Parsed> {
+/// Reads `text` with `tokens`; text left over after the pattern is an error unless
+/// `trailing` allows it (ksqlDB's date parsing ignores it).
+fn parse_fields(text: &str, tokens: &[Token], trailing: bool) -> Option<Parsed> {
     let mut p = Parsed::default();
     let mut s = text;
     for (i, t) in tokens.iter().enumerate() {
@@ -875,7 +877,7 @@ fn parse_fields(text: &str, tokens: &[Token]) -> Option<Parsed> {
             _ => return None,
         }
     }
-    s.is_empty().then_some(p)
+    (trailing || s.is_empty()).then_some(p)
 }
 
 impl Parsed {
@@ -903,13 +905,13 @@ impl Parsed {
 }
 
 pub(super) fn parse_date(text: &str, tokens: &[Token]) -> Option<i32> {
-    let p = parse_fields(text, tokens)?;
+    let p = parse_fields(text, tokens, true)?;
     let days = (p.date()? - NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days();
     i32::try_from(days).ok()
 }
 
 pub(super) fn parse_time(text: &str, tokens: &[Token]) -> Option<i32> {
-    let p = parse_fields(text, tokens)?;
+    let p = parse_fields(text, tokens, false)?;
     let t = p.time()?;
     Some((t.num_seconds_from_midnight() * 1000 + t.nanosecond() / 1_000_000) as i32)
 }
@@ -917,7 +919,7 @@ pub(super) fn parse_time(text: &str, tokens: &[Token]) -> Option<i32> {
 /// Milliseconds since the epoch of a wall-clock time read with `tokens`, in the zone the
 /// text names, else in `zone`.
 pub(super) fn parse_instant(text: &str, tokens: &[Token], zone: &Zone) -> Option<i64> {
-    let p = parse_fields(text, tokens)?;
+    let p = parse_fields(text, tokens, false)?;
     let local = NaiveDateTime::new(p.date()?, p.time()?);
     p.zone.as_ref().unwrap_or(zone).instant_of(local)
 }
@@ -964,7 +966,11 @@ mod tests {
         assert_eq!(parse_date("02-feb-1970", &tokens("dd-MMM-yyyy")), Some(32));
         assert_eq!(parse_date("19700201", &tokens("yyyyMMdd")), Some(31));
         assert_eq!(parse_date("1970", &tokens("yyyy-MM-dd")), None);
-        assert_eq!(parse_date("1970-01-01x", &tokens("yyyy-MM-dd")), None);
+        // Text after the pattern is ignored, as ksqlDB reads dates.
+        assert_eq!(
+            parse_date("1970-01-02-01-01", &tokens("yyyy-MM-dd")),
+            Some(1)
+        );
         // A date pattern cannot format a time of day.
         assert_eq!(format_date(0, &tokens("HH")), None);
     }

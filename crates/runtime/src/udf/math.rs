@@ -271,9 +271,11 @@ pub(super) fn haversine(
         Some(_) => return None,
     };
     let haversin = |v: f64| (v / 2.0).sin().powf(2.0);
-    let d_lat = (lat2 - lat1).to_radians();
-    let d_lon = (lon2 - lon1).to_radians();
-    let h = haversin(d_lat) + haversin(d_lon) * lat1.to_radians().cos() * lat2.to_radians().cos();
+    // Java 8's Math.toRadians, whose rounding ksqlDB's results carry.
+    let radians = |deg: f64| deg / 180.0 * std::f64::consts::PI;
+    let d_lat = radians(lat2 - lat1);
+    let d_lon = radians(lon2 - lon1);
+    let h = haversin(d_lat) + haversin(d_lon) * radians(lat1).cos() * radians(lat2).cos();
     Some(2.0 * h.sqrt().asin() * radius)
 }
 
@@ -326,6 +328,11 @@ mod tests {
     fn geo_distance_uses_the_haversine_formula() {
         let km = haversine(37.4439, -122.1663, 51.5257, -0.1122, None).unwrap();
         assert!((km - 8634.66).abs() < 0.01, "{km}");
+        // London to Cape Town, to the last bit of the published distance.
+        assert_eq!(
+            haversine(51.5257, -0.1122, -33.9323, 18.4197, Some("km")),
+            Some(9673.40421197142)
+        );
         let mi = haversine(37.4439, -122.1663, 51.5257, -0.1122, Some("Miles")).unwrap();
         assert!((mi - 5365.66).abs() < 0.01, "{mi}");
         assert_eq!(haversine(91.0, 0.0, 0.0, 0.0, None), None);

@@ -120,8 +120,12 @@ pub fn lookup(name: &str, arg_types: &[DataType]) -> Option<Arc<ScalarUDF>> {
     })))
 }
 
-/// The functions kept here: numbers and the DOUBLE functions.
+/// The functions kept here: AS_VALUE, numbers and the DOUBLE functions.
 fn core(name: &str, arg_types: &[DataType]) -> Option<(Body, DataType)> {
+    // AS_VALUE copies its argument (a key column) into the value.
+    if let ("AS_VALUE", [t]) = (name, arg_types) {
+        return Some((Body::Plain(|a, _| Ok(a[0].clone())), t.clone()));
+    }
     let (kernel, returns): (Kernel, DataType) = match (name, arg_types) {
         ("ABS", [DataType::Int32]) => (
             |a, _| {
@@ -193,9 +197,9 @@ fn core(name: &str, arg_types: &[DataType]) -> Option<(Body, DataType)> {
 /// Every function name implemented here.
 pub fn sluice_names() -> Vec<&'static str> {
     let core: &[&str] = &[
-        "ABS", "GREATEST", "LEAST", "ROUND", "ATAN2", "POWER", "PI", "SIN", "COS", "TAN", "COT",
-        "ASIN", "ACOS", "ATAN", "SINH", "COSH", "TANH", "DEGREES", "RADIANS", "SQRT", "CBRT",
-        "EXP", "LN",
+        "AS_VALUE", "ABS", "GREATEST", "LEAST", "ROUND", "ATAN2", "POWER", "PI", "SIN", "COS",
+        "TAN", "COT", "ASIN", "ACOS", "ATAN", "SINH", "COSH", "TANH", "DEGREES", "RADIANS", "SQRT",
+        "CBRT", "EXP", "LN",
     ];
     [
         core,
