@@ -168,7 +168,7 @@ impl JoinOp {
     ) -> Result<RecordBatch> {
         let s = side as usize;
         let keys = evaluate(&self.keys[s], batch, errors)?;
-        let key_bytes = self.rows.convert_columns(&[keys.clone()])?;
+        let key_bytes = self.rows.convert_columns(std::slice::from_ref(&keys))?;
         let n = batch.num_columns();
         let rowtime = batch.column(n - PSEUDO_COUNT).as_primitive::<Int64Type>();
         let partition = batch
