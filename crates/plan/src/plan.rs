@@ -153,6 +153,11 @@ pub enum JoinShape {
     /// Two tables: a change on either side emits the joined row for its key (a deletion
     /// when the result no longer exists).
     TableTable,
+    /// Two tables, the left one's rows matched by a foreign key (`left_key`) to the right
+    /// one's primary key; the result is keyed by the left table's primary key, whose
+    /// columns (in the left rows) are named here.
+    #[serde(rename_all = "camelCase")]
+    ForeignKey { left_primary_key: Vec<String> },
 }
 
 /// A column of a join's input carried into the joined row, under a new name.
@@ -438,7 +443,9 @@ impl Step {
                         }
                         w
                     }
-                    JoinShape::StreamTable | JoinShape::TableTable => String::new(),
+                    JoinShape::StreamTable
+                    | JoinShape::TableTable
+                    | JoinShape::ForeignKey { .. } => String::new(),
                 };
                 format!(
                     "{kind:?} JOIN {shape_name}{within} ON {left_key} = {right_key}",
@@ -446,6 +453,7 @@ impl Step {
                         JoinShape::StreamStream { .. } => "STREAM-STREAM",
                         JoinShape::StreamTable => "STREAM-TABLE",
                         JoinShape::TableTable => "TABLE-TABLE",
+                        JoinShape::ForeignKey { .. } => "FOREIGN-KEY",
                     }
                 )
             }

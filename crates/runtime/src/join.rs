@@ -25,7 +25,7 @@ use datafusion_common::arrow::datatypes::{
 use datafusion_common::arrow::record_batch::RecordBatch;
 use datafusion_common::arrow::row::{RowConverter, SortField};
 use sluice_plan::{CarriedColumn, JoinKind, JoinShape, LogicalSchema, PSEUDO_COLUMNS};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Which input of a join a batch comes from.
@@ -87,6 +87,12 @@ pub struct JoinOp {
     windows: [HashMap<Vec<u8>, Vec<Kept>>; 2],
     pending: Pending,
     pending_seq: u64,
+    /// Foreign-key joins: the left rows' primary key columns and their encoding, each
+    /// left row's foreign key, and per foreign key the left rows that have it (in key
+    /// order, as Kafka Streams' subscription store scans them).
+    primary: Option<(Vec<usize>, RowConverter)>,
+    left_foreign_keys: HashMap<Vec<u8>, Vec<u8>>,
+    subscriptions: HashMap<Vec<u8>, BTreeSet<Vec<u8>>>,
     /// The latest time seen on either side.
     stream_time: i64,
     /// The latest time seen on each side: a side's window store keeps rows no older
@@ -138,6 +144,21 @@ impl JoinOp {
         fields.push(Field::new(KEY_NULL, DataType::Boolean, false));
         fields.push(Field::new(TOMBSTONE, DataType::Boolean, false));
         let [l, r]: [SchemaRef; 2] = carried_schema.try_into().expect("two sides");
+        let primary = match shape {
+            JoinShape::ForeignKey { left_primary_key } => {
+                let mut indexes = Vec::new();
+                let mut fields = Vec::new();
+                for k in left_primary_key {
+                    let i = left_schema
+                        .index_of(k)
+                        .map_err(|_| RuntimeError::Plan(format!("left key column {k} missing")))?;
+                    indexes.push(i);
+                    fields.push(SortField::new(left_schema.field(i).data_type().clone()));
+                }
+                Some((indexes, RowConverter::new(fields)?))
+            }
+            _ => None,
+        };
         Ok(JoinOp {
             kind,
             shape: shape.clone(),
@@ -150,6 +171,9 @@ impl JoinOp {
             windows: [HashMap::new(), HashMap::new()],
             pending: BTreeMap::new(),
             pending_seq: 0,
+            primary,
+            left_foreign_keys: HashMap::new(),
+            subscriptions: HashMap::new(),
             stream_time: i64::MIN,
             side_time: [i64::MIN; 2],
         })
@@ -182,10 +206,19 @@ impl JoinOp {
         let carried = batch.project(&self.carried[s])?;
         let carried =
             RecordBatch::try_new(self.carried_schema[s].clone(), carried.columns().to_vec())?;
+        let primary = match (&self.primary, side) {
+            (Some((indexes, converter)), Side::Left) => {
+                let columns: Vec<ArrayRef> =
+                    indexes.iter().map(|i| batch.column(*i).clone()).collect();
+                Some(converter.convert_columns(&columns)?)
+            }
+            _ => None,
+        };
         let mut out = Vec::new();
         for row in 0..batch.num_rows() {
-            // Retractions are for aggregations; a table side reads upserts.
-            if retract.value(row) || keys.is_null(row) {
+            // Retractions are for aggregations; a table side reads upserts. A left row
+            // of a foreign-key join is kept whatever its foreign key.
+            if retract.value(row) || keys.is_null(row) && primary.is_none() {
                 continue;
             }
             let kept = Kept {
@@ -267,6 +300,17 @@ impl JoinOp {
                         });
                     }
                 }
+                JoinShape::ForeignKey { .. } => {
+                    let t = trigger(&kept);
+                    match &primary {
+                        Some(primary) => {
+                            let foreign = (!keys.is_null(row)).then_some(key);
+                            let pk = primary.row(row).as_ref().to_vec();
+                            self.foreign_left(pk, foreign, kept, tombstone.value(row), t, &mut out);
+                        }
+                        None => self.foreign_right(key, kept, tombstone.value(row), t, &mut out),
+                    }
+                }
                 JoinShape::StreamStream {
                     before_ms,
                     after_ms,
@@ -287,6 +331,103 @@ impl JoinOp {
             }
         }
         self.assemble(out)
+    }
+
+    /// A change of a left row of a foreign-key join: its subscription moves to its new
+    /// foreign key, and it emits its joined row (or, for an inner join without a
+    /// match, the deletion of the row it had).
+    fn foreign_left(
+        &mut self,
+        pk: Vec<u8>,
+        foreign: Option<Vec<u8>>,
+        kept: Kept,
+        deleted: bool,
+        trigger: Emit,
+        out: &mut Vec<Emit>,
+    ) {
+        let old = self.tables[0].remove(&pk);
+        if let Some(old_fk) = self.left_foreign_keys.remove(&pk)
+            && let Some(subscribed) = self.subscriptions.get_mut(&old_fk)
+        {
+            subscribed.remove(&pk);
+            if subscribed.is_empty() {
+                self.subscriptions.remove(&old_fk);
+            }
+        }
+        if deleted {
+            if let Some(old) = old {
+                out.push(Emit {
+                    left: Some(old),
+                    tombstone: true,
+                    ..trigger
+                });
+            }
+            return;
+        }
+        self.tables[0].insert(pk.clone(), kept.clone());
+        if let Some(fk) = &foreign {
+            self.left_foreign_keys.insert(pk.clone(), fk.clone());
+            self.subscriptions.entry(fk.clone()).or_default().insert(pk);
+        }
+        let right = foreign.and_then(|fk| self.tables[1].get(&fk).cloned());
+        match right {
+            Some(right) => out.push(Emit {
+                ts: kept.ts.max(right.ts),
+                left: Some(kept),
+                right: Some(right),
+                ..trigger
+            }),
+            None if self.kind.keeps_left() => out.push(Emit {
+                left: Some(kept),
+                ..trigger
+            }),
+            None if old.is_some() => out.push(Emit {
+                left: Some(kept),
+                tombstone: true,
+                ..trigger
+            }),
+            None => {}
+        }
+    }
+
+    /// A change of a right row of a foreign-key join: every left row with its key as
+    /// their foreign key emits its joined row anew.
+    fn foreign_right(
+        &mut self,
+        key: Vec<u8>,
+        kept: Kept,
+        deleted: bool,
+        trigger: Emit,
+        out: &mut Vec<Emit>,
+    ) {
+        if deleted {
+            self.tables[1].remove(&key);
+        } else {
+            self.tables[1].insert(key.clone(), kept.clone());
+        }
+        let Some(subscribed) = self.subscriptions.get(&key) else {
+            return;
+        };
+        for pk in subscribed {
+            let Some(left) = self.tables[0].get(pk).cloned() else {
+                continue;
+            };
+            let ts = left.ts.max(kept.ts);
+            out.push(match deleted {
+                false => Emit {
+                    left: Some(left),
+                    right: Some(kept.clone()),
+                    ts,
+                    ..trigger_like(&trigger)
+                },
+                true => Emit {
+                    left: Some(left),
+                    tombstone: !self.kind.keeps_left(),
+                    ts,
+                    ..trigger_like(&trigger)
+                },
+            });
+        }
     }
 
     fn stream_stream(

@@ -46,6 +46,9 @@ pub(crate) struct JoinKey {
     /// `ROWKEY`: no source column equals the key.
     pub synthetic: bool,
     pub equivalents: Vec<KeyEquivalent>,
+    /// A foreign-key join: the result's key is the left table's primary key, these
+    /// columns of the joined row; and the left table's name, for messages.
+    pub foreign: Option<(Vec<(String, String)>, String)>,
 }
 
 /// The planned FROM clause of a join.
@@ -462,19 +465,60 @@ pub(crate) fn plan_joins(
                         ),
                     ));
                 }
-                let left_is_key = i == 0 && is_key_column(left_expr, &sides[0])
+                if right.desc.topic.schema.keys().count() != 1 {
+                    let (l, r) = if a_side == i + 1 {
+                        (&shown_right, &shown_left)
+                    } else {
+                        (&shown_left, &shown_right)
+                    };
+                    return Err(SqlError::semantic(
+                        j.on.pos,
+                        format!(
+                            "Invalid join condition: table-table joins require to join on the primary key of the right input table. Got {l} = {r}."
+                        ),
+                    ));
+                }
+                let left_is_key = i == 0
+                    && is_key_column(left_expr, &sides[0])
+                    && sides[0].desc.topic.schema.keys().count() == 1
                     || i > 0
                         && key.as_ref().is_some_and(|k| {
                             matches!(&left_key, sluice_plan::Expr::Column(c)
                                 if k.equivalents.iter().any(|e| e.column == *c))
                         });
-                if !left_is_key {
+                if left_is_key {
+                    JoinShape::TableTable
+                } else if i > 0 {
                     return Err(SqlError::unsupported(
                         j.on.pos,
-                        "Foreign-key table-table joins are not supported yet",
+                        "Foreign-key joins after another join are not supported yet",
                     ));
+                } else {
+                    match j.join_type {
+                        JoinType::Right => {
+                            return Err(SqlError::semantic(
+                                j.pos,
+                                "RIGHT OUTER JOIN on a foreign key is not supported",
+                            ));
+                        }
+                        JoinType::Full => {
+                            return Err(SqlError::semantic(
+                                j.pos,
+                                "FULL OUTER JOIN on a foreign key is not supported",
+                            ));
+                        }
+                        _ => {}
+                    }
+                    JoinShape::ForeignKey {
+                        left_primary_key: sides[0]
+                            .desc
+                            .topic
+                            .schema
+                            .keys()
+                            .map(|c| c.name.clone())
+                            .collect(),
+                    }
                 }
-                JoinShape::TableTable
             }
         };
         let left_owner = if b_side == i + 1 { a_side } else { b_side };
@@ -527,7 +571,20 @@ pub(crate) fn plan_joins(
                 });
             }
         }
-        let synthetic = equivalents.is_empty();
+        let foreign = match &shape {
+            JoinShape::ForeignKey { left_primary_key } => {
+                equivalents.clear();
+                Some((
+                    left_primary_key
+                        .iter()
+                        .map(|k| (format!("{}_{k}", sides[0].alias), k.clone()))
+                        .collect(),
+                    sides[0].desc.name.clone(),
+                ))
+            }
+            _ => None,
+        };
+        let synthetic = equivalents.is_empty() && foreign.is_none();
         let key_column = if synthetic {
             synthetic_key_name(&sides)
         } else {
@@ -581,6 +638,7 @@ pub(crate) fn plan_joins(
             ty: left_ty,
             synthetic,
             equivalents,
+            foreign,
         });
     }
     let key = key.expect("a join has at least one JOIN clause");
@@ -726,8 +784,16 @@ pub(crate) fn plan_join_projection(
         scope,
         clause: Clause::Select,
     };
-    let is_key = |column: &str| {
-        column == j.key.column || j.key.equivalents.iter().any(|e| e.column == column)
+    let foreign = j.key.foreign.as_ref();
+    let is_key = |column: &str| match foreign {
+        Some((primary, _)) => primary.iter().any(|(p, _)| p == column),
+        None => column == j.key.column || j.key.equivalents.iter().any(|e| e.column == column),
+    };
+    // A foreign-key join's result has every column of the left table's key; another
+    // join has one key, which the first column equal to it names.
+    let takes_key = |keys: &[(String, String)], column: &str| {
+        is_key(column)
+            && (keys.is_empty() || foreign.is_some() || keys.iter().any(|(_, k)| k == column))
     };
     // (output name, the key column it projects)
     let mut keys: Vec<(String, String)> = Vec::new();
@@ -749,7 +815,7 @@ pub(crate) fn plan_join_projection(
                     .iter()
                     .filter(|s| qualifier.is_none() || s.qualifier.as_ref() == qualifier.as_ref())
                 {
-                    if keys.is_empty() && is_key(&col.name) {
+                    if takes_key(&keys, &col.name) && !keys.iter().any(|(_, k)| *k == col.name) {
                         keys.push((col.name.clone(), col.name.clone()));
                     } else {
                         values.push((
@@ -785,7 +851,7 @@ pub(crate) fn plan_join_projection(
                     ));
                 }
                 match key_column {
-                    Some(col) if keys.is_empty() || keys.iter().any(|(_, k)| *k == col) => {
+                    Some(col) if takes_key(&keys, &col) => {
                         keys.push((name, col));
                     }
                     _ => values.push((name, e, ty)),
@@ -793,7 +859,23 @@ pub(crate) fn plan_join_projection(
             }
         }
     }
-    let Some((key_name, key_column)) = keys.first().cloned() else {
+    if let Some((primary, table)) = foreign {
+        let missing: Vec<String> = primary
+            .iter()
+            .filter(|(p, _)| !keys.iter().any(|(_, k)| k == p))
+            .map(|(_, raw)| format!("`{raw}`"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(SqlError::semantic(
+                stmt.pos,
+                format!(
+                    "Primary key columns missing in projection. For foreign-key table-table joins, the projection must include all primary key columns from the left input table (`{table}`). Missing columns: {}.",
+                    missing.join(", ")
+                ),
+            ));
+        }
+    }
+    let Some((_, key_column)) = keys.first().cloned() else {
         if j.key.synthetic {
             let k = &j.key.column;
             return Err(SqlError::semantic(
@@ -818,12 +900,21 @@ pub(crate) fn plan_join_projection(
             ),
         ));
     };
-    if keys.len() > 1 {
-        let mut names: Vec<&str> = keys.iter().map(|(n, _)| n.as_str()).collect();
+    if let Some((_, column)) = keys
+        .iter()
+        .enumerate()
+        .find(|(i, (_, k))| keys[..*i].iter().any(|(_, p)| p == k))
+        .map(|(_, k)| k)
+    {
+        let mut names: Vec<&str> = keys
+            .iter()
+            .filter(|(_, k)| k == column)
+            .map(|(n, _)| n.as_str())
+            .collect();
         names.sort_unstable();
         let (last, init) = names.split_last().expect("two or more");
-        let shown = if j.key.synthetic {
-            key_column.clone()
+        let shown = if j.key.synthetic || foreign.is_some() {
+            column.clone()
         } else {
             // The first column equal to the key, as the source named it.
             j.key.equivalents[0].column.clone()
@@ -836,11 +927,27 @@ pub(crate) fn plan_join_projection(
             ),
         ));
     }
-    let mut columns = vec![Column::key(key_name.clone(), j.key.ty.clone())];
-    let mut projection = vec![NamedExpr {
-        name: key_name,
-        expr: Expr::Column(j.key.column.clone()),
-    }];
+    let _ = key_column;
+    let mut columns = Vec::new();
+    let mut projection = Vec::new();
+    for (name, column) in &keys {
+        // Another join's key is the join key, whichever column equal to it named it.
+        let (expr, ty) = match foreign {
+            Some(_) => {
+                let c = scope.columns.iter().find(|c| c.name == *column);
+                (
+                    Expr::Column(column.clone()),
+                    c.map_or(j.key.ty.clone(), |c| c.ty.clone()),
+                )
+            }
+            None => (Expr::Column(j.key.column.clone()), j.key.ty.clone()),
+        };
+        columns.push(Column::key(name.clone(), ty));
+        projection.push(NamedExpr {
+            name: name.clone(),
+            expr,
+        });
+    }
     for (name, e, ty) in values {
         if let Some(prev) = columns.iter().find(|c| c.name == name) {
             return Err(SqlError::semantic(
@@ -854,7 +961,7 @@ pub(crate) fn plan_join_projection(
         columns.push(Column::value(name.clone(), ty));
         projection.push(NamedExpr { name, expr: e });
     }
-    if columns.len() == 1 {
+    if columns.len() == keys.len() {
         return Err(SqlError::semantic(
             stmt.pos,
             "The projection contains no value columns.",
@@ -916,7 +1023,7 @@ mod tests {
             schema(
                 "CREATE STREAM out AS SELECT u.id, page, name FROM clicks c LEFT JOIN users u ON c.user_id = u.id;"
             ),
-            "`U_ID` BIGINT KEY, `PAGE` STRING, `NAME` STRING"
+            "`ID` BIGINT KEY, `PAGE` STRING, `NAME` STRING"
         );
     }
 
