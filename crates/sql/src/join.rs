@@ -689,6 +689,19 @@ pub(crate) fn plan_joins(
     })
 }
 
+/// The output name of an unaliased select item that is a column of a joined source (see
+/// [`default_name`]); None for other items.
+pub(crate) fn item_name(j: &Joined, scope: &Scope, item: &ast::Expr, e: &Expr) -> Option<String> {
+    let (ExprKind::Column { .. }, Expr::Column(col)) = (&item.kind, e) else {
+        return None;
+    };
+    let column = scope.columns.iter().find(|c| c.name == *col)?;
+    Some(match &column.origin {
+        Some((alias, name)) => default_name(&j.sources_by_alias, alias, name),
+        None => col.clone(),
+    })
+}
+
 /// The output name of an unaliased reference to a source's column: the column's own
 /// name when no other joined source has a column of that name, else `ALIAS_NAME`.
 fn default_name(sources: &[(String, Vec<String>)], alias: &str, name: &str) -> String {
@@ -834,14 +847,9 @@ pub(crate) fn plan_join_projection(
                 };
                 let name = match (alias, &expr.kind, &e) {
                     (Some(a), _, _) => a.clone(),
-                    (None, ExprKind::Column { .. }, Expr::Column(col)) => scope
-                        .columns
-                        .iter()
-                        .find(|c| c.name == *col)
-                        .and_then(|c| c.origin.as_ref())
-                        .map(|(alias, name)| default_name(&j.sources_by_alias, alias, name))
-                        .unwrap_or_else(|| col.clone()),
-                    _ => crate::planner::default_column_name(expr, &mut generated, q),
+                    (None, _, _) => item_name(j, scope, expr, &e).unwrap_or_else(|| {
+                        crate::planner::default_column_name(expr, &mut generated, q)
+                    }),
                 };
                 if crate::planner::RESERVED_COLUMNS.contains(&name.as_str()) {
                     return Err(crate::planner::reserved_name(

@@ -1169,7 +1169,21 @@ fn plan_create_as(
         } else if q.partition_by.is_empty() {
             plan_projection(stmt, c, input_schema, &scope)?
         } else {
-            plan_partition_by(c, input_schema, &scope)?
+            match &joined {
+                // `*` over a join is every joined column.
+                Some(j) => plan_partition_by(
+                    c,
+                    &LogicalSchema::new(
+                        j.star
+                            .iter()
+                            .map(|s| Column::value(s.name.clone(), s.ty.clone()))
+                            .collect(),
+                    ),
+                    &scope,
+                    Some(j),
+                )?,
+                None => plan_partition_by(c, input_schema, &scope, None)?,
+            }
         };
         let step = if over_table {
             Step::TableSelect {
@@ -1612,6 +1626,7 @@ fn plan_partition_by(
     c: &CreateAs,
     input_schema: &LogicalSchema,
     scope: &Scope,
+    joined: Option<&crate::join::Joined>,
 ) -> Result<(Vec<NamedExpr>, LogicalSchema), SqlError> {
     let q = &c.query;
     let analyzer = ExprAnalyzer {
@@ -1646,9 +1661,16 @@ fn plan_partition_by(
                 }
             }
             SelectItem::Expr { expr, alias } => {
-                let name = match alias {
-                    Some(a) => a.clone(),
-                    None => default_column_name(expr, &mut generated, q),
+                let joined_name = match joined {
+                    Some(j) if alias.is_none() => {
+                        crate::join::item_name(j, scope, expr, &analyzer.analyze(expr)?.0)
+                    }
+                    _ => None,
+                };
+                let name = match (alias, joined_name) {
+                    (Some(a), _) => a.clone(),
+                    (None, Some(n)) => n,
+                    (None, None) => default_column_name(expr, &mut generated, q),
                 };
                 if let Some(i) = texts.iter().position(|t| *t == expr.to_string()) {
                     key_names[i] = Some(name);
