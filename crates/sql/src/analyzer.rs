@@ -1180,6 +1180,10 @@ impl ExprAnalyzer<'_> {
                 format!("Aggregate functions are not supported yet: {name}"),
             ));
         }
+        let upper = name.to_ascii_uppercase();
+        if functions::LAMBDA_FUNCTIONS.contains(&upper.as_str()) {
+            return self.lambda_call(&upper, args, whole);
+        }
         let Some(def) = functions::lookup(name) else {
             if functions::KSQLDB_FUNCTIONS.contains(&name.to_ascii_uppercase().as_str()) {
                 return Err(SqlError::unsupported(
@@ -1392,6 +1396,113 @@ fn time_unit_argument<'a>(
         return std::borrow::Cow::Owned(out);
     }
     std::borrow::Cow::Borrowed(args)
+}
+
+impl ExprAnalyzer<'_> {
+    /// TRANSFORM, FILTER and REDUCE. Each lambda's body is typed in a scope of its own
+    /// parameters; the plan carries the lambda as a STRING literal holding its parameters
+    /// and typed body (JSON), and the result type as a typed NULL after the last argument,
+    /// which is how the runtime learns it.
+    fn lambda_call(
+        &self,
+        name: &str,
+        args: &[ast::Expr],
+        whole: &ast::Expr,
+    ) -> Result<Typed, SqlError> {
+        let split = args
+            .iter()
+            .position(|a| matches!(a.kind, ExprKind::Lambda { .. }))
+            .unwrap_or(args.len());
+        let (values, lambdas) = args.split_at(split);
+        let typed: Vec<Typed> = values
+            .iter()
+            .map(|a| self.analyze(a))
+            .collect::<Result<_, _>>()?;
+        let types: Vec<SqlType> = typed.iter().map(|t| t.1.clone()).collect();
+        let shown: Vec<String> = types
+            .iter()
+            .map(ToString::to_string)
+            .chain(lambdas.iter().map(|_| "LAMBDA".to_string()))
+            .collect();
+        let refuse = || {
+            SqlError::semantic(
+                whole.pos,
+                format!(
+                    "Function '{}' does not accept parameters ({}).",
+                    name.to_ascii_lowercase(),
+                    shown.join(", ")
+                ),
+            )
+        };
+        if values.iter().any(is_null_literal) {
+            return Err(refuse());
+        }
+        let params = functions::lambda_params(name, &types).ok_or_else(refuse)?;
+        if params.len() != lambdas.len() {
+            return Err(refuse());
+        }
+        let mut bodies = Vec::with_capacity(lambdas.len());
+        for (lambda, param_types) in lambdas.iter().zip(&params) {
+            let ExprKind::Lambda {
+                params: names,
+                body,
+            } = &lambda.kind
+            else {
+                return Err(refuse());
+            };
+            if names.len() != param_types.len() {
+                return Err(SqlError::semantic(
+                    lambda.pos,
+                    format!(
+                        "The lambda {lambda} of {name} must take {} arguments.",
+                        param_types.len()
+                    ),
+                ));
+            }
+            let scope = Scope {
+                qualifiers: Vec::new(),
+                columns: names
+                    .iter()
+                    .zip(param_types)
+                    .map(|(n, t)| ScopeColumn {
+                        name: n.clone(),
+                        ty: t.clone(),
+                        origin: None,
+                    })
+                    .collect(),
+            };
+            let inner = ExprAnalyzer {
+                scope: &scope,
+                clause: self.clause,
+            };
+            let body = inner.analyze(body)?;
+            bodies.push((names.clone(), param_types.clone(), body));
+        }
+        let body_types: Vec<SqlType> = bodies.iter().map(|b| b.2.1.clone()).collect();
+        let returns = functions::lambda_result(name, &types, &body_types).ok_or_else(refuse)?;
+        let mut out: Vec<Expr> = typed.into_iter().map(|t| t.0).collect();
+        for (names, param_types, body) in bodies {
+            // REDUCE's body yields the next state, of the state's type.
+            let body = if name == "REDUCE" {
+                cast_to(body, &returns)
+            } else {
+                body.0
+            };
+            let lambda: Vec<(String, SqlType)> = names.into_iter().zip(param_types).collect();
+            let text = serde_json::to_string(&(lambda, body))
+                .map_err(|e| SqlError::semantic(whole.pos, e.to_string()))?;
+            out.push(Expr::Literal(Literal::String(text)));
+        }
+        out.push(Expr::Literal(Literal::Null(returns.clone())));
+        Ok((
+            Expr::Call {
+                function: name.to_string(),
+                args: out,
+                return_type: returns.clone(),
+            },
+            returns,
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -392,6 +392,7 @@ pub fn scalar_functions() -> Vec<FunctionDef> {
         ),
     ]);
     all.extend(more_functions());
+    all.extend(lambda_functions());
     all
 }
 
@@ -807,6 +808,69 @@ fn array_extremum(a: &[Option<SqlType>]) -> Option<(Vec<SqlType>, SqlType)> {
     match a {
         [Some(t @ SqlType::Array(item))] if item.is_primitive() => {
             Some((vec![t.clone()], (**item).clone()))
+        }
+        _ => None,
+    }
+}
+
+/// Functions whose last arguments are lambdas; the analyzer types them with
+/// [`lambda_params`] and [`lambda_result`].
+pub const LAMBDA_FUNCTIONS: &[&str] = &["TRANSFORM", "FILTER", "REDUCE"];
+
+/// The functions taking lambdas, as definitions (they have no fixed signatures).
+fn lambda_functions() -> Vec<FunctionDef> {
+    vec![
+        def(
+            "TRANSFORM",
+            "Applies a lambda to each element of an array, or two lambdas to the keys and values of a map.",
+            vec![],
+        ),
+        def(
+            "FILTER",
+            "The elements of an array (entries of a map) for which a lambda is true.",
+            vec![],
+        ),
+        def(
+            "REDUCE",
+            "Folds an array (map) into a state with a lambda, from an initial state.",
+            vec![],
+        ),
+    ]
+}
+
+/// The parameter types of each lambda of a call, given the types of the arguments before
+/// the lambdas (the collection, and REDUCE's initial state).
+pub fn lambda_params(name: &str, values: &[SqlType]) -> Option<Vec<Vec<SqlType>>> {
+    use SqlType::*;
+    Some(match (name, values) {
+        ("TRANSFORM" | "FILTER", [Array(item)]) => vec![vec![(**item).clone()]],
+        ("TRANSFORM", [Map { key, value }]) => {
+            let kv = vec![(**key).clone(), (**value).clone()];
+            vec![kv.clone(), kv]
+        }
+        ("FILTER", [Map { key, value }]) => vec![vec![(**key).clone(), (**value).clone()]],
+        ("REDUCE", [Array(item), state]) => vec![vec![state.clone(), (**item).clone()]],
+        ("REDUCE", [Map { key, value }, state]) => {
+            vec![vec![state.clone(), (**key).clone(), (**value).clone()]]
+        }
+        _ => return None,
+    })
+}
+
+/// The result type of a lambda call from the argument types before the lambdas and the
+/// types of the lambdas' bodies; `None` when the bodies do not fit.
+pub fn lambda_result(name: &str, values: &[SqlType], bodies: &[SqlType]) -> Option<SqlType> {
+    use SqlType::*;
+    match (name, values, bodies) {
+        ("TRANSFORM", [Array(_)], [b]) => Some(Array(Box::new(b.clone()))),
+        ("TRANSFORM", [Map { .. }], [k, v]) if k.is_primitive() => Some(Map {
+            key: Box::new(k.clone()),
+            value: Box::new(v.clone()),
+        }),
+        ("FILTER", [t @ (Array(_) | Map { .. })], [Boolean]) => Some(t.clone()),
+        // The state keeps its type: the body must fit it.
+        ("REDUCE", [_, state], [b]) if b.widens_to(state) || same_shape(b, state) => {
+            Some(state.clone())
         }
         _ => None,
     }

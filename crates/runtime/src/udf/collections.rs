@@ -126,6 +126,11 @@ fn range(l: &ListArray, r: usize) -> Range<usize> {
     o[r] as usize..o[r + 1] as usize
 }
 
+/// Java equality of two elements of one array.
+pub(super) fn equality(a: &ArrayRef) -> impl Fn(usize, usize) -> bool + '_ {
+    move |i, j| same(a, i, a, j)
+}
+
 /// Java equality of two elements: NULLs are equal, nested values compare deeply.
 fn same(a: &ArrayRef, i: usize, b: &ArrayRef, j: usize) -> bool {
     match (a.is_valid(i), b.is_valid(j)) {
@@ -144,7 +149,7 @@ fn contains(a: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
 }
 
 /// Lists made of elements picked from `source` by index, one list per row (`None`: NULL).
-fn picked(
+pub(super) fn picked(
     source: &ArrayRef,
     picks: Vec<Option<Vec<usize>>>,
     returns: &DataType,
@@ -333,7 +338,7 @@ fn map_range(m: &MapArray, r: usize) -> Range<usize> {
 }
 
 /// A map per row made of entries picked from `keys` / `values` by index.
-fn picked_map(
+pub(super) fn picked_map(
     keys: &ArrayRef,
     values: &ArrayRef,
     picks: Vec<Option<Vec<usize>>>,

@@ -6,6 +6,7 @@
 mod collections;
 mod dates;
 mod json;
+mod lambda;
 mod math;
 mod strings;
 mod url;
@@ -105,7 +106,8 @@ pub fn lookup(name: &str, arg_types: &[DataType]) -> Option<Arc<ScalarUDF>> {
         .or_else(|| dates::lookup(name, arg_types))
         .or_else(|| collections::lookup(name, arg_types))
         .or_else(|| json::lookup(name, arg_types))
-        .or_else(|| url::lookup(name, arg_types))?;
+        .or_else(|| url::lookup(name, arg_types))
+        .or_else(|| lambda::lookup(name, arg_types))?;
     let name: &'static str = sluice_names().into_iter().find(|n| *n == name)?;
     let volatility = if matches!(name, "RANDOM" | "UUID" | "UNIX_TIMESTAMP" | "UNIX_DATE") {
         Volatility::Volatile
@@ -209,6 +211,7 @@ pub fn sluice_names() -> Vec<&'static str> {
         collections::NAMES,
         json::NAMES,
         url::NAMES,
+        lambda::NAMES,
     ]
     .concat()
 }
