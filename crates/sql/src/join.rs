@@ -226,6 +226,67 @@ fn referenced_sides(e: &ast::Expr, sides: &[Side], scope: &Scope) -> Result<Vec<
     Ok(found)
 }
 
+/// The two sides of the i-th join's criteria and the sources they reference, checked
+/// as ksqlDB checks them before anything else about the join.
+fn criteria<'q>(
+    i: usize,
+    j: &'q ast::JoinClause,
+    sides: &[Side],
+    all_scope: &Scope,
+) -> Result<(&'q ast::Expr, &'q ast::Expr, usize, usize), SqlError> {
+    let shown_criteria = qualify(&j.on, &sides[..=i + 1]);
+    // Qualifiers first: an unknown one is the error, whatever else is wrong.
+    let mut refs = Vec::new();
+    column_refs(&j.on, &mut refs);
+    for (qualifier, _, pos) in refs {
+        if let Some(q) = qualifier
+            && !sides.iter().any(|s| s.alias == q)
+        {
+            return Err(SqlError::semantic(
+                pos,
+                format!("'{q}' is not a valid stream/table name or alias."),
+            ));
+        }
+    }
+    let ExprKind::Binary {
+        op: BinaryOp::Eq,
+        left: a,
+        right: b,
+    } = &j.on.kind
+    else {
+        return Err(SqlError::unsupported(
+            j.on.pos,
+            format!(
+                "Unsupported join expression: {shown_criteria}. Joins need an equality of an expression of each side."
+            ),
+        ));
+    };
+    let a_sides = referenced_sides(a, &sides[..=i + 1], all_scope)?;
+    let b_sides = referenced_sides(b, &sides[..=i + 1], all_scope)?;
+    for (e, refs) in [(a, &a_sides), (b, &b_sides)] {
+        if refs.len() != 1 {
+            return Err(SqlError::semantic(
+                e.pos,
+                format!(
+                    "Invalid comparison expression '{}' in join '{shown_criteria}'. Each side of the join comparision must contain references from exactly one source.",
+                    qualify(e, &sides[..=i + 1])
+                ),
+            ));
+        }
+    }
+    let (a_side, b_side) = (a_sides[0], b_sides[0]);
+    if a_side == b_side {
+        let name = &sides[a_side].desc.name;
+        return Err(SqlError::semantic(
+            j.on.pos,
+            format!(
+                "Each side of the join must reference exactly one source and not the same source. Left side references `{name}` and right references `{name}`"
+            ),
+        ));
+    }
+    Ok((a.as_ref(), b.as_ref(), a_side, b_side))
+}
+
 /// Plans `FROM a JOIN b ON ... [JOIN c ON ...]`.
 pub(crate) fn plan_joins(
     stmt: &ast::Statement,
@@ -299,49 +360,16 @@ pub(crate) fn plan_joins(
     let mut produces_table = left_is_table;
 
     for (i, j) in q.joins.iter().enumerate() {
+        criteria(i, j, &sides, &all_scope)?;
+    }
+    for (i, j) in q.joins.iter().enumerate() {
         let right = &sides[i + 1];
         let left_sides = &sides[..=i];
-        let shown_criteria = qualify(&j.on, &sides[..=i + 1]);
-        let ExprKind::Binary {
-            op: BinaryOp::Eq,
-            left: a,
-            right: b,
-        } = &j.on.kind
-        else {
-            return Err(SqlError::unsupported(
-                j.on.pos,
-                format!(
-                    "Unsupported join expression: {shown_criteria}. Joins need an equality of an expression of each side."
-                ),
-            ));
-        };
-        let a_sides = referenced_sides(a, &sides[..=i + 1], &all_scope)?;
-        let b_sides = referenced_sides(b, &sides[..=i + 1], &all_scope)?;
-        for (e, refs) in [(a, &a_sides), (b, &b_sides)] {
-            if refs.len() != 1 {
-                return Err(SqlError::semantic(
-                    e.pos,
-                    format!(
-                        "Invalid comparison expression '{}' in join '{shown_criteria}'. Each side of the join comparision must contain references from exactly one source.",
-                        qualify(e, &sides[..=i + 1])
-                    ),
-                ));
-            }
-        }
-        let (a_side, b_side) = (a_sides[0], b_sides[0]);
-        if a_side == b_side {
-            let name = &sides[a_side].desc.name;
-            return Err(SqlError::semantic(
-                j.on.pos,
-                format!(
-                    "Each side of the join must reference exactly one source and not the same source. Left side references `{name}` and right references `{name}`"
-                ),
-            ));
-        }
+        let (a, b, a_side, b_side) = criteria(i, j, &sides, &all_scope)?;
         let (left_expr, right_expr) = if b_side == i + 1 {
-            (a.as_ref(), b.as_ref())
+            (a, b)
         } else if a_side == i + 1 {
-            (b.as_ref(), a.as_ref())
+            (b, a)
         } else {
             return Err(SqlError::semantic(
                 j.on.pos,
@@ -375,8 +403,8 @@ pub(crate) fn plan_joins(
             ));
         }
         let got = |t: JoinType| {
-            // After the first join, ksqlDB names the source joined last.
-            let l = sides[i].desc.name.clone();
+            // ksqlDB names the first source of the left side.
+            let l = sides[0].desc.name.clone();
             format!("{l} {} {}", t.describe(), right.desc.name)
         };
         // Whether an expression is a plain reference to a key column of its source.
@@ -810,6 +838,31 @@ pub(crate) fn plan_join_projection(
     };
     // (output name, the key column it projects)
     let mut keys: Vec<(String, String)> = Vec::new();
+    // A star brings the key only when no item names it explicitly: the first of the
+    // key's columns (in the order of the join criteria) that a star expands to.
+    let starred = |col: &StarColumn| {
+        q.select.iter().any(|item| {
+            matches!(item, ast::SelectItem::Star { qualifier, .. }
+                if qualifier.is_none() || col.qualifier.as_ref() == qualifier.as_ref())
+        })
+    };
+    let mut explicit_key = false;
+    for item in &q.select {
+        if let ast::SelectItem::Expr { expr, .. } = item
+            && let Ok((Expr::Column(c), _)) = analyzer.analyze(expr)
+            && is_key(&c)
+        {
+            explicit_key = true;
+        }
+    }
+    let star_key: Option<String> = if explicit_key || foreign.is_some() {
+        None
+    } else {
+        std::iter::once(j.key.column.as_str())
+            .chain(j.key.equivalents.iter().map(|e| e.column.as_str()))
+            .find(|k| j.star.iter().any(|s| s.name == *k && starred(s)))
+            .map(str::to_string)
+    };
     let mut values: Vec<(String, Expr, SqlType)> = Vec::new();
     let mut generated = 0usize;
     for item in &q.select {
@@ -828,7 +881,14 @@ pub(crate) fn plan_join_projection(
                     .iter()
                     .filter(|s| qualifier.is_none() || s.qualifier.as_ref() == qualifier.as_ref())
                 {
-                    if takes_key(&keys, &col.name) && !keys.iter().any(|(_, k)| *k == col.name) {
+                    let key = match (&star_key, foreign) {
+                        (_, Some(_)) => {
+                            takes_key(&keys, &col.name) && !keys.iter().any(|(_, k)| *k == col.name)
+                        }
+                        (Some(k), None) => *k == col.name && keys.is_empty(),
+                        (None, None) => false,
+                    };
+                    if key {
                         keys.push((col.name.clone(), col.name.clone()));
                     } else {
                         values.push((
