@@ -390,7 +390,7 @@ pub(crate) fn plan_joins(
             }
             .analyze(e)
         };
-        let (left_key, left_ty) = on(&current_left_scope, left_expr)?;
+        let (mut left_key, left_ty) = on(&current_left_scope, left_expr)?;
         let (right_key, right_ty) = on(&right.own_scope(), right_expr)?;
         let shown_left = qualify(left_expr, left_sides);
         let shown_right = qualify(right_expr, std::slice::from_ref(right));
@@ -512,7 +512,7 @@ pub(crate) fn plan_joins(
                     || i > 0
                         && key.as_ref().is_some_and(|k| {
                             matches!(&left_key, sluice_plan::Expr::Column(c)
-                                if k.equivalents.iter().any(|e| e.column == *c))
+                                if key_columns(k, &by_alias).iter().any(|e| e.column == *c))
                         });
                 if left_is_key {
                     JoinShape::TableTable
@@ -567,14 +567,11 @@ pub(crate) fn plan_joins(
         // input's key already had when the criteria's left side is one of them.
         let mut equivalents = Vec::new();
         if j.join_type != JoinType::Full {
-            if let (Some(prev), sluice_plan::Expr::Column(c)) = (&key, &left_key)
-                && prev.equivalents.iter().any(|e| e.column == *c)
-            {
-                equivalents.extend(prev.equivalents.iter().map(|e| KeyEquivalent {
-                    column: e.column.clone(),
-                    shown: e.shown.clone(),
-                    default_name: e.default_name.clone(),
-                }));
+            if let (Some(prev), sluice_plan::Expr::Column(c)) = (&key, &left_key) {
+                let previous = key_columns(prev, &by_alias);
+                if previous.iter().any(|e| e.column == *c) {
+                    equivalents.extend(previous);
+                }
             }
             for (expr, plan_expr, owner) in [
                 (left_expr, &left_key, &sides[left_owner]),
@@ -612,6 +609,14 @@ pub(crate) fn plan_joins(
             }
             _ => None,
         };
+        // A later join on the earlier join's key reads its key column, which its
+        // deletions carry too.
+        if let (Some(prev), sluice_plan::Expr::Column(c)) = (&key, &left_key)
+            && prev.foreign.is_none()
+            && prev.equivalents.iter().any(|e| e.column == *c)
+        {
+            left_key = sluice_plan::Expr::Column(prev.column.clone());
+        }
         let synthetic = equivalents.is_empty() && foreign.is_none();
         let key_column = if synthetic {
             synthetic_key_name(&sides)
@@ -715,6 +720,32 @@ pub(crate) fn plan_joins(
         sources_by_alias: by_alias,
         sources: sides.into_iter().map(|s| s.desc).collect(),
     })
+}
+
+/// The columns of a join's result equal to its key: the key equivalents, or the left
+/// table's key column of a foreign-key join.
+fn key_columns(key: &JoinKey, by_alias: &[(String, Vec<String>)]) -> Vec<KeyEquivalent> {
+    match &key.foreign {
+        Some((primary, _)) if primary.len() == 1 => {
+            let (row, raw) = &primary[0];
+            let alias = &row[..row.len() - raw.len() - 1];
+            vec![KeyEquivalent {
+                column: row.clone(),
+                shown: format!("{alias}.{raw}"),
+                default_name: default_name(by_alias, alias, raw),
+            }]
+        }
+        Some(_) => Vec::new(),
+        None => key
+            .equivalents
+            .iter()
+            .map(|e| KeyEquivalent {
+                column: e.column.clone(),
+                shown: e.shown.clone(),
+                default_name: e.default_name.clone(),
+            })
+            .collect(),
+    }
 }
 
 /// The output name of an unaliased select item that is a column of a joined source (see
