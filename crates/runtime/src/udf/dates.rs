@@ -238,7 +238,7 @@ fn timestamp_shift(a: &[ArrayRef], rows: usize, sign: i64) -> Result<ArrayRef> {
     timestamps_of(rows, |r| {
         let ms = unit_ms(opt_str(u, r)?)?.checked_mul(opt_i64(&a[1], r)?)?;
         let t = t.is_valid(r).then(|| t.value(r))?;
-        t.checked_add(sign * ms)
+        t.checked_add(ms.checked_mul(sign)?)
     })
 }
 
@@ -254,7 +254,7 @@ fn convert_tz(a: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
         let ts = t.is_valid(r).then(|| t.value(r))?;
         let from = Zone::parse(opt_str(from, r)?)?.offset_at(ts)?;
         let to = Zone::parse(opt_str(to, r)?)?.offset_at(ts)?;
-        Some(ts + (to.local_minus_utc() - from.local_minus_utc()) as i64 * 1000)
+        ts.checked_add((to.local_minus_utc() - from.local_minus_utc()) as i64 * 1000)
     })
 }
 
@@ -357,7 +357,7 @@ impl Zone {
                     if let Some(t) = tz.from_local_datetime(&probe).earliest() {
                         return Some(t.timestamp_millis() - (probe - local).num_milliseconds());
                     }
-                    probe += Duration::minutes(30);
+                    probe = probe.checked_add_signed(Duration::minutes(30))?;
                 }
                 None
             }
@@ -683,8 +683,9 @@ pub(super) fn format_time(ms: i32, tokens: &[Token]) -> Option<String> {
 
 pub(super) fn format_instant(ms: i64, zone: &Zone, tokens: &[Token]) -> Option<String> {
     let offset = zone.offset_at(ms)?;
-    let local = DateTime::from_timestamp_millis(ms)?.naive_utc()
-        + Duration::seconds(offset.local_minus_utc() as i64);
+    let local = DateTime::from_timestamp_millis(ms)?
+        .naive_utc()
+        .checked_add_signed(Duration::seconds(offset.local_minus_utc() as i64))?;
     let parts = Parts {
         date: Some(local.date()),
         time: Some(local.time()),
@@ -1054,6 +1055,13 @@ mod tests {
         assert_eq!(offset("Z"), Some(0));
         assert_eq!(offset("Europe/Berlin"), Some(3600));
         assert_eq!(offset("Mars/Olympus"), None);
+    }
+
+    #[test]
+    fn extreme_instants_give_null_not_a_panic() {
+        let la = Zone::parse("America/Los_Angeles").unwrap();
+        assert_eq!(format_instant(i64::MAX, &la, &tokens("yyyy")), None);
+        assert_eq!(format_instant(i64::MIN, &utc(), &tokens("yyyy")), None);
     }
 
     #[test]
