@@ -338,6 +338,50 @@ impl Step {
         ) || self.inputs().into_iter().any(Step::is_stateful)
     }
 
+    /// Whether all the plan's state can be rebuilt from its source topics: joins whose
+    /// state is the current rows of source tables (stream-table, table-table and
+    /// foreign-key joins), read again from each table's topic up to the committed
+    /// offsets on start (ksqlDB also uses a source table's topic as its changelog).
+    /// Aggregations and stream-stream joins keep state that only a changelog keeps.
+    pub fn restorable_from_sources(&self) -> bool {
+        let own = match self {
+            Step::StreamAggregate { .. } => false,
+            Step::TableSource { materialized, .. } => !materialized,
+            Step::Join { shape, .. } => !matches!(shape, JoinShape::StreamStream { .. }),
+            _ => true,
+        };
+        own && self.inputs().into_iter().all(Step::restorable_from_sources)
+    }
+
+    /// The sources the plan reads, with their names in the catalog.
+    pub fn sources(&self) -> Vec<(&str, &TopicSpec)> {
+        match self {
+            Step::StreamSource { name, topic } | Step::TableSource { name, topic, .. } => {
+                vec![(name.as_str(), topic)]
+            }
+            _ => self.inputs().into_iter().flat_map(Step::sources).collect(),
+        }
+    }
+
+    /// Why the plan's joins cannot run on topics with these partition counts (given per
+    /// source, in the order of `sources`): the sides of a key join must be
+    /// co-partitioned. A foreign-key join needs no co-partitioning.
+    pub fn copartitioning_error(&self, partitions: &[(&str, u32)]) -> Option<String> {
+        fn key_joined(step: &Step) -> bool {
+            matches!(step, Step::Join { shape, .. } if !matches!(shape, JoinShape::ForeignKey { .. }))
+                || step.inputs().into_iter().any(key_joined)
+        }
+        if !key_joined(self) {
+            return None;
+        }
+        let (first, n) = partitions.first()?;
+        partitions.iter().find(|(_, m)| m != n).map(|(other, m)| {
+            format!(
+                "Can't join `{first}` with `{other}` since the number of partitions don't match. `{first}` partitions = {n}; `{other}` partitions = {m}. Please repartition either one so that the number of partitions match."
+            )
+        })
+    }
+
     /// Every source topic the plan reads.
     pub fn source_topics(&self) -> Vec<&TopicSpec> {
         match self {

@@ -272,6 +272,15 @@ impl Session {
                     }
                     let pipeline = Pipeline::new(&plan)
                         .map_err(|e| StatementFailure::Unsupported(e.to_string()))?;
+                    let partitions: Vec<(&str, u32)> = plan
+                        .root
+                        .sources()
+                        .into_iter()
+                        .map(|(name, t)| (name, self.driver.partitions(&t.topic).unwrap_or(1)))
+                        .collect();
+                    if let Some(e) = plan.root.copartitioning_error(&partitions) {
+                        return Err(StatementFailure::Refused(e));
+                    }
                     let source_partitions = plan
                         .root
                         .source_topics()
@@ -678,7 +687,7 @@ mod tests {
             "name": "agg",
             "statements": [
                 "CREATE STREAM A (K STRING KEY, X INT) WITH (kafka_topic='a', value_format='JSON');",
-                "CREATE STREAM B AS SELECT A.K, A.X FROM A JOIN A AS A2 WITHIN 1 SECOND ON A.K = A2.K;"
+                "CREATE STREAM B AS SELECT K, CUBE_EXPLODE(ARRAY[X]) AS C FROM A;"
             ],
             "inputs": [], "outputs": []
         }));

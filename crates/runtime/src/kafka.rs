@@ -1,5 +1,7 @@
 //! Running a pipeline against Kafka, and the topic administration the engine needs.
 //!
+//! A join's tables are rebuilt on start from their own topics (see `restore_table`).
+//!
 //! Guarantee in this version: at-least-once. Each query thread polls its consumer,
 //! runs the records through the pipeline, produces the results, and every commit
 //! interval flushes the producer and only then commits the consumed offsets. A failure
@@ -156,14 +158,11 @@ fn run_once(
     stats: &QueryStats,
 ) -> Result<()> {
     let mut pipeline = Pipeline::new(plan)?;
-    // One source topic: joins are stateful, and stateful plans run only in the test
-    // driver until their state is changelogged.
-    let [source_topic] = pipeline.source_topics()[..] else {
-        return Err(RuntimeError::Plan(
-            "plans over several topics (joins) do not run on Kafka yet".into(),
-        ));
-    };
-    let source_topic = source_topic.to_string();
+    let topics: Vec<String> = pipeline
+        .source_topics()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
     let sink_topic = pipeline.sink_topic().to_string();
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap_servers)
@@ -188,10 +187,23 @@ fn run_once(
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create_with_context(tracker)?;
-    consumer.subscribe(&[&source_topic])?;
-    tracing::info!(query = name, source = %source_topic, sink = %sink_topic, "query started");
+    // A join keeps the current rows of its tables: each table's topic is read again up
+    // to where the group committed, outputs dropped, before anything new is processed.
+    for input in pipeline.table_inputs() {
+        restore_table(
+            &consumer,
+            &mut pipeline,
+            input,
+            &topics[input],
+            config,
+            name,
+        )?;
+    }
+    let subscribed: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&subscribed)?;
+    tracing::info!(query = name, sources = ?topics, sink = %sink_topic, "query started");
 
-    let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut last_commit = Instant::now();
     let mut out: Vec<OutputRecord> = Vec::new();
     let mut healthy_since: Option<Instant> = None;
@@ -207,7 +219,10 @@ fn run_once(
                 timeout = Duration::ZERO;
                 let msg = msg?;
                 stats.records_in.fetch_add(1, Ordering::Relaxed);
-                offsets.insert(msg.partition(), msg.offset() + 1);
+                offsets.insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);
+                let Some(input) = topics.iter().position(|t| t == msg.topic()) else {
+                    continue;
+                };
                 let record = SourceRecord {
                     key: msg.key(),
                     value: msg.payload(),
@@ -219,10 +234,10 @@ fn run_once(
                     partition,
                     offset,
                     reason,
-                }) = pipeline.push(0, &record)
+                }) = pipeline.push(input, &record)
                 {
                     stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(query = name, topic = %source_topic, partition, offset, "skipping a record: {reason}");
+                    tracing::warn!(query = name, topic = %topics[input], partition, offset, "skipping a record: {reason}");
                 }
             }
         }
@@ -275,7 +290,7 @@ fn run_once(
             // A commit can fail while the group rebalances (a member died or joined).
             // That is no reason to drop the consumer, which would only cause another
             // rebalance: keep the offsets and try again at the next interval.
-            match commit_offsets(&consumer, &source_topic, &offsets) {
+            match commit_offsets(&consumer, &offsets) {
                 Ok(()) => offsets.clear(),
                 Err(e) => {
                     tracing::info!(
@@ -284,7 +299,7 @@ fn run_once(
                     );
                     // Partitions that moved to another member are theirs to commit now.
                     if let Ok(assigned) = consumer.assignment() {
-                        offsets.retain(|p, _| assigned.find_partition(&source_topic, *p).is_some());
+                        offsets.retain(|(t, p), _| assigned.find_partition(t, *p).is_some());
                     }
                 }
             }
@@ -304,6 +319,112 @@ fn run_once(
             return Ok(());
         }
     }
+}
+
+/// Reads a table input's topic from the start up to the offsets the query's group will
+/// resume from (or, with none committed, up to where it will start), running the
+/// records through the pipeline with the outputs dropped: the join's state for that
+/// table is then as it was when those offsets were committed.
+fn restore_table(
+    group: &BaseConsumer,
+    pipeline: &mut Pipeline,
+    input: usize,
+    topic: &str,
+    config: &QueryConfig,
+    name: &str,
+) -> Result<()> {
+    const TIMEOUT: Duration = Duration::from_secs(30);
+    let metadata = group.fetch_metadata(Some(topic), TIMEOUT)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = group.committed_offsets(tpl, TIMEOUT)?;
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    for p in &partitions {
+        let end = match committed.find_partition(topic, *p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ if config.auto_offset_reset == "earliest" => 0,
+            _ => group.fetch_watermarks(topic, *p, TIMEOUT)?.1,
+        };
+        if end > 0 {
+            ends.insert(*p, end);
+        }
+    }
+    if ends.is_empty() {
+        return Ok(());
+    }
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        // Assigned partitions only; this group never commits.
+        .set("group.id", format!("{}-restore", config.group_id))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    for p in ends.keys() {
+        assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    reader.assign(&assignment)?;
+    let started = Instant::now();
+    let mut restored = 0u64;
+    let mut dropped = Vec::new();
+    while !ends.is_empty() {
+        match reader.poll(Duration::from_millis(200)) {
+            Some(msg) => {
+                let msg = msg?;
+                let Some(end) = ends.get(&msg.partition()).copied() else {
+                    continue;
+                };
+                if msg.offset() < end {
+                    let record = SourceRecord {
+                        key: msg.key(),
+                        value: msg.payload(),
+                        timestamp: msg.timestamp().to_millis().unwrap_or(0),
+                        partition: msg.partition(),
+                        offset: msg.offset(),
+                    };
+                    // A record that does not decode was skipped (and logged) when it
+                    // was first read; it changes no state now either.
+                    let _ = pipeline.push(input, &record);
+                    restored += 1;
+                }
+                if msg.offset() + 1 >= end {
+                    ends.remove(&msg.partition());
+                }
+                if pipeline.pending() >= 2000 {
+                    pipeline.flush(&mut dropped)?;
+                    dropped.clear();
+                }
+            }
+            // Transaction markers and compacted records take offsets no record is
+            // delivered at: a partition whose position passed its end is done.
+            None => {
+                let positions = reader.position()?;
+                ends.retain(|p, end| {
+                    match positions.find_partition(topic, *p).map(|e| e.offset()) {
+                        Some(Offset::Offset(o)) => o < *end,
+                        _ => true,
+                    }
+                });
+            }
+        }
+    }
+    pipeline.flush(&mut dropped)?;
+    tracing::info!(
+        query = name,
+        topic,
+        records = restored,
+        ms = started.elapsed().as_millis() as u64,
+        "restored a join's table from its topic"
+    );
+    Ok(())
 }
 
 /// Waits until every record produced so far is delivered; a failed delivery fails the
@@ -326,16 +447,12 @@ fn flush_producer(producer: &ThreadedProducer<DeliveryTracker>) -> Result<()> {
 }
 
 /// Commits the next offsets to read, once everything before them was delivered.
-fn commit_offsets(
-    consumer: &BaseConsumer,
-    topic: &str,
-    offsets: &BTreeMap<i32, i64>,
-) -> Result<()> {
+fn commit_offsets(consumer: &BaseConsumer, offsets: &BTreeMap<(String, i32), i64>) -> Result<()> {
     if offsets.is_empty() {
         return Ok(());
     }
     let mut tpl = TopicPartitionList::new();
-    for (p, o) in offsets {
+    for ((topic, p), o) in offsets {
         tpl.add_partition_offset(topic, *p, Offset::Offset(*o))?;
     }
     consumer.commit(&tpl, CommitMode::Sync)?;

@@ -542,6 +542,17 @@ impl Pipeline {
         })
     }
 
+    /// The inputs whose rows a join keeps (tables), which a restart must read again from
+    /// the start of their topics to rebuild the join's state.
+    pub fn table_inputs(&self) -> Vec<usize> {
+        if self.joins.is_empty() {
+            return Vec::new();
+        }
+        (0..self.inputs.len())
+            .filter(|i| self.inputs[*i].table.is_some())
+            .collect()
+    }
+
     /// The topics the plan reads, in the order of their input indexes (for `push`).
     pub fn source_topics(&self) -> Vec<&str> {
         self.inputs

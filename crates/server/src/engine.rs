@@ -560,15 +560,25 @@ impl Engine {
                     }
                     return Err(fail(already_exists(sink.kind, &sink.name, existing.kind)));
                 }
-                if plan.root.is_stateful() {
+                if plan.root.is_stateful() && !plan.root.restorable_from_sources() {
                     return Err(StatementError::unsupported(
-                        "Aggregations (GROUP BY) are not supported on Kafka yet: they need changelogged state stores, which come with exactly-once processing. `sluice test qtt` runs them in the test driver.".into(),
+                        "Aggregations (GROUP BY) and stream-stream joins are not supported on Kafka yet: they need changelogged state stores, which come with exactly-once processing. `sluice test qtt` runs them in the test driver.".into(),
                         &text,
                     ));
                 }
                 // The plan must run on this build before it is accepted.
                 sluice_runtime::Pipeline::new(&plan)
                     .map_err(|e| StatementError::unsupported(e.to_string(), &text))?;
+                let mut partitions = Vec::new();
+                for (name, topic) in plan.root.sources() {
+                    let n = self.topic_partitions(&topic.topic).await?.ok_or_else(|| {
+                        fail(format!("Kafka topic does not exist: {}", topic.topic))
+                    })?;
+                    partitions.push((name, n));
+                }
+                if let Some(e) = plan.root.copartitioning_error(&partitions) {
+                    return Err(fail(e));
+                }
                 let source_topic = plan
                     .root
                     .source_topics()

@@ -1,0 +1,115 @@
+//! Joins on the real broker: a clickstream enriched from a users table, across a
+//! restart that must rebuild the table's rows from its topic.
+//!
+//! Needs a broker: `scripts/kafka-local.sh start` (the README's test command does it).
+
+use serde_json::{Value, json};
+use sluice_e2e::{Record, Server, consume, produce, unique};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The output records as (key, value JSON).
+fn keyed(records: &[Record]) -> Vec<(String, Value)> {
+    records
+        .iter()
+        .map(|r| {
+            (
+                String::from_utf8(r.key.clone().unwrap_or_default()).expect("utf-8 key"),
+                if r.value.is_some() {
+                    r.value_json()
+                } else {
+                    Value::Null
+                },
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn clickstream_is_enriched_from_a_users_table_across_a_restart() {
+    let mut server = Server::start(&unique("svc"));
+    let clicks = unique("clicks");
+    let users = unique("users");
+    let enriched = unique("enriched");
+    server.ok(&format!(
+        "CREATE TABLE users (user_id STRING PRIMARY KEY, name STRING, region STRING) \
+           WITH (kafka_topic='{users}', value_format='JSON', partitions=2); \
+         CREATE STREAM clicks (user_id STRING KEY, page STRING) \
+           WITH (kafka_topic='{clicks}', value_format='JSON', partitions=2);"
+    ));
+    produce(
+        &users,
+        &[
+            Record::new(Some("u1"), Some(r#"{"name":"Ann","region":"eu"}"#), 1_000),
+            Record::new(Some("u2"), Some(r#"{"name":"Bob","region":"us"}"#), 1_000),
+        ],
+    );
+    server.ok(&format!(
+        "CREATE STREAM enriched WITH (kafka_topic='{enriched}') AS \
+           SELECT c.user_id, page, name, UCASE(region) AS region \
+           FROM clicks c LEFT JOIN users u ON c.user_id = u.user_id;"
+    ));
+    produce(
+        &clicks,
+        &[
+            Record::new(Some("u1"), Some(r#"{"page":"/home"}"#), 2_000),
+            Record::new(Some("u3"), Some(r#"{"page":"/about"}"#), 2_001),
+        ],
+    );
+    let mut first = keyed(&consume(&enriched, 2, WAIT));
+    first.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        first,
+        vec![
+            (
+                "u1".into(),
+                json!({"PAGE": "/home", "NAME": "Ann", "REGION": "EU"})
+            ),
+            (
+                "u3".into(),
+                json!({"PAGE": "/about", "NAME": null, "REGION": null})
+            ),
+        ]
+    );
+
+    // After a restart the query must still know the users it read before: they are
+    // behind its committed offsets, so only rebuilding the table from its topic finds
+    // them.
+    server.restart();
+    produce(
+        &clicks,
+        &[Record::new(Some("u2"), Some(r#"{"page":"/cart"}"#), 4_000)],
+    );
+    let all = keyed(&consume(&enriched, 3, WAIT));
+    assert_eq!(
+        all[2],
+        (
+            "u2".into(),
+            json!({"PAGE": "/cart", "NAME": "Bob", "REGION": "US"})
+        ),
+        "log:\n{}",
+        server.log_text()
+    );
+    assert!(
+        server.log_text().contains("restored a join's table"),
+        "the restart rebuilt the table"
+    );
+}
+
+#[test]
+fn joins_of_topics_with_different_partition_counts_are_refused() {
+    let server = Server::start(&unique("svc"));
+    let (a, b) = (unique("a"), unique("b"));
+    server.ok(&format!(
+        "CREATE STREAM a (id STRING KEY, x INT) WITH (kafka_topic='{a}', value_format='JSON', partitions=1); \
+         CREATE TABLE b (id STRING PRIMARY KEY, y INT) WITH (kafka_topic='{b}', value_format='JSON', partitions=2);"
+    ));
+    let (status, body) =
+        server.ksql("CREATE STREAM ab AS SELECT a.id, x, y FROM a JOIN b ON a.id = b.id;");
+    assert_eq!(status, 400, "{body:#}");
+    assert_eq!(
+        body["message"],
+        "Can't join `A` with `B` since the number of partitions don't match. `A` partitions = 1; `B` partitions = 2. Please repartition either one so that the number of partitions match."
+    );
+}
