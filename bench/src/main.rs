@@ -1,0 +1,230 @@
+//! Throughput of the operator hot paths on one core, in records per second.
+//!
+//! Each scenario plans real SQL, builds the pipeline and pushes pre-encoded ~100-byte
+//! JSON records through it in batches of 2,000 (as the Kafka runner does), outputs
+//! encoded and dropped. Every scenario runs `--runs` times (default 5) on fresh state;
+//! the harness prints each run and the median. Build with `--release`:
+//!
+//! ```sh
+//! cargo run --release -p sluice-bench -- [--records N] [--runs N] [SCENARIO...]
+//! ```
+//!
+//! Scenarios: `project` (decode, filter, project, encode), `tumbling` (COUNT and SUM per
+//! key over 10,000 keys in 1-minute windows), `stream-table` (lookups against a table of
+//! 100,000 keys), `stream-stream` (two streams joined within 1 minute).
+
+use sluice_plan::QueryPlan;
+use sluice_runtime::pipeline::{OutputRecord, Pipeline, SourceRecord};
+use sluice_sql::{Planned, PlannerConfig, SourceDesc, parse_statements, plan_statement};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+const BATCH: usize = 2_000;
+
+/// The plan of the last CREATE ... AS SELECT among the statements.
+fn plan(sql: &str) -> QueryPlan {
+    let mut catalog: BTreeMap<String, SourceDesc> = BTreeMap::new();
+    let mut last = None;
+    for stmt in parse_statements(sql).expect("parses") {
+        match plan_statement(&stmt, &catalog, &PlannerConfig::default()).expect("plans") {
+            Planned::CreateSource { source, .. } => {
+                catalog.insert(source.name.clone(), source);
+            }
+            Planned::CreateAs { sink, plan, .. } => {
+                catalog.insert(sink.name.clone(), sink);
+                last = Some(*plan);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    last.expect("a query")
+}
+
+/// A record to push: the input it goes to, its key, value and time.
+struct Input {
+    input: usize,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    ts: i64,
+}
+
+/// Pushes the records through the pipeline in batches; returns the records written.
+fn run(pipeline: &mut Pipeline, records: &[Input]) -> usize {
+    let mut out: Vec<OutputRecord> = Vec::with_capacity(BATCH * 2);
+    let mut written = 0;
+    for (offset, r) in records.iter().enumerate() {
+        let record = SourceRecord {
+            key: Some(&r.key),
+            value: Some(&r.value),
+            timestamp: r.ts,
+            partition: 0,
+            offset: offset as i64,
+        };
+        pipeline.push(r.input, &record).expect("decodes");
+        if pipeline.pending() >= BATCH {
+            pipeline.flush(&mut out).expect("runs");
+            written += out.len();
+            out.clear();
+        }
+    }
+    pipeline.flush(&mut out).expect("runs");
+    written + out.len()
+}
+
+/// A ~100-byte click: `{"PAGE": ..., "MS": ..., "REF": ..., "AGENT": ...}`.
+fn click(i: usize) -> Vec<u8> {
+    format!(
+        r#"{{"PAGE":"/products/item-{:05}","MS":{},"REF":"https://example.com/","AGENT":"bench/1.0"}}"#,
+        i % 50_000,
+        i % 1_000
+    )
+    .into_bytes()
+}
+
+struct Scenario {
+    name: &'static str,
+    sql: &'static str,
+    /// Records pushed before the timed run (a table's contents), and the timed ones.
+    setup: fn(usize) -> (Vec<Input>, Vec<Input>),
+}
+
+fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "project",
+            sql: "CREATE STREAM clicks (user_id BIGINT KEY, page STRING, ms INT, ref STRING, agent STRING) WITH (kafka_topic='clicks', format='JSON');
+                  CREATE STREAM out AS SELECT user_id, UCASE(page) AS page, ms * 2 AS ms2, ref FROM clicks WHERE ms > 100;",
+            setup: |n| {
+                let timed = (0..n)
+                    .map(|i| Input {
+                        input: 0,
+                        key: (i % 10_000).to_string().into_bytes(),
+                        value: click(i),
+                        ts: i as i64,
+                    })
+                    .collect();
+                (Vec::new(), timed)
+            },
+        },
+        Scenario {
+            name: "tumbling",
+            sql: "CREATE STREAM clicks (user_id BIGINT KEY, page STRING, ms INT, ref STRING, agent STRING) WITH (kafka_topic='clicks', format='JSON');
+                  CREATE TABLE per_minute AS SELECT user_id, COUNT(*) AS n, SUM(ms) AS total FROM clicks WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY user_id;",
+            setup: |n| {
+                let timed = (0..n)
+                    .map(|i| Input {
+                        input: 0,
+                        key: (i % 10_000).to_string().into_bytes(),
+                        value: click(i),
+                        // 100 records per millisecond: about 6M records per window.
+                        ts: (i / 100) as i64,
+                    })
+                    .collect();
+                (Vec::new(), timed)
+            },
+        },
+        Scenario {
+            name: "stream-table",
+            sql: "CREATE STREAM clicks (user_id BIGINT KEY, page STRING, ms INT, ref STRING, agent STRING) WITH (kafka_topic='clicks', format='JSON');
+                  CREATE TABLE users (id BIGINT PRIMARY KEY, name STRING, region STRING) WITH (kafka_topic='users', format='JSON');
+                  CREATE STREAM enriched AS SELECT c.user_id, page, name, region FROM clicks c JOIN users u ON c.user_id = u.id;",
+            setup: |n| {
+                let table = (0..100_000)
+                    .map(|i| Input {
+                        input: 1,
+                        key: i.to_string().into_bytes(),
+                        value: format!(r#"{{"NAME":"user {i}","REGION":"region-{}"}}"#, i % 20)
+                            .into_bytes(),
+                        ts: 0,
+                    })
+                    .collect();
+                let timed = (0..n)
+                    .map(|i| Input {
+                        input: 0,
+                        key: ((i * 7) % 100_000).to_string().into_bytes(),
+                        value: click(i),
+                        ts: i as i64,
+                    })
+                    .collect();
+                (table, timed)
+            },
+        },
+        Scenario {
+            name: "stream-stream",
+            sql: "CREATE STREAM orders (id BIGINT KEY, item STRING, qty INT) WITH (kafka_topic='orders', format='JSON');
+                  CREATE STREAM shipments (id BIGINT KEY, carrier STRING, ref STRING) WITH (kafka_topic='shipments', format='JSON');
+                  CREATE STREAM shipped AS SELECT o.id, item, qty, carrier FROM orders o JOIN shipments s WITHIN 1 MINUTE ON o.id = s.id;",
+            setup: |n| {
+                // Each order is shipped 100 records (10 ms) later; ids never repeat, so
+                // every shipment finds exactly one order within the window.
+                let timed = (0..n)
+                    .map(|i| {
+                        let shipment = i % 2 == 1;
+                        let id = if shipment { (i / 2).saturating_sub(50) } else { i / 2 };
+                        Input {
+                            input: shipment as usize,
+                            key: id.to_string().into_bytes(),
+                            value: if shipment {
+                                format!(r#"{{"CARRIER":"carrier-{}","REF":"ref-{id:010}-padding-padding"}}"#, id % 7)
+                            } else {
+                                format!(r#"{{"ITEM":"item-{:06}-with-a-longer-name","QTY":{}}}"#, id % 100_000, id % 9)
+                            }
+                            .into_bytes(),
+                            ts: (i / 10) as i64,
+                        }
+                    })
+                    .collect();
+                (Vec::new(), timed)
+            },
+        },
+    ]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let mut records = 500_000usize;
+    let mut runs = 5usize;
+    let mut only = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--records" => {
+                records = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--records N")
+            }
+            "--runs" => runs = args.next().and_then(|v| v.parse().ok()).expect("--runs N"),
+            other => only.push(other.to_string()),
+        }
+    }
+    for s in scenarios() {
+        if !only.is_empty() && !only.iter().any(|o| o == s.name) {
+            continue;
+        }
+        let plan = plan(s.sql);
+        let (setup, timed) = (s.setup)(records);
+        let mut rates = Vec::new();
+        let mut written = 0;
+        for _ in 0..runs {
+            let mut pipeline = Pipeline::new(&plan).expect("compiles");
+            run(&mut pipeline, &setup);
+            let started = Instant::now();
+            written = run(&mut pipeline, &timed);
+            rates.push(timed.len() as f64 / started.elapsed().as_secs_f64());
+        }
+        let shown: Vec<String> = rates.iter().map(|r| format!("{:.0}", r)).collect();
+        println!(
+            "{:<14} median {:>10.0} records/s  (runs: {}; {} in, {} out per run)",
+            s.name,
+            median(rates),
+            shown.join(", "),
+            timed.len(),
+            written
+        );
+    }
+}
