@@ -72,7 +72,9 @@ pub fn decode(format: &Format, columns: &[&Column], bytes: Option<&[u8]>) -> Val
 }
 
 /// Equality of test values, with numbers compared by value (1 equals 1.0) and a string
-/// expectation matching a number written as that string.
+/// expectation matching a number written as that string. Field names match ignoring
+/// case, as ksqlDB's harness reads expected JSON through the sink's schema, whose JSON
+/// deserializer finds fields ignoring case (`{"json_v": ...}` is column `JSON_V`).
 pub fn same(expected: &Value, actual: &Value) -> bool {
     match (expected, actual) {
         (Value::Number(a), Value::Number(b)) => match (a.as_i64(), b.as_i64()) {
@@ -97,7 +99,16 @@ pub fn same(expected: &Value, actual: &Value) -> bool {
             a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y))
         }
         (Value::Object(a), Value::Object(b)) => {
-            a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| same(v, w)))
+            a.len() == b.len()
+                && a.iter().all(|(k, v)| {
+                    b.get(k)
+                        .or_else(|| {
+                            b.iter()
+                                .find(|(bk, _)| bk.eq_ignore_ascii_case(k))
+                                .map(|(_, w)| w)
+                        })
+                        .is_some_and(|w| same(v, w))
+                })
         }
         (a, b) => a == b,
     }
@@ -116,6 +127,13 @@ mod tests {
         ));
         assert!(!same(&json!({"A": 1}), &json!({"A": 2})));
         assert!(!same(&json!({"A": 1}), &json!({"A": 1, "B": null})));
+    }
+
+    #[test]
+    fn field_names_match_ignoring_case() {
+        assert!(same(&json!({"json_v": "1"}), &json!({"JSON_V": "1"})));
+        assert!(!same(&json!({"json_v": "1"}), &json!({"JSON_V": "2"})));
+        assert!(!same(&json!({"json_w": "1"}), &json!({"JSON_V": "1"})));
     }
 
     #[test]
