@@ -449,6 +449,20 @@ fn check_format(format: FormatKind, columns: &[&Column], is_key: bool) -> Result
                 SqlType::Map { .. } => "MAP",
                 _ => "STRUCT",
             };
+            if is_key {
+                return Err(key_schema_error(
+                    format,
+                    columns,
+                    &format!(
+                        "The '{format}' format does not support type '{kind}'{}",
+                        if format == FormatKind::Delimited {
+                            format!(", column: `{}`", c.name)
+                        } else {
+                            String::new()
+                        }
+                    ),
+                ));
+            }
             return Err(SqlError::semantic(
                 None,
                 format!("The '{format}' format does not support type '{kind}'"),
@@ -470,13 +484,14 @@ fn check_format(format: FormatKind, columns: &[&Column], is_key: bool) -> Result
                     SqlType::Decimal { .. } | SqlType::Date | SqlType::Time | SqlType::Timestamp
                 ))
         {
-            return Err(SqlError::semantic(
-                None,
-                format!(
-                    "The 'KAFKA' format does not support type '{}'",
-                    type_keyword(&c.ty)
-                ),
-            ));
+            let reason = format!(
+                "The 'KAFKA' format does not support type '{}'",
+                type_keyword(&c.ty)
+            );
+            if is_key {
+                return Err(key_schema_error(format, columns, &reason));
+            }
+            return Err(SqlError::semantic(None, reason));
         }
         if format == FormatKind::Json
             && let SqlType::Map { key, .. } = &c.ty
@@ -549,6 +564,21 @@ fn check_format(format: FormatKind, columns: &[&Column], is_key: bool) -> Result
         )),
         _ => Ok(()),
     }
+}
+
+/// ksqlDB's message for key columns a key format cannot hold.
+fn key_schema_error(format: FormatKind, columns: &[&Column], reason: &str) -> SqlError {
+    let shown: Vec<String> = columns
+        .iter()
+        .map(|c| format!("`{}` {} KEY", c.name, c.ty))
+        .collect();
+    SqlError::semantic(
+        None,
+        format!(
+            "Key format does not support schema.\nformat: {format}\nschema: Persistence{{columns=[{}], features=[]}}\nreason: {reason}",
+            shown.join(", ")
+        ),
+    )
 }
 
 fn type_keyword(t: &SqlType) -> String {
