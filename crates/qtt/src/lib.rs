@@ -310,14 +310,27 @@ impl Session {
                         .add_query(&format!("INSERTQUERY_{}", self.queries), pipeline);
                 }
                 Planned::Drop {
-                    name, if_exists, ..
-                } => {
-                    if self.sources.remove(&name).is_none() && !if_exists {
+                    kind,
+                    name,
+                    if_exists,
+                    delete_topic,
+                } => match self.sources.get(&name) {
+                    None if if_exists => {}
+                    None => {
                         return Err(StatementFailure::Refused(format!(
-                            "Source {name} does not exist."
+                            "{} {name} does not exist.",
+                            kind.title()
                         )));
                     }
-                }
+                    Some(s) if s.is_source && delete_topic => {
+                        return Err(StatementFailure::Refused(format!(
+                            "Cannot delete topic for read-only source: {name}"
+                        )));
+                    }
+                    Some(_) => {
+                        self.sources.remove(&name);
+                    }
+                },
                 Planned::Terminate(_) => {
                     return Err(StatementFailure::Unsupported(
                         "TERMINATE in the test driver is not supported yet".into(),

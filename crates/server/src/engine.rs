@@ -654,8 +654,13 @@ impl Engine {
                                 -1,
                             ));
                         }
-                        return Err(fail(format!("Source {name} does not exist.")));
+                        return Err(fail(format!("{} {name} does not exist.", kind.title())));
                     };
+                    if source.is_source && delete_topic {
+                        return Err(fail(format!(
+                            "Cannot delete topic for read-only source: {name}"
+                        )));
+                    }
                     if source.kind != kind {
                         return Err(fail(format!(
                             "Incompatible data source type is {}, but statement was DROP {}",

@@ -256,7 +256,7 @@ pub fn number_literal(text: &str, pos: Pos) -> Result<Literal, SqlError> {
     }
     Err(SqlError::semantic(
         pos,
-        format!("Number {text} is out of range for BIGINT"),
+        format!("Invalid numeric literal: {text}"),
     ))
 }
 

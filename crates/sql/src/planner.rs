@@ -557,7 +557,7 @@ fn check_format(format: FormatKind, columns: &[&Column], is_key: bool) -> Result
                 "The 'NONE' format can only be used when no columns are defined. Got: [{}]",
                 columns
                     .iter()
-                    .map(|c| format!("`{}` {}", c.name, c.ty))
+                    .map(|c| format!("`{}` {}{}", c.name, c.ty, if is_key { " KEY" } else { "" }))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -1233,12 +1233,14 @@ fn plan_create_as(
     };
 
     let (key_format, value_format) = with.formats()?;
+    let value_format = value_format.unwrap_or(source.topic.value_format.kind);
     let key_format = match key_format {
         Some(k) => k,
         None if out_schema.keys().next().is_none() => FormatKind::None,
+        // A result with a key cannot inherit NONE: ksqlDB keys it in its value format.
+        None if source.topic.key_format.kind == FormatKind::None => value_format,
         None => source.topic.key_format.kind,
     };
-    let value_format = value_format.unwrap_or(source.topic.value_format.kind);
     let inherit = |f: &Format, kind: FormatKind| if f.kind == kind { f.delimiter } else { None };
     let sink_topic = TopicSpec {
         // An aggregation's window, else the source's: a projection keeps windowed keys.
@@ -1559,7 +1561,7 @@ fn plan_insert_into(
         return Err(SqlError::semantic(
             stmt.pos,
             format!(
-                "Cannot insert into read-only {} `{target}`.",
+                "Cannot insert into read-only {}: {target}",
                 sink.kind.lower()
             ),
         ));
@@ -1830,6 +1832,8 @@ fn plan_projection(
         .map(|k| k.name.as_str())
         .collect();
     if !missing.is_empty() {
+        // ksqlDB names every key column when any is missing.
+        let missing: Vec<&str> = input_schema.keys().map(|k| k.name.as_str()).collect();
         let (noun, list) = if missing.len() == 1 {
             ("key column", missing[0].to_string())
         } else {
