@@ -282,7 +282,17 @@ pub fn plan_aggregate(
                 ),
             ));
         }
-        group_by.push(analyzer.analyze(g)?);
+        let typed = analyzer.analyze(g)?;
+        if group_by
+            .iter()
+            .any(|(e, _): &(sluice_plan::Expr, _)| *e == typed.0)
+        {
+            return Err(SqlError::semantic(
+                g.pos,
+                format!("Duplicate GROUP BY expression: {g}"),
+            ));
+        }
+        group_by.push(typed);
     }
 
     // Name the key columns after the select items that project them.

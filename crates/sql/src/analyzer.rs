@@ -943,6 +943,26 @@ impl ExprAnalyzer<'_> {
         right: &ast::Expr,
         whole: &ast::Expr,
     ) -> Result<Typed, SqlError> {
+        if is_null_literal(left)
+            && is_null_literal(right)
+            && matches!(
+                op,
+                BinaryOp::Eq
+                    | BinaryOp::NotEq
+                    | BinaryOp::Lt
+                    | BinaryOp::LtEq
+                    | BinaryOp::Gt
+                    | BinaryOp::GtEq
+            )
+        {
+            return Err(SqlError::semantic(
+                whole.pos,
+                format!(
+                    "Comparison with NULL not supported: NULL {} NULL",
+                    op.symbol()
+                ),
+            ));
+        }
         let mut l = self.analyze(left)?;
         let mut r = self.analyze(right)?;
         // An untyped NULL takes the other side's type.
@@ -1137,7 +1157,12 @@ impl ExprAnalyzer<'_> {
             }
             results.push(t);
         }
-        let ty = result_type.unwrap_or_else(null_type);
+        let Some(ty) = result_type else {
+            return Err(SqlError::semantic(
+                whens.first().map(|(w, _)| w.pos),
+                "Invalid Case expression. All case branches have NULL type",
+            ));
+        };
         let mut results = results.into_iter().map(|t| cast_to(t, &ty));
         let whens = conditions
             .into_iter()

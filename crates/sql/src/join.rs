@@ -931,6 +931,7 @@ pub(crate) fn plan_join_projection(
                 }
             }
             ast::SelectItem::Expr { expr, alias } => {
+                crate::planner::refuse_untyped_null(expr)?;
                 let (e, ty) = analyzer.analyze(expr)?;
                 let key_column = match &e {
                     Expr::Column(col) if is_key(col) => Some(col.clone()),

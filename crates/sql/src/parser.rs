@@ -698,7 +698,10 @@ impl Parser {
         };
         let mut group_by = Vec::new();
         if self.eat_keywords(&["GROUP", "BY"]) {
-            group_by = self.expr_list()?;
+            group_by = match self.grouping_set()? {
+                Some(set) => set,
+                None => self.expr_list()?,
+            };
         }
         let having = if self.eat_keyword("HAVING") {
             Some(self.expr()?)
@@ -802,6 +805,31 @@ impl Parser {
         self.advance();
         n.checked_mul(ms)
             .ok_or_else(|| SqlError::syntax(self.pos(), "Syntax Error: duration too large"))
+    }
+
+    /// `GROUP BY (a, b, c)`: a parenthesized list of two or more expressions that ends
+    /// the clause. None (and nothing consumed) for anything else, such as `(a + b) * 2`.
+    fn grouping_set(&mut self) -> Result<Option<Vec<Expr>>, SqlError> {
+        if self.peek().token != Token::LParen {
+            return Ok(None);
+        }
+        let start = self.i;
+        self.advance();
+        let Ok(list) = self.expr_list() else {
+            self.i = start;
+            return Ok(None);
+        };
+        let ends_clause = matches!(self.peek_at(1), Token::EOF | Token::SemiColon)
+            || matches!(
+                self.keyword_at(1).as_deref(),
+                Some("HAVING" | "EMIT" | "LIMIT" | "PARTITION" | "WINDOW")
+            );
+        if list.len() > 1 && self.peek().token == Token::RParen && ends_clause {
+            self.advance();
+            return Ok(Some(list));
+        }
+        self.i = start;
+        Ok(None)
     }
 
     /// `[INNER | LEFT [OUTER] | RIGHT [OUTER] | FULL [OUTER]] JOIN relation [WITHIN ...] ON

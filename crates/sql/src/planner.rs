@@ -1033,6 +1033,14 @@ fn plan_create_as(
     }
     if !grouped {
         crate::aggregate::refuse_aggregates_without_group_by(q)?;
+    } else if joined.is_none() && source.topic.value_format.kind == FormatKind::Kafka {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            format!(
+                "Source(s) {} are using the 'KAFKA' value format. This format does not yet support GROUP BY.",
+                source.name
+            ),
+        ));
     }
     match (c.kind, grouped || over_table) {
         (SourceKind::Stream, true) => {
@@ -1604,6 +1612,17 @@ fn plan_insert_into(
     })
 }
 
+/// A select item that is a bare NULL has no type to write it with.
+pub(crate) fn refuse_untyped_null(expr: &ast::Expr) -> Result<(), SqlError> {
+    if matches!(expr.kind, ExprKind::Literal(ast::LiteralValue::Null)) {
+        return Err(SqlError::semantic(
+            expr.pos,
+            "Can't infer a type of null. Please explicitly cast it to a required type, e.g. CAST(null AS VARCHAR).",
+        ));
+    }
+    Ok(())
+}
+
 /// The name ksqlDB gives an unaliased select item: a column's name, a struct field's
 /// name, or the next free `KSQL_COL_n`.
 pub(crate) fn default_column_name(
@@ -1665,6 +1684,13 @@ fn plan_partition_by(
         scope,
         clause: Clause::Select,
     };
+    let is_null = |e: &ast::Expr| matches!(e.kind, ExprKind::Literal(ast::LiteralValue::Null));
+    if q.partition_by.len() > 1 && q.partition_by.iter().any(is_null) {
+        return Err(SqlError::semantic(
+            None,
+            "Cannot PARTITION BY multiple columns including NULL",
+        ));
+    }
     // PARTITION BY NULL: no key at all.
     let partitions: Vec<&ast::Expr> = q
         .partition_by
@@ -1798,6 +1824,7 @@ fn plan_projection(
                 }
             }
             SelectItem::Expr { expr, alias } => {
+                refuse_untyped_null(expr)?;
                 let (e, ty) = analyzer.analyze(expr)?;
                 let name = match alias {
                     Some(a) => a.clone(),

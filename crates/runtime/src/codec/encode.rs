@@ -109,13 +109,15 @@ impl PartEncoder {
 }
 
 /// Apache Commons CSV's minimal quoting, which ksqlDB's DELIMITED format uses: quote an
-/// empty first field, a field starting with a character up to `#`, one containing the
-/// delimiter, a quote or a line break, and one ending in whitespace.
+/// empty first field, a first field not starting with a letter or digit, a field
+/// starting with a character up to `#`, one containing the delimiter, a quote or a line
+/// break, and one ending in whitespace.
 fn needs_csv_quotes(text: &str, delimiter: char, first: bool) -> bool {
     let Some(c) = text.chars().next() else {
         return first;
     };
-    c <= '#'
+    (first && !c.is_ascii_alphanumeric())
+        || c <= '#'
         || text.contains([delimiter, '"', '\n', '\r'])
         || text.chars().last().is_some_and(|c| c <= ' ')
 }
