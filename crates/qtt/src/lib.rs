@@ -210,6 +210,8 @@ struct Session {
 /// A statement refused: by the rules (`Refused`) or for lack of a feature (`Unsupported`).
 enum StatementFailure {
     Refused(String),
+    /// Refused with the position of the problem in the statement.
+    RefusedAt(sluice_sql::Pos, String),
     Unsupported(String),
 }
 
@@ -217,6 +219,11 @@ impl From<SqlError> for StatementFailure {
     fn from(e: SqlError) -> Self {
         match e {
             SqlError::Unsupported { message, .. } => StatementFailure::Unsupported(message),
+            SqlError::Semantic {
+                pos: Some(pos),
+                message,
+                ..
+            } => StatementFailure::RefusedAt(pos, message),
             other => StatementFailure::Refused(other.to_string()),
         }
     }
@@ -430,7 +437,9 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
     // Statements.
     let expected_error = case.get("expectedException");
     let mut refused = None;
-    for s in &statements {
+    // The statements are one script, a line each: a located error names the script's
+    // line, as ksqlDB's messages do (`Line: 3, Col: 77: ...`).
+    for (i, s) in statements.iter().enumerate() {
         match session.execute(s) {
             Ok(()) => {}
             Err(StatementFailure::Unsupported(m)) => {
@@ -438,6 +447,11 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
             }
             Err(StatementFailure::Refused(m)) => {
                 refused = Some((s.clone(), m));
+                break;
+            }
+            Err(StatementFailure::RefusedAt(pos, m)) => {
+                let line = pos.line as usize + i;
+                refused = Some((s.clone(), format!("Line: {line}, Col: {}: {m}", pos.column)));
                 break;
             }
         }
