@@ -193,6 +193,11 @@ pub enum SelectItem {
         expr: Expr,
         alias: Option<Ident>,
     },
+    /// `expr->*`: every field of a struct, each a column named after the field.
+    StructStar {
+        expr: Expr,
+        pos: Pos,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -530,6 +535,7 @@ impl fmt::Display for Query {
                     Some(q) => write!(f, "{}.*", quote_ident(q))?,
                     None => f.write_str("*")?,
                 },
+                SelectItem::StructStar { expr, .. } => write!(f, "{expr}->*")?,
                 SelectItem::Expr { expr, alias } => {
                     write!(f, "{expr}")?;
                     if let Some(a) = alias {

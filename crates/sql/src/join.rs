@@ -898,6 +898,12 @@ pub(crate) fn plan_join_projection(
     let mut generated = 0usize;
     for item in &q.select {
         match item {
+            ast::SelectItem::StructStar { pos, .. } => {
+                return Err(SqlError::unsupported(
+                    *pos,
+                    "->* in a join's projection is not supported yet",
+                ));
+            }
             ast::SelectItem::Star { qualifier, pos } => {
                 if let Some(qual) = qualifier
                     && !scope.qualifiers.contains(qual)

@@ -937,6 +937,11 @@ impl Parser {
             });
         }
         let expr = self.expr()?;
+        if self.peek_at(0) == &Token::Arrow && self.peek_at(1) == &Token::Mul {
+            self.advance();
+            self.advance();
+            return Ok(SelectItem::StructStar { expr, pos });
+        }
         let alias = if self.eat_keyword("AS") {
             Some(self.ident("an alias")?)
         } else if let Token::Word(w) = &self.peek().token
@@ -1199,6 +1204,8 @@ impl Parser {
                         pos,
                     );
                 }
+                // `->*` ends the expression: a select item expands it.
+                Token::Arrow if self.peek_at(1) == &Token::Mul => return Ok(e),
                 Token::Arrow => {
                     let pos = self.advance().pos;
                     let field = self.ident("a field name")?;

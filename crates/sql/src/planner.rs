@@ -1704,6 +1704,12 @@ fn plan_partition_by(
     let mut star = false;
     for item in &q.select {
         match item {
+            SelectItem::StructStar { pos, .. } => {
+                return Err(SqlError::unsupported(
+                    *pos,
+                    "->* with PARTITION BY is not supported yet",
+                ));
+            }
             SelectItem::Star { .. } => {
                 star = true;
                 let moved = input_schema
@@ -1821,6 +1827,25 @@ fn plan_projection(
                         key_aliases.push((col.name.clone(), col.name.clone()));
                     }
                     out_columns.push(col.clone());
+                }
+            }
+            SelectItem::StructStar { expr, pos } => {
+                let (e, ty) = analyzer.analyze(expr)?;
+                let SqlType::Struct(fields) = ty else {
+                    return Err(SqlError::semantic(
+                        *pos,
+                        format!("{expr} is not a STRUCT: ->* selects a struct's fields."),
+                    ));
+                };
+                for f in fields {
+                    projection.push(NamedExpr {
+                        name: f.name.clone(),
+                        expr: sluice_plan::Expr::Field {
+                            expr: Box::new(e.clone()),
+                            name: f.name.clone(),
+                        },
+                    });
+                    out_columns.push(Column::value(f.name, f.ty));
                 }
             }
             SelectItem::Expr { expr, alias } => {
