@@ -915,6 +915,23 @@ impl ExprAnalyzer<'_> {
         }
     }
 
+    /// An operand as ksqlDB shows it in messages: a joined source's column by its name
+    /// in the joined row (`I1_BAR`), anything else as written.
+    fn shown(&self, e: &ast::Expr, resolved: &Expr) -> String {
+        match (&e.kind, resolved) {
+            (ExprKind::Column { .. }, Expr::Column(c))
+                if self
+                    .scope
+                    .columns
+                    .iter()
+                    .any(|s| s.name == *c && s.origin.is_some()) =>
+            {
+                c.clone()
+            }
+            _ => e.to_string(),
+        }
+    }
+
     fn expect_boolean(&self, ty: &SqlType, e: &ast::Expr) -> Result<(), SqlError> {
         if *ty != SqlType::Boolean && !is_null_literal(e) {
             return Err(SqlError::semantic(
@@ -1048,8 +1065,10 @@ impl ExprAnalyzer<'_> {
                     return Err(SqlError::semantic(
                         whole.pos,
                         format!(
-                            "Cannot compare {left} ({}) to {right} ({}) with {}.",
+                            "Cannot compare {} ({}) to {} ({}) with {}.",
+                            self.shown(left, &l.0),
                             l.1,
+                            self.shown(right, &r.0),
                             r.1,
                             comparison_name(op)
                         ),

@@ -949,12 +949,10 @@ pub(crate) fn plan_join_projection(
                         crate::planner::default_column_name(expr, &mut generated, q)
                     }),
                 };
+                // ksqlDB words this the same way in a join whether or not the name
+                // came from an alias.
                 if crate::planner::RESERVED_COLUMNS.contains(&name.as_str()) {
-                    return Err(crate::planner::reserved_name(
-                        &name,
-                        alias.is_some(),
-                        expr.pos,
-                    ));
+                    return Err(crate::planner::reserved_name(&name, false, expr.pos));
                 }
                 match key_column {
                     Some(col) if takes_key(&keys, &col) => {
