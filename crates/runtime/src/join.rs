@@ -494,17 +494,7 @@ impl JoinOp {
         }
         if !matched && keeps_this {
             if grace.is_none() || to < self.stream_time {
-                let (left, right) = match side {
-                    Side::Left => (Some(kept.clone()), None),
-                    Side::Right => (None, Some(kept.clone())),
-                };
-                out.push(Emit {
-                    left,
-                    right,
-                    ts,
-                    key: trigger.key.clone(),
-                    ..trigger_like(&trigger)
-                });
+                out.push(unmatched(side, kept.clone(), ts, &trigger));
             } else {
                 self.pending_seq += 1;
                 self.pending
@@ -545,17 +535,7 @@ impl JoinOp {
                 break;
             }
             let (_, kept) = self.pending.pop_first().expect("not empty");
-            let (left, right) = match side {
-                Side::Left => (Some(kept.clone()), None),
-                Side::Right => (None, Some(kept.clone())),
-            };
-            out.push(Emit {
-                left,
-                right,
-                ts,
-                key: kept.key.clone(),
-                ..trigger_like(trigger)
-            });
+            out.push(unmatched(side, kept, ts, trigger));
         }
     }
 
@@ -604,6 +584,22 @@ impl JoinOp {
             out.iter().map(|e| e.tombstone).collect::<Vec<_>>(),
         )));
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+/// A stream row of one side that an outer join emits without a match, at `ts`.
+fn unmatched(side: Side, kept: Kept, ts: i64, trigger: &Emit) -> Emit {
+    let key = kept.key.clone();
+    let (left, right) = match side {
+        Side::Left => (Some(kept), None),
+        Side::Right => (None, Some(kept)),
+    };
+    Emit {
+        left,
+        right,
+        ts,
+        key,
+        ..trigger_like(trigger)
     }
 }
 

@@ -223,13 +223,7 @@ fn run_once(
                 let Some(input) = topics.iter().position(|t| t == msg.topic()) else {
                     continue;
                 };
-                let record = SourceRecord {
-                    key: msg.key(),
-                    value: msg.payload(),
-                    timestamp: msg.timestamp().to_millis().unwrap_or(0),
-                    partition: msg.partition(),
-                    offset: msg.offset(),
-                };
+                let record = source_record(&msg);
                 if let Err(DecodeFailure {
                     partition,
                     offset,
@@ -321,6 +315,16 @@ fn run_once(
     }
 }
 
+fn source_record<'m>(msg: &'m rdkafka::message::BorrowedMessage<'_>) -> SourceRecord<'m> {
+    SourceRecord {
+        key: msg.key(),
+        value: msg.payload(),
+        timestamp: msg.timestamp().to_millis().unwrap_or(0),
+        partition: msg.partition(),
+        offset: msg.offset(),
+    }
+}
+
 /// Reads a table input's topic from the start up to the offsets the query's group will
 /// resume from (or, with none committed, up to where it will start), running the
 /// records through the pipeline with the outputs dropped: the join's state for that
@@ -383,13 +387,7 @@ fn restore_table(
                     continue;
                 };
                 if msg.offset() < end {
-                    let record = SourceRecord {
-                        key: msg.key(),
-                        value: msg.payload(),
-                        timestamp: msg.timestamp().to_millis().unwrap_or(0),
-                        partition: msg.partition(),
-                        offset: msg.offset(),
-                    };
+                    let record = source_record(&msg);
                     // A record that does not decode was skipped (and logged) when it
                     // was first read; it changes no state now either.
                     let _ = pipeline.push(input, &record);

@@ -480,20 +480,10 @@ pub(crate) fn plan_joins(
                         "A window definition was provided for a Table-Table join. These joins are not windowed. Please drop the window definition (i.e. the WITHIN clause) and try to execute your join again.",
                     ));
                 }
-                if !is_key_column(right_expr, right) {
-                    let (l, r) = if a_side == i + 1 {
-                        (&shown_right, &shown_left)
-                    } else {
-                        (&shown_left, &shown_right)
-                    };
-                    return Err(SqlError::semantic(
-                        j.on.pos,
-                        format!(
-                            "Invalid join condition: table-table joins require to join on the primary key of the right input table. Got {l} = {r}."
-                        ),
-                    ));
-                }
-                if right.desc.topic.schema.keys().count() != 1 {
+                // The right side must be the right table's whole primary key.
+                if !is_key_column(right_expr, right) || right.desc.topic.schema.keys().count() != 1
+                {
+                    // Shown in the order the criteria were written.
                     let (l, r) = if a_side == i + 1 {
                         (&shown_right, &shown_left)
                     } else {
