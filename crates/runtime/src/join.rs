@@ -226,7 +226,8 @@ impl JoinOp {
                 key: keys.slice(row, 1),
                 ts: rowtime.value(row),
             };
-            let key = key_bytes.row(row).as_ref().to_vec();
+            // Borrowed for lookups; copied only where a row is stored.
+            let key: &[u8] = key_bytes.row(row).data();
             let trigger = |kept: &Kept| Emit {
                 left: None,
                 right: None,
@@ -240,16 +241,16 @@ impl JoinOp {
                 JoinShape::StreamTable => match side {
                     Side::Right => {
                         if tombstone.value(row) {
-                            self.tables[1].remove(&key);
+                            self.tables[1].remove(key);
                         } else {
-                            self.tables[1].insert(key, kept);
+                            self.tables[1].insert(key.to_vec(), kept);
                         }
                     }
                     Side::Left => {
                         if tombstone.value(row) {
                             continue;
                         }
-                        let found = self.tables[1].get(&key).cloned();
+                        let found = self.tables[1].get(key).cloned();
                         if found.is_some() || self.kind.keeps_left() {
                             out.push(Emit {
                                 right: found,
@@ -262,12 +263,12 @@ impl JoinOp {
                 JoinShape::TableTable => {
                     let o = side.other() as usize;
                     let old = if tombstone.value(row) {
-                        self.tables[s].remove(&key)
+                        self.tables[s].remove(key)
                     } else {
-                        self.tables[s].insert(key.clone(), kept.clone())
+                        self.tables[s].insert(key.to_vec(), kept.clone())
                     };
                     let new = (!tombstone.value(row)).then(|| kept.clone());
-                    let other = self.tables[o].get(&key).cloned();
+                    let other = self.tables[o].get(key).cloned();
                     let keeps = |x: Side| match x {
                         Side::Left => self.kind.keeps_left(),
                         Side::Right => self.kind.keeps_right(),
@@ -304,11 +305,17 @@ impl JoinOp {
                     let t = trigger(&kept);
                     match &primary {
                         Some(primary) => {
-                            let foreign = (!keys.is_null(row)).then_some(key);
+                            let foreign = (!keys.is_null(row)).then(|| key.to_vec());
                             let pk = primary.row(row).as_ref().to_vec();
                             self.foreign_left(pk, foreign, kept, tombstone.value(row), t, &mut out);
                         }
-                        None => self.foreign_right(key, kept, tombstone.value(row), t, &mut out),
+                        None => self.foreign_right(
+                            key.to_vec(),
+                            kept,
+                            tombstone.value(row),
+                            t,
+                            &mut out,
+                        ),
                     }
                 }
                 JoinShape::StreamStream {
@@ -321,7 +328,7 @@ impl JoinOp {
                     }
                     self.stream_stream(
                         side,
-                        key,
+                        key.to_vec(),
                         kept.clone(),
                         (before_ms, after_ms, grace_ms),
                         trigger(&kept),
