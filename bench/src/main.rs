@@ -11,7 +11,9 @@
 //!
 //! Scenarios: `project` (decode, filter, project, encode), `tumbling` (COUNT and SUM per
 //! key over 10,000 keys in 1-minute windows), `stream-table` (lookups against a table of
-//! 100,000 keys), `stream-stream` (two streams joined within 1 minute).
+//! 100,000 keys), `stream-stream` (two streams joined within 1 minute, records of the two
+//! alternating one by one) and `stream-stream-runs` (the same in runs of 500 per topic,
+//! as a consumer's fetches deliver them).
 
 use sluice_plan::QueryPlan;
 use sluice_runtime::pipeline::{OutputRecord, Pipeline, SourceRecord};
@@ -151,33 +153,55 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "stream-stream",
-            sql: "CREATE STREAM orders (id BIGINT KEY, item STRING, qty INT) WITH (kafka_topic='orders', format='JSON');
-                  CREATE STREAM shipments (id BIGINT KEY, carrier STRING, ref STRING) WITH (kafka_topic='shipments', format='JSON');
-                  CREATE STREAM shipped AS SELECT o.id, item, qty, carrier FROM orders o JOIN shipments s WITHIN 1 MINUTE ON o.id = s.id;",
-            setup: |n| {
-                // Each order is shipped 100 records (10 ms) later; ids never repeat, so
-                // every shipment finds exactly one order within the window.
-                let timed = (0..n)
-                    .map(|i| {
-                        let shipment = i % 2 == 1;
-                        let id = if shipment { (i / 2).saturating_sub(50) } else { i / 2 };
-                        Input {
-                            input: shipment as usize,
-                            key: id.to_string().into_bytes(),
-                            value: if shipment {
-                                format!(r#"{{"CARRIER":"carrier-{}","REF":"ref-{id:010}-padding-padding"}}"#, id % 7)
-                            } else {
-                                format!(r#"{{"ITEM":"item-{:06}-with-a-longer-name","QTY":{}}}"#, id % 100_000, id % 9)
-                            }
-                            .into_bytes(),
-                            ts: (i / 10) as i64,
-                        }
-                    })
-                    .collect();
-                (Vec::new(), timed)
-            },
+            sql: STREAM_STREAM,
+            setup: |n| (Vec::new(), orders_and_shipments(n, 1)),
+        },
+        Scenario {
+            name: "stream-stream-runs",
+            sql: STREAM_STREAM,
+            setup: |n| (Vec::new(), orders_and_shipments(n, 500)),
         },
     ]
+}
+
+const STREAM_STREAM: &str = "CREATE STREAM orders (id BIGINT KEY, item STRING, qty INT) WITH (kafka_topic='orders', format='JSON');
+    CREATE STREAM shipments (id BIGINT KEY, carrier STRING, ref STRING) WITH (kafka_topic='shipments', format='JSON');
+    CREATE STREAM shipped AS SELECT o.id, item, qty, carrier FROM orders o JOIN shipments s WITHIN 1 MINUTE ON o.id = s.id;";
+
+/// Orders and their shipments, arriving in runs of `run` records of one topic (1: they
+/// alternate record by record; a consumer's fetches deliver runs of a partition). Each
+/// order's shipment comes 500 orders later, well within the window; ids never repeat, so
+/// every shipment finds exactly one order.
+fn orders_and_shipments(n: usize, run: usize) -> Vec<Input> {
+    (0..n)
+        .map(|i| {
+            let shipment = (i / run) % 2 == 1;
+            let seq = (i / (2 * run)) * run + i % run;
+            let id = if shipment {
+                seq.saturating_sub(500)
+            } else {
+                seq
+            };
+            Input {
+                input: shipment as usize,
+                key: id.to_string().into_bytes(),
+                value: if shipment {
+                    format!(
+                        r#"{{"CARRIER":"carrier-{}","REF":"ref-{id:010}-padding-padding"}}"#,
+                        id % 7
+                    )
+                } else {
+                    format!(
+                        r#"{{"ITEM":"item-{:06}-with-a-longer-name","QTY":{}}}"#,
+                        id % 100_000,
+                        id % 9
+                    )
+                }
+                .into_bytes(),
+                ts: (i / 10) as i64,
+            }
+        })
+        .collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
