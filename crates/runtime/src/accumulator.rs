@@ -58,6 +58,12 @@ pub enum Accumulator {
     Histogram(Vec<(String, i64)>),
     /// CORRELATION: Pearson's sample correlation of the pairs with neither side NULL.
     Correlation(Moments),
+    /// STDDEV_SAMP (which ksqlDB defines as the sample variance) and STDDEV_SAMPLE (the
+    /// sample standard deviation), over the non-NULL values.
+    Deviation {
+        spread: Spread,
+        root: bool,
+    },
     /// ATTR: the value when every row had the same one (NULL counts as a value), else
     /// NULL. Counts per value, so a row can be taken back.
     Attr(Vec<(ScalarValue, i64)>, DataType),
@@ -128,6 +134,10 @@ impl Accumulator {
             },
             "HISTOGRAM" => Accumulator::Histogram(Vec::new()),
             "CORRELATION" => Accumulator::Correlation(Moments::default()),
+            f @ ("STDDEV_SAMP" | "STDDEV_SAMPLE") => Accumulator::Deviation {
+                spread: Spread::default(),
+                root: f == "STDDEV_SAMPLE",
+            },
             "ATTR" => Accumulator::Attr(Vec::new(), ty),
             other => {
                 return Err(RuntimeError::Plan(format!(
@@ -233,6 +243,11 @@ impl Accumulator {
                 }
             }
             Accumulator::Correlation(m) => m.add(args, 1.0)?,
+            Accumulator::Deviation { spread, .. } => {
+                if let Some(a) = arg.filter(|a| !a.is_null()) {
+                    spread.add(as_f64(a)?);
+                }
+            }
             Accumulator::Attr(counts, _) => {
                 if let Some(a) = arg {
                     match counts.iter_mut().find(|(v, _)| v == a) {
@@ -284,6 +299,11 @@ impl Accumulator {
                 }
             }
             Accumulator::Correlation(m) => m.add(args, -1.0)?,
+            Accumulator::Deviation { spread, .. } => {
+                if let Some(a) = arg.filter(|a| !a.is_null()) {
+                    spread.remove(as_f64(a)?);
+                }
+            }
             Accumulator::Attr(counts, _) => {
                 if let Some(a) = arg
                     && let Some(i) = counts.iter().position(|(v, _)| v == a)
@@ -384,6 +404,10 @@ impl Accumulator {
                 }
             }
             (Accumulator::Correlation(a), Accumulator::Correlation(b)) => a.merge(b),
+            (
+                Accumulator::Deviation { spread: a, .. },
+                Accumulator::Deviation { spread: b, .. },
+            ) => a.merge(b),
             (Accumulator::Attr(a, _), Accumulator::Attr(b, _)) => {
                 for (v, c) in b {
                     match a.iter_mut().find(|(x, _)| x == v) {
@@ -470,6 +494,10 @@ impl Accumulator {
                 let denominator = (m.n * m.xx - m.x * m.x).sqrt() * (m.n * m.yy - m.y * m.y).sqrt();
                 ScalarValue::Float64(Some(numerator / denominator))
             }
+            Accumulator::Deviation { spread, root } => {
+                let variance = spread.variance();
+                ScalarValue::Float64(Some(if *root { variance.sqrt() } else { variance }))
+            }
             Accumulator::Attr(counts, ty) => match counts.as_slice() {
                 [(v, _)] => v.clone(),
                 _ => ScalarValue::try_from(ty)?,
@@ -514,6 +542,62 @@ impl Moments {
             self.xy += sign * a * b;
         }
         Ok(())
+    }
+}
+
+/// Count, sum and sum of squared deviations, updated as ksqlDB updates them (from the
+/// running sum, which decides the last digits), from which the sample variance follows.
+#[derive(Clone, Debug, Default)]
+pub struct Spread {
+    count: f64,
+    sum: f64,
+    m2: f64,
+}
+
+impl Spread {
+    fn add(&mut self, v: f64) {
+        let (count, sum) = (self.count + 1.0, self.sum + v);
+        if self.count > 0.0 {
+            let delta = v * count - sum;
+            self.m2 += delta * delta / (count * self.count);
+        }
+        self.count = count;
+        self.sum = sum;
+    }
+
+    fn remove(&mut self, v: f64) {
+        if self.count <= 1.0 {
+            *self = Spread::default();
+            return;
+        }
+        let delta = v * self.count - self.sum;
+        self.m2 -= delta * delta / (self.count * (self.count - 1.0));
+        self.count -= 1.0;
+        self.sum -= v;
+    }
+
+    fn merge(&mut self, other: &Spread) {
+        if other.count == 0.0 {
+            return;
+        }
+        if self.count == 0.0 {
+            *self = other.clone();
+            return;
+        }
+        let delta = other.sum / other.count - self.sum / self.count;
+        let n = self.count + other.count;
+        self.m2 += other.m2 + delta * delta * self.count * other.count / n;
+        self.count = n;
+        self.sum += other.sum;
+    }
+
+    /// The sample variance; 0 for fewer than two values.
+    fn variance(&self) -> f64 {
+        if self.count < 2.0 {
+            0.0
+        } else {
+            self.m2 / (self.count - 1.0)
+        }
     }
 }
 
@@ -627,6 +711,37 @@ mod tests {
         );
         attr.undo(&[int(Some(2))]).unwrap();
         assert_eq!(attr.value().unwrap().to_string(), "1");
+    }
+
+    #[test]
+    fn deviations_follow_ksqldb_and_undo() {
+        let mut sample = Accumulator::new(&call(
+            "STDDEV_SAMPLE",
+            vec![Expr::Column("X".into())],
+            SqlType::Double,
+        ))
+        .unwrap();
+        let mut samp = Accumulator::new(&call(
+            "STDDEV_SAMP",
+            vec![Expr::Column("X".into())],
+            SqlType::Double,
+        ))
+        .unwrap();
+        let value = |a: &Accumulator| match a.value().unwrap() {
+            ScalarValue::Float64(Some(v)) => v,
+            other => panic!("{other:?}"),
+        };
+        for (i, x) in [10.0, 12.0, 13.0].into_iter().enumerate() {
+            sample.update(&[ScalarValue::from(x)], i as i64).unwrap();
+            samp.update(&[ScalarValue::from(x)], i as i64).unwrap();
+        }
+        // ksqlDB's STDDEV_SAMP is the sample variance; STDDEV_SAMPLE its square root.
+        assert!((value(&samp) - 7.0 / 3.0).abs() < 1e-12);
+        assert!((value(&sample) - (7.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        samp.undo(&[ScalarValue::from(13.0)]).unwrap();
+        assert!((value(&samp) - 2.0).abs() < 1e-12);
+        samp.undo(&[ScalarValue::from(12.0)]).unwrap();
+        assert_eq!(value(&samp), 0.0);
     }
 
     #[test]

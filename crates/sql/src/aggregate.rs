@@ -95,10 +95,15 @@ fn aggregate_type(
             value: Box::new(SqlType::Bigint),
         },
         ("CORRELATION", [x, y]) if x.is_numeric() && y.is_numeric() => SqlType::Double,
+        (
+            "STDDEV_SAMP" | "STDDEV_SAMPLE",
+            [SqlType::Integer | SqlType::Bigint | SqlType::Double],
+        ) => SqlType::Double,
         ("ATTR", [t]) => t.clone(),
         (
             "COUNT" | "SUM" | "AVG" | "MIN" | "MAX" | "LATEST_BY_OFFSET" | "EARLIEST_BY_OFFSET"
-            | "COLLECT_LIST" | "COLLECT_SET" | "HISTOGRAM" | "CORRELATION" | "ATTR",
+            | "COLLECT_LIST" | "COLLECT_SET" | "HISTOGRAM" | "CORRELATION" | "ATTR" | "STDDEV_SAMP"
+            | "STDDEV_SAMPLE",
             _,
         ) => return Err(bad()),
         _ => {

@@ -1517,6 +1517,8 @@ const TABLE_AGGREGATES: &[&str] = &[
     "HISTOGRAM",
     "CORRELATION",
     "ATTR",
+    "STDDEV_SAMP",
+    "STDDEV_SAMPLE",
 ];
 
 fn check_table_aggregates(pos: Pos, step: &Step) -> Result<(), SqlError> {
