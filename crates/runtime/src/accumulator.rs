@@ -732,8 +732,8 @@ mod tests {
             other => panic!("{other:?}"),
         };
         for (i, x) in [10.0, 12.0, 13.0].into_iter().enumerate() {
-            sample.update(&[ScalarValue::from(x)], i as i64).unwrap();
-            samp.update(&[ScalarValue::from(x)], i as i64).unwrap();
+            sample.update(&[ScalarValue::from(x)], i as u64).unwrap();
+            samp.update(&[ScalarValue::from(x)], i as u64).unwrap();
         }
         // ksqlDB's STDDEV_SAMP is the sample variance; STDDEV_SAMPLE its square root.
         assert!((value(&samp) - 7.0 / 3.0).abs() < 1e-12);
