@@ -29,6 +29,10 @@ pub struct TopicSpec {
     /// or TIMESTAMP; None: the Kafka record's timestamp.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<String>,
+    /// The Java date-time pattern the `timestamp` column (a STRING) is written in
+    /// (`WITH (TIMESTAMP_FORMAT=...)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_format: Option<String>,
     /// Keys are windowed (time windows: the key's bytes, then the window start as 8
     /// big-endian bytes, as Kafka Streams writes them).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -636,7 +636,12 @@ impl Pipeline {
     fn write(&mut self, mut batch: RecordBatch, out: &mut Vec<OutputRecord>) -> Result<()> {
         if let Some(ts) = &self.sink.timestamp {
             let index = batch.schema().index_of(ts)?;
-            batch = event_time(batch, index, &mut self.invalid_timestamps)?;
+            batch = event_time(
+                batch,
+                index,
+                self.sink.timestamp_format.as_deref(),
+                &mut self.invalid_timestamps,
+            )?;
             if batch.num_rows() == 0 {
                 return Ok(());
             }
@@ -836,7 +841,12 @@ impl Input {
         let mut batch = RecordBatch::try_new(self.schema.clone(), columns)?;
         if let Some(ts) = &self.source.timestamp {
             let index = batch.schema().index_of(ts)?;
-            batch = event_time(batch, index, invalid_timestamps)?;
+            batch = event_time(
+                batch,
+                index,
+                self.source.timestamp_format.as_deref(),
+                invalid_timestamps,
+            )?;
         }
         Ok(Some(batch))
     }
@@ -916,11 +926,20 @@ fn split_windowed_key<'k>(
 /// Makes the column at `index` (BIGINT or TIMESTAMP) the rows' ROWTIME; rows where it is
 /// NULL or negative are dropped and counted, as ksqlDB skips records with an invalid
 /// event time.
-fn event_time(batch: RecordBatch, index: usize, invalid: &mut u64) -> Result<RecordBatch> {
+fn event_time(
+    batch: RecordBatch,
+    index: usize,
+    format: Option<&str>,
+    invalid: &mut u64,
+) -> Result<RecordBatch> {
     use datafusion_common::arrow::compute::kernels::{boolean, cmp};
     use datafusion_common::arrow::compute::{cast, is_not_null};
     use datafusion_common::arrow::datatypes::DataType;
-    let times = cast(batch.column(index), &DataType::Int64)?;
+    let times = match format {
+        // A string in the given pattern; one that does not parse is an invalid time.
+        Some(pattern) => crate::udf::parse_with_pattern(batch.column(index), pattern),
+        None => cast(batch.column(index), &DataType::Int64)?,
+    };
     let zero = Int64Array::new_scalar(0);
     let valid = boolean::and(&is_not_null(&times)?, &cmp::gt_eq(&times, &zero)?)?;
     let valid = if valid.null_count() > 0 {
@@ -948,6 +967,7 @@ mod tests {
         let source = TopicSpec {
             topic: "in".into(),
             timestamp: None,
+            timestamp_format: None,
             window: None,
             key_format: Format::new(FormatKind::Kafka),
             value_format: Format::new(value_format),
@@ -1001,6 +1021,7 @@ mod tests {
                 topic: TopicSpec {
                     topic: "out".into(),
                     timestamp: None,
+                    timestamp_format: None,
                     window: None,
                     key_format: Format::new(FormatKind::Kafka),
                     value_format: Format::new(sink_format),
@@ -1144,6 +1165,7 @@ mod tests {
             topic: TopicSpec {
                 topic: "out".into(),
                 timestamp: None,
+                timestamp_format: None,
                 window,
                 key_format: Format::new(FormatKind::Kafka),
                 value_format: Format::new(FormatKind::Json),

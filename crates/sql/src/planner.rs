@@ -753,10 +753,11 @@ fn plan_create_source(
         ));
     }
     let schema = LogicalSchema::new(columns);
-    let timestamp = timestamp_column(&with, &schema)?;
+    let (timestamp, timestamp_format) = timestamp_column(&with, &schema)?;
     let spec = TopicSpec {
         window,
         timestamp,
+        timestamp_format,
         topic,
         key_format: Format {
             delimiter: with.delimiter("KEY_DELIMITER", key_format)?,
@@ -905,7 +906,12 @@ fn parse_duration(text: &str) -> Option<i64> {
 }
 
 /// `WITH (TIMESTAMP='col')`: the column that holds the event time.
-fn timestamp_column(with: &With<'_>, schema: &LogicalSchema) -> Result<Option<String>, SqlError> {
+/// The event-time column (`TIMESTAMP`) and, for a STRING column, its pattern
+/// (`TIMESTAMP_FORMAT`).
+fn timestamp_column(
+    with: &With<'_>,
+    schema: &LogicalSchema,
+) -> Result<(Option<String>, Option<String>), SqlError> {
     let Some(name) = with.string("TIMESTAMP")? else {
         if with.string("TIMESTAMP_FORMAT")?.is_some() {
             return Err(SqlError::semantic(
@@ -913,7 +919,7 @@ fn timestamp_column(with: &With<'_>, schema: &LogicalSchema) -> Result<Option<St
                 "TIMESTAMP_FORMAT requires TIMESTAMP to name the column it applies to.",
             ));
         }
-        return Ok(None);
+        return Ok((None, None));
     };
     // Unquoted names in the property are upper-cased, like identifiers.
     let column = schema
@@ -928,11 +934,17 @@ fn timestamp_column(with: &With<'_>, schema: &LogicalSchema) -> Result<Option<St
                 ),
             )
         })?;
-    if with.string("TIMESTAMP_FORMAT")?.is_some() {
-        return Err(SqlError::unsupported(
-            with.pos("TIMESTAMP_FORMAT"),
-            "TIMESTAMP_FORMAT (event time parsed from a string column) is not supported yet",
-        ));
+    if let Some(format) = with.string("TIMESTAMP_FORMAT")? {
+        if column.ty != SqlType::String {
+            return Err(SqlError::semantic(
+                with.pos("TIMESTAMP_FORMAT"),
+                format!(
+                    "Timestamp column, `{}`, should be a String when TIMESTAMP_FORMAT is given.",
+                    column.name
+                ),
+            ));
+        }
+        return Ok((Some(column.name.clone()), Some(format)));
     }
     if !matches!(column.ty, SqlType::Bigint | SqlType::Timestamp) {
         return Err(SqlError::semantic(
@@ -943,7 +955,7 @@ fn timestamp_column(with: &With<'_>, schema: &LogicalSchema) -> Result<Option<St
             ),
         ));
     }
-    Ok(Some(column.name.clone()))
+    Ok((Some(column.name.clone()), None))
 }
 
 fn single_value_wrapping(
@@ -1250,6 +1262,7 @@ fn plan_create_as(
         None => source.topic.key_format.kind,
     };
     let inherit = |f: &Format, kind: FormatKind| if f.kind == kind { f.delimiter } else { None };
+    let sink_timestamp = timestamp_column(&with, &out_schema)?;
     let sink_topic = TopicSpec {
         // An aggregation's window, else the source's: a projection keeps windowed keys.
         window: if grouped {
@@ -1257,7 +1270,8 @@ fn plan_create_as(
         } else {
             source.topic.window.clone()
         },
-        timestamp: timestamp_column(&with, &out_schema)?,
+        timestamp: sink_timestamp.0,
+        timestamp_format: sink_timestamp.1,
         topic: with
             .string("KAFKA_TOPIC")?
             .unwrap_or_else(|| format!("{}{}", config.output_topic_prefix, c.name)),

@@ -281,6 +281,18 @@ fn format_timestamps(
     })
 }
 
+/// Epoch milliseconds of each string in a Java date-time pattern (UTC unless the text
+/// carries a zone); NULL where the string is NULL or does not parse.
+pub(crate) fn parse_with_pattern(strings: &ArrayRef, pattern: &str) -> ArrayRef {
+    use datafusion_common::arrow::array::{Int64Array, StringArray};
+    let rows = strings.len();
+    let patterns: ArrayRef = Arc::new(StringArray::from(vec![pattern; rows]));
+    Arc::new(Int64Array::from(parse_timestamps(
+        &[strings.clone(), patterns],
+        rows,
+    )))
+}
+
 fn parse_timestamps(a: &[ArrayRef], rows: usize) -> Vec<Option<i64>> {
     let (s, f) = (str_at(a, 0), str_at(a, 1));
     let mut cache = Patterns::default();
@@ -928,6 +940,21 @@ pub(super) fn parse_instant(text: &str, tokens: &[Token], zone: &Zone) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_times_parse_with_a_java_pattern() {
+        use datafusion_common::arrow::array::{AsArray, StringArray};
+        use datafusion_common::arrow::datatypes::Int64Type;
+        let strings: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("2018-05-11T21:58:33Z"),
+            Some("not a time"),
+            None,
+        ]));
+        let times = parse_with_pattern(&strings, "yyyy-MM-dd'T'HH:mm:ssX");
+        let times = times.as_primitive::<Int64Type>();
+        assert_eq!(times.value(0), 1_526_075_913_000);
+        assert!(times.is_null(1) && times.is_null(2));
+    }
 
     fn tokens(p: &str) -> Vec<Token> {
         tokenize(p).unwrap()

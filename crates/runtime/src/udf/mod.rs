@@ -11,6 +11,8 @@ mod math;
 mod strings;
 mod url;
 
+pub(crate) use dates::parse_with_pattern;
+
 use datafusion_common::arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float64Array, Int32Array, Int64Array,
     ListArray, StringArray, make_array,
