@@ -158,6 +158,43 @@ fn interleave_rows(arrays: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
 
 /// Casts between nested types: STRUCT fields by name (a field the source lacks is
 /// NULL), ARRAY and MAP elements one by one.
+/// A value as Java's `toString` writes it, as ksqlDB's CAST to STRING does: lists as
+/// `[1, 3]`, maps as `{k=1}`, structs as `Struct{F0=1,f1=3}`.
+fn java_text(a: &ArrayRef, row: usize) -> String {
+    if a.is_null(row) {
+        return "null".into();
+    }
+    match a.data_type() {
+        DataType::List(_) => {
+            let l = a.as_list::<i32>();
+            let items = l.value(row);
+            let parts: Vec<String> = (0..items.len()).map(|i| java_text(&items, i)).collect();
+            format!("[{}]", parts.join(", "))
+        }
+        DataType::Map(..) => {
+            let m = a.as_map();
+            let (start, end) = (
+                m.value_offsets()[row] as usize,
+                m.value_offsets()[row + 1] as usize,
+            );
+            let parts: Vec<String> = (start..end)
+                .map(|i| format!("{}={}", java_text(m.keys(), i), java_text(m.values(), i)))
+                .collect();
+            format!("{{{}}}", parts.join(", "))
+        }
+        DataType::Struct(fields) => {
+            let s = a.as_struct();
+            let parts: Vec<String> = fields
+                .iter()
+                .zip(s.columns())
+                .map(|(f, c)| format!("{}={}", f.name(), java_text(c, row)))
+                .collect();
+            format!("Struct{{{}}}", parts.join(","))
+        }
+        _ => crate::codec::encode::text_value(a, row),
+    }
+}
+
 pub fn cast_nested(args: &[ArrayRef], _: usize, returns: &DataType) -> Result<ArrayRef> {
     cast_to(&args[0], returns)
 }
@@ -167,6 +204,13 @@ fn cast_to(array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
         return Ok(array.clone());
     }
     Ok(match (array.data_type(), to) {
+        // A list, map or struct as text: as Java's toString writes them.
+        (from, DataType::Utf8) if from.is_nested() => {
+            let texts: Vec<Option<String>> = (0..array.len())
+                .map(|r| (!array.is_null(r)).then(|| java_text(array, r)))
+                .collect();
+            Arc::new(datafusion_common::arrow::array::StringArray::from(texts))
+        }
         (DataType::Struct(_), DataType::Struct(to_fields)) => {
             let s = array.as_struct();
             Arc::new(StructArray::new(
@@ -200,6 +244,12 @@ fn cast_to(array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
             ))
         }
         (DataType::Null, _) => new_null_array(to, array.len()),
+        // Java narrows a long to an int by keeping the low 32 bits.
+        (DataType::Int64, DataType::Int32) => Arc::new(
+            array
+                .as_primitive::<datafusion_common::arrow::datatypes::Int64Type>()
+                .unary::<_, Int32Type>(|v| v as i32),
+        ),
         _ => cast(array, to)?,
     })
 }
@@ -221,6 +271,31 @@ mod tests {
 
     fn ints(a: &ArrayRef) -> Vec<Option<i64>> {
         a.as_primitive::<Int64Type>().iter().collect()
+    }
+
+    #[test]
+    fn lists_cast_to_text_as_java_writes_them_and_longs_narrow_like_java() {
+        let item = Arc::new(Field::new("item", DataType::Int64, true));
+        let values: ArrayRef = Arc::new(Int64Array::from(vec![1, 3, 2_147_483_648]));
+        let lists: ArrayRef = Arc::new(ListArray::new(
+            item,
+            OffsetBuffer::from_lengths([3, 0]),
+            values,
+            Some(vec![true, false].into()),
+        ));
+        let text = cast_nested(std::slice::from_ref(&lists), 2, &DataType::Utf8).unwrap();
+        let text = text.as_string::<i32>();
+        assert_eq!(text.value(0), "[1, 3, 2147483648]");
+        assert!(text.is_null(1));
+        let narrowed = cast_nested(
+            &[lists],
+            2,
+            &DataType::List(Arc::new(Field::new("item", DataType::Int32, true))),
+        )
+        .unwrap();
+        let first = narrowed.as_list::<i32>().value(0);
+        let first: Vec<Option<i32>> = first.as_primitive::<Int32Type>().iter().collect();
+        assert_eq!(first, vec![Some(1), Some(3), Some(i32::MIN)]);
     }
 
     #[test]

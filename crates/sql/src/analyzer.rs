@@ -421,13 +421,13 @@ impl ExprAnalyzer<'_> {
             } => self.case(operand.as_deref(), whens, otherwise.as_deref()),
             ExprKind::Cast { expr, to } => {
                 let inner = self.analyze(expr)?;
-                if !inner.1.is_primitive() || !to.is_primitive() {
-                    return Err(SqlError::unsupported(
-                        e.pos,
-                        format!("CAST of ARRAY, MAP and STRUCT values is not supported yet: {e}"),
-                    ));
-                }
-                check_cast(&inner.1, to).map_err(|m| SqlError::semantic(e.pos, m))?;
+                check_cast(&inner.1, to).map_err(|m| {
+                    let m = match self.clause {
+                        Clause::Select => format!("Invalid Select: {m}"),
+                        _ => m,
+                    };
+                    SqlError::semantic(e.pos, m)
+                })?;
                 Ok((cast_to(inner, to), to.clone()))
             }
             ExprKind::Call { name, args, star } => self.call(name, args, *star, e),
@@ -1382,11 +1382,25 @@ fn decimal_result(op: BinaryOp, p1: u8, s1: u8, p2: u8, s2: u8) -> SqlType {
 /// types, and between the date and time types.
 fn check_cast(from: &SqlType, to: &SqlType) -> Result<(), String> {
     use SqlType::*;
+    let castable = |a: &SqlType, b: &SqlType| check_cast(a, b).is_ok();
     let ok = from == to
-        || (*to == String && from.is_primitive() && *from != Bytes)
+        || (*to == String && *from != Bytes)
         || (*from == String && to.is_primitive() && *to != Bytes)
         || (from.is_numeric() && to.is_numeric())
-        || matches!((from, to), (Timestamp, Date | Time) | (Date, Timestamp));
+        || matches!((from, to), (Timestamp, Date | Time) | (Date, Timestamp))
+        || match (from, to) {
+            (Array(a), Array(b)) => castable(a, b),
+            (Map { key: k1, value: v1 }, Map { key: k2, value: v2 }) => {
+                castable(k1, k2) && castable(v1, v2)
+            }
+            (Struct(a), Struct(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|(x, y)| x.name == y.name && castable(&x.ty, &y.ty))
+            }
+            _ => false,
+        };
     if ok {
         Ok(())
     } else {
