@@ -1269,11 +1269,17 @@ impl ExprAnalyzer<'_> {
             .collect();
         let Some((params, returns)) = def.resolve(&kinds) else {
             let shown: Vec<String> = typed.iter().map(|t| t.1.to_string()).collect();
+            // ksqlDB names the function as registered when no argument was given, and
+            // as written in lower case otherwise.
+            let shown_name = if typed.is_empty() {
+                def.name.to_string()
+            } else {
+                name.to_ascii_lowercase()
+            };
             return Err(SqlError::semantic(
                 whole.pos,
                 format!(
-                    "Function '{}' does not accept parameters ({}).",
-                    name.to_ascii_lowercase(),
+                    "Function '{shown_name}' does not accept parameters ({}).",
                     shown.join(", ")
                 ),
             ));
