@@ -92,8 +92,67 @@ fn clickstream_is_enriched_from_a_users_table_across_a_restart() {
         server.log_text()
     );
     assert!(
-        server.log_text().contains("restored a join's table"),
+        server.log_text().contains("restored a join's rows"),
         "the restart rebuilt the table"
+    );
+}
+
+#[test]
+fn orders_are_matched_to_shipments_within_an_hour_across_a_restart() {
+    let mut server = Server::start(&unique("svc"));
+    let orders = unique("orders");
+    let shipments = unique("shipments");
+    let shipped = unique("shipped");
+    server.ok(&format!(
+        "CREATE STREAM orders (order_id STRING KEY, item STRING) \
+           WITH (kafka_topic='{orders}', value_format='JSON', partitions=1); \
+         CREATE STREAM shipments (order_id STRING KEY, carrier STRING) \
+           WITH (kafka_topic='{shipments}', value_format='JSON', partitions=1); \
+         CREATE STREAM shipped WITH (kafka_topic='{shipped}') AS \
+           SELECT o.order_id, item, carrier FROM orders o \
+           JOIN shipments s WITHIN 1 HOUR ON o.order_id = s.order_id;"
+    ));
+    const MINUTE: i64 = 60_000;
+    let t0 = 1_700_000_000_000;
+    produce(
+        &orders,
+        &[
+            Record::new(Some("o1"), Some(r#"{"item":"book"}"#), t0),
+            Record::new(Some("o2"), Some(r#"{"item":"lamp"}"#), t0 + MINUTE),
+        ],
+    );
+    produce(
+        &shipments,
+        &[
+            // Within the hour: matched.
+            Record::new(Some("o1"), Some(r#"{"carrier":"ups"}"#), t0 + 30 * MINUTE),
+            // Two hours later: outside the window, no match.
+            Record::new(Some("o2"), Some(r#"{"carrier":"dhl"}"#), t0 + 121 * MINUTE),
+        ],
+    );
+    let first = keyed(&consume(&shipped, 1, WAIT));
+    assert_eq!(
+        first,
+        vec![("o1".into(), json!({"ITEM": "book", "CARRIER": "ups"}))]
+    );
+
+    // The order read before the restart is still in the window afterwards (rebuilt from
+    // the orders topic): a second shipment for it within the hour is matched.
+    server.restart();
+    produce(
+        &shipments,
+        &[Record::new(
+            Some("o1"),
+            Some(r#"{"carrier":"fedex"}"#),
+            t0 + 50 * MINUTE,
+        )],
+    );
+    let all = keyed(&consume(&shipped, 2, WAIT));
+    assert_eq!(
+        all[1],
+        ("o1".into(), json!({"ITEM": "book", "CARRIER": "fedex"})),
+        "log:\n{}",
+        server.log_text()
     );
 }
 

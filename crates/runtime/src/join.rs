@@ -66,6 +66,9 @@ struct Emit {
     tombstone: bool,
 }
 
+/// How many stream rows are kept between sweeps of the window stores.
+const SWEEP_EVERY: usize = 10_000;
+
 /// The grace period of a stream-stream join without one: Kafka Streams' old default.
 const DEFAULT_GRACE_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -98,6 +101,8 @@ pub struct JoinOp {
     /// The latest time seen on each side: a side's window store keeps rows no older
     /// than this minus its retention.
     side_time: [i64; 2],
+    /// Stream rows kept since the window stores were last swept of expired rows.
+    since_sweep: usize,
 }
 
 impl JoinOp {
@@ -176,11 +181,17 @@ impl JoinOp {
             subscriptions: HashMap::new(),
             stream_time: i64::MIN,
             side_time: [i64::MIN; 2],
+            since_sweep: 0,
         })
     }
 
     pub fn output_schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+
+    /// Whether the join keeps stream rows (window stores), not only tables.
+    pub fn keeps_stream_rows(&self) -> bool {
+        matches!(self.shape, JoinShape::StreamStream { .. })
     }
 
     /// Runs a batch of one side's rows through the join, returning the joined rows.
@@ -521,6 +532,18 @@ impl JoinOp {
         rows.retain(|r| r.ts >= horizon);
         if ts >= horizon {
             rows.push(kept);
+        }
+        // Now and then, the keys not seen again are swept too.
+        self.since_sweep += 1;
+        if self.since_sweep >= SWEEP_EVERY {
+            self.since_sweep = 0;
+            for (side, window) in self.windows.iter_mut().enumerate() {
+                let horizon = self.side_time[side].saturating_sub(retention);
+                window.retain(|_, rows| {
+                    rows.retain(|r| r.ts >= horizon);
+                    !rows.is_empty()
+                });
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! Running a pipeline against Kafka, and the topic administration the engine needs.
 //!
-//! A join's tables are rebuilt on start from their own topics (see `restore_table`).
+//! A join's state is rebuilt on start from its input topics (see `restore_input`).
 //!
 //! Guarantee in this version: at-least-once. Each query thread polls its consumer,
 //! runs the records through the pipeline, produces the results, and every commit
@@ -187,10 +187,11 @@ fn run_once(
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create_with_context(tracker)?;
-    // A join keeps the current rows of its tables: each table's topic is read again up
-    // to where the group committed, outputs dropped, before anything new is processed.
-    for input in pipeline.table_inputs() {
-        restore_table(
+    // A join keeps rows of its inputs (a table's current rows, a window's recent stream
+    // rows): each such input's topic is read again up to where the group committed,
+    // outputs dropped, before anything new is processed.
+    for input in pipeline.restore_inputs() {
+        restore_input(
             &consumer,
             &mut pipeline,
             input,
@@ -325,11 +326,11 @@ fn source_record<'m>(msg: &'m rdkafka::message::BorrowedMessage<'_>) -> SourceRe
     }
 }
 
-/// Reads a table input's topic from the start up to the offsets the query's group will
+/// Reads an input's topic from the start up to the offsets the query's group will
 /// resume from (or, with none committed, up to where it will start), running the
 /// records through the pipeline with the outputs dropped: the join's state for that
 /// table is then as it was when those offsets were committed.
-fn restore_table(
+fn restore_input(
     group: &BaseConsumer,
     pipeline: &mut Pipeline,
     input: usize,
@@ -420,7 +421,7 @@ fn restore_table(
         topic,
         records = restored,
         ms = started.elapsed().as_millis() as u64,
-        "restored a join's table from its topic"
+        "restored a join's rows from its input topic"
     );
     Ok(())
 }

@@ -542,14 +542,16 @@ impl Pipeline {
         })
     }
 
-    /// The inputs whose rows a join keeps (tables), which a restart must read again from
-    /// the start of their topics to rebuild the join's state.
-    pub fn table_inputs(&self) -> Vec<usize> {
+    /// The inputs whose rows joins keep, which a restart must read again from the start
+    /// of their topics to rebuild the joins' state: tables, and with a stream-stream
+    /// join, streams too (its window stores keep their recent rows).
+    pub fn restore_inputs(&self) -> Vec<usize> {
         if self.joins.is_empty() {
             return Vec::new();
         }
+        let windows = self.joins.iter().any(|j| j.op.keeps_stream_rows());
         (0..self.inputs.len())
-            .filter(|i| self.inputs[*i].table.is_some())
+            .filter(|i| windows || self.inputs[*i].table.is_some())
             .collect()
     }
 

@@ -562,7 +562,7 @@ impl Engine {
                 }
                 if plan.root.is_stateful() && !plan.root.restorable_from_sources() {
                     return Err(StatementError::unsupported(
-                        "Aggregations (GROUP BY) and stream-stream joins are not supported on Kafka yet: they need changelogged state stores, which come with exactly-once processing. `sluice test qtt` runs them in the test driver.".into(),
+                        "Aggregations (GROUP BY) are not supported on Kafka yet: they need changelogged state stores, which come with exactly-once processing. `sluice test qtt` runs them in the test driver.".into(),
                         &text,
                     ));
                 }
