@@ -58,6 +58,9 @@ pub enum Accumulator {
     Histogram(Vec<(String, i64)>),
     /// CORRELATION: Pearson's sample correlation of the pairs with neither side NULL.
     Correlation(Moments),
+    /// COUNT_DISTINCT: how many distinct non-NULL values, counted exactly (ksqlDB
+    /// estimates with HyperLogLog, which is exact for small counts).
+    Distinct(std::collections::HashSet<ScalarValue>),
     /// STDDEV_SAMP (which ksqlDB defines as the sample variance) and STDDEV_SAMPLE (the
     /// sample standard deviation), over the non-NULL values.
     Deviation {
@@ -134,6 +137,7 @@ impl Accumulator {
             },
             "HISTOGRAM" => Accumulator::Histogram(Vec::new()),
             "CORRELATION" => Accumulator::Correlation(Moments::default()),
+            "COUNT_DISTINCT" => Accumulator::Distinct(Default::default()),
             f @ ("STDDEV_SAMP" | "STDDEV_SAMPLE") => Accumulator::Deviation {
                 spread: Spread::default(),
                 root: f == "STDDEV_SAMPLE",
@@ -246,6 +250,11 @@ impl Accumulator {
             Accumulator::Deviation { spread, .. } => {
                 if let Some(a) = arg.filter(|a| !a.is_null()) {
                     spread.add(as_f64(a)?);
+                }
+            }
+            Accumulator::Distinct(seen) => {
+                if let Some(a) = arg.filter(|a| !a.is_null()) {
+                    seen.insert(a.clone());
                 }
             }
             Accumulator::Attr(counts, _) => {
@@ -494,6 +503,7 @@ impl Accumulator {
                 let denominator = (m.n * m.xx - m.x * m.x).sqrt() * (m.n * m.yy - m.y * m.y).sqrt();
                 ScalarValue::Float64(Some(numerator / denominator))
             }
+            Accumulator::Distinct(seen) => ScalarValue::Int64(Some(seen.len() as i64)),
             Accumulator::Deviation { spread, root } => {
                 let variance = spread.variance();
                 ScalarValue::Float64(Some(if *root { variance.sqrt() } else { variance }))
@@ -711,6 +721,24 @@ mod tests {
         );
         attr.undo(&[int(Some(2))]).unwrap();
         assert_eq!(attr.value().unwrap().to_string(), "1");
+    }
+
+    #[test]
+    fn count_distinct_counts_each_non_null_value_once() {
+        let mut c = Accumulator::new(&call(
+            "COUNT_DISTINCT",
+            vec![Expr::Column("X".into())],
+            SqlType::Bigint,
+        ))
+        .unwrap();
+        for (i, v) in [Some("a"), Some("b"), Some("a"), None]
+            .into_iter()
+            .enumerate()
+        {
+            c.update(&[ScalarValue::Utf8(v.map(str::to_string))], i as u64)
+                .unwrap();
+        }
+        assert_eq!(c.value().unwrap(), ScalarValue::Int64(Some(2)));
     }
 
     #[test]

@@ -100,10 +100,11 @@ fn aggregate_type(
             [SqlType::Integer | SqlType::Bigint | SqlType::Double],
         ) => SqlType::Double,
         ("ATTR", [t]) => t.clone(),
+        ("COUNT_DISTINCT", [t]) if t.is_primitive() => SqlType::Bigint,
         (
             "COUNT" | "SUM" | "AVG" | "MIN" | "MAX" | "LATEST_BY_OFFSET" | "EARLIEST_BY_OFFSET"
             | "COLLECT_LIST" | "COLLECT_SET" | "HISTOGRAM" | "CORRELATION" | "ATTR" | "STDDEV_SAMP"
-            | "STDDEV_SAMPLE",
+            | "STDDEV_SAMPLE" | "COUNT_DISTINCT",
             _,
         ) => return Err(bad()),
         _ => {
