@@ -66,13 +66,8 @@ fn show(r: &Record) -> String {
 
 /// Runs the example in `dir` against the server at `url`, printing what it does.
 /// Returns an error describing the first difference from the expected output.
-pub fn run_example(url: &str, dir: &Path, run_id: &str) -> Result<(), String> {
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    println!("== example {name}");
-    let statements = read(dir, "statements.sql", run_id)?;
+/// Runs statements over REST from the earliest offsets, and prints what each did.
+fn submit(url: &str, statements: &str) -> Result<(), String> {
     let resp = ureq::post(&format!("{url}/ksql"))
         .config()
         .http_status_as_error(false)
@@ -102,6 +97,31 @@ pub fn run_example(url: &str, dir: &Path, run_id: &str) -> Result<(), String> {
                 .unwrap_or("")
         );
     }
+    Ok(())
+}
+
+pub fn run_example(url: &str, dir: &Path, run_id: &str) -> Result<(), String> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    println!("== example {name}");
+    // An example may declare its sources first (`sources.sql`) and fill them
+    // (`setup.json`, a table's contents) before its queries start.
+    if dir.join("sources.sql").exists() {
+        submit(url, &read(dir, "sources.sql", run_id)?)?;
+    }
+    if dir.join("setup.json").exists() {
+        let setup: Value =
+            serde_json::from_str(&read(dir, "setup.json", run_id)?).map_err(|e| e.to_string())?;
+        let records = setup.as_array().ok_or("setup.json must be a list")?;
+        for v in records {
+            let (topic, record) = record_of(v)?;
+            produce(&topic, std::slice::from_ref(&record));
+        }
+        println!("   produced {} setup records", records.len());
+    }
+    submit(url, &read(dir, "statements.sql", run_id)?)?;
 
     let inputs: Value =
         serde_json::from_str(&read(dir, "input.json", run_id)?).map_err(|e| e.to_string())?;

@@ -189,6 +189,11 @@ impl JoinOp {
         self.schema.clone()
     }
 
+    /// Whether a stream (left) looks up a table (right).
+    pub fn is_stream_table(&self) -> bool {
+        matches!(self.shape, JoinShape::StreamTable)
+    }
+
     /// Whether the join keeps stream rows (window stores), not only tables.
     pub fn keeps_stream_rows(&self) -> bool {
         matches!(self.shape, JoinShape::StreamStream { .. })

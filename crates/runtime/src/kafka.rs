@@ -350,10 +350,20 @@ fn restore_input(
         tpl.add_partition(topic, *p);
     }
     let committed = group.committed_offsets(tpl, TIMEOUT)?;
+    // A stream-table join's table is loaded whole before the query first reads its
+    // stream (its changes emit nothing, so nothing is lost by reading them here): the
+    // group then starts the table where the load ended.
+    let bootstrap = pipeline.is_lookup_table(input);
     let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut loaded = TopicPartitionList::new();
     for p in &partitions {
         let end = match committed.find_partition(topic, *p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => o,
+            _ if bootstrap => {
+                let end = group.fetch_watermarks(topic, *p, TIMEOUT)?.1;
+                loaded.add_partition_offset(topic, *p, Offset::Offset(end))?;
+                end
+            }
             _ if config.auto_offset_reset == "earliest" => 0,
             _ => group.fetch_watermarks(topic, *p, TIMEOUT)?.1,
         };
@@ -416,6 +426,9 @@ fn restore_input(
         }
     }
     pipeline.flush(&mut dropped)?;
+    if loaded.count() > 0 {
+        group.commit(&loaded, CommitMode::Sync)?;
+    }
     tracing::info!(
         query = name,
         topic,

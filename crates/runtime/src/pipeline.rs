@@ -555,6 +555,15 @@ impl Pipeline {
             .collect()
     }
 
+    /// Whether an input is only the table side of a stream-table join: its changes
+    /// update the join's table and emit nothing.
+    pub fn is_lookup_table(&self, input: usize) -> bool {
+        let i = &self.inputs[input];
+        i.table.is_some()
+            && i.segment.ops.is_empty()
+            && matches!(i.segment.next, Next::Join(j, Side::Right) if self.joins[j].op.is_stream_table())
+    }
+
     /// The topics the plan reads, in the order of their input indexes (for `push`).
     pub fn source_topics(&self) -> Vec<&str> {
         self.inputs
