@@ -219,6 +219,20 @@ impl BinaryOp {
         }
     }
 
+    /// `=`, `<>`, `<`, `<=`, `>`, `>=`: the comparisons that are false (not NULL) when a
+    /// side is NULL, in ksqlDB's Java semantics (unlike IS [NOT] DISTINCT FROM).
+    pub fn is_plain_comparison(self) -> bool {
+        matches!(
+            self,
+            BinaryOp::Eq
+                | BinaryOp::NotEq
+                | BinaryOp::Lt
+                | BinaryOp::LtEq
+                | BinaryOp::Gt
+                | BinaryOp::GtEq
+        )
+    }
+
     pub fn is_comparison(self) -> bool {
         matches!(
             self,

@@ -36,7 +36,8 @@ pub fn compile(e: &Expr, schema: &Schema) -> Result<PhysExpr> {
             let l = compile(left, schema)?;
             let r = compile(right, schema)?;
             let e: PhysExpr = Arc::new(BinaryExpr::new(l, operator(*op), r));
-            if is_null_false(*op) {
+            // ksqlDB compares with Java semantics: a comparison with NULL is false.
+            if op.is_plain_comparison() {
                 null_as_false(e)?
             } else {
                 e
@@ -221,19 +222,6 @@ fn internal_call(
         schema,
         Arc::new(ConfigOptions::default()),
     )?))
-}
-
-/// ksqlDB compares with Java semantics: a comparison involving NULL is false, not NULL.
-fn is_null_false(op: BinaryOp) -> bool {
-    matches!(
-        op,
-        BinaryOp::Eq
-            | BinaryOp::NotEq
-            | BinaryOp::Lt
-            | BinaryOp::LtEq
-            | BinaryOp::Gt
-            | BinaryOp::GtEq
-    )
 }
 
 /// `CASE WHEN e THEN true ELSE false END`: NULL becomes false.

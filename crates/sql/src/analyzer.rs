@@ -960,18 +960,7 @@ impl ExprAnalyzer<'_> {
         right: &ast::Expr,
         whole: &ast::Expr,
     ) -> Result<Typed, SqlError> {
-        if is_null_literal(left)
-            && is_null_literal(right)
-            && matches!(
-                op,
-                BinaryOp::Eq
-                    | BinaryOp::NotEq
-                    | BinaryOp::Lt
-                    | BinaryOp::LtEq
-                    | BinaryOp::Gt
-                    | BinaryOp::GtEq
-            )
-        {
+        if is_null_literal(left) && is_null_literal(right) && op.is_plain_comparison() {
             return Err(SqlError::semantic(
                 whole.pos,
                 format!(

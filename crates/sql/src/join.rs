@@ -969,7 +969,7 @@ pub(crate) fn plan_join_projection(
             ));
         }
     }
-    let Some((_, key_column)) = keys.first().cloned() else {
+    if keys.is_empty() {
         if j.key.synthetic {
             let k = &j.key.column;
             return Err(SqlError::semantic(
@@ -990,10 +990,11 @@ pub(crate) fn plan_join_projection(
             stmt.pos,
             format!(
                 "The query used to build `{}` must include the join {list} in its projection (eg, SELECT {}...).",
-                c.name, shown[0]
+                c.name,
+                shown.first().copied().unwrap_or_default()
             ),
         ));
-    };
+    }
     if let Some((_, column)) = keys
         .iter()
         .enumerate()
@@ -1021,7 +1022,6 @@ pub(crate) fn plan_join_projection(
             ),
         ));
     }
-    let _ = key_column;
     let mut columns = Vec::new();
     let mut projection = Vec::new();
     for (name, column) in &keys {

@@ -148,19 +148,25 @@ fn contains(a: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
     })
 }
 
+/// Each row's list length (`None`: NULL) and all picked indexes, in order.
+fn flatten_picks(picks: Vec<Option<Vec<usize>>>) -> (Vec<Option<usize>>, UInt32Array) {
+    let lengths = picks.iter().map(|p| p.as_ref().map(Vec::len)).collect();
+    let indices = picks
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|i| Some(i as u32))
+        .collect();
+    (lengths, indices)
+}
+
 /// Lists made of elements picked from `source` by index, one list per row (`None`: NULL).
 pub(super) fn picked(
     source: &ArrayRef,
     picks: Vec<Option<Vec<usize>>>,
     returns: &DataType,
 ) -> Result<ArrayRef> {
-    let lengths: Vec<Option<usize>> = picks.iter().map(|p| p.as_ref().map(Vec::len)).collect();
-    let indices: UInt32Array = picks
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|i| Some(i as u32))
-        .collect();
+    let (lengths, indices) = flatten_picks(picks);
     let items = take(source.as_ref(), &indices, None)?;
     let out = list_of(items, &lengths)?;
     super::retype(out, returns)
@@ -478,13 +484,7 @@ fn entries(a: &[ArrayRef], rows: usize, returns: &DataType) -> Result<ArrayRef> 
     let DataType::Struct(fields) = item.data_type() else {
         return exec_err!("ENTRIES returns a list of structs");
     };
-    let lengths: Vec<Option<usize>> = picks.iter().map(|p| p.as_ref().map(Vec::len)).collect();
-    let indices: UInt32Array = picks
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|i| Some(i as u32))
-        .collect();
+    let (lengths, indices) = flatten_picks(picks);
     let k = take(keys.as_ref(), &indices, None)?;
     let v = take(m.values().as_ref(), &indices, None)?;
     let items = StructArray::try_new(fields.clone(), vec![k, v], None)?;

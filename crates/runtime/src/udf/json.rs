@@ -542,22 +542,8 @@ pub(super) fn write_json(out: &mut String, a: &ArrayRef, i: usize) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion_common::arrow::array::{Float64Array, ListArray, StringArray};
-
-    fn strings(v: &[Option<&str>]) -> ArrayRef {
-        Arc::new(StringArray::from(v.to_vec()))
-    }
-
-    fn texts(a: &ArrayRef) -> Vec<Option<String>> {
-        a.as_string::<i32>()
-            .iter()
-            .map(|v| v.map(str::to_string))
-            .collect()
-    }
-
-    fn s(v: &str) -> Option<String> {
-        Some(v.to_string())
-    }
+    use crate::udf::test_support::{s, strings, texts};
+    use datafusion_common::arrow::array::{Float64Array, ListArray};
 
     #[test]
     fn paths_read_dots_brackets_and_indexes() {

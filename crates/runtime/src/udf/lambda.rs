@@ -225,14 +225,14 @@ fn transform(a: &[ArrayRef], rows: usize, returns: &DataType) -> Result<ArrayRef
     }
 }
 
-/// FILTER(array, x => ...) or FILTER(map, (k, v) => ...).
-fn filter(a: &[ArrayRef], rows: usize, returns: &DataType) -> Result<ArrayRef> {
-    if rows == 0 {
-        return Ok(new_null_array(returns, 0));
-    }
-    let (columns, offsets, valid): (Vec<ArrayRef>, Vec<i32>, Vec<bool>) = match a[0].data_type() {
+/// The element columns of a list (its values) or a map (its keys, its values), the
+/// offsets of each row's elements, and which rows are not NULL.
+type CollectionParts = (Vec<ArrayRef>, Vec<i32>, Vec<bool>);
+
+fn collection_parts(a: &ArrayRef, rows: usize, function: &str) -> Result<CollectionParts> {
+    Ok(match a.data_type() {
         DataType::List(_) => {
-            let l = a[0].as_list::<i32>();
+            let l = a.as_list::<i32>();
             (
                 vec![l.values().clone()],
                 l.value_offsets().to_vec(),
@@ -240,15 +240,23 @@ fn filter(a: &[ArrayRef], rows: usize, returns: &DataType) -> Result<ArrayRef> {
             )
         }
         DataType::Map(..) => {
-            let m = a[0].as_map();
+            let m = a.as_map();
             (
                 vec![m.keys().clone(), m.values().clone()],
                 m.value_offsets().to_vec(),
                 (0..rows).map(|r| m.is_valid(r)).collect(),
             )
         }
-        other => return exec_err!("FILTER of {other}"),
-    };
+        other => return exec_err!("{function} of {other}"),
+    })
+}
+
+/// FILTER(array, x => ...) or FILTER(map, (k, v) => ...).
+fn filter(a: &[ArrayRef], rows: usize, returns: &DataType) -> Result<ArrayRef> {
+    if rows == 0 {
+        return Ok(new_null_array(returns, 0));
+    }
+    let (columns, offsets, valid) = collection_parts(&a[0], rows, "FILTER")?;
     let (keep, failed) = Lambda::from_arg(&a[1])?.apply(columns.clone())?;
     let keep = keep.as_boolean();
     let picks: Vec<Option<Vec<usize>>> = (0..rows)
@@ -277,25 +285,7 @@ fn reduce(a: &[ArrayRef], rows: usize, returns: &DataType) -> Result<ArrayRef> {
         return Ok(new_null_array(returns, 0));
     }
     let lambda = Lambda::from_arg(&a[2])?;
-    let (elements, offsets, valid): (Vec<ArrayRef>, Vec<i32>, Vec<bool>) = match a[0].data_type() {
-        DataType::List(_) => {
-            let l = a[0].as_list::<i32>();
-            (
-                vec![l.values().clone()],
-                l.value_offsets().to_vec(),
-                (0..rows).map(|r| l.is_valid(r)).collect(),
-            )
-        }
-        DataType::Map(..) => {
-            let m = a[0].as_map();
-            (
-                vec![m.keys().clone(), m.values().clone()],
-                m.value_offsets().to_vec(),
-                (0..rows).map(|r| m.is_valid(r)).collect(),
-            )
-        }
-        other => return exec_err!("REDUCE of {other}"),
-    };
+    let (elements, offsets, valid) = collection_parts(&a[0], rows, "REDUCE")?;
     let mut results: Vec<ArrayRef> = Vec::with_capacity(rows);
     for (r, valid) in valid.iter().enumerate() {
         let mut state = a[1].slice(r, 1);

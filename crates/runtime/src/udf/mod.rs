@@ -13,6 +13,28 @@ mod url;
 
 pub(crate) use dates::parse_with_pattern;
 
+/// Helpers the function families' tests share.
+#[cfg(test)]
+mod test_support {
+    use datafusion_common::arrow::array::{ArrayRef, AsArray, StringArray};
+    use std::sync::Arc;
+
+    pub fn strings(v: &[Option<&str>]) -> ArrayRef {
+        Arc::new(StringArray::from(v.to_vec()))
+    }
+
+    pub fn texts(a: &ArrayRef) -> Vec<Option<String>> {
+        a.as_string::<i32>()
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect()
+    }
+
+    pub fn s(v: &str) -> Option<String> {
+        Some(v.to_string())
+    }
+}
+
 use datafusion_common::arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float64Array, Int32Array, Int64Array,
     ListArray, StringArray, make_array,

@@ -899,25 +899,11 @@ pub(super) fn md5(input: &[u8]) -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion_common::arrow::array::{Int32Array, StringArray};
-
-    fn strings(v: &[Option<&str>]) -> ArrayRef {
-        Arc::new(StringArray::from(v.to_vec()))
-    }
+    use crate::udf::test_support::{s, strings, texts};
+    use datafusion_common::arrow::array::Int32Array;
 
     fn ints(v: &[Option<i32>]) -> ArrayRef {
         Arc::new(Int32Array::from(v.to_vec()))
-    }
-
-    fn texts(a: &ArrayRef) -> Vec<Option<String>> {
-        a.as_string::<i32>()
-            .iter()
-            .map(|v| v.map(str::to_string))
-            .collect()
-    }
-
-    fn s(v: &str) -> Option<String> {
-        Some(v.to_string())
     }
 
     #[test]
