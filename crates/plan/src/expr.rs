@@ -234,17 +234,8 @@ impl BinaryOp {
     }
 
     pub fn is_comparison(self) -> bool {
-        matches!(
-            self,
-            BinaryOp::Eq
-                | BinaryOp::NotEq
-                | BinaryOp::Lt
-                | BinaryOp::LtEq
-                | BinaryOp::Gt
-                | BinaryOp::GtEq
-                | BinaryOp::IsDistinctFrom
-                | BinaryOp::IsNotDistinctFrom
-        )
+        self.is_plain_comparison()
+            || matches!(self, BinaryOp::IsDistinctFrom | BinaryOp::IsNotDistinctFrom)
     }
 
     pub fn is_arithmetic(self) -> bool {
