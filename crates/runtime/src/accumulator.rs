@@ -2,6 +2,7 @@
 //! for each function, and undo for those that can aggregate a table.
 
 use crate::error::{Result, RuntimeError};
+use crate::snapshot::{Reader, Writer};
 use crate::types::arrow_type;
 use datafusion_common::ScalarValue;
 use datafusion_common::arrow::array::{ArrayRef, MapArray, StringArray, StructArray};
@@ -513,6 +514,117 @@ impl Accumulator {
                 _ => ScalarValue::try_from(ty)?,
             },
         })
+    }
+}
+
+impl Accumulator {
+    /// Writes the accumulator's running state (its parameters and types come from the
+    /// call, which `load` starts from).
+    pub fn save(&self, w: &mut Writer<'_>) -> Result<()> {
+        match self {
+            Accumulator::Count(n) => w.i64(*n),
+            Accumulator::Sum(v, _) | Accumulator::Min(v) | Accumulator::Max(v) => w.scalar(v)?,
+            Accumulator::Avg { sum, count } => {
+                w.f64(*sum);
+                w.i64(*count);
+            }
+            Accumulator::ByOffset { values, .. } => {
+                w.len(values.len());
+                for (seq, v) in values {
+                    w.u64(*seq);
+                    w.scalar(v)?;
+                }
+            }
+            Accumulator::Collect { values, .. } => w.scalars(values)?,
+            Accumulator::TopK { values, .. } => {
+                w.len(values.len());
+                for (v, others) in values {
+                    w.scalar(v)?;
+                    w.scalars(others)?;
+                }
+            }
+            Accumulator::Histogram(counts) => {
+                w.len(counts.len());
+                for (v, n) in counts {
+                    w.str(v);
+                    w.i64(*n);
+                }
+            }
+            Accumulator::Correlation(m) => {
+                for x in [m.n, m.x, m.y, m.xx, m.yy, m.xy] {
+                    w.f64(x);
+                }
+            }
+            Accumulator::Distinct(values) => {
+                w.len(values.len());
+                values.iter().try_for_each(|v| w.scalar(v))?;
+            }
+            Accumulator::Deviation { spread, .. } => {
+                for x in [spread.count, spread.sum, spread.m2] {
+                    w.f64(x);
+                }
+            }
+            Accumulator::Attr(counts, _) => {
+                w.len(counts.len());
+                for (v, n) in counts {
+                    w.scalar(v)?;
+                    w.i64(*n);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads back what `save` wrote into an accumulator fresh from the same call.
+    pub fn load(&mut self, r: &mut Reader<'_>) -> Result<()> {
+        match self {
+            Accumulator::Count(n) => *n = r.i64()?,
+            Accumulator::Sum(v, _) | Accumulator::Min(v) | Accumulator::Max(v) => *v = r.scalar()?,
+            Accumulator::Avg { sum, count } => {
+                *sum = r.f64()?;
+                *count = r.i64()?;
+            }
+            Accumulator::ByOffset { values, .. } => {
+                let n = r.len()?;
+                *values = (0..n)
+                    .map(|_| Ok((r.u64()?, r.scalar()?)))
+                    .collect::<Result<_>>()?;
+            }
+            Accumulator::Collect { values, .. } => *values = r.scalars()?,
+            Accumulator::TopK { values, .. } => {
+                let n = r.len()?;
+                *values = (0..n)
+                    .map(|_| Ok((r.scalar()?, r.scalars()?)))
+                    .collect::<Result<_>>()?;
+            }
+            Accumulator::Histogram(counts) => {
+                let n = r.len()?;
+                *counts = (0..n)
+                    .map(|_| Ok((r.string()?, r.i64()?)))
+                    .collect::<Result<_>>()?;
+            }
+            Accumulator::Correlation(m) => {
+                for x in [&mut m.n, &mut m.x, &mut m.y, &mut m.xx, &mut m.yy, &mut m.xy] {
+                    *x = r.f64()?;
+                }
+            }
+            Accumulator::Distinct(values) => {
+                let n = r.len()?;
+                *values = (0..n).map(|_| r.scalar()).collect::<Result<_>>()?;
+            }
+            Accumulator::Deviation { spread, .. } => {
+                for x in [&mut spread.count, &mut spread.sum, &mut spread.m2] {
+                    *x = r.f64()?;
+                }
+            }
+            Accumulator::Attr(counts, _) => {
+                let n = r.len()?;
+                *counts = (0..n)
+                    .map(|_| Ok((r.scalar()?, r.i64()?)))
+                    .collect::<Result<_>>()?;
+            }
+        }
+        Ok(())
     }
 }
 

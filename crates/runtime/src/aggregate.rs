@@ -14,7 +14,8 @@ use datafusion_common::arrow::datatypes::Int64Type;
 use datafusion_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion_common::arrow::record_batch::RecordBatch;
 use sluice_plan::{AggregateCall, Expr, LogicalSchema, NamedExpr, WindowKind, WindowSpec};
-use std::collections::HashMap;
+use crate::snapshot::{Reader, Writer};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 struct Group {
@@ -65,7 +66,13 @@ pub struct AggregateOp {
     stream_time: i64,
     /// Records dropped because every window they belong to was closed.
     pub late_records: u64,
+    /// The groups changed since the changelog last took them (None: not recorded).
+    changed: Option<HashSet<Vec<ScalarValue>>>,
 }
+
+/// Changelog keys: a group's key, or the operator's own counters.
+const GROUP_ENTRY: u8 = 0;
+const META_ENTRY: u8 = 1;
 
 /// Names of the window bounds after the output columns of a windowed aggregation; the
 /// sink reads the start for the windowed key.
@@ -164,6 +171,7 @@ impl AggregateOp {
             seq: 0,
             stream_time: i64::MIN,
             late_records: 0,
+            changed: None,
         })
     }
 
@@ -429,8 +437,9 @@ impl Rows {
 }
 
 impl AggregateOp {
-    /// The group for `key`, created empty if new.
+    /// The group for `key`, created empty if new; the caller changes it.
     fn group(&mut self, key: Vec<ScalarValue>, end: i64) -> Result<&mut Group> {
+        self.touch(&key);
         if !self.groups.contains_key(&key) {
             let accumulators = self
                 .calls
@@ -494,6 +503,7 @@ impl AggregateOp {
             let mut key = group_key.clone();
             key.push(ScalarValue::Int64(Some(*s)));
             let old = self.groups.remove(&key).expect("indexed sessions exist");
+            self.touch(&key);
             for (m, o) in merged.iter_mut().zip(&old.accumulators) {
                 m.merge(o)?;
             }
@@ -567,6 +577,7 @@ impl AggregateOp {
                 Some(ScalarValue::Int64(Some(s))) => *s,
                 _ => continue,
             };
+            self.touch(&key);
             let group = self.groups.get_mut(&key).expect("due groups exist");
             group.final_done = true;
             let group = &self.groups[&key];
@@ -592,6 +603,7 @@ impl AggregateOp {
         let close = stream_time - w.grace_ms - if session { w.size_ms } else { 0 };
         let kept_from = stream_time - w.retention();
         let mut gone_sessions = Vec::new();
+        let changed = &mut self.changed;
         self.groups.retain(|key, g| {
             let start = match key.last() {
                 Some(ScalarValue::Int64(Some(s))) => *s,
@@ -605,6 +617,9 @@ impl AggregateOp {
             if !keep && session {
                 gone_sessions.push((key[..key.len() - 1].to_vec(), start));
             }
+            if !keep && let Some(changed) = changed {
+                changed.insert(key.clone());
+            }
             keep
         });
         for (group_key, start) in gone_sessions {
@@ -612,6 +627,141 @@ impl AggregateOp {
                 index.retain(|s| *s != start);
                 if index.is_empty() {
                     self.sessions.remove(&group_key);
+                }
+            }
+        }
+    }
+}
+
+/// Changelog support: what changed since the last commit, as key and value bytes, and
+/// the state rebuilt from such entries.
+impl AggregateOp {
+    /// Starts recording which groups change.
+    pub fn record_changes(&mut self) {
+        self.changed.get_or_insert_with(HashSet::new);
+    }
+
+    fn touch(&mut self, key: &[ScalarValue]) {
+        if let Some(changed) = &mut self.changed
+            && !changed.contains(key)
+        {
+            changed.insert(key.to_vec());
+        }
+    }
+
+    /// The entries changed since the last call: each changed group's state, or a
+    /// deletion for a group that is gone; then the counters.
+    pub fn take_changes(&mut self, out: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+        let Some(changed) = self.changed.as_mut() else {
+            return Ok(());
+        };
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let changed = std::mem::take(changed);
+        for key in changed {
+            let mut k = vec![GROUP_ENTRY];
+            Writer(&mut k).scalars(&key)?;
+            let value = match self.groups.get(&key) {
+                None => None,
+                Some(g) => {
+                    let mut v = Vec::new();
+                    let mut w = Writer(&mut v);
+                    w.bool(g.emitted);
+                    w.i64(g.end);
+                    w.i64(g.max_ts);
+                    w.bool(g.final_done);
+                    for acc in &g.accumulators {
+                        acc.save(&mut w)?;
+                    }
+                    Some(v)
+                }
+            };
+            out.push((k, value));
+        }
+        let mut v = Vec::new();
+        let mut w = Writer(&mut v);
+        w.i64(self.stream_time);
+        w.u64(self.seq);
+        w.u64(self.late_records);
+        out.push((vec![META_ENTRY], Some(v)));
+        Ok(())
+    }
+
+    /// Forgets every group, before a restore.
+    pub fn clear(&mut self) {
+        self.groups.clear();
+        self.sessions.clear();
+        self.stream_time = i64::MIN;
+        self.seq = 0;
+        if let Some(c) = &mut self.changed {
+            c.clear();
+        }
+    }
+
+    /// Applies one changelog entry (the last entry for a key wins).
+    pub fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        match key.split_first() {
+            Some((&GROUP_ENTRY, rest)) => {
+                let group_key = Reader::new(rest).scalars()?;
+                let Some(value) = value else {
+                    self.groups.remove(&group_key);
+                    return Ok(());
+                };
+                let mut r = Reader::new(value);
+                let (emitted, end, max_ts, final_done) =
+                    (r.bool()?, r.i64()?, r.i64()?, r.bool()?);
+                let mut accumulators = self
+                    .calls
+                    .iter()
+                    .map(Accumulator::new)
+                    .collect::<Result<Vec<_>>>()?;
+                for acc in &mut accumulators {
+                    acc.load(&mut r)?;
+                }
+                if !r.is_empty() {
+                    return Err(RuntimeError::State(
+                        "an aggregation's changelog entry longer than its state".into(),
+                    ));
+                }
+                self.groups.insert(
+                    group_key,
+                    Group {
+                        accumulators,
+                        emitted,
+                        end,
+                        max_ts,
+                        final_done,
+                    },
+                );
+            }
+            Some((&META_ENTRY, _)) => {
+                if let Some(value) = value {
+                    let mut r = Reader::new(value);
+                    self.stream_time = r.i64()?;
+                    self.seq = r.u64()?;
+                    self.late_records = r.u64()?;
+                }
+            }
+            _ => {
+                return Err(RuntimeError::State(
+                    "an aggregation's changelog entry of an unknown kind".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds what follows from the restored groups: each key's session starts.
+    pub fn finish_restore(&mut self) {
+        self.sessions.clear();
+        if self.window.as_ref().is_some_and(|w| w.kind == WindowKind::Session) {
+            for key in self.groups.keys() {
+                if let Some(ScalarValue::Int64(Some(start))) = key.last() {
+                    self.sessions
+                        .entry(key[..key.len() - 1].to_vec())
+                        .or_default()
+                        .push(*start);
                 }
             }
         }

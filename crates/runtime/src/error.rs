@@ -12,6 +12,9 @@ pub enum RuntimeError {
     Expr(#[from] DataFusionError),
     #[error("arrow error: {0}")]
     Arrow(#[from] datafusion_common::arrow::error::ArrowError),
+    /// A state entry (from a changelog) that cannot be read back.
+    #[error("state: {0}")]
+    State(String),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
 }

@@ -3,6 +3,7 @@
 //! - `codec`: JSON, DELIMITED, KAFKA and NONE serdes between record bytes and Arrow columns;
 //! - `expr` and `udf`: plan expressions as DataFusion physical expressions, ksqlDB's functions;
 //! - `pipeline`: a compiled plan that turns a batch of source records into output records;
+//! - `snapshot`: operator state as bytes, for changelog records and restore;
 //! - `driver`: the deterministic test driver over in-memory topics;
 //! - `kafka`: running a pipeline on a real broker (consumer group, producer, commits) and
 //!   topic administration.
@@ -19,6 +20,7 @@ mod join;
 pub mod kafka;
 mod nested;
 pub mod pipeline;
+mod snapshot;
 pub mod types;
 pub mod udf;
 

@@ -78,6 +78,25 @@ enum Op {
 #[derive(Default)]
 struct TableRows {
     rows: std::collections::HashMap<Vec<u8>, Vec<u8>>,
+    /// Keys changed since the changelog last took them (None: not recorded).
+    changed: Option<std::collections::HashSet<Vec<u8>>>,
+}
+
+impl TableRows {
+    fn take_changes(&mut self, out: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+        if let Some(changed) = &mut self.changed {
+            for key in changed.drain() {
+                let value = self.rows.get(&key).cloned();
+                out.push((key, value));
+            }
+        }
+    }
+}
+
+/// A piece of state the changelog carries, in the order `Pipeline::stores` lists them.
+enum Store<'a> {
+    Table(&'a mut TableRows),
+    Aggregate(&'a mut AggregateOp),
 }
 
 /// Where a segment's rows go once its steps have run.
@@ -555,6 +574,108 @@ impl Pipeline {
             .collect()
     }
 
+    /// The state the changelog carries: materialized tables that no join replays (see
+    /// `restore_inputs`) and aggregations, in a fixed order for a plan.
+    fn stores(&mut self) -> Vec<Store<'_>> {
+        let replayed = self.restore_inputs();
+        let mut stores = Vec::new();
+        let mut segments = Vec::new();
+        for (i, input) in self.inputs.iter_mut().enumerate() {
+            if let Some(Some(rows)) = &mut input.table
+                && !replayed.contains(&i)
+            {
+                stores.push(Store::Table(rows));
+            }
+            segments.push(&mut input.segment);
+        }
+        segments.extend(self.joins.iter_mut().map(|j| &mut j.segment));
+        for segment in segments {
+            for op in &mut segment.ops {
+                if let Op::Aggregate(a) = op {
+                    stores.push(Store::Aggregate(a));
+                }
+            }
+        }
+        stores
+    }
+
+    /// Whether the plan keeps state that a restart restores from a changelog.
+    pub fn has_changelog(&mut self) -> bool {
+        !self.stores().is_empty()
+    }
+
+    /// Starts recording which state entries change, for `take_changes`.
+    pub fn record_changes(&mut self) {
+        for store in self.stores() {
+            match store {
+                Store::Table(t) => {
+                    t.changed.get_or_insert_with(Default::default);
+                }
+                Store::Aggregate(a) => a.record_changes(),
+            }
+        }
+    }
+
+    /// The state entries changed since the last call, as changelog keys (a store
+    /// number, then the store's key) and values (None: deleted).
+    pub fn take_changes(&mut self, out: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+        let mut entries = Vec::new();
+        for (n, store) in self.stores().into_iter().enumerate() {
+            match store {
+                Store::Table(t) => t.take_changes(&mut entries),
+                Store::Aggregate(a) => a.take_changes(&mut entries)?,
+            }
+            for (key, value) in entries.drain(..) {
+                let mut k = Vec::with_capacity(key.len() + 1);
+                k.push(n as u8);
+                k.extend_from_slice(&key);
+                out.push((k, value));
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the changelogged state, before it is restored: what a join's replay
+    /// pushed into an aggregation after it is not what the changelog recorded.
+    pub fn clear_changelogged(&mut self) {
+        for store in self.stores() {
+            match store {
+                Store::Table(t) => t.rows.clear(),
+                Store::Aggregate(a) => a.clear(),
+            }
+        }
+    }
+
+    /// Applies one changelog entry; `finish_restore` follows the last one.
+    pub fn restore_change(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        let Some((&n, rest)) = key.split_first() else {
+            return Err(RuntimeError::State("an empty changelog key".into()));
+        };
+        let mut stores = self.stores();
+        let count = stores.len();
+        match stores.get_mut(n as usize) {
+            Some(Store::Table(t)) => {
+                match value {
+                    Some(v) => t.rows.insert(rest.to_vec(), v.to_vec()),
+                    None => t.rows.remove(rest),
+                };
+                Ok(())
+            }
+            Some(Store::Aggregate(a)) => a.restore(rest, value),
+            None => Err(RuntimeError::State(format!(
+                "a changelog entry for store {n}, but the plan has {count}"
+            ))),
+        }
+    }
+
+    pub fn finish_restore(&mut self) {
+        for store in self.stores() {
+            if let Store::Aggregate(a) = store {
+                a.finish_restore();
+            }
+        }
+    }
+
     /// Whether an input is only the table side of a stream-table join: its changes
     /// update the join's table and emit nothing.
     pub fn is_lookup_table(&self, input: usize) -> bool {
@@ -764,6 +885,9 @@ impl Input {
         }
         if let Some(Some(state)) = &mut self.table {
             let key = r.key.unwrap_or_default().to_vec();
+            if let Some(changed) = &mut state.changed {
+                changed.insert(key.clone());
+            }
             match r.value {
                 Some(v) => {
                     state.rows.insert(key, v.to_vec());
