@@ -342,20 +342,6 @@ impl Step {
         ) || self.inputs().into_iter().any(Step::is_stateful)
     }
 
-    /// Whether all the plan's state can be rebuilt from its source topics: joins, whose
-    /// state is the current rows of source tables and the recent rows of streams, read
-    /// again from each input's topic up to the committed offsets on start (ksqlDB also
-    /// uses a source table's topic as its changelog). Aggregations keep state that only
-    /// a changelog keeps.
-    pub fn restorable_from_sources(&self) -> bool {
-        let own = match self {
-            Step::StreamAggregate { .. } => false,
-            Step::TableSource { materialized, .. } => !materialized,
-            _ => true,
-        };
-        own && self.inputs().into_iter().all(Step::restorable_from_sources)
-    }
-
     /// The sources the plan reads, with their names in the catalog.
     pub fn sources(&self) -> Vec<(&str, &TopicSpec)> {
         match self {

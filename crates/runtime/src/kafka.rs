@@ -1,12 +1,23 @@
 //! Running a pipeline against Kafka, and the topic administration the engine needs.
 //!
-//! A join's state is rebuilt on start from its input topics (see `restore_input`).
+//! A query runs as one task on its own thread: it is assigned every partition of its
+//! source topics (no group membership, so no rebalances) and resumes from the offsets
+//! its group committed.
 //!
-//! Guarantee in this version: at-least-once. Each query thread polls its consumer,
-//! runs the records through the pipeline, produces the results, and every commit
-//! interval flushes the producer and only then commits the consumed offsets. A failure
-//! anywhere (a delivery error, a broker gone) drops the consumer and producer and starts
-//! again from the last committed offsets, with backoff.
+//! - **exactly_once_v2** (the default): a transactional producer whose id is the
+//!   query's, so a restarted query fences the previous one and aborts its open
+//!   transaction. Every commit interval, the interval's output records, the changelog
+//!   records of the state it changed, and the consumed offsets commit in one
+//!   transaction; everything reads `read_committed`.
+//! - **at_least_once**: every interval the producer is flushed (outputs and changelog),
+//!   then the offsets are committed; a crash in between repeats records.
+//!
+//! State: aggregations and materialized tables write what changed each interval to the
+//! query's compacted changelog topic and are rebuilt from it on start; a join's rows are
+//! rebuilt from its input topics, read again up to the committed offsets (see
+//! `restore_input`). A failure anywhere (a delivery error, an aborted transaction, a
+//! broker gone) drops the consumer, producer and state and starts again from the last
+//! commit, with backoff.
 
 use crate::error::{Result, RuntimeError};
 use crate::pipeline::{DecodeFailure, OutputRecord, Pipeline, SourceRecord};
@@ -35,6 +46,16 @@ pub struct QueryConfig {
     /// `earliest` or `latest`, used when the group has no committed offset.
     pub auto_offset_reset: String,
     pub commit_interval: Duration,
+    /// `processing.guarantee`: exactly_once_v2 (true) or at_least_once.
+    pub exactly_once: bool,
+}
+
+impl QueryConfig {
+    /// The topic the query's state is changelogged to (compacted, one partition: the
+    /// query runs as one task).
+    pub fn changelog_topic(&self) -> String {
+        format!("{}-state-changelog", self.group_id)
+    }
 }
 
 /// What a running query reports.
@@ -150,6 +171,9 @@ impl ProducerContext for DeliveryTracker {
     }
 }
 
+/// The producer a query writes with: transactional under exactly-once.
+type QueryProducer = ThreadedProducer<DeliveryTracker>;
+
 fn run_once(
     name: &str,
     plan: &QueryPlan,
@@ -157,6 +181,7 @@ fn run_once(
     stop: &AtomicBool,
     stats: &QueryStats,
 ) -> Result<()> {
+    const TIMEOUT: Duration = Duration::from_secs(30);
     let mut pipeline = Pipeline::new(plan)?;
     let topics: Vec<String> = pipeline
         .source_topics()
@@ -164,6 +189,8 @@ fn run_once(
         .map(|t| t.to_string())
         .collect();
     let sink_topic = pipeline.sink_topic().to_string();
+    // The query reads every partition of its sources itself (one task), so it is
+    // assigned them rather than joining the group: no rebalance ever moves them.
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap_servers)
         .set("group.id", &config.group_id)
@@ -173,20 +200,26 @@ fn run_once(
         .set("auto.offset.reset", &config.auto_offset_reset)
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "false")
-        // A member that dies without leaving (kill -9) holds its partitions until its
-        // session times out: keep that short so a restarted server resumes promptly.
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "3000")
         .create()?;
-    let tracker = DeliveryTracker::default();
-    let producer: ThreadedProducer<DeliveryTracker> = ClientConfig::new()
+    let mut producer_config = ClientConfig::new();
+    producer_config
         .set("bootstrap.servers", &config.bootstrap_servers)
         .set("client.id", format!("{}-producer", config.group_id))
         // Java's default partitioner, so keys land where ksqlDB would put them.
         .set("partitioner", "murmur2_random")
         .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create_with_context(tracker)?;
+        .set("linger.ms", "5");
+    if config.exactly_once {
+        // One id per query: a restarted query's producer fences the one before it and
+        // aborts its open transaction at once.
+        producer_config
+            .set("transactional.id", &config.group_id)
+            .set("transaction.timeout.ms", "30000");
+    }
+    let producer: QueryProducer = producer_config.create_with_context(DeliveryTracker::default())?;
+    if config.exactly_once {
+        producer.init_transactions(TIMEOUT)?;
+    }
     // A join keeps rows of its inputs (a table's current rows, a window's recent stream
     // rows): each such input's topic is read again up to where the group committed,
     // outputs dropped, before anything new is processed.
@@ -200,14 +233,33 @@ fn run_once(
             name,
         )?;
     }
-    let subscribed: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&subscribed)?;
-    tracing::info!(query = name, sources = ?topics, sink = %sink_topic, "query started");
+    let changelog = pipeline.has_changelog().then(|| config.changelog_topic());
+    if let Some(topic) = &changelog {
+        restore_changelog(&mut pipeline, topic, config, name)?;
+        pipeline.record_changes();
+    }
+    let mut assignment = TopicPartitionList::new();
+    for topic in &topics {
+        for p in partitions_of(&consumer, topic)? {
+            // The committed offset, or `auto.offset.reset` without one.
+            assignment.add_partition_offset(topic, p, Offset::Stored)?;
+        }
+    }
+    consumer.assign(&assignment)?;
+    tracing::info!(
+        query = name,
+        sources = ?topics,
+        sink = %sink_topic,
+        exactly_once = config.exactly_once,
+        "query started"
+    );
 
     let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut last_commit = Instant::now();
     let mut out: Vec<OutputRecord> = Vec::new();
+    let mut changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     let mut healthy_since: Option<Instant> = None;
+    let mut in_transaction = false;
     const MAX_BATCH: usize = 2000;
     loop {
         let stopping = stop.load(Ordering::SeqCst);
@@ -259,44 +311,52 @@ fn run_once(
                 "expressions failed for some rows; their results are NULL"
             );
         }
+        if config.exactly_once && !in_transaction && !out.is_empty() {
+            producer.begin_transaction()?;
+            in_transaction = true;
+        }
         for r in out.drain(..) {
             let mut record = BaseRecord::to(&sink_topic).timestamp(r.timestamp);
             if let Some(k) = &r.key {
-                record = record.key(k);
+                record = record.key(k.as_slice());
             }
             if let Some(v) = &r.value {
-                record = record.payload(v);
+                record = record.payload(v.as_slice());
             }
-            let mut pending = record;
-            loop {
-                match producer.send(pending) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        pending = back;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err((e, _)) => return Err(e.into()),
-                }
-            }
+            send(&producer, record)?;
             stats.records_out.fetch_add(1, Ordering::Relaxed);
         }
         if stopping || last_commit.elapsed() >= config.commit_interval {
-            flush_producer(&producer)?;
-            // A commit can fail while the group rebalances (a member died or joined).
-            // That is no reason to drop the consumer, which would only cause another
-            // rebalance: keep the offsets and try again at the next interval.
-            match commit_offsets(&consumer, &offsets) {
-                Ok(()) => offsets.clear(),
-                Err(e) => {
-                    tracing::info!(
-                        query = name,
-                        "offsets not committed yet, retrying at the next interval: {e}"
-                    );
-                    // Partitions that moved to another member are theirs to commit now.
-                    if let Ok(assigned) = consumer.assignment() {
-                        offsets.retain(|(t, p), _| assigned.find_partition(t, *p).is_some());
+            // The state changes of the interval go to the changelog with its outputs.
+            pipeline.take_changes(&mut changes)?;
+            if config.exactly_once && !in_transaction && (!changes.is_empty() || !offsets.is_empty()) {
+                producer.begin_transaction()?;
+                in_transaction = true;
+            }
+            if let Some(topic) = &changelog {
+                let now = now_millis();
+                for (k, v) in &changes {
+                    let mut record = BaseRecord::to(topic)
+                        .partition(0)
+                        .key(k.as_slice())
+                        .timestamp(now);
+                    if let Some(v) = v {
+                        record = record.payload(v.as_slice());
                     }
+                    send(&producer, record)?;
                 }
+            }
+            changes.clear();
+            if config.exactly_once {
+                if in_transaction {
+                    commit_transaction(&producer, &consumer, &offsets)?;
+                    in_transaction = false;
+                    offsets.clear();
+                }
+            } else {
+                flush_producer(&producer)?;
+                commit_offsets(&consumer, &offsets)?;
+                offsets.clear();
             }
             last_commit = Instant::now();
             // A query that has committed for a while after a restart is healthy again.
@@ -309,11 +369,68 @@ fn run_once(
             }
         }
         if stopping {
-            consumer.unsubscribe();
             tracing::info!(query = name, "query stopped");
             return Ok(());
         }
     }
+}
+
+/// Sends a record, waiting while the producer's queue is full.
+fn send(producer: &QueryProducer, record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+    let mut pending = record;
+    loop {
+        match producer.send(pending) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                pending = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
+}
+
+/// Commits the interval's outputs, changelog records and consumed offsets in one
+/// transaction. On failure the transaction is aborted (when it still can be) and the
+/// caller starts again from the last commit, state restored from the changelog.
+fn commit_transaction(
+    producer: &QueryProducer,
+    consumer: &BaseConsumer,
+    offsets: &BTreeMap<(String, i32), i64>,
+) -> Result<()> {
+    const TIMEOUT: Duration = Duration::from_secs(60);
+    let result = (|| -> Result<()> {
+        if !offsets.is_empty() {
+            let metadata = consumer
+                .group_metadata()
+                .ok_or_else(|| RuntimeError::Plan("the consumer has no group metadata".into()))?;
+            producer.send_offsets_to_transaction(&offset_list(offsets)?, &metadata, TIMEOUT)?;
+        }
+        producer.commit_transaction(TIMEOUT)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = producer.abort_transaction(TIMEOUT);
+    }
+    result
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let t = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .ok_or_else(|| RuntimeError::Plan(format!("the topic {topic} does not exist")))?;
+    Ok(t.partitions().iter().map(|p| p.id()).collect())
 }
 
 fn source_record<'m>(msg: &'m rdkafka::message::BorrowedMessage<'_>) -> SourceRecord<'m> {
@@ -323,6 +440,118 @@ fn source_record<'m>(msg: &'m rdkafka::message::BorrowedMessage<'_>) -> SourceRe
         timestamp: msg.timestamp().to_millis().unwrap_or(0),
         partition: msg.partition(),
         offset: msg.offset(),
+    }
+}
+
+/// Reads partitions of a topic from their start up to the given offsets (exclusive),
+/// committed records only, handing each record to `each`. Returns how many it read.
+fn read_up_to(
+    config: &QueryConfig,
+    topic: &str,
+    mut ends: BTreeMap<i32, i64>,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Result<()>,
+) -> Result<u64> {
+    ends.retain(|_, end| *end > 0);
+    if ends.is_empty() {
+        return Ok(0);
+    }
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        // Assigned partitions only; this group never commits.
+        .set("group.id", format!("{}-restore", config.group_id))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    for p in ends.keys() {
+        assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    reader.assign(&assignment)?;
+    let mut read = 0u64;
+    while !ends.is_empty() {
+        match reader.poll(Duration::from_millis(200)) {
+            Some(msg) => {
+                let msg = msg?;
+                let Some(end) = ends.get(&msg.partition()).copied() else {
+                    continue;
+                };
+                if msg.offset() < end {
+                    each(&msg)?;
+                    read += 1;
+                }
+                if msg.offset() + 1 >= end {
+                    ends.remove(&msg.partition());
+                }
+            }
+            // Transaction markers and compacted records take offsets no record is
+            // delivered at: a partition whose position passed its end is done.
+            None => {
+                let positions = reader.position()?;
+                ends.retain(|p, end| {
+                    match positions.find_partition(topic, *p).map(|e| e.offset()) {
+                        Some(Offset::Offset(o)) => o < *end,
+                        _ => true,
+                    }
+                });
+            }
+        }
+    }
+    Ok(read)
+}
+
+/// Rebuilds the pipeline's changelogged state from the changelog topic, created if it
+/// does not exist. Under exactly-once the producer was initialized first, which aborted
+/// any transaction a previous run left open: what is read is all that committed.
+fn restore_changelog(
+    pipeline: &mut Pipeline,
+    topic: &str,
+    config: &QueryConfig,
+    name: &str,
+) -> Result<()> {
+    let admin = KafkaAdmin::new(&config.bootstrap_servers)?;
+    block_on(admin.create_topic(topic, 1, None, &[("cleanup.policy", "compact")]))?;
+    let started = Instant::now();
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .create()?;
+    let end = probe
+        .fetch_watermarks(topic, 0, Duration::from_secs(30))?
+        .1;
+    // What a join's replay pushed through to the aggregation is not its state.
+    pipeline.clear_changelogged();
+    let entries = read_up_to(config, topic, BTreeMap::from([(0, end)]), |msg| {
+        let key = msg.key().unwrap_or_default();
+        pipeline.restore_change(key, msg.payload())
+    })?;
+    pipeline.finish_restore();
+    tracing::info!(
+        query = name,
+        topic,
+        entries,
+        ms = started.elapsed().as_millis() as u64,
+        "restored state from the changelog"
+    );
+    Ok(())
+}
+
+/// Runs a future to completion on this thread (rdkafka's admin futures are completed
+/// by its own background thread, so no async runtime is needed).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => return v,
+            std::task::Poll::Pending => std::thread::park_timeout(Duration::from_millis(100)),
+        }
     }
 }
 
@@ -339,12 +568,7 @@ fn restore_input(
     name: &str,
 ) -> Result<()> {
     const TIMEOUT: Duration = Duration::from_secs(30);
-    let metadata = group.fetch_metadata(Some(topic), TIMEOUT)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = partitions_of(group, topic)?;
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {
         tpl.add_partition(topic, *p);
@@ -367,81 +591,39 @@ fn restore_input(
             _ if config.auto_offset_reset == "earliest" => 0,
             _ => group.fetch_watermarks(topic, *p, TIMEOUT)?.1,
         };
-        if end > 0 {
-            ends.insert(*p, end);
-        }
+        ends.insert(*p, end);
     }
-    if ends.is_empty() {
-        return Ok(());
-    }
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.bootstrap_servers)
-        // Assigned partitions only; this group never commits.
-        .set("group.id", format!("{}-restore", config.group_id))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "false")
-        .create()?;
-    let mut assignment = TopicPartitionList::new();
-    for p in ends.keys() {
-        assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
-    }
-    reader.assign(&assignment)?;
     let started = Instant::now();
-    let mut restored = 0u64;
     let mut dropped = Vec::new();
-    while !ends.is_empty() {
-        match reader.poll(Duration::from_millis(200)) {
-            Some(msg) => {
-                let msg = msg?;
-                let Some(end) = ends.get(&msg.partition()).copied() else {
-                    continue;
-                };
-                if msg.offset() < end {
-                    let record = source_record(&msg);
-                    // A record that does not decode was skipped (and logged) when it
-                    // was first read; it changes no state now either.
-                    let _ = pipeline.push(input, &record);
-                    restored += 1;
-                }
-                if msg.offset() + 1 >= end {
-                    ends.remove(&msg.partition());
-                }
-                if pipeline.pending() >= 2000 {
-                    pipeline.flush(&mut dropped)?;
-                    dropped.clear();
-                }
-            }
-            // Transaction markers and compacted records take offsets no record is
-            // delivered at: a partition whose position passed its end is done.
-            None => {
-                let positions = reader.position()?;
-                ends.retain(|p, end| {
-                    match positions.find_partition(topic, *p).map(|e| e.offset()) {
-                        Some(Offset::Offset(o)) => o < *end,
-                        _ => true,
-                    }
-                });
-            }
+    let restored = read_up_to(config, topic, ends, |msg| {
+        // A record that does not decode was skipped (and logged) when it was first
+        // read; it changes no state now either.
+        let _ = pipeline.push(input, &source_record(msg));
+        if pipeline.pending() >= 2000 {
+            pipeline.flush(&mut dropped)?;
+            dropped.clear();
         }
-    }
+        Ok(())
+    })?;
     pipeline.flush(&mut dropped)?;
     if loaded.count() > 0 {
         group.commit(&loaded, CommitMode::Sync)?;
     }
-    tracing::info!(
-        query = name,
-        topic,
-        records = restored,
-        ms = started.elapsed().as_millis() as u64,
-        "restored a join's rows from its input topic"
-    );
+    if restored > 0 {
+        tracing::info!(
+            query = name,
+            topic,
+            records = restored,
+            ms = started.elapsed().as_millis() as u64,
+            "restored a join's rows from its input topic"
+        );
+    }
     Ok(())
 }
 
 /// Waits until every record produced so far is delivered; a failed delivery fails the
 /// interval, which then restarts from the last commit.
-fn flush_producer(producer: &ThreadedProducer<DeliveryTracker>) -> Result<()> {
+fn flush_producer(producer: &QueryProducer) -> Result<()> {
     producer.flush(Duration::from_secs(60))?;
     let ctx = producer.context();
     if ctx.failed.load(Ordering::SeqCst) > 0 {
@@ -463,12 +645,16 @@ fn commit_offsets(consumer: &BaseConsumer, offsets: &BTreeMap<(String, i32), i64
     if offsets.is_empty() {
         return Ok(());
     }
+    consumer.commit(&offset_list(offsets)?, CommitMode::Sync)?;
+    Ok(())
+}
+
+fn offset_list(offsets: &BTreeMap<(String, i32), i64>) -> Result<TopicPartitionList> {
     let mut tpl = TopicPartitionList::new();
     for ((topic, p), o) in offsets {
         tpl.add_partition_offset(topic, *p, Offset::Offset(*o))?;
     }
-    consumer.commit(&tpl, CommitMode::Sync)?;
-    Ok(())
+    Ok(tpl)
 }
 
 /// Topic administration over an rdkafka admin client.

@@ -29,7 +29,25 @@ pub struct ServerConfig {
     pub service_id: String,
     pub state_dir: std::path::PathBuf,
     pub commit_interval: Duration,
+    /// `processing.guarantee` of queries that do not set their own.
+    pub exactly_once: bool,
 }
+
+/// Reads a `processing.guarantee` value: exactly-once (true) or at-least-once.
+pub fn parse_guarantee(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "exactly_once_v2" | "exactly_once" => Ok(true),
+        "at_least_once" => Ok(false),
+        other => Err(format!(
+            "Invalid value {other} for configuration processing.guarantee: expected exactly_once_v2 or at_least_once"
+        )),
+    }
+}
+
+const GUARANTEE_PROPERTIES: [&str; 2] = [
+    "processing.guarantee",
+    "ksql.streams.processing.guarantee",
+];
 
 /// A persistent query in the catalog.
 pub struct PersistentQuery {
@@ -302,6 +320,9 @@ impl Engine {
                 .and_then(|v| v.parse().ok())
                 .map(Duration::from_millis)
                 .unwrap_or(self.config.commit_interval),
+            exactly_once: prop(&GUARANTEE_PROPERTIES)
+                .and_then(|v| parse_guarantee(&v).ok())
+                .unwrap_or(self.config.exactly_once),
         }
     }
 
@@ -472,6 +493,11 @@ impl Engine {
                 .map_err(|e| StatementError::from_sql(&e, &text))?
         };
         let fail = |message: String| StatementError::bad_statement(message, &text);
+        for name in GUARANTEE_PROPERTIES {
+            if let Some(Value::String(v)) = properties.get(name) {
+                parse_guarantee(v).map_err(fail)?;
+            }
+        }
         match planned {
             Planned::Show(target) => Ok(self.show(target, &text).await?),
             Planned::Property { .. } => Err(fail(
@@ -559,12 +585,6 @@ impl Engine {
                         ));
                     }
                     return Err(fail(already_exists(sink.kind, &sink.name, existing.kind)));
-                }
-                if plan.root.is_stateful() && !plan.root.restorable_from_sources() {
-                    return Err(StatementError::unsupported(
-                        "Aggregations (GROUP BY) are not supported on Kafka yet: they need changelogged state stores, which come with exactly-once processing. `sluice test qtt` runs them in the test driver.".into(),
-                        &text,
-                    ));
                 }
                 // The plan must run on this build before it is accepted.
                 sluice_runtime::Pipeline::new(&plan)
@@ -703,9 +723,26 @@ impl Engine {
                     version: COMMAND_VERSION,
                     statement: text.clone(),
                     properties: properties.clone(),
-                    action: Action::Terminate { query_id },
+                    action: Action::Terminate {
+                        query_id: query_id.clone(),
+                    },
                 };
-                self.submit(cmd, &text).await
+                let ids: Vec<String> = match query_id {
+                    Some(id) => vec![id],
+                    None => self.lock_metastore().queries.keys().cloned().collect(),
+                };
+                let entity = self.submit(cmd, &text).await?;
+                // The stopped queries' state and progress go with them.
+                for id in ids {
+                    let config = self.query_config(&id, &BTreeMap::new());
+                    if let Err(e) = self.admin.delete_topic(&config.changelog_topic()).await {
+                        tracing::warn!(query = %id, "cannot delete the changelog topic: {e}");
+                    }
+                    if let Err(e) = self.admin.delete_group(&config.group_id).await {
+                        tracing::warn!(query = %id, "cannot delete the consumer group: {e}");
+                    }
+                }
+                Ok(entity)
             }
         }
     }

@@ -107,6 +107,19 @@ struct ServerArgs {
     /// How often queries commit their progress, in milliseconds.
     #[arg(long, default_value_t = 100, env = "SLUICE_COMMIT_INTERVAL_MS")]
     commit_interval_ms: u64,
+    /// exactly_once_v2 or at_least_once, for queries that do not set
+    /// `processing.guarantee` themselves.
+    #[arg(
+        long,
+        default_value = "exactly_once_v2",
+        env = "SLUICE_PROCESSING_GUARANTEE",
+        value_parser = parse_guarantee
+    )]
+    processing_guarantee: bool,
+}
+
+fn parse_guarantee(value: &str) -> Result<bool, String> {
+    sluice_server::engine::parse_guarantee(value)
 }
 
 fn main() -> ExitCode {
@@ -128,6 +141,7 @@ fn main() -> ExitCode {
                 service_id: args.service_id,
                 state_dir: args.state_dir,
                 commit_interval: Duration::from_millis(args.commit_interval_ms),
+                exactly_once: args.processing_guarantee,
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
