@@ -4,6 +4,7 @@
 //! Every test uses its own topic names and service id, so tests run in parallel and
 //! never see each other's data.
 
+pub mod crash;
 pub mod examples;
 
 use rdkafka::admin::{AdminClient, AdminOptions};
@@ -126,10 +127,17 @@ pub struct Server {
     pub log: PathBuf,
     state_dir: PathBuf,
     listen: String,
+    /// More `sluice server` flags, kept across restarts.
+    extra_args: Vec<String>,
 }
 
 impl Server {
     pub fn start(service_id: &str) -> Server {
+        Server::start_with(service_id, &[])
+    }
+
+    /// Starts a server with more flags, e.g. `("--commit-interval-ms", "50")`.
+    pub fn start_with(service_id: &str, flags: &[(&str, &str)]) -> Server {
         let port = free_port();
         let dir = std::env::temp_dir().join(unique("sluice-e2e"));
         std::fs::create_dir_all(&dir).expect("a temp dir");
@@ -140,6 +148,10 @@ impl Server {
             log: dir.join("server.log"),
             state_dir: dir.join("state"),
             listen: format!("127.0.0.1:{port}"),
+            extra_args: flags
+                .iter()
+                .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+                .collect(),
         };
         s.spawn();
         s
@@ -162,6 +174,7 @@ impl Server {
             .args(["--service-id", &self.service_id])
             .arg("--state-dir")
             .arg(&self.state_dir)
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -202,6 +215,15 @@ impl Server {
             }
             let _ = c.wait();
         }
+    }
+
+    /// The process's peak resident memory so far (VmHWM), in MiB; Linux only.
+    pub fn peak_rss_mib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024)
     }
 
     /// Kills the server without warning (SIGKILL).
@@ -403,8 +425,19 @@ pub fn consume_until(
     let mut out = Vec::new();
     let deadline = Instant::now() + timeout;
     let mut settle: Option<Instant> = None;
+    // `done` may be costly over many records: with many, ask it again only after new
+    // records and a pause.
+    let mut checked = (usize::MAX, Instant::now());
+    let mut finished = false;
     loop {
-        if done(&out) {
+        if !finished
+            && checked.0 != out.len()
+            && (out.len() < 5000 || checked.1.elapsed() > Duration::from_millis(250))
+        {
+            finished = done(&out);
+            checked = (out.len(), Instant::now());
+        }
+        if finished {
             let until = *settle.get_or_insert_with(|| Instant::now() + Duration::from_millis(500));
             if Instant::now() > until {
                 break;

@@ -113,13 +113,9 @@ struct ServerArgs {
         long,
         default_value = "exactly_once_v2",
         env = "SLUICE_PROCESSING_GUARANTEE",
-        value_parser = parse_guarantee
+        value_parser = ["exactly_once_v2", "at_least_once"]
     )]
-    processing_guarantee: bool,
-}
-
-fn parse_guarantee(value: &str) -> Result<bool, String> {
-    sluice_server::engine::parse_guarantee(value)
+    processing_guarantee: String,
 }
 
 fn main() -> ExitCode {
@@ -141,7 +137,7 @@ fn main() -> ExitCode {
                 service_id: args.service_id,
                 state_dir: args.state_dir,
                 commit_interval: Duration::from_millis(args.commit_interval_ms),
-                exactly_once: args.processing_guarantee,
+                exactly_once: args.processing_guarantee == "exactly_once_v2",
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -1,0 +1,307 @@
+//! The crash harness: a stateless and a stateful persistent query over a keyed,
+//! partitioned topic, the server killed (`kill -9`) at random moments while they work,
+//! and their outputs checked against what a failure-free run writes.
+//!
+//! The expected outputs are computed from the input records: the CSAS writes each
+//! record that passes its filter, projected; the CTAS writes one row per input record
+//! (caching is off), and each windowed key's last row has that window's COUNT and SUM.
+//! Under exactly-once the outputs must equal those exactly (not a record missing, not
+//! one repeated); under at-least-once nothing may be missing.
+//!
+//! `sluice-crash` runs it from the command line with other counts; the e2e tests run it
+//! small.
+
+use crate::{Record, Server, consume_until, produce, unique};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct CrashRun {
+    pub records: usize,
+    pub keys: usize,
+    pub partitions: u32,
+    /// How many times the server is killed and restarted.
+    pub kills: usize,
+    pub exactly_once: bool,
+    pub commit_interval_ms: u64,
+    /// Seeds the moments of the kills.
+    pub seed: u64,
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct CrashReport {
+    /// From the queries' creation until both outputs were complete.
+    pub elapsed: Duration,
+    /// Input records per second over `elapsed` (both queries read each record).
+    pub rate: f64,
+    /// The server's peak resident memory (of its last process), in MiB.
+    pub peak_rss_mib: Option<u64>,
+    pub csas_records: usize,
+    pub ctas_records: usize,
+}
+
+const WINDOW_MS: i64 = 60_000;
+/// Each record is 10 ms after the one before: a key sees `WINDOW_MS / 10 / keys`
+/// records per window.
+const STEP_MS: i64 = 10;
+const BASE_TS: i64 = 1_700_000_000_000;
+
+fn key(i: usize, keys: usize) -> String {
+    format!("k{}", i % keys)
+}
+
+fn v(i: usize) -> i64 {
+    (i % 97) as i64
+}
+
+fn ts(i: usize) -> i64 {
+    BASE_TS + i as i64 * STEP_MS
+}
+
+fn input(i: usize, keys: usize) -> Record {
+    Record::new(
+        Some(&key(i, keys)),
+        Some(&format!(r#"{{"N":{i},"V":{}}}"#, v(i))),
+        ts(i),
+    )
+}
+
+/// The CSAS keeps records whose V is not a multiple of 3.
+fn passes(i: usize) -> bool {
+    v(i) % 3 != 0
+}
+
+/// A small deterministic generator for the kill moments (no dependency for it).
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+impl CrashRun {
+    /// Runs the scenario; Err describes how the outputs differ from the expected ones.
+    pub fn run(&self) -> Result<CrashReport, String> {
+        let mut server = Server::start_with(
+            &unique("crash"),
+            &[
+                (
+                    "--processing-guarantee",
+                    if self.exactly_once {
+                        "exactly_once_v2"
+                    } else {
+                        "at_least_once"
+                    },
+                ),
+                ("--commit-interval-ms", &self.commit_interval_ms.to_string()),
+            ],
+        );
+        let source = unique("crash_src");
+        let csas = unique("crash_csas");
+        let ctas = unique("crash_ctas");
+        server.ok(&format!(
+            "CREATE STREAM src (k STRING KEY, n BIGINT, v INT) WITH (kafka_topic='{source}', \
+             partitions={}, key_format='KAFKA', value_format='JSON');",
+            self.partitions
+        ));
+        let all: Vec<Record> = (0..self.records).map(|i| input(i, self.keys)).collect();
+        // The input arrives in chunks; the server is killed once in each gap, a random
+        // moment after the chunk before it was written, while it works on it.
+        let chunks = self.kills + 1;
+        let chunk = all.len().div_ceil(chunks).max(1);
+        let mut pieces = all.chunks(chunk);
+        if self.kills == 0 {
+            // A clean run measures the rate: everything is in the topic first.
+            produce(&source, &all);
+            pieces = [].chunks(1);
+        }
+        let started = Instant::now();
+        let props = json!({"auto.offset.reset": "earliest"});
+        for sql in [
+            format!(
+                "CREATE STREAM crash_csas WITH (kafka_topic='{csas}') AS \
+                 SELECT k, n, v * 2 AS v2 FROM src WHERE v % 3 <> 0;"
+            ),
+            format!(
+                "CREATE TABLE crash_ctas WITH (kafka_topic='{ctas}') AS \
+                 SELECT k, COUNT(*) AS cnt, SUM(v) AS total FROM src \
+                 WINDOW TUMBLING (SIZE {} SECONDS) GROUP BY k;",
+                WINDOW_MS / 1000
+            ),
+        ] {
+            let (status, body) = server.ksql_with(&sql, props.clone());
+            if status != 200 {
+                return Err(format!("{sql} failed: {body}"));
+            }
+        }
+        let mut rng = XorShift(self.seed | 1);
+        for (n, piece) in pieces.enumerate() {
+            produce(&source, piece);
+            if n < self.kills {
+                let wait = Duration::from_millis(200 + rng.next() % 1800);
+                std::thread::sleep(wait);
+                server.kill();
+                server.restart();
+            }
+        }
+        let expected_csas = (0..self.records).filter(|i| passes(*i)).count();
+        let complete = |records: &[(i32, Record)], count: usize| -> bool {
+            if self.exactly_once {
+                records.len() >= count
+            } else {
+                // At-least-once may repeat: wait for every distinct record.
+                let distinct: std::collections::HashSet<&Record> =
+                    records.iter().map(|(_, r)| r).collect();
+                distinct.len() >= count
+            }
+        };
+        let wait = Duration::from_secs(120 + self.records as u64 / 2000);
+        let csas_out = consume_until(&csas, wait, |r| complete(r, expected_csas));
+        let windows = self.expected_windows();
+        let exactly_once = self.exactly_once;
+        let ctas_out = consume_until(&ctas, wait, |r| ctas_done(&windows, r, exactly_once));
+        let elapsed = started.elapsed();
+        let peak_rss_mib = server.peak_rss_mib();
+        self.check_csas(&csas_out)?;
+        self.check_ctas(&ctas_out)?;
+        Ok(CrashReport {
+            elapsed,
+            rate: self.records as f64 / elapsed.as_secs_f64(),
+            peak_rss_mib,
+            csas_records: csas_out.len(),
+            ctas_records: ctas_out.len(),
+        })
+    }
+
+    /// Windowed key bytes (KAFKA string key, then the 8-byte window start) to the
+    /// window's final COUNT and SUM.
+    fn expected_windows(&self) -> HashMap<Vec<u8>, (i64, i64)> {
+        let mut windows: HashMap<Vec<u8>, (i64, i64)> = HashMap::new();
+        for i in 0..self.records {
+            let start = ts(i) - ts(i).rem_euclid(WINDOW_MS);
+            let mut k = key(i, self.keys).into_bytes();
+            k.extend_from_slice(&start.to_be_bytes());
+            let w = windows.entry(k).or_default();
+            w.0 += 1;
+            w.1 += v(i);
+        }
+        windows
+    }
+
+    fn check_csas(&self, out: &[(i32, Record)]) -> Result<(), String> {
+        // Multisets: (key, N, V2) to how many times it was written.
+        let mut expected: BTreeMap<(Vec<u8>, i64, i64), i64> = BTreeMap::new();
+        for i in (0..self.records).filter(|i| passes(*i)) {
+            *expected
+                .entry((key(i, self.keys).into_bytes(), i as i64, v(i) * 2))
+                .or_default() += 1;
+        }
+        let mut seen: BTreeMap<(Vec<u8>, i64, i64), i64> = BTreeMap::new();
+        for (_, r) in out {
+            let value = r.value_json();
+            let row = (
+                r.key.clone().unwrap_or_default(),
+                value["N"].as_i64().ok_or("CSAS row without N")?,
+                value["V2"].as_i64().ok_or("CSAS row without V2")?,
+            );
+            *seen.entry(row).or_default() += 1;
+        }
+        let missing = expected.keys().filter(|k| !seen.contains_key(*k)).count();
+        let unexpected = seen.keys().filter(|k| !expected.contains_key(*k)).count();
+        let repeated: i64 = seen.values().map(|n| n - 1).filter(|n| *n > 0).sum();
+        if missing > 0 || unexpected > 0 || (self.exactly_once && repeated > 0) {
+            return Err(format!(
+                "CSAS output differs: {} rows expected, {} written: {missing} missing, \
+                 {unexpected} unexpected, {repeated} repeated",
+                expected.len(),
+                out.len()
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_ctas(&self, out: &[(i32, Record)]) -> Result<(), String> {
+        let expected = self.expected_windows();
+        let latest = latest_per_key(out);
+        let wrong = |(k, v): &(&Vec<u8>, &(i64, i64))| {
+            !latest
+                .get(*k)
+                .is_some_and(|seen| window_ok(seen, v, self.exactly_once))
+        };
+        let examples: Vec<String> = expected
+            .iter()
+            .filter(wrong)
+            .take(3)
+            .map(|(k, v)| format!("{k:?}: expected {v:?}, got {:?}", latest.get(k)))
+            .collect();
+        let wrong_count = expected.iter().filter(wrong).count();
+        if wrong_count > 0 || latest.len() != expected.len() {
+            return Err(format!(
+                "CTAS output differs: {wrong_count} of {} windows wrong ({} written), e.g. {examples:?}",
+                expected.len(),
+                latest.len()
+            ));
+        }
+        // Caching is off: each input record updates one window once. Exactly-once
+        // writes each update once, so as many rows as records.
+        if self.exactly_once && out.len() != self.records {
+            return Err(format!(
+                "CTAS wrote {} rows for {} records: updates were lost or repeated",
+                out.len(),
+                self.records
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The CTAS is done when every windowed key's last row has its final count (at
+/// least, under at-least-once, where a repeated record counts twice).
+fn ctas_done(
+    expected: &HashMap<Vec<u8>, (i64, i64)>,
+    records: &[(i32, Record)],
+    exactly_once: bool,
+) -> bool {
+    if records.len() < expected.len() {
+        return false;
+    }
+    let latest = latest_per_key(records);
+    expected.iter().all(|(k, expected)| {
+        latest
+            .get(k)
+            .is_some_and(|seen| window_ok(seen, expected, exactly_once))
+    })
+}
+
+/// Under exactly-once a window's final (COUNT, SUM) is exact; under at-least-once
+/// records may count twice, never zero times.
+fn window_ok(seen: &(i64, i64), expected: &(i64, i64), exactly_once: bool) -> bool {
+    if exactly_once {
+        seen == expected
+    } else {
+        seen.0 >= expected.0 && seen.1 >= expected.1
+    }
+}
+
+/// The last (COUNT, SUM) written per windowed key, in offset order per partition (a
+/// key's rows are all in one partition).
+fn latest_per_key(records: &[(i32, Record)]) -> HashMap<Vec<u8>, (i64, i64)> {
+    let mut latest = HashMap::new();
+    for (_, r) in records {
+        let value = r.value_json();
+        if let (Some(k), Some(c), Some(t)) = (
+            r.key.clone(),
+            value["CNT"].as_i64(),
+            value["TOTAL"].as_i64(),
+        ) {
+            latest.insert(k, (c, t));
+        }
+    }
+    latest
+}
