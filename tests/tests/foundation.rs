@@ -100,6 +100,25 @@ fn csas_filters_projects_and_skips_bad_records() {
         log.contains("offset=3") && log.contains("requiredType: INTEGER"),
         "{log}"
     );
+    // And each is reported on the processing log topic, without its bytes by default.
+    let reports = consume(
+        &format!("_sluice-{}-processing-log", server.service_id),
+        2,
+        WAIT,
+    );
+    let errors: Vec<serde_json::Value> = reports
+        .iter()
+        .map(|r| r.value_json()["message"]["deserializationError"].clone())
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    for (e, offset) in errors.iter().zip([2, 3]) {
+        assert_eq!(e["topic"], input.as_str());
+        assert_eq!(e["partition"], 0);
+        assert_eq!(e["offset"], offset);
+        assert_eq!(e["target"], "value");
+        assert!(e["recordB64"].is_null(), "{e}");
+        assert!(e["errorMessage"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
+    }
 }
 
 #[test]

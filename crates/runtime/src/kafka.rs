@@ -48,6 +48,10 @@ pub struct QueryConfig {
     pub commit_interval: Duration,
     /// `processing.guarantee`: exactly_once_v2 (true) or at_least_once.
     pub exactly_once: bool,
+    /// Where records that cannot be processed are reported (None: only counted).
+    pub processing_log_topic: Option<String>,
+    /// `processing.log.include.rows`: the report carries the record's bytes.
+    pub log_rows: bool,
 }
 
 impl QueryConfig {
@@ -260,6 +264,7 @@ fn run_once(
     let mut changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     let mut healthy_since: Option<Instant> = None;
     let mut in_transaction = false;
+    let mut problems: Vec<Vec<u8>> = Vec::new();
     const MAX_BATCH: usize = 2000;
     loop {
         let stopping = stop.load(Ordering::SeqCst);
@@ -285,6 +290,20 @@ fn run_once(
                 {
                     stats.decode_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(query = name, topic = %topics[input], partition, offset, "skipping a record: {reason}");
+                    if config.processing_log_topic.is_some() {
+                        let target = if reason.contains("key") { "key" } else { "value" };
+                        let bytes = if target == "key" { msg.key() } else { msg.payload() };
+                        let problem = ProcessingProblem {
+                            query: name,
+                            topic: &topics[input],
+                            partition,
+                            offset,
+                            target,
+                            message: &reason,
+                            bytes: bytes.filter(|_| config.log_rows),
+                        };
+                        problems.push(problem.to_json());
+                    }
                 }
             }
         }
@@ -311,9 +330,14 @@ fn run_once(
                 "expressions failed for some rows; their results are NULL"
             );
         }
-        if config.exactly_once && !in_transaction && !out.is_empty() {
+        if config.exactly_once && !in_transaction && !(out.is_empty() && problems.is_empty()) {
             producer.begin_transaction()?;
             in_transaction = true;
+        }
+        if let Some(topic) = &config.processing_log_topic {
+            for p in problems.drain(..) {
+                send(&producer, BaseRecord::to(topic).payload(p.as_slice()))?;
+            }
         }
         for r in out.drain(..) {
             let mut record = BaseRecord::to(&sink_topic).timestamp(r.timestamp);
@@ -372,6 +396,52 @@ fn run_once(
             tracing::info!(query = name, "query stopped");
             return Ok(());
         }
+    }
+}
+
+/// A record the query skipped, as the processing log reports it (ksqlDB's processing
+/// log schema, with the record's partition and offset added).
+struct ProcessingProblem<'a> {
+    query: &'a str,
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    /// "key" or "value": the part that could not be read.
+    target: &'a str,
+    message: &'a str,
+    /// The part's bytes, when `processing.log.include.rows` is set.
+    bytes: Option<&'a [u8]>,
+}
+
+impl ProcessingProblem<'_> {
+    fn to_json(&self) -> Vec<u8> {
+        let record = self
+            .bytes
+            .map(crate::codec::encode::base64_encode)
+            .map_or(serde_json::Value::Null, serde_json::Value::String);
+        serde_json::json!({
+            "level": "ERROR",
+            "logger": format!("processing.{}.KsqlTopic.Source.deserializer", self.query),
+            "time": now_millis(),
+            "message": {
+                "type": 0,
+                "deserializationError": {
+                    "target": self.target,
+                    "errorMessage": self.message,
+                    "recordB64": record,
+                    "cause": [],
+                    "topic": self.topic,
+                    "partition": self.partition,
+                    "offset": self.offset,
+                },
+                "recordProcessingError": null,
+                "productionError": null,
+                "serializationError": null,
+                "kafkaStreamsThreadError": null,
+            },
+        })
+        .to_string()
+        .into_bytes()
     }
 }
 

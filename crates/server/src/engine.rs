@@ -44,6 +44,11 @@ pub fn parse_guarantee(value: &str) -> Result<bool, String> {
     }
 }
 
+/// The topic where queries report the records they skipped.
+pub fn processing_log_topic(service_id: &str) -> String {
+    format!("_sluice-{service_id}-processing-log")
+}
+
 const GUARANTEE_PROPERTIES: [&str; 2] = [
     "processing.guarantee",
     "ksql.streams.processing.guarantee",
@@ -149,6 +154,10 @@ impl Engine {
                 }
             }
         }
+        let log = processing_log_topic(&config.service_id);
+        admin.create_topic(&log, 1, None, &[]).await.map_err(|e| {
+            ServerError::Startup(format!("cannot create the processing log topic {log}: {e}"))
+        })?;
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &config.bootstrap_servers)
             .set("enable.idempotence", "true")
@@ -323,6 +332,12 @@ impl Engine {
             exactly_once: prop(&GUARANTEE_PROPERTIES)
                 .and_then(|v| parse_guarantee(&v).ok())
                 .unwrap_or(self.config.exactly_once),
+            processing_log_topic: Some(processing_log_topic(&self.config.service_id)),
+            log_rows: prop(&[
+                "processing.log.include.rows",
+                "ksql.logging.processing.rows.include",
+            ])
+            .is_some_and(|v| v.eq_ignore_ascii_case("true")),
         }
     }
 
