@@ -12,6 +12,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}
 # The end-to-end tests run the sluice binary: build it first.
 cargo build --workspace --bins
 cargo test --workspace
+# Tests that restart the shared local broker run alone, after all the others.
+cargo test -p sluice-e2e --test exactly_once -- --ignored
 
 # The conformance ratchet: ksqlDB's query-validation cases, read from ../shared.
 cases=../shared/conformance/qtt

@@ -21,12 +21,23 @@ pub struct CrashRun {
     pub records: usize,
     pub keys: usize,
     pub partitions: u32,
-    /// How many times the server is killed and restarted.
+    /// How many times the run is disrupted (see `disruption`).
     pub kills: usize,
+    pub disruption: Disruption,
     pub exactly_once: bool,
     pub commit_interval_ms: u64,
     /// Seeds the moments of the kills.
     pub seed: u64,
+}
+
+/// What happens to the run at each of its random moments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disruption {
+    /// The server is killed with SIGKILL and started again.
+    KillServer,
+    /// The local broker (`scripts/kafka-local.sh`) is stopped and started again; the
+    /// server keeps running and must resume by itself.
+    RestartBroker,
 }
 
 /// What a run measured.
@@ -146,8 +157,17 @@ impl CrashRun {
             if n < self.kills {
                 let wait = Duration::from_millis(200 + rng.next() % 1800);
                 std::thread::sleep(wait);
-                server.kill();
-                server.restart();
+                match self.disruption {
+                    Disruption::KillServer => {
+                        server.kill();
+                        server.restart();
+                    }
+                    Disruption::RestartBroker => {
+                        local_broker("stop")?;
+                        std::thread::sleep(Duration::from_secs(2));
+                        local_broker("start")?;
+                    }
+                }
             }
         }
         let expected_csas = (0..self.records).filter(|i| passes(*i)).count();
@@ -259,6 +279,19 @@ impl CrashRun {
         }
         Ok(())
     }
+}
+
+/// Runs `scripts/kafka-local.sh stop|start`.
+fn local_broker(command: &str) -> Result<(), String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/kafka-local.sh");
+    let status = std::process::Command::new(script)
+        .arg(command)
+        .status()
+        .map_err(|e| format!("cannot run {script}: {e}"))?;
+    if !status.success() {
+        return Err(format!("{script} {command} failed: {status}"));
+    }
+    Ok(())
 }
 
 /// The CTAS is done when every windowed key's last row has its final count (at

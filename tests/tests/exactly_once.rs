@@ -1,7 +1,7 @@
 //! Exactly-once and at-least-once under `kill -9`, with the crash harness run small
 //! (`sluice-crash` runs it with the counts).
 
-use sluice_e2e::crash::CrashRun;
+use sluice_e2e::crash::{CrashRun, Disruption};
 
 fn run(exactly_once: bool, seed: u64) {
     let run = CrashRun {
@@ -9,6 +9,7 @@ fn run(exactly_once: bool, seed: u64) {
         keys: 200,
         partitions: 4,
         kills: 3,
+        disruption: Disruption::KillServer,
         exactly_once,
         commit_interval_ms: 100,
         seed,
@@ -26,4 +27,25 @@ fn exactly_once_survives_kills_without_a_gap_or_a_repeat() {
 #[test]
 fn at_least_once_survives_kills_without_a_gap() {
     run(false, 7);
+}
+
+/// The broker goes away and comes back twice; the queries resume by themselves. It
+/// stops the shared local broker, so it is ignored in `cargo test` and run on its own
+/// by `scripts/test.sh` (`--ignored`), after every other test.
+#[test]
+#[ignore]
+fn exactly_once_survives_broker_restarts() {
+    let run = CrashRun {
+        records: 20_000,
+        keys: 200,
+        partitions: 4,
+        kills: 2,
+        disruption: Disruption::RestartBroker,
+        exactly_once: true,
+        commit_interval_ms: 100,
+        seed: 3,
+    };
+    if let Err(e) = run.run() {
+        panic!("{run:?}: {e}");
+    }
 }

@@ -275,7 +275,19 @@ fn run_once(
                     break;
                 };
                 timeout = Duration::ZERO;
-                let msg = msg?;
+                let msg = match msg {
+                    Ok(msg) => msg,
+                    // The client reconnects by itself: a broker that went away is no
+                    // reason to drop the query's state. Anything else restarts it.
+                    Err(KafkaError::MessageConsumption(
+                        RDKafkaErrorCode::BrokerTransportFailure
+                        | RDKafkaErrorCode::AllBrokersDown,
+                    )) => {
+                        tracing::debug!(query = name, "the broker is unreachable; polling on");
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 stats.records_in.fetch_add(1, Ordering::Relaxed);
                 offsets.insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);
                 let Some(input) = topics.iter().position(|t| t == msg.topic()) else {

@@ -5,11 +5,12 @@
 //!
 //! `sluice-crash --records 200000 --keys 1000 --partitions 4 --kills 8 --guarantee exactly_once_v2`
 
-use sluice_e2e::crash::CrashRun;
+use sluice_e2e::crash::{CrashRun, Disruption};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: sluice-crash [--records N] [--keys N] [--partitions N] [--kills N] \
-[--guarantee exactly_once_v2|at_least_once] [--commit-interval-ms N] [--seed N]";
+[--guarantee exactly_once_v2|at_least_once] \
+[--disruption kill-server|restart-broker] [--commit-interval-ms N] [--seed N]";
 
 fn main() -> ExitCode {
     let mut run = CrashRun {
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
         keys: 1000,
         partitions: 4,
         kills: 8,
+        disruption: Disruption::KillServer,
         exactly_once: true,
         commit_interval_ms: 100,
         seed: std::time::SystemTime::now()
@@ -38,6 +40,11 @@ fn main() -> ExitCode {
             "--kills" => number().map(|n| run.kills = n as usize),
             "--commit-interval-ms" => number().map(|n| run.commit_interval_ms = n),
             "--seed" => number().map(|n| run.seed = n),
+            "--disruption" => match value.as_str() {
+                "kill-server" => Some(run.disruption = Disruption::KillServer),
+                "restart-broker" => Some(run.disruption = Disruption::RestartBroker),
+                _ => None,
+            },
             "--guarantee" => match value.as_str() {
                 "exactly_once_v2" => Some(run.exactly_once = true),
                 "at_least_once" => Some(run.exactly_once = false),
