@@ -38,6 +38,9 @@ pub enum Disruption {
     /// The local broker (`scripts/kafka-local.sh`) is stopped and started again; the
     /// server keeps running and must resume by itself.
     RestartBroker,
+    /// Two servers of one service run the queries; the first is killed and stays
+    /// down, and the second must take over (once: more kills have no server left).
+    FailOver,
 }
 
 /// What a run measured.
@@ -151,6 +154,11 @@ impl CrashRun {
                 return Err(format!("{sql} failed: {body}"));
             }
         }
+        // The second server of a fail-over run: it replays the command topic and waits
+        // for the queries' leases.
+        let mut standby = (self.disruption == Disruption::FailOver)
+            .then(|| Server::start_with(&server.service_id, &server.flags()));
+        let mut retired = Vec::new();
         let mut rng = XorShift(self.seed | 1);
         for (n, piece) in pieces.enumerate() {
             produce(&source, piece);
@@ -167,6 +175,15 @@ impl CrashRun {
                         std::thread::sleep(Duration::from_secs(2));
                         local_broker("start")?;
                     }
+                    Disruption::FailOver => match standby.take() {
+                        Some(next) => {
+                            server.kill();
+                            // Dropping a server deletes the test's topics: keep the
+                            // dead one until the run is over.
+                            retired.push(std::mem::replace(&mut server, next));
+                        }
+                        None => return Err("a fail-over run has one kill".into()),
+                    },
                 }
             }
         }

@@ -217,6 +217,14 @@ impl Server {
         }
     }
 
+    /// The extra flags it was started with, as pairs.
+    pub fn flags(&self) -> Vec<(&str, &str)> {
+        self.extra_args
+            .chunks(2)
+            .map(|p| (p[0].as_str(), p[1].as_str()))
+            .collect()
+    }
+
     /// The process's peak resident memory so far (VmHWM), in MiB; Linux only.
     pub fn peak_rss_mib(&self) -> Option<u64> {
         let pid = self.child.as_ref()?.id();

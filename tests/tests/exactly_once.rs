@@ -29,6 +29,25 @@ fn at_least_once_survives_kills_without_a_gap() {
     run(false, 7);
 }
 
+/// Scale-out: two servers run the queries; the one running them is killed mid-way and
+/// never comes back; the other takes them over and finishes, exactly once.
+#[test]
+fn a_second_server_takes_over_exactly_once() {
+    let run = CrashRun {
+        records: 20_000,
+        keys: 200,
+        partitions: 4,
+        kills: 1,
+        disruption: Disruption::FailOver,
+        exactly_once: true,
+        commit_interval_ms: 100,
+        seed: 11,
+    };
+    if let Err(e) = run.run() {
+        panic!("{run:?}: {e}");
+    }
+}
+
 /// The broker goes away and comes back twice; the queries resume by themselves. It
 /// stops the shared local broker, so it is ignored in `cargo test` and run on its own
 /// by `scripts/test.sh` (`--ignored`), after every other test.

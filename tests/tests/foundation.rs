@@ -117,7 +117,10 @@ fn csas_filters_projects_and_skips_bad_records() {
         assert_eq!(e["offset"], offset);
         assert_eq!(e["target"], "value");
         assert!(e["recordB64"].is_null(), "{e}");
-        assert!(e["errorMessage"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
+        assert!(
+            e["errorMessage"].as_str().is_some_and(|m| !m.is_empty()),
+            "{e}"
+        );
     }
 }
 

@@ -579,7 +579,9 @@ impl Accumulator {
     pub fn load(&mut self, r: &mut Reader<'_>) -> Result<()> {
         match self {
             Accumulator::Count(n) => *n = r.i64()?,
-            Accumulator::Sum(v, _) | Accumulator::Min(v) | Accumulator::Max(v) => *v = r.scalar()?,
+            Accumulator::Sum(v, _) | Accumulator::Min(v) | Accumulator::Max(v) => {
+                *v = r.scalar()?
+            }
             Accumulator::Avg { sum, count } => {
                 *sum = r.f64()?;
                 *count = r.i64()?;
@@ -604,7 +606,9 @@ impl Accumulator {
                     .collect::<Result<_>>()?;
             }
             Accumulator::Correlation(m) => {
-                for x in [&mut m.n, &mut m.x, &mut m.y, &mut m.xx, &mut m.yy, &mut m.xy] {
+                for x in [
+                    &mut m.n, &mut m.x, &mut m.y, &mut m.xx, &mut m.yy, &mut m.xy,
+                ] {
                     *x = r.f64()?;
                 }
             }

@@ -7,6 +7,7 @@
 use crate::accumulator::{Accumulator, value_arguments};
 use crate::error::{Result, RuntimeError};
 use crate::expr::{PhysExpr, compile, evaluate, output_field};
+use crate::snapshot::{Reader, Writer};
 use crate::types::{FLAG_COUNT, PSEUDO_COUNT, arrow_type};
 use datafusion_common::ScalarValue;
 use datafusion_common::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, new_empty_array};
@@ -14,7 +15,6 @@ use datafusion_common::arrow::datatypes::Int64Type;
 use datafusion_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion_common::arrow::record_batch::RecordBatch;
 use sluice_plan::{AggregateCall, Expr, LogicalSchema, NamedExpr, WindowKind, WindowSpec};
-use crate::snapshot::{Reader, Writer};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -709,8 +709,7 @@ impl AggregateOp {
                     return Ok(());
                 };
                 let mut r = Reader::new(value);
-                let (emitted, end, max_ts, final_done) =
-                    (r.bool()?, r.i64()?, r.i64()?, r.bool()?);
+                let (emitted, end, max_ts, final_done) = (r.bool()?, r.i64()?, r.i64()?, r.bool()?);
                 let mut accumulators = self
                     .calls
                     .iter()
@@ -755,7 +754,11 @@ impl AggregateOp {
     /// Rebuilds what follows from the restored groups: each key's session starts.
     pub fn finish_restore(&mut self) {
         self.sessions.clear();
-        if self.window.as_ref().is_some_and(|w| w.kind == WindowKind::Session) {
+        if self
+            .window
+            .as_ref()
+            .is_some_and(|w| w.kind == WindowKind::Session)
+        {
             for key in self.groups.keys() {
                 if let Some(ScalarValue::Int64(Some(start))) = key.last() {
                     self.sessions

@@ -1,8 +1,11 @@
 //! Running a pipeline against Kafka, and the topic administration the engine needs.
 //!
-//! A query runs as one task on its own thread: it is assigned every partition of its
-//! source topics (no group membership, so no rebalances) and resumes from the offsets
-//! its group committed.
+//! A query runs as one task on its own thread, on one server at a time: the server that
+//! holds its lease (partition 0 of the service's lease topic, handed out by the query's
+//! consumer group; see `Lease`). The holder reads every partition of the sources with a
+//! consumer that is assigned them, from the offsets the group committed. When the holder
+//! dies or leaves, the group gives the lease to another server, which restores the state
+//! and goes on; its producer fences the old holder's.
 //!
 //! - **exactly_once_v2** (the default): a transactional producer whose id is the
 //!   query's, so a restarted query fences the previous one and aborts its open
@@ -24,7 +27,7 @@ use crate::pipeline::{DecodeFailure, OutputRecord, Pipeline, SourceRecord};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -48,6 +51,8 @@ pub struct QueryConfig {
     pub commit_interval: Duration,
     /// `processing.guarantee`: exactly_once_v2 (true) or at_least_once.
     pub exactly_once: bool,
+    /// The one-partition topic whose partition, in the query's group, is its lease.
+    pub lease_topic: String,
     /// Where records that cannot be processed are reported (None: only counted).
     pub processing_log_topic: Option<String>,
     /// `processing.log.include.rows`: the report carries the record's bytes.
@@ -178,6 +183,40 @@ impl ProducerContext for DeliveryTracker {
 /// The producer a query writes with: transactional under exactly-once.
 type QueryProducer = ThreadedProducer<DeliveryTracker>;
 
+/// Whether this server holds a query's lease: partition 0 of the lease topic, in the
+/// query's consumer group. The group gives it to exactly one member; when that member
+/// dies or leaves, it moves to another, which then runs the query.
+#[derive(Default)]
+struct Lease {
+    owned: AtomicBool,
+    /// Counts the lease's moves, so that a holder notices it lost and regained it.
+    moves: AtomicU64,
+}
+
+impl ClientContext for Lease {}
+
+impl ConsumerContext for Lease {
+    fn pre_rebalance(&self, _: &BaseConsumer<Lease>, rebalance: &Rebalance<'_>) {
+        let owned = match rebalance {
+            Rebalance::Assign(tpl) if tpl.count() > 0 => true,
+            Rebalance::Assign(_) => return,
+            Rebalance::Revoke(tpl) if tpl.count() == 0 => return,
+            Rebalance::Revoke(_) | Rebalance::Error(_) => false,
+        };
+        self.owned.store(owned, Ordering::SeqCst);
+        self.moves.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+type LeaseConsumer = BaseConsumer<Lease>;
+
+/// How a run of a query as the lease holder ended.
+enum Ended {
+    Stopped,
+    LeaseLost,
+}
+
+/// Joins the query's group for its lease and runs the query while it holds it.
 fn run_once(
     name: &str,
     plan: &QueryPlan,
@@ -185,6 +224,70 @@ fn run_once(
     stop: &AtomicBool,
     stats: &QueryStats,
 ) -> Result<()> {
+    let lease: LeaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("group.id", &config.group_id)
+        .set("client.id", format!("{}-lease", config.group_id))
+        .set("enable.auto.commit", "false")
+        // A member that dies without leaving (kill -9) holds the lease until its
+        // session times out: keep that short so another server takes over promptly.
+        // (6 s is the broker's smallest by default.)
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1500")
+        // Restoring a large state polls nothing for a while.
+        .set("max.poll.interval.ms", "1800000")
+        // A server joining does not take the lease from the one holding it.
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .create_with_context(Lease::default())?;
+    lease.subscribe(&[&config.lease_topic])?;
+    let mut waiting_since = Instant::now();
+    loop {
+        while !lease.context().owned.load(Ordering::SeqCst) {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            match lease.poll(Duration::from_millis(100)) {
+                None | Some(Ok(_)) => {}
+                Some(Err(e)) if is_transient(&e) => {}
+                Some(Err(e)) => return Err(e.into()),
+            }
+            if waiting_since.elapsed() > Duration::from_secs(30) {
+                tracing::info!(query = name, "another server runs the query");
+                waiting_since = Instant::now();
+            }
+        }
+        let moves = lease.context().moves.load(Ordering::SeqCst);
+        match run_owned(name, plan, config, stop, stats, &lease, moves)? {
+            Ended::Stopped => return Ok(()),
+            Ended::LeaseLost => {
+                tracing::info!(query = name, "the query moved to another server");
+                waiting_since = Instant::now();
+            }
+        }
+    }
+}
+
+/// Errors the client recovers from by itself (it reconnects): a broker that went away
+/// is no reason to drop a query's state.
+fn is_transient(e: &KafkaError) -> bool {
+    matches!(
+        e,
+        KafkaError::MessageConsumption(
+            RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown
+        )
+    )
+}
+
+/// Runs the query while this server holds its lease (taken at `moves`).
+fn run_owned(
+    name: &str,
+    plan: &QueryPlan,
+    config: &QueryConfig,
+    stop: &AtomicBool,
+    stats: &QueryStats,
+    lease: &LeaseConsumer,
+    moves: u64,
+) -> Result<Ended> {
     const TIMEOUT: Duration = Duration::from_secs(30);
     let mut pipeline = Pipeline::new(plan)?;
     let topics: Vec<String> = pipeline
@@ -193,8 +296,9 @@ fn run_once(
         .map(|t| t.to_string())
         .collect();
     let sink_topic = pipeline.sink_topic().to_string();
-    // The query reads every partition of its sources itself (one task), so it is
-    // assigned them rather than joining the group: no rebalance ever moves them.
+    // The query reads every partition of its sources (one task): they are assigned to
+    // this reader, which never joins the group; the lease consumer is the member that
+    // commits.
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap_servers)
         .set("group.id", &config.group_id)
@@ -228,14 +332,7 @@ fn run_once(
     // rows): each such input's topic is read again up to where the group committed,
     // outputs dropped, before anything new is processed.
     for input in pipeline.restore_inputs() {
-        restore_input(
-            &consumer,
-            &mut pipeline,
-            input,
-            &topics[input],
-            config,
-            name,
-        )?;
+        restore_input(lease, &mut pipeline, input, &topics[input], config, name)?;
     }
     let changelog = pipeline.has_changelog().then(|| config.changelog_topic());
     if let Some(topic) = &changelog {
@@ -267,6 +364,19 @@ fn run_once(
     let mut problems: Vec<Vec<u8>> = Vec::new();
     const MAX_BATCH: usize = 2000;
     loop {
+        // Serves the lease's rebalances; a lease that moved ends this run, and what it
+        // did since the last commit is aborted (the new holder fenced it anyway).
+        match lease.poll(Duration::ZERO) {
+            None | Some(Ok(_)) => {}
+            Some(Err(e)) if is_transient(&e) => {}
+            Some(Err(e)) => return Err(e.into()),
+        }
+        if lease.context().moves.load(Ordering::SeqCst) != moves {
+            if in_transaction {
+                let _ = producer.abort_transaction(TIMEOUT);
+            }
+            return Ok(Ended::LeaseLost);
+        }
         let stopping = stop.load(Ordering::SeqCst);
         if !stopping {
             let mut timeout = Duration::from_millis(50);
@@ -277,12 +387,7 @@ fn run_once(
                 timeout = Duration::ZERO;
                 let msg = match msg {
                     Ok(msg) => msg,
-                    // The client reconnects by itself: a broker that went away is no
-                    // reason to drop the query's state. Anything else restarts it.
-                    Err(KafkaError::MessageConsumption(
-                        RDKafkaErrorCode::BrokerTransportFailure
-                        | RDKafkaErrorCode::AllBrokersDown,
-                    )) => {
+                    Err(e) if is_transient(&e) => {
                         tracing::debug!(query = name, "the broker is unreachable; polling on");
                         break;
                     }
@@ -303,8 +408,16 @@ fn run_once(
                     stats.decode_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(query = name, topic = %topics[input], partition, offset, "skipping a record: {reason}");
                     if config.processing_log_topic.is_some() {
-                        let target = if reason.contains("key") { "key" } else { "value" };
-                        let bytes = if target == "key" { msg.key() } else { msg.payload() };
+                        let target = if reason.contains("key") {
+                            "key"
+                        } else {
+                            "value"
+                        };
+                        let bytes = if target == "key" {
+                            msg.key()
+                        } else {
+                            msg.payload()
+                        };
                         let problem = ProcessingProblem {
                             query: name,
                             topic: &topics[input],
@@ -365,7 +478,10 @@ fn run_once(
         if stopping || last_commit.elapsed() >= config.commit_interval {
             // The state changes of the interval go to the changelog with its outputs.
             pipeline.take_changes(&mut changes)?;
-            if config.exactly_once && !in_transaction && (!changes.is_empty() || !offsets.is_empty()) {
+            if config.exactly_once
+                && !in_transaction
+                && (!changes.is_empty() || !offsets.is_empty())
+            {
                 producer.begin_transaction()?;
                 in_transaction = true;
             }
@@ -385,13 +501,13 @@ fn run_once(
             changes.clear();
             if config.exactly_once {
                 if in_transaction {
-                    commit_transaction(&producer, &consumer, &offsets)?;
+                    commit_transaction(&producer, lease, &offsets)?;
                     in_transaction = false;
                     offsets.clear();
                 }
             } else {
                 flush_producer(&producer)?;
-                commit_offsets(&consumer, &offsets)?;
+                commit_offsets(lease, &offsets)?;
                 offsets.clear();
             }
             last_commit = Instant::now();
@@ -406,7 +522,7 @@ fn run_once(
         }
         if stopping {
             tracing::info!(query = name, "query stopped");
-            return Ok(());
+            return Ok(Ended::Stopped);
         }
     }
 }
@@ -477,7 +593,7 @@ fn send(producer: &QueryProducer, record: BaseRecord<'_, [u8], [u8]>) -> Result<
 /// caller starts again from the last commit, state restored from the changelog.
 fn commit_transaction(
     producer: &QueryProducer,
-    consumer: &BaseConsumer,
+    consumer: &LeaseConsumer,
     offsets: &BTreeMap<(String, i32), i64>,
 ) -> Result<()> {
     const TIMEOUT: Duration = Duration::from_secs(60);
@@ -504,7 +620,7 @@ fn now_millis() -> i64 {
         .unwrap_or(0)
 }
 
-fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
+fn partitions_of<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) -> Result<Vec<i32>> {
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
     let t = metadata
         .topics()
@@ -597,9 +713,7 @@ fn restore_changelog(
     let probe: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap_servers)
         .create()?;
-    let end = probe
-        .fetch_watermarks(topic, 0, Duration::from_secs(30))?
-        .1;
+    let end = probe.fetch_watermarks(topic, 0, Duration::from_secs(30))?.1;
     // What a join's replay pushed through to the aggregation is not its state.
     pipeline.clear_changelogged();
     let entries = read_up_to(config, topic, BTreeMap::from([(0, end)]), |msg| {
@@ -642,7 +756,7 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// records through the pipeline with the outputs dropped: the join's state for that
 /// table is then as it was when those offsets were committed.
 fn restore_input(
-    group: &BaseConsumer,
+    group: &LeaseConsumer,
     pipeline: &mut Pipeline,
     input: usize,
     topic: &str,
@@ -723,7 +837,7 @@ fn flush_producer(producer: &QueryProducer) -> Result<()> {
 }
 
 /// Commits the next offsets to read, once everything before them was delivered.
-fn commit_offsets(consumer: &BaseConsumer, offsets: &BTreeMap<(String, i32), i64>) -> Result<()> {
+fn commit_offsets(consumer: &LeaseConsumer, offsets: &BTreeMap<(String, i32), i64>) -> Result<()> {
     if offsets.is_empty() {
         return Ok(());
     }

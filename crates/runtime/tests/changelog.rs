@@ -46,7 +46,10 @@ fn restores_at_every_cut(statements: &str, records: &[Input]) {
     let plan = plan(statements);
     let mut whole = Vec::new();
     run(&mut Pipeline::new(&plan).unwrap(), records, &mut whole);
-    assert!(!whole.is_empty(), "the query writes something: {statements}");
+    assert!(
+        !whole.is_empty(),
+        "the query writes something: {statements}"
+    );
     for cut in 0..=records.len() {
         let mut first = Pipeline::new(&plan).unwrap();
         assert!(first.has_changelog());

@@ -44,15 +44,19 @@ pub fn parse_guarantee(value: &str) -> Result<bool, String> {
     }
 }
 
+/// The one-partition topic whose partition 0, in each query's group, is the query's
+/// lease: the server holding it runs the query.
+pub fn lease_topic(service_id: &str) -> String {
+    format!("_sluice-{service_id}-leases")
+}
+
 /// The topic where queries report the records they skipped.
 pub fn processing_log_topic(service_id: &str) -> String {
     format!("_sluice-{service_id}-processing-log")
 }
 
-const GUARANTEE_PROPERTIES: [&str; 2] = [
-    "processing.guarantee",
-    "ksql.streams.processing.guarantee",
-];
+const GUARANTEE_PROPERTIES: [&str; 2] =
+    ["processing.guarantee", "ksql.streams.processing.guarantee"];
 
 /// A persistent query in the catalog.
 pub struct PersistentQuery {
@@ -154,10 +158,17 @@ impl Engine {
                 }
             }
         }
-        let log = processing_log_topic(&config.service_id);
-        admin.create_topic(&log, 1, None, &[]).await.map_err(|e| {
-            ServerError::Startup(format!("cannot create the processing log topic {log}: {e}"))
-        })?;
+        for internal in [
+            processing_log_topic(&config.service_id),
+            lease_topic(&config.service_id),
+        ] {
+            admin
+                .create_topic(&internal, 1, None, &[])
+                .await
+                .map_err(|e| {
+                    ServerError::Startup(format!("cannot create the topic {internal}: {e}"))
+                })?;
+        }
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &config.bootstrap_servers)
             .set("enable.idempotence", "true")
@@ -332,6 +343,7 @@ impl Engine {
             exactly_once: prop(&GUARANTEE_PROPERTIES)
                 .and_then(|v| parse_guarantee(&v).ok())
                 .unwrap_or(self.config.exactly_once),
+            lease_topic: lease_topic(&self.config.service_id),
             processing_log_topic: Some(processing_log_topic(&self.config.service_id)),
             log_rows: prop(&[
                 "processing.log.include.rows",

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: sluice-crash [--records N] [--keys N] [--partitions N] [--kills N] \
 [--guarantee exactly_once_v2|at_least_once] \
-[--disruption kill-server|restart-broker] [--commit-interval-ms N] [--seed N]";
+[--disruption kill-server|restart-broker|fail-over] [--commit-interval-ms N] [--seed N]";
 
 fn main() -> ExitCode {
     let mut run = CrashRun {
@@ -43,6 +43,7 @@ fn main() -> ExitCode {
             "--disruption" => match value.as_str() {
                 "kill-server" => Some(run.disruption = Disruption::KillServer),
                 "restart-broker" => Some(run.disruption = Disruption::RestartBroker),
+                "fail-over" => Some(run.disruption = Disruption::FailOver),
                 _ => None,
             },
             "--guarantee" => match value.as_str() {
