@@ -33,8 +33,8 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use sluice_plan::QueryPlan;
-use std::collections::BTreeMap;
+use sluice_plan::{QueryPlan, Step};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -57,6 +57,9 @@ pub struct QueryConfig {
     pub processing_log_topic: Option<String>,
     /// `processing.log.include.rows`: the report carries the record's bytes.
     pub log_rows: bool,
+    /// `cache.max.bytes.buffering`: a table's rows are held until the commit and only
+    /// the latest per key is written; 0 writes every row.
+    pub cache_max_bytes: usize,
 }
 
 impl QueryConfig {
@@ -362,6 +365,8 @@ fn run_owned(
     let mut healthy_since: Option<Instant> = None;
     let mut in_transaction = false;
     let mut problems: Vec<Vec<u8>> = Vec::new();
+    let mut cache = (matches!(plan.root, Step::TableSink { .. }) && config.cache_max_bytes > 0)
+        .then(|| SinkCache::new(config.cache_max_bytes));
     const MAX_BATCH: usize = 2000;
     loop {
         // Serves the lease's rebalances; a lease that moved ends this run, and what it
@@ -455,7 +460,26 @@ fn run_owned(
                 "expressions failed for some rows; their results are NULL"
             );
         }
-        if config.exactly_once && !in_transaction && !(out.is_empty() && problems.is_empty()) {
+        let commit_due = stopping || last_commit.elapsed() >= config.commit_interval;
+        // A table's rows wait in the cache, which keeps the latest per key, until the
+        // commit (or until it is full).
+        if let Some(cache) = &mut cache {
+            for r in out.drain(..) {
+                cache.put(r);
+            }
+            if commit_due || cache.is_full() {
+                cache.drain_into(&mut out);
+            }
+        }
+        if commit_due {
+            // The state changes of the interval go to the changelog with its outputs.
+            pipeline.take_changes(&mut changes)?;
+        }
+        let work = !out.is_empty()
+            || !problems.is_empty()
+            || !changes.is_empty()
+            || (commit_due && !offsets.is_empty());
+        if config.exactly_once && !in_transaction && work {
             producer.begin_transaction()?;
             in_transaction = true;
         }
@@ -475,16 +499,7 @@ fn run_owned(
             send(&producer, record)?;
             stats.records_out.fetch_add(1, Ordering::Relaxed);
         }
-        if stopping || last_commit.elapsed() >= config.commit_interval {
-            // The state changes of the interval go to the changelog with its outputs.
-            pipeline.take_changes(&mut changes)?;
-            if config.exactly_once
-                && !in_transaction
-                && (!changes.is_empty() || !offsets.is_empty())
-            {
-                producer.begin_transaction()?;
-                in_transaction = true;
-            }
+        if commit_due {
             if let Some(topic) = &changelog {
                 let now = now_millis();
                 for (k, v) in &changes {
@@ -524,6 +539,59 @@ fn run_owned(
             tracing::info!(query = name, "query stopped");
             return Ok(Ended::Stopped);
         }
+    }
+}
+
+/// The rows of a table sink written since the last commit, the latest per key (Kafka
+/// Streams' record cache): a key updated many times in an interval is written once.
+struct SinkCache {
+    max_bytes: usize,
+    bytes: usize,
+    /// Rows in the order their keys first appeared in the interval.
+    rows: Vec<OutputRecord>,
+    index: HashMap<Vec<u8>, usize>,
+}
+
+impl SinkCache {
+    fn new(max_bytes: usize) -> SinkCache {
+        SinkCache {
+            max_bytes,
+            bytes: 0,
+            rows: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    fn size(r: &OutputRecord) -> usize {
+        r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len) + 32
+    }
+
+    fn put(&mut self, r: OutputRecord) {
+        self.bytes += Self::size(&r);
+        let Some(key) = r.key.clone() else {
+            self.rows.push(r);
+            return;
+        };
+        match self.index.get(&key) {
+            Some(&i) => {
+                self.bytes -= Self::size(&self.rows[i]);
+                self.rows[i] = r;
+            }
+            None => {
+                self.index.insert(key, self.rows.len());
+                self.rows.push(r);
+            }
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.bytes >= self.max_bytes
+    }
+
+    fn drain_into(&mut self, out: &mut Vec<OutputRecord>) {
+        out.append(&mut self.rows);
+        self.index.clear();
+        self.bytes = 0;
     }
 }
 
@@ -949,5 +1017,50 @@ impl KafkaAdmin {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(key: &str, value: Option<&str>, ts: i64) -> OutputRecord {
+        OutputRecord {
+            key: Some(key.as_bytes().to_vec()),
+            value: value.map(|v| v.as_bytes().to_vec()),
+            timestamp: ts,
+        }
+    }
+
+    #[test]
+    fn the_cache_writes_the_latest_row_per_key_in_first_seen_order() {
+        let mut cache = SinkCache::new(1 << 20);
+        cache.put(row("a", Some("1"), 1));
+        cache.put(row("b", Some("1"), 2));
+        cache.put(row("a", Some("2"), 3));
+        cache.put(row("b", None, 4));
+        assert!(!cache.is_full());
+        let mut out = Vec::new();
+        cache.drain_into(&mut out);
+        assert_eq!(out, vec![row("a", Some("2"), 3), row("b", None, 4)]);
+        cache.put(row("a", Some("3"), 5));
+        out.clear();
+        cache.drain_into(&mut out);
+        assert_eq!(out, vec![row("a", Some("3"), 5)]);
+    }
+
+    #[test]
+    fn the_cache_is_full_at_its_size() {
+        let mut cache = SinkCache::new(100);
+        for i in 0..3 {
+            cache.put(row(&format!("k{i}"), Some("0123456789"), i));
+        }
+        assert!(cache.is_full());
+        // Replacing a key's row does not grow it.
+        let mut small = SinkCache::new(100);
+        for i in 0..10 {
+            small.put(row("k", Some("0123456789"), i));
+        }
+        assert!(!small.is_full());
     }
 }

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub commit_interval: Duration,
     /// `processing.guarantee` of queries that do not set their own.
     pub exactly_once: bool,
+    /// `cache.max.bytes.buffering` of queries that do not set their own.
+    pub cache_max_bytes: usize,
 }
 
 /// Reads a `processing.guarantee` value: exactly-once (true) or at-least-once.
@@ -350,6 +352,12 @@ impl Engine {
                 "ksql.logging.processing.rows.include",
             ])
             .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            cache_max_bytes: prop(&[
+                "cache.max.bytes.buffering",
+                "ksql.streams.cache.max.bytes.buffering",
+            ])
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.config.cache_max_bytes),
         }
     }
 

@@ -202,6 +202,7 @@ pub fn properties(text: &str, config: &ServerConfig) -> Value {
             prop("ksql.streams.state.dir", config.state_dir.display().to_string()),
             prop("ksql.streams.commit.interval.ms", config.commit_interval.as_millis().to_string()),
             prop("listeners", format!("http://{}", config.listen)),
+            prop("ksql.streams.cache.max.bytes.buffering", config.cache_max_bytes.to_string()),
             prop(
                 "ksql.streams.processing.guarantee",
                 if config.exactly_once { "exactly_once_v2" } else { "at_least_once" }.into()

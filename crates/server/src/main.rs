@@ -116,6 +116,10 @@ struct ServerArgs {
         value_parser = ["exactly_once_v2", "at_least_once"]
     )]
     processing_guarantee: String,
+    /// Bytes of table rows a query holds until its commit, writing only the latest row
+    /// per key (`cache.max.bytes.buffering`); 0 writes every row.
+    #[arg(long, default_value_t = 10 * 1024 * 1024, env = "SLUICE_CACHE_MAX_BYTES")]
+    cache_max_bytes: usize,
 }
 
 fn main() -> ExitCode {
@@ -138,6 +142,7 @@ fn main() -> ExitCode {
                 state_dir: args.state_dir,
                 commit_interval: Duration::from_millis(args.commit_interval_ms),
                 exactly_once: args.processing_guarantee == "exactly_once_v2",
+                cache_max_bytes: args.cache_max_bytes,
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: sluice-crash [--records N] [--keys N] [--partitions N] [--kills N] \
 [--guarantee exactly_once_v2|at_least_once] \
-[--disruption kill-server|restart-broker|fail-over] [--commit-interval-ms N] [--seed N]";
+[--disruption kill-server|restart-broker|fail-over] [--commit-interval-ms N] [--cache on|off] [--seed N]";
 
 fn main() -> ExitCode {
     let mut run = CrashRun {
@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         disruption: Disruption::KillServer,
         exactly_once: true,
         commit_interval_ms: 100,
+        cache: true,
         seed: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -40,6 +41,11 @@ fn main() -> ExitCode {
             "--kills" => number().map(|n| run.kills = n as usize),
             "--commit-interval-ms" => number().map(|n| run.commit_interval_ms = n),
             "--seed" => number().map(|n| run.seed = n),
+            "--cache" => match value.as_str() {
+                "on" => Some(run.cache = true),
+                "off" => Some(run.cache = false),
+                _ => None,
+            },
             "--disruption" => match value.as_str() {
                 "kill-server" => Some(run.disruption = Disruption::KillServer),
                 "restart-broker" => Some(run.disruption = Disruption::RestartBroker),
