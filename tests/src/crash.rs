@@ -50,7 +50,7 @@ pub enum Disruption {
 /// What a run measured.
 #[derive(Debug)]
 pub struct CrashReport {
-    /// From the queries' creation until both outputs were complete.
+    /// From the queries' creation until both had committed every input offset.
     pub elapsed: Duration,
     /// Input records per second over `elapsed` (both queries read each record).
     pub rate: f64,
@@ -171,7 +171,7 @@ impl CrashRun {
         for (n, piece) in pieces.enumerate() {
             produce(&source, piece);
             if n < self.kills {
-                let wait = Duration::from_millis(200 + rng.next() % 1800);
+                let wait = Duration::from_millis(50 + rng.next() % 1000);
                 std::thread::sleep(wait);
                 match self.disruption {
                     Disruption::KillServer => {
@@ -195,6 +195,18 @@ impl CrashRun {
                 }
             }
         }
+        // Processing time: until both queries committed every input offset (the
+        // outputs are read and checked after that).
+        let groups: Vec<String> = server
+            .query_ids()
+            .into_iter()
+            .map(|(id, _)| format!("_sluice-{}-query_{id}", server.service_id))
+            .collect();
+        let caught_up = crate::eventually(
+            Duration::from_secs(600),
+            "the queries to commit every input offset",
+            || caught_up(&source, &groups).then(|| started.elapsed()),
+        );
         let expected_csas = (0..self.records).filter(|i| passes(*i)).count();
         let complete = |records: &[(i32, Record)], count: usize| -> bool {
             if self.exactly_once {
@@ -211,7 +223,7 @@ impl CrashRun {
         let windows = self.expected_windows();
         let exactly_once = self.exactly_once;
         let ctas_out = consume_until(&ctas, wait, |r| ctas_done(&windows, r, exactly_once));
-        let elapsed = started.elapsed();
+        let elapsed = caught_up;
         let peak_rss_mib = server.peak_rss_mib();
         self.check_csas(&csas_out)?;
         self.check_ctas(&ctas_out)?;
@@ -304,6 +316,50 @@ impl CrashRun {
         }
         Ok(())
     }
+}
+
+/// Whether every group committed the end offset of every partition of `topic`.
+fn caught_up(topic: &str, groups: &[String]) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let timeout = Duration::from_secs(10);
+    let check = || -> Option<bool> {
+        let probe: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", crate::bootstrap())
+            .create()
+            .ok()?;
+        let md = probe.fetch_metadata(Some(topic), timeout).ok()?;
+        let partitions: Vec<i32> = md
+            .topics()
+            .first()?
+            .partitions()
+            .iter()
+            .map(|p| p.id())
+            .collect();
+        let mut ends = Vec::new();
+        for p in &partitions {
+            ends.push(probe.fetch_watermarks(topic, *p, timeout).ok()?.1);
+        }
+        for group in groups {
+            let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", crate::bootstrap())
+                .set("group.id", group)
+                .create()
+                .ok()?;
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            for p in &partitions {
+                tpl.add_partition(topic, *p);
+            }
+            let committed = consumer.committed_offsets(tpl, timeout).ok()?;
+            for (p, end) in partitions.iter().zip(&ends) {
+                match committed.find_partition(topic, *p).map(|e| e.offset()) {
+                    Some(rdkafka::Offset::Offset(o)) if o >= *end => {}
+                    _ => return Some(false),
+                }
+            }
+        }
+        Some(true)
+    };
+    check().unwrap_or(false)
 }
 
 /// Runs `scripts/kafka-local.sh stop|start`.
