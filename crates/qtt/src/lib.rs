@@ -349,6 +349,11 @@ impl Session {
                     apply_properties(&mut self.planner, &Value::Object(props));
                 }
                 Planned::Show(_) | Planned::Describe { .. } => {}
+                Planned::Select { .. } => {
+                    return Err(StatementFailure::Unsupported(
+                        "push queries run over REST, not in the test driver".into(),
+                    ));
+                }
             }
         }
         Ok(())

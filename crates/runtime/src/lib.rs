@@ -3,6 +3,7 @@
 //! - `codec`: JSON, DELIMITED, KAFKA and NONE serdes between record bytes and Arrow columns;
 //! - `expr` and `udf`: plan expressions as DataFusion physical expressions, ksqlDB's functions;
 //! - `pipeline`: a compiled plan that turns a batch of source records into output records;
+//! - `push`: push queries, run for one client and leaving nothing behind;
 //! - `snapshot`: operator state as bytes, for changelog records and restore;
 //! - `driver`: the deterministic test driver over in-memory topics;
 //! - `kafka`: running a pipeline on a real broker (consumer group, producer, commits) and
@@ -20,6 +21,7 @@ mod join;
 pub mod kafka;
 mod nested;
 pub mod pipeline;
+pub mod push;
 mod snapshot;
 pub mod types;
 pub mod udf;

@@ -43,6 +43,11 @@ pub struct OutputRecord {
     pub timestamp: i64,
 }
 
+/// Whether an output of a row pipeline (`Pipeline::rows`) deletes a table row.
+pub fn is_row_deletion(r: &OutputRecord) -> bool {
+    r.key.is_some()
+}
+
 /// A record that could not be decoded; it is skipped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecodeFailure {
@@ -160,6 +165,9 @@ pub struct Pipeline {
     sink: TopicSpec,
     key_encoder: PartEncoder,
     value_encoder: PartEncoder,
+    /// Row mode (push queries): each output row is written as a JSON array of every sink
+    /// column, in the sink schema's order (see `Pipeline::rows`).
+    row_columns: Option<Vec<usize>>,
     /// Rows whose expressions failed and yielded NULL, since the start.
     pub expression_errors: u64,
     /// Records skipped because their event-time column was NULL or negative.
@@ -556,9 +564,37 @@ impl Pipeline {
             sink: sink.clone(),
             key_encoder,
             value_encoder,
+            row_columns: None,
             expression_errors: 0,
             invalid_timestamps: 0,
         })
+    }
+
+    /// A pipeline whose output records are rows for a client rather than Kafka records:
+    /// the key is None, the value is the row as a JSON array of every column of the
+    /// sink's schema in order (ksqlDB's push query rows), and a deletion of a table row
+    /// has its key columns and NULLs, with `timestamp` as usual; `is_row_deletion` tells
+    /// deletions apart.
+    pub fn rows(plan: &QueryPlan) -> Result<Pipeline> {
+        let mut pipeline = Pipeline::new(plan)?;
+        let (Step::StreamSink { input, topic } | Step::TableSink { input, topic }) = &plan.root
+        else {
+            unreachable!("Pipeline::new checked the sink");
+        };
+        let mut builder = Builder::default();
+        let (_, schema) = builder.build(input)?;
+        let columns = topic
+            .schema
+            .columns
+            .iter()
+            .map(|c| {
+                schema
+                    .index_of(&c.name)
+                    .map_err(|_| RuntimeError::Plan(format!("sink column {} missing", c.name)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        pipeline.row_columns = Some(columns);
+        Ok(pipeline)
     }
 
     /// The inputs whose rows joins keep, which a restart must read again from the start
@@ -801,6 +837,33 @@ impl Pipeline {
             None => None,
         };
         let columns = batch.columns();
+        if let Some(row_columns) = &self.row_columns {
+            for row in 0..batch.num_rows() {
+                let deleted = tombstone.value(row);
+                let mut s = String::from("[");
+                for (n, i) in row_columns.iter().enumerate() {
+                    if n > 0 {
+                        s.push(',');
+                    }
+                    if deleted && self.sink.schema.columns[n].kind != ColumnKind::Key {
+                        s.push_str("null");
+                    } else {
+                        crate::codec::encode::write_json(&mut s, &columns[*i], row);
+                    }
+                }
+                s.push(']');
+                out.push(OutputRecord {
+                    key: deleted.then(Vec::new),
+                    value: Some(s.into_bytes()),
+                    timestamp: if rowtime.is_null(row) {
+                        0
+                    } else {
+                        rowtime.value(row)
+                    },
+                });
+            }
+            return Ok(());
+        }
         let mut buf = Vec::new();
         out.reserve(batch.num_rows());
         for row in 0..batch.num_rows() {

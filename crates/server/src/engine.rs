@@ -11,6 +11,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use sluice_plan::QueryPlan;
+use sluice_runtime::push::PushConfig;
 use sluice_runtime::{KafkaAdmin, QueryConfig, RunningQuery};
 use sluice_sql::ast::{ShowTarget, Statement};
 use sluice_sql::{
@@ -59,6 +60,16 @@ pub fn processing_log_topic(service_id: &str) -> String {
 
 const GUARANTEE_PROPERTIES: [&str; 2] =
     ["processing.guarantee", "ksql.streams.processing.guarantee"];
+
+/// A planned push query, ready to start.
+pub struct PushPlan {
+    /// `transient_<SOURCE>_<n>`, as ksqlDB names them.
+    pub id: String,
+    pub plan: QueryPlan,
+    pub schema: sluice_plan::LogicalSchema,
+    pub is_table: bool,
+    pub config: PushConfig,
+}
 
 /// A persistent query in the catalog.
 pub struct PersistentQuery {
@@ -130,6 +141,10 @@ pub struct Engine {
     /// Problems that make the server degraded (a command it could not apply).
     pub degraded: Mutex<Vec<String>>,
     stopping: AtomicBool,
+    /// Numbers push queries for their ids.
+    push_ids: std::sync::atomic::AtomicU64,
+    /// Running push queries by id, for `/close-query`.
+    pub push_queries: Mutex<HashMap<String, Arc<AtomicBool>>>,
 }
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
@@ -188,6 +203,8 @@ impl Engine {
             results: Mutex::new(HashMap::new()),
             degraded: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
+            push_ids: Default::default(),
+            push_queries: Mutex::new(HashMap::new()),
         });
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         {
@@ -506,6 +523,73 @@ impl Engine {
 
     // ---- statements ----
 
+    /// Plans a statement against the current catalog; the request's properties (SET,
+    /// streamsProperties) shape the plan.
+    fn plan(
+        &self,
+        stmt: &Statement,
+        properties: &BTreeMap<String, Value>,
+        text: &str,
+    ) -> Result<Planned, StatementError> {
+        let mut planner = self.planner.clone();
+        for (name, value) in properties {
+            match value {
+                Value::String(v) => planner.apply(name, v),
+                other => planner.apply(name, &other.to_string()),
+            }
+        }
+        let ms = self.lock_metastore();
+        plan_statement(stmt, &ms.sources, &planner).map_err(|e| StatementError::from_sql(&e, text))
+    }
+
+    /// Plans a push query (`SELECT ... EMIT CHANGES`) against the current catalog.
+    pub fn plan_push(
+        &self,
+        stmt: &Statement,
+        properties: &BTreeMap<String, Value>,
+    ) -> Result<PushPlan, StatementError> {
+        let text = format!("{};", stmt.text);
+        let Planned::Select {
+            plan,
+            schema,
+            is_table,
+            limit,
+        } = self.plan(stmt, properties, &text)?
+        else {
+            return Err(StatementError::bad_statement(
+                "Only SELECT statements can be run as queries; send the others to /ksql.".into(),
+                &text,
+            ));
+        };
+        let source = plan
+            .root
+            .sources()
+            .first()
+            .map(|(name, _)| name.to_string())
+            .unwrap_or_default();
+        let id = format!(
+            "transient_{source}_{}",
+            self.push_ids.fetch_add(1, Ordering::Relaxed) + 1
+        );
+        let offset_reset = ["auto.offset.reset", "ksql.streams.auto.offset.reset"]
+            .iter()
+            .find_map(|n| properties.get(*n))
+            .and_then(Value::as_str)
+            .unwrap_or("latest")
+            .to_string();
+        Ok(PushPlan {
+            id,
+            plan: *plan,
+            schema,
+            is_table,
+            config: PushConfig {
+                bootstrap_servers: self.config.bootstrap_servers.clone(),
+                auto_offset_reset: offset_reset,
+                limit,
+            },
+        })
+    }
+
     /// Executes one statement from a request and returns its entity.
     pub async fn execute(
         self: &Arc<Self>,
@@ -514,19 +598,7 @@ impl Engine {
     ) -> Result<Value, StatementError> {
         let _serial = self.statement_lock.lock().await;
         let text = format!("{};", stmt.text);
-        // The request's properties (SET, streamsProperties) shape the plan.
-        let mut planner = self.planner.clone();
-        for (name, value) in properties {
-            match value {
-                Value::String(v) => planner.apply(name, v),
-                other => planner.apply(name, &other.to_string()),
-            }
-        }
-        let planned = {
-            let ms = self.lock_metastore();
-            plan_statement(stmt, &ms.sources, &planner)
-                .map_err(|e| StatementError::from_sql(&e, &text))?
-        };
+        let planned = self.plan(stmt, properties, &text)?;
         let fail = |message: String| StatementError::bad_statement(message, &text);
         for name in GUARANTEE_PROPERTIES {
             if let Some(Value::String(v)) = properties.get(name) {
@@ -535,6 +607,9 @@ impl Engine {
         }
         match planned {
             Planned::Show(target) => Ok(self.show(target, &text).await?),
+            Planned::Select { .. } => Err(fail(
+                "The following statement types should be issued to the websocket endpoint '/query':\n\t* PRINT\n\t* SELECT".into(),
+            )),
             Planned::Property { .. } => Err(fail(
                 "SET and UNSET apply to the statements after them in the same request".into(),
             )),

@@ -1,18 +1,22 @@
 //! The REST API, with ksqlDB's paths, request and response shapes.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, PushPlan};
 use crate::error::StatementError;
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sluice_plan::{ColumnKind, LogicalSchema};
+use sluice_runtime::push::{PushEvent, PushQuery};
 use sluice_sql::ast::StatementKind;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tokio::sync::mpsc;
 
 /// The body of `POST /ksql`.
 #[derive(Debug, Deserialize)]
@@ -26,6 +30,9 @@ struct KsqlRequest {
 pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
         .route("/ksql", post(ksql))
+        .route("/query", post(query))
+        .route("/query-stream", post(query_stream))
+        .route("/close-query", post(close_query))
         .route("/info", get(info))
         .route("/healthcheck", get(healthcheck))
         .with_state(engine)
@@ -38,6 +45,12 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
         body.to_string(),
     )
         .into_response()
+}
+
+/// A request's JSON body; a malformed one is a bad request.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, StatementError> {
+    serde_json::from_slice(body)
+        .map_err(|e| StatementError::bad_request(format!("Invalid request body: {e}")))
 }
 
 fn error_response(e: &StatementError, entities: Vec<Value>) -> Response {
@@ -60,14 +73,9 @@ fn error_response(e: &StatementError, entities: Vec<Value>) -> Response {
 }
 
 async fn ksql(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
-    let req: KsqlRequest = match serde_json::from_slice(&body) {
+    let req: KsqlRequest = match parse_body(&body) {
         Ok(r) => r,
-        Err(e) => {
-            return error_response(
-                &StatementError::bad_request(format!("Invalid request body: {e}")),
-                vec![],
-            );
-        }
+        Err(e) => return error_response(&e, vec![]),
     };
     let statements = match sluice_sql::parse_statements(&req.ksql) {
         Ok(s) => s,
@@ -94,6 +102,263 @@ async fn ksql(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
         }
     }
     json_response(StatusCode::OK, &Value::Array(entities))
+}
+
+/// The body of `POST /query-stream`.
+#[derive(Debug, Deserialize)]
+struct QueryStreamRequest {
+    sql: String,
+    #[serde(default)]
+    properties: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CloseQueryRequest {
+    query_id: String,
+}
+
+/// A push query started for one response; dropping it (the response ended or the
+/// client went away) stops the query and forgets it.
+struct PushGuard {
+    engine: Arc<Engine>,
+    id: String,
+    _query: PushQuery,
+}
+
+impl Drop for PushGuard {
+    fn drop(&mut self) {
+        self.engine
+            .push_queries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// A request that carries one push query.
+trait PushRequest: serde::de::DeserializeOwned {
+    fn sql(&self) -> &str;
+    fn properties(&self) -> &BTreeMap<String, Value>;
+}
+
+impl PushRequest for KsqlRequest {
+    fn sql(&self) -> &str {
+        &self.ksql
+    }
+    fn properties(&self) -> &BTreeMap<String, Value> {
+        &self.streams_properties
+    }
+}
+
+impl PushRequest for QueryStreamRequest {
+    fn sql(&self) -> &str {
+        &self.sql
+    }
+    fn properties(&self) -> &BTreeMap<String, Value> {
+        &self.properties
+    }
+}
+
+/// Parses, plans and starts the one push query of a request.
+fn start_push<R: PushRequest>(
+    engine: &Arc<Engine>,
+    body: &[u8],
+) -> Result<(PushPlan, mpsc::Receiver<PushEvent>, PushGuard), StatementError> {
+    let request: R = parse_body(body)?;
+    let (sql, properties) = (request.sql(), request.properties());
+    let statements =
+        sluice_sql::parse_statements(sql).map_err(|e| StatementError::from_sql(&e, sql))?;
+    let [stmt] = statements.as_slice() else {
+        return Err(StatementError::bad_request(format!(
+            "Expected exactly one SELECT statement, got {}",
+            statements.len()
+        )));
+    };
+    let push = engine.plan_push(stmt, properties)?;
+    let (tx, rx) = mpsc::channel(1024);
+    let query = PushQuery::start(&push.id, &push.plan, push.config.clone(), tx)
+        .map_err(|e| StatementError::server(e.to_string(), sql))?;
+    engine
+        .push_queries
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(push.id.clone(), query.stopper());
+    let guard = PushGuard {
+        engine: engine.clone(),
+        id: push.id.clone(),
+        _query: query,
+    };
+    Ok((push, rx, guard))
+}
+
+/// A streamed response: the first chunk, then one chunk per event as `render` writes
+/// it (None ends the stream after that chunk), then `end` if the events ran out.
+fn streamed(
+    content_type: &'static str,
+    first: String,
+    rx: mpsc::Receiver<PushEvent>,
+    guard: PushGuard,
+    render: impl Fn(PushEvent) -> (String, bool) + Send + 'static,
+    end: &'static str,
+) -> Response {
+    let events = futures::stream::unfold(
+        (Some(rx), guard, render),
+        move |(rx, guard, render)| async move {
+            let mut rx = rx?;
+            let chunk = match rx.recv().await {
+                Some(event) => {
+                    let (text, last) = render(event);
+                    (text, (!last).then_some(rx))
+                }
+                None => (end.to_string(), None),
+            };
+            Some((
+                Ok::<_, std::convert::Infallible>(Bytes::from(chunk.0)),
+                (chunk.1, guard, render),
+            ))
+        },
+    );
+    let body = futures::stream::once(async move { Ok(Bytes::from(first)) }).chain(events);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+fn schema_text(schema: &LogicalSchema) -> String {
+    schema
+        .columns
+        .iter()
+        .map(|c| {
+            let key = if c.kind == ColumnKind::Key {
+                " KEY"
+            } else {
+                ""
+            };
+            format!("`{}` {}{key}", c.name, c.ty)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn error_event(message: &str) -> Value {
+    json!({"@type": "generic_error", "error_code": 50000, "message": message})
+}
+
+/// `POST /query`: ksqlDB's original push query endpoint. The response is one JSON
+/// array, streamed: a header with the query id and schema, a `row` per result row
+/// (`tombstone: true` for a deleted table row), and a `finalMessage` at the LIMIT or an
+/// `errorMessage` if the query fails.
+async fn query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
+    let (push, rx, guard) = match start_push::<KsqlRequest>(&engine, &body) {
+        Ok(started) => started,
+        Err(e) => return error_response(&e, vec![]),
+    };
+    let header = json!({"header": {"queryId": push.id, "schema": schema_text(&push.schema)}});
+    streamed(
+        "application/json",
+        format!("[{header}"),
+        rx,
+        guard,
+        |event| match event {
+            PushEvent::Row { json, deletion } => {
+                let columns = String::from_utf8_lossy(&json);
+                let tombstone = if deletion { r#","tombstone":true"# } else { "" };
+                (
+                    format!(",\n{{\"row\":{{\"columns\":{columns}{tombstone}}}}}"),
+                    false,
+                )
+            }
+            PushEvent::LimitReached => (",\n{\"finalMessage\":\"Limit Reached\"}]\n".into(), true),
+            PushEvent::Error(e) => {
+                let message = json!({"errorMessage": error_event(&e)});
+                (format!(",\n{message}]\n"), true)
+            }
+        },
+        "]\n",
+    )
+}
+
+/// `POST /query-stream`: the newer push query endpoint. By default the response is
+/// `application/vnd.ksqlapi.delimited.v1`: a header line (query id, column names and
+/// types), then one line per row, each a JSON array; with `Accept: application/json`
+/// it is one JSON array of the header and the rows.
+async fn query_stream(
+    State(engine): State<Arc<Engine>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (push, rx, guard) = match start_push::<QueryStreamRequest>(&engine, &body) {
+        Ok(started) => started,
+        Err(e) => return error_response(&e, vec![]),
+    };
+    let header = json!({
+        "queryId": push.id,
+        "columnNames": push.schema.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+        "columnTypes": push.schema.columns.iter().map(|c| c.ty.to_string()).collect::<Vec<_>>(),
+    });
+    let json_array = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    if json_array {
+        streamed(
+            "application/json",
+            format!("[{header}"),
+            rx,
+            guard,
+            |event| match event {
+                PushEvent::Row { json, .. } => {
+                    (format!(",\n{}", String::from_utf8_lossy(&json)), false)
+                }
+                PushEvent::LimitReached => ("]\n".into(), true),
+                PushEvent::Error(e) => (format!(",\n{}]\n", error_event(&e)), true),
+            },
+            "]\n",
+        )
+    } else {
+        streamed(
+            "application/vnd.ksqlapi.delimited.v1",
+            format!("{header}\n"),
+            rx,
+            guard,
+            |event| match event {
+                PushEvent::Row { json, .. } => {
+                    (format!("{}\n", String::from_utf8_lossy(&json)), false)
+                }
+                PushEvent::LimitReached => (String::new(), true),
+                PushEvent::Error(e) => (format!("{}\n", error_event(&e)), true),
+            },
+            "",
+        )
+    }
+}
+
+/// `POST /close-query`: stops a push query; its response then ends.
+async fn close_query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
+    let req: CloseQueryRequest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(e) => return error_response(&e, vec![]),
+    };
+    let stop = engine
+        .push_queries
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&req.query_id)
+        .cloned();
+    match stop {
+        Some(stop) => {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            json_response(StatusCode::OK, &json!({}))
+        }
+        None => error_response(
+            &StatementError::bad_request(format!("No query with id {}", req.query_id)),
+            vec![],
+        ),
+    }
 }
 
 async fn info(State(engine): State<Arc<Engine>>) -> Response {

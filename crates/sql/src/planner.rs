@@ -115,6 +115,17 @@ pub enum Planned {
         /// Names of the sources the query reads.
         inputs: Vec<String>,
     },
+    /// A push query (`SELECT ... EMIT CHANGES [LIMIT n]`): a transient query whose rows go
+    /// to the client. Its plan ends in a sink whose topic is never written; the runtime
+    /// hands the rows out instead, every column of the sink's schema in order.
+    Select {
+        plan: Box<QueryPlan>,
+        /// The result's columns, in the order the rows have them.
+        schema: LogicalSchema,
+        /// Whether the result is a table (rows are upserts by key; deletions possible).
+        is_table: bool,
+        limit: Option<u64>,
+    },
     /// INSERT INTO an existing stream: a persistent query writing to its topic.
     InsertInto {
         target: String,
@@ -155,6 +166,9 @@ pub struct PlannerConfig {
     /// `ksql.functions.collect_list.limit` and `ksql.functions.collect_set.limit`.
     pub collect_list_limit: Option<i64>,
     pub collect_set_limit: Option<i64>,
+    /// Planning a push query: its rows go to a client, not to a topic, so a projection
+    /// need not include the source's key columns.
+    pub transient: bool,
 }
 
 impl PlannerConfig {
@@ -191,6 +205,7 @@ impl Default for PlannerConfig {
             output_topic_prefix: String::new(),
             collect_list_limit: None,
             collect_set_limit: None,
+            transient: false,
         }
     }
 }
@@ -206,10 +221,7 @@ pub fn plan_statement(
         StatementKind::InsertInto { target, query } => {
             plan_insert_into(stmt, target, query, catalog, config)
         }
-        StatementKind::Select(_) => Err(SqlError::semantic(
-            stmt.pos,
-            "The following statement types should be issued to the websocket endpoint '/query':\n\t* PRINT\n\t* SELECT",
-        )),
+        StatementKind::Select(query) => plan_select(stmt, query, catalog, config),
         StatementKind::Drop {
             kind,
             name,
@@ -1217,7 +1229,7 @@ fn plan_create_as(
         {
             crate::join::plan_join_projection(stmt, c, j, &scope)?
         } else if q.partition_by.is_empty() {
-            plan_projection(stmt, c, input_schema, &scope)?
+            plan_projection(stmt, c, input_schema, &scope, config.transient)?
         } else {
             match &joined {
                 // `*` over a join is every joined column.
@@ -1628,6 +1640,63 @@ fn plan_insert_into(
     })
 }
 
+/// A push query, planned as if it created a stream (or, when its result is a table, a
+/// table) with JSON formats, which nothing ever writes to.
+fn plan_select(
+    stmt: &ast::Statement,
+    query: &ast::Query,
+    catalog: &dyn Catalog,
+    config: &PlannerConfig,
+) -> Result<Planned, SqlError> {
+    if query.emit.is_none() {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            "Pull queries are not supported yet: add EMIT CHANGES for a push query.",
+        )
+        .with_hint("SELECT ... EMIT CHANGES streams every new result row."));
+    }
+    let json = |name: &str| {
+        (
+            name.to_string(),
+            PropertyValue::String("JSON".into()),
+            stmt.pos,
+        )
+    };
+    // The runtime counts the LIMIT; persistent queries have none.
+    let mut query = query.clone();
+    let limit = query.limit.take();
+    let as_create = |kind| CreateAs {
+        kind,
+        or_replace: false,
+        if_not_exists: false,
+        name: "TRANSIENT_QUERY".into(),
+        properties: Properties {
+            entries: vec![json("KEY_FORMAT"), json("VALUE_FORMAT")],
+        },
+        query: query.clone(),
+    };
+    let config = PlannerConfig {
+        transient: true,
+        ..config.clone()
+    };
+    // Whether the result is a stream or a table comes from the planner's own check.
+    let planned = match plan_create_as(stmt, &as_create(SourceKind::Stream), catalog, &config) {
+        Err(e) if e.to_string().contains("Your SELECT query produces a TABLE") => {
+            plan_create_as(stmt, &as_create(SourceKind::Table), catalog, &config)?
+        }
+        other => other?,
+    };
+    let Planned::CreateAs { sink, plan, .. } = planned else {
+        unreachable!("plan_create_as plans a CreateAs");
+    };
+    Ok(Planned::Select {
+        plan,
+        schema: sink.topic.schema.clone(),
+        is_table: sink.kind == SourceKindName::Table,
+        limit,
+    })
+}
+
 /// A select item that is a bare NULL has no type to write it with.
 pub(crate) fn refuse_untyped_null(expr: &ast::Expr) -> Result<(), SqlError> {
     if matches!(expr.kind, ExprKind::Literal(ast::LiteralValue::Null)) {
@@ -1812,6 +1881,7 @@ fn plan_projection(
     c: &CreateAs,
     input_schema: &LogicalSchema,
     scope: &Scope,
+    transient: bool,
 ) -> Result<(Vec<NamedExpr>, LogicalSchema), SqlError> {
     let q = &c.query;
     // The projection: expand stars, name every column, find the key columns.
@@ -1899,7 +1969,7 @@ fn plan_projection(
         .filter(|k| !key_aliases.iter().any(|(src, _)| *src == k.name))
         .map(|k| k.name.as_str())
         .collect();
-    if !missing.is_empty() {
+    if !missing.is_empty() && !transient {
         // ksqlDB names every key column when any is missing.
         let missing: Vec<&str> = input_schema.keys().map(|k| k.name.as_str()).collect();
         let (noun, list) = if missing.len() == 1 {

@@ -42,21 +42,24 @@ fn main() -> ExitCode {
             "--commit-interval-ms" => number().map(|n| run.commit_interval_ms = n),
             "--seed" => number().map(|n| run.seed = n),
             "--cache" => match value.as_str() {
-                "on" => Some(run.cache = true),
-                "off" => Some(run.cache = false),
+                "on" => Some(true),
+                "off" => Some(false),
                 _ => None,
-            },
+            }
+            .map(|on| run.cache = on),
             "--disruption" => match value.as_str() {
-                "kill-server" => Some(run.disruption = Disruption::KillServer),
-                "restart-broker" => Some(run.disruption = Disruption::RestartBroker),
-                "fail-over" => Some(run.disruption = Disruption::FailOver),
+                "kill-server" => Some(Disruption::KillServer),
+                "restart-broker" => Some(Disruption::RestartBroker),
+                "fail-over" => Some(Disruption::FailOver),
                 _ => None,
-            },
+            }
+            .map(|d| run.disruption = d),
             "--guarantee" => match value.as_str() {
-                "exactly_once_v2" => Some(run.exactly_once = true),
-                "at_least_once" => Some(run.exactly_once = false),
+                "exactly_once_v2" => Some(true),
+                "at_least_once" => Some(false),
                 _ => None,
-            },
+            }
+            .map(|e| run.exactly_once = e),
             _ => None,
         };
         if ok.is_none() {

@@ -147,7 +147,8 @@ pub fn text_value(a: &ArrayRef, row: usize) -> String {
     }
 }
 
-fn write_json(s: &mut String, a: &ArrayRef, row: usize) {
+/// Writes one value as JSON, as ksqlDB writes it.
+pub(crate) fn write_json(s: &mut String, a: &ArrayRef, row: usize) {
     if a.is_null(row) {
         s.push_str("null");
         return;

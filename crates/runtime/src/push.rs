@@ -1,0 +1,158 @@
+//! Push queries: a plan run over Kafka for one client, its rows handed out as they come.
+//!
+//! A push query is transient: it reads every partition of its sources with a consumer
+//! that is assigned them (from the start or the end, by `auto.offset.reset`), commits
+//! nothing and joins no group, so it leaves nothing behind. A stream-table join's table
+//! is always read from its start, so that lookups find the rows written before the
+//! query began. It stops when its client goes away (the channel closes), at its LIMIT,
+//! or when it is closed.
+
+use crate::error::{Result, RuntimeError};
+use crate::pipeline::{OutputRecord, Pipeline, SourceRecord, is_row_deletion};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_plan::QueryPlan;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc::Sender;
+
+#[derive(Clone, Debug)]
+pub struct PushConfig {
+    pub bootstrap_servers: String,
+    /// `earliest` or `latest`.
+    pub auto_offset_reset: String,
+    pub limit: Option<u64>,
+}
+
+/// What a push query hands its client.
+#[derive(Debug)]
+pub enum PushEvent {
+    /// A result row: a JSON array of the result's columns in order. A deletion (of a
+    /// table's row) has the key columns and NULLs.
+    Row { json: Vec<u8>, deletion: bool },
+    /// The LIMIT was reached; nothing follows.
+    LimitReached,
+    /// The query failed; nothing follows.
+    Error(String),
+}
+
+/// A running push query; dropping it stops it.
+pub struct PushQuery {
+    stop: Arc<AtomicBool>,
+}
+
+impl PushQuery {
+    /// Compiles the plan (so a plan that cannot run fails here, before any response is
+    /// started) and runs it on its own thread, sending its rows to `rows`.
+    pub fn start(
+        name: &str,
+        plan: &QueryPlan,
+        config: PushConfig,
+        rows: Sender<PushEvent>,
+    ) -> Result<PushQuery> {
+        let pipeline = Pipeline::rows(plan)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name(format!("push-{name}"))
+            .spawn(move || {
+                if let Err(e) = run(pipeline, &config, &flag, &rows) {
+                    let _ = rows.blocking_send(PushEvent::Error(e.to_string()));
+                }
+            })
+            .map_err(|e| RuntimeError::Plan(format!("cannot start a thread: {e}")))?;
+        Ok(PushQuery { stop })
+    }
+
+    /// A handle that stops the query when set (for `/close-query`).
+    pub fn stopper(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+}
+
+impl Drop for PushQuery {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn run(
+    mut pipeline: Pipeline,
+    config: &PushConfig,
+    stop: &AtomicBool,
+    rows: &Sender<PushEvent>,
+) -> Result<()> {
+    let topics: Vec<String> = pipeline
+        .source_topics()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        // Required by the client; nothing is ever committed, so the group never exists.
+        .set("group.id", "_sluice-push-queries")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    for (input, topic) in topics.iter().enumerate() {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+        let start = if config.auto_offset_reset == "earliest" || pipeline.is_lookup_table(input) {
+            Offset::Beginning
+        } else {
+            Offset::End
+        };
+        for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+            for p in t.partitions() {
+                assignment.add_partition_offset(topic, p.id(), start)?;
+            }
+        }
+    }
+    consumer.assign(&assignment)?;
+    let mut sent = 0u64;
+    let mut out: Vec<OutputRecord> = Vec::new();
+    while !stop.load(Ordering::SeqCst) && !rows.is_closed() {
+        let mut timeout = Duration::from_millis(100);
+        while pipeline.pending() < 500 {
+            let Some(msg) = consumer.poll(timeout) else {
+                break;
+            };
+            timeout = Duration::ZERO;
+            let msg = msg?;
+            let Some(input) = topics.iter().position(|t| t == msg.topic()) else {
+                continue;
+            };
+            let record = SourceRecord {
+                key: msg.key(),
+                value: msg.payload(),
+                timestamp: msg.timestamp().to_millis().unwrap_or(0),
+                partition: msg.partition(),
+                offset: msg.offset(),
+            };
+            // A record that does not decode is skipped, as persistent queries skip it.
+            let _ = pipeline.push(input, &record);
+        }
+        pipeline.flush(&mut out)?;
+        for r in out.drain(..) {
+            let deletion = is_row_deletion(&r);
+            let json = r.value.unwrap_or_default();
+            if rows
+                .blocking_send(PushEvent::Row { json, deletion })
+                .is_err()
+            {
+                return Ok(());
+            }
+            sent += 1;
+            if config.limit.is_some_and(|l| sent >= l) {
+                let _ = rows.blocking_send(PushEvent::LimitReached);
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
