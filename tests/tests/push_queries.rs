@@ -164,6 +164,53 @@ fn a_push_query_from_the_end_sees_new_rows_until_it_is_closed() {
     assert_eq!(unknown.status(), 400);
 }
 
+/// The rows of a `/query` response (its header and final message left out).
+fn query_rows(server: &Server, sql: &str) -> Vec<Value> {
+    let text = started(post(server, "/query", &json!({"ksql": sql})))
+        .read_to_string()
+        .expect("a body");
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    body.as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|e| e.get("row").map(|r| r["columns"].clone()))
+        .collect()
+}
+
+#[test]
+fn pull_queries_answer_with_the_table_and_the_stream_as_of_now() {
+    let server = Server::start(&unique("svc"));
+    clicks(&server);
+    let counts = unique("push_counts");
+    server.ok(&format!(
+        "CREATE TABLE counts WITH (kafka_topic='{counts}') AS \
+         SELECT user_id, COUNT(*) AS n FROM clicks GROUP BY user_id;"
+    ));
+    // The table is as its query has written it so far: wait for the final counts.
+    let all = eventually(WAIT, "the counts", || {
+        let rows = query_rows(&server, "SELECT * FROM counts;");
+        (rows == [json!(["u1", 3]), json!(["u2", 1])]).then_some(rows)
+    });
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        query_rows(
+            &server,
+            "SELECT user_id, n FROM counts WHERE user_id = 'u2';"
+        ),
+        [json!(["u2", 1])]
+    );
+    assert_eq!(
+        query_rows(&server, "SELECT page FROM clicks WHERE ms > 100;"),
+        [json!(["/b"]), json!(["/c"]), json!(["/d"])]
+    );
+    assert_eq!(
+        query_rows(&server, "SELECT page FROM clicks LIMIT 1;"),
+        [json!(["/a"])]
+    );
+    let resp = post(&server, "/query", &json!({"ksql": "SELECT n FROM counts;"}));
+    assert_eq!(resp.status(), 400);
+}
+
 #[test]
 fn bad_push_queries_get_ksqldb_errors() {
     let server = Server::start(&unique("svc"));
@@ -174,8 +221,8 @@ fn bad_push_queries_get_ksqldb_errors() {
             "NOWHERE does not exist",
         ),
         (
-            "SELECT * FROM clicks;",
-            "Pull queries are not supported yet",
+            "SELECT page FROM clicks WHERE nope > 1;",
+            "WHERE column 'NOPE' cannot be resolved",
         ),
         ("SHOW STREAMS;", "Only SELECT statements"),
     ] {

@@ -1,4 +1,5 @@
-//! Push queries: a plan run over Kafka for one client, its rows handed out as they come.
+//! Push and pull queries: a plan run over Kafka for one client, its rows handed out as
+//! they come.
 //!
 //! A push query is transient: it reads every partition of its sources with a consumer
 //! that is assigned them (from the start or the end, by `auto.offset.reset`), commits
@@ -6,6 +7,10 @@
 //! is always read from its start, so that lookups find the rows written before the
 //! query began. It stops when its client goes away (the channel closes), at its LIMIT,
 //! or when it is closed.
+//!
+//! A pull query runs the same way from the start of its sources up to their ends as of
+//! its start, then stops: a stream's rows all come out; a table's come out once the
+//! scan is done, the latest row of each key that is not deleted (the table as of now).
 
 use crate::error::{Result, RuntimeError};
 use crate::pipeline::{OutputRecord, Pipeline, SourceRecord, is_row_deletion};
@@ -14,6 +19,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_plan::QueryPlan;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -25,6 +31,16 @@ pub struct PushConfig {
     /// `earliest` or `latest`.
     pub auto_offset_reset: String,
     pub limit: Option<u64>,
+    pub mode: Mode,
+}
+
+#[derive(Clone, Debug)]
+pub enum Mode {
+    /// Rows as they come, until stopped.
+    Push,
+    /// The sources up to their current end, then done. For a table result, the indexes
+    /// of its key columns in a row: only each key's latest row is written.
+    Pull { table_keys: Option<Vec<usize>> },
 }
 
 /// What a push query hands its client.
@@ -99,27 +115,75 @@ fn run(
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "false")
         .create()?;
+    const TIMEOUT: Duration = Duration::from_secs(30);
+    let pull = matches!(config.mode, Mode::Pull { .. });
     let mut assignment = TopicPartitionList::new();
+    // A pull query's scan ends at each partition's end as of now.
+    let mut ends: HashMap<(usize, i32), i64> = HashMap::new();
     for (input, topic) in topics.iter().enumerate() {
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-        let start = if config.auto_offset_reset == "earliest" || pipeline.is_lookup_table(input) {
-            Offset::Beginning
-        } else {
-            Offset::End
-        };
+        let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
+        let start =
+            if pull || config.auto_offset_reset == "earliest" || pipeline.is_lookup_table(input) {
+                Offset::Beginning
+            } else {
+                Offset::End
+            };
         for t in metadata.topics().iter().filter(|t| t.name() == topic) {
             for p in t.partitions() {
                 assignment.add_partition_offset(topic, p.id(), start)?;
+                if pull {
+                    let (low, high) = consumer.fetch_watermarks(topic, p.id(), TIMEOUT)?;
+                    if high > low {
+                        ends.insert((input, p.id()), high);
+                    }
+                }
             }
         }
     }
     consumer.assign(&assignment)?;
     let mut sent = 0u64;
     let mut out: Vec<OutputRecord> = Vec::new();
+    let mut table = LatestRows::default();
+    let mut send = |json: Vec<u8>, deletion: bool| -> bool {
+        if rows
+            .blocking_send(PushEvent::Row { json, deletion })
+            .is_err()
+        {
+            return false;
+        }
+        sent += 1;
+        if config.limit.is_some_and(|l| sent >= l) {
+            let _ = rows.blocking_send(PushEvent::LimitReached);
+            return false;
+        }
+        true
+    };
     while !stop.load(Ordering::SeqCst) && !rows.is_closed() {
+        if pull && ends.is_empty() {
+            // The scan is done: a table's rows go out now.
+            for json in table.rows.into_iter().flatten() {
+                if !send(json, false) {
+                    break;
+                }
+            }
+            return Ok(());
+        }
         let mut timeout = Duration::from_millis(100);
         while pipeline.pending() < 500 {
             let Some(msg) = consumer.poll(timeout) else {
+                if pull {
+                    // Transaction markers take offsets no record is delivered at.
+                    let positions = consumer.position()?;
+                    ends.retain(|(input, p), end| {
+                        match positions
+                            .find_partition(&topics[*input], *p)
+                            .map(|e| e.offset())
+                        {
+                            Some(Offset::Offset(o)) => o < *end,
+                            _ => true,
+                        }
+                    });
+                }
                 break;
             };
             timeout = Duration::ZERO;
@@ -127,6 +191,18 @@ fn run(
             let Some(input) = topics.iter().position(|t| t == msg.topic()) else {
                 continue;
             };
+            if pull {
+                let key = (input, msg.partition());
+                match ends.get(&key) {
+                    Some(end) if msg.offset() < *end => {
+                        if msg.offset() + 1 >= *end {
+                            ends.remove(&key);
+                        }
+                    }
+                    // Past the end of the scan.
+                    _ => continue,
+                }
+            }
             let record = SourceRecord {
                 key: msg.key(),
                 value: msg.payload(),
@@ -141,18 +217,40 @@ fn run(
         for r in out.drain(..) {
             let deletion = is_row_deletion(&r);
             let json = r.value.unwrap_or_default();
-            if rows
-                .blocking_send(PushEvent::Row { json, deletion })
-                .is_err()
+            if let Mode::Pull {
+                table_keys: Some(keys),
+            } = &config.mode
             {
-                return Ok(());
-            }
-            sent += 1;
-            if config.limit.is_some_and(|l| sent >= l) {
-                let _ = rows.blocking_send(PushEvent::LimitReached);
+                table.put(keys, json, deletion)?;
+            } else if !send(json, deletion) {
                 return Ok(());
             }
         }
     }
     Ok(())
+}
+
+/// A pull query's table: the latest row of each key, in the order keys first came.
+#[derive(Default)]
+struct LatestRows {
+    rows: Vec<Option<Vec<u8>>>,
+    index: HashMap<String, usize>,
+}
+
+impl LatestRows {
+    fn put(&mut self, keys: &[usize], json: Vec<u8>, deletion: bool) -> Result<()> {
+        let row: Vec<serde_json::Value> = serde_json::from_slice(&json)
+            .map_err(|e| RuntimeError::Plan(format!("a result row is not a JSON array: {e}")))?;
+        let key = serde_json::to_string(&keys.iter().map(|i| row.get(*i)).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let value = (!deletion).then_some(json);
+        match self.index.get(&key) {
+            Some(&i) => self.rows[i] = value,
+            None => {
+                self.index.insert(key, self.rows.len());
+                self.rows.push(value);
+            }
+        }
+        Ok(())
+    }
 }

@@ -11,7 +11,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use sluice_plan::QueryPlan;
-use sluice_runtime::push::PushConfig;
+use sluice_runtime::push::{Mode, PushConfig};
 use sluice_runtime::{KafkaAdmin, QueryConfig, RunningQuery};
 use sluice_sql::ast::{ShowTarget, Statement};
 use sluice_sql::{
@@ -542,7 +542,8 @@ impl Engine {
         plan_statement(stmt, &ms.sources, &planner).map_err(|e| StatementError::from_sql(&e, text))
     }
 
-    /// Plans a push query (`SELECT ... EMIT CHANGES`) against the current catalog.
+    /// Plans a push query (`SELECT ... EMIT CHANGES`) or a pull query (no EMIT) against
+    /// the current catalog.
     pub fn plan_push(
         &self,
         stmt: &Statement,
@@ -554,6 +555,7 @@ impl Engine {
             schema,
             is_table,
             limit,
+            pull,
         } = self.plan(stmt, properties, &text)?
         else {
             return Err(StatementError::bad_statement(
@@ -577,6 +579,23 @@ impl Engine {
             .and_then(Value::as_str)
             .unwrap_or("latest")
             .to_string();
+        let mode = if !pull {
+            Mode::Push
+        } else if is_table {
+            Mode::Pull {
+                table_keys: Some(
+                    schema
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| c.kind == sluice_plan::ColumnKind::Key)
+                        .map(|(i, _)| i)
+                        .collect(),
+                ),
+            }
+        } else {
+            Mode::Pull { table_keys: None }
+        };
         Ok(PushPlan {
             id,
             plan: *plan,
@@ -586,6 +605,7 @@ impl Engine {
                 bootstrap_servers: self.config.bootstrap_servers.clone(),
                 auto_offset_reset: offset_reset,
                 limit,
+                mode,
             },
         })
     }

@@ -115,9 +115,10 @@ pub enum Planned {
         /// Names of the sources the query reads.
         inputs: Vec<String>,
     },
-    /// A push query (`SELECT ... EMIT CHANGES [LIMIT n]`): a transient query whose rows go
-    /// to the client. Its plan ends in a sink whose topic is never written; the runtime
-    /// hands the rows out instead, every column of the sink's schema in order.
+    /// A push query (`SELECT ... EMIT CHANGES [LIMIT n]`) or a pull query (without EMIT):
+    /// a transient query whose rows go to the client. Its plan ends in a sink whose topic
+    /// is never written; the runtime hands the rows out instead, every column of the
+    /// sink's schema in order.
     Select {
         plan: Box<QueryPlan>,
         /// The result's columns, in the order the rows have them.
@@ -125,6 +126,9 @@ pub enum Planned {
         /// Whether the result is a table (rows are upserts by key; deletions possible).
         is_table: bool,
         limit: Option<u64>,
+        /// A pull query: the result as of now (the sources read to their current end),
+        /// then the response ends.
+        pull: bool,
     },
     /// INSERT INTO an existing stream: a persistent query writing to its topic.
     InsertInto {
@@ -1640,7 +1644,7 @@ fn plan_insert_into(
     })
 }
 
-/// A push query, planned as if it created a stream (or, when its result is a table, a
+/// A push or pull query, planned as if it created a stream (or, when its result is a table, a
 /// table) with JSON formats, which nothing ever writes to.
 fn plan_select(
     stmt: &ast::Statement,
@@ -1648,13 +1652,6 @@ fn plan_select(
     catalog: &dyn Catalog,
     config: &PlannerConfig,
 ) -> Result<Planned, SqlError> {
-    if query.emit.is_none() {
-        return Err(SqlError::semantic(
-            stmt.pos,
-            "Pull queries are not supported yet: add EMIT CHANGES for a push query.",
-        )
-        .with_hint("SELECT ... EMIT CHANGES streams every new result row."));
-    }
     let json = |name: &str| {
         (
             name.to_string(),
@@ -1689,11 +1686,20 @@ fn plan_select(
     let Planned::CreateAs { sink, plan, .. } = planned else {
         unreachable!("plan_create_as plans a CreateAs");
     };
+    let is_table = sink.kind == SourceKindName::Table;
+    if is_table && query.emit.is_none() && sink.topic.schema.keys().next().is_none() {
+        // The scan keeps each key's latest row: it must see the key.
+        return Err(SqlError::unsupported(
+            stmt.pos,
+            "A pull query on a table must select the table's key columns (for now).",
+        ));
+    }
     Ok(Planned::Select {
         plan,
         schema: sink.topic.schema.clone(),
-        is_table: sink.kind == SourceKindName::Table,
+        is_table,
         limit,
+        pull: query.emit.is_none(),
     })
 }
 
