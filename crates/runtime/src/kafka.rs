@@ -82,6 +82,16 @@ pub struct QueryStats {
     /// Consecutive restarts after errors; 0 while healthy.
     pub restarts: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// Whether this server holds the query's lease (runs it).
+    pub lease_held: AtomicBool,
+    /// Commits (transactions or offset commits) and the time they took, in total.
+    pub commits: AtomicU64,
+    pub commit_micros: AtomicU64,
+    /// State entries read back from the changelog at the last start, and how long that took.
+    pub restored_entries: AtomicU64,
+    pub restore_millis: AtomicU64,
+    /// Whether the query is restoring its state now.
+    pub restoring: AtomicBool,
 }
 
 /// A persistent query running on its own thread.
@@ -260,7 +270,10 @@ fn run_once(
             }
         }
         let moves = lease.context().moves.load(Ordering::SeqCst);
-        match run_owned(name, plan, config, stop, stats, &lease, moves)? {
+        stats.lease_held.store(true, Ordering::Relaxed);
+        let ended = run_owned(name, plan, config, stop, stats, &lease, moves);
+        stats.lease_held.store(false, Ordering::Relaxed);
+        match ended? {
             Ended::Stopped => return Ok(()),
             Ended::LeaseLost => {
                 tracing::info!(query = name, "the query moved to another server");
@@ -339,7 +352,14 @@ fn run_owned(
     }
     let changelog = pipeline.has_changelog().then(|| config.changelog_topic());
     if let Some(topic) = &changelog {
-        restore_changelog(&mut pipeline, topic, config, name)?;
+        stats.restoring.store(true, Ordering::Relaxed);
+        let restored = restore_changelog(&mut pipeline, topic, config, name);
+        stats.restoring.store(false, Ordering::Relaxed);
+        let (entries, took) = restored?;
+        stats.restored_entries.store(entries, Ordering::Relaxed);
+        stats
+            .restore_millis
+            .store(took.as_millis() as u64, Ordering::Relaxed);
         pipeline.record_changes();
     }
     let mut assignment = TopicPartitionList::new();
@@ -514,6 +534,7 @@ fn run_owned(
                 }
             }
             changes.clear();
+            let commit_started = Instant::now();
             if config.exactly_once {
                 if in_transaction {
                     commit_transaction(&producer, lease, &offsets)?;
@@ -525,6 +546,11 @@ fn run_owned(
                 commit_offsets(lease, &offsets)?;
                 offsets.clear();
             }
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats.commit_micros.fetch_add(
+                commit_started.elapsed().as_micros() as u64,
+                Ordering::Relaxed,
+            );
             last_commit = Instant::now();
             // A query that has committed for a while after a restart is healthy again.
             match healthy_since {
@@ -774,7 +800,7 @@ fn restore_changelog(
     topic: &str,
     config: &QueryConfig,
     name: &str,
-) -> Result<()> {
+) -> Result<(u64, Duration)> {
     let admin = KafkaAdmin::new(&config.bootstrap_servers)?;
     block_on(admin.create_topic(topic, 1, None, &[("cleanup.policy", "compact")]))?;
     let started = Instant::now();
@@ -796,7 +822,7 @@ fn restore_changelog(
         ms = started.elapsed().as_millis() as u64,
         "restored state from the changelog"
     );
-    Ok(())
+    Ok((entries, started.elapsed()))
 }
 
 /// Runs a future to completion on this thread (rdkafka's admin futures are completed

@@ -5,6 +5,7 @@ pub mod command;
 pub mod engine;
 pub mod entities;
 pub mod error;
+pub mod metrics;
 pub mod rest;
 
 pub use engine::{Engine, ServerConfig};

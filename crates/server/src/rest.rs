@@ -35,6 +35,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/close-query", post(close_query))
         .route("/info", get(info))
         .route("/healthcheck", get(healthcheck))
+        .route("/metrics", get(metrics))
         .with_state(engine)
 }
 
@@ -376,6 +377,16 @@ async fn info(State(engine): State<Arc<Engine>>) -> Response {
             "serverStatus": status,
         }}),
     )
+}
+
+/// `GET /metrics`: Prometheus text exposition of the server's and each query's figures.
+async fn metrics(State(engine): State<Arc<Engine>>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(&engine),
+    )
+        .into_response()
 }
 
 async fn healthcheck(State(engine): State<Arc<Engine>>) -> Response {
