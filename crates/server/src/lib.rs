@@ -1,6 +1,7 @@
 //! The Sluice server: configuration, the engine (catalog, command topic, persistent
 //! queries) and the ksqlDB-compatible REST API. The `sluice` binary lives here too.
 
+pub mod cli;
 pub mod command;
 pub mod engine;
 pub mod entities;

@@ -21,6 +21,9 @@ struct Cli {
 enum Command {
     /// Runs the server: REST API, command topic and persistent queries.
     Server(ServerArgs),
+    /// The shell: a client of a running server. Interactive, or with -e / -f for scripts
+    /// and CI (the first failing statement stops it with a non-zero exit).
+    Cli(CliArgs),
     /// Runs conformance suites against the deterministic test driver.
     #[command(subcommand)]
     Test(TestSuite),
@@ -43,6 +46,67 @@ struct QttArgs {
     /// Exits non-zero when fewer cases than this pass.
     #[arg(long)]
     min_pass: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct CliArgs {
+    /// The server's address.
+    #[arg(default_value = "http://127.0.0.1:8088", env = "SLUICE_SERVER")]
+    url: String,
+    /// Runs these statements and exits.
+    #[arg(short = 'e', long = "execute", conflicts_with = "file")]
+    execute: Option<String>,
+    /// Runs the statements of this file and exits.
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// Defines a variable for `${name}` substitution: --define name=value.
+    #[arg(long = "define")]
+    defines: Vec<String>,
+    /// How results are printed.
+    #[arg(long, default_value = "tabular", value_parser = ["tabular", "json"])]
+    output: String,
+}
+
+fn run_cli(args: CliArgs) -> ExitCode {
+    use sluice_server::cli::{Output, Session, parse_defines};
+    let variables = match parse_defines(&args.defines) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("sluice cli: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let output = if args.output == "json" {
+        Output::Json
+    } else {
+        Output::Tabular
+    };
+    let mut session = Session::new(&args.url, output, variables);
+    let script = match (&args.execute, &args.file) {
+        (Some(sql), _) => Some(sql.clone()),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            Err(e) => {
+                eprintln!("sluice cli: cannot read {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => None,
+    };
+    let mut stdout = std::io::stdout();
+    match script {
+        Some(script) => match session.run_script(&script, &mut stdout) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{}", e.0);
+                ExitCode::FAILURE
+            }
+        },
+        None => {
+            session.interactive(&mut std::io::stdin().lock(), &mut stdout);
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 fn run_qtt(args: QttArgs) -> ExitCode {
@@ -134,6 +198,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Test(TestSuite::Qtt(args)) => run_qtt(args),
+        Command::Cli(args) => run_cli(args),
         Command::Server(args) => {
             let config = ServerConfig {
                 bootstrap_servers: args.bootstrap_servers,

@@ -1,0 +1,590 @@
+//! `sluice cli`: a REST client of a Sluice (or ksqlDB) server, for people and for CI.
+//!
+//! Statements go to `/ksql`; SELECT goes to `/query-stream`, its rows printed as they
+//! arrive. `SET`/`UNSET` and `DEFINE`/`UNDEFINE` are the shell's own: properties are
+//! sent with every later statement, variables are substituted (`${name}`) before a
+//! statement is sent. Run with `-e` or `-f`, the statements run in order and the first
+//! that fails stops the run with a non-zero exit (ksqlDB's CLI exits 0 there).
+
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Tabular,
+    Json,
+}
+
+/// A shell session: the server, the session's properties and variables.
+pub struct Session {
+    pub url: String,
+    pub output: Output,
+    properties: BTreeMap<String, Value>,
+    variables: BTreeMap<String, String>,
+}
+
+/// Why a statement failed, already worded for the user.
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl Session {
+    pub fn new(url: &str, output: Output, variables: BTreeMap<String, String>) -> Session {
+        Session {
+            url: url.trim_end_matches('/').to_string(),
+            output,
+            properties: BTreeMap::new(),
+            variables,
+        }
+    }
+
+    /// Runs a script's statements in order; stops at the first that fails.
+    pub fn run_script(&mut self, script: &str, out: &mut dyn Write) -> Result<(), Failure> {
+        let (statements, rest) = split_statements(script);
+        if !rest.trim().is_empty() {
+            return Err(Failure(format!(
+                "the script ends inside a statement (a ';' is missing): {}",
+                rest.trim()
+            )));
+        }
+        for stmt in statements {
+            self.run(&stmt, out)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one statement (its text without the closing `;`).
+    pub fn run(&mut self, statement: &str, out: &mut dyn Write) -> Result<(), Failure> {
+        let text = substitute(without_leading_comments(statement), &self.variables)?;
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let first = words
+            .first()
+            .map(|w| w.to_ascii_uppercase())
+            .unwrap_or_default();
+        match first.as_str() {
+            "" => Ok(()),
+            "SET" | "UNSET" | "DEFINE" | "UNDEFINE" => self.session_statement(&first, &text, out),
+            "SELECT" => self.query(&text, out),
+            _ => self.statement(&text, out),
+        }
+    }
+
+    /// SET 'k'='v', UNSET 'k', DEFINE name = 'value', UNDEFINE name.
+    fn session_statement(
+        &mut self,
+        verb: &str,
+        text: &str,
+        out: &mut dyn Write,
+    ) -> Result<(), Failure> {
+        let body = text[verb.len()..].trim();
+        let unquote = |s: &str| -> String {
+            let s = s.trim();
+            s.strip_prefix('\'')
+                .and_then(|s| s.strip_suffix('\''))
+                .map(|s| s.replace("''", "'"))
+                .unwrap_or_else(|| s.to_string())
+        };
+        let pair = || -> Result<(String, String), Failure> {
+            let (k, v) = body
+                .split_once('=')
+                .ok_or_else(|| Failure(format!("expected {verb} name = 'value'")))?;
+            Ok((unquote(k), unquote(v)))
+        };
+        match verb {
+            "SET" => {
+                let (k, v) = pair()?;
+                let _ = writeln!(out, "Successfully changed local property '{k}' to '{v}'.");
+                self.properties.insert(k, Value::String(v));
+            }
+            "UNSET" => {
+                let k = unquote(body);
+                self.properties.remove(&k);
+                let _ = writeln!(out, "Successfully unset local property '{k}'.");
+            }
+            "DEFINE" => {
+                let (k, v) = pair()?;
+                self.variables.insert(k, v);
+            }
+            _ => {
+                self.variables.remove(&unquote(body));
+            }
+        }
+        Ok(())
+    }
+
+    fn statement(&mut self, text: &str, out: &mut dyn Write) -> Result<(), Failure> {
+        let body = json!({"ksql": format!("{text};"), "streamsProperties": self.properties});
+        let (status, reply) = self.post("/ksql", &body)?;
+        let reply: Value = serde_json::from_str(&reply)
+            .map_err(|e| Failure(format!("the server's answer is not JSON ({e}): {reply}")))?;
+        if status != 200 {
+            return Err(Failure(error_text(&reply, text)));
+        }
+        match self.output {
+            Output::Json => {
+                let _ = writeln!(out, "{reply:#}");
+            }
+            Output::Tabular => {
+                for entity in reply.as_array().into_iter().flatten() {
+                    let _ = write!(out, "{}", render_entity(entity));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A push or pull query: the header, then each row as it arrives.
+    fn query(&mut self, text: &str, out: &mut dyn Write) -> Result<(), Failure> {
+        let body = json!({"sql": format!("{text};"), "properties": self.properties});
+        let resp = ureq::post(&format!("{}/query-stream", self.url))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send_json(&body)
+            .map_err(|e| Failure(format!("cannot reach {}: {e}", self.url)))?;
+        let status = resp.status().as_u16();
+        let mut reader = std::io::BufReader::new(resp.into_body().into_reader());
+        if status != 200 {
+            let mut reply = String::new();
+            let _ = std::io::Read::read_to_string(&mut reader, &mut reply);
+            let reply: Value = serde_json::from_str(&reply).unwrap_or(Value::String(reply));
+            return Err(Failure(error_text(&reply, text)));
+        }
+        let mut line = String::new();
+        let mut widths: Vec<usize> = Vec::new();
+        let mut rows = 0usize;
+        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            let value: Value = serde_json::from_str(line.trim())
+                .map_err(|e| Failure(format!("a malformed row ({e}): {line}")))?;
+            line.clear();
+            if self.output == Output::Json {
+                let _ = writeln!(out, "{value}");
+            } else if let Some(names) = value.get("columnNames").and_then(Value::as_array) {
+                // Columns at least as wide as their names; a row wider than its column
+                // widens it from then on.
+                let names: Vec<String> = names.iter().map(cell).collect();
+                widths = names.iter().map(|n| n.len().max(8)).collect();
+                let _ = writeln!(out, "{}", rule(&widths));
+                let _ = writeln!(out, "{}", table_row(&names, &widths));
+                let _ = writeln!(out, "{}", rule(&widths));
+            } else if let Some(cells) = value.as_array() {
+                let cells: Vec<String> = cells.iter().map(cell).collect();
+                for (w, c) in widths.iter_mut().zip(&cells) {
+                    *w = (*w).max(c.len());
+                }
+                let _ = writeln!(out, "{}", table_row(&cells, &widths));
+                rows += 1;
+            } else if let Some(message) = value.get("message").and_then(Value::as_str) {
+                return Err(Failure(message.to_string()));
+            }
+            let _ = out.flush();
+        }
+        if self.output == Output::Tabular {
+            let _ = writeln!(out, "{}", rule(&widths));
+            let _ = writeln!(out, "{rows} row{}", if rows == 1 { "" } else { "s" });
+        }
+        Ok(())
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Result<(u16, String), Failure> {
+        let resp = ureq::post(&format!("{}{path}", self.url))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send_json(body)
+            .map_err(|e| Failure(format!("cannot reach {}: {e}", self.url)))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .into_body()
+            .read_to_string()
+            .map_err(|e| Failure(format!("cannot read the answer: {e}")))?;
+        Ok((status, text))
+    }
+
+    /// The server's version and status, for the banner.
+    pub fn server_info(&self) -> Result<String, Failure> {
+        let resp = ureq::get(&format!("{}/info", self.url))
+            .call()
+            .map_err(|e| Failure(format!("cannot reach {}: {e}", self.url)))?;
+        let info: Value =
+            serde_json::from_str(&resp.into_body().read_to_string().unwrap_or_default())
+                .map_err(|e| Failure(format!("not a Sluice or ksqlDB server: {e}")))?;
+        let i = &info["KsqlServerInfo"];
+        Ok(format!(
+            "server {} (service {}), {}",
+            i["version"].as_str().unwrap_or("?"),
+            i["ksqlServiceId"].as_str().unwrap_or("?"),
+            i["serverStatus"].as_str().unwrap_or("?")
+        ))
+    }
+
+    /// The interactive shell: statements continue over lines until `;`.
+    pub fn interactive(&mut self, input: &mut dyn BufRead, out: &mut dyn Write) {
+        let _ = writeln!(
+            out,
+            "sluice {} – {}\nStatements end with ';'. 'exit' or Ctrl-D leaves.",
+            env!("CARGO_PKG_VERSION"),
+            self.server_info().unwrap_or_else(|e| e.0)
+        );
+        let mut pending = String::new();
+        loop {
+            let _ = write!(
+                out,
+                "{}",
+                if pending.is_empty() {
+                    "sluice> "
+                } else {
+                    "     > "
+                }
+            );
+            let _ = out.flush();
+            let mut line = String::new();
+            if input.read_line(&mut line).map(|n| n == 0).unwrap_or(true) {
+                let _ = writeln!(out);
+                return;
+            }
+            if pending.is_empty() && matches!(line.trim(), "exit" | "quit") {
+                return;
+            }
+            pending.push_str(&line);
+            let (statements, rest) = split_statements(&pending);
+            for stmt in statements {
+                if let Err(e) = self.run(&stmt, out) {
+                    let _ = writeln!(out, "{}", e.0);
+                }
+            }
+            pending = rest.trim_start().to_string();
+        }
+    }
+}
+
+/// Splits text into complete statements (without their `;`) and the unfinished rest.
+/// Semicolons inside quotes (`'...'`, `` `...` ``, `"..."`) and comments (`-- ...`,
+/// `/* ... */`) do not end a statement; comments are kept in the text.
+pub fn split_statements(text: &str) -> (Vec<String>, String) {
+    let mut statements = Vec::new();
+    let mut start = 0;
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            q @ (b'\'' | b'`' | b'"') => {
+                i += 1;
+                while i < bytes.len() {
+                    if bytes[i] == q {
+                        // A doubled quote is an escaped one.
+                        if bytes.get(i + 1) == Some(&q) {
+                            i += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                    i += 1;
+                }
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b';' => {
+                let stmt = text[start..i].trim();
+                if !strip_comments(stmt).trim().is_empty() {
+                    statements.push(stmt.to_string());
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let rest = text.get(start..).unwrap_or_default();
+    let rest = if strip_comments(rest).trim().is_empty() {
+        String::new()
+    } else {
+        rest.to_string()
+    };
+    (statements, rest)
+}
+
+/// The statement from its first word on: comments and blank space before it removed.
+fn without_leading_comments(mut text: &str) -> &str {
+    loop {
+        text = text.trim_start();
+        if let Some(rest) = text.strip_prefix("--") {
+            text = rest.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(rest) = text.strip_prefix("/*") {
+            text = rest.split_once("*/").map_or("", |(_, after)| after);
+        } else {
+            return text.trim_end();
+        }
+    }
+}
+
+/// The text with `-- ...` line comments removed (to tell empty statements apart).
+fn strip_comments(text: &str) -> String {
+    text.lines()
+        .map(|l| l.split("--").next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Replaces `${name}` with the variable's value; an undefined one is an error.
+pub fn substitute(text: &str, variables: &BTreeMap<String, String>) -> Result<String, Failure> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[at..]);
+            return Ok(out);
+        };
+        let name = &after[..end];
+        let value = variables.get(name).ok_or_else(|| {
+            Failure(format!(
+                "the variable {name} is not defined (DEFINE {name} = '...'; or --define {name}=...)"
+            ))
+        })?;
+        out.push_str(value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// An error as the user should see it: the message, and for a located error the
+/// statement's line with a caret under the position.
+fn error_text(reply: &Value, statement: &str) -> String {
+    let message = reply["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| reply.to_string());
+    let (Some(line), Some(column)) = (
+        reply["position"]["line"].as_u64(),
+        reply["position"]["column"].as_u64(),
+    ) else {
+        return message;
+    };
+    let Some(text) = statement.lines().nth(line.saturating_sub(1) as usize) else {
+        return message;
+    };
+    let caret = " ".repeat(column.saturating_sub(1) as usize);
+    format!("{message}\n  {text}\n  {caret}^")
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "null".into(),
+        other => other.to_string(),
+    }
+}
+
+fn rule(widths: &[usize]) -> String {
+    let parts: Vec<String> = widths.iter().map(|w| "-".repeat(w + 2)).collect();
+    format!("+{}+", parts.join("+"))
+}
+
+fn table_row(cells: &[String], widths: &[usize]) -> String {
+    let parts: Vec<String> = cells
+        .iter()
+        .zip(widths)
+        .map(|(c, w)| format!(" {c:<w$} "))
+        .collect();
+    format!("|{}|", parts.join("|"))
+}
+
+/// A table with a header row, columns sized to the data.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let mut out = format!(
+        "{}\n{}\n{}\n",
+        rule(&widths),
+        table_row(&header, &widths),
+        rule(&widths)
+    );
+    for r in rows {
+        out.push_str(&table_row(r, &widths));
+        out.push('\n');
+    }
+    out.push_str(&rule(&widths));
+    out.push('\n');
+    out
+}
+
+/// One `/ksql` entity as the shell shows it.
+pub fn render_entity(e: &Value) -> String {
+    let s = |v: &Value| cell(v);
+    let list = |key: &str, columns: &[(&str, &str)]| -> String {
+        let rows: Vec<Vec<String>> = e[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|item| columns.iter().map(|(_, field)| s(&item[*field])).collect())
+            .collect();
+        let header: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+        table(&header, &rows)
+    };
+    match e["@type"].as_str().unwrap_or_default() {
+        "currentStatus" => format!(
+            "{}\n",
+            e["commandStatus"]["message"].as_str().unwrap_or_default()
+        ),
+        "warning_entity" => format!("{}\n", s(&e["message"])),
+        "streams" => list(
+            "streams",
+            &[
+                ("Stream Name", "name"),
+                ("Kafka Topic", "topic"),
+                ("Key Format", "keyFormat"),
+                ("Value Format", "valueFormat"),
+            ],
+        ),
+        "tables" => list(
+            "tables",
+            &[
+                ("Table Name", "name"),
+                ("Kafka Topic", "topic"),
+                ("Key Format", "keyFormat"),
+                ("Value Format", "valueFormat"),
+            ],
+        ),
+        "queries" => list(
+            "queries",
+            &[
+                ("Query ID", "id"),
+                ("Query Type", "queryType"),
+                ("Status", "state"),
+                ("Query", "queryString"),
+            ],
+        ),
+        "kafka_topics" => list(
+            "topics",
+            &[("Kafka Topic", "name"), ("Partitions", "replicaInfo")],
+        ),
+        "properties" => list(
+            "properties",
+            &[("Property", "name"), ("Scope", "scope"), ("Value", "value")],
+        ),
+        "sourceDescription" => {
+            let d = &e["sourceDescription"];
+            let rows: Vec<Vec<String>> = d["fields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| {
+                    let key = match f["type"].as_str() {
+                        Some("KEY") => " (key)",
+                        _ => "",
+                    };
+                    vec![s(&f["name"]), format!("{}{key}", s(&f["schema"]["type"]))]
+                })
+                .collect();
+            format!(
+                "Name: {}\nType: {}\nKafka topic: {}\n{}",
+                s(&d["name"]),
+                s(&d["type"]),
+                s(&d["topic"]),
+                table(&["Field", "Type"], &rows)
+            )
+        }
+        _ => format!("{e:#}\n"),
+    }
+}
+
+/// `--define k=v` pairs.
+pub fn parse_defines(defines: &[String]) -> Result<BTreeMap<String, String>, String> {
+    defines
+        .iter()
+        .map(|d| {
+            d.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .ok_or_else(|| format!("--define expects name=value, got {d}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_split_at_semicolons_outside_quotes_and_comments() {
+        let (stmts, rest) = split_statements(
+            "CREATE STREAM a (x STRING) WITH (kafka_topic='a;b');\n-- a comment; still one\nSELECT `c;d` FROM a /* ; */ EMIT CHANGES;\nSELECT 'it''s;' FROM a",
+        );
+        assert_eq!(
+            stmts,
+            [
+                "CREATE STREAM a (x STRING) WITH (kafka_topic='a;b')",
+                "-- a comment; still one\nSELECT `c;d` FROM a /* ; */ EMIT CHANGES",
+            ]
+        );
+        assert_eq!(rest, "\nSELECT 'it''s;' FROM a");
+        let (stmts, rest) = split_statements(";; -- only a comment\n");
+        assert!(stmts.is_empty());
+        assert_eq!(rest, "");
+    }
+
+    #[test]
+    fn leading_comments_are_not_the_statement() {
+        assert_eq!(
+            without_leading_comments("-- a\n /* b */\n  DEFINE x = '1' "),
+            "DEFINE x = '1'"
+        );
+        assert_eq!(without_leading_comments("-- only"), "");
+    }
+
+    #[test]
+    fn variables_are_substituted_and_undefined_ones_refused() {
+        let vars: BTreeMap<String, String> = [("topic".to_string(), "orders".to_string())].into();
+        assert_eq!(
+            substitute("WITH (kafka_topic='${topic}')", &vars).unwrap(),
+            "WITH (kafka_topic='orders')"
+        );
+        assert!(substitute("${missing}", &vars).is_err());
+        assert_eq!(parse_defines(&["a=b=c".into()]).unwrap()["a"], "b=c");
+        assert!(parse_defines(&["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn errors_point_at_their_position() {
+        let reply =
+            json!({"message": "NOPE does not exist.", "position": {"line": 2, "column": 6}});
+        assert_eq!(
+            error_text(&reply, "SELECT *\nFROM nope EMIT CHANGES"),
+            "NOPE does not exist.\n  FROM nope EMIT CHANGES\n       ^"
+        );
+    }
+
+    #[test]
+    fn entities_render_as_tables() {
+        let e = json!({
+            "@type": "streams",
+            "streams": [{"name": "CLICKS", "topic": "clicks", "keyFormat": "KAFKA", "valueFormat": "JSON"}],
+        });
+        assert_eq!(
+            render_entity(&e),
+            "+-------------+-------------+------------+--------------+\n\
+             | Stream Name | Kafka Topic | Key Format | Value Format |\n\
+             +-------------+-------------+------------+--------------+\n\
+             | CLICKS      | clicks      | KAFKA      | JSON         |\n\
+             +-------------+-------------+------------+--------------+\n"
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! `sluice cli` run as CI runs it: scripts with -f and -e against a real server.
+
+use sluice_e2e::{Record, Server, produce, sluice_bin, unique};
+use std::process::Command;
+
+fn cli(server: &Server, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(sluice_bin())
+        .arg("cli")
+        .arg(&server.url)
+        .args(args)
+        .output()
+        .expect("sluice cli runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_script_runs_in_order_with_variables_and_session_properties() {
+    let server = Server::start(&unique("svc"));
+    let topic = unique("cli_orders");
+    let dir = std::env::temp_dir().join(unique("cli"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("deploy.sql");
+    std::fs::write(
+        &script,
+        "-- deploys the orders pipeline\n\
+         DEFINE big = '100';\n\
+         CREATE STREAM orders (id STRING KEY, amount INT)\n  WITH (kafka_topic='${topic}', value_format='JSON', partitions=1);\n\
+         SET 'auto.offset.reset'='earliest';\n\
+         CREATE STREAM big_orders AS SELECT id, amount FROM orders WHERE amount > ${big};\n\
+         SHOW STREAMS;\n",
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = cli(
+        &server,
+        &[
+            "-f",
+            script.to_str().unwrap(),
+            "--define",
+            &format!("topic={topic}"),
+        ],
+    );
+    assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("Stream created"), "{stdout}");
+    assert!(
+        stdout.contains("Created query with ID CSAS_BIG_ORDERS_"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| BIG_ORDERS "), "{stdout}");
+    assert!(stdout.contains("Successfully changed local property 'auto.offset.reset'"));
+
+    produce(
+        &topic,
+        &[
+            Record::new(Some("a"), Some(r#"{"AMOUNT":50}"#), 1),
+            Record::new(Some("b"), Some(r#"{"AMOUNT":150}"#), 2),
+            Record::new(Some("c"), Some(r#"{"AMOUNT":250}"#), 3),
+        ],
+    );
+    // A pull query over the derived stream, as a table of rows.
+    let wanted = "| c        | 250      |";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (ok, stdout, stderr) = cli(&server, &["-e", "SELECT id, amount FROM big_orders;"]);
+        assert!(ok, "{stderr}");
+        if stdout.contains(wanted) {
+            assert!(stdout.contains("| ID       | AMOUNT   |"), "{stdout}");
+            assert!(stdout.contains("2 rows"), "{stdout}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{stdout}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // JSON output for machines.
+    let (ok, stdout, _) = cli(&server, &["--output", "json", "-e", "SHOW STREAMS;"]);
+    assert!(ok);
+    let body: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(body[0]["@type"], "streams");
+}
+
+#[test]
+fn the_first_failing_statement_stops_the_script_with_an_error() {
+    let server = Server::start(&unique("svc"));
+    let topic = unique("cli_fail");
+    let (ok, stdout, stderr) = cli(
+        &server,
+        &[
+            "-e",
+            &format!(
+                "CREATE STREAM s (x INT) WITH (kafka_topic='{topic}', value_format='JSON', partitions=1);\n\
+                 CREATE STREAM t AS SELECT nope FROM s;\n\
+                 CREATE STREAM u AS SELECT x FROM s;"
+            ),
+        ],
+    );
+    assert!(!ok, "the run must fail:\n{stdout}");
+    assert!(stderr.contains("NOPE"), "{stderr}");
+    // The caret points into the statement.
+    assert!(stderr.contains("^"), "{stderr}");
+    // The statement after the failing one never ran.
+    let (status, body) = server.ksql("DESCRIBE u;");
+    assert_eq!(status, 400, "{body}");
+    // An undefined variable fails before anything is sent.
+    let (ok, _, stderr) = cli(&server, &["-e", "DESCRIBE ${missing};"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("the variable missing is not defined"),
+        "{stderr}"
+    );
+}
