@@ -56,6 +56,8 @@ pub struct CrashReport {
     pub rate: f64,
     /// The server's peak resident memory (of its last process), in MiB.
     pub peak_rss_mib: Option<u64>,
+    /// CPU time the server (its last process) used until the queries caught up.
+    pub server_cpu_seconds: Option<f64>,
     pub csas_records: usize,
     pub ctas_records: usize,
 }
@@ -202,10 +204,18 @@ impl CrashRun {
             .into_iter()
             .map(|(id, _)| format!("_sluice-{}-query_{id}", server.service_id))
             .collect();
+        // Asked every half second: each check opens clients, which loads the broker
+        // that the queries share.
         let caught_up = crate::eventually(
             Duration::from_secs(600),
             "the queries to commit every input offset",
-            || caught_up(&source, &groups).then(|| started.elapsed()),
+            || {
+                if caught_up(&source, &groups) {
+                    return Some(started.elapsed());
+                }
+                std::thread::sleep(Duration::from_millis(450));
+                None
+            },
         );
         let expected_csas = (0..self.records).filter(|i| passes(*i)).count();
         let complete = |records: &[(i32, Record)], count: usize| -> bool {
@@ -224,6 +234,7 @@ impl CrashRun {
         let exactly_once = self.exactly_once;
         let ctas_out = consume_until(&ctas, wait, |r| ctas_done(&windows, r, exactly_once));
         let elapsed = caught_up;
+        let server_cpu_seconds = server.cpu_seconds();
         let peak_rss_mib = server.peak_rss_mib();
         self.check_csas(&csas_out)?;
         self.check_ctas(&ctas_out)?;
@@ -231,6 +242,7 @@ impl CrashRun {
             elapsed,
             rate: self.records as f64 / elapsed.as_secs_f64(),
             peak_rss_mib,
+            server_cpu_seconds,
             csas_records: csas_out.len(),
             ctas_records: ctas_out.len(),
         })

@@ -225,6 +225,18 @@ impl Server {
             .collect()
     }
 
+    /// CPU time the process has used so far (user and system), in seconds; Linux only.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may hold spaces) start at its ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        // Linux counts in USER_HZ, 100 per second on every common configuration.
+        Some(ticks / 100.0)
+    }
+
     /// The process's peak resident memory so far (VmHWM), in MiB; Linux only.
     pub fn peak_rss_mib(&self) -> Option<u64> {
         let pid = self.child.as_ref()?.id();
@@ -371,10 +383,26 @@ pub fn produce(topic: &str, records: &[Record]) {
         if let Some(v) = &r.value {
             rec = rec.payload(v.as_slice());
         }
-        producer.send(rec).map_err(|(e, _)| e).expect("send");
+        // A full queue empties as deliveries are served: serve them and send again.
+        let mut pending = rec;
+        loop {
+            match producer.send(pending) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
+                    producer.poll(Duration::from_millis(10));
+                    pending = back;
+                }
+                Err((e, _)) => panic!("send: {e}"),
+            }
+        }
         producer.poll(Duration::ZERO);
     }
-    producer.flush(Duration::from_secs(30)).expect("flush");
+    producer.flush(Duration::from_secs(120)).expect("flush");
     let failed = producer
         .context()
         .failed

@@ -68,6 +68,11 @@ pub struct AggregateOp {
     pub late_records: u64,
     /// The groups changed since the changelog last took them (None: not recorded).
     changed: Option<HashSet<Vec<ScalarValue>>>,
+    /// No window expires before its expiry point (a time window's start, a session's
+    /// end) falls behind the threshold `expire` computes; this is at most the smallest
+    /// such point, so `expire` skips the scan of every group until the threshold passes
+    /// it.
+    expiry_bound: i64,
 }
 
 /// Changelog keys: a group's key, or the operator's own counters.
@@ -172,6 +177,7 @@ impl AggregateOp {
             stream_time: i64::MIN,
             late_records: 0,
             changed: None,
+            expiry_bound: i64::MIN,
         })
     }
 
@@ -441,6 +447,9 @@ impl AggregateOp {
     fn group(&mut self, key: Vec<ScalarValue>, end: i64) -> Result<&mut Group> {
         self.touch(&key);
         if !self.groups.contains_key(&key) {
+            if let Some(point) = self.expiry_point(&key, end) {
+                self.expiry_bound = self.expiry_bound.min(point);
+            }
             let accumulators = self
                 .calls
                 .iter()
@@ -593,6 +602,16 @@ impl AggregateOp {
         Ok(())
     }
 
+    /// Where a new group's window expires: its start (time windows) or its end
+    /// (sessions); None without a window.
+    fn expiry_point(&self, key: &[ScalarValue], end: i64) -> Option<i64> {
+        match (&self.window, key.last()) {
+            (Some(w), _) if w.kind == WindowKind::Session => Some(end),
+            (Some(_), Some(ScalarValue::Int64(Some(start)))) => Some(*start),
+            _ => None,
+        }
+    }
+
     /// Forgets windows that can change no more and whose rows are written.
     fn expire(&mut self) {
         let Some(w) = &self.window else {
@@ -602,8 +621,13 @@ impl AggregateOp {
         let session = w.kind == WindowKind::Session;
         let close = stream_time - w.grace_ms - if session { w.size_ms } else { 0 };
         let kept_from = stream_time - w.retention();
+        let threshold = if session { close } else { kept_from };
+        if threshold <= self.expiry_bound {
+            return;
+        }
         let mut gone_sessions = Vec::new();
         let changed = &mut self.changed;
+        let mut bound = i64::MAX;
         self.groups.retain(|key, g| {
             let start = match key.last() {
                 Some(ScalarValue::Int64(Some(s))) => *s,
@@ -614,6 +638,9 @@ impl AggregateOp {
             } else {
                 start >= kept_from
             };
+            if keep {
+                bound = bound.min(if session { g.end } else { start });
+            }
             if !keep && session {
                 gone_sessions.push((key[..key.len() - 1].to_vec(), start));
             }
@@ -622,6 +649,7 @@ impl AggregateOp {
             }
             keep
         });
+        self.expiry_bound = bound;
         for (group_key, start) in gone_sessions {
             if let Some(index) = self.sessions.get_mut(&group_key) {
                 index.retain(|s| *s != start);
@@ -694,6 +722,7 @@ impl AggregateOp {
         self.sessions.clear();
         self.stream_time = i64::MIN;
         self.seq = 0;
+        self.expiry_bound = i64::MIN;
         if let Some(c) = &mut self.changed {
             c.clear();
         }
@@ -753,6 +782,8 @@ impl AggregateOp {
 
     /// Rebuilds what follows from the restored groups: each key's session starts.
     pub fn finish_restore(&mut self) {
+        // The next `expire` scans the restored groups and sets the bound.
+        self.expiry_bound = i64::MIN;
         self.sessions.clear();
         if self
             .window

@@ -71,10 +71,16 @@ fn main() -> ExitCode {
     match run.run() {
         Ok(report) => {
             println!(
-                "ok: {} records in {:.1} s ({:.0} records/s), CSAS wrote {}, CTAS wrote {}, peak RSS {} MiB",
+                "ok: {} records in {:.1} s ({:.0} records/s; server CPU {}), CSAS wrote {}, CTAS wrote {}, peak RSS {} MiB",
                 run.records,
                 report.elapsed.as_secs_f64(),
                 report.rate,
+                report
+                    .server_cpu_seconds
+                    .map_or("unknown".to_string(), |s| format!(
+                        "{s:.1} s, {:.0} records per CPU second for both queries",
+                        run.records as f64 / s
+                    )),
                 report.csas_records,
                 report.ctas_records,
                 report
