@@ -524,3 +524,39 @@ fn set_applies_to_later_statements_in_the_request() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].value_json(), json!({"V10": 10}));
 }
+
+/// INSERT INTO ... VALUES writes one record, keyed and encoded as the stream's formats
+/// say, with ROWTIME as its timestamp when given.
+#[test]
+fn insert_values_writes_a_record() {
+    let server = Server::start(&unique("svc"));
+    let topic = unique("values");
+    server.ok(&format!(
+        "CREATE STREAM v (id STRING KEY, n INT, tag STRING) \
+         WITH (kafka_topic='{topic}', value_format='JSON', partitions=3);"
+    ));
+    let body = server.ok(
+        "INSERT INTO v (id, n, tag) VALUES ('k1', 7, 'x'); INSERT INTO v (ROWTIME, id, n) VALUES (5000, 'k2', 8);",
+    );
+    assert_eq!(body, json!([]));
+    let out = sluice_e2e::consume_with_partitions(&topic, 2, WAIT);
+    let mut rows: Vec<(String, serde_json::Value, i64)> = out
+        .iter()
+        .map(|(_, r)| {
+            (
+                String::from_utf8(r.key.clone().unwrap()).unwrap(),
+                r.value_json(),
+                r.timestamp,
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(rows[0].0, "k1");
+    assert_eq!(rows[0].1, json!({"N": 7, "TAG": "x"}));
+    assert_eq!(
+        rows[1],
+        ("k2".to_string(), json!({"N": 8, "TAG": null}), 5000)
+    );
+    let (status, body) = server.ksql("INSERT INTO v (n) VALUES ('seven');");
+    assert_eq!(status, 400, "{body}");
+}

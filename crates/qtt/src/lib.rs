@@ -309,6 +309,23 @@ impl Session {
                     );
                     self.sources.insert(sink.name.clone(), sink);
                 }
+                Planned::InsertValues {
+                    topic,
+                    values,
+                    rowtime,
+                    ..
+                } => {
+                    let record = sluice_runtime::values::values_record(
+                        &topic,
+                        &values,
+                        rowtime.as_ref(),
+                        None,
+                    )
+                    .map_err(|e| StatementFailure::Refused(e.to_string()))?;
+                    self.driver
+                        .produce(&topic.topic, record.key, record.value, record.timestamp)
+                        .map_err(|e| StatementFailure::Refused(e.to_string()))?;
+                }
                 Planned::InsertInto { plan, .. } => {
                     let pipeline = Pipeline::new(&plan)
                         .map_err(|e| StatementFailure::Unsupported(e.to_string()))?;

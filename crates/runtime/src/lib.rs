@@ -5,6 +5,7 @@
 //! - `pipeline`: a compiled plan that turns a batch of source records into output records;
 //! - `push`: push queries, run for one client and leaving nothing behind;
 //! - `snapshot`: operator state as bytes, for changelog records and restore;
+//! - `values`: the record an INSERT INTO ... VALUES writes;
 //! - `driver`: the deterministic test driver over in-memory topics;
 //! - `kafka`: running a pipeline on a real broker (consumer group, producer, commits) and
 //!   topic administration.
@@ -25,6 +26,7 @@ pub mod push;
 mod snapshot;
 pub mod types;
 pub mod udf;
+pub mod values;
 
 pub use error::{Result, RuntimeError};
 pub use kafka::{KafkaAdmin, QueryConfig, QueryStats, RunningQuery};

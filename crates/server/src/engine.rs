@@ -188,6 +188,8 @@ impl Engine {
         }
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &config.bootstrap_servers)
+            // Java's default partitioner: INSERT ... VALUES records land where ksqlDB's would.
+            .set("partitioner", "murmur2_random")
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .create()?;
@@ -627,6 +629,31 @@ impl Engine {
         }
         match planned {
             Planned::Show(target) => Ok(self.show(target, &text).await?),
+            Planned::InsertValues {
+                topic,
+                values,
+                rowtime,
+                ..
+            } => {
+                let record =
+                    sluice_runtime::values::values_record(&topic, &values, rowtime.as_ref(), None)
+                        .map_err(|e| fail(e.to_string()))?;
+                let mut out = FutureRecord::<[u8], [u8]>::to(&topic.topic).timestamp(record.timestamp);
+                if let Some(k) = &record.key {
+                    out = out.key(k.as_slice());
+                }
+                if let Some(v) = &record.value {
+                    out = out.payload(v.as_slice());
+                }
+                self.producer
+                    .send(out, KAFKA_TIMEOUT)
+                    .await
+                    .map_err(|(e, _)| {
+                        StatementError::server(format!("Failed to insert values: {e}"), &text)
+                    })?;
+                // ksqlDB answers an INSERT ... VALUES with no entity.
+                Ok(Value::Null)
+            }
             Planned::Select { .. } => Err(fail(
                 "The following statement types should be issued to the websocket endpoint '/query':\n\t* PRINT\n\t* SELECT".into(),
             )),

@@ -98,6 +98,8 @@ async fn ksql(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
             _ => {}
         }
         match engine.execute(stmt, &properties).await {
+            // Statements without an entity (INSERT ... VALUES) add nothing.
+            Ok(Value::Null) => {}
             Ok(entity) => entities.push(entity),
             Err(e) => return error_response(&e, entities),
         }

@@ -41,6 +41,12 @@ pub enum StatementKind {
         target: Ident,
         query: Query,
     },
+    /// `INSERT INTO target [(columns)] VALUES (values)`
+    InsertValues {
+        target: Ident,
+        columns: Option<Vec<Ident>>,
+        values: Vec<Expr>,
+    },
     Select(Query),
     Drop {
         kind: SourceKind,
@@ -671,6 +677,19 @@ impl fmt::Display for StatementKind {
             }
             StatementKind::InsertInto { target, query } => {
                 write!(f, "INSERT INTO {} {query}", quote_ident(target))
+            }
+            StatementKind::InsertValues {
+                target,
+                columns,
+                values,
+            } => {
+                write!(f, "INSERT INTO {} ", quote_ident(target))?;
+                if let Some(columns) = columns {
+                    let names: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+                    write!(f, "({}) ", names.join(", "))?;
+                }
+                let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+                write!(f, "VALUES ({})", values.join(", "))
             }
             StatementKind::Select(q) => write!(f, "{q}"),
             StatementKind::Drop {

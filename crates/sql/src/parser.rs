@@ -309,14 +309,35 @@ impl Parser {
                 self.advance();
                 self.advance();
                 let target = self.ident("a stream name")?;
-                if !self.is_keyword("SELECT") {
-                    return Err(SqlError::unsupported(
-                        pos,
-                        "INSERT INTO ... VALUES is not supported yet",
-                    ));
+                if self.is_keyword("SELECT") {
+                    let query = self.query()?;
+                    return Ok(StatementKind::InsertInto { target, query });
                 }
-                let query = self.query()?;
-                Ok(StatementKind::InsertInto { target, query })
+                let columns = if self.eat(&Token::LParen) {
+                    let mut columns = vec![self.ident("a column name")?];
+                    while self.eat(&Token::Comma) {
+                        columns.push(self.ident("a column name")?);
+                    }
+                    self.expect(&Token::RParen, "')'")?;
+                    Some(columns)
+                } else {
+                    None
+                };
+                self.expect_keyword("VALUES")?;
+                self.expect(&Token::LParen, "'('")?;
+                let mut values = Vec::new();
+                if !self.eat(&Token::RParen) {
+                    values.push(self.expr()?);
+                    while self.eat(&Token::Comma) {
+                        values.push(self.expr()?);
+                    }
+                    self.expect(&Token::RParen, "')'")?;
+                }
+                Ok(StatementKind::InsertValues {
+                    target,
+                    columns,
+                    values,
+                })
             }
             Some("SET") => {
                 self.advance();

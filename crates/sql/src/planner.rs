@@ -130,6 +130,15 @@ pub enum Planned {
         /// then the response ends.
         pull: bool,
     },
+    /// INSERT INTO ... VALUES: one record for the target's topic. The values are constant
+    /// expressions, each of its column's type; columns not given are NULL.
+    InsertValues {
+        target: String,
+        topic: TopicSpec,
+        values: Vec<NamedExpr>,
+        /// The record's timestamp when ROWTIME is given (else the time of insertion).
+        rowtime: Option<sluice_plan::Expr>,
+    },
     /// INSERT INTO an existing stream: a persistent query writing to its topic.
     InsertInto {
         target: String,
@@ -226,6 +235,11 @@ pub fn plan_statement(
             plan_insert_into(stmt, target, query, catalog, config)
         }
         StatementKind::Select(query) => plan_select(stmt, query, catalog, config),
+        StatementKind::InsertValues {
+            target,
+            columns,
+            values,
+        } => plan_insert_values(stmt, target, columns.as_deref(), values, catalog),
         StatementKind::Drop {
             kind,
             name,
@@ -1700,6 +1714,132 @@ fn plan_select(
         is_table,
         limit,
         pull: query.emit.is_none(),
+    })
+}
+
+/// ksqlDB's hint when a name differs from a source's only in case: quoting matters.
+fn case_hint(name: &str, catalog: &dyn Catalog) -> Option<String> {
+    let other = catalog
+        .source_names()
+        .into_iter()
+        .find(|n| *n != name && n.eq_ignore_ascii_case(name))?;
+    Some(if other == other.to_ascii_uppercase() {
+        format!("Did you mean {other}? Hint: try removing double quotes from the source name.")
+    } else {
+        format!(
+            "Did you mean \"{other}\"? Hint: wrap the source name in double quotes to make it case-sensitive."
+        )
+    })
+}
+
+fn plan_insert_values(
+    stmt: &ast::Statement,
+    target: &str,
+    columns: Option<&[String]>,
+    values: &[ast::Expr],
+    catalog: &dyn Catalog,
+) -> Result<Planned, SqlError> {
+    let fail = |m: String| SqlError::semantic(stmt.pos, m);
+    let Some(sink) = catalog.source(target) else {
+        let mut message = format!("Cannot insert values into an unknown stream/table: `{target}`");
+        if let Some(hint) = case_hint(target, catalog) {
+            message.push('\n');
+            message.push_str(&hint);
+        }
+        return Err(fail(message));
+    };
+    if sink.is_source {
+        return Err(fail(format!(
+            "Cannot insert values into read-only {}: {target}",
+            sink.kind.lower()
+        )));
+    }
+    let schema = &sink.topic.schema;
+    let names: Vec<String> = match columns {
+        Some(c) => c.to_vec(),
+        None => schema.columns.iter().map(|c| c.name.clone()).collect(),
+    };
+    if names.len() != values.len() {
+        return Err(fail(format!(
+            "Expected a value for each column. Expected Columns: [{}]. Got [{}]",
+            names.join(", "),
+            values
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let scope = Scope {
+        qualifiers: Vec::new(),
+        columns: Vec::new(),
+    };
+    let analyzer = ExprAnalyzer {
+        scope: &scope,
+        clause: Clause::Select,
+    };
+    let mut planned = Vec::new();
+    let mut rowtime = None;
+    for (name, value) in names.iter().zip(values) {
+        let ty = if name == "ROWTIME" {
+            SqlType::Bigint
+        } else {
+            match schema.columns.iter().find(|c| &c.name == name) {
+                Some(c) => c.ty.clone(),
+                None => return Err(fail(format!("Column name {name} does not exist."))),
+            }
+        };
+        let typed = analyzer.analyze(value)?;
+        let fits = matches!(
+            typed.0,
+            sluice_plan::Expr::Literal(sluice_plan::Literal::Null(_))
+        ) || typed.1 == ty
+            || crate::analyzer::unify(&typed.1, &ty).as_ref() == Some(&ty);
+        if !fits {
+            return Err(SqlError::semantic(
+                value.pos,
+                format!(
+                    "Expected type {ty} for field {name} but got {}({value})",
+                    typed.1
+                ),
+            ));
+        }
+        let expr = crate::analyzer::cast_to(typed, &ty);
+        if name == "ROWTIME" {
+            rowtime = Some(expr);
+        } else {
+            planned.push(NamedExpr {
+                name: name.clone(),
+                expr,
+            });
+        }
+    }
+    if sink.kind == SourceKindName::Table {
+        let missing: Vec<&str> = schema
+            .keys()
+            .filter(|k| {
+                !planned.iter().any(|v| {
+                    v.name == k.name
+                        && !matches!(
+                            v.expr,
+                            sluice_plan::Expr::Literal(sluice_plan::Literal::Null(_))
+                        )
+                })
+            })
+            .map(|k| k.name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(fail(format!(
+                "Failed to insert values into '{target}'. Value for primary key column(s) {} is required for tables",
+                missing.join(", ")
+            )));
+        }
+    }
+    Ok(Planned::InsertValues {
+        target: target.to_string(),
+        topic: sink.topic.clone(),
+        values: planned,
+        rowtime,
     })
 }
 
