@@ -71,9 +71,10 @@ enum Op {
         keys: Vec<bool>,
     },
     Aggregate(Box<AggregateOp>),
-    /// Table functions (EXPLODE): arrays in, a row per element out.
+    /// Table functions (EXPLODE): arrays in, a row per element out. CUBE_EXPLODE's
+    /// argument (flagged) is first made the list of its combinations.
     FlatMap {
-        arrays: Vec<PhysExpr>,
+        arrays: Vec<(PhysExpr, bool)>,
         schema: SchemaRef,
     },
 }
@@ -336,13 +337,16 @@ fn compile_step(
                         f.function
                     )));
                 };
-                if f.function != "EXPLODE" {
-                    return Err(RuntimeError::Plan(format!(
-                        "no implementation of the table function {}",
-                        f.function
-                    )));
-                }
-                arrays.push(compile(arg, schema)?);
+                let cube = match f.function.as_str() {
+                    "EXPLODE" => false,
+                    "CUBE_EXPLODE" => true,
+                    other => {
+                        return Err(RuntimeError::Plan(format!(
+                            "no implementation of the table function {other}"
+                        )));
+                    }
+                };
+                arrays.push((compile(arg, schema)?, cube));
                 fields.push(Field::new(
                     format!("$udtf{i}"),
                     crate::types::arrow_type(&f.return_type),
@@ -486,7 +490,10 @@ fn apply_ops(
             Op::FlatMap { arrays, schema } => {
                 let lists = arrays
                     .iter()
-                    .map(|e| evaluate(e, &batch, errors))
+                    .map(|(e, cube)| {
+                        let list = evaluate(e, &batch, errors)?;
+                        if *cube { cube_lists(&list) } else { Ok(list) }
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 batch = explode(&batch, &lists, schema)?;
             }
@@ -1089,6 +1096,67 @@ fn explode(batch: &RecordBatch, lists: &[ArrayRef], schema: &SchemaRef) -> Resul
         columns.push(take(c, &rows, None)?);
     }
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// CUBE_EXPLODE's combinations of each row's array, as a list of arrays per row: every
+/// element either kept or NULL, in the order of counting with the first element as the
+/// highest digit and NULL before the value (an element that is NULL has one choice).
+fn cube_lists(list: &ArrayRef) -> Result<ArrayRef> {
+    use datafusion_common::arrow::array::{ListArray, UInt32Array};
+    use datafusion_common::arrow::buffer::OffsetBuffer;
+    use datafusion_common::arrow::compute::take;
+    let lists = list.as_list::<i32>();
+    let values = lists.values();
+    let mut picks: Vec<Option<u32>> = Vec::new();
+    let mut inner = vec![0i32];
+    let mut outer = vec![0i32];
+    for row in 0..lists.len() {
+        if !lists.is_null(row) {
+            let start = lists.value_offsets()[row] as usize;
+            let len = lists.value_length(row) as usize;
+            // Each combination: for each element, NULL or its index.
+            let mut combos: Vec<Vec<Option<u32>>> = vec![Vec::new()];
+            for j in start..start + len {
+                let choices: Vec<Option<u32>> = if values.is_null(j) {
+                    vec![None]
+                } else {
+                    vec![None, Some(j as u32)]
+                };
+                combos = combos
+                    .into_iter()
+                    .flat_map(|c| {
+                        choices.iter().map(move |choice| {
+                            let mut next = c.clone();
+                            next.push(*choice);
+                            next
+                        })
+                    })
+                    .collect();
+            }
+            for c in &combos {
+                picks.extend(c);
+                inner.push(picks.len() as i32);
+            }
+        }
+        outer.push((inner.len() - 1) as i32);
+    }
+    let item_field = match list.data_type() {
+        DataType::List(f) => f.clone(),
+        other => {
+            return Err(RuntimeError::Plan(format!(
+                "CUBE_EXPLODE takes an array, not {other}"
+            )));
+        }
+    };
+    let flat = take(values, &UInt32Array::from(picks), None)?;
+    let arrays = ListArray::try_new(item_field, OffsetBuffer::new(inner.into()), flat, None)?;
+    let field = Arc::new(Field::new("item", arrays.data_type().clone(), true));
+    Ok(Arc::new(ListArray::try_new(
+        field,
+        OffsetBuffer::new(outer.into()),
+        Arc::new(arrays),
+        None,
+    )?))
 }
 
 /// A window's start and end, in epoch milliseconds.

@@ -600,6 +600,22 @@ fn more_functions() -> Vec<FunctionDef> {
             },
         ),
         array_fn(
+            "GENERATE_SERIES",
+            "The numbers from a start to an end, inclusive, by a step (1 or -1 by default).",
+            |a| {
+                let fits =
+                    |t: &Option<SqlType>, to: &SqlType| t.as_ref().is_none_or(|t| t.widens_to(to));
+                let ty = if a.iter().all(|t| fits(t, &Integer)) {
+                    Integer
+                } else if a.iter().all(|t| fits(t, &Bigint)) {
+                    Bigint
+                } else {
+                    return None;
+                };
+                matches!(a.len(), 2 | 3).then(|| (vec![ty.clone(); a.len()], Array(Box::new(ty))))
+            },
+        ),
+        array_fn(
             "SLICE",
             "The elements of an array from a 1-based position to another, inclusive.",
             |a| match a {

@@ -1422,7 +1422,7 @@ fn single_source(
 }
 
 /// ksqlDB's table functions: each produces any number of rows per input row.
-const TABLE_FUNCTIONS: &[&str] = &["EXPLODE"];
+const TABLE_FUNCTIONS: &[&str] = &["EXPLODE", "CUBE_EXPLODE"];
 
 /// Rewrites the select list's table function calls to the columns `$udtf0`, ... that a
 /// flat-map step ahead of the projection fills; unaliased items keep the names ksqlDB
@@ -1499,6 +1499,9 @@ fn plan_table_functions(
                     .map(|a| analyzer.analyze(a))
                     .collect::<Result<Vec<_>, _>>()?;
                 let element = match typed.as_slice() {
+                    // CUBE_EXPLODE: a row per combination of the array's elements and
+                    // NULLs, each an array like the argument.
+                    [(_, array @ SqlType::Array(_))] if upper == "CUBE_EXPLODE" => array.clone(),
                     [(_, SqlType::Array(item))] => (**item).clone(),
                     _ => {
                         let shown: Vec<String> = typed.iter().map(|t| t.1.to_string()).collect();

@@ -3,7 +3,9 @@
 //! Java's `equals` (NULL equals NULL, nested values compare deeply); ordering is only
 //! asked of primitive elements.
 
-use super::{Body, Kernel, TypedKernel, bools_of, i32s_of, list_of, opt_i32, opt_str, strings_of};
+use super::{
+    Body, Kernel, TypedKernel, bools_of, i32s_of, list_of, opt_i32, opt_i64, opt_str, strings_of,
+};
 use datafusion_common::arrow::array::{
     Array, ArrayRef, AsArray, ListArray, MapArray, StructArray, UInt32Array, make_comparator,
 };
@@ -31,6 +33,7 @@ pub(super) const NAMES: &[&str] = &[
     "ARRAY_MIN",
     "ARRAY_SORT",
     "SLICE",
+    "GENERATE_SERIES",
     "ENTRIES",
     "MAP_KEYS",
     "MAP_VALUES",
@@ -100,6 +103,7 @@ pub(super) fn lookup(name: &str, args: &[DataType]) -> Option<(Body, DataType)> 
         "ARRAY_MIN" => (|a, rows, _| extremum(a, rows, false), item_type(first)?),
         "ARRAY_SORT" => (sort, first.clone()),
         "SLICE" => (slice, first.clone()),
+        "GENERATE_SERIES" => (generate_series, list_of_first(first.clone())),
         "MAP_KEYS" => (map_keys, list_of_first(map_parts(first)?.0)),
         "MAP_VALUES" => (map_values, list_of_first(map_parts(first)?.1)),
         "MAP_UNION" => (map_union, first.clone()),
@@ -320,6 +324,60 @@ fn slice(a: &[ArrayRef], rows: usize, returns: &DataType) -> Result<ArrayRef> {
     picked(l.values(), picks, returns)
 }
 
+/// GENERATE_SERIES(start, end[, step]): start, start + step, ... up to end inclusive; the
+/// step is 1, or -1 when end is below start. A step of 0 or one that walks away from
+/// the end fails the row (NULL); a NULL argument gives NULL.
+fn generate_series(a: &[ArrayRef], rows: usize, returns: &DataType) -> Result<ArrayRef> {
+    let item = match returns {
+        DataType::List(f) => f.data_type().clone(),
+        other => return exec_err!("GENERATE_SERIES returns {other}"),
+    };
+    let wide: Vec<ArrayRef> = a
+        .iter()
+        .map(|x| datafusion_common::arrow::compute::cast(x, &DataType::Int64))
+        .collect::<std::result::Result<_, _>>()?;
+    let mut values: Vec<i64> = Vec::new();
+    let mut offsets = vec![0i32];
+    let mut valid = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let (start, end) = (opt_i64(&wide[0], r), opt_i64(&wide[1], r));
+        let step = match wide.get(2) {
+            Some(s) => opt_i64(s, r),
+            None => start.zip(end).map(|(s, e)| if e < s { -1 } else { 1 }),
+        };
+        let series = match (start, end, step) {
+            (Some(s), Some(e), Some(st)) if st != 0 && (e - s).signum() * st.signum() >= 0 => {
+                let mut v = s;
+                while (st > 0 && v <= e) || (st < 0 && v >= e) {
+                    values.push(v);
+                    v = match v.checked_add(st) {
+                        Some(next) => next,
+                        None => break,
+                    };
+                }
+                true
+            }
+            _ => false,
+        };
+        valid.push(series);
+        offsets.push(values.len() as i32);
+    }
+    let flat = datafusion_common::arrow::compute::cast(
+        &(Arc::new(datafusion_common::arrow::array::Int64Array::from(values)) as ArrayRef),
+        &item,
+    )?;
+    let field = match returns {
+        DataType::List(f) => f.clone(),
+        _ => unreachable!("checked above"),
+    };
+    Ok(Arc::new(ListArray::try_new(
+        field,
+        datafusion_common::arrow::buffer::OffsetBuffer::new(offsets.into()),
+        flat,
+        Some(valid.into()),
+    )?))
+}
+
 fn map_keys(a: &[ArrayRef], rows: usize, returns: &DataType) -> Result<ArrayRef> {
     let m = a[0].as_map();
     let keys: ArrayRef = m.keys().clone();
@@ -533,6 +591,47 @@ mod tests {
                     .then(|| l.value(r).as_primitive::<Int32Type>().iter().collect())
             })
             .collect()
+    }
+
+    #[test]
+    fn generate_series_counts_up_down_and_by_steps() {
+        let ints = |v: Vec<Option<i32>>| -> ArrayRef { Arc::new(Int32Array::from(v)) };
+        let list = DataType::List(Arc::new(datafusion_common::arrow::datatypes::Field::new(
+            "item",
+            DataType::Int32,
+            true,
+        )));
+        let two = generate_series(
+            &[
+                ints(vec![Some(0), Some(4), None]),
+                ints(vec![Some(3), Some(2), Some(1)]),
+            ],
+            3,
+            &list,
+        )
+        .unwrap();
+        assert_eq!(
+            rows_of(&two),
+            [
+                Some(vec![Some(0), Some(1), Some(2), Some(3)]),
+                Some(vec![Some(4), Some(3), Some(2)]),
+                None
+            ]
+        );
+        let stepped = generate_series(
+            &[
+                ints(vec![Some(0), Some(0), Some(0)]),
+                ints(vec![Some(7), Some(7), Some(7)]),
+                ints(vec![Some(3), Some(-1), Some(0)]),
+            ],
+            3,
+            &list,
+        )
+        .unwrap();
+        assert_eq!(
+            rows_of(&stepped),
+            [Some(vec![Some(0), Some(3), Some(6)]), None, None]
+        );
     }
 
     #[test]
