@@ -58,6 +58,7 @@ fn run(pipeline: &mut Pipeline, records: &[Input]) -> usize {
         let record = SourceRecord {
             key: Some(&r.key),
             value: Some(&r.value),
+            headers: &[],
             timestamp: r.ts,
             partition: 0,
             offset: offset as i64,

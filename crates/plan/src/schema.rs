@@ -10,6 +10,10 @@ use std::fmt;
 pub enum ColumnKind {
     Key,
     Value,
+    /// Every header of the record, as `ARRAY<STRUCT<KEY STRING, VALUE BYTES>>`.
+    Headers,
+    /// The last header with this key, as BYTES.
+    Header(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,8 +88,11 @@ impl fmt::Display for LogicalSchema {
                 f.write_str(", ")?;
             }
             write!(f, "`{}` {}", c.name, c.ty)?;
-            if c.kind == ColumnKind::Key {
-                f.write_str(" KEY")?;
+            match &c.kind {
+                ColumnKind::Key => f.write_str(" KEY")?,
+                ColumnKind::Value => {}
+                ColumnKind::Headers => f.write_str(" HEADERS")?,
+                ColumnKind::Header(key) => write!(f, " HEADER('{key}')")?,
             }
         }
         Ok(())

@@ -549,7 +549,22 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
         let index = session.driver.records(&topic).len();
         produced.entry(topic.clone()).or_default().insert(index);
         let timestamp = r["timestamp"].as_i64().unwrap_or(0);
-        if let Err(e) = session.driver.produce(&topic, key, value, timestamp) {
+        // Headers: `{"KEY": ..., "VALUE": base64 or null}` each.
+        let headers: Vec<(String, Option<Vec<u8>>)> = r["headers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| {
+                let value = h["VALUE"]
+                    .as_str()
+                    .and_then(|v| sluice_runtime::codec::decode::base64_decode(v).ok());
+                (h["KEY"].as_str().unwrap_or_default().to_string(), value)
+            })
+            .collect();
+        if let Err(e) = session
+            .driver
+            .produce_with_headers(&topic, key, value, headers, timestamp)
+        {
             return fail(format!("the query failed: {e}"));
         }
     }
@@ -736,7 +751,7 @@ mod tests {
             "name": "agg",
             "statements": [
                 "CREATE STREAM A (K STRING KEY, X INT) WITH (kafka_topic='a', value_format='JSON');",
-                "CREATE STREAM B AS SELECT K, CUBE_EXPLODE(ARRAY[X]) AS C FROM A;"
+                "CREATE TABLE B AS SELECT * FROM A GROUP BY K;"
             ],
             "inputs": [], "outputs": []
         }));

@@ -6,7 +6,7 @@
 //! query-validation tests expect (Kafka Streams' TopologyTestDriver with caching off).
 
 use crate::error::Result;
-use crate::pipeline::{OutputRecord, Pipeline, SourceRecord};
+use crate::pipeline::{Header, OutputRecord, Pipeline, SourceRecord};
 use std::collections::{BTreeMap, VecDeque};
 
 /// A record in an in-memory topic.
@@ -94,10 +94,23 @@ impl Driver {
         value: Option<Vec<u8>>,
         timestamp: i64,
     ) -> Result<()> {
+        self.produce_with_headers(topic, key, value, Vec::new(), timestamp)
+    }
+
+    /// As `produce`, with record headers (which header columns read; the records the
+    /// queries write carry none).
+    pub fn produce_with_headers(
+        &mut self,
+        topic: &str,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        headers: Vec<Header>,
+        timestamp: i64,
+    ) -> Result<()> {
         let first = append(&mut self.topics, topic, key, value, timestamp);
-        let mut queue = VecDeque::from([(topic.to_string(), first)]);
+        let mut queue = VecDeque::from([(topic.to_string(), first, headers)]);
         let mut out = Vec::<OutputRecord>::new();
-        while let Some((topic, record)) = queue.pop_front() {
+        while let Some((topic, record, headers)) = queue.pop_front() {
             for (id, pipeline) in &mut self.queries {
                 let Some(input) = pipeline.source_topics().iter().position(|t| *t == topic) else {
                     continue;
@@ -105,6 +118,7 @@ impl Driver {
                 let source = SourceRecord {
                     key: record.key.as_deref(),
                     value: record.value.as_deref(),
+                    headers: &headers,
                     timestamp: record.timestamp,
                     partition: record.partition,
                     offset: record.offset,
@@ -123,7 +137,7 @@ impl Driver {
                 let sink = pipeline.sink_topic().to_string();
                 for o in out.drain(..) {
                     let written = append(&mut self.topics, &sink, o.key, o.value, o.timestamp);
-                    queue.push_back((sink.clone(), written));
+                    queue.push_back((sink.clone(), written, Vec::new()));
                 }
             }
         }

@@ -23,7 +23,7 @@
 //! commit, with backoff.
 
 use crate::error::{Result, RuntimeError};
-use crate::pipeline::{DecodeFailure, OutputRecord, Pipeline, SourceRecord};
+use crate::pipeline::{DecodeFailure, Header, OutputRecord, Pipeline, SourceRecord};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -385,6 +385,7 @@ fn run_owned(
     let mut healthy_since: Option<Instant> = None;
     let mut in_transaction = false;
     let mut problems: Vec<Vec<u8>> = Vec::new();
+    let reads_headers = pipeline.reads_headers();
     let mut cache = (matches!(plan.root, Step::TableSink { .. }) && config.cache_max_bytes > 0)
         .then(|| SinkCache::new(config.cache_max_bytes));
     const MAX_BATCH: usize = 2000;
@@ -423,7 +424,12 @@ fn run_owned(
                 let Some(input) = topics.iter().position(|t| t == msg.topic()) else {
                     continue;
                 };
-                let record = source_record(&msg);
+                let headers = if reads_headers {
+                    headers_of(&msg)
+                } else {
+                    Vec::new()
+                };
+                let record = source_record(&msg, &headers);
                 if let Err(DecodeFailure {
                     partition,
                     offset,
@@ -725,14 +731,32 @@ fn partitions_of<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) ->
     Ok(t.partitions().iter().map(|p| p.id()).collect())
 }
 
-fn source_record<'m>(msg: &'m rdkafka::message::BorrowedMessage<'_>) -> SourceRecord<'m> {
+/// A consumed record as the pipeline reads it; `headers` are the message's, collected by
+/// `headers_of` when the pipeline reads headers.
+pub(crate) fn source_record<'m>(
+    msg: &'m rdkafka::message::BorrowedMessage<'_>,
+    headers: &'m [Header],
+) -> SourceRecord<'m> {
     SourceRecord {
         key: msg.key(),
         value: msg.payload(),
+        headers,
         timestamp: msg.timestamp().to_millis().unwrap_or(0),
         partition: msg.partition(),
         offset: msg.offset(),
     }
+}
+
+/// A message's headers, in order.
+pub(crate) fn headers_of(msg: &rdkafka::message::BorrowedMessage<'_>) -> Vec<Header> {
+    use rdkafka::message::Headers;
+    msg.headers()
+        .map(|h| {
+            h.iter()
+                .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Reads partitions of a topic from their start up to the given offsets (exclusive),
@@ -888,7 +912,12 @@ fn restore_input(
     let restored = read_up_to(config, topic, ends, |msg| {
         // A record that does not decode was skipped (and logged) when it was first
         // read; it changes no state now either.
-        let _ = pipeline.push(input, &source_record(msg));
+        let headers = if pipeline.reads_headers() {
+            headers_of(msg)
+        } else {
+            Vec::new()
+        };
+        let _ = pipeline.push(input, &source_record(msg, &headers));
         if pipeline.pending() >= 2000 {
             pipeline.flush(&mut dropped)?;
             dropped.clear();

@@ -30,10 +30,15 @@ use std::sync::Arc;
 pub struct SourceRecord<'a> {
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
+    /// The record's headers, in order (read only when the source has header columns).
+    pub headers: &'a [Header],
     pub timestamp: i64,
     pub partition: i32,
     pub offset: i64,
 }
+
+/// A record header: its key and value.
+pub type Header = (String, Option<Vec<u8>>);
 
 /// A record to write to the sink topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,6 +150,8 @@ struct Input {
     tombstone: Vec<bool>,
     /// A windowed source's window bounds per row.
     window_bounds: Vec<WindowBounds>,
+    /// Header columns: the column's index and its header's key (None: every header).
+    header_columns: Vec<(usize, Option<String>)>,
     segment: Segment,
 }
 
@@ -302,6 +309,17 @@ impl Builder {
             key_null: Vec::new(),
             tombstone: Vec::new(),
             window_bounds: Vec::new(),
+            header_columns: topic
+                .schema
+                .columns
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| match &c.kind {
+                    ColumnKind::Headers => Some((i, None)),
+                    ColumnKind::Header(key) => Some((i, Some(key.clone()))),
+                    _ => None,
+                })
+                .collect(),
             segment: Segment::new(),
         });
         Ok((Open::Input(self.inputs.len() - 1), schema))
@@ -728,6 +746,11 @@ impl Pipeline {
             && matches!(i.segment.next, Next::Join(j, Side::Right) if self.joins[j].op.is_stream_table())
     }
 
+    /// Whether a source has header columns, so records must come with their headers.
+    pub fn reads_headers(&self) -> bool {
+        self.inputs.iter().any(|i| !i.header_columns.is_empty())
+    }
+
     /// The topics the plan reads, in the order of their input indexes (for `push`).
     pub fn source_topics(&self) -> Vec<&str> {
         self.inputs
@@ -933,7 +956,8 @@ impl Input {
                     // The row this record replaces, ahead of it: decoded from the bytes
                     // that decoded once already.
                     let old = old.clone();
-                    self.decode_row(r.key, Some(&old))
+                    // The old row's headers are not kept: its header columns read none.
+                    self.decode_row(r.key, Some(&old), &[])
                         .map_err(|reason| self.rollback(before, r, reason))?;
                     self.push_flags(r, true, false);
                     retracted = Some(old);
@@ -947,7 +971,7 @@ impl Input {
                 Err(reason) => return Err(self.rollback(before, r, reason)),
             },
         };
-        self.decode_row(key, r.value)
+        self.decode_row(key, r.value, r.headers)
             .map_err(|reason| self.rollback(before, r, reason))?;
         self.push_flags(r, false, r.value.is_none());
         if let Some(b) = bounds {
@@ -975,13 +999,38 @@ impl Input {
         &mut self,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
+        headers: &[Header],
     ) -> std::result::Result<(), String> {
         self.key_decoder
             .decode(key, &mut self.builders)
             .map_err(|e| format!("Error deserializing key: {e}"))?;
         self.value_decoder
             .decode(value, &mut self.builders)
-            .map_err(|e| format!("Error deserializing value: {e}"))
+            .map_err(|e| format!("Error deserializing value: {e}"))?;
+        // Header columns, as JSON values (BYTES as base64), which the builders read.
+        let bytes = |v: &Option<Vec<u8>>| match v {
+            Some(b) => serde_json::Value::String(crate::codec::encode::base64_encode(b)),
+            None => serde_json::Value::Null,
+        };
+        for (i, key) in &self.header_columns {
+            let v = match key {
+                None => serde_json::Value::Array(
+                    headers
+                        .iter()
+                        .map(|(k, v)| serde_json::json!({"KEY": k, "VALUE": bytes(v)}))
+                        .collect(),
+                ),
+                Some(key) => headers
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == key)
+                    .map_or(serde_json::Value::Null, |(_, v)| bytes(v)),
+            };
+            self.builders[*i]
+                .append_json(&v)
+                .map_err(|e| format!("Error reading a header column: {e:?}"))?;
+        }
+        Ok(())
     }
 
     fn push_flags(&mut self, r: &SourceRecord<'_>, retract: bool, tombstone: bool) {
@@ -1303,6 +1352,7 @@ mod tests {
             let r = SourceRecord {
                 key: Some(b"k"),
                 value: Some(v.as_bytes()),
+                headers: &[],
                 timestamp: 100 + i as i64,
                 partition: 0,
                 offset: i as i64,
@@ -1361,6 +1411,7 @@ mod tests {
         let tombstone = SourceRecord {
             key: Some(b"k"),
             value: None,
+            headers: &[],
             timestamp: 1,
             partition: 0,
             offset: 0,
@@ -1517,6 +1568,7 @@ mod tests {
             let r = SourceRecord {
                 key: key.map(str::as_bytes),
                 value: value.map(str::as_bytes),
+                headers: &[],
                 timestamp: i as i64,
                 partition: 0,
                 offset: i as i64,
@@ -1619,6 +1671,7 @@ mod tests {
             let r = SourceRecord {
                 key: Some(b"k"),
                 value: Some(br#"{"id": 1}"#),
+                headers: &[],
                 timestamp: *ts,
                 partition: 0,
                 offset: i as i64,

@@ -13,7 +13,7 @@
 //! scan is done, the latest row of each key that is not deleted (the table as of now).
 
 use crate::error::{Result, RuntimeError};
-use crate::pipeline::{OutputRecord, Pipeline, SourceRecord, is_row_deletion};
+use crate::pipeline::{OutputRecord, Pipeline, is_row_deletion};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -203,13 +203,12 @@ fn run(
                     _ => continue,
                 }
             }
-            let record = SourceRecord {
-                key: msg.key(),
-                value: msg.payload(),
-                timestamp: msg.timestamp().to_millis().unwrap_or(0),
-                partition: msg.partition(),
-                offset: msg.offset(),
+            let headers = if pipeline.reads_headers() {
+                crate::kafka::headers_of(&msg)
+            } else {
+                Vec::new()
             };
+            let record = crate::kafka::source_record(&msg, &headers);
             // A record that does not decode is skipped, as persistent queries skip it.
             let _ = pipeline.push(input, &record);
         }

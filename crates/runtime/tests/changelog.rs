@@ -31,6 +31,7 @@ fn run(pipeline: &mut Pipeline, records: &[Input], out: &mut Vec<OutputRecord>) 
         let record = SourceRecord {
             key: Some(key.as_bytes()),
             value: value.as_deref().map(str::as_bytes),
+            headers: &[],
             timestamp: *ts,
             partition: 0,
             offset: offset as i64,

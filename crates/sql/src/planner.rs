@@ -748,11 +748,30 @@ fn plan_create_source(
                 )
                 .with_hint("Tables have PRIMARY KEYs, which are unique and NON NULL.\nStreams have KEYs, which have no uniqueness or NON NULL constraints."));
             }
-            (ColumnConstraint::Headers | ColumnConstraint::Header(_), _) => {
-                return Err(SqlError::unsupported(
-                    col.pos,
-                    "HEADERS and HEADER('key') columns are not supported yet",
-                ));
+            (ColumnConstraint::Headers, _) => {
+                let expected = headers_type();
+                if col.ty != expected {
+                    return Err(SqlError::semantic(
+                        col.pos,
+                        format!(
+                            "Invalid type for HEADERS column: expected {expected}, got {}",
+                            col.ty
+                        ),
+                    ));
+                }
+                ColumnKind::Headers
+            }
+            (ColumnConstraint::Header(key), _) => {
+                if col.ty != SqlType::Bytes {
+                    return Err(SqlError::semantic(
+                        col.pos,
+                        format!(
+                            "Invalid type for HEADER('{key}') column: expected BYTES, got {}",
+                            col.ty
+                        ),
+                    ));
+                }
+                ColumnKind::Header(key.clone())
             }
         };
         columns.push(Column {
@@ -1623,6 +1642,18 @@ fn plan_insert_into(
             ),
         ));
     }
+    if sink
+        .topic
+        .schema
+        .columns
+        .iter()
+        .any(|c| matches!(c.kind, ColumnKind::Headers | ColumnKind::Header(_)))
+    {
+        return Err(SqlError::semantic(
+            stmt.pos,
+            format!("Cannot insert into {target} because it has header columns"),
+        ));
+    }
     // Plan the query as if it created the target, then write to the target's topic.
     let as_create = CreateAs {
         kind: SourceKind::Stream,
@@ -1720,6 +1751,20 @@ fn plan_select(
     })
 }
 
+/// The type of a HEADERS column: every header of the record.
+fn headers_type() -> SqlType {
+    SqlType::Array(Box::new(SqlType::Struct(vec![
+        sluice_plan::StructField {
+            name: "KEY".into(),
+            ty: SqlType::String,
+        },
+        sluice_plan::StructField {
+            name: "VALUE".into(),
+            ty: SqlType::Bytes,
+        },
+    ])))
+}
+
 /// ksqlDB's hint when a name differs from a source's only in case: quoting matters.
 fn case_hint(name: &str, catalog: &dyn Catalog) -> Option<String> {
     let other = catalog
@@ -1788,6 +1833,9 @@ fn plan_insert_values(
             SqlType::Bigint
         } else {
             match schema.columns.iter().find(|c| &c.name == name) {
+                Some(c) if matches!(c.kind, ColumnKind::Headers | ColumnKind::Header(_)) => {
+                    return Err(fail(format!("Cannot insert into HEADER columns: {name}")));
+                }
                 Some(c) => c.ty.clone(),
                 None => return Err(fail(format!("Column name {name} does not exist."))),
             }
@@ -2060,8 +2108,11 @@ fn plan_projection(
                     });
                     if col.kind == ColumnKind::Key {
                         key_aliases.push((col.name.clone(), col.name.clone()));
+                        out_columns.push(col.clone());
+                    } else {
+                        // Header columns are values of the result.
+                        out_columns.push(Column::value(col.name.clone(), col.ty.clone()));
                     }
-                    out_columns.push(col.clone());
                 }
             }
             SelectItem::StructStar { expr, pos } => {

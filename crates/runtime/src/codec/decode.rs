@@ -597,7 +597,8 @@ pub fn parse_decimal(text: &str, precision: u8, scale: u8) -> Result<i128, Strin
     Ok(if negative { -unscaled } else { unscaled })
 }
 
-fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
+/// Standard base64 (padding optional), as ksqlDB reads BYTES in JSON.
+pub fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = Vec::with_capacity(s.len() * 3 / 4);
     let mut acc = 0u32;
