@@ -257,6 +257,23 @@ pub fn plan_aggregate(
     input: Step,
     window: Option<WindowSpec>,
 ) -> Result<PlannedAggregate, SqlError> {
+    // `SELECT *` names every column of the input, each then a grouped or an aggregated
+    // expression like any other.
+    let expanded;
+    let query = if query.select.iter().any(|i| {
+        matches!(
+            i,
+            SelectItem::Star {
+                qualifier: None,
+                ..
+            }
+        )
+    }) {
+        expanded = expand_star(query, input_scope);
+        &expanded
+    } else {
+        query
+    };
     let analyzer = ExprAnalyzer {
         scope: input_scope,
         clause: Clause::Select,
@@ -506,6 +523,38 @@ pub fn plan_aggregate(
 }
 
 /// The name of the first aggregate call inside `e`, if any.
+/// The query with its unqualified `*` replaced by the input's own columns (not the
+/// pseudo-columns), in order.
+fn expand_star(query: &ast::Query, input_scope: &Scope) -> ast::Query {
+    let pseudo = |name: &str| {
+        sluice_plan::PSEUDO_COLUMNS.iter().any(|(p, _)| *p == name)
+            || name == "WINDOWSTART"
+            || name == "WINDOWEND"
+            || name.starts_with('$')
+    };
+    let mut q = query.clone();
+    q.select = query
+        .select
+        .iter()
+        .flat_map(|item| match item {
+            SelectItem::Star {
+                qualifier: None,
+                pos,
+            } => input_scope
+                .columns
+                .iter()
+                .filter(|c| !pseudo(&c.name))
+                .map(|c| SelectItem::Expr {
+                    expr: column(&c.name, *pos),
+                    alias: None,
+                })
+                .collect(),
+            other => vec![other.clone()],
+        })
+        .collect();
+    q
+}
+
 pub fn find_aggregate(e: &ast::Expr) -> Option<String> {
     let mut found = None;
     e.any(&mut |x| match &x.kind {

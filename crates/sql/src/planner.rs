@@ -660,6 +660,51 @@ pub(crate) const RESERVED_COLUMNS: &[&str] = &[
 
 // ---- CREATE STREAM / TABLE ----
 
+/// A schema's full name only means something to a schema-registry format: with another
+/// format ksqlDB refuses it, naming the format.
+fn refuse_schema_names_without_registry(
+    props: &Properties,
+    config: &PlannerConfig,
+) -> Result<(), SqlError> {
+    let format_of = |names: &[&str]| -> Option<String> {
+        names.iter().find_map(|n| match props.get(n) {
+            Some(PropertyValue::String(f)) => Some(f.to_ascii_uppercase()),
+            _ => None,
+        })
+    };
+    let uses_registry = |f: &str| matches!(f, "AVRO" | "PROTOBUF" | "JSON_SR");
+    for (property, formats, default) in [
+        (
+            "VALUE_AVRO_SCHEMA_FULL_NAME",
+            &["VALUE_FORMAT", "FORMAT"][..],
+            config.default_value_format.map(|f| f.name().to_string()),
+        ),
+        (
+            "VALUE_SCHEMA_FULL_NAME",
+            &["VALUE_FORMAT", "FORMAT"][..],
+            config.default_value_format.map(|f| f.name().to_string()),
+        ),
+        (
+            "KEY_SCHEMA_FULL_NAME",
+            &["KEY_FORMAT", "FORMAT"][..],
+            Some(config.default_key_format.name().to_string()),
+        ),
+    ] {
+        let Some((_, _, pos)) = props.entries.iter().find(|(n, _, _)| n == property) else {
+            continue;
+        };
+        if let Some(format) = format_of(formats).or(default)
+            && !uses_registry(&format)
+        {
+            return Err(SqlError::semantic(
+                *pos,
+                format!("{format} does not support the following configs: [fullSchemaName]"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn plan_create_source(
     stmt: &ast::Statement,
     c: &CreateSource,
@@ -670,6 +715,7 @@ fn plan_create_source(
         .copied()
         .chain(["WINDOW_TYPE", "WINDOW_SIZE"])
         .collect();
+    refuse_schema_names_without_registry(&c.properties, config)?;
     let with = With::new(
         &c.properties,
         &allowed,
