@@ -751,7 +751,7 @@ mod tests {
             "name": "agg",
             "statements": [
                 "CREATE STREAM A (K STRING KEY, X INT) WITH (kafka_topic='a', value_format='JSON');",
-                "CREATE TABLE B AS SELECT * FROM A GROUP BY K;"
+                "ALTER STREAM A ADD COLUMN Y INT;"
             ],
             "inputs": [], "outputs": []
         }));
