@@ -366,6 +366,9 @@ impl Session {
                     apply_properties(&mut self.planner, &Value::Object(props));
                 }
                 Planned::Show(_) | Planned::Describe { .. } => {}
+                Planned::Alter { source } => {
+                    self.sources.insert(source.name.clone(), source);
+                }
                 Planned::Select { .. } => {
                     return Err(StatementFailure::Unsupported(
                         "push queries run over REST, not in the test driver".into(),
@@ -751,7 +754,7 @@ mod tests {
             "name": "agg",
             "statements": [
                 "CREATE STREAM A (K STRING KEY, X INT) WITH (kafka_topic='a', value_format='JSON');",
-                "ALTER STREAM A ADD COLUMN Y INT;"
+                "PAUSE ALL;"
             ],
             "inputs": [], "outputs": []
         }));

@@ -49,6 +49,9 @@ pub enum Action {
         plan: Box<QueryPlan>,
         inputs: Vec<String>,
     },
+    /// ALTER STREAM / TABLE ... ADD COLUMN: the source's new definition.
+    #[serde(rename_all = "camelCase")]
+    AlterSource { source: SourceDesc },
     /// DROP STREAM / TABLE; terminates the query that writes into it.
     #[serde(rename_all = "camelCase")]
     DropSource { name: String },
@@ -65,6 +68,9 @@ impl Command {
                 format!("{}/`{}`/create", source.kind.lower(), source.name)
             }
             Action::InsertQuery { target, .. } => format!("stream/`{target}`/insert"),
+            Action::AlterSource { source } => {
+                format!("{}/`{}`/alter", source.kind.lower(), source.name)
+            }
             Action::DropSource { name } => format!("stream/`{name}`/drop"),
             Action::Terminate { query_id } => {
                 format!("terminate/{}/execute", query_id.as_deref().unwrap_or("ALL"))

@@ -453,6 +453,16 @@ impl Engine {
                         query_id: None,
                     })
                 }
+                Action::AlterSource { source } => {
+                    if !ms.sources.contains_key(&source.name) {
+                        return Err(format!("Source {} does not exist.", source.name));
+                    }
+                    ms.sources.insert(source.name.clone(), source.clone());
+                    Ok(Applied {
+                        message: format!("{} altered", source.kind.title()),
+                        query_id: None,
+                    })
+                }
                 Action::CreateQuery {
                     sink,
                     plan,
@@ -717,6 +727,15 @@ impl Engine {
                     statement: text.clone(),
                     properties: properties.clone(),
                     action: Action::CreateSource { source, or_replace },
+                };
+                self.submit(cmd, &text).await
+            }
+            Planned::Alter { source } => {
+                let cmd = Command {
+                    version: COMMAND_VERSION,
+                    statement: text.clone(),
+                    properties: properties.clone(),
+                    action: Action::AlterSource { source },
                 };
                 self.submit(cmd, &text).await
             }

@@ -48,6 +48,12 @@ pub enum StatementKind {
         values: Vec<Expr>,
     },
     Select(Query),
+    /// `ALTER STREAM|TABLE name ADD [COLUMN] name type, ...`
+    Alter {
+        kind: SourceKind,
+        name: Ident,
+        columns: Vec<(Ident, SqlType)>,
+    },
     Drop {
         kind: SourceKind,
         name: Ident,
@@ -692,6 +698,18 @@ impl fmt::Display for StatementKind {
                 write!(f, "VALUES ({})", values.join(", "))
             }
             StatementKind::Select(q) => write!(f, "{q}"),
+            StatementKind::Alter {
+                kind,
+                name,
+                columns,
+            } => {
+                write!(f, "ALTER {} {}", kind.keyword(), quote_ident(name))?;
+                for (i, (c, ty)) in columns.iter().enumerate() {
+                    let sep = if i == 0 { " " } else { ", " };
+                    write!(f, "{sep}ADD COLUMN {} {ty}", quote_ident(c))?;
+                }
+                Ok(())
+            }
             StatementKind::Drop {
                 kind,
                 name,

@@ -351,9 +351,36 @@ impl Parser {
                 let name = self.string_literal("a property name in quotes")?;
                 Ok(StatementKind::UnsetProperty { name })
             }
+            Some("ALTER") => {
+                self.advance();
+                let kind = if self.eat_keyword("STREAM") {
+                    SourceKind::Stream
+                } else if self.eat_keyword("TABLE") {
+                    SourceKind::Table
+                } else {
+                    return Err(self.unexpected("STREAM or TABLE"));
+                };
+                let name = self.ident("a stream or table name")?;
+                let mut columns = Vec::new();
+                loop {
+                    self.expect_keyword("ADD")?;
+                    self.eat_keyword("COLUMN");
+                    let column = self.ident("a column name")?;
+                    let ty = self.data_type()?;
+                    columns.push((column, ty));
+                    if !self.eat(&Token::Comma) {
+                        break;
+                    }
+                }
+                Ok(StatementKind::Alter {
+                    kind,
+                    name,
+                    columns,
+                })
+            }
             Some(
                 kw @ ("INSERT" | "PRINT" | "EXPLAIN" | "DEFINE" | "UNDEFINE" | "PAUSE" | "RESUME"
-                | "ALTER" | "ASSERT"),
+                | "ASSERT"),
             ) => Err(SqlError::unsupported(
                 pos,
                 format!("{kw} statements are not supported yet"),

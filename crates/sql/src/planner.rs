@@ -130,6 +130,10 @@ pub enum Planned {
         /// then the response ends.
         pull: bool,
     },
+    /// ALTER STREAM|TABLE ... ADD COLUMN: the source as it is with the new value columns.
+    Alter {
+        source: SourceDesc,
+    },
     /// INSERT INTO ... VALUES: one record for the target's topic. The values are constant
     /// expressions, each of its column's type; columns not given are NULL.
     InsertValues {
@@ -240,6 +244,11 @@ pub fn plan_statement(
             columns,
             values,
         } => plan_insert_values(stmt, target, columns.as_deref(), values, catalog),
+        StatementKind::Alter {
+            kind,
+            name,
+            columns,
+        } => plan_alter(stmt, *kind, name, columns, catalog),
         StatementKind::Drop {
             kind,
             name,
@@ -1797,6 +1806,58 @@ fn plan_select(
     })
 }
 
+fn plan_alter(
+    stmt: &ast::Statement,
+    kind: SourceKind,
+    name: &str,
+    columns: &[(String, SqlType)],
+    catalog: &dyn Catalog,
+) -> Result<Planned, SqlError> {
+    let fail = |m: String| SqlError::semantic(stmt.pos, m);
+    let Some(source) = catalog.source(name) else {
+        return Err(fail(format!("Source {name} does not exist.")));
+    };
+    let wanted: SourceKindName = kind.into();
+    let noun = wanted.lower();
+    if source.kind != wanted {
+        return Err(fail(format!(
+            "Incompatible data source type is {}, but statement was ALTER {}",
+            source.kind.lower().to_uppercase(),
+            noun.to_uppercase()
+        )));
+    }
+    if source.is_source {
+        return Err(fail(format!(
+            "Cannot alter {noun} '{name}': ALTER operations are not supported on source {noun}s."
+        )));
+    }
+    let made_by_query = crate::parse_statements(&source.sql)
+        .map(|s| {
+            s.iter()
+                .any(|s| matches!(s.kind, StatementKind::CreateAs(_)))
+        })
+        .unwrap_or(false);
+    if made_by_query {
+        return Err(fail(
+            "ALTER command is not supported for CREATE ... AS statements.".into(),
+        ));
+    }
+    let mut altered = source.clone();
+    for (column, ty) in columns {
+        if altered.topic.schema.find(column).is_some() {
+            return Err(fail(format!(
+                "Cannot add column `{column}` to schema. A column with the same name already exists."
+            )));
+        }
+        altered
+            .topic
+            .schema
+            .columns
+            .push(Column::value(column.clone(), ty.clone()));
+    }
+    Ok(Planned::Alter { source: altered })
+}
+
 /// The type of a HEADERS column: every header of the record.
 fn headers_type() -> SqlType {
     SqlType::Array(Box::new(SqlType::Struct(vec![
@@ -2308,6 +2369,37 @@ mod tests {
 
     fn error(sql: &str) -> String {
         run(&mut catalog(), sql).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn alter_adds_value_columns_to_streams_made_by_create() {
+        let mut c = catalog();
+        let Planned::Alter { source } = run(
+            &mut c,
+            "ALTER STREAM pageviews ADD COLUMN referrer STRING, ADD tags ARRAY<STRING>;",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            source.topic.schema.to_string(),
+            "`ID` BIGINT KEY, `PAGE` STRING, `MS` INTEGER, `REFERRER` STRING, `TAGS` ARRAY<STRING>"
+        );
+        assert_eq!(
+            error("ALTER STREAM pageviews ADD COLUMN page STRING;"),
+            "Cannot add column `PAGE` to schema. A column with the same name already exists."
+        );
+        assert_eq!(
+            error("ALTER TABLE pageviews ADD COLUMN x INT;"),
+            "Incompatible data source type is STREAM, but statement was ALTER TABLE"
+        );
+        run(&mut c, "CREATE STREAM copy AS SELECT * FROM pageviews;").unwrap();
+        assert_eq!(
+            run(&mut c, "ALTER STREAM copy ADD COLUMN x INT;")
+                .unwrap_err()
+                .to_string(),
+            "ALTER command is not supported for CREATE ... AS statements."
+        );
     }
 
     #[test]
