@@ -182,10 +182,17 @@ fn pull_queries_answer_with_the_table_and_the_stream_as_of_now() {
     let server = Server::start(&unique("svc"));
     clicks(&server);
     let counts = unique("push_counts");
-    server.ok(&format!(
+    let created = server.ok(&format!(
         "CREATE TABLE counts WITH (kafka_topic='{counts}') AS \
          SELECT user_id, COUNT(*) AS n FROM clicks GROUP BY user_id;"
     ));
+    // A table's query is named as ksqlDB names it.
+    assert!(
+        created[0]["commandStatus"]["queryId"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("CTAS_COUNTS_")),
+        "{created}"
+    );
     // The table is as its query has written it so far: wait for the final counts.
     let all = eventually(WAIT, "the counts", || {
         let rows = query_rows(&server, "SELECT * FROM counts;");

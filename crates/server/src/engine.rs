@@ -800,6 +800,11 @@ impl Engine {
                         .await
                         .map_err(|e| fail(format!("Could not create topic {sink_topic}: {e}")))?,
                 }
+                // ksqlDB names a query after what it creates: CSAS_... or CTAS_...
+                let kind = match sink.kind {
+                    SourceKindName::Table => "CTAS",
+                    SourceKindName::Stream => "CSAS",
+                };
                 let cmd = Command {
                     version: COMMAND_VERSION,
                     statement: text.clone(),
@@ -808,7 +813,7 @@ impl Engine {
                         sink,
                         plan,
                         inputs,
-                        kind: "CSAS".into(),
+                        kind: kind.into(),
                     },
                 };
                 self.submit(cmd, &text).await
