@@ -187,6 +187,37 @@ impl Session {
         Ok(())
     }
 
+    /// A pull query's column names and rows, read whole.
+    pub fn pull(&mut self, sql: &str) -> Result<(Vec<String>, Vec<Vec<Value>>), Failure> {
+        let body = json!({"sql": sql, "properties": self.properties});
+        let (status, text) = self.post("/query-stream", &body)?;
+        if status != 200 {
+            let reply: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            return Err(Failure(error_text(&reply, sql)));
+        }
+        let mut names = Vec::new();
+        let mut rows = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let value: Value = serde_json::from_str(line)
+                .map_err(|e| Failure(format!("a malformed row ({e}): {line}")))?;
+            match value {
+                Value::Array(row) => rows.push(row),
+                header => {
+                    if let Some(message) = header.get("message").and_then(Value::as_str) {
+                        return Err(Failure(message.to_string()));
+                    }
+                    names = header["columnNames"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(cell)
+                        .collect();
+                }
+            }
+        }
+        Ok((names, rows))
+    }
+
     fn post(&self, path: &str, body: &Value) -> Result<(u16, String), Failure> {
         let resp = ureq::post(&format!("{}{path}", self.url))
             .config()
@@ -404,7 +435,7 @@ fn table_row(cells: &[String], widths: &[usize]) -> String {
 }
 
 /// A table with a header row, columns sized to the data.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod entities;
 pub mod error;
 pub mod metrics;
+pub mod migrate;
 pub mod rest;
 
 pub use engine::{Engine, ServerConfig};

@@ -24,6 +24,8 @@ enum Command {
     /// The shell: a client of a running server. Interactive, or with -e / -f for scripts
     /// and CI (the first failing statement stops it with a non-zero exit).
     Cli(CliArgs),
+    /// Versioned SQL migrations applied through a server, with their history in Kafka.
+    Migrate(MigrateArgs),
     /// Runs conformance suites against the deterministic test driver.
     #[command(subcommand)]
     Test(TestSuite),
@@ -65,6 +67,93 @@ struct CliArgs {
     /// How results are printed.
     #[arg(long, default_value = "tabular", value_parser = ["tabular", "json"])]
     output: String,
+}
+
+#[derive(clap::Args)]
+struct MigrateArgs {
+    /// The project's config file (default: ./sluice-migrations.properties).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: MigrateCommand,
+}
+
+#[derive(Subcommand)]
+enum MigrateCommand {
+    /// Writes a project: its config file and an empty migrations/ folder.
+    NewProject { dir: PathBuf, url: String },
+    /// Writes the next migration file, migrations/V<next>__<name>.sql.
+    Create { name: String },
+    /// Applies pending migrations in version order; stops at the first that fails.
+    Apply {
+        /// Every pending migration.
+        #[arg(long, conflicts_with_all = ["next", "until"])]
+        all: bool,
+        /// Only the next pending migration.
+        #[arg(long, conflicts_with = "until")]
+        next: bool,
+        /// Pending migrations up to this version, inclusive.
+        #[arg(long)]
+        until: Option<u32>,
+        /// Prints what would run, runs nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// A variable for `${name}`: --define name=value.
+        #[arg(long = "define")]
+        defines: Vec<String>,
+    },
+    /// Every migration with its state, checksum and times.
+    Info,
+    /// Fails when an applied migration's file changed or went away.
+    Validate,
+}
+
+fn run_migrate(args: MigrateArgs) -> ExitCode {
+    use sluice_server::migrate::{Project, Until, new_project};
+    let mut out = std::io::stdout();
+    let result = match args.command {
+        MigrateCommand::NewProject { dir, url } => new_project(&dir, &url).map(|()| {
+            println!("wrote {}", dir.display());
+        }),
+        command => Project::open(args.config.as_deref()).and_then(|project| match command {
+            MigrateCommand::Create { name } => project.create(&name).map(|p| {
+                println!("wrote {}", p.display());
+            }),
+            MigrateCommand::Apply {
+                all,
+                next,
+                until,
+                dry_run,
+                defines,
+            } => {
+                let until = match (all, next, until) {
+                    (_, true, _) => Until::Next,
+                    (_, _, Some(v)) => Until::Version(v),
+                    (true, _, _) => Until::All,
+                    _ => {
+                        return Err(sluice_server::cli::Failure(
+                            "say which migrations: --all, --next or --until VERSION".into(),
+                        ));
+                    }
+                };
+                let defines = sluice_server::cli::parse_defines(&defines)
+                    .map_err(sluice_server::cli::Failure)?;
+                project
+                    .apply(until, dry_run, defines, &mut out)
+                    .map(|n| println!("applied {n} migration(s)"))
+            }
+            MigrateCommand::Info => project.info(&mut out),
+            MigrateCommand::Validate => project.validate(&mut out),
+            MigrateCommand::NewProject { .. } => unreachable!("handled above"),
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", e.0);
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run_cli(args: CliArgs) -> ExitCode {
@@ -199,6 +288,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Test(TestSuite::Qtt(args)) => run_qtt(args),
         Command::Cli(args) => run_cli(args),
+        Command::Migrate(args) => run_migrate(args),
         Command::Server(args) => {
             let config = ServerConfig {
                 bootstrap_servers: args.bootstrap_servers,
