@@ -109,6 +109,30 @@ fn migrations_apply_in_order_once_and_report_changes() {
     let (ok, text) = migrate(&dir, &["validate"]);
     assert!(ok, "{text}");
 
+    // While another runner holds the lock, apply waits its turn; an expired lock is
+    // taken over.
+    let future = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 600_000;
+    let claim = |expires: u128| {
+        let (status, body) = server.ksql(&format!(
+            "INSERT INTO {} (VERSION_KEY, NAME, STATE, CHECKSUM) VALUES ('LOCK', 'ci-runner-2', 'Locked', '{expires}');",
+            events.to_uppercase()
+        ));
+        assert_eq!(status, 200, "{body}");
+    };
+    claim(future);
+    let (ok, text) = migrate(&dir, &["apply", "--all"]);
+    assert!(
+        !ok && text.contains("holds the migrations lock (ci-runner-2)"),
+        "{text}"
+    );
+    claim(1);
+    let (ok, text) = migrate(&dir, &["apply", "--all"]);
+    assert!(ok && text.contains("Nothing to apply"), "{text}");
+
     // An applied file that changes is reported, and stops apply.
     std::fs::write(file("000001", "create_orders"), "-- edited\n").unwrap();
     let (ok, text) = migrate(&dir, &["validate"]);

@@ -5,7 +5,8 @@
 //! state change of a version (Running, Migrated, Error) is an event written with INSERT
 //! ... VALUES to the stream `MIGRATION_EVENTS` in Kafka, through the server; the state
 //! of a version is its latest event, read back with a pull query. So every CI runner
-//! sees the same history, and a rerun applies nothing twice.
+//! sees the same history, and a rerun applies nothing twice. `apply` holds a lock
+//! (events keyed `LOCK`) while it runs.
 
 use crate::cli::{Failure, Output, Session};
 use serde_json::Value;
@@ -273,7 +274,23 @@ impl Project {
         out: &mut dyn Write,
     ) -> Result<usize, Failure> {
         let mut session = self.session(defines.clone());
-        let history = self.history(&mut session)?;
+        self.ensure_stream(&mut session)?;
+        let lock = self.lock(&mut session)?;
+        let result = self.apply_locked(&mut session, until, dry_run, defines, out);
+        self.unlock(&mut session, &lock)?;
+        result
+    }
+
+    fn apply_locked(
+        &self,
+        session: &mut Session,
+        until: Until,
+        dry_run: bool,
+        defines: BTreeMap<String, String>,
+        out: &mut dyn Write,
+    ) -> Result<usize, Failure> {
+        let session = &mut *session;
+        let history = self.history(session)?;
         let migrations = self.migrations()?;
         self.check_applied(&migrations, &history)?;
         let pending: Vec<&Migration> = migrations
@@ -311,7 +328,7 @@ impl Project {
                 started_on: started.clone(),
                 ..Applied::default()
             };
-            self.record(&mut session, m, &running)?;
+            self.record(session, m, &running)?;
             // Each migration runs in a fresh session: its SET and DEFINE end with it.
             let mut script = self.session(defines.clone());
             match script.run_script(&text, out) {
@@ -321,7 +338,7 @@ impl Project {
                         completed_on: now(),
                         ..running
                     };
-                    self.record(&mut session, m, &done)?;
+                    self.record(session, m, &done)?;
                 }
                 Err(e) => {
                     let failed = Applied {
@@ -329,7 +346,7 @@ impl Project {
                         error: e.0.clone(),
                         ..running
                     };
-                    self.record(&mut session, m, &failed)?;
+                    self.record(session, m, &failed)?;
                     return Err(Failure(format!(
                         "V{:06}__{} failed: {}",
                         m.version, m.name, e.0
@@ -338,6 +355,67 @@ impl Project {
             }
         }
         Ok(pending.len())
+    }
+
+    /// Takes the project's lock: an event keyed `LOCK` naming its owner and when it
+    /// expires. The stream has one partition, so its events have one order: after
+    /// writing its claim, a runner holds the lock only if its claim is the latest
+    /// lock event; a claim over an unexpired lock of another owner is never written.
+    fn lock(&self, session: &mut Session) -> Result<String, Failure> {
+        const HOLD_MS: i64 = 10 * 60 * 1000;
+        if let Some((owner, expires)) = self.lock_holder(session)?
+            && expires > now_ms()
+        {
+            return Err(Failure(format!(
+                "another apply holds the migrations lock ({owner}) until {}; try again later",
+                chrono_like(expires)
+            )));
+        }
+        let owner = format!(
+            "{}:{}:{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
+            std::process::id(),
+            now_ms()
+        );
+        self.write_lock(session, &owner, now_ms() + HOLD_MS)?;
+        match self.lock_holder(session)? {
+            Some((holder, _)) if holder == owner => Ok(owner),
+            Some((holder, _)) => Err(Failure(format!(
+                "another apply took the migrations lock first ({holder}); try again later"
+            ))),
+            None => Err(Failure("the migrations lock could not be read back".into())),
+        }
+    }
+
+    fn unlock(&self, session: &mut Session, owner: &str) -> Result<(), Failure> {
+        self.write_lock(session, owner, 0)
+    }
+
+    fn write_lock(&self, session: &mut Session, owner: &str, expires: i64) -> Result<(), Failure> {
+        let sql = format!(
+            "INSERT INTO {} (VERSION_KEY, NAME, STATE, CHECKSUM) VALUES ('LOCK', '{}', '{}', '{expires}');",
+            self.stream,
+            owner.replace('\'', "''"),
+            if expires > 0 { "Locked" } else { "Released" }
+        );
+        session.run_script(&sql, &mut std::io::sink())
+    }
+
+    /// The latest lock event: its owner and expiry (epoch milliseconds).
+    fn lock_holder(&self, session: &mut Session) -> Result<Option<(String, i64)>, Failure> {
+        let (_, rows) = session.pull(&format!(
+            "SELECT NAME, CHECKSUM FROM {} WHERE VERSION_KEY = 'LOCK';",
+            self.stream
+        ))?;
+        Ok(rows.last().map(|row| {
+            let owner = row.first().and_then(Value::as_str).unwrap_or_default();
+            let expires = row
+                .get(1)
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            (owner.to_string(), expires)
+        }))
     }
 
     /// Applied migrations whose files changed or went away.
@@ -430,13 +508,16 @@ impl Project {
     }
 }
 
-/// The time now, in RFC 3339 (UTC).
-fn now() -> String {
-    let ms = std::time::SystemTime::now()
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    chrono_like(ms)
+        .unwrap_or(0)
+}
+
+/// The time now, in RFC 3339 (UTC).
+fn now() -> String {
+    chrono_like(now_ms())
 }
 
 /// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (civil from days, as in
