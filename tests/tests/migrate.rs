@@ -116,22 +116,27 @@ fn migrations_apply_in_order_once_and_report_changes() {
         .unwrap()
         .as_millis()
         + 600_000;
-    let claim = |expires: u128| {
+    let lock_event = |state: &str, expires: u128| {
         let (status, body) = server.ksql(&format!(
-            "INSERT INTO {} (VERSION_KEY, NAME, STATE, CHECKSUM) VALUES ('LOCK', 'ci-runner-2', 'Locked', '{expires}');",
+            "INSERT INTO {} (VERSION_KEY, NAME, STATE, CHECKSUM) VALUES ('LOCK', 'ci-runner-2', '{state}', '{expires}');",
             events.to_uppercase()
         ));
         assert_eq!(status, 200, "{body}");
     };
-    claim(future);
+    lock_event("Locked", future);
     let (ok, text) = migrate(&dir, &["apply", "--all"]);
     assert!(
         !ok && text.contains("holds the migrations lock (ci-runner-2)"),
         "{text}"
     );
-    claim(1);
+    // The holder's release frees it.
+    lock_event("Released", 0);
     let (ok, text) = migrate(&dir, &["apply", "--all"]);
     assert!(ok && text.contains("Nothing to apply"), "{text}");
+    // An expired claim is no lock.
+    lock_event("Locked", 1);
+    let (ok, text) = migrate(&dir, &["apply", "--all"]);
+    assert!(ok, "{text}");
 
     // An applied file that changes is reported, and stops apply.
     std::fs::write(file("000001", "create_orders"), "-- edited\n").unwrap();

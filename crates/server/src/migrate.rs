@@ -358,14 +358,12 @@ impl Project {
     }
 
     /// Takes the project's lock: an event keyed `LOCK` naming its owner and when it
-    /// expires. The stream has one partition, so its events have one order: after
-    /// writing its claim, a runner holds the lock only if its claim is the latest
-    /// lock event; a claim over an unexpired lock of another owner is never written.
+    /// expires. The stream has one partition, so its events have one order, and the
+    /// holder is the first claim after the last release (or expiry): of two runners
+    /// claiming at once, the later claim gives way, whenever either reads.
     fn lock(&self, session: &mut Session) -> Result<String, Failure> {
         const HOLD_MS: i64 = 10 * 60 * 1000;
-        if let Some((owner, expires)) = self.lock_holder(session)?
-            && expires > now_ms()
-        {
+        if let Some((owner, expires)) = self.lock_holder(session)? {
             return Err(Failure(format!(
                 "another apply holds the migrations lock ({owner}) until {}; try again later",
                 chrono_like(expires)
@@ -401,21 +399,27 @@ impl Project {
         session.run_script(&sql, &mut std::io::sink())
     }
 
-    /// The latest lock event: its owner and expiry (epoch milliseconds).
+    /// Who holds the lock now, and until when (epoch milliseconds): the first claim
+    /// after the last release or expiry.
     fn lock_holder(&self, session: &mut Session) -> Result<Option<(String, i64)>, Failure> {
         let (_, rows) = session.pull(&format!(
-            "SELECT NAME, CHECKSUM FROM {} WHERE VERSION_KEY = 'LOCK';",
+            "SELECT NAME, STATE, CHECKSUM FROM {} WHERE VERSION_KEY = 'LOCK';",
             self.stream
         ))?;
-        Ok(rows.last().map(|row| {
-            let owner = row.first().and_then(Value::as_str).unwrap_or_default();
-            let expires = row
-                .get(1)
-                .and_then(Value::as_str)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            (owner.to_string(), expires)
-        }))
+        let now = now_ms();
+        let mut holder: Option<(String, i64)> = None;
+        for row in rows {
+            let text = |i: usize| row.get(i).and_then(Value::as_str).unwrap_or_default();
+            let (owner, state) = (text(0).to_string(), text(1));
+            let expires: i64 = text(2).parse().unwrap_or(0);
+            let free = holder.as_ref().is_none_or(|(_, until)| *until <= now);
+            match state {
+                "Locked" if free => holder = Some((owner, expires)),
+                "Released" if holder.as_ref().is_some_and(|(h, _)| *h == owner) => holder = None,
+                _ => {}
+            }
+        }
+        Ok(holder.filter(|(_, until)| *until > now))
     }
 
     /// Applied migrations whose files changed or went away.
