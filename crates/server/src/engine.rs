@@ -13,7 +13,7 @@ use serde_json::Value;
 use sluice_plan::QueryPlan;
 use sluice_runtime::push::{Mode, PushConfig};
 use sluice_runtime::{KafkaAdmin, QueryConfig, RunningQuery};
-use sluice_sql::ast::{ShowTarget, Statement};
+use sluice_sql::ast::{ShowTarget, Statement, StatementKind};
 use sluice_sql::{
     Planned, PlannerConfig, SourceDesc, SourceKindName, already_exists, plan_statement,
 };
@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub exactly_once: bool,
     /// `cache.max.bytes.buffering` of queries that do not set their own.
     pub cache_max_bytes: usize,
+    /// Headless mode: the server runs the statements of this file, keeps no command
+    /// topic, and takes only read-only statements over REST.
+    pub queries_file: Option<std::path::PathBuf>,
 }
 
 /// Reads a `processing.guarantee` value: exactly-once (true) or at-least-once.
@@ -145,6 +148,9 @@ pub struct Engine {
     push_ids: std::sync::atomic::AtomicU64,
     /// Running push queries by id, for `/close-query`.
     pub push_queries: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// Headless mode: where the next statement of the queries file is applied (its
+    /// "offset", which numbers query ids as the command topic's offsets do).
+    next_local: std::sync::atomic::AtomicI64,
 }
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
@@ -154,22 +160,22 @@ impl Engine {
     /// the command runner. Returns once the replay is done and queries run again.
     pub async fn start(config: ServerConfig) -> Result<Arc<Engine>, ServerError> {
         let admin = KafkaAdmin::new(&config.bootstrap_servers)?;
-        let topic = command_topic(&config.service_id);
+        // Headless servers keep no command topic; they wait for the broker on their
+        // processing log topic instead.
+        let (topic, settings): (String, &[(&str, &str)]) = match config.queries_file {
+            None => (
+                command_topic(&config.service_id),
+                &[("retention.ms", "-1"), ("cleanup.policy", "delete")],
+            ),
+            Some(_) => (processing_log_topic(&config.service_id), &[]),
+        };
         // Wait for the broker: a server started with Kafka should come up once it is there.
         let mut backoff = Duration::from_millis(200);
         loop {
-            match admin
-                .create_topic(
-                    &topic,
-                    1,
-                    None,
-                    &[("retention.ms", "-1"), ("cleanup.policy", "delete")],
-                )
-                .await
-            {
+            match admin.create_topic(&topic, 1, None, settings).await {
                 Ok(()) => break,
                 Err(e) => {
-                    tracing::warn!("cannot create the command topic {topic} yet ({e}); retrying");
+                    tracing::warn!("cannot create the topic {topic} yet ({e}); retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -207,7 +213,12 @@ impl Engine {
             stopping: AtomicBool::new(false),
             push_ids: Default::default(),
             push_queries: Mutex::new(HashMap::new()),
+            next_local: Default::default(),
         });
+        if let Some(path) = engine.config.queries_file.clone() {
+            engine.run_queries_file(&path).await?;
+            return Ok(engine);
+        }
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         {
             let engine = engine.clone();
@@ -930,6 +941,11 @@ impl Engine {
 
     /// Writes a command, waits until this server has applied it, and reports the outcome.
     async fn submit(&self, cmd: Command, text: &str) -> Result<Value, StatementError> {
+        if self.is_headless() {
+            let offset = self.next_local.fetch_add(1, Ordering::SeqCst);
+            let result = self.apply(offset, &cmd, false);
+            return self.applied_entity(&cmd, result, offset, text);
+        }
         let topic = command_topic(&self.config.service_id);
         let payload =
             serde_json::to_vec(&cmd).map_err(|e| StatementError::server(e.to_string(), text))?;
@@ -965,16 +981,72 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&offset)
             .unwrap_or_else(|| Err("the command's result is missing".into()));
+        self.applied_entity(&cmd, result, offset, text)
+    }
+
+    /// The entity of an applied command, or its refusal.
+    fn applied_entity(
+        &self,
+        cmd: &Command,
+        result: Result<Applied, String>,
+        offset: i64,
+        text: &str,
+    ) -> Result<Value, StatementError> {
         match result {
             Ok(a) => Ok(entities::current_status(
                 text,
-                &id,
+                &cmd.command_id(),
                 &a.message,
                 a.query_id.as_deref(),
                 offset,
             )),
             Err(message) => Err(StatementError::bad_statement(message, text)),
         }
+    }
+
+    pub fn is_headless(&self) -> bool {
+        self.config.queries_file.is_some()
+    }
+
+    /// Headless mode: runs the file's statements in order (SET and UNSET apply to the
+    /// statements after them), applying each here; any failure stops the start.
+    async fn run_queries_file(self: &Arc<Self>, path: &std::path::Path) -> Result<(), ServerError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ServerError::Startup(format!(
+                "cannot read the queries file {}: {e}",
+                path.display()
+            ))
+        })?;
+        let statements = sluice_sql::parse_statements(&text).map_err(|e| {
+            ServerError::Startup(format!("{}: {}", path.display(), e.full_message()))
+        })?;
+        let mut properties = BTreeMap::new();
+        for stmt in &statements {
+            match &stmt.kind {
+                StatementKind::SetProperty { name, value } => {
+                    properties.insert(name.clone(), Value::String(value.clone()));
+                }
+                StatementKind::UnsetProperty { name } => {
+                    properties.remove(name);
+                }
+                _ => {
+                    self.execute(stmt, &properties).await.map_err(|e| {
+                        ServerError::Startup(format!(
+                            "{}: {} failed: {}",
+                            path.display(),
+                            stmt.text,
+                            e.message
+                        ))
+                    })?;
+                }
+            }
+        }
+        tracing::info!(
+            file = %path.display(),
+            statements = statements.len(),
+            "headless: the queries file is running"
+        );
+        Ok(())
     }
 
     async fn topic_partitions(&self, topic: &str) -> Result<Option<u32>, StatementError> {

@@ -53,6 +53,17 @@ impl StatementError {
         }
     }
 
+    /// A statement this server does not take (headless mode): HTTP 403.
+    pub fn forbidden(message: String, text: &str) -> StatementError {
+        StatementError {
+            status: 403,
+            error_code: 40300,
+            message,
+            statement_text: text.to_string(),
+            position: None,
+        }
+    }
+
     pub fn server(message: String, text: &str) -> StatementError {
         StatementError {
             status: 500,

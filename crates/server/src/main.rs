@@ -273,6 +273,10 @@ struct ServerArgs {
     /// per key (`cache.max.bytes.buffering`); 0 writes every row.
     #[arg(long, default_value_t = 10 * 1024 * 1024, env = "SLUICE_CACHE_MAX_BYTES")]
     cache_max_bytes: usize,
+    /// Headless mode: runs this file's statements, keeps no command topic, and takes
+    /// only read-only statements over REST (queries, SHOW, DESCRIBE, metrics).
+    #[arg(long, env = "SLUICE_QUERIES_FILE")]
+    queries_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -298,6 +302,7 @@ fn main() -> ExitCode {
                 commit_interval: Duration::from_millis(args.commit_interval_ms),
                 exactly_once: args.processing_guarantee == "exactly_once_v2",
                 cache_max_bytes: args.cache_max_bytes,
+                queries_file: args.queries_file,
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

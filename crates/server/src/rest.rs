@@ -97,6 +97,18 @@ async fn ksql(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
             }
             _ => {}
         }
+        if engine.is_headless()
+            && !matches!(
+                stmt.kind,
+                StatementKind::Show(_) | StatementKind::Describe { .. }
+            )
+        {
+            let e = StatementError::forbidden(
+                "The server runs headless (--queries-file): it takes only SHOW, LIST and DESCRIBE statements.".into(),
+                &stmt.text,
+            );
+            return error_response(&e, entities);
+        }
         match engine.execute(stmt, &properties).await {
             // Statements without an entity (INSERT ... VALUES) add nothing.
             Ok(Value::Null) => {}
