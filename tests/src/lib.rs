@@ -180,10 +180,10 @@ impl Server {
             .spawn()
             .expect("sluice starts");
         self.child = Some(child);
-        let url = format!("{}/info", self.url);
+        let url = format!("{}/healthcheck", self.url);
         eventually(
             Duration::from_secs(60),
-            "the server to answer /info",
+            "the server to answer /healthcheck",
             || {
                 if let Some(c) = self.child.as_mut()
                     && let Ok(Some(status)) = c.try_wait()

@@ -40,14 +40,22 @@ fn a_queries_file_runs_and_the_api_is_read_only() {
     assert_eq!(ids.len(), 1, "{ids:?}");
     let (status, body) = server.ksql("CREATE STREAM more AS SELECT * FROM readings;");
     assert_eq!(status, 403, "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| m.contains("headless")), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("headless")),
+        "{body}"
+    );
     let (status, _) = server.ksql("DESCRIBE hot;");
     assert_eq!(status, 200);
 
     // A restart runs the same file as the same query, from where it committed.
     server.restart();
     assert_eq!(server.query_ids(), ids);
-    produce(&input, &[Record::new(Some("s3"), Some(r#"{"CELSIUS": 40.0}"#), 3)]);
+    produce(
+        &input,
+        &[Record::new(Some("s3"), Some(r#"{"CELSIUS": 40.0}"#), 3)],
+    );
     let out = consume(&output, 2, Duration::from_secs(60));
     assert_eq!(
         out.iter().map(|r| r.value_json()).collect::<Vec<_>>(),

@@ -37,6 +37,10 @@ pub struct ServerConfig {
     /// Headless mode: the server runs the statements of this file, keeps no command
     /// topic, and takes only read-only statements over REST.
     pub queries_file: Option<std::path::PathBuf>,
+    /// `user:password` that REST requests must present (HTTP Basic); None: open.
+    pub basic_auth: Option<String>,
+    /// Request bodies larger than this are refused with 413.
+    pub max_request_bytes: usize,
 }
 
 /// Reads a `processing.guarantee` value: exactly-once (true) or at-least-once.

@@ -277,6 +277,13 @@ struct ServerArgs {
     /// only read-only statements over REST (queries, SHOW, DESCRIBE, metrics).
     #[arg(long, env = "SLUICE_QUERIES_FILE")]
     queries_file: Option<PathBuf>,
+    /// `user:password` every REST request must present with HTTP Basic authentication
+    /// (all but /healthcheck).
+    #[arg(long, env = "SLUICE_BASIC_AUTH", hide_env_values = true)]
+    basic_auth: Option<String>,
+    /// Request bodies larger than this many bytes are refused with 413.
+    #[arg(long, default_value_t = 2 * 1024 * 1024, env = "SLUICE_MAX_REQUEST_BYTES")]
+    max_request_bytes: usize,
 }
 
 fn main() -> ExitCode {
@@ -303,6 +310,8 @@ fn main() -> ExitCode {
                 exactly_once: args.processing_guarantee == "exactly_once_v2",
                 cache_max_bytes: args.cache_max_bytes,
                 queries_file: args.queries_file,
+                basic_auth: args.basic_auth,
+                max_request_bytes: args.max_request_bytes,
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -28,15 +28,53 @@ struct KsqlRequest {
 }
 
 pub fn router(engine: Arc<Engine>) -> Router {
+    let max_body = engine.config.max_request_bytes;
     Router::new()
         .route("/ksql", post(ksql))
         .route("/query", post(query))
         .route("/query-stream", post(query_stream))
         .route("/close-query", post(close_query))
         .route("/info", get(info))
-        .route("/healthcheck", get(healthcheck))
         .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            engine.clone(),
+            authenticate,
+        ))
+        // Load balancers probe health without credentials.
+        .route("/healthcheck", get(healthcheck))
+        // A larger body is refused with 413 before it is read.
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(engine)
+}
+
+/// HTTP Basic authentication, when the server has credentials (`--basic-auth`).
+async fn authenticate(
+    State(engine): State<Arc<Engine>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(expected) = &engine.config.basic_auth else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| sluice_runtime::codec::decode::base64_decode(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    if given.as_deref() == Some(expected.as_str()) {
+        return next.run(request).await;
+    }
+    let mut response = json_response(
+        StatusCode::UNAUTHORIZED,
+        &json!({"@type": "generic_error", "error_code": 40100, "message": "Unauthorized"}),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Basic realm=\"sluice\""),
+    );
+    response
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
