@@ -74,6 +74,21 @@ fn a_script_runs_in_order_with_variables_and_session_properties() {
         assert!(std::time::Instant::now() < deadline, "{stdout}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // The functions, and one described.
+    let (ok, stdout, stderr) = cli(&server, &["-e", "SHOW FUNCTIONS; DESCRIBE FUNCTION ucase;"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("| UCASE "), "{stdout}");
+    assert!(
+        stdout.contains("| COUNT ") && stdout.contains("AGGREGATE"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Name: UCASE\nType: SCALAR"), "{stdout}");
+    assert!(stdout.contains("| (STRING)  | STRING  |"), "{stdout}");
+    let (ok, _, stderr) = cli(&server, &["-e", "DESCRIBE FUNCTION nope;"]);
+    assert!(
+        !ok && stderr.contains("Can't find any functions with the name 'NOPE'"),
+        "{stderr}"
+    );
     // JSON output for machines.
     let (ok, stdout, _) = cli(&server, &["--output", "json", "-e", "SHOW STREAMS;"]);
     assert!(ok);

@@ -508,6 +508,34 @@ pub fn render_entity(e: &Value) -> String {
             "topics",
             &[("Kafka Topic", "name"), ("Partitions", "replicaInfo")],
         ),
+        "function_names" => list("functions", &[("Function Name", "name"), ("Type", "type")]),
+        "describe_function" => {
+            let rows: Vec<Vec<String>> = e["functions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| {
+                    let args: Vec<String> = v["argumentTypes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(cell)
+                        .collect();
+                    vec![format!("({})", args.join(", ")), s(&v["returnType"])]
+                })
+                .collect();
+            format!(
+                "Name: {}\nType: {}\n{}\n{}",
+                s(&e["name"]),
+                s(&e["type"]),
+                s(&e["description"]),
+                if rows.is_empty() {
+                    String::new()
+                } else {
+                    table(&["Arguments", "Returns"], &rows)
+                }
+            )
+        }
         "properties" => list(
             "properties",
             &[("Property", "name"), ("Scope", "scope"), ("Value", "value")],

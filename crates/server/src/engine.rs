@@ -685,6 +685,10 @@ impl Engine {
             Planned::Property { .. } => Err(fail(
                 "SET and UNSET apply to the statements after them in the same request".into(),
             )),
+            Planned::DescribeFunction(name) => match sluice_sql::functions::describe(&name) {
+                Some(f) => Ok(entities::describe_function(&text, &f)),
+                None => Err(fail(format!("Can't find any functions with the name '{name}'"))),
+            },
             Planned::Describe { name, extended } => {
                 let ms = self.lock_metastore();
                 let Some(source) = ms.sources.get(&name) else {
@@ -1113,6 +1117,10 @@ impl Engine {
                 Ok(entities::topics(text, &topics))
             }
             ShowTarget::Properties => Ok(entities::properties(text, &self.config)),
+            ShowTarget::Functions => Ok(entities::function_names(
+                text,
+                &sluice_sql::functions::all_functions(),
+            )),
         }
     }
 }

@@ -213,3 +213,40 @@ pub fn properties(text: &str, config: &ServerConfig) -> Value {
         "warnings": [],
     })
 }
+
+/// SHOW FUNCTIONS: every function's name and type.
+pub fn function_names(text: &str, functions: &[sluice_sql::functions::FunctionInfo]) -> Value {
+    let list: Vec<Value> = functions
+        .iter()
+        .map(|f| json!({"name": f.name, "category": "", "type": f.kind}))
+        .collect();
+    json!({"@type": "function_names", "statementText": text, "functions": list, "warnings": []})
+}
+
+/// DESCRIBE FUNCTION: what a function does and the arguments it takes.
+pub fn describe_function(text: &str, f: &sluice_sql::functions::FunctionInfo) -> Value {
+    let variants: Vec<Value> = f
+        .signatures
+        .iter()
+        .map(|(args, returns)| {
+            json!({
+                "arguments": args.iter().map(|a| json!({"name": "", "type": a, "description": ""})).collect::<Vec<_>>(),
+                "returnType": returns,
+                "description": f.description,
+                "argumentTypes": args,
+            })
+        })
+        .collect();
+    json!({
+        "@type": "describe_function",
+        "statementText": text,
+        "name": f.name,
+        "description": f.description,
+        "author": "Sluice",
+        "version": env!("CARGO_PKG_VERSION"),
+        "path": "internal",
+        "type": f.kind,
+        "functions": variants,
+        "warnings": [],
+    })
+}

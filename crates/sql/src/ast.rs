@@ -67,6 +67,8 @@ pub enum StatementKind {
         name: Ident,
         extended: bool,
     },
+    /// `DESCRIBE FUNCTION name`
+    DescribeFunction(Ident),
     /// `SET 'name'='value'`: applies to the statements that follow in the same request.
     SetProperty {
         name: String,
@@ -85,6 +87,7 @@ pub enum ShowTarget {
     Queries { extended: bool },
     Topics { all: bool, extended: bool },
     Properties,
+    Functions,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -745,6 +748,7 @@ impl fmt::Display for StatementKind {
                         ext(*extended)
                     ),
                     ShowTarget::Properties => f.write_str("SHOW PROPERTIES"),
+                    ShowTarget::Functions => f.write_str("SHOW FUNCTIONS"),
                 }
             }
             StatementKind::SetProperty { name, value } => {
@@ -759,6 +763,7 @@ impl fmt::Display for StatementKind {
                     if *extended { " EXTENDED" } else { "" }
                 )
             }
+            StatementKind::DescribeFunction(name) => write!(f, "DESCRIBE FUNCTION {name}"),
         }
     }
 }

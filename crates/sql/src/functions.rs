@@ -1282,3 +1282,103 @@ mod tests {
         );
     }
 }
+
+/// What SHOW FUNCTIONS and DESCRIBE FUNCTION tell about a function.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FunctionInfo {
+    pub name: String,
+    /// SCALAR, AGGREGATE or TABLE.
+    pub kind: &'static str,
+    pub description: String,
+    /// Each signature's argument types and result type, as text (generic ones by name).
+    pub signatures: Vec<(Vec<String>, String)>,
+}
+
+const AGGREGATE_NAMES: &[&str] = &[
+    "ATTR",
+    "AVG",
+    "COLLECT_LIST",
+    "COLLECT_SET",
+    "CORRELATION",
+    "COUNT",
+    "COUNT_DISTINCT",
+    "EARLIEST_BY_OFFSET",
+    "HISTOGRAM",
+    "LATEST_BY_OFFSET",
+    "MAX",
+    "MIN",
+    "STDDEV_SAMP",
+    "STDDEV_SAMPLE",
+    "SUM",
+    "TOPK",
+    "TOPKDISTINCT",
+];
+
+const TABLE_FUNCTION_NAMES: &[&str] = &["CUBE_EXPLODE", "EXPLODE"];
+
+/// Every function this build runs, by name.
+pub fn all_functions() -> Vec<FunctionInfo> {
+    let mut all: Vec<FunctionInfo> = scalar_functions()
+        .into_iter()
+        .map(|f| FunctionInfo {
+            name: f.name.to_string(),
+            kind: "SCALAR",
+            description: f.description.to_string(),
+            signatures: f
+                .signatures
+                .iter()
+                .map(|s| match &s.params {
+                    Params::Exact(params) => (
+                        params.iter().map(|p| p.to_string()).collect(),
+                        s.returns.to_string(),
+                    ),
+                    Params::Variadic { ty, .. } => {
+                        (vec![format!("{ty}...")], s.returns.to_string())
+                    }
+                    Params::Rule(_) => (vec!["generic".into()], "depends on the arguments".into()),
+                })
+                .collect(),
+        })
+        .collect();
+    for (names, kind, description) in [
+        (
+            AGGREGATE_NAMES,
+            "AGGREGATE",
+            "An aggregate function: one value per group.",
+        ),
+        (
+            TABLE_FUNCTION_NAMES,
+            "TABLE",
+            "A table function: any number of rows per input row.",
+        ),
+    ] {
+        for name in names {
+            all.push(FunctionInfo {
+                name: name.to_string(),
+                kind,
+                description: description.into(),
+                signatures: Vec::new(),
+            });
+        }
+    }
+    for name in LAMBDA_FUNCTIONS {
+        if !all.iter().any(|f| f.name == *name) {
+            all.push(FunctionInfo {
+                name: name.to_string(),
+                kind: "SCALAR",
+                description: "A function of an array or map and a lambda.".into(),
+                signatures: Vec::new(),
+            });
+        }
+    }
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    all.dedup_by(|a, b| a.name == b.name);
+    all
+}
+
+/// One function, for DESCRIBE FUNCTION.
+pub fn describe(name: &str) -> Option<FunctionInfo> {
+    all_functions()
+        .into_iter()
+        .find(|f| f.name.eq_ignore_ascii_case(name))
+}

@@ -299,6 +299,12 @@ impl Parser {
                 self.advance();
                 self.show()
             }
+            Some("DESCRIBE") if self.keyword_at(1).as_deref() == Some("FUNCTION") => {
+                self.advance();
+                self.advance();
+                let name = self.ident("a function name")?;
+                Ok(StatementKind::DescribeFunction(name.to_ascii_uppercase()))
+            }
             Some("DESCRIBE") => {
                 self.advance();
                 let name = self.ident("a stream or table name")?;
@@ -407,9 +413,9 @@ impl Parser {
 
     fn show(&mut self) -> Result<StatementKind, SqlError> {
         let all = self.eat_keyword("ALL");
-        let word = self
-            .keyword_at(0)
-            .ok_or_else(|| self.unexpected("STREAMS, TABLES, QUERIES, TOPICS or PROPERTIES"))?;
+        let word = self.keyword_at(0).ok_or_else(|| {
+            self.unexpected("STREAMS, TABLES, QUERIES, TOPICS, PROPERTIES or FUNCTIONS")
+        })?;
         self.advance();
         let target = match word.as_str() {
             "STREAMS" => ShowTarget::Streams {
@@ -426,9 +432,12 @@ impl Parser {
                 extended: self.eat_keyword("EXTENDED"),
             },
             "PROPERTIES" => ShowTarget::Properties,
+            "FUNCTIONS" => ShowTarget::Functions,
             _ => {
                 self.i -= 1;
-                return Err(self.unexpected("STREAMS, TABLES, QUERIES, TOPICS or PROPERTIES"));
+                return Err(
+                    self.unexpected("STREAMS, TABLES, QUERIES, TOPICS, PROPERTIES or FUNCTIONS")
+                );
             }
         };
         Ok(StatementKind::Show(target))

@@ -130,6 +130,8 @@ pub enum Planned {
         /// then the response ends.
         pull: bool,
     },
+    /// DESCRIBE FUNCTION: a function that exists (see `functions::describe`).
+    DescribeFunction(String),
     /// ALTER STREAM|TABLE ... ADD COLUMN: the source as it is with the new value columns.
     Alter {
         source: SourceDesc,
@@ -249,6 +251,15 @@ pub fn plan_statement(
             name,
             columns,
         } => plan_alter(stmt, *kind, name, columns, catalog),
+        StatementKind::DescribeFunction(name) => {
+            if crate::functions::describe(name).is_none() {
+                return Err(SqlError::semantic(
+                    stmt.pos,
+                    format!("Can't find any functions with the name '{name}'"),
+                ));
+            }
+            Ok(Planned::DescribeFunction(name.clone()))
+        }
         StatementKind::Drop {
             kind,
             name,
