@@ -30,7 +30,7 @@ fn a_script_runs_in_order_with_variables_and_session_properties() {
          DEFINE big = '100';\n\
          CREATE STREAM orders (id STRING KEY, amount INT)\n  WITH (kafka_topic='${topic}', value_format='JSON', partitions=1);\n\
          SET 'auto.offset.reset'='earliest';\n\
-         CREATE STREAM big_orders AS SELECT id, amount FROM orders WHERE amount > ${big};\n\
+         CREATE STREAM big_orders WITH (kafka_topic='${topic}_big') AS SELECT id, amount FROM orders WHERE amount > ${big};\n\
          SHOW STREAMS;\n",
     )
     .unwrap();
@@ -74,6 +74,37 @@ fn a_script_runs_in_order_with_variables_and_session_properties() {
         assert!(std::time::Instant::now() < deadline, "{stdout}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // A running query's plan, and a statement's.
+    let (ok, stdout, stderr) = cli(&server, &["-e", "SHOW QUERIES;"]);
+    assert!(ok, "{stderr}");
+    let id = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("CSAS_BIG_ORDERS_"))
+        .expect("the query's id")
+        .to_string();
+    let (ok, stdout, stderr) = cli(&server, &["-e", &format!("EXPLAIN {id};")]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(&format!("ID: {id}")) && stdout.contains("State: RUNNING"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Execution plan:"), "{stdout}");
+    let (ok, stdout, stderr) = cli(
+        &server,
+        &[
+            "-e",
+            "EXPLAIN SELECT id FROM orders WHERE amount > 5 EMIT CHANGES;",
+        ],
+    );
+    assert!(
+        ok && stdout.contains("State: NOT_RUNNING"),
+        "{stdout}{stderr}"
+    );
+    let (ok, _, stderr) = cli(&server, &["-e", "EXPLAIN CSAS_NOPE_9;"]);
+    assert!(
+        !ok && stderr.contains("Query with id:CSAS_NOPE_9 does not exist"),
+        "{stderr}"
+    );
     // The functions, and one described.
     let (ok, stdout, stderr) = cli(&server, &["-e", "SHOW FUNCTIONS; DESCRIBE FUNCTION ucase;"]);
     assert!(ok, "{stderr}");

@@ -64,7 +64,7 @@ fn migrations_apply_in_order_once_and_report_changes() {
     .unwrap();
     std::fs::write(
         file("000002", "big_orders"),
-        "CREATE STREAM big_orders AS SELECT id, amount FROM orders WHERE amount > 100;\n",
+        "CREATE STREAM big_orders WITH (kafka_topic='${topic}_big') AS SELECT id, amount FROM orders WHERE amount > 100;\n",
     )
     .unwrap();
     std::fs::write(
@@ -98,10 +98,10 @@ fn migrations_apply_in_order_once_and_report_changes() {
     // Fixed, it applies; then nothing is left and a rerun applies nothing.
     std::fs::write(
         file("000003", "broken"),
-        "CREATE STREAM not_broken AS SELECT id, amount FROM orders;\n",
+        "CREATE STREAM not_broken WITH (kafka_topic='${topic}_not_broken') AS SELECT id, amount FROM orders;\n",
     )
     .unwrap();
-    let (ok, text) = migrate(&dir, &["apply", "--all"]);
+    let (ok, text) = migrate(&dir, &["apply", "--all", "--define", &define]);
     assert!(ok, "{text}");
     assert_eq!(state(&dir, "V000003"), "Migrated");
     let (ok, text) = migrate(&dir, &["apply", "--all"]);

@@ -365,7 +365,11 @@ impl Session {
                     props.insert(name, value.map(Value::String).unwrap_or(Value::Null));
                     apply_properties(&mut self.planner, &Value::Object(props));
                 }
-                Planned::Show(_) | Planned::Describe { .. } | Planned::DescribeFunction(_) => {}
+                Planned::Show(_)
+                | Planned::Describe { .. }
+                | Planned::DescribeFunction(_)
+                | Planned::ExplainQuery(_)
+                | Planned::ExplainStatement(_) => {}
                 Planned::Alter { source } => {
                     self.sources.insert(source.name.clone(), source);
                 }

@@ -508,6 +508,18 @@ pub fn render_entity(e: &Value) -> String {
             "topics",
             &[("Kafka Topic", "name"), ("Partitions", "replicaInfo")],
         ),
+        "queryDescription" => {
+            let d = &e["queryDescription"];
+            format!(
+                "ID: {}\nState: {}\nStatement: {}\nSources: {}\nSinks: {}\nExecution plan:\n{}\n",
+                s(&d["id"]),
+                s(&d["state"]),
+                s(&d["statementText"]),
+                d["sources"].to_string(),
+                d["sinks"].to_string(),
+                s(&d["executionPlan"])
+            )
+        }
         "function_names" => list("functions", &[("Function Name", "name"), ("Type", "type")]),
         "describe_function" => {
             let rows: Vec<Vec<String>> = e["functions"]

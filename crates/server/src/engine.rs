@@ -685,6 +685,40 @@ impl Engine {
             Planned::Property { .. } => Err(fail(
                 "SET and UNSET apply to the statements after them in the same request".into(),
             )),
+            Planned::ExplainQuery(id) => {
+                let ms = self.lock_metastore();
+                match ms.queries.get(&id) {
+                    Some(q) => Ok(entities::query_description(
+                        &text,
+                        &q.id,
+                        &q.statement,
+                        &q.inputs,
+                        std::slice::from_ref(&q.sink),
+                        &q.plan,
+                        q.state(),
+                    )),
+                    None => Err(fail(format!(
+                        "Query with id:{id} does not exist, use SHOW QUERIES to view the full set of queries."
+                    ))),
+                }
+            }
+            Planned::ExplainStatement(plan) => {
+                let sources: Vec<String> = plan
+                    .root
+                    .sources()
+                    .iter()
+                    .map(|(name, _)| name.to_string())
+                    .collect();
+                Ok(entities::query_description(
+                    &text,
+                    "",
+                    &text,
+                    &sources,
+                    &[],
+                    &plan,
+                    "NOT_RUNNING",
+                ))
+            }
             Planned::DescribeFunction(name) => match sluice_sql::functions::describe(&name) {
                 Some(f) => Ok(entities::describe_function(&text, &f)),
                 None => Err(fail(format!("Can't find any functions with the name '{name}'"))),

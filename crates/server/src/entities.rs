@@ -250,3 +250,41 @@ pub fn describe_function(text: &str, f: &sluice_sql::functions::FunctionInfo) ->
         "warnings": [],
     })
 }
+
+/// EXPLAIN: a query's statement, sources and sinks, and its plan as text.
+pub fn query_description(
+    text: &str,
+    id: &str,
+    statement: &str,
+    sources: &[String],
+    sinks: &[String],
+    plan: &sluice_plan::QueryPlan,
+    state: &str,
+) -> Value {
+    let plan_text = plan.root.explain();
+    let window = match &plan.root {
+        sluice_plan::Step::StreamSink { topic, .. }
+        | sluice_plan::Step::TableSink { topic, .. } => topic
+            .window
+            .as_ref()
+            .map(|w| format!("{:?}", w.kind).to_uppercase()),
+        _ => None,
+    };
+    json!({
+        "@type": "queryDescription",
+        "statementText": text,
+        "queryDescription": {
+            "id": id,
+            "statementText": statement,
+            "windowType": window,
+            "sources": sources,
+            "sinks": sinks,
+            "topology": plan_text,
+            "executionPlan": plan_text,
+            "overriddenProperties": {},
+            "state": state,
+            "queryType": "PERSISTENT",
+        },
+        "warnings": [],
+    })
+}

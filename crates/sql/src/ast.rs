@@ -69,6 +69,10 @@ pub enum StatementKind {
     },
     /// `DESCRIBE FUNCTION name`
     DescribeFunction(Ident),
+    /// `EXPLAIN query_id`
+    ExplainQuery(Ident),
+    /// `EXPLAIN statement`: its plan, without running it.
+    ExplainStatement(Box<StatementKind>),
     /// `SET 'name'='value'`: applies to the statements that follow in the same request.
     SetProperty {
         name: String,
@@ -764,6 +768,8 @@ impl fmt::Display for StatementKind {
                 )
             }
             StatementKind::DescribeFunction(name) => write!(f, "DESCRIBE FUNCTION {name}"),
+            StatementKind::ExplainQuery(id) => write!(f, "EXPLAIN {id}"),
+            StatementKind::ExplainStatement(inner) => write!(f, "EXPLAIN {inner}"),
         }
     }
 }

@@ -384,9 +384,19 @@ impl Parser {
                     columns,
                 })
             }
+            Some("EXPLAIN") => {
+                self.advance();
+                if matches!(
+                    self.keyword_at(0).as_deref(),
+                    Some("SELECT" | "CREATE" | "INSERT")
+                ) {
+                    Ok(StatementKind::ExplainStatement(Box::new(self.statement()?)))
+                } else {
+                    Ok(StatementKind::ExplainQuery(self.query_id()?))
+                }
+            }
             Some(
-                kw @ ("INSERT" | "PRINT" | "EXPLAIN" | "DEFINE" | "UNDEFINE" | "PAUSE" | "RESUME"
-                | "ASSERT"),
+                kw @ ("INSERT" | "PRINT" | "DEFINE" | "UNDEFINE" | "PAUSE" | "RESUME" | "ASSERT"),
             ) => Err(SqlError::unsupported(
                 pos,
                 format!("{kw} statements are not supported yet"),

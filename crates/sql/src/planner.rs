@@ -130,6 +130,10 @@ pub enum Planned {
         /// then the response ends.
         pull: bool,
     },
+    /// EXPLAIN of a running query, by id.
+    ExplainQuery(String),
+    /// EXPLAIN of a statement: the plan it would run.
+    ExplainStatement(Box<QueryPlan>),
     /// DESCRIBE FUNCTION: a function that exists (see `functions::describe`).
     DescribeFunction(String),
     /// ALTER STREAM|TABLE ... ADD COLUMN: the source as it is with the new value columns.
@@ -251,6 +255,25 @@ pub fn plan_statement(
             name,
             columns,
         } => plan_alter(stmt, *kind, name, columns, catalog),
+        StatementKind::ExplainQuery(id) => Ok(Planned::ExplainQuery(id.clone())),
+        StatementKind::ExplainStatement(inner) => {
+            let inner_stmt = ast::Statement {
+                kind: (**inner).clone(),
+                ..stmt.clone()
+            };
+            let plan = match plan_statement(&inner_stmt, catalog, config)? {
+                Planned::CreateAs { plan, .. }
+                | Planned::InsertInto { plan, .. }
+                | Planned::Select { plan, .. } => plan,
+                _ => {
+                    return Err(SqlError::semantic(
+                        stmt.pos,
+                        "EXPLAIN takes a query id or a SELECT, CREATE ... AS SELECT or INSERT INTO ... SELECT statement",
+                    ));
+                }
+            };
+            Ok(Planned::ExplainStatement(plan))
+        }
         StatementKind::DescribeFunction(name) => {
             if crate::functions::describe(name).is_none() {
                 return Err(SqlError::semantic(
@@ -2326,7 +2349,8 @@ fn plan_projection(
             ));
         }
     }
-    if !out_columns.iter().any(|c| c.kind == ColumnKind::Value) {
+    // A push query's rows need no value (they are not written as records).
+    if !transient && !out_columns.iter().any(|c| c.kind == ColumnKind::Value) {
         return Err(SqlError::semantic(
             stmt.pos,
             "The projection contains no value columns.",
