@@ -515,8 +515,8 @@ pub fn render_entity(e: &Value) -> String {
                 s(&d["id"]),
                 s(&d["state"]),
                 s(&d["statementText"]),
-                d["sources"].to_string(),
-                d["sinks"].to_string(),
+                d["sources"],
+                d["sinks"],
                 s(&d["executionPlan"])
             )
         }
