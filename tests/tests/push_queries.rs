@@ -254,3 +254,48 @@ fn bad_push_queries_get_ksqldb_errors() {
         "{body}"
     );
 }
+
+#[test]
+fn inserts_stream_writes_rows_and_acks_each() {
+    let server = Server::start(&unique("svc"));
+    let topic = clicks(&server);
+    let body = format!(
+        "{}\n{}\n{}\n{}\n",
+        json!({"target": "clicks"}),
+        json!({"USER_ID": "u7", "page": "/x", "MS": 5}),
+        json!({"USER_ID": "u8", "PAGE": "/y", "MS": "not a number"}),
+        json!({"USER_ID": "u9", "PAGE": "/z", "NOPE": 1}),
+    );
+    let resp = ureq::post(&format!("{}/inserts-stream", server.url))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send(&body)
+        .expect("the server answers");
+    assert_eq!(resp.status(), 200);
+    let acks: Vec<Value> = resp
+        .into_body()
+        .read_to_string()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(acks.len(), 3, "{acks:?}");
+    assert_eq!(acks[0], json!({"status": "ok", "seq": 0}));
+    assert_eq!(acks[1]["status"], "error");
+    assert_eq!(acks[2]["status"], "error");
+    assert!(
+        acks[2]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("NOPE")),
+        "{acks:?}"
+    );
+    // The row is on the topic, after the four written before.
+    let records = sluice_e2e::consume(&topic, 5, WAIT);
+    assert_eq!(records.len(), 5);
+    assert_eq!(records[4].key.as_deref(), Some(&b"u7"[..]));
+    assert_eq!(records[4].value_json(), json!({"PAGE": "/x", "MS": 5}));
+    // An unknown target is refused.
+    let resp = post(&server, "/inserts-stream", &json!({"target": "nowhere"}));
+    assert_eq!(resp.status(), 400);
+}

@@ -1,5 +1,6 @@
-//! INSERT INTO ... VALUES: constant expressions made into one record for a topic.
+//! INSERT INTO ... VALUES and `/inserts-stream`: one row made into a record for a topic.
 
+use crate::codec::decode::ColumnBuilder;
 use crate::codec::encode::PartEncoder;
 use crate::error::{Result, RuntimeError};
 use crate::expr::{compile, evaluate};
@@ -21,12 +22,7 @@ pub fn values_record(
     rowtime: Option<&Expr>,
     now: Option<i64>,
 ) -> Result<OutputRecord> {
-    let now = now.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
-    });
+    let now = now.unwrap_or_else(now_millis);
     let empty = Arc::new(Schema::empty());
     let one_row = RecordBatch::try_new_with_options(
         empty.clone(),
@@ -70,6 +66,60 @@ pub fn values_record(
         }
         None => now,
     };
+    Ok(encode_row(topic, &arrays, timestamp))
+}
+
+/// The record for `topic` of a row given as a JSON object (field names matched to
+/// column names regardless of case; missing fields are NULL), as `/inserts-stream`
+/// takes rows. Its timestamp is the object's ROWTIME when present, else now.
+pub fn json_record(
+    topic: &TopicSpec,
+    row: &serde_json::Map<String, serde_json::Value>,
+) -> Result<OutputRecord> {
+    let field = |name: &str| {
+        row.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    };
+    let mut arrays = Vec::with_capacity(topic.schema.columns.len());
+    for column in &topic.schema.columns {
+        let mut builder = ColumnBuilder::new(&column.ty).map_err(RuntimeError::Plan)?;
+        match field(&column.name) {
+            Some(v) => builder
+                .append_json(v)
+                .map_err(|e| RuntimeError::Plan(format!("bad value for {}: {e}", column.name)))?,
+            None => builder.append_null(),
+        }
+        arrays.push(builder.finish());
+    }
+    if let Some(extra) = row.keys().find(|k| {
+        !k.eq_ignore_ascii_case("ROWTIME")
+            && !topic
+                .schema
+                .columns
+                .iter()
+                .any(|c| c.name.eq_ignore_ascii_case(k))
+    }) {
+        return Err(RuntimeError::Plan(format!("no column named {extra}")));
+    }
+    let timestamp = match field("ROWTIME") {
+        Some(t) => t
+            .as_i64()
+            .ok_or_else(|| RuntimeError::Plan("ROWTIME must be a BIGINT".into()))?,
+        None => now_millis(),
+    };
+    Ok(encode_row(topic, &arrays, timestamp))
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A row of `topic`'s columns (one-row arrays) written as its formats write rows.
+fn encode_row(topic: &TopicSpec, arrays: &[ArrayRef], timestamp: i64) -> OutputRecord {
     let part = |kind: ColumnKind| -> Vec<(usize, String)> {
         topic
             .schema
@@ -82,14 +132,14 @@ pub fn values_record(
     };
     let mut buf = Vec::new();
     let key = PartEncoder::new(&topic.key_format, part(ColumnKind::Key), true)
-        .encode(&arrays, 0, &mut buf)
+        .encode(arrays, 0, &mut buf)
         .map(|()| buf.clone());
     let value = PartEncoder::new(&topic.value_format, part(ColumnKind::Value), false)
-        .encode(&arrays, 0, &mut buf)
+        .encode(arrays, 0, &mut buf)
         .map(|()| buf.clone());
-    Ok(OutputRecord {
+    OutputRecord {
         key,
         value,
         timestamp,
-    })
+    }
 }

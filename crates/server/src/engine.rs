@@ -663,19 +663,9 @@ impl Engine {
                 let record =
                     sluice_runtime::values::values_record(&topic, &values, rowtime.as_ref(), None)
                         .map_err(|e| fail(e.to_string()))?;
-                let mut out = FutureRecord::<[u8], [u8]>::to(&topic.topic).timestamp(record.timestamp);
-                if let Some(k) = &record.key {
-                    out = out.key(k.as_slice());
-                }
-                if let Some(v) = &record.value {
-                    out = out.payload(v.as_slice());
-                }
-                self.producer
-                    .send(out, KAFKA_TIMEOUT)
-                    .await
-                    .map_err(|(e, _)| {
-                        StatementError::server(format!("Failed to insert values: {e}"), &text)
-                    })?;
+                self.produce(&topic.topic, &record).await.map_err(|e| {
+                    StatementError::server(format!("Failed to insert values: {e}"), &text)
+                })?;
                 // ksqlDB answers an INSERT ... VALUES with no entity.
                 Ok(Value::Null)
             }
@@ -1044,6 +1034,54 @@ impl Engine {
             )),
             Err(message) => Err(StatementError::bad_statement(message, text)),
         }
+    }
+
+    /// The topic `/inserts-stream` writes rows of `name` to: a stream or table that is
+    /// not read-only and has no header columns.
+    pub fn insert_target(&self, name: &str) -> Result<sluice_plan::TopicSpec, String> {
+        let ms = self.lock_metastore();
+        let Some(source) = ms.sources.get(name) else {
+            return Err(format!(
+                "Cannot insert values into an unknown stream/table: `{name}`"
+            ));
+        };
+        if source.is_source {
+            return Err(format!(
+                "Cannot insert values into read-only {}: {name}",
+                source.kind.lower()
+            ));
+        }
+        if source.topic.schema.columns.iter().any(|c| {
+            matches!(
+                c.kind,
+                sluice_plan::ColumnKind::Headers | sluice_plan::ColumnKind::Header(_)
+            )
+        }) {
+            return Err(format!(
+                "Cannot insert into {name} because it has header columns"
+            ));
+        }
+        Ok(source.topic.clone())
+    }
+
+    /// Writes one record to a topic and waits for Kafka to acknowledge it.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        record: &sluice_runtime::OutputRecord,
+    ) -> Result<(), String> {
+        let mut out = FutureRecord::<[u8], [u8]>::to(topic).timestamp(record.timestamp);
+        if let Some(k) = &record.key {
+            out = out.key(k.as_slice());
+        }
+        if let Some(v) = &record.value {
+            out = out.payload(v.as_slice());
+        }
+        self.producer
+            .send(out, KAFKA_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e.to_string())
     }
 
     pub fn is_headless(&self) -> bool {

@@ -34,6 +34,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/query", post(query))
         .route("/query-stream", post(query_stream))
         .route("/close-query", post(close_query))
+        .route("/inserts-stream", post(inserts_stream))
         .route("/info", get(info))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -388,6 +389,67 @@ async fn query_stream(
             "",
         )
     }
+}
+
+/// `POST /inserts-stream`: a first line `{"target": NAME}`, then one JSON object per
+/// line, each a row of the target written as one record. The answer has a line per row,
+/// in order: `{"status":"ok","seq":N}` once Kafka has it, or the row's error.
+async fn inserts_stream(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
+    if engine.is_headless() {
+        return error_response(
+            &StatementError::forbidden("The server runs headless: it takes no inserts.".into(), ""),
+            vec![],
+        );
+    }
+    let text = String::from_utf8_lossy(&body);
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let target = lines
+        .next()
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .and_then(|v| v["target"].as_str().map(str::to_string));
+    let Some(target) = target else {
+        return error_response(
+            &StatementError::bad_request(
+                "The first line must be {\"target\": \"STREAM_NAME\"}".into(),
+            ),
+            vec![],
+        );
+    };
+    // Names are upper-cased unless quoted, as in SQL.
+    let name = if target.starts_with('`') {
+        target.trim_matches('`').to_string()
+    } else {
+        target.to_ascii_uppercase()
+    };
+    let topic = match engine.insert_target(&name) {
+        Ok(t) => t,
+        Err(m) => return error_response(&StatementError::bad_request(m), vec![]),
+    };
+    let mut acks = String::new();
+    for (seq, line) in lines.enumerate() {
+        let result = match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(row)) => match sluice_runtime::values::json_record(&topic, &row) {
+                Ok(record) => engine.produce(&topic.topic, &record).await,
+                Err(e) => Err(e.to_string()),
+            },
+            Ok(_) => Err("a row must be a JSON object".into()),
+            Err(e) => Err(format!("a row is not JSON: {e}")),
+        };
+        let ack = match result {
+            Ok(()) => json!({"status": "ok", "seq": seq}),
+            Err(message) => json!({
+                "status": "error", "seq": seq, "error_code": 40000, "message": message,
+            }),
+        };
+        acks.push_str(&ack.to_string());
+        acks.push('\n');
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/vnd.ksqlapi.delimited.v1")],
+        acks,
+    )
+        .into_response()
 }
 
 /// `POST /close-query`: stops a push query; its response then ends.
