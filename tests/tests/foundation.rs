@@ -560,3 +560,36 @@ fn insert_values_writes_a_record() {
     let (status, body) = server.ksql("INSERT INTO v (n) VALUES ('seven');");
     assert_eq!(status, 400, "{body}");
 }
+
+/// GET /status/<commandId> tells how a command ended.
+#[test]
+fn command_status_reports_how_a_command_ended() {
+    let server = Server::start(&unique("svc"));
+    let topic = unique("status");
+    let body = server.ok(&format!(
+        "CREATE STREAM st (x INT) WITH (kafka_topic='{topic}', value_format='JSON', partitions=1);"
+    ));
+    let id = body[0]["commandId"]
+        .as_str()
+        .expect("a command id")
+        .to_string();
+    assert_eq!(id, "stream/`ST`/create");
+    let get = |id: &str| {
+        let resp = ureq::get(&format!("{}/status/{}", server.url, id.replace('`', "%60")))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .expect("the server answers");
+        let status = resp.status().as_u16();
+        let body: serde_json::Value =
+            serde_json::from_str(&resp.into_body().read_to_string().unwrap()).unwrap();
+        (status, body)
+    };
+    let (status, body) = get(&id);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "SUCCESS");
+    assert_eq!(body["message"], "Stream created");
+    let (status, _) = get("stream/`NOPE`/create");
+    assert_eq!(status, 404);
+}

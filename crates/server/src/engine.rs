@@ -68,6 +68,14 @@ pub fn processing_log_topic(service_id: &str) -> String {
 const GUARANTEE_PROPERTIES: [&str; 2] =
     ["processing.guarantee", "ksql.streams.processing.guarantee"];
 
+/// How a command ended, for `GET /status/<commandId>`.
+#[derive(Clone, Debug)]
+pub struct CommandStatus {
+    pub status: &'static str,
+    pub message: String,
+    pub query_id: Option<String>,
+}
+
 /// A planned push query, ready to start.
 pub struct PushPlan {
     /// `transient_<SOURCE>_<n>`, as ksqlDB names them.
@@ -155,6 +163,8 @@ pub struct Engine {
     /// Headless mode: where the next statement of the queries file is applied (its
     /// "offset", which numbers query ids as the command topic's offsets do).
     next_local: std::sync::atomic::AtomicI64,
+    /// The last status of each command id applied here.
+    statuses: Mutex<HashMap<String, CommandStatus>>,
 }
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
@@ -218,6 +228,7 @@ impl Engine {
             push_ids: Default::default(),
             push_queries: Mutex::new(HashMap::new()),
             next_local: Default::default(),
+            statuses: Mutex::new(HashMap::new()),
         });
         if let Some(path) = engine.config.queries_file.clone() {
             engine.run_queries_file(&path).await?;
@@ -545,7 +556,32 @@ impl Engine {
         for q in stopped {
             q.stop();
         }
+        let status = match &result as &Result<Applied, String> {
+            Ok(a) => CommandStatus {
+                status: "SUCCESS",
+                message: a.message.clone(),
+                query_id: a.query_id.clone(),
+            },
+            Err(e) => CommandStatus {
+                status: "ERROR",
+                message: e.clone(),
+                query_id: None,
+            },
+        };
+        self.statuses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cmd.command_id(), status);
         result
+    }
+
+    /// The status of a command this server applied (`GET /status/<commandId>`).
+    pub fn command_status(&self, id: &str) -> Option<CommandStatus> {
+        self.statuses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     // ---- statements ----

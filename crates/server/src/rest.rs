@@ -37,6 +37,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/inserts-stream", post(inserts_stream))
         .route("/info", get(info))
         .route("/metrics", get(metrics))
+        .route("/status/{*id}", get(status))
         .route_layer(axum::middleware::from_fn_with_state(
             engine.clone(),
             authenticate,
@@ -491,6 +492,24 @@ async fn info(State(engine): State<Arc<Engine>>) -> Response {
             "serverStatus": status,
         }}),
     )
+}
+
+/// `GET /status/<commandId>`: how a command ended (command ids hold slashes:
+/// `stream/`S`/create`).
+async fn status(
+    State(engine): State<Arc<Engine>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    match engine.command_status(&id) {
+        Some(s) => json_response(
+            StatusCode::OK,
+            &json!({"status": s.status, "message": s.message, "queryId": s.query_id}),
+        ),
+        None => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"@type": "generic_error", "error_code": 40400, "message": format!("Command not found: {id}")}),
+        ),
+    }
 }
 
 /// `GET /metrics`: Prometheus text exposition of the server's and each query's figures.
