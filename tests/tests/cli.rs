@@ -105,6 +105,23 @@ fn a_script_runs_in_order_with_variables_and_session_properties() {
         !ok && stderr.contains("Query with id:CSAS_NOPE_9 does not exist"),
         "{stderr}"
     );
+    // PRINT shows the raw records with the formats they look like.
+    let (ok, stdout, stderr) = cli(
+        &server,
+        &["-e", &format!("PRINT '{topic}' FROM BEGINNING LIMIT 2;")],
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with("Key format: KAFKA_STRING\nValue format: JSON or KAFKA_STRING\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "rowtime: 1970/01/01 00:00:00.001 Z, key: a, value: {\"AMOUNT\":50}, partition: 0\n"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("rowtime:").count(), 2, "{stdout}");
     // The functions, and one described.
     let (ok, stdout, stderr) = cli(&server, &["-e", "SHOW FUNCTIONS; DESCRIBE FUNCTION ucase;"]);
     assert!(ok, "{stderr}");

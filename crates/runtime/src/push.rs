@@ -253,3 +253,151 @@ impl LatestRows {
         Ok(())
     }
 }
+
+/// PRINT: a topic's raw records as ksqlDB prints them, one line each (`rowtime: ...,
+/// key: ..., value: ..., partition: ...`), after a line naming the formats detected in
+/// the first record.
+pub struct PrintConfig {
+    pub bootstrap_servers: String,
+    pub topic: String,
+    pub from_beginning: bool,
+    /// Every n-th record (1: all).
+    pub interval: u64,
+    pub limit: Option<u64>,
+}
+
+/// Starts printing a topic on its own thread; each line goes out as a `Row` whose `json`
+/// is the line's text. Dropping the returned query stops it.
+pub fn print_topic(config: PrintConfig, lines: Sender<PushEvent>) -> Result<PushQuery> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name(format!("print-{}", config.topic))
+        .spawn(move || {
+            if let Err(e) = print_run(&config, &flag, &lines) {
+                let _ = lines.blocking_send(PushEvent::Error(e.to_string()));
+            }
+        })
+        .map_err(|e| RuntimeError::Plan(format!("cannot start a thread: {e}")))?;
+    Ok(PushQuery { stop })
+}
+
+fn print_run(config: &PrintConfig, stop: &AtomicBool, lines: &Sender<PushEvent>) -> Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("group.id", "_sluice-print")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(&config.topic), Duration::from_secs(30))?;
+    let mut assignment = TopicPartitionList::new();
+    for t in metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == config.topic)
+    {
+        if t.partitions().is_empty() {
+            return Err(RuntimeError::Plan(format!(
+                "Could not find topic '{}', or the KSQL user does not have permissions to list the topic.",
+                config.topic
+            )));
+        }
+        for p in t.partitions() {
+            let start = if config.from_beginning {
+                Offset::Beginning
+            } else {
+                Offset::End
+            };
+            assignment.add_partition_offset(&config.topic, p.id(), start)?;
+        }
+    }
+    consumer.assign(&assignment)?;
+    let (mut seen, mut printed) = (0u64, 0u64);
+    let mut header = false;
+    while !stop.load(Ordering::SeqCst) && !lines.is_closed() {
+        let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let msg = msg?;
+        seen += 1;
+        if (seen - 1) % config.interval.max(1) != 0 {
+            continue;
+        }
+        let (key_format, key) = printable(msg.key());
+        let (value_format, value) = printable(msg.payload());
+        if !header {
+            header = true;
+            let text = format!("Key format: {key_format}\nValue format: {value_format}");
+            if lines
+                .blocking_send(PushEvent::Row {
+                    json: text.into_bytes(),
+                    deletion: false,
+                })
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+        let rowtime = msg
+            .timestamp()
+            .to_millis()
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.format("%Y/%m/%d %H:%M:%S%.3f Z").to_string())
+            .unwrap_or_else(|| "N/A".into());
+        let line = format!(
+            "rowtime: {rowtime}, key: {key}, value: {value}, partition: {}",
+            msg.partition()
+        );
+        if lines
+            .blocking_send(PushEvent::Row {
+                json: line.into_bytes(),
+                deletion: false,
+            })
+            .is_err()
+        {
+            return Ok(());
+        }
+        printed += 1;
+        if config.limit.is_some_and(|l| printed >= l) {
+            let _ = lines.blocking_send(PushEvent::LimitReached);
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// A key or value as PRINT shows it, with the format it looks like.
+fn printable(bytes: Option<&[u8]>) -> (&'static str, String) {
+    let Some(b) = bytes else {
+        return ("¯\\_(ツ)_/¯ - no data processed", "<null>".into());
+    };
+    if let Ok(text) = std::str::from_utf8(b) {
+        let trimmed = text.trim_start();
+        if (trimmed.starts_with('{') || trimmed.starts_with('['))
+            && serde_json::from_str::<serde_json::Value>(text).is_ok()
+        {
+            return ("JSON or KAFKA_STRING", text.to_string());
+        }
+        if !text
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            return ("KAFKA_STRING", text.to_string());
+        }
+    }
+    match b.len() {
+        4 => (
+            "KAFKA_INT",
+            i32::from_be_bytes(b.try_into().expect("4 bytes")).to_string(),
+        ),
+        8 => (
+            "KAFKA_BIGINT or KAFKA_DOUBLE",
+            i64::from_be_bytes(b.try_into().expect("8 bytes")).to_string(),
+        ),
+        _ => (
+            "BYTES",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>(),
+        ),
+    }
+}

@@ -66,6 +66,7 @@ impl Session {
             "" => Ok(()),
             "SET" | "UNSET" | "DEFINE" | "UNDEFINE" => self.session_statement(&first, &text, out),
             "SELECT" => self.query(&text, out),
+            "PRINT" => self.print(&text, out),
             _ => self.statement(&text, out),
         }
     }
@@ -134,14 +135,19 @@ impl Session {
         Ok(())
     }
 
-    /// A push or pull query: the header, then each row as it arrives.
-    fn query(&mut self, text: &str, out: &mut dyn Write) -> Result<(), Failure> {
-        let body = json!({"sql": format!("{text};"), "properties": self.properties});
-        let resp = ureq::post(&format!("{}/query-stream", self.url))
+    /// A streamed response, to read line by line as it arrives; an error response is
+    /// the statement's failure.
+    fn stream(
+        &self,
+        path: &str,
+        body: &Value,
+        text: &str,
+    ) -> Result<std::io::BufReader<impl std::io::Read + use<>>, Failure> {
+        let resp = ureq::post(&format!("{}{path}", self.url))
             .config()
             .http_status_as_error(false)
             .build()
-            .send_json(&body)
+            .send_json(body)
             .map_err(|e| Failure(format!("cannot reach {}: {e}", self.url)))?;
         let status = resp.status().as_u16();
         let mut reader = std::io::BufReader::new(resp.into_body().into_reader());
@@ -151,6 +157,26 @@ impl Session {
             let reply: Value = serde_json::from_str(&reply).unwrap_or(Value::String(reply));
             return Err(Failure(error_text(&reply, text)));
         }
+        Ok(reader)
+    }
+
+    /// PRINT: the topic's records as lines, as they arrive.
+    fn print(&mut self, text: &str, out: &mut dyn Write) -> Result<(), Failure> {
+        let body = json!({"ksql": format!("{text};"), "streamsProperties": self.properties});
+        let mut reader = self.stream("/query", &body, text)?;
+        let mut line = String::new();
+        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            let _ = write!(out, "{line}");
+            let _ = out.flush();
+            line.clear();
+        }
+        Ok(())
+    }
+
+    /// A push or pull query: the header, then each row as it arrives.
+    fn query(&mut self, text: &str, out: &mut dyn Write) -> Result<(), Failure> {
+        let body = json!({"sql": format!("{text};"), "properties": self.properties});
+        let mut reader = self.stream("/query-stream", &body, text)?;
         let mut line = String::new();
         let mut widths: Vec<usize> = Vec::new();
         let mut rows = 0usize;

@@ -308,6 +308,9 @@ fn error_event(message: &str) -> Value {
 /// (`tombstone: true` for a deleted table row), and a `finalMessage` at the LIMIT or an
 /// `errorMessage` if the query fails.
 async fn query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
+    if let Some(response) = print(&engine, &body) {
+        return response;
+    }
     let (push, rx, guard) = match start_push::<KsqlRequest>(&engine, &body) {
         Ok(started) => started,
         Err(e) => return error_response(&e, vec![]),
@@ -335,6 +338,60 @@ async fn query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
         },
         "]\n",
     )
+}
+
+/// PRINT over `/query`: the topic's records as text lines, as they arrive. None when
+/// the request is not a PRINT.
+fn print(engine: &Arc<Engine>, body: &[u8]) -> Option<Response> {
+    let req: KsqlRequest = parse_body(body).ok()?;
+    let statements = sluice_sql::parse_statements(&req.ksql).ok()?;
+    let [stmt] = statements.as_slice() else {
+        return None;
+    };
+    let StatementKind::Print {
+        topic,
+        from_beginning,
+        interval,
+        limit,
+    } = &stmt.kind
+    else {
+        return None;
+    };
+    let (tx, rx) = mpsc::channel(1024);
+    let config = sluice_runtime::push::PrintConfig {
+        bootstrap_servers: engine.config.bootstrap_servers.clone(),
+        topic: topic.clone(),
+        from_beginning: *from_beginning,
+        interval: interval.unwrap_or(1),
+        limit: *limit,
+    };
+    let query = match sluice_runtime::push::print_topic(config, tx) {
+        Ok(q) => q,
+        Err(e) => {
+            return Some(error_response(
+                &StatementError::server(e.to_string(), &stmt.text),
+                vec![],
+            ));
+        }
+    };
+    let id = format!("print_{topic}");
+    let guard = PushGuard {
+        engine: engine.clone(),
+        id,
+        _query: query,
+    };
+    Some(streamed(
+        "text/plain",
+        String::new(),
+        rx,
+        guard,
+        |event| match event {
+            PushEvent::Row { json, .. } => (format!("{}\n", String::from_utf8_lossy(&json)), false),
+            PushEvent::LimitReached => (String::new(), true),
+            PushEvent::Error(e) => (format!("{e}\n"), true),
+        },
+        "",
+    ))
 }
 
 /// `POST /query-stream`: the newer push query endpoint. By default the response is

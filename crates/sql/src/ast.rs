@@ -69,6 +69,13 @@ pub enum StatementKind {
     },
     /// `DESCRIBE FUNCTION name`
     DescribeFunction(Ident),
+    /// `PRINT topic [FROM BEGINNING] [INTERVAL n] [LIMIT n]`
+    Print {
+        topic: String,
+        from_beginning: bool,
+        interval: Option<u64>,
+        limit: Option<u64>,
+    },
     /// `EXPLAIN query_id`
     ExplainQuery(Ident),
     /// `EXPLAIN statement`: its plan, without running it.
@@ -769,6 +776,24 @@ impl fmt::Display for StatementKind {
             }
             StatementKind::DescribeFunction(name) => write!(f, "DESCRIBE FUNCTION {name}"),
             StatementKind::ExplainQuery(id) => write!(f, "EXPLAIN {id}"),
+            StatementKind::Print {
+                topic,
+                from_beginning,
+                interval,
+                limit,
+            } => {
+                write!(f, "PRINT '{topic}'")?;
+                if *from_beginning {
+                    f.write_str(" FROM BEGINNING")?;
+                }
+                if let Some(i) = interval {
+                    write!(f, " INTERVAL {i}")?;
+                }
+                if let Some(l) = limit {
+                    write!(f, " LIMIT {l}")?;
+                }
+                Ok(())
+            }
             StatementKind::ExplainStatement(inner) => write!(f, "EXPLAIN {inner}"),
         }
     }

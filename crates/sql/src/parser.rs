@@ -395,12 +395,37 @@ impl Parser {
                     Ok(StatementKind::ExplainQuery(self.query_id()?))
                 }
             }
-            Some(
-                kw @ ("INSERT" | "PRINT" | "DEFINE" | "UNDEFINE" | "PAUSE" | "RESUME" | "ASSERT"),
-            ) => Err(SqlError::unsupported(
-                pos,
-                format!("{kw} statements are not supported yet"),
-            )),
+            Some("PRINT") => {
+                self.advance();
+                // A topic name as written (quoted) or an identifier (kept as written too:
+                // topic names are case-sensitive).
+                let topic = match &self.peek().token {
+                    Token::SingleQuotedString(s) => s.clone(),
+                    Token::Word(w) => w.value.clone(),
+                    _ => return Err(self.unexpected("a topic name")),
+                };
+                self.advance();
+                let from_beginning = self.eat_keywords(&["FROM", "BEGINNING"]);
+                let interval = if self.eat_keyword("INTERVAL") || self.eat_keyword("SAMPLE") {
+                    Some(self.unsigned_integer("an interval")?)
+                } else {
+                    None
+                };
+                let limit = if self.eat_keyword("LIMIT") {
+                    Some(self.unsigned_integer("a limit")?)
+                } else {
+                    None
+                };
+                Ok(StatementKind::Print {
+                    topic,
+                    from_beginning,
+                    interval,
+                    limit,
+                })
+            }
+            Some(kw @ ("INSERT" | "DEFINE" | "UNDEFINE" | "PAUSE" | "RESUME" | "ASSERT")) => Err(
+                SqlError::unsupported(pos, format!("{kw} statements are not supported yet")),
+            ),
             _ => Err(self.unexpected("a statement")),
         }
     }

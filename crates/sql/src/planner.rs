@@ -256,6 +256,10 @@ pub fn plan_statement(
             columns,
         } => plan_alter(stmt, *kind, name, columns, catalog),
         StatementKind::ExplainQuery(id) => Ok(Planned::ExplainQuery(id.clone())),
+        StatementKind::Print { .. } => Err(SqlError::semantic(
+            stmt.pos,
+            "The following statement types should be issued to the websocket endpoint '/query':\n\t* PRINT\n\t* SELECT",
+        )),
         StatementKind::ExplainStatement(inner) => {
             let inner_stmt = ast::Statement {
                 kind: (**inner).clone(),
