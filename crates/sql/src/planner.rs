@@ -239,7 +239,7 @@ pub fn plan_statement(
     config: &PlannerConfig,
 ) -> Result<Planned, SqlError> {
     match &stmt.kind {
-        StatementKind::CreateSource(c) => plan_create_source(stmt, c, config),
+        StatementKind::CreateSource(c) => plan_create_source(stmt, c, catalog, config),
         StatementKind::CreateAs(c) => plan_create_as(stmt, c, catalog, config),
         StatementKind::InsertInto { target, query } => {
             plan_insert_into(stmt, target, query, catalog, config)
@@ -755,6 +755,7 @@ fn refuse_schema_names_without_registry(
 fn plan_create_source(
     stmt: &ast::Statement,
     c: &CreateSource,
+    catalog: &dyn Catalog,
     config: &PlannerConfig,
 ) -> Result<Planned, SqlError> {
     let allowed: Vec<&str> = SOURCE_PROPERTIES
@@ -775,7 +776,9 @@ fn plan_create_source(
             "RETENTION_MS",
         ],
     )?;
-    if c.or_replace && c.is_source {
+    // Neither a source stream or table, nor one that replaces an existing source.
+    let replaces_source = catalog.source(&c.name).is_some_and(|s| s.is_source);
+    if c.or_replace && (c.is_source || replaces_source) {
         return Err(SqlError::semantic(
             stmt.pos,
             format!(
@@ -807,9 +810,11 @@ fn plan_create_source(
         if RESERVED_COLUMNS.contains(&col.name.as_str()) {
             return Err(SqlError::semantic(
                 col.pos,
-                format!("'{}' is a reserved column name.", col.name),
-            )
-            .with_hint("You cannot use it as the name of a column."));
+                format!(
+                    "'{}' is a reserved column name. You cannot use it as a name for a column.",
+                    col.name
+                ),
+            ));
         }
         if columns.iter().any(|x: &Column| x.name == col.name) {
             return Err(SqlError::semantic(
