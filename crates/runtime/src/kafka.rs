@@ -909,10 +909,11 @@ fn restore_input(
     }
     let started = Instant::now();
     let mut dropped = Vec::new();
+    let reads_headers = pipeline.reads_headers();
     let restored = read_up_to(config, topic, ends, |msg| {
         // A record that does not decode was skipped (and logged) when it was first
         // read; it changes no state now either.
-        let headers = if pipeline.reads_headers() {
+        let headers = if reads_headers {
             headers_of(msg)
         } else {
             Vec::new()

@@ -551,6 +551,19 @@ fn apply_ops(
 
 impl Pipeline {
     pub fn new(plan: &QueryPlan) -> Result<Pipeline> {
+        Pipeline::compile(plan, false)
+    }
+
+    /// A pipeline whose output records are rows for a client rather than Kafka records:
+    /// the key is None, the value is the row as a JSON array of every column of the
+    /// sink's schema in order (ksqlDB's push query rows), and a deletion of a table row
+    /// has its key columns and NULLs, with `timestamp` as usual; `is_row_deletion` tells
+    /// deletions apart.
+    pub fn rows(plan: &QueryPlan) -> Result<Pipeline> {
+        Pipeline::compile(plan, true)
+    }
+
+    fn compile(plan: &QueryPlan, rows: bool) -> Result<Pipeline> {
         if plan.version > PLAN_VERSION {
             return Err(RuntimeError::Plan(format!(
                 "the plan has version {} but this build runs plans up to version {PLAN_VERSION}",
@@ -564,22 +577,33 @@ impl Pipeline {
         };
         let mut builder = Builder::default();
         let (_, schema) = builder.build(input)?;
+        let index = |c: &sluice_plan::Column| {
+            schema
+                .index_of(&c.name)
+                .map_err(|_| RuntimeError::Plan(format!("sink column {} missing", c.name)))
+        };
         let sink_part = |kind: ColumnKind| -> Result<Vec<(usize, String)>> {
             sink.schema
                 .columns
                 .iter()
                 .filter(|c| c.kind == kind)
-                .map(|c| {
-                    schema
-                        .index_of(&c.name)
-                        .map(|i| (i, c.name.clone()))
-                        .map_err(|_| RuntimeError::Plan(format!("sink column {} missing", c.name)))
-                })
+                .map(|c| index(c).map(|i| (i, c.name.clone())))
                 .collect()
         };
         let key_encoder = PartEncoder::new(&sink.key_format, sink_part(ColumnKind::Key)?, true);
         let value_encoder =
             PartEncoder::new(&sink.value_format, sink_part(ColumnKind::Value)?, false);
+        let row_columns = if rows {
+            Some(
+                sink.schema
+                    .columns
+                    .iter()
+                    .map(index)
+                    .collect::<Result<_>>()?,
+            )
+        } else {
+            None
+        };
         Ok(Pipeline {
             inputs: builder.inputs,
             joins: builder.joins,
@@ -589,37 +613,10 @@ impl Pipeline {
             sink: sink.clone(),
             key_encoder,
             value_encoder,
-            row_columns: None,
+            row_columns,
             expression_errors: 0,
             invalid_timestamps: 0,
         })
-    }
-
-    /// A pipeline whose output records are rows for a client rather than Kafka records:
-    /// the key is None, the value is the row as a JSON array of every column of the
-    /// sink's schema in order (ksqlDB's push query rows), and a deletion of a table row
-    /// has its key columns and NULLs, with `timestamp` as usual; `is_row_deletion` tells
-    /// deletions apart.
-    pub fn rows(plan: &QueryPlan) -> Result<Pipeline> {
-        let mut pipeline = Pipeline::new(plan)?;
-        let (Step::StreamSink { input, topic } | Step::TableSink { input, topic }) = &plan.root
-        else {
-            unreachable!("Pipeline::new checked the sink");
-        };
-        let mut builder = Builder::default();
-        let (_, schema) = builder.build(input)?;
-        let columns = topic
-            .schema
-            .columns
-            .iter()
-            .map(|c| {
-                schema
-                    .index_of(&c.name)
-                    .map_err(|_| RuntimeError::Plan(format!("sink column {} missing", c.name)))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        pipeline.row_columns = Some(columns);
-        Ok(pipeline)
     }
 
     /// The inputs whose rows joins keep, which a restart must read again from the start

@@ -141,6 +141,7 @@ fn run(
         }
     }
     consumer.assign(&assignment)?;
+    let reads_headers = pipeline.reads_headers();
     let mut sent = 0u64;
     let mut out: Vec<OutputRecord> = Vec::new();
     let mut table = LatestRows::default();
@@ -203,7 +204,7 @@ fn run(
                     _ => continue,
                 }
             }
-            let headers = if pipeline.reads_headers() {
+            let headers = if reads_headers {
                 crate::kafka::headers_of(&msg)
             } else {
                 Vec::new()

@@ -143,12 +143,7 @@ impl Session {
         body: &Value,
         text: &str,
     ) -> Result<std::io::BufReader<impl std::io::Read + use<>>, Failure> {
-        let resp = ureq::post(&format!("{}{path}", self.url))
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .send_json(body)
-            .map_err(|e| Failure(format!("cannot reach {}: {e}", self.url)))?;
+        let resp = self.send(path, body)?;
         let status = resp.status().as_u16();
         let mut reader = std::io::BufReader::new(resp.into_body().into_reader());
         if status != 200 {
@@ -244,13 +239,18 @@ impl Session {
         Ok((names, rows))
     }
 
-    fn post(&self, path: &str, body: &Value) -> Result<(u16, String), Failure> {
-        let resp = ureq::post(&format!("{}{path}", self.url))
+    /// POSTs a JSON body; any HTTP status is an answer, only no answer is a failure.
+    fn send(&self, path: &str, body: &Value) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        ureq::post(&format!("{}{path}", self.url))
             .config()
             .http_status_as_error(false)
             .build()
             .send_json(body)
-            .map_err(|e| Failure(format!("cannot reach {}: {e}", self.url)))?;
+            .map_err(|e| Failure(format!("cannot reach {}: {e}", self.url)))
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Result<(u16, String), Failure> {
+        let resp = self.send(path, body)?;
         let status = resp.status().as_u16();
         let text = resp
             .into_body()

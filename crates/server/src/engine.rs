@@ -605,6 +605,13 @@ impl Engine {
         plan_statement(stmt, &ms.sources, &planner).map_err(|e| StatementError::from_sql(&e, text))
     }
 
+    /// A new id for a transient query over `source`: `transient_<SOURCE>_<n>`, as ksqlDB
+    /// names them.
+    pub fn transient_id(&self, source: &str) -> String {
+        let n = self.push_ids.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("transient_{source}_{n}")
+    }
+
     /// Plans a push query (`SELECT ... EMIT CHANGES`) or a pull query (no EMIT) against
     /// the current catalog.
     pub fn plan_push(
@@ -632,10 +639,7 @@ impl Engine {
             .first()
             .map(|(name, _)| name.to_string())
             .unwrap_or_default();
-        let id = format!(
-            "transient_{source}_{}",
-            self.push_ids.fetch_add(1, Ordering::Relaxed) + 1
-        );
+        let id = self.transient_id(&source);
         let offset_reset = ["auto.offset.reset", "ksql.streams.auto.offset.reset"]
             .iter()
             .find_map(|n| properties.get(*n))
@@ -1076,17 +1080,7 @@ impl Engine {
     /// not read-only and has no header columns.
     pub fn insert_target(&self, name: &str) -> Result<sluice_plan::TopicSpec, String> {
         let ms = self.lock_metastore();
-        let Some(source) = ms.sources.get(name) else {
-            return Err(format!(
-                "Cannot insert values into an unknown stream/table: `{name}`"
-            ));
-        };
-        if source.is_source {
-            return Err(format!(
-                "Cannot insert values into read-only {}: {name}",
-                source.kind.lower()
-            ));
-        }
+        let source = sluice_sql::planner::values_target(name, &ms.sources)?;
         if source.topic.schema.columns.iter().any(|c| {
             matches!(
                 c.kind,

@@ -366,7 +366,7 @@ impl Project {
         if let Some((owner, expires)) = self.lock_holder(session)? {
             return Err(Failure(format!(
                 "another apply holds the migrations lock ({owner}) until {}; try again later",
-                chrono_like(expires)
+                utc_text(expires)
             )));
         }
         let owner = format!(
@@ -521,30 +521,14 @@ fn now_ms() -> i64 {
 
 /// The time now, in RFC 3339 (UTC).
 fn now() -> String {
-    chrono_like(now_ms())
+    utc_text(now_ms())
 }
 
-/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (civil from days, as in
-/// Howard Hinnant's algorithm; no date library needed for this one format).
-fn chrono_like(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let rem = ms.rem_euclid(86_400_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000
-    )
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
+fn utc_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -553,9 +537,9 @@ mod tests {
 
     #[test]
     fn times_are_written_in_utc() {
-        assert_eq!(chrono_like(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(chrono_like(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-        assert_eq!(chrono_like(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(utc_text(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc_text(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(utc_text(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 
     #[test]

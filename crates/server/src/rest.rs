@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_plan::{ColumnKind, LogicalSchema};
 use sluice_runtime::push::{PushEvent, PushQuery};
-use sluice_sql::ast::StatementKind;
+use sluice_sql::ast::{Statement, StatementKind};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -215,35 +215,48 @@ impl PushRequest for QueryStreamRequest {
     }
 }
 
-/// Parses, plans and starts the one push query of a request.
-fn start_push<R: PushRequest>(
-    engine: &Arc<Engine>,
-    body: &[u8],
-) -> Result<(PushPlan, mpsc::Receiver<PushEvent>, PushGuard), StatementError> {
+/// A query request and its one statement, parsed once.
+fn one_statement<R: PushRequest>(body: &[u8]) -> Result<(R, Statement), StatementError> {
     let request: R = parse_body(body)?;
-    let (sql, properties) = (request.sql(), request.properties());
-    let statements =
+    let sql = request.sql();
+    let mut statements =
         sluice_sql::parse_statements(sql).map_err(|e| StatementError::from_sql(&e, sql))?;
-    let [stmt] = statements.as_slice() else {
+    if statements.len() != 1 {
         return Err(StatementError::bad_request(format!(
             "Expected exactly one SELECT statement, got {}",
             statements.len()
         )));
-    };
-    let push = engine.plan_push(stmt, properties)?;
-    let (tx, rx) = mpsc::channel(1024);
-    let query = PushQuery::start(&push.id, &push.plan, push.config.clone(), tx)
-        .map_err(|e| StatementError::server(e.to_string(), sql))?;
+    }
+    let stmt = statements.remove(0);
+    Ok((request, stmt))
+}
+
+/// Registers a running transient query for `/close-query`; dropping the guard stops
+/// and forgets it.
+fn register(engine: &Arc<Engine>, id: String, query: PushQuery) -> PushGuard {
     engine
         .push_queries
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(push.id.clone(), query.stopper());
-    let guard = PushGuard {
+        .insert(id.clone(), query.stopper());
+    PushGuard {
         engine: engine.clone(),
-        id: push.id.clone(),
+        id,
         _query: query,
-    };
+    }
+}
+
+/// Plans and starts a request's push query.
+fn start_push(
+    engine: &Arc<Engine>,
+    stmt: &Statement,
+    request: &impl PushRequest,
+) -> Result<(PushPlan, mpsc::Receiver<PushEvent>, PushGuard), StatementError> {
+    let push = engine.plan_push(stmt, request.properties())?;
+    let (tx, rx) = mpsc::channel(1024);
+    let query = PushQuery::start(&push.id, &push.plan, push.config.clone(), tx)
+        .map_err(|e| StatementError::server(e.to_string(), request.sql()))?;
+    let guard = register(engine, push.id.clone(), query);
     Ok((push, rx, guard))
 }
 
@@ -308,10 +321,27 @@ fn error_event(message: &str) -> Value {
 /// (`tombstone: true` for a deleted table row), and a `finalMessage` at the LIMIT or an
 /// `errorMessage` if the query fails.
 async fn query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
-    if let Some(response) = print(&engine, &body) {
-        return response;
+    let (request, stmt) = match one_statement::<KsqlRequest>(&body) {
+        Ok(parsed) => parsed,
+        Err(e) => return error_response(&e, vec![]),
+    };
+    if let StatementKind::Print {
+        topic,
+        from_beginning,
+        interval,
+        limit,
+    } = &stmt.kind
+    {
+        let config = sluice_runtime::push::PrintConfig {
+            bootstrap_servers: engine.config.bootstrap_servers.clone(),
+            topic: topic.clone(),
+            from_beginning: *from_beginning,
+            interval: interval.unwrap_or(1),
+            limit: *limit,
+        };
+        return print(&engine, config, &stmt.text);
     }
-    let (push, rx, guard) = match start_push::<KsqlRequest>(&engine, &body) {
+    let (push, rx, guard) = match start_push(&engine, &stmt, &request) {
         Ok(started) => started,
         Err(e) => return error_response(&e, vec![]),
     };
@@ -340,47 +370,17 @@ async fn query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
     )
 }
 
-/// PRINT over `/query`: the topic's records as text lines, as they arrive. None when
-/// the request is not a PRINT.
-fn print(engine: &Arc<Engine>, body: &[u8]) -> Option<Response> {
-    let req: KsqlRequest = parse_body(body).ok()?;
-    let statements = sluice_sql::parse_statements(&req.ksql).ok()?;
-    let [stmt] = statements.as_slice() else {
-        return None;
-    };
-    let StatementKind::Print {
-        topic,
-        from_beginning,
-        interval,
-        limit,
-    } = &stmt.kind
-    else {
-        return None;
-    };
+/// PRINT over `/query`: the topic's records as text lines, as they arrive; it can be
+/// closed with `/close-query` like a push query.
+fn print(engine: &Arc<Engine>, config: sluice_runtime::push::PrintConfig, text: &str) -> Response {
     let (tx, rx) = mpsc::channel(1024);
-    let config = sluice_runtime::push::PrintConfig {
-        bootstrap_servers: engine.config.bootstrap_servers.clone(),
-        topic: topic.clone(),
-        from_beginning: *from_beginning,
-        interval: interval.unwrap_or(1),
-        limit: *limit,
-    };
+    let id = engine.transient_id(&format!("PRINT_{}", config.topic));
     let query = match sluice_runtime::push::print_topic(config, tx) {
         Ok(q) => q,
-        Err(e) => {
-            return Some(error_response(
-                &StatementError::server(e.to_string(), &stmt.text),
-                vec![],
-            ));
-        }
+        Err(e) => return error_response(&StatementError::server(e.to_string(), text), vec![]),
     };
-    let id = format!("print_{topic}");
-    let guard = PushGuard {
-        engine: engine.clone(),
-        id,
-        _query: query,
-    };
-    Some(streamed(
+    let guard = register(engine, id, query);
+    streamed(
         "text/plain",
         String::new(),
         rx,
@@ -391,7 +391,7 @@ fn print(engine: &Arc<Engine>, body: &[u8]) -> Option<Response> {
             PushEvent::Error(e) => (format!("{e}\n"), true),
         },
         "",
-    ))
+    )
 }
 
 /// `POST /query-stream`: the newer push query endpoint. By default the response is
@@ -403,7 +403,9 @@ async fn query_stream(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (push, rx, guard) = match start_push::<QueryStreamRequest>(&engine, &body) {
+    let started = one_statement::<QueryStreamRequest>(&body)
+        .and_then(|(request, stmt)| start_push(&engine, &stmt, &request));
+    let (push, rx, guard) = match started {
         Ok(started) => started,
         Err(e) => return error_response(&e, vec![]),
     };

@@ -1930,6 +1930,26 @@ fn case_hint(name: &str, catalog: &dyn Catalog) -> Option<String> {
     })
 }
 
+/// The stream or table rows of values can be inserted into (INSERT ... VALUES,
+/// `/inserts-stream`): one that exists and is not read-only.
+pub fn values_target<'c>(name: &str, catalog: &'c dyn Catalog) -> Result<&'c SourceDesc, String> {
+    let Some(source) = catalog.source(name) else {
+        let mut message = format!("Cannot insert values into an unknown stream/table: `{name}`");
+        if let Some(hint) = case_hint(name, catalog) {
+            message.push('\n');
+            message.push_str(&hint);
+        }
+        return Err(message);
+    };
+    if source.is_source {
+        return Err(format!(
+            "Cannot insert values into read-only {}: {name}",
+            source.kind.lower()
+        ));
+    }
+    Ok(source)
+}
+
 fn plan_insert_values(
     stmt: &ast::Statement,
     target: &str,
@@ -1938,20 +1958,7 @@ fn plan_insert_values(
     catalog: &dyn Catalog,
 ) -> Result<Planned, SqlError> {
     let fail = |m: String| SqlError::semantic(stmt.pos, m);
-    let Some(sink) = catalog.source(target) else {
-        let mut message = format!("Cannot insert values into an unknown stream/table: `{target}`");
-        if let Some(hint) = case_hint(target, catalog) {
-            message.push('\n');
-            message.push_str(&hint);
-        }
-        return Err(fail(message));
-    };
-    if sink.is_source {
-        return Err(fail(format!(
-            "Cannot insert values into read-only {}: {target}",
-            sink.kind.lower()
-        )));
-    }
+    let sink = values_target(target, catalog).map_err(fail)?;
     let schema = &sink.topic.schema;
     let names: Vec<String> = match columns {
         Some(c) => c.to_vec(),

@@ -576,22 +576,9 @@ fn join(a: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion_common::arrow::array::{Int32Array, ListArray, StringArray};
+    use crate::udf::test_support::{int_lists, rows_of};
+    use datafusion_common::arrow::array::{Int32Array, StringArray};
     use datafusion_common::arrow::datatypes::Int32Type;
-
-    fn int_lists(v: Vec<Option<Vec<Option<i32>>>>) -> ArrayRef {
-        Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(v))
-    }
-
-    fn rows_of(a: &ArrayRef) -> Vec<Option<Vec<Option<i32>>>> {
-        let l = a.as_list::<i32>();
-        (0..l.len())
-            .map(|r| {
-                l.is_valid(r)
-                    .then(|| l.value(r).as_primitive::<Int32Type>().iter().collect())
-            })
-            .collect()
-    }
 
     #[test]
     fn generate_series_counts_up_down_and_by_steps() {

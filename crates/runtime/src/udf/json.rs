@@ -2,9 +2,7 @@
 //! the text of an element for ARRAY_JOIN.
 
 use super::{Body, Kernel, bools_of, i32s_of, opt_str, str_at, string_lists_of, strings_of};
-use datafusion_common::arrow::array::{
-    Array, ArrayRef, AsArray, MapBuilder, MapFieldNames, StringBuilder,
-};
+use datafusion_common::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion_common::arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
     Int64Type, Time32MillisecondType, TimeUnit, TimestampMillisecondType,
@@ -346,12 +344,7 @@ fn json_concat(a: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
 
 fn json_records(a: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
     let s = str_at(a, 0);
-    let names = MapFieldNames {
-        entry: "entries".into(),
-        key: "key".into(),
-        value: "value".into(),
-    };
-    let mut b = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new());
+    let mut b = super::string_map_builder();
     for r in 0..rows {
         match opt_str(s, r).and_then(parse) {
             Some(Value::Object(o)) => {

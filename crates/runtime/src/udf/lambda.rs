@@ -317,6 +317,7 @@ fn reduce(a: &[ArrayRef], rows: usize, returns: &DataType) -> Result<ArrayRef> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::udf::test_support::{int_lists, rows_of};
     use datafusion_common::arrow::array::{Int32Array, StringArray};
     use datafusion_common::arrow::datatypes::Int32Type;
     use sluice_plan::{BinaryOp, Literal};
@@ -340,20 +341,6 @@ mod tests {
 
     fn col(n: &str) -> Expr {
         Expr::Column(n.into())
-    }
-
-    fn int_lists(v: Vec<Option<Vec<Option<i32>>>>) -> ArrayRef {
-        Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(v))
-    }
-
-    fn rows_of(a: &ArrayRef) -> Vec<Option<Vec<Option<i32>>>> {
-        let l = a.as_list::<i32>();
-        (0..l.len())
-            .map(|r| {
-                l.is_valid(r)
-                    .then(|| l.value(r).as_primitive::<Int32Type>().iter().collect())
-            })
-            .collect()
     }
 
     #[test]

@@ -33,6 +33,24 @@ mod test_support {
     pub fn s(v: &str) -> Option<String> {
         Some(v.to_string())
     }
+
+    pub fn int_lists(v: Vec<Option<Vec<Option<i32>>>>) -> ArrayRef {
+        use datafusion_common::arrow::array::ListArray;
+        use datafusion_common::arrow::datatypes::Int32Type;
+        Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(v))
+    }
+
+    pub fn rows_of(a: &ArrayRef) -> Vec<Option<Vec<Option<i32>>>> {
+        use datafusion_common::arrow::array::Array;
+        use datafusion_common::arrow::datatypes::Int32Type;
+        let l = a.as_list::<i32>();
+        (0..l.len())
+            .map(|r| {
+                l.is_valid(r)
+                    .then(|| l.value(r).as_primitive::<Int32Type>().iter().collect())
+            })
+            .collect()
+    }
 }
 
 use datafusion_common::arrow::array::{
@@ -290,6 +308,20 @@ fn opt_str(a: &StringArray, r: usize) -> Option<&str> {
 
 fn opt_bytes(a: &BinaryArray, r: usize) -> Option<&[u8]> {
     a.is_valid(r).then(|| a.value(r))
+}
+
+/// A builder of MAP<STRING, STRING> with the field names the runtime's map type has.
+fn string_map_builder() -> datafusion_common::arrow::array::MapBuilder<
+    datafusion_common::arrow::array::StringBuilder,
+    datafusion_common::arrow::array::StringBuilder,
+> {
+    use datafusion_common::arrow::array::{MapBuilder, MapFieldNames, StringBuilder};
+    let names = MapFieldNames {
+        entry: "entries".into(),
+        key: "key".into(),
+        value: "value".into(),
+    };
+    MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
 }
 
 fn opt_i32(a: &ArrayRef, r: usize) -> Option<i32> {

@@ -9,9 +9,7 @@ use super::{
     strings_of,
 };
 use datafusion_common::Result;
-use datafusion_common::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, MapBuilder, MapFieldNames, StringBuilder,
-};
+use datafusion_common::arrow::array::{Array, ArrayRef, AsArray, BinaryArray};
 use datafusion_common::arrow::datatypes::{DataType, Field};
 use regex::Regex;
 use std::sync::Arc;
@@ -488,12 +486,7 @@ fn split_slice(s: &[u8], d: &[u8]) -> Vec<Vec<u8>> {
 /// the key-value delimiter are skipped; a later entry wins over an earlier one.
 fn split_to_map(a: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
     let (s, ed, kd) = (str_at(a, 0), str_at(a, 1), str_at(a, 2));
-    let names = MapFieldNames {
-        entry: "entries".into(),
-        key: "key".into(),
-        value: "value".into(),
-    };
-    let mut b = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new());
+    let mut b = super::string_map_builder();
     for r in 0..rows {
         let entries = (|| {
             let (s, ed, kd) = (opt_str(s, r)?, opt_str(ed, r)?, opt_str(kd, r)?);
