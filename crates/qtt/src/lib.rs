@@ -7,7 +7,7 @@
 //! SKIP with the reason, never a PASS.
 
 mod post;
-mod values;
+pub mod values;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -73,6 +73,15 @@ pub fn collect_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
 
 /// Runs every case of a file; a file that cannot be read is one failed result.
 pub fn run_file(path: &Path) -> Vec<CaseResult> {
+    run_file_with(path, &run_case)
+}
+
+/// Runs every case of a file with `run_case` (a case with `format` or `config` lists
+/// once per entry); a case that panics fails with the panic's message.
+pub fn run_file_with(
+    path: &Path,
+    run_case: &dyn Fn(&Value) -> Result<(), Verdict>,
+) -> Vec<CaseResult> {
     let file = path
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
@@ -144,7 +153,7 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// A case expanded per `format` and `config` entry, with its name.
-fn variants(case: &Value) -> Vec<(String, Value)> {
+pub fn variants(case: &Value) -> Vec<(String, Value)> {
     let name = case["name"].as_str().unwrap_or("<unnamed>").to_string();
     if let Some(formats) = case["format"].as_array() {
         return formats
@@ -186,16 +195,17 @@ fn variants(case: &Value) -> Vec<(String, Value)> {
     vec![(name, case.clone())]
 }
 
-enum Verdict {
+/// Why a case did not pass.
+pub enum Verdict {
     Fail(String),
     Skip(String),
 }
 
-fn fail<T>(reason: impl Into<String>) -> Result<T, Verdict> {
+pub fn fail<T>(reason: impl Into<String>) -> Result<T, Verdict> {
     Err(Verdict::Fail(reason.into()))
 }
 
-fn skip<T>(reason: impl Into<String>) -> Result<T, Verdict> {
+pub fn skip<T>(reason: impl Into<String>) -> Result<T, Verdict> {
     Err(Verdict::Skip(reason.into()))
 }
 
@@ -398,7 +408,8 @@ fn apply_properties(planner: &mut PlannerConfig, props: &Value) {
 
 const REGISTRY_FORMATS: [&str; 4] = ["'AVRO'", "'PROTOBUF'", "'PROTOBUF_NOSR'", "'JSON_SR'"];
 
-fn run_case(case: &Value) -> Result<(), Verdict> {
+/// Skips a case that describes ksqlDB before 7.0 or needs a schema registry.
+pub fn check_supported(case: &Value) -> Result<(), Verdict> {
     if let Some(max) = case["versions"]["max"].as_str()
         && max
             .split('.')
@@ -410,21 +421,14 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
             "describes ksqlDB behaviour before 7.0 (max version {max})"
         ));
     }
-    let statements: Vec<String> = case["statements"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.as_str().map(str::to_string))
-        .collect();
-    let upper = statements.join("\n").to_uppercase();
+    let upper = statements(case).join("\n").to_uppercase();
     if let Some(f) = REGISTRY_FORMATS.iter().find(|f| upper.contains(**f)) {
         return skip(format!(
             "the {} format needs a schema registry, which is not supported yet",
             f.trim_matches('\'')
         ));
     }
-    let topics = case["topics"].as_array().cloned().unwrap_or_default();
-    for t in &topics {
+    for t in case["topics"].as_array().into_iter().flatten() {
         for k in ["keyFormat", "valueFormat", "format"] {
             if let Some(f) = t[k].as_str()
                 && FormatKind::parse(f).is_some_and(FormatKind::needs_schema_registry)
@@ -439,7 +443,47 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
             return skip("topics with registered schemas need a schema registry");
         }
     }
+    Ok(())
+}
 
+/// The statements of a case, in order.
+pub fn statements(case: &Value) -> Vec<String> {
+    case["statements"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
+/// The topics a case names up front (`topics`, with their partition counts) and those
+/// its records are on (one partition), as ksqlDB's harness creates them.
+pub fn case_topics(case: &Value) -> Vec<(String, u32)> {
+    let mut topics = Vec::new();
+    for t in case["topics"].as_array().into_iter().flatten() {
+        if let Some(name) = t["name"].as_str() {
+            topics.push((
+                name.to_string(),
+                t["partitions"].as_u64().unwrap_or(1) as u32,
+            ));
+        }
+    }
+    for r in case["inputs"]
+        .as_array()
+        .into_iter()
+        .chain(case["outputs"].as_array())
+        .flatten()
+    {
+        if let Some(t) = r["topic"].as_str() {
+            topics.push((t.to_string(), 1));
+        }
+    }
+    topics
+}
+
+fn run_case(case: &Value) -> Result<(), Verdict> {
+    check_supported(case)?;
+    let statements = statements(case);
     let mut planner = PlannerConfig::default();
     apply_properties(&mut planner, &case["properties"]);
     let mut session = Session {
@@ -448,20 +492,11 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
         planner,
         queries: 0,
     };
-    for t in &topics {
-        if let Some(name) = t["name"].as_str() {
-            session
-                .driver
-                .create_topic(name, t["partitions"].as_u64().unwrap_or(1) as u32);
-        }
+    for (name, partitions) in case_topics(case) {
+        session.driver.create_topic(&name, partitions);
     }
     let inputs = case["inputs"].as_array().cloned().unwrap_or_default();
     let outputs = case["outputs"].as_array().cloned().unwrap_or_default();
-    for r in inputs.iter().chain(&outputs) {
-        if let Some(t) = r["topic"].as_str() {
-            session.driver.create_topic(t, 1);
-        }
-    }
 
     // Statements.
     let expected_error = case.get("expectedException");
@@ -512,66 +547,19 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
     let mut produced: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
     for r in &inputs {
         let topic = r["topic"].as_str().unwrap_or_default().to_string();
-        let window = r.get("window").filter(|w| !w.is_null());
-        let (key, value) = match session.source_on(&topic) {
-            Some(src) => {
-                let keys: Vec<&Column> = src.topic.schema.keys().collect();
-                let vals: Vec<&Column> = src.topic.schema.values().collect();
-                (
-                    values::encode(&src.topic.key_format, &keys, &r["key"]),
-                    values::encode(&src.topic.value_format, &vals, &r["value"]),
-                )
-            }
-            None => {
-                let raw = sluice_plan::Format::new(FormatKind::Json);
-                (
-                    values::encode(&raw, &[], &r["key"]),
-                    values::encode(&raw, &[], &r["value"]),
-                )
-            }
-        };
-        // A windowed key: the key's bytes, then the start (time windows) or the end
-        // and the start (sessions), 8 bytes big-endian each.
-        let key = match (window, key) {
-            (Some(w), Ok(Some(mut bytes))) => {
-                let (start, end) = (
-                    w["start"].as_i64().unwrap_or(0),
-                    w["end"].as_i64().unwrap_or(0),
-                );
-                if w["type"]
-                    .as_str()
-                    .is_some_and(|t| t.eq_ignore_ascii_case("session"))
-                {
-                    bytes.extend_from_slice(&end.to_be_bytes());
-                }
-                bytes.extend_from_slice(&start.to_be_bytes());
-                Ok(Some(bytes))
-            }
-            (_, key) => key,
-        };
-        let (key, value) = match (key, value) {
-            (Ok(k), Ok(v)) => (k, v),
-            (Err(e), _) | (_, Err(e)) => return skip(format!("cannot serialize an input: {e}")),
+        let input = match encode_input(session.source_on(&topic), r) {
+            Ok(input) => input,
+            Err(e) => return skip(format!("cannot serialize an input: {e}")),
         };
         let index = session.driver.records(&topic).len();
         produced.entry(topic.clone()).or_default().insert(index);
-        let timestamp = r["timestamp"].as_i64().unwrap_or(0);
-        // Headers: `{"KEY": ..., "VALUE": base64 or null}` each.
-        let headers: Vec<(String, Option<Vec<u8>>)> = r["headers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|h| {
-                let value = h["VALUE"]
-                    .as_str()
-                    .and_then(|v| sluice_runtime::codec::decode::base64_decode(v).ok());
-                (h["KEY"].as_str().unwrap_or_default().to_string(), value)
-            })
-            .collect();
-        if let Err(e) = session
-            .driver
-            .produce_with_headers(&topic, key, value, headers, timestamp)
-        {
+        if let Err(e) = session.driver.produce_with_headers(
+            &topic,
+            input.key,
+            input.value,
+            input.headers,
+            input.timestamp,
+        ) {
             return fail(format!("the query failed: {e}"));
         }
     }
@@ -582,9 +570,97 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
         ));
     }
 
-    // Outputs, topic by topic, in order.
+    check_outputs(&session.driver, &session.sources, &outputs, &produced).map_err(Verdict::Fail)?;
+    post::check(&case["post"], &session.sources, &session.driver.topics()).map_err(Verdict::Fail)
+}
+
+/// An input record, serialized as the source on its topic reads it.
+pub struct EncodedInput {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<sluice_runtime::pipeline::Header>,
+    pub timestamp: i64,
+}
+
+/// The source registered last on a topic.
+pub fn source_on<'a>(
+    sources: &'a BTreeMap<String, SourceDesc>,
+    topic: &str,
+) -> Option<&'a SourceDesc> {
+    sources.values().rev().find(|s| s.topic.topic == topic)
+}
+
+/// Serializes a case's input record (`key`, `value`, `window`, `headers`, `timestamp`)
+/// in the formats of the source on its topic (JSON when there is none).
+pub fn encode_input(source: Option<&SourceDesc>, r: &Value) -> Result<EncodedInput, String> {
+    let window = r.get("window").filter(|w| !w.is_null());
+    let (key, value) = match source {
+        Some(src) => {
+            let keys: Vec<&Column> = src.topic.schema.keys().collect();
+            let vals: Vec<&Column> = src.topic.schema.values().collect();
+            (
+                values::encode(&src.topic.key_format, &keys, &r["key"])?,
+                values::encode(&src.topic.value_format, &vals, &r["value"])?,
+            )
+        }
+        None => {
+            let raw = sluice_plan::Format::new(FormatKind::Json);
+            (
+                values::encode(&raw, &[], &r["key"])?,
+                values::encode(&raw, &[], &r["value"])?,
+            )
+        }
+    };
+    // A windowed key: the key's bytes, then the start (time windows) or the end and the
+    // start (sessions), 8 bytes big-endian each.
+    let key = match (window, key) {
+        (Some(w), Some(mut bytes)) => {
+            let (start, end) = (
+                w["start"].as_i64().unwrap_or(0),
+                w["end"].as_i64().unwrap_or(0),
+            );
+            if w["type"]
+                .as_str()
+                .is_some_and(|t| t.eq_ignore_ascii_case("session"))
+            {
+                bytes.extend_from_slice(&end.to_be_bytes());
+            }
+            bytes.extend_from_slice(&start.to_be_bytes());
+            Some(bytes)
+        }
+        (_, key) => key,
+    };
+    // Headers: `{"KEY": ..., "VALUE": base64 or null}` each.
+    let headers = r["headers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            let value = h["VALUE"]
+                .as_str()
+                .and_then(|v| sluice_runtime::codec::decode::base64_decode(v).ok());
+            (h["KEY"].as_str().unwrap_or_default().to_string(), value)
+        })
+        .collect();
+    Ok(EncodedInput {
+        key,
+        value,
+        headers,
+        timestamp: r["timestamp"].as_i64().unwrap_or(0),
+    })
+}
+
+/// Compares the records the queries wrote to each topic named in `outputs` with the
+/// expected ones, in order. `produced` holds, per topic, the indexes of the records the
+/// case itself wrote there, which are not outputs.
+pub fn check_outputs(
+    driver: &Driver,
+    sources: &BTreeMap<String, SourceDesc>,
+    outputs: &[Value],
+    produced: &BTreeMap<String, BTreeSet<usize>>,
+) -> Result<(), String> {
     let mut by_topic: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
-    for o in &outputs {
+    for o in outputs {
         by_topic
             .entry(o["topic"].as_str().unwrap_or_default().to_string())
             .or_default()
@@ -593,15 +669,14 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
     for (topic, want) in &by_topic {
         let empty = BTreeSet::new();
         let inputs_here = produced.get(topic).unwrap_or(&empty);
-        let got: Vec<_> = session
-            .driver
+        let got: Vec<_> = driver
             .records(topic)
             .iter()
             .enumerate()
             .filter(|(i, _)| !inputs_here.contains(i))
             .map(|(_, r)| r)
             .collect();
-        let src = session.source_on(topic);
+        let src = source_on(sources, topic);
         let part = |kind: ColumnKind| -> Vec<&Column> {
             src.map(|s| {
                 s.topic
@@ -619,7 +694,7 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
         let value_format = src.map(|s| &s.topic.value_format).unwrap_or(&raw);
         for (i, w) in want.iter().enumerate() {
             let Some(g) = got.get(i) else {
-                return fail(format!(
+                return Err(format!(
                     "{topic}: expected {} records, got {}; first missing: {}",
                     want.len(),
                     got.len(),
@@ -658,14 +733,14 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
                     None => false,
                 };
                 if !matches {
-                    return fail(format!(
+                    return Err(format!(
                         "{topic} record {i}: expected window {want}, got {got_window:?}"
                     ));
                 }
             }
             let ts_ok = w["timestamp"].as_i64().is_none_or(|t| t == g.timestamp);
             if !values::same(&want_key, &key) || !values::same(&want_value, &value) || !ts_ok {
-                return fail(format!(
+                return Err(format!(
                     "{topic} record {i}: expected key={want_key} value={want_value} timestamp={}, got key={key} value={value} timestamp={}",
                     w["timestamp"], g.timestamp
                 ));
@@ -673,7 +748,7 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
         }
         if got.len() > want.len() {
             let extra = got[want.len()];
-            return fail(format!(
+            return Err(format!(
                 "{topic}: expected {} records, got {}; first extra: key={} value={}",
                 want.len(),
                 got.len(),
@@ -683,7 +758,7 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
         }
     }
 
-    post::check(&case["post"], &session.sources, &session.driver.topics()).map_err(Verdict::Fail)
+    Ok(())
 }
 
 #[cfg(test)]

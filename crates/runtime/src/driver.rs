@@ -4,10 +4,15 @@
 //! the next record is taken, and the records a query writes run through the queries that
 //! read *its* topic the same way, depth first. This is the semantics ksqlDB's own
 //! query-validation tests expect (Kafka Streams' TopologyTestDriver with caching off).
+//!
+//! Push and pull queries read the driver through taps: a tap receives the records of
+//! its topics (those already written, then, for a push query, each new one) on a
+//! channel, so the query runs on its own thread as it would over Kafka.
 
 use crate::error::Result;
 use crate::pipeline::{Header, OutputRecord, Pipeline, SourceRecord};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::mpsc::Sender;
 
 /// A record in an in-memory topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +22,21 @@ pub struct DriverRecord {
     pub timestamp: i64,
     pub partition: i32,
     pub offset: i64,
+    pub headers: Vec<Header>,
+}
+
+/// What a tap receives: a record of one of its topics (`input` indexes the topics it
+/// asked for), or the end of the records written so far (for a tap that does not follow).
+#[derive(Clone, Debug)]
+pub enum TapEvent {
+    Record { input: usize, record: DriverRecord },
+    End,
+}
+
+struct Tap {
+    id: u64,
+    topics: Vec<String>,
+    sender: Sender<TapEvent>,
 }
 
 #[derive(Debug, Default)]
@@ -39,7 +59,11 @@ pub struct SkippedRecord {
 #[derive(Default)]
 pub struct Driver {
     topics: BTreeMap<String, Topic>,
+    /// Every record written, as (topic, index in the topic), in the order written.
+    history: Vec<(String, usize)>,
     queries: Vec<(String, Pipeline)>,
+    taps: Vec<Tap>,
+    next_tap: u64,
     pub skipped: Vec<SkippedRecord>,
 }
 
@@ -60,6 +84,12 @@ impl Driver {
             });
     }
 
+    /// Deletes a topic and its records; false if there was none.
+    pub fn delete_topic(&mut self, name: &str) -> bool {
+        self.history.retain(|(t, _)| t != name);
+        self.topics.remove(name).is_some()
+    }
+
     /// Every topic and its partition count.
     pub fn topics(&self) -> Vec<(String, u32)> {
         self.topics
@@ -76,6 +106,83 @@ impl Driver {
         let sink = pipeline.sink_topic().to_string();
         self.create_topic(&sink, 1);
         self.queries.push((id.to_string(), pipeline));
+    }
+
+    /// Adds a query that first reads the records its topics already hold (as a query
+    /// with `auto.offset.reset=earliest` does), writing what they cause.
+    pub fn add_query_from_start(&mut self, id: &str, pipeline: Pipeline) -> Result<()> {
+        let topics: Vec<String> = pipeline
+            .source_topics()
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        self.add_query(id, pipeline);
+        let backlog: Vec<(String, DriverRecord)> = self
+            .history
+            .iter()
+            .filter(|(t, _)| topics.contains(t))
+            .map(|(t, i)| (t.clone(), self.topics[t].records[*i].clone()))
+            .collect();
+        let only = self.queries.len() - 1;
+        for (topic, record) in backlog {
+            self.run(VecDeque::from([(topic, record)]), Some(only))?;
+        }
+        Ok(())
+    }
+
+    /// Removes a query (TERMINATE); false if there is none with that id.
+    pub fn remove_query(&mut self, id: &str) -> bool {
+        let before = self.queries.len();
+        self.queries.retain(|(q, _)| q != id);
+        self.queries.len() != before
+    }
+
+    /// Whether a query with that id runs here.
+    pub fn has_query(&self, id: &str) -> bool {
+        self.queries.iter().any(|(q, _)| q == id)
+    }
+
+    /// Sends the records already written to `topics` (all of them, or only those of
+    /// the inputs `from_start` selects) to `sender`, in the order written; then, if
+    /// `follow`, each record written to them from now on, else `TapEvent::End`. A tap
+    /// whose receiver is gone is dropped. Returns the tap's id for `untap`.
+    pub fn tap(
+        &mut self,
+        topics: Vec<String>,
+        from_start: impl Fn(usize) -> bool,
+        follow: bool,
+        sender: Sender<TapEvent>,
+    ) -> u64 {
+        for (topic, i) in &self.history {
+            let Some(input) = topics.iter().position(|t| t == topic) else {
+                continue;
+            };
+            if from_start(input) {
+                let record = self.topics[topic].records[*i].clone();
+                let _ = sender.send(TapEvent::Record { input, record });
+            }
+        }
+        self.next_tap += 1;
+        if follow {
+            self.taps.push(Tap {
+                id: self.next_tap,
+                topics,
+                sender,
+            });
+        } else {
+            let _ = sender.send(TapEvent::End);
+        }
+        self.next_tap
+    }
+
+    /// Stops a tap.
+    pub fn untap(&mut self, id: u64) {
+        self.taps.retain(|t| t.id != id);
+    }
+
+    /// How many taps follow the topics (running push queries).
+    pub fn taps(&self) -> usize {
+        self.taps.len()
     }
 
     /// Every record written to a topic, in the order written.
@@ -107,18 +214,37 @@ impl Driver {
         headers: Vec<Header>,
         timestamp: i64,
     ) -> Result<()> {
-        let first = append(&mut self.topics, topic, key, value, timestamp);
-        let mut queue = VecDeque::from([(topic.to_string(), first, headers)]);
+        let first = self.append(topic, key, value, headers, timestamp);
+        self.run(VecDeque::from([(topic.to_string(), first)]), None)
+    }
+
+    /// Runs records through the queries (only the query at index `only`, for the
+    /// records at the head of the queue, when given), and what they write through
+    /// every query, depth first.
+    fn run(
+        &mut self,
+        mut queue: VecDeque<(String, DriverRecord)>,
+        mut only: Option<usize>,
+    ) -> Result<()> {
         let mut out = Vec::<OutputRecord>::new();
-        while let Some((topic, record, headers)) = queue.pop_front() {
-            for (id, pipeline) in &mut self.queries {
+        let mut written = Vec::<(String, OutputRecord)>::new();
+        let mut heads = queue.len();
+        while let Some((topic, record)) = queue.pop_front() {
+            if heads == 0 {
+                only = None;
+            }
+            heads = heads.saturating_sub(1);
+            for (n, (id, pipeline)) in self.queries.iter_mut().enumerate() {
+                if only.is_some_and(|o| o != n) {
+                    continue;
+                }
                 let Some(input) = pipeline.source_topics().iter().position(|t| *t == topic) else {
                     continue;
                 };
                 let source = SourceRecord {
                     key: record.key.as_deref(),
                     value: record.value.as_deref(),
-                    headers: &headers,
+                    headers: &record.headers,
                     timestamp: record.timestamp,
                     partition: record.partition,
                     offset: record.offset,
@@ -135,42 +261,63 @@ impl Driver {
                 }
                 pipeline.flush(&mut out)?;
                 let sink = pipeline.sink_topic().to_string();
-                for o in out.drain(..) {
-                    let written = append(&mut self.topics, &sink, o.key, o.value, o.timestamp);
-                    queue.push_back((sink.clone(), written, Vec::new()));
-                }
+                written.extend(out.drain(..).map(|o| (sink.clone(), o)));
+            }
+            // What the queries wrote is appended once every query has seen the record
+            // that caused it, in the order the queries wrote it.
+            for (sink, o) in written.drain(..) {
+                let record = self.append(&sink, o.key, o.value, Vec::new(), o.timestamp);
+                queue.push_back((sink, record));
             }
         }
         Ok(())
     }
-}
 
-/// Appends a record to a topic (created with one partition if missing), choosing its
-/// partition from its key and giving it the partition's next offset.
-fn append(
-    topics: &mut BTreeMap<String, Topic>,
-    topic: &str,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    timestamp: i64,
-) -> DriverRecord {
-    let t = topics.entry(topic.to_string()).or_insert_with(|| Topic {
-        partitions: 1,
-        records: Vec::new(),
-        next_offset: vec![0],
-    });
-    let partition = partition_for(key.as_deref(), t.partitions);
-    let offset = t.next_offset[partition as usize];
-    t.next_offset[partition as usize] += 1;
-    let record = DriverRecord {
-        key,
-        value,
-        timestamp,
-        partition,
-        offset,
-    };
-    t.records.push(record.clone());
-    record
+    /// Appends a record to a topic (created with one partition if missing), choosing
+    /// its partition from its key and giving it the partition's next offset, and hands
+    /// it to the taps that follow the topic.
+    fn append(
+        &mut self,
+        topic: &str,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        headers: Vec<Header>,
+        timestamp: i64,
+    ) -> DriverRecord {
+        let t = self
+            .topics
+            .entry(topic.to_string())
+            .or_insert_with(|| Topic {
+                partitions: 1,
+                records: Vec::new(),
+                next_offset: vec![0],
+            });
+        let partition = partition_for(key.as_deref(), t.partitions);
+        let offset = t.next_offset[partition as usize];
+        t.next_offset[partition as usize] += 1;
+        let record = DriverRecord {
+            key,
+            value,
+            timestamp,
+            partition,
+            offset,
+            headers,
+        };
+        self.history.push((topic.to_string(), t.records.len()));
+        t.records.push(record.clone());
+        self.taps
+            .retain(|tap| match tap.topics.iter().position(|x| x == topic) {
+                Some(input) => tap
+                    .sender
+                    .send(TapEvent::Record {
+                        input,
+                        record: record.clone(),
+                    })
+                    .is_ok(),
+                None => true,
+            });
+        record
+    }
 }
 
 /// The partition Kafka's default partitioner picks for a key (murmur2); keyless records

@@ -12,8 +12,9 @@
 //! its start, then stops: a stream's rows all come out; a table's come out once the
 //! scan is done, the latest row of each key that is not deleted (the table as of now).
 
+use crate::driver::{Driver, TapEvent};
 use crate::error::{Result, RuntimeError};
-use crate::pipeline::{OutputRecord, Pipeline, is_row_deletion};
+use crate::pipeline::{OutputRecord, Pipeline, SourceRecord, is_row_deletion};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -34,6 +35,14 @@ pub struct PushConfig {
     pub mode: Mode,
 }
 
+impl PushConfig {
+    /// Whether the query reads an input from its start: with `earliest`, and always for
+    /// a stream-table join's table, so that lookups find the rows written before.
+    fn from_start(&self, pipeline: &Pipeline, input: usize) -> bool {
+        self.auto_offset_reset == "earliest" || pipeline.is_lookup_table(input)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Mode {
     /// Rows as they come, until stopped.
@@ -51,6 +60,8 @@ pub enum PushEvent {
     Row { json: Vec<u8>, deletion: bool },
     /// The LIMIT was reached; nothing follows.
     LimitReached,
+    /// A pull query over a stream has read its sources to their ends; nothing follows.
+    Completed,
     /// The query failed; nothing follows.
     Error(String),
 }
@@ -62,7 +73,7 @@ pub struct PushQuery {
 
 impl PushQuery {
     /// Compiles the plan (so a plan that cannot run fails here, before any response is
-    /// started) and runs it on its own thread, sending its rows to `rows`.
+    /// started) and runs it over Kafka on its own thread, sending its rows to `rows`.
     pub fn start(
         name: &str,
         plan: &QueryPlan,
@@ -70,12 +81,54 @@ impl PushQuery {
         rows: Sender<PushEvent>,
     ) -> Result<PushQuery> {
         let pipeline = Pipeline::rows(plan)?;
+        Self::spawn(name, rows, move |stop, rows| {
+            let mut feed = KafkaFeed::new(&pipeline, &config)?;
+            run(pipeline, &config, stop, rows, &mut feed)
+        })
+    }
+
+    /// As `start`, over the test driver's topics. The query reads what they hold now
+    /// before this returns, so every record written afterwards reaches it.
+    pub fn start_on_driver(
+        name: &str,
+        plan: &QueryPlan,
+        config: PushConfig,
+        driver: &std::sync::Mutex<Driver>,
+        rows: Sender<PushEvent>,
+    ) -> Result<PushQuery> {
+        let pipeline = Pipeline::rows(plan)?;
+        let topics = pipeline
+            .source_topics()
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pull = matches!(config.mode, Mode::Pull { .. });
+        driver.lock().unwrap_or_else(|p| p.into_inner()).tap(
+            topics,
+            |input| pull || config.from_start(&pipeline, input),
+            !pull,
+            tx,
+        );
+        Self::spawn(name, rows, move |stop, rows| {
+            let mut feed = DriverFeed { records: rx };
+            run(pipeline, &config, stop, rows, &mut feed)
+        })
+    }
+
+    /// Runs `body` on its own thread until it returns or the stop flag is set; an error
+    /// goes to the client as the query's last event.
+    fn spawn(
+        name: &str,
+        rows: Sender<PushEvent>,
+        body: impl FnOnce(&AtomicBool, &Sender<PushEvent>) -> Result<()> + Send + 'static,
+    ) -> Result<PushQuery> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         std::thread::Builder::new()
             .name(format!("push-{name}"))
             .spawn(move || {
-                if let Err(e) = run(pipeline, &config, &flag, &rows) {
+                if let Err(e) = body(&flag, &rows) {
                     let _ = rows.blocking_send(PushEvent::Error(e.to_string()));
                 }
             })
@@ -95,53 +148,22 @@ impl Drop for PushQuery {
     }
 }
 
+/// Where a push or pull query's records come from: Kafka, or the test driver's topics.
+trait Feed {
+    /// Pushes the records there are now into the pipeline (a few hundred at most,
+    /// waiting up to 100 ms for the first). False once a pull query's scan is done.
+    fn feed(&mut self, pipeline: &mut Pipeline) -> Result<bool>;
+}
+
+/// Runs a query over a feed until it is stopped, its client goes away, it reaches its
+/// LIMIT or (a pull query) its scan is done, handing out its rows.
 fn run(
     mut pipeline: Pipeline,
     config: &PushConfig,
     stop: &AtomicBool,
     rows: &Sender<PushEvent>,
+    feed: &mut dyn Feed,
 ) -> Result<()> {
-    let topics: Vec<String> = pipeline
-        .source_topics()
-        .iter()
-        .map(|t| t.to_string())
-        .collect();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.bootstrap_servers)
-        // Required by the client; nothing is ever committed, so the group never exists.
-        .set("group.id", "_sluice-push-queries")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "false")
-        .create()?;
-    const TIMEOUT: Duration = Duration::from_secs(30);
-    let pull = matches!(config.mode, Mode::Pull { .. });
-    let mut assignment = TopicPartitionList::new();
-    // A pull query's scan ends at each partition's end as of now.
-    let mut ends: HashMap<(usize, i32), i64> = HashMap::new();
-    for (input, topic) in topics.iter().enumerate() {
-        let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
-        let start =
-            if pull || config.auto_offset_reset == "earliest" || pipeline.is_lookup_table(input) {
-                Offset::Beginning
-            } else {
-                Offset::End
-            };
-        for t in metadata.topics().iter().filter(|t| t.name() == topic) {
-            for p in t.partitions() {
-                assignment.add_partition_offset(topic, p.id(), start)?;
-                if pull {
-                    let (low, high) = consumer.fetch_watermarks(topic, p.id(), TIMEOUT)?;
-                    if high > low {
-                        ends.insert((input, p.id()), high);
-                    }
-                }
-            }
-        }
-    }
-    consumer.assign(&assignment)?;
-    let reads_headers = pipeline.reads_headers();
     let mut sent = 0u64;
     let mut out: Vec<OutputRecord> = Vec::new();
     let mut table = LatestRows::default();
@@ -160,59 +182,7 @@ fn run(
         true
     };
     while !stop.load(Ordering::SeqCst) && !rows.is_closed() {
-        if pull && ends.is_empty() {
-            // The scan is done: a table's rows go out now.
-            for json in table.rows.into_iter().flatten() {
-                if !send(json, false) {
-                    break;
-                }
-            }
-            return Ok(());
-        }
-        let mut timeout = Duration::from_millis(100);
-        while pipeline.pending() < 500 {
-            let Some(msg) = consumer.poll(timeout) else {
-                if pull {
-                    // Transaction markers take offsets no record is delivered at.
-                    let positions = consumer.position()?;
-                    ends.retain(|(input, p), end| {
-                        match positions
-                            .find_partition(&topics[*input], *p)
-                            .map(|e| e.offset())
-                        {
-                            Some(Offset::Offset(o)) => o < *end,
-                            _ => true,
-                        }
-                    });
-                }
-                break;
-            };
-            timeout = Duration::ZERO;
-            let msg = msg?;
-            let Some(input) = topics.iter().position(|t| t == msg.topic()) else {
-                continue;
-            };
-            if pull {
-                let key = (input, msg.partition());
-                match ends.get(&key) {
-                    Some(end) if msg.offset() < *end => {
-                        if msg.offset() + 1 >= *end {
-                            ends.remove(&key);
-                        }
-                    }
-                    // Past the end of the scan.
-                    _ => continue,
-                }
-            }
-            let headers = if reads_headers {
-                crate::kafka::headers_of(&msg)
-            } else {
-                Vec::new()
-            };
-            let record = crate::kafka::source_record(&msg, &headers);
-            // A record that does not decode is skipped, as persistent queries skip it.
-            let _ = pipeline.push(input, &record);
-        }
+        let more = feed.feed(&mut pipeline)?;
         pipeline.flush(&mut out)?;
         for r in out.drain(..) {
             let deletion = is_row_deletion(&r);
@@ -226,8 +196,169 @@ fn run(
                 return Ok(());
             }
         }
+        if !more {
+            // The scan is done: a table's rows go out now.
+            for json in table.rows.into_iter().flatten() {
+                if !send(json, false) {
+                    return Ok(());
+                }
+            }
+            if matches!(config.mode, Mode::Pull { table_keys: None }) {
+                let _ = rows.blocking_send(PushEvent::Completed);
+            }
+            return Ok(());
+        }
     }
     Ok(())
+}
+
+/// A query's records from Kafka: a consumer assigned every partition of its sources.
+struct KafkaFeed {
+    consumer: BaseConsumer,
+    topics: Vec<String>,
+    pull: bool,
+    /// A pull query's scan ends at each partition's end as of its start.
+    ends: HashMap<(usize, i32), i64>,
+    reads_headers: bool,
+}
+
+impl KafkaFeed {
+    fn new(pipeline: &Pipeline, config: &PushConfig) -> Result<KafkaFeed> {
+        let topics: Vec<String> = pipeline
+            .source_topics()
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            // Required by the client; nothing is ever committed, so the group never exists.
+            .set("group.id", "_sluice-push-queries")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "false")
+            .create()?;
+        const TIMEOUT: Duration = Duration::from_secs(30);
+        let pull = matches!(config.mode, Mode::Pull { .. });
+        let mut assignment = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for (input, topic) in topics.iter().enumerate() {
+            let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
+            let start = if pull || config.from_start(pipeline, input) {
+                Offset::Beginning
+            } else {
+                Offset::End
+            };
+            for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+                for p in t.partitions() {
+                    assignment.add_partition_offset(topic, p.id(), start)?;
+                    if pull {
+                        let (low, high) = consumer.fetch_watermarks(topic, p.id(), TIMEOUT)?;
+                        if high > low {
+                            ends.insert((input, p.id()), high);
+                        }
+                    }
+                }
+            }
+        }
+        consumer.assign(&assignment)?;
+        Ok(KafkaFeed {
+            consumer,
+            topics,
+            pull,
+            ends,
+            reads_headers: pipeline.reads_headers(),
+        })
+    }
+}
+
+impl Feed for KafkaFeed {
+    fn feed(&mut self, pipeline: &mut Pipeline) -> Result<bool> {
+        if self.pull && self.ends.is_empty() {
+            return Ok(false);
+        }
+        let mut timeout = Duration::from_millis(100);
+        while pipeline.pending() < 500 {
+            let Some(msg) = self.consumer.poll(timeout) else {
+                if self.pull {
+                    // Transaction markers take offsets no record is delivered at.
+                    let positions = self.consumer.position()?;
+                    let topics = &self.topics;
+                    self.ends.retain(|(input, p), end| {
+                        match positions
+                            .find_partition(&topics[*input], *p)
+                            .map(|e| e.offset())
+                        {
+                            Some(Offset::Offset(o)) => o < *end,
+                            _ => true,
+                        }
+                    });
+                }
+                break;
+            };
+            timeout = Duration::ZERO;
+            let msg = msg?;
+            let Some(input) = self.topics.iter().position(|t| t == msg.topic()) else {
+                continue;
+            };
+            if self.pull {
+                let key = (input, msg.partition());
+                match self.ends.get(&key) {
+                    Some(end) if msg.offset() < *end => {
+                        if msg.offset() + 1 >= *end {
+                            self.ends.remove(&key);
+                        }
+                    }
+                    // Past the end of the scan.
+                    _ => continue,
+                }
+            }
+            let headers = if self.reads_headers {
+                crate::kafka::headers_of(&msg)
+            } else {
+                Vec::new()
+            };
+            let record = crate::kafka::source_record(&msg, &headers);
+            // A record that does not decode is skipped, as persistent queries skip it.
+            let _ = pipeline.push(input, &record);
+        }
+        Ok(true)
+    }
+}
+
+/// A query's records from the test driver, through a tap.
+struct DriverFeed {
+    records: std::sync::mpsc::Receiver<TapEvent>,
+}
+
+impl Feed for DriverFeed {
+    fn feed(&mut self, pipeline: &mut Pipeline) -> Result<bool> {
+        use std::sync::mpsc::RecvTimeoutError;
+        let mut event = self.records.recv_timeout(Duration::from_millis(100));
+        while pipeline.pending() < 500 {
+            match event {
+                Ok(TapEvent::Record { input, record }) => {
+                    let source = SourceRecord {
+                        key: record.key.as_deref(),
+                        value: record.value.as_deref(),
+                        headers: &record.headers,
+                        timestamp: record.timestamp,
+                        partition: record.partition,
+                        offset: record.offset,
+                    };
+                    // A record that does not decode is skipped, as persistent queries skip it.
+                    let _ = pipeline.push(input, &source);
+                }
+                Ok(TapEvent::End) | Err(RecvTimeoutError::Disconnected) => return Ok(false),
+                Err(RecvTimeoutError::Timeout) => break,
+            }
+            event = self.records.try_recv().map_err(|e| match e {
+                std::sync::mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                std::sync::mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            });
+        }
+        Ok(true)
+    }
 }
 
 /// A pull query's table: the latest row of each key, in the order keys first came.

@@ -1,6 +1,7 @@
 //! The engine: validates statements, writes them to the command topic, applies the
 //! command log to the catalog, and runs the persistent queries.
 
+use crate::cluster::{Cluster, QueryRun};
 use crate::command::{Action, COMMAND_VERSION, Command, command_topic};
 use crate::entities;
 use crate::error::{ServerError, StatementError};
@@ -11,8 +12,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use sluice_plan::QueryPlan;
+use sluice_runtime::driver::Driver;
 use sluice_runtime::push::{Mode, PushConfig};
-use sluice_runtime::{KafkaAdmin, QueryConfig, RunningQuery};
+use sluice_runtime::{KafkaAdmin, QueryConfig};
 use sluice_sql::ast::{ShowTarget, Statement, StatementKind};
 use sluice_sql::{
     Planned, PlannerConfig, SourceDesc, SourceKindName, already_exists, plan_statement,
@@ -41,6 +43,27 @@ pub struct ServerConfig {
     pub basic_auth: Option<String>,
     /// Request bodies larger than this are refused with 413.
     pub max_request_bytes: usize,
+    /// `auto.offset.reset` of queries whose properties do not set it.
+    pub auto_offset_reset: String,
+}
+
+impl ServerConfig {
+    /// A server on `bootstrap_servers` with every other setting at its default.
+    pub fn new(bootstrap_servers: &str) -> ServerConfig {
+        ServerConfig {
+            bootstrap_servers: bootstrap_servers.to_string(),
+            listen: "127.0.0.1:8088".into(),
+            service_id: "default_".into(),
+            state_dir: std::env::temp_dir().join("sluice"),
+            commit_interval: Duration::from_millis(100),
+            exactly_once: true,
+            cache_max_bytes: 10 * 1024 * 1024,
+            queries_file: None,
+            basic_auth: None,
+            max_request_bytes: 10 * 1024 * 1024,
+            auto_offset_reset: "latest".into(),
+        }
+    }
 }
 
 /// Reads a `processing.guarantee` value: exactly-once (true) or at-least-once.
@@ -95,7 +118,7 @@ pub struct PersistentQuery {
     pub inputs: Vec<String>,
     pub plan: QueryPlan,
     pub properties: BTreeMap<String, Value>,
-    pub running: Option<RunningQuery>,
+    pub running: Option<QueryRun>,
     /// Why the query could not start, if it could not.
     pub error: Option<String>,
 }
@@ -144,12 +167,11 @@ pub struct Applied {
 
 pub struct Engine {
     pub config: ServerConfig,
-    pub admin: KafkaAdmin,
+    pub cluster: Cluster,
     pub metastore: Mutex<Metastore>,
     planner: PlannerConfig,
     /// Serializes statements: each validates against the state all earlier ones left.
     statement_lock: tokio::sync::Mutex<()>,
-    producer: FutureProducer,
     /// Offset of the last command applied (-1 before any).
     applied: watch::Sender<i64>,
     results: Mutex<HashMap<i64, Result<Applied, String>>>,
@@ -213,23 +235,7 @@ impl Engine {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .create()?;
-        let (applied, _) = watch::channel(-1);
-        let engine = Arc::new(Engine {
-            config,
-            admin,
-            metastore: Mutex::new(Metastore::default()),
-            planner: PlannerConfig::default(),
-            statement_lock: tokio::sync::Mutex::new(()),
-            producer,
-            applied,
-            results: Mutex::new(HashMap::new()),
-            degraded: Mutex::new(Vec::new()),
-            stopping: AtomicBool::new(false),
-            push_ids: Default::default(),
-            push_queries: Mutex::new(HashMap::new()),
-            next_local: Default::default(),
-            statuses: Mutex::new(HashMap::new()),
-        });
+        let engine = Arc::new(Engine::new(config, Cluster::Kafka { admin, producer }));
         if let Some(path) = engine.config.queries_file.clone() {
             engine.run_queries_file(&path).await?;
             return Ok(engine);
@@ -259,6 +265,31 @@ impl Engine {
         Ok(engine)
     }
 
+    fn new(config: ServerConfig, cluster: Cluster) -> Engine {
+        let (applied, _) = watch::channel(-1);
+        Engine {
+            config,
+            cluster,
+            metastore: Mutex::new(Metastore::default()),
+            planner: PlannerConfig::default(),
+            statement_lock: tokio::sync::Mutex::new(()),
+            applied,
+            results: Mutex::new(HashMap::new()),
+            degraded: Mutex::new(Vec::new()),
+            stopping: AtomicBool::new(false),
+            push_ids: Default::default(),
+            push_queries: Mutex::new(HashMap::new()),
+            next_local: Default::default(),
+            statuses: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// An engine over the test driver's topics: statements apply at once (there is no
+    /// command topic) and queries run as records are written.
+    pub fn in_memory(config: ServerConfig, driver: Arc<Mutex<Driver>>) -> Arc<Engine> {
+        Arc::new(Engine::new(config, Cluster::Memory(driver)))
+    }
+
     fn lock_metastore(&self) -> std::sync::MutexGuard<'_, Metastore> {
         self.metastore.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -274,7 +305,7 @@ impl Engine {
     /// Stops every query, committing what each has processed.
     pub fn shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        let running: Vec<RunningQuery> = {
+        let running: Vec<QueryRun> = {
             let mut ms = self.lock_metastore();
             ms.queries
                 .values_mut()
@@ -382,7 +413,7 @@ impl Engine {
             bootstrap_servers: self.config.bootstrap_servers.clone(),
             group_id: format!("_sluice-{}-query_{query_id}", self.config.service_id),
             auto_offset_reset: prop(&["auto.offset.reset", "ksql.streams.auto.offset.reset"])
-                .unwrap_or_else(|| "latest".into()),
+                .unwrap_or_else(|| self.config.auto_offset_reset.clone()),
             commit_interval: prop(&["commit.interval.ms", "ksql.streams.commit.interval.ms"])
                 .and_then(|v| v.parse().ok())
                 .map(Duration::from_millis)
@@ -408,7 +439,7 @@ impl Engine {
 
     fn start_query(&self, q: &mut PersistentQuery) {
         let config = self.query_config(&q.id, &q.properties);
-        match RunningQuery::start(&q.id, &q.plan, config) {
+        match self.cluster.start_query(&q.id, &q.plan, config) {
             Ok(r) => {
                 q.running = Some(r);
                 q.error = None;
@@ -644,7 +675,7 @@ impl Engine {
             .iter()
             .find_map(|n| properties.get(*n))
             .and_then(Value::as_str)
-            .unwrap_or("latest")
+            .unwrap_or(&self.config.auto_offset_reset)
             .to_string();
         let mode = if !pull {
             Mode::Push
@@ -703,7 +734,7 @@ impl Engine {
                 let record =
                     sluice_runtime::values::values_record(&topic, &values, rowtime.as_ref(), None)
                         .map_err(|e| fail(e.to_string()))?;
-                self.produce(&topic.topic, &record).await.map_err(|e| {
+                self.cluster.produce(&topic.topic, &record).await.map_err(|e| {
                     StatementError::server(format!("Failed to insert values: {e}"), &text)
                 })?;
                 // ksqlDB answers an INSERT ... VALUES with no entity.
@@ -970,7 +1001,7 @@ impl Engine {
                 };
                 let entity = self.submit(cmd, &text).await?;
                 if delete_topic {
-                    self.admin
+                    self.cluster
                         .delete_topic(&topic)
                         .await
                         .map_err(|e| fail(format!("Could not delete the topic {topic}: {e}")))?;
@@ -999,10 +1030,10 @@ impl Engine {
                 // The stopped queries' state and progress go with them.
                 for id in ids {
                     let config = self.query_config(&id, &BTreeMap::new());
-                    if let Err(e) = self.admin.delete_topic(&config.changelog_topic()).await {
+                    if let Err(e) = self.cluster.delete_topic(&config.changelog_topic()).await {
                         tracing::warn!(query = %id, "cannot delete the changelog topic: {e}");
                     }
-                    if let Err(e) = self.admin.delete_group(&config.group_id).await {
+                    if let Err(e) = self.cluster.delete_group(&config.group_id).await {
                         tracing::warn!(query = %id, "cannot delete the consumer group: {e}");
                     }
                 }
@@ -1013,17 +1044,18 @@ impl Engine {
 
     /// Writes a command, waits until this server has applied it, and reports the outcome.
     async fn submit(&self, cmd: Command, text: &str) -> Result<Value, StatementError> {
-        if self.is_headless() {
+        let Some(producer) = self.cluster.producer().filter(|_| !self.is_headless()) else {
+            // Headless and in-memory servers keep no command topic: the statement
+            // applies here, at once.
             let offset = self.next_local.fetch_add(1, Ordering::SeqCst);
             let result = self.apply(offset, &cmd, false);
             return self.applied_entity(&cmd, result, offset, text);
-        }
+        };
         let topic = command_topic(&self.config.service_id);
         let payload =
             serde_json::to_vec(&cmd).map_err(|e| StatementError::server(e.to_string(), text))?;
         let id = cmd.command_id();
-        let offset = self
-            .producer
+        let offset = producer
             .send(
                 FutureRecord::to(&topic).key(&id).payload(&payload),
                 KAFKA_TIMEOUT,
@@ -1094,24 +1126,13 @@ impl Engine {
         Ok(source.topic.clone())
     }
 
-    /// Writes one record to a topic and waits for Kafka to acknowledge it.
+    /// Writes one record to a topic and waits until it is acknowledged.
     pub async fn produce(
         &self,
         topic: &str,
         record: &sluice_runtime::OutputRecord,
     ) -> Result<(), String> {
-        let mut out = FutureRecord::<[u8], [u8]>::to(topic).timestamp(record.timestamp);
-        if let Some(k) = &record.key {
-            out = out.key(k.as_slice());
-        }
-        if let Some(v) = &record.value {
-            out = out.payload(v.as_slice());
-        }
-        self.producer
-            .send(out, KAFKA_TIMEOUT)
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| e.to_string())
+        self.cluster.produce(topic, record).await
     }
 
     pub fn is_headless(&self) -> bool {
@@ -1160,9 +1181,8 @@ impl Engine {
     }
 
     async fn topic_partitions(&self, topic: &str) -> Result<Option<u32>, StatementError> {
-        let engine_admin = &self.admin;
-        // fetch_metadata blocks; it is short and bounded by its timeout.
-        tokio::task::block_in_place(|| engine_admin.partitions(topic))
+        self.cluster
+            .partitions(topic)
             .map_err(|e| StatementError::server(format!("Could not reach Kafka: {e}"), ""))
     }
 
@@ -1171,8 +1191,8 @@ impl Engine {
         topic: &str,
         partitions: u32,
         replicas: Option<i16>,
-    ) -> sluice_runtime::Result<()> {
-        self.admin
+    ) -> Result<(), String> {
+        self.cluster
             .create_topic(topic, partitions, replicas, &[])
             .await
     }
@@ -1209,7 +1229,7 @@ impl Engine {
                 Ok(entities::queries(text, ms.queries.values()))
             }
             ShowTarget::Topics { all, .. } => {
-                let topics = tokio::task::block_in_place(|| self.admin.topics()).map_err(|e| {
+                let topics = self.cluster.topics().map_err(|e| {
                     StatementError::server(format!("Could not list topics: {e}"), text)
                 })?;
                 let topics: Vec<(String, u32)> = topics

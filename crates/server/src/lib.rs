@@ -2,6 +2,7 @@
 //! queries) and the ksqlDB-compatible REST API. The `sluice` binary lives here too.
 
 pub mod cli;
+pub mod cluster;
 pub mod command;
 pub mod engine;
 pub mod entities;
@@ -9,6 +10,7 @@ pub mod error;
 pub mod metrics;
 pub mod migrate;
 pub mod rest;
+pub mod rest_qtt;
 
 pub use engine::{Engine, ServerConfig};
 pub use error::{ServerError, StatementError};

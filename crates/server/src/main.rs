@@ -35,6 +35,8 @@ enum Command {
 enum TestSuite {
     /// ksqlDB query-validation cases (files, or folders of .json files).
     Qtt(QttArgs),
+    /// ksqlDB REST query-validation cases, each against an in-process server.
+    RestQtt(QttArgs),
 }
 
 #[derive(clap::Args)]
@@ -198,24 +200,31 @@ fn run_cli(args: CliArgs) -> ExitCode {
     }
 }
 
-fn run_qtt(args: QttArgs) -> ExitCode {
+fn run_qtt(args: QttArgs, suite: &str) -> ExitCode {
     let files = match sluice_qtt::collect_files(&args.paths) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("sluice test qtt: {e}");
+            eprintln!("sluice test {suite}: {e}");
             return ExitCode::from(2);
         }
     };
     // Panics in a case are reported as its failure; keep them off the terminal.
     std::panic::set_hook(sluice_qtt::quiet_panic_hook());
-    let mut results = Vec::new();
-    for file in &files {
-        for r in sluice_qtt::run_file(file) {
-            println!("{}", r.line());
-            results.push(r);
+    let results = if suite == "rest-qtt" {
+        match sluice_server::rest_qtt::run_files(&files) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("sluice test {suite}: {e}");
+                return ExitCode::from(2);
+            }
         }
-    }
+    } else {
+        files.iter().flat_map(|f| sluice_qtt::run_file(f)).collect()
+    };
     let _ = std::panic::take_hook();
+    for r in &results {
+        println!("{}", r.line());
+    }
     let count = |o: sluice_qtt::Outcome| results.iter().filter(|r| r.outcome == o).count();
     let passed = count(sluice_qtt::Outcome::Pass);
     println!(
@@ -226,13 +235,13 @@ fn run_qtt(args: QttArgs) -> ExitCode {
     if let Some(path) = args.report {
         let json = serde_json::to_string_pretty(&results).unwrap_or_default();
         if let Err(e) = std::fs::write(&path, json) {
-            eprintln!("sluice test qtt: cannot write {}: {e}", path.display());
+            eprintln!("sluice test {suite}: cannot write {}: {e}", path.display());
             return ExitCode::from(2);
         }
     }
     match args.min_pass {
         Some(min) if passed < min => {
-            eprintln!("sluice test qtt: {passed} cases passed, fewer than the required {min}");
+            eprintln!("sluice test {suite}: {passed} cases passed, fewer than the required {min}");
             ExitCode::FAILURE
         }
         _ => ExitCode::SUCCESS,
@@ -297,7 +306,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Test(TestSuite::Qtt(args)) => run_qtt(args),
+        Command::Test(TestSuite::Qtt(args)) => run_qtt(args, "qtt"),
+        Command::Test(TestSuite::RestQtt(args)) => run_qtt(args, "rest-qtt"),
         Command::Cli(args) => run_cli(args),
         Command::Migrate(args) => run_migrate(args),
         Command::Server(args) => {
@@ -312,6 +322,7 @@ fn main() -> ExitCode {
                 queries_file: args.queries_file,
                 basic_auth: args.basic_auth,
                 max_request_bytes: args.max_request_bytes,
+                auto_offset_reset: "latest".into(),
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -138,12 +138,12 @@ pub fn render(engine: &Engine) -> String {
         let ms = engine.metastore.lock().unwrap_or_else(|p| p.into_inner());
         for q in ms.queries.values() {
             *by_state.entry(q.state()).or_default() += 1.0;
-            let Some(running) = &q.running else {
+            let Some(stats) = q.running.as_ref().and_then(|r| r.stats()) else {
                 continue;
             };
             let l = labels(&[("query", &q.id)]);
             for (family, (_, _, _, read)) in families.iter_mut().zip(QUERY_FIGURES) {
-                family.samples.push((l.clone(), read(&running.stats)));
+                family.samples.push((l.clone(), read(stats)));
             }
         }
     }

@@ -254,7 +254,9 @@ fn start_push(
 ) -> Result<(PushPlan, mpsc::Receiver<PushEvent>, PushGuard), StatementError> {
     let push = engine.plan_push(stmt, request.properties())?;
     let (tx, rx) = mpsc::channel(1024);
-    let query = PushQuery::start(&push.id, &push.plan, push.config.clone(), tx)
+    let query = engine
+        .cluster
+        .start_push(&push.id, &push.plan, push.config.clone(), tx)
         .map_err(|e| StatementError::server(e.to_string(), request.sql()))?;
     let guard = register(engine, push.id.clone(), query);
     Ok((push, rx, guard))
@@ -332,6 +334,13 @@ async fn query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
         limit,
     } = &stmt.kind
     {
+        if engine.cluster.is_memory() {
+            let e = StatementError::unsupported(
+                "PRINT reads Kafka topics; this server runs on the test driver".into(),
+                &stmt.text,
+            );
+            return error_response(&e, vec![]);
+        }
         let config = sluice_runtime::push::PrintConfig {
             bootstrap_servers: engine.config.bootstrap_servers.clone(),
             topic: topic.clone(),
@@ -361,6 +370,7 @@ async fn query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
                 )
             }
             PushEvent::LimitReached => (",\n{\"finalMessage\":\"Limit Reached\"}]\n".into(), true),
+            PushEvent::Completed => (",\n{\"finalMessage\":\"Query Completed\"}]\n".into(), true),
             PushEvent::Error(e) => {
                 let message = json!({"errorMessage": error_event(&e)});
                 (format!(",\n{message}]\n"), true)
@@ -387,7 +397,7 @@ fn print(engine: &Arc<Engine>, config: sluice_runtime::push::PrintConfig, text: 
         guard,
         |event| match event {
             PushEvent::Row { json, .. } => (format!("{}\n", String::from_utf8_lossy(&json)), false),
-            PushEvent::LimitReached => (String::new(), true),
+            PushEvent::LimitReached | PushEvent::Completed => (String::new(), true),
             PushEvent::Error(e) => (format!("{e}\n"), true),
         },
         "",
@@ -428,7 +438,7 @@ async fn query_stream(
                 PushEvent::Row { json, .. } => {
                     (format!(",\n{}", String::from_utf8_lossy(&json)), false)
                 }
-                PushEvent::LimitReached => ("]\n".into(), true),
+                PushEvent::LimitReached | PushEvent::Completed => ("]\n".into(), true),
                 PushEvent::Error(e) => (format!(",\n{}]\n", error_event(&e)), true),
             },
             "]\n",
@@ -443,7 +453,7 @@ async fn query_stream(
                 PushEvent::Row { json, .. } => {
                     (format!("{}\n", String::from_utf8_lossy(&json)), false)
                 }
-                PushEvent::LimitReached => (String::new(), true),
+                PushEvent::LimitReached | PushEvent::Completed => (String::new(), true),
                 PushEvent::Error(e) => (format!("{}\n", error_event(&e)), true),
             },
             "",
