@@ -99,6 +99,12 @@ pub struct CommandStatus {
     pub query_id: Option<String>,
 }
 
+impl PushPlan {
+    pub fn is_pull(&self) -> bool {
+        matches!(self.config.mode, Mode::Pull { .. })
+    }
+}
+
 /// A planned push query, ready to start.
 pub struct PushPlan {
     /// `transient_<SOURCE>_<n>`, as ksqlDB names them.

@@ -298,12 +298,14 @@ fn streamed(
         .into_response()
 }
 
-fn schema_text(schema: &LogicalSchema) -> String {
+/// A result's columns as ksqlDB's header shows them; key columns are marked only in
+/// the results of pull queries on tables.
+fn schema_text(schema: &LogicalSchema, mark_keys: bool) -> String {
     schema
         .columns
         .iter()
         .map(|c| {
-            let key = if c.kind == ColumnKind::Key {
+            let key = if mark_keys && c.kind == ColumnKind::Key {
                 " KEY"
             } else {
                 ""
@@ -354,7 +356,7 @@ async fn query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
         Ok(started) => started,
         Err(e) => return error_response(&e, vec![]),
     };
-    let header = json!({"header": {"queryId": push.id, "schema": schema_text(&push.schema)}});
+    let header = json!({"header": {"queryId": push.id, "schema": schema_text(&push.schema, push.is_table && push.is_pull())}});
     streamed(
         "application/json",
         format!("[{header}"),

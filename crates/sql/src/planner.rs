@@ -1178,7 +1178,7 @@ fn plan_create_as(
         None => source.kind == SourceKindName::Table,
     };
     let grouped = !q.group_by.is_empty();
-    if joined.is_none() && over_table && source.topic.window.is_some() {
+    if joined.is_none() && over_table && source.topic.window.is_some() && !config.transient {
         return Err(SqlError::semantic(
             stmt.pos,
             "KSQL does not support persistent queries on windowed tables.",
@@ -2258,7 +2258,23 @@ fn plan_projection(
                         format!("'{qual}' is not a valid stream/table name or alias."),
                     ));
                 }
-                for col in &input_schema.columns {
+                // A query's rows over a windowed source show the window's bounds after
+                // the key columns (as key columns of a table's rows).
+                let bounds: Vec<Column> = if transient
+                    && scope.columns.iter().any(|c| c.name == "WINDOWSTART")
+                {
+                    ["WINDOWSTART", "WINDOWEND"]
+                        .map(|b| Column {
+                            name: b.into(),
+                            ty: SqlType::Bigint,
+                            kind: ColumnKind::Key,
+                        })
+                        .into()
+                } else {
+                    Vec::new()
+                };
+                let keys = input_schema.keys().chain(&bounds);
+                for col in keys.chain(input_schema.columns.iter().filter(|c| c.kind != ColumnKind::Key)) {
                     projection.push(NamedExpr {
                         name: col.name.clone(),
                         expr: sluice_plan::Expr::Column(col.name.clone()),
@@ -2298,7 +2314,8 @@ fn plan_projection(
                     Some(a) => a.clone(),
                     None => default_column_name(expr, &mut generated, q),
                 };
-                if RESERVED_COLUMNS.contains(&name.as_str()) {
+                // A query's rows are not written to a topic: they may show pseudo-columns.
+                if RESERVED_COLUMNS.contains(&name.as_str()) && !transient {
                     return Err(reserved_name(&name, alias.is_some(), expr.pos));
                 }
                 let is_key = matches!(&expr.kind, ExprKind::Column { name: n, .. }
@@ -2371,6 +2388,12 @@ fn plan_projection(
             stmt.pos,
             "The projection contains no value columns.",
         ));
+    }
+    if transient && c.kind == SourceKind::Stream {
+        // A push query's rows keep the select list's order: nothing is keyed.
+        for col in &mut out_columns {
+            col.kind = ColumnKind::Value;
+        }
     }
     let out_schema = LogicalSchema::new(out_columns);
     // Keep the projection in the schema's order (keys first).
