@@ -48,8 +48,71 @@ pub enum Mode {
     /// Rows as they come, until stopped.
     Push,
     /// The sources up to their current end, then done. For a table result, the indexes
-    /// of its key columns in a row: only each key's latest row is written.
-    Pull { table_keys: Option<Vec<usize>> },
+    /// of its key columns in a row: only each key's latest row is written, in
+    /// `scan_order` when given.
+    Pull {
+        table_keys: Option<Vec<usize>>,
+        scan_order: Option<ScanOrder>,
+    },
+}
+
+/// The order in which ksqlDB's stores hand out a table's rows: partition by partition
+/// (as Kafka's default partitioner places the key), and by the key's serialized bytes
+/// within a partition.
+#[derive(Clone, Debug)]
+pub struct ScanOrder {
+    pub partitions: u32,
+    pub key_format: sluice_plan::FormatKind,
+    /// The source table's key columns: their index in a row and their type.
+    pub key_columns: Vec<(usize, sluice_plan::SqlType)>,
+}
+
+impl ScanOrder {
+    /// Where a row comes in the scan: (partition, key bytes).
+    fn position(&self, row: &[serde_json::Value]) -> (i32, Vec<u8>) {
+        use serde_json::Value;
+        use sluice_plan::{FormatKind, SqlType};
+        let values: Vec<(&Value, &SqlType)> = self
+            .key_columns
+            .iter()
+            .map(|(i, ty)| (row.get(*i).unwrap_or(&Value::Null), ty))
+            .collect();
+        let bytes = match (self.key_format, values.as_slice()) {
+            (FormatKind::Kafka, [(v, ty)]) => match (ty, v) {
+                (SqlType::Integer, Value::Number(n)) => {
+                    (n.as_i64().unwrap_or(0) as i32).to_be_bytes().to_vec()
+                }
+                (SqlType::Bigint, Value::Number(n)) => {
+                    n.as_i64().unwrap_or(0).to_be_bytes().to_vec()
+                }
+                (SqlType::Double, Value::Number(n)) => {
+                    n.as_f64().unwrap_or(0.0).to_bits().to_be_bytes().to_vec()
+                }
+                (_, Value::String(s)) => s.as_bytes().to_vec(),
+                (_, v) => v.to_string().into_bytes(),
+            },
+            (FormatKind::Delimited | FormatKind::Kafka, values) => values
+                .iter()
+                .map(|(v, _)| match v {
+                    Value::String(s) => s.clone(),
+                    Value::Null => String::new(),
+                    v => v.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+                .into_bytes(),
+            (_, [(v, _)]) => v.to_string().into_bytes(),
+            (_, values) => {
+                serde_json::Value::Array(values.iter().map(|(v, _)| (*v).clone()).collect())
+                    .to_string()
+                    .into_bytes()
+            }
+        };
+        (
+            crate::driver::partition_for(Some(&bytes), self.partitions),
+            bytes,
+        )
+    }
 }
 
 /// What a push query hands its client.
@@ -189,6 +252,7 @@ fn run(
             let json = r.value.unwrap_or_default();
             if let Mode::Pull {
                 table_keys: Some(keys),
+                ..
             } = &config.mode
             {
                 table.put(keys, json, deletion)?;
@@ -198,12 +262,25 @@ fn run(
         }
         if !more {
             // The scan is done: a table's rows go out now.
+            if let Mode::Pull {
+                scan_order: Some(order),
+                ..
+            } = &config.mode
+            {
+                table.sort(order);
+            }
             for json in table.rows.into_iter().flatten() {
                 if !send(json, false) {
                     return Ok(());
                 }
             }
-            if matches!(config.mode, Mode::Pull { table_keys: None }) {
+            if matches!(
+                config.mode,
+                Mode::Pull {
+                    table_keys: None,
+                    ..
+                }
+            ) {
                 let _ = rows.blocking_send(PushEvent::Completed);
             }
             return Ok(());
@@ -369,6 +446,21 @@ struct LatestRows {
 }
 
 impl LatestRows {
+    /// Puts the rows in a store's scan order.
+    fn sort(&mut self, order: &ScanOrder) {
+        let mut keyed: Vec<((i32, Vec<u8>), Vec<u8>)> = std::mem::take(&mut self.rows)
+            .into_iter()
+            .flatten()
+            .map(|json| {
+                let row: Vec<serde_json::Value> = serde_json::from_slice(&json).unwrap_or_default();
+                (order.position(&row), json)
+            })
+            .collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        self.rows = keyed.into_iter().map(|(_, json)| Some(json)).collect();
+        self.index.clear();
+    }
+
     fn put(&mut self, keys: &[usize], json: Vec<u8>, deletion: bool) -> Result<()> {
         let row: Vec<serde_json::Value> = serde_json::from_slice(&json)
             .map_err(|e| RuntimeError::Plan(format!("a result row is not a JSON array: {e}")))?;

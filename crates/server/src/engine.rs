@@ -13,7 +13,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use sluice_plan::QueryPlan;
 use sluice_runtime::driver::Driver;
-use sluice_runtime::push::{Mode, PushConfig};
+use sluice_runtime::push::{Mode, PushConfig, ScanOrder};
 use sluice_runtime::{KafkaAdmin, QueryConfig};
 use sluice_sql::ast::{ShowTarget, Statement, StatementKind};
 use sluice_sql::{
@@ -686,6 +686,26 @@ impl Engine {
         let mode = if !pull {
             Mode::Push
         } else if is_table {
+            let key_index = |name: &str| schema.columns.iter().position(|c| c.name == name);
+            // A scan of one source table comes out in its store's order.
+            let scan_order = match plan.root.sources().as_slice() {
+                [(_, topic)] => {
+                    let key_columns: Option<Vec<(usize, sluice_plan::SqlType)>> = topic
+                        .schema
+                        .keys()
+                        .map(|k| key_index(&k.name).map(|i| (i, k.ty.clone())))
+                        .collect();
+                    let partitions = self.cluster.partitions(&topic.topic).ok().flatten();
+                    key_columns
+                        .zip(partitions)
+                        .map(|(key_columns, partitions)| ScanOrder {
+                            partitions,
+                            key_format: topic.key_format.kind,
+                            key_columns,
+                        })
+                }
+                _ => None,
+            };
             Mode::Pull {
                 table_keys: Some(
                     schema
@@ -696,9 +716,13 @@ impl Engine {
                         .map(|(i, _)| i)
                         .collect(),
                 ),
+                scan_order,
             }
         } else {
-            Mode::Pull { table_keys: None }
+            Mode::Pull {
+                table_keys: None,
+                scan_order: None,
+            }
         };
         Ok(PushPlan {
             id,

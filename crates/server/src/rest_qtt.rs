@@ -55,7 +55,7 @@ impl Drop for CaseServer {
 impl CaseServer {
     fn start(runtime: &tokio::runtime::Runtime, case: &Value) -> Result<CaseServer, Verdict> {
         let driver = Arc::new(Mutex::new(Driver::new()));
-        for (name, partitions) in sluice_qtt::case_topics(case) {
+        for (name, partitions) in harness_topics(case) {
             lock(&driver).create_topic(&name, partitions);
         }
         let mut config = ServerConfig::new("in-memory");
@@ -127,6 +127,46 @@ impl CaseServer {
 
 fn lock(driver: &Mutex<Driver>) -> std::sync::MutexGuard<'_, Driver> {
     driver.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The topics ksqlDB's REST harness creates for a case: those it names (with their
+/// partition counts), and those its records are on, with the partition count a
+/// statement gives the topic, else 4 (the harness's default, which shows in the order
+/// of table scans).
+fn harness_topics(case: &Value) -> Vec<(String, u32)> {
+    let statements = sluice_qtt::statements(case);
+    let declared = |topic: &str| -> u32 {
+        let quoted = format!("'{}'", topic.to_ascii_uppercase());
+        statements
+            .iter()
+            .map(|s| s.to_ascii_uppercase())
+            .filter(|s| s.contains(&quoted))
+            .find_map(|s| {
+                let at = s.find("PARTITIONS")?;
+                let rest = s[at + "PARTITIONS".len()..]
+                    .trim_start()
+                    .strip_prefix('=')?;
+                let digits: String = rest
+                    .trim_start()
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                digits.parse().ok()
+            })
+            .unwrap_or(4)
+    };
+    sluice_qtt::case_topics(case)
+        .into_iter()
+        .map(|(name, partitions)| {
+            let named = case["topics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|t| t["name"] == name.as_str());
+            let partitions = if named { partitions } else { declared(&name) };
+            (name, partitions)
+        })
+        .collect()
 }
 
 /// A response of the REST API to one statement.

@@ -2260,21 +2260,25 @@ fn plan_projection(
                 }
                 // A query's rows over a windowed source show the window's bounds after
                 // the key columns (as key columns of a table's rows).
-                let bounds: Vec<Column> = if transient
-                    && scope.columns.iter().any(|c| c.name == "WINDOWSTART")
-                {
-                    ["WINDOWSTART", "WINDOWEND"]
-                        .map(|b| Column {
-                            name: b.into(),
-                            ty: SqlType::Bigint,
-                            kind: ColumnKind::Key,
-                        })
-                        .into()
-                } else {
-                    Vec::new()
-                };
+                let bounds: Vec<Column> =
+                    if transient && scope.columns.iter().any(|c| c.name == "WINDOWSTART") {
+                        ["WINDOWSTART", "WINDOWEND"]
+                            .map(|b| Column {
+                                name: b.into(),
+                                ty: SqlType::Bigint,
+                                kind: ColumnKind::Key,
+                            })
+                            .into()
+                    } else {
+                        Vec::new()
+                    };
                 let keys = input_schema.keys().chain(&bounds);
-                for col in keys.chain(input_schema.columns.iter().filter(|c| c.kind != ColumnKind::Key)) {
+                for col in keys.chain(
+                    input_schema
+                        .columns
+                        .iter()
+                        .filter(|c| c.kind != ColumnKind::Key),
+                ) {
                     projection.push(NamedExpr {
                         name: col.name.clone(),
                         expr: sluice_plan::Expr::Column(col.name.clone()),
