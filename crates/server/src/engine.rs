@@ -676,13 +676,33 @@ impl Engine {
             .first()
             .map(|(name, _)| name.to_string())
             .unwrap_or_default();
-        let id = self.transient_id(&source);
-        let offset_reset = ["auto.offset.reset", "ksql.streams.auto.offset.reset"]
+        let requested_reset = ["auto.offset.reset", "ksql.streams.auto.offset.reset"]
             .iter()
             .find_map(|n| properties.get(*n))
-            .and_then(Value::as_str)
+            .and_then(Value::as_str);
+        let offset_reset = requested_reset
             .unwrap_or(&self.config.auto_offset_reset)
             .to_string();
+        // ksqlDB answers a push query that only filters and projects the new rows of a
+        // persistent query's output as a scalable push query, named so.
+        let scalable = match &stmt.kind {
+            StatementKind::Select(q) => {
+                !pull
+                    && requested_reset == Some("latest")
+                    && q.joins.is_empty()
+                    && q.window.is_none()
+                    && q.group_by.is_empty()
+                    && q.partition_by.is_empty()
+                    && !self.lock_metastore().writers_of(&source).is_empty()
+            }
+            _ => false,
+        };
+        let id = if scalable {
+            let n = self.push_ids.fetch_add(1, Ordering::Relaxed) + 1;
+            format!("SCALABLE_PUSH_QUERY_{n}")
+        } else {
+            self.transient_id(&source)
+        };
         let mode = if !pull {
             Mode::Push
         } else if is_table {

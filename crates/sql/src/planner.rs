@@ -2322,8 +2322,12 @@ fn plan_projection(
                 if RESERVED_COLUMNS.contains(&name.as_str()) && !transient {
                     return Err(reserved_name(&name, alias.is_some(), expr.pos));
                 }
+                // A table query's rows over a windowed table are keyed by the window too.
                 let is_key = matches!(&expr.kind, ExprKind::Column { name: n, .. }
-                    if input_schema.find(n).is_some_and(|c| c.kind == ColumnKind::Key));
+                    if input_schema.find(n).is_some_and(|c| c.kind == ColumnKind::Key)
+                        || (transient
+                            && c.kind == SourceKind::Table
+                            && matches!(n.as_str(), "WINDOWSTART" | "WINDOWEND")));
                 if is_key && let ExprKind::Column { name: n, .. } = &expr.kind {
                     key_aliases.push((n.clone(), name.clone()));
                 }
@@ -2399,7 +2403,14 @@ fn plan_projection(
             col.kind = ColumnKind::Value;
         }
     }
-    let out_schema = LogicalSchema::new(out_columns);
+    let out_schema = if transient {
+        // A query's rows keep the select list's order.
+        LogicalSchema {
+            columns: out_columns,
+        }
+    } else {
+        LogicalSchema::new(out_columns)
+    };
     // Keep the projection in the schema's order (keys first).
     let projection: Vec<NamedExpr> = out_schema
         .columns
