@@ -165,7 +165,9 @@ fn harness_topics(case: &Value) -> Vec<(String, u32)> {
         .filter_map(|s| {
             let upper = s.to_ascii_uppercase();
             let at = upper.find("KAFKA_TOPIC")?;
-            let rest = s[at + "KAFKA_TOPIC".len()..].trim_start().strip_prefix('=')?;
+            let rest = s[at + "KAFKA_TOPIC".len()..]
+                .trim_start()
+                .strip_prefix('=')?;
             let name = rest.trim_start().strip_prefix('\'')?.split('\'').next()?;
             Some((name.to_string(), 4))
         })

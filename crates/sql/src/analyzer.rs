@@ -1054,7 +1054,7 @@ impl ExprAnalyzer<'_> {
                     return Err(SqlError::semantic(
                         whole.pos,
                         format!(
-                            "Cannot compare {} ({}) to {} ({}) with {}.",
+                            "Cannot compare {} ({}) to {} ({}) with {}.\nStatement: {whole}",
                             self.shown(left, &l.0),
                             l.1,
                             self.shown(right, &r.0),

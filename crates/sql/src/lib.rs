@@ -16,6 +16,7 @@ mod join;
 mod lexer;
 pub mod parser;
 pub mod planner;
+pub mod pull;
 
 pub use error::{Pos, SqlError};
 pub use parser::{parse_expression, parse_statement, parse_statements};

@@ -192,6 +192,8 @@ pub struct PlannerConfig {
     /// Planning a push query: its rows go to a client, not to a topic, so a projection
     /// need not include the source's key columns.
     pub transient: bool,
+    /// What pull queries may do.
+    pub pull: crate::pull::PullConfig,
 }
 
 impl PlannerConfig {
@@ -214,6 +216,12 @@ impl PlannerConfig {
             "ksql.output.topic.name.prefix" => self.output_topic_prefix = value.to_string(),
             "ksql.functions.collect_list.limit" => self.collect_list_limit = value.parse().ok(),
             "ksql.functions.collect_set.limit" => self.collect_set_limit = value.parse().ok(),
+            "ksql.query.pull.table.scan.enabled" => {
+                self.pull.table_scan = !value.eq_ignore_ascii_case("false");
+            }
+            "ksql.query.pull.range.scan.enabled" => {
+                self.pull.range_scan = !value.eq_ignore_ascii_case("false");
+            }
             _ => {}
         }
     }
@@ -229,6 +237,7 @@ impl Default for PlannerConfig {
             collect_list_limit: None,
             collect_set_limit: None,
             transient: false,
+            pull: Default::default(),
         }
     }
 }
@@ -1805,6 +1814,9 @@ fn plan_select(
             stmt.pos,
         )
     };
+    if query.emit.is_none() {
+        crate::pull::check(stmt, query, catalog, &config.pull)?;
+    }
     // The runtime counts the LIMIT; persistent queries have none.
     let mut query = query.clone();
     let limit = query.limit.take();

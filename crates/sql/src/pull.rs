@@ -1,0 +1,284 @@
+//! The rules of pull queries (a SELECT without EMIT): what they may contain, which
+//! tables they may read, and, when table scans are off
+//! (`ksql.query.pull.table.scan.enabled=false`), which WHERE clauses a key lookup or
+//! key range scan can answer. The messages are ksqlDB's.
+
+use crate::ast::{self, Expr, ExprKind, LiteralValue};
+use crate::error::SqlError;
+use crate::planner::{Catalog, SourceDesc, SourceKindName};
+use sluice_plan::{BinaryOp, SqlType};
+
+const MORE_INFO: &str = "See https://cnfl.io/queries for more info.\nAdd EMIT CHANGES if you intended to issue a push query.";
+
+/// Pull query settings.
+#[derive(Clone, Debug)]
+pub struct PullConfig {
+    /// `ksql.query.pull.table.scan.enabled` (on by default).
+    pub table_scan: bool,
+    /// `ksql.query.pull.range.scan.enabled` (on by default).
+    pub range_scan: bool,
+}
+
+impl Default for PullConfig {
+    fn default() -> Self {
+        PullConfig {
+            table_scan: true,
+            range_scan: true,
+        }
+    }
+}
+
+/// Checks a pull query before it is planned.
+pub fn check(
+    stmt: &ast::Statement,
+    q: &ast::Query,
+    catalog: &dyn Catalog,
+    config: &PullConfig,
+) -> Result<(), SqlError> {
+    let fail = |m: String| Err(SqlError::semantic(stmt.pos, m));
+    if !q.joins.is_empty() {
+        return fail(format!(
+            "Pull queries don't support JOIN clauses. {MORE_INFO}"
+        ));
+    }
+    if q.window.is_some() {
+        return fail(format!(
+            "Pull queries don't support WINDOW clauses. {MORE_INFO}"
+        ));
+    }
+    if !q.group_by.is_empty() {
+        return fail(format!(
+            "Pull queries don't support GROUP BY clauses. {MORE_INFO}"
+        ));
+    }
+    if !q.partition_by.is_empty() {
+        return fail(format!(
+            "Pull queries don't support PARTITION BY clauses. {MORE_INFO}"
+        ));
+    }
+    let select_columns: Vec<&str> = q
+        .select
+        .iter()
+        .flat_map(|item| match item {
+            ast::SelectItem::Expr { expr, .. } | ast::SelectItem::StructStar { expr, .. } => {
+                expr.column_names()
+            }
+            ast::SelectItem::Star { .. } => Vec::new(),
+        })
+        .collect();
+    refuse_pseudo_columns(stmt, &select_columns, "SELECT")?;
+    if let Some(w) = &q.where_clause {
+        refuse_pseudo_columns(stmt, &w.column_names(), "WHERE")?;
+    }
+    let Some(source) = catalog.source(&q.from.name) else {
+        // The planner reports the missing source.
+        return Ok(());
+    };
+    if source.kind == SourceKindName::Stream {
+        return Ok(());
+    }
+    if !is_materialized(source) {
+        return fail(format!(
+            "The `{name}` table isn't queryable. To derive a queryable table, you can do 'CREATE TABLE QUERYABLE_{name} AS SELECT * FROM {name}'. See https://cnfl.io/queries for more info.",
+            name = source.name
+        ));
+    }
+    if let Some(w) = &q.where_clause {
+        check_in_lists(stmt, w, source)?;
+        if !config.table_scan {
+            check_key_lookup(stmt, w, source, config)?;
+        }
+    }
+    Ok(())
+}
+
+/// ROWPARTITION and ROWOFFSET are not kept in a table's store.
+fn refuse_pseudo_columns(
+    stmt: &ast::Statement,
+    columns: &[&str],
+    clause: &str,
+) -> Result<(), SqlError> {
+    let mut found: Vec<&str> = Vec::new();
+    for c in columns {
+        if matches!(*c, "ROWPARTITION" | "ROWOFFSET") && !found.contains(c) {
+            found.push(c);
+        }
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = found.iter().map(|c| format!("`{c}`")).collect();
+    Err(SqlError::semantic(
+        stmt.pos,
+        format!(
+            "Pull queries don't support the following columns in {clause} clauses: {}",
+            list.join(", ")
+        ),
+    ))
+}
+
+/// A table has a store to answer pull queries when a query writes it (CREATE TABLE AS
+/// SELECT) or it was created with CREATE SOURCE TABLE.
+fn is_materialized(source: &SourceDesc) -> bool {
+    source.is_source
+        || crate::parse_statements(&source.sql)
+            .map(|s| {
+                s.iter()
+                    .any(|s| matches!(s.kind, ast::StatementKind::CreateAs(_)))
+            })
+            .unwrap_or(false)
+}
+
+fn key_type<'a>(source: &'a SourceDesc, name: &str) -> Option<&'a SqlType> {
+    source
+        .topic
+        .schema
+        .keys()
+        .find(|k| k.name == name)
+        .map(|k| &k.ty)
+}
+
+/// `KEY IN (...)`: each literal must convert to the key's type.
+fn check_in_lists(stmt: &ast::Statement, e: &Expr, source: &SourceDesc) -> Result<(), SqlError> {
+    if let ExprKind::InList { expr, list, .. } = &e.kind
+        && let ExprKind::Column { name, .. } = &expr.kind
+        && let Some(ty) = key_type(source, name)
+    {
+        for item in list {
+            let fits = match (&item.kind, ty) {
+                (ExprKind::Literal(LiteralValue::String(_)), SqlType::String) => true,
+                (ExprKind::Literal(LiteralValue::String(_)), _) => false,
+                (ExprKind::Literal(LiteralValue::Number(_)), SqlType::String) => false,
+                _ => true,
+            };
+            if !fits {
+                return Err(SqlError::semantic(
+                    stmt.pos,
+                    format!(
+                        "{item} can not be converted to the type of the key column: {name} {ty} KEY"
+                    ),
+                ));
+            }
+        }
+    }
+    for child in e.children() {
+        check_in_lists(stmt, child, source)?;
+    }
+    Ok(())
+}
+
+fn split<'a>(e: &'a Expr, op: BinaryOp, out: &mut Vec<&'a Expr>) {
+    match &e.kind {
+        ExprKind::Binary { op: o, left, right } if *o == op => {
+            split(left, op, out);
+            split(right, op, out);
+        }
+        _ => out.push(e),
+    }
+}
+
+/// With table scans off, each disjunct of the WHERE clause must pin every key column
+/// with `=` or `IN` (or, with range scans on, bound a single STRING key).
+fn check_key_lookup(
+    stmt: &ast::Statement,
+    w: &Expr,
+    source: &SourceDesc,
+    config: &PullConfig,
+) -> Result<(), SqlError> {
+    let fail = |m: String| Err(SqlError::semantic(stmt.pos, m));
+    let needs_scan = || fail("Query requires table scan to be enabled".into());
+    let keys: Vec<&sluice_plan::Column> = source.topic.schema.keys().collect();
+    let is_key = |e: &Expr| match &e.kind {
+        ExprKind::Column { name, .. } => keys.iter().any(|k| k.name == *name),
+        _ => false,
+    };
+    let mut disjuncts = Vec::new();
+    split(w, BinaryOp::Or, &mut disjuncts);
+    for disjunct in &disjuncts {
+        let mut conjuncts = Vec::new();
+        split(disjunct, BinaryOp::And, &mut conjuncts);
+        // Key column -> how it is constrained: equality (true) or a range (false).
+        let mut bound: Vec<(&str, bool)> = Vec::new();
+        for c in &conjuncts {
+            let (column, equality) = match &c.kind {
+                ExprKind::Binary { op, left, right } if op.is_comparison() => {
+                    let (key, other) = if is_key(left) {
+                        (left, right)
+                    } else if is_key(right) {
+                        (right, left)
+                    } else {
+                        continue;
+                    };
+                    if !other.column_names().is_empty() {
+                        return fail(
+                            "A comparison must be between a key column and a resolvable expression."
+                                .into(),
+                        );
+                    }
+                    let ExprKind::Column { name, .. } = &key.kind else {
+                        continue;
+                    };
+                    match op {
+                        BinaryOp::Eq => (name.as_str(), true),
+                        BinaryOp::Lt | BinaryOp::LtEq | BinaryOp::Gt | BinaryOp::GtEq => {
+                            (name.as_str(), false)
+                        }
+                        _ => {
+                            let shown: Vec<String> = keys
+                                .iter()
+                                .map(|k| format!("`{}` {} KEY", k.name, k.ty))
+                                .collect();
+                            return fail(format!(
+                                "Bound on key columns '[{}]' must currently be '='. ",
+                                shown.join(", ")
+                            ));
+                        }
+                    }
+                }
+                ExprKind::InList {
+                    expr,
+                    negated: false,
+                    ..
+                } if is_key(expr) => match &expr.kind {
+                    ExprKind::Column { name, .. } => (name.as_str(), true),
+                    _ => continue,
+                },
+                ExprKind::Like { .. } => {
+                    return fail("Like condition must be between strings".into());
+                }
+                _ => continue,
+            };
+            if bound.iter().any(|(k, _)| *k == column) {
+                return fail(
+                    "A comparison condition on the key column cannot be combined with other comparisons such as an IN predicate"
+                        .into(),
+                );
+            }
+            bound.push((column, equality));
+        }
+        if bound.is_empty() {
+            let shown = if disjuncts.len() == 1 {
+                format!(": {disjunct}")
+            } else {
+                String::new()
+            };
+            return fail(format!(
+                "WHERE clause missing key column for disjunct{shown}"
+            ));
+        }
+        let ranged = bound.iter().any(|(_, eq)| !eq);
+        if keys.len() > 1 && bound.len() < keys.len() {
+            if ranged && bound.len() > 1 {
+                return needs_scan();
+            }
+            return fail("Multi-column sources must specify every key in the WHERE clause.".into());
+        }
+        if ranged {
+            let string_key = keys.len() == 1 && keys[0].ty == SqlType::String;
+            if !config.range_scan || !string_key || disjuncts.len() > 1 || keys.len() > 1 {
+                return needs_scan();
+            }
+        }
+    }
+    Ok(())
+}
