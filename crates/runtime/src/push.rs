@@ -33,6 +33,9 @@ pub struct PushConfig {
     pub auto_offset_reset: String,
     pub limit: Option<u64>,
     pub mode: Mode,
+    /// The indexes of the row's columns the client sees (None: all); the others are
+    /// hidden columns the query needs, such as a table's key for a scan's dedup.
+    pub shown: Option<Vec<usize>>,
 }
 
 impl PushConfig {
@@ -230,7 +233,29 @@ fn run(
     let mut sent = 0u64;
     let mut out: Vec<OutputRecord> = Vec::new();
     let mut table = LatestRows::default();
+    let table_scan = matches!(
+        config.mode,
+        Mode::Pull {
+            table_keys: Some(_),
+            ..
+        }
+    );
+    if config.limit == Some(0) {
+        if !table_scan {
+            let _ = rows.blocking_send(PushEvent::LimitReached);
+        }
+        return Ok(());
+    }
     let mut send = |json: Vec<u8>, deletion: bool| -> bool {
+        let json = match &config.shown {
+            Some(shown) => {
+                let row: Vec<serde_json::Value> = serde_json::from_slice(&json).unwrap_or_default();
+                let visible: Vec<&serde_json::Value> =
+                    shown.iter().filter_map(|i| row.get(*i)).collect();
+                serde_json::to_vec(&visible).unwrap_or_default()
+            }
+            None => json,
+        };
         if rows
             .blocking_send(PushEvent::Row { json, deletion })
             .is_err()
@@ -239,7 +264,10 @@ fn run(
         }
         sent += 1;
         if config.limit.is_some_and(|l| sent >= l) {
-            let _ = rows.blocking_send(PushEvent::LimitReached);
+            // A table's scan just ends; a stream's says why.
+            if !table_scan {
+                let _ = rows.blocking_send(PushEvent::LimitReached);
+            }
             return false;
         }
         true

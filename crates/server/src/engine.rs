@@ -744,16 +744,32 @@ impl Engine {
                 scan_order: None,
             }
         };
+        // Hidden columns stay in the rows the plan makes, not in what the client sees.
+        let hidden = |c: &sluice_plan::Column| c.name.starts_with(sluice_sql::HIDDEN_PREFIX);
+        let shown = schema.columns.iter().any(hidden).then(|| {
+            (0..schema.columns.len())
+                .filter(|i| !hidden(&schema.columns[*i]))
+                .collect()
+        });
+        let visible = sluice_plan::LogicalSchema {
+            columns: schema
+                .columns
+                .iter()
+                .filter(|c| !hidden(c))
+                .cloned()
+                .collect(),
+        };
         Ok(PushPlan {
             id,
             plan: *plan,
-            schema,
+            schema: visible,
             is_table,
             config: PushConfig {
                 bootstrap_servers: self.config.bootstrap_servers.clone(),
                 auto_offset_reset: offset_reset,
                 limit,
                 mode,
+                shown,
             },
         })
     }

@@ -250,12 +250,16 @@ fn list_names(names: &[String]) -> String {
 }
 
 /// Plans `SELECT ... FROM input GROUP BY ... [HAVING ...]` for the sink `sink_name`.
+/// Columns a query's plan needs but its rows do not show start with this.
+pub const HIDDEN_PREFIX: &str = "$hidden_";
+
 pub fn plan_aggregate(
     sink_name: &str,
     query: &ast::Query,
     input_scope: &Scope,
     input: Step,
     window: Option<WindowSpec>,
+    transient: bool,
 ) -> Result<PlannedAggregate, SqlError> {
     // `SELECT *` names every column of the input, each then a grouped or an aggregated
     // expression like any other.
@@ -416,7 +420,7 @@ pub fn plan_aggregate(
         .filter(|(_, n)| n.is_none())
         .map(|(t, _)| t.clone())
         .collect();
-    if !missing.is_empty() {
+    if !missing.is_empty() && !transient {
         let noun = if missing.len() == 1 {
             "grouping expression"
         } else {
@@ -431,7 +435,13 @@ pub fn plan_aggregate(
             ),
         ));
     }
-    let key_names: Vec<String> = key_names.into_iter().flatten().collect();
+    // A query's rows need not show what they are grouped by: an unnamed grouping
+    // expression becomes a hidden column (named with a `$`, which no SQL name has).
+    let key_names: Vec<String> = key_names
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| n.unwrap_or_else(|| format!("{HIDDEN_PREFIX}key{i}")))
+        .collect();
 
     // Analyze over the intermediate row: key columns, then $agg0...
     let mut columns: Vec<ScopeColumn> = key_names
@@ -487,7 +497,7 @@ pub fn plan_aggregate(
             expr,
         });
     }
-    if projection.is_empty() {
+    if projection.is_empty() && !transient {
         return Err(SqlError::semantic(
             None,
             "The projection contains no value columns.",

@@ -18,6 +18,7 @@ pub mod parser;
 pub mod planner;
 pub mod pull;
 
+pub use aggregate::HIDDEN_PREFIX;
 pub use error::{Pos, SqlError};
 pub use parser::{parse_expression, parse_statement, parse_statements};
 pub use planner::{

@@ -1329,7 +1329,14 @@ fn plan_create_as(
     };
     let q = &c.query;
     let (body, out_schema) = if grouped {
-        let agg = crate::aggregate::plan_aggregate(&c.name, q, &scope, root, window.clone())?;
+        let agg = crate::aggregate::plan_aggregate(
+            &c.name,
+            q,
+            &scope,
+            root,
+            window.clone(),
+            config.transient,
+        )?;
         if over_table {
             check_table_aggregates(stmt.pos, &agg.step)?;
         }
@@ -1820,6 +1827,16 @@ fn plan_select(
     // The runtime counts the LIMIT; persistent queries have none.
     let mut query = query.clone();
     let limit = query.limit.take();
+    // A push query may aggregate without GROUP BY: all its rows are one group.
+    let aggregates = query.select.iter().any(|i| {
+        matches!(i, SelectItem::Expr { expr, .. } if crate::aggregate::find_aggregate(expr).is_some())
+    });
+    if query.emit.is_some() && query.group_by.is_empty() && aggregates {
+        query.group_by = vec![ast::Expr::new(
+            ExprKind::Literal(ast::LiteralValue::Number("1".into())),
+            stmt.pos,
+        )];
+    }
     let as_create = |kind| CreateAs {
         kind,
         or_replace: false,
@@ -1846,11 +1863,34 @@ fn plan_select(
     };
     let is_table = sink.kind == SourceKindName::Table;
     if is_table && query.emit.is_none() && sink.topic.schema.keys().next().is_none() {
-        // The scan keeps each key's latest row: it must see the key.
-        return Err(SqlError::unsupported(
-            stmt.pos,
-            "A pull query on a table must select the table's key columns (for now).",
-        ));
+        // The scan keeps each key's latest row: it must see the key, as hidden columns
+        // when the query does not select it.
+        let replanned = query.select.iter().any(|i| {
+            matches!(i, SelectItem::Expr { alias: Some(a), .. } if a.starts_with(crate::HIDDEN_PREFIX))
+        });
+        if let Some(source) = catalog.source(&query.from.name)
+            && !replanned
+        {
+            let mut with_keys = query.clone();
+            with_keys.limit = limit;
+            let windowed = source.topic.window.is_some();
+            let keys = source.topic.schema.keys().map(|k| k.name.clone());
+            let bounds = ["WINDOWSTART", "WINDOWEND"].map(String::from);
+            for name in keys.chain(bounds.into_iter().filter(|_| windowed)) {
+                with_keys.select.push(SelectItem::Expr {
+                    alias: Some(format!("{}{name}", crate::HIDDEN_PREFIX)),
+                    expr: ast::Expr::new(
+                        ExprKind::Column {
+                            qualifier: None,
+                            name,
+                        },
+                        stmt.pos,
+                    ),
+                });
+            }
+            with_keys.emit = None;
+            return plan_select(stmt, &with_keys, catalog, &config);
+        }
     }
     Ok(Planned::Select {
         plan,
