@@ -15,11 +15,15 @@ cargo test --workspace
 # Tests that restart the shared local broker run alone, after all the others.
 cargo test -p sluice-e2e --test exactly_once -- --ignored
 
-# The conformance ratchet: ksqlDB's query-validation cases, read from ../shared.
-cases=../shared/conformance/qtt
-if [ -d "$cases" ]; then
-    "$CARGO_TARGET_DIR/debug/sluice" test qtt "$cases" \
-        --min-pass "$(cat conformance/qtt-min-pass)" --report "$CARGO_TARGET_DIR/qtt-report.json" | tail -n 1
-else
-    echo "test.sh: $cases not found; conformance cases skipped" >&2
-fi
+# The conformance ratchets: ksqlDB's query-validation cases (qtt: topics in, topics out;
+# rest-qtt: REST responses of an in-process server), read from ../shared.
+for suite in qtt rest-qtt; do
+    cases=../shared/conformance/$suite
+    if [ -d "$cases" ]; then
+        "$CARGO_TARGET_DIR/debug/sluice" test "$suite" "$cases" \
+            --min-pass "$(cat "conformance/$suite-min-pass")" \
+            --report "$CARGO_TARGET_DIR/$suite-report.json" | tail -n 1
+    else
+        echo "test.sh: $cases not found; conformance cases skipped" >&2
+    fi
+done
