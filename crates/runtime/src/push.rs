@@ -41,7 +41,7 @@ pub struct PushConfig {
 impl PushConfig {
     /// Whether the query reads an input from its start: with `earliest`, and always for
     /// a stream-table join's table, so that lookups find the rows written before.
-    fn from_start(&self, pipeline: &Pipeline, input: usize) -> bool {
+    fn reads_from_start(&self, pipeline: &Pipeline, input: usize) -> bool {
         self.auto_offset_reset == "earliest" || pipeline.is_lookup_table(input)
     }
 }
@@ -59,6 +59,9 @@ pub enum Mode {
     },
 }
 
+/// A row's place in a scan: its key's partition, then its key's bytes.
+type ScanPosition = (i32, Vec<u8>);
+
 /// The order in which ksqlDB's stores hand out a table's rows: partition by partition
 /// (as Kafka's default partitioner places the key), and by the key's serialized bytes
 /// within a partition.
@@ -71,8 +74,8 @@ pub struct ScanOrder {
 }
 
 impl ScanOrder {
-    /// Where a row comes in the scan: (partition, key bytes).
-    fn position(&self, row: &[serde_json::Value]) -> (i32, Vec<u8>) {
+    /// Where a row comes in the scan.
+    fn position(&self, row: &[serde_json::Value]) -> ScanPosition {
         use serde_json::Value;
         use sluice_plan::{FormatKind, SqlType};
         let values: Vec<(&Value, &SqlType)> = self
@@ -172,7 +175,7 @@ impl PushQuery {
         let pull = matches!(config.mode, Mode::Pull { .. });
         driver.lock().unwrap_or_else(|p| p.into_inner()).tap(
             topics,
-            |input| pull || config.from_start(&pipeline, input),
+            |input| pull || config.reads_from_start(&pipeline, input),
             !pull,
             tx,
         );
@@ -349,7 +352,7 @@ impl KafkaFeed {
         let mut ends = HashMap::new();
         for (input, topic) in topics.iter().enumerate() {
             let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
-            let start = if pull || config.from_start(pipeline, input) {
+            let start = if pull || config.reads_from_start(pipeline, input) {
                 Offset::Beginning
             } else {
                 Offset::End
@@ -476,7 +479,7 @@ struct LatestRows {
 impl LatestRows {
     /// Puts the rows in a store's scan order.
     fn sort(&mut self, order: &ScanOrder) {
-        let mut keyed: Vec<((i32, Vec<u8>), Vec<u8>)> = std::mem::take(&mut self.rows)
+        let mut keyed: Vec<(ScanPosition, Vec<u8>)> = std::mem::take(&mut self.rows)
             .into_iter()
             .flatten()
             .map(|json| {

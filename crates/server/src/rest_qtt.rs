@@ -184,7 +184,12 @@ fn harness_topics(case: &Value) -> Vec<(String, u32)> {
             let partitions = if named { partitions } else { declared(&name) };
             (name, partitions)
         })
-        .collect()
+        .fold(Vec::new(), |mut topics, (name, partitions)| {
+            if !topics.iter().any(|(n, _)| *n == name) {
+                topics.push((name, partitions));
+            }
+            topics
+        })
 }
 
 /// A response of the REST API to one statement.
@@ -259,10 +264,10 @@ fn send_query(
             Err(_) => break,
         };
         text.extend_from_slice(&buf[..n]);
-        if status < 300 {
-            if parse_elements(&text).len() >= expected.max(1) || Instant::now() > deadline {
-                break;
-            }
+        if status < 300
+            && (parse_elements(&text).len() >= expected.max(1) || Instant::now() > deadline)
+        {
+            break;
         }
     }
     if status >= 300 {
@@ -541,4 +546,133 @@ fn compare_unordered(want: &[Value], got: &[Value]) -> Result<(), String> {
 
 fn w_len(v: &Value) -> usize {
     v.as_array().map(Vec::len).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_qtt::Outcome;
+
+    fn run(cases: Value) -> Vec<(Outcome, String)> {
+        let dir = std::env::temp_dir().join(format!("sluice-rest-qtt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!(
+            "{}.json",
+            cases[0]["name"].as_str().unwrap().replace(' ', "_")
+        ));
+        std::fs::write(&path, json!({ "tests": cases }).to_string()).unwrap();
+        run_files(&[path])
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.outcome, r.reason))
+            .collect()
+    }
+
+    fn case(name: &str, query: &str, rows: Value) -> Value {
+        json!({
+            "name": name,
+            "statements": [
+                "CREATE STREAM S (K STRING KEY, V INT) WITH (kafka_topic='t', value_format='JSON');",
+                "CREATE TABLE T AS SELECT K, SUM(V) AS TOTAL FROM S GROUP BY K;",
+                query
+            ],
+            "inputs": [
+                {"topic": "t", "key": "a", "value": {"V": 1}, "timestamp": 1},
+                {"topic": "t", "key": "b", "value": {"V": 2}, "timestamp": 2},
+                {"topic": "t", "key": "a", "value": {"V": 3}, "timestamp": 3}
+            ],
+            "responses": [
+                {"admin": {"@type": "currentStatus"}},
+                {"admin": {"@type": "currentStatus"}},
+                {"query": rows}
+            ]
+        })
+    }
+
+    #[test]
+    fn pull_and_push_responses_are_compared() {
+        let header = json!({"header": {"schema": "`K` STRING KEY, `TOTAL` INTEGER"}});
+        let results = run(json!([
+            // Rows of a table scan may come in any order.
+            case(
+                "pull",
+                "SELECT * FROM T;",
+                json!([
+                    header, {"row": {"columns": ["b", 2]}}, {"row": {"columns": ["a", 4]}}
+                ])
+            ),
+            case(
+                "wrong total",
+                "SELECT * FROM T;",
+                json!([
+                    header, {"row": {"columns": ["a", 5]}}, {"row": {"columns": ["b", 2]}}
+                ])
+            ),
+            case(
+                "push",
+                "SELECT K, V FROM S EMIT CHANGES LIMIT 2;",
+                json!([
+                    {"header": {"schema": "`K` STRING, `V` INTEGER"}},
+                    {"row": {"columns": ["a", 1]}}, {"row": {"columns": ["b", 2]}},
+                    {"finalMessage": "Limit Reached"}
+                ])
+            ),
+        ]));
+        assert_eq!(results[0], (Outcome::Pass, String::new()));
+        assert_eq!(results[1].0, Outcome::Fail);
+        assert!(
+            results[1]
+                .1
+                .contains(r#"expected row {"row":{"columns":["a",5]}} is missing"#),
+            "{}",
+            results[1].1
+        );
+        assert_eq!(results[2], (Outcome::Pass, String::new()));
+    }
+
+    #[test]
+    fn expected_errors_must_be_the_response() {
+        let refused = |message: &str| {
+            json!({
+                "name": format!("refused {message}"),
+                "statements": [
+                    "CREATE STREAM S (K STRING KEY, V INT) WITH (kafka_topic='t', value_format='JSON');",
+                    "SELECT * FROM S GROUP BY K;"
+                ],
+                "expectedError": {
+                    "type": "io.confluent.ksql.rest.entity.KsqlStatementErrorMessage",
+                    "message": message,
+                    "status": 400
+                }
+            })
+        };
+        let results = run(json!([
+            refused("Pull queries don't support GROUP BY clauses."),
+            refused("something else")
+        ]));
+        assert_eq!(results[0], (Outcome::Pass, String::new()));
+        assert_eq!(results[1].0, Outcome::Fail);
+    }
+
+    #[test]
+    fn harness_topics_follow_the_statements() {
+        let case = json!({
+            "statements": [
+                "CREATE STREAM A (K INT KEY) WITH (kafka_topic='a', value_format='JSON', PARTITIONS=2);",
+                "CREATE STREAM B (K INT KEY) WITH (kafka_topic='b', value_format='JSON');"
+            ],
+            "inputs": [{"topic": "a"}],
+            "topics": [{"name": "c", "partitions": 3}]
+        });
+        let mut topics = harness_topics(&case);
+        topics.sort();
+        assert_eq!(
+            topics,
+            [
+                ("a".to_string(), 2),
+                ("b".to_string(), 4),
+                ("c".to_string(), 3)
+            ]
+        );
+    }
 }

@@ -282,3 +282,114 @@ fn check_key_lookup(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::planner::{Planned, PlannerConfig, SourceDesc, plan_statement};
+    use std::collections::BTreeMap;
+
+    /// A catalog with a stream S, a table T read from a topic, and AGG, a table a query
+    /// writes (materialized).
+    fn catalog() -> BTreeMap<String, SourceDesc> {
+        let mut c = BTreeMap::new();
+        for sql in [
+            "CREATE STREAM S (ID STRING KEY, V INT) WITH (kafka_topic='s', value_format='JSON');",
+            "CREATE TABLE T (ID STRING PRIMARY KEY, V INT) WITH (kafka_topic='t', value_format='JSON');",
+            "CREATE TABLE AGG AS SELECT ID, COUNT(*) AS N FROM S GROUP BY ID;",
+        ] {
+            let stmt = crate::parse_statement(sql).unwrap();
+            match plan_statement(&stmt, &c, &PlannerConfig::default()).unwrap() {
+                Planned::CreateSource { source, .. } | Planned::CreateAs { sink: source, .. } => {
+                    c.insert(source.name.clone(), source);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        c
+    }
+
+    fn plan(sql: &str, properties: &[(&str, &str)]) -> Result<Planned, String> {
+        let mut config = PlannerConfig::default();
+        for (k, v) in properties {
+            config.apply(k, v);
+        }
+        let stmt = crate::parse_statement(sql).map_err(|e| e.to_string())?;
+        plan_statement(&stmt, &catalog(), &config).map_err(|e| e.to_string())
+    }
+
+    fn refusal(sql: &str, properties: &[(&str, &str)]) -> String {
+        plan(sql, properties).expect_err("must be refused")
+    }
+
+    const NO_SCAN: &[(&str, &str)] = &[("ksql.query.pull.table.scan.enabled", "false")];
+
+    #[test]
+    fn clauses_a_pull_query_cannot_have() {
+        assert!(
+            refusal("SELECT * FROM S GROUP BY ID;", &[])
+                .contains("Pull queries don't support GROUP BY clauses.")
+        );
+        assert!(
+            refusal("SELECT * FROM S WINDOW TUMBLING (SIZE 1 SECOND);", &[])
+                .contains("Pull queries don't support WINDOW clauses.")
+        );
+        assert!(
+            refusal("SELECT ID, ROWOFFSET FROM S;", &[])
+                .contains("following columns in SELECT clauses: `ROWOFFSET`")
+        );
+        assert!(
+            refusal("SELECT * FROM AGG WHERE ROWPARTITION = 1;", &[])
+                .contains("following columns in WHERE clauses: `ROWPARTITION`")
+        );
+    }
+
+    #[test]
+    fn only_materialized_tables_answer() {
+        assert!(refusal("SELECT * FROM T;", &[]).contains(
+            "The `T` table isn't queryable. To derive a queryable table, you can do 'CREATE TABLE QUERYABLE_T AS SELECT * FROM T'."
+        ));
+        assert!(plan("SELECT * FROM AGG;", &[]).is_ok());
+        assert!(plan("SELECT * FROM S;", &[]).is_ok());
+    }
+
+    #[test]
+    fn key_lookups_without_table_scans() {
+        assert!(plan("SELECT * FROM AGG WHERE ID = 'a';", NO_SCAN).is_ok());
+        assert!(plan("SELECT * FROM AGG WHERE ID IN ('a', 'b');", NO_SCAN).is_ok());
+        // A single STRING key may be range-scanned.
+        assert!(plan("SELECT * FROM AGG WHERE ID < 'b';", NO_SCAN).is_ok());
+        assert_eq!(
+            refusal("SELECT * FROM AGG WHERE N = 1;", NO_SCAN),
+            "WHERE clause missing key column for disjunct: (N = 1)"
+        );
+        assert!(
+            refusal("SELECT * FROM AGG WHERE ID != 'a';", NO_SCAN)
+                .starts_with("Bound on key columns '[`ID` STRING KEY]' must currently be '='.")
+        );
+        assert!(
+            refusal("SELECT * FROM AGG WHERE ID = 'a' AND ID IN ('a');", NO_SCAN)
+                .contains("cannot be combined with other comparisons such as an IN predicate")
+        );
+        assert_eq!(
+            refusal("SELECT * FROM AGG WHERE ID < 'b' OR ID > 'c';", NO_SCAN),
+            "Query requires table scan to be enabled"
+        );
+        assert_eq!(
+            refusal(
+                "SELECT * FROM AGG WHERE ID < 'b';",
+                &[NO_SCAN[0], ("ksql.query.pull.range.scan.enabled", "false")]
+            ),
+            "Query requires table scan to be enabled"
+        );
+        // With table scans on (the default), any predicate goes.
+        assert!(plan("SELECT * FROM AGG WHERE N = 1;", &[]).is_ok());
+    }
+
+    #[test]
+    fn in_lists_must_fit_the_key() {
+        assert_eq!(
+            refusal("SELECT * FROM AGG WHERE ID IN ('a', 1);", &[]),
+            "1 can not be converted to the type of the key column: ID STRING KEY"
+        );
+    }
+}
