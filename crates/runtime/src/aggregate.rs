@@ -282,13 +282,16 @@ impl AggregateOp {
                         key.push(ScalarValue::Int64(Some(start)));
                         let group = self.group(key.clone(), start + w.size_ms)?;
                         apply(group, &values, false, seq, ts)?;
+                        // A window's row carries its latest time (Kafka Streams'
+                        // window stores keep the largest timestamp of the window).
                         if !emit_final {
+                            let latest = group.max_ts;
                             rows.push(
                                 &group_key,
                                 group,
                                 Some(start),
                                 &pseudo,
-                                None,
+                                Some(latest),
                                 Emitted::Group(key),
                             )?;
                         }

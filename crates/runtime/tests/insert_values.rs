@@ -78,11 +78,15 @@ fn bad_values_are_refused_with_the_reason() {
     let refused = |sql: &str| inserts(&format!("{STREAM}\n{sql}")).unwrap_err();
     assert!(
         refused("INSERT INTO s (id, name) VALUES (1);")
-            .contains("Expected a value for each column"),
+            .contains("Expected number columns and values to match: 2, 1"),
     );
     assert!(refused("INSERT INTO s (score) VALUES ('x');").contains("Expected type DOUBLE"));
     assert!(
         refused("INSERT INTO s (nope) VALUES (1);").contains("Column name NOPE does not exist")
+    );
+    assert!(
+        refused("INSERT INTO s (ROWPARTITION) VALUES (1);")
+            .contains("Inserting into column `ROWPARTITION` is not allowed.")
     );
     assert!(refused("INSERT INTO t (id) VALUES (1);").contains("unknown stream/table: `T`"));
     let table = "CREATE TABLE t (id INT PRIMARY KEY, v STRING) WITH (kafka_topic='t', value_format='JSON');";

@@ -261,6 +261,18 @@ pub fn plan_aggregate(
     window: Option<WindowSpec>,
     transient: bool,
 ) -> Result<PlannedAggregate, SqlError> {
+    if let Some(bound) = query.having.as_ref().and_then(|h| {
+        h.column_names()
+            .into_iter()
+            .find(|c| matches!(*c, "WINDOWSTART" | "WINDOWEND"))
+    }) {
+        return Err(SqlError::semantic(
+            query.having.as_ref().map(|h| h.pos),
+            format!(
+                "Window bounds column {bound} can only be used in the SELECT clause of windowed aggregations"
+            ),
+        ));
+    }
     // `SELECT *` names every column of the input, each then a grouped or an aggregated
     // expression like any other.
     let expanded;

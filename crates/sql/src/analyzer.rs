@@ -878,7 +878,9 @@ impl ExprAnalyzer<'_> {
         {
             return Err(SqlError::semantic(
                 pos,
-                format!("'{q}' is not a valid stream/table name or alias."),
+                format!(
+                    "Failed to prepare statement: '{q}' is not a valid stream/table name or alias."
+                ),
             ));
         }
         match self.scope.find(qualifier, name) {
@@ -1073,6 +1075,24 @@ impl ExprAnalyzer<'_> {
                 ))
             }
             _ => {
+                // Arithmetic with an untyped NULL has no type to work in.
+                if is_null_literal(left) || is_null_literal(right) {
+                    let shown = |e: &ast::Expr, t: &SqlType| {
+                        if is_null_literal(e) {
+                            "null".to_string()
+                        } else {
+                            t.to_string()
+                        }
+                    };
+                    return Err(SqlError::semantic(
+                        whole.pos,
+                        format!(
+                            "Error processing expression: {whole}. Arithmetic on types {} and {} are not supported.",
+                            shown(left, &l.1),
+                            shown(right, &r.1)
+                        ),
+                    ));
+                }
                 // Arithmetic. `+` on two strings concatenates, as in ksqlDB.
                 if op == BinaryOp::Add && l.1 == SqlType::String && r.1 == SqlType::String {
                     return Ok((
@@ -1621,7 +1641,7 @@ mod tests {
         let e = analyze("I = 'x'").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "Cannot compare I (INTEGER) to 'x' (STRING) with EQUAL."
+            "Cannot compare I (INTEGER) to 'x' (STRING) with EQUAL.\nStatement: (I = 'x')"
         );
     }
 

@@ -244,7 +244,9 @@ fn criteria<'q>(
         {
             return Err(SqlError::semantic(
                 pos,
-                format!("'{q}' is not a valid stream/table name or alias."),
+                format!(
+                    "Failed to prepare statement: '{q}' is not a valid stream/table name or alias."
+                ),
             ));
         }
     }
@@ -900,7 +902,9 @@ pub(crate) fn plan_join_projection(
                 {
                     return Err(SqlError::semantic(
                         *pos,
-                        format!("'{qual}' is not a valid stream/table name or alias."),
+                        format!(
+                            "Failed to prepare statement: '{qual}' is not a valid stream/table name or alias."
+                        ),
                     ));
                 }
                 for col in j

@@ -1862,6 +1862,9 @@ fn plan_select(
         unreachable!("plan_create_as plans a CreateAs");
     };
     let is_table = sink.kind == SourceKindName::Table;
+    if query.emit.is_none() {
+        crate::pull::check_planned(stmt, &query, catalog)?;
+    }
     if is_table && query.emit.is_none() && sink.topic.schema.keys().next().is_none() {
         // The scan keeps each key's latest row: it must see the key, as hidden columns
         // when the query does not select it.
@@ -2018,13 +2021,9 @@ fn plan_insert_values(
     };
     if names.len() != values.len() {
         return Err(fail(format!(
-            "Expected a value for each column. Expected Columns: [{}]. Got [{}]",
-            names.join(", "),
-            values
-                .iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            "Failed to prepare statement: Expected number columns and values to match: {}, {}",
+            names.len(),
+            values.len()
         )));
     }
     let scope = Scope {
@@ -2038,6 +2037,14 @@ fn plan_insert_values(
     let mut planned = Vec::new();
     let mut rowtime = None;
     for (name, value) in names.iter().zip(values) {
+        if matches!(
+            name.as_str(),
+            "ROWPARTITION" | "ROWOFFSET" | "WINDOWSTART" | "WINDOWEND"
+        ) {
+            return Err(fail(format!(
+                "Inserting into column `{name}` is not allowed."
+            )));
+        }
         let ty = if name == "ROWTIME" {
             SqlType::Bigint
         } else {
@@ -2307,7 +2314,9 @@ fn plan_projection(
                 {
                     return Err(SqlError::semantic(
                         *pos,
-                        format!("'{qual}' is not a valid stream/table name or alias."),
+                        format!(
+                            "Failed to prepare statement: '{qual}' is not a valid stream/table name or alias."
+                        ),
                     ));
                 }
                 // A query's rows over a windowed source show the window's bounds after
@@ -2760,7 +2769,7 @@ mod tests {
     fn where_errors_say_where() {
         assert_eq!(
             error("CREATE STREAM out AS SELECT * FROM pageviews WHERE ms = 'x';"),
-            "Error in WHERE expression: Cannot compare MS (INTEGER) to 'x' (STRING) with EQUAL."
+            "Error in WHERE expression: Cannot compare MS (INTEGER) to 'x' (STRING) with EQUAL.\nStatement: (MS = 'x')"
         );
     }
 }

@@ -28,7 +28,7 @@ impl Default for PullConfig {
     }
 }
 
-/// Checks a pull query before it is planned.
+/// Checks a pull query before it is planned (`check_planned` follows planning).
 pub fn check(
     stmt: &ast::Statement,
     q: &ast::Query,
@@ -77,12 +77,6 @@ pub fn check(
     if source.kind == SourceKindName::Stream {
         return Ok(());
     }
-    if !is_materialized(source) {
-        return fail(format!(
-            "The `{name}` table isn't queryable. To derive a queryable table, you can do 'CREATE TABLE QUERYABLE_{name} AS SELECT * FROM {name}'. See https://cnfl.io/queries for more info.",
-            name = source.name
-        ));
-    }
     if let Some(w) = &q.where_clause {
         check_in_lists(stmt, w, source)?;
         if !config.table_scan {
@@ -90,6 +84,26 @@ pub fn check(
         }
     }
     Ok(())
+}
+
+/// Checks a pull query on a table once it has planned: the table must have a store.
+pub fn check_planned(
+    stmt: &ast::Statement,
+    q: &ast::Query,
+    catalog: &dyn Catalog,
+) -> Result<(), SqlError> {
+    match catalog.source(&q.from.name) {
+        Some(source) if source.kind == SourceKindName::Table && !is_materialized(source) => {
+            Err(SqlError::semantic(
+                stmt.pos,
+                format!(
+                    "The `{name}` table isn't queryable. To derive a queryable table, you can do 'CREATE TABLE QUERYABLE_{name} AS SELECT * FROM {name}'. See https://cnfl.io/queries for more info.",
+                    name = source.name
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// ROWPARTITION and ROWOFFSET are not kept in a table's store.
