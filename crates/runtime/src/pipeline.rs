@@ -176,6 +176,9 @@ pub struct Pipeline {
     /// Row mode (push queries): each output row is written as a JSON array of every sink
     /// column, in the sink schema's order (see `Pipeline::rows`).
     row_columns: Option<Vec<usize>>,
+    /// The plan's result is a stream: in row mode, a row without a value (a null value
+    /// read from a stream) is no row.
+    stream_result: bool,
     /// Rows whose expressions failed and yielded NULL, since the start.
     pub expression_errors: u64,
     /// Records skipped because their event-time column was NULL or negative.
@@ -614,6 +617,7 @@ impl Pipeline {
             key_encoder,
             value_encoder,
             row_columns,
+            stream_result: matches!(plan.root, Step::StreamSink { .. }),
             expression_errors: 0,
             invalid_timestamps: 0,
         })
@@ -867,6 +871,9 @@ impl Pipeline {
         if let Some(row_columns) = &self.row_columns {
             for row in 0..batch.num_rows() {
                 let deleted = tombstone.value(row);
+                if deleted && self.stream_result {
+                    continue;
+                }
                 let mut s = String::from("[");
                 for (n, i) in row_columns.iter().enumerate() {
                     if n > 0 {

@@ -53,14 +53,14 @@ impl ServerConfig {
         ServerConfig {
             bootstrap_servers: bootstrap_servers.to_string(),
             listen: "127.0.0.1:8088".into(),
-            service_id: "default_".into(),
-            state_dir: std::env::temp_dir().join("sluice"),
+            service_id: "default".into(),
+            state_dir: "./sluice-state".into(),
             commit_interval: Duration::from_millis(100),
             exactly_once: true,
             cache_max_bytes: 10 * 1024 * 1024,
             queries_file: None,
             basic_auth: None,
-            max_request_bytes: 10 * 1024 * 1024,
+            max_request_bytes: 2 * 1024 * 1024,
             auto_offset_reset: "latest".into(),
         }
     }

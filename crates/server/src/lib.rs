@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod command;
+pub mod config;
 pub mod engine;
 pub mod entities;
 pub mod error;

@@ -293,6 +293,40 @@ struct ServerArgs {
     /// Request bodies larger than this many bytes are refused with 413.
     #[arg(long, default_value_t = 2 * 1024 * 1024, env = "SLUICE_MAX_REQUEST_BYTES")]
     max_request_bytes: usize,
+    /// A configuration file: TOML, or ksqlDB's `.properties`. Its keys are these flags'
+    /// names or ksqlDB's property names; flags and SLUICE_* variables win over it.
+    #[arg(long, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// Parses the command line; for `sluice server --config FILE`, the file's settings are
+/// added as flags wherever neither a flag nor its environment variable gave one.
+fn parse_command_line() -> Result<Cli, String> {
+    use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = Cli::command().get_matches_from(&args);
+    let Some(server) = matches.subcommand_matches("server") else {
+        return Cli::from_arg_matches(&matches).map_err(|e| e.to_string());
+    };
+    let Some(path) = server.get_one::<PathBuf>("config") else {
+        return Cli::from_arg_matches(&matches).map_err(|e| e.to_string());
+    };
+    let settings = sluice_server::config::read(path).map_err(|e| e.to_string())?;
+    let mut args = args;
+    for (flag, value) in settings {
+        let id = flag.replace('-', "_");
+        if matches!(
+            server.value_source(&id),
+            None | Some(ValueSource::DefaultValue)
+        ) {
+            args.push(format!("--{flag}").into());
+            args.push(value.into());
+        }
+    }
+    let matches = Cli::command()
+        .try_get_matches_from(&args)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Cli::from_arg_matches(&matches).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -304,7 +338,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let cli = match parse_command_line() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
         Command::Test(TestSuite::Qtt(args)) => run_qtt(args, "qtt"),
         Command::Test(TestSuite::RestQtt(args)) => run_qtt(args, "rest-qtt"),

@@ -816,7 +816,25 @@ impl Parser {
             None
         };
         let limit = if self.eat_keyword("LIMIT") {
-            Some(self.unsigned_integer("a row count")?)
+            let pos = self.pos();
+            match &self.peek().token {
+                Token::Minus => {
+                    let kind = if emit.is_some() { "Push" } else { "Pull" };
+                    return Err(SqlError::semantic(
+                        pos,
+                        format!(
+                            "{kind} queries don't support negative integers in the LIMIT clause. See https://cnfl.io/queries for more info."
+                        ),
+                    ));
+                }
+                Token::Number(n, _) if n.contains(['.', 'e', 'E']) => {
+                    return Err(SqlError::semantic(
+                        pos,
+                        "Failed to prepare statement: Value must be integer for command: LIMIT",
+                    ));
+                }
+                _ => Some(self.unsigned_integer("a row count")?),
+            }
         } else {
             None
         };
