@@ -239,9 +239,19 @@ impl Server {
 
     /// The process's peak resident memory so far (VmHWM), in MiB; Linux only.
     pub fn peak_rss_mib(&self) -> Option<u64> {
+        self.memory_mib("VmHWM:")
+    }
+
+    /// The process's resident memory now (VmRSS), in MiB; Linux only.
+    pub fn rss_mib(&self) -> Option<u64> {
+        self.memory_mib("VmRSS:")
+    }
+
+    /// A memory figure of `/proc/<pid>/status` (given in KiB), in MiB.
+    fn memory_mib(&self, field: &str) -> Option<u64> {
         let pid = self.child.as_ref()?.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
         let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib / 1024)
     }

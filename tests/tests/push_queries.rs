@@ -301,3 +301,38 @@ fn inserts_stream_writes_rows_and_acks_each() {
     let resp = post(&server, "/inserts-stream", &json!({"target": "nowhere"}));
     assert_eq!(resp.status(), 400);
 }
+
+/// HTTP/2 without TLS (prior knowledge), as ksqlDB's Java client speaks it, via curl.
+#[test]
+fn query_stream_answers_over_http2() {
+    let server = Server::start(&unique("svc"));
+    clicks(&server);
+    let body = json!({
+        "sql": "SELECT page FROM clicks EMIT CHANGES LIMIT 2;",
+        "properties": {"auto.offset.reset": "earliest"},
+    });
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--http2-prior-knowledge",
+            "--max-time",
+            "60",
+            "-X",
+            "POST",
+        ])
+        .args(["-w", "\nHTTP %{http_version}"])
+        .args(["-d", &body.to_string()])
+        .arg(format!("{}/query-stream", server.url))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.last(), Some(&"HTTP 2"), "{text}");
+    assert!(lines[0].contains("\"queryId\""), "{text}");
+    assert_eq!(lines[1..3], [r#"["/a"]"#, r#"["/b"]"#], "{text}");
+}
