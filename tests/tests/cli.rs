@@ -174,3 +174,70 @@ fn the_first_failing_statement_stops_the_script_with_an_error() {
         "{stderr}"
     );
 }
+
+/// The shell fed on stdin, as a person types: Ctrl-C (SIGINT) ends the running push
+/// query and the shell goes on; RUN SCRIPT and SPOOL work; `exit` leaves.
+#[test]
+fn ctrl_c_stops_the_query_not_the_shell() {
+    use std::io::{BufRead, BufReader, Write};
+    let server = Server::start(&unique("svc"));
+    let topic = unique("cli_clicks");
+    server.ok(&format!(
+        "CREATE STREAM clicks (user_id STRING KEY, page STRING) WITH (kafka_topic='{topic}', value_format='JSON', partitions=1);"
+    ));
+    produce(
+        &topic,
+        &[Record::new(Some("u1"), Some(r#"{"PAGE":"/a"}"#), 1)],
+    );
+    let dir = std::env::temp_dir().join(unique("cli"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("show.sql");
+    std::fs::write(&script, "SHOW STREAMS;\n").unwrap();
+    let spool = dir.join("spool.txt");
+
+    let mut child = Command::new(sluice_bin())
+        .arg("cli")
+        .arg(&server.url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sluice cli runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    writeln!(stdin, "SPOOL '{}';", spool.display()).unwrap();
+    writeln!(stdin, "SET 'auto.offset.reset'='earliest';").unwrap();
+    writeln!(stdin, "SELECT page FROM clicks EMIT CHANGES;").unwrap();
+    stdin.flush().unwrap();
+    // Wait for the row: the query runs and waits for more.
+    let mut seen = String::new();
+    let mut line = String::new();
+    while !seen.contains("/a") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "the shell ended early: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(interrupted.success());
+    writeln!(stdin, "RUN SCRIPT '{}';", script.display()).unwrap();
+    writeln!(stdin, "SPOOL OFF;").unwrap();
+    writeln!(stdin, "exit").unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    let all = format!("{seen}{rest}");
+    assert!(status.success(), "{all}");
+    assert!(rest.contains("Query terminated"), "{all}");
+    assert!(rest.contains("| CLICKS "), "{all}");
+    let spooled = std::fs::read_to_string(&spool).unwrap();
+    assert!(
+        spooled.contains("/a") && spooled.contains("| CLICKS "),
+        "{spooled}"
+    );
+}

@@ -9,6 +9,8 @@
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// How results are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +25,47 @@ pub struct Session {
     pub output: Output,
     properties: BTreeMap<String, Value>,
     variables: BTreeMap<String, String>,
+    /// Set (by Ctrl-C, in the terminal shell) to stop the running query.
+    pub interrupt: Option<Arc<AtomicBool>>,
+    /// SPOOL: everything printed is also written here.
+    spool: Option<Arc<Mutex<std::fs::File>>>,
+}
+
+/// What a shell command did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ShellAction {
+    Done,
+    Exit,
+}
+
+const HELP: &str = "\
+Statements end with ';' and may span lines. Besides ksqlDB's statements:
+  SET 'property' = 'value';  UNSET 'property';    session properties, sent with each request
+  DEFINE name = 'value';     UNDEFINE name;       variables, used as ${name}
+  RUN SCRIPT 'file.sql';                          runs a file's statements
+  SPOOL 'file';  SPOOL OFF;                       copies the output to a file
+  help, history, clear, version, server [URL], exit (or Ctrl-D)
+Tab completes keywords, streams, tables, columns, functions and properties.
+Ctrl-C stops the running query; at the prompt it clears the line.";
+
+/// Writes to the terminal and, while spooling, to the spool file.
+struct Tee<'a> {
+    out: &'a mut dyn Write,
+    spool: Option<Arc<Mutex<std::fs::File>>>,
+}
+
+impl Write for Tee<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(f) = &self.spool {
+            let _ = f.lock().unwrap_or_else(|p| p.into_inner()).write_all(buf);
+        }
+        self.out.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Why a statement failed, already worded for the user.
@@ -36,7 +79,77 @@ impl Session {
             output,
             properties: BTreeMap::new(),
             variables,
+            interrupt: None,
+            spool: None,
         }
+    }
+
+    /// The greeting: client and server versions and the server's status.
+    pub fn banner(&self) -> String {
+        format!(
+            "sluice {} – {}\nStatements end with ';'. 'help' lists the shell's commands; 'exit' or Ctrl-D leaves.",
+            env!("CARGO_PKG_VERSION"),
+            self.server_info().unwrap_or_else(|e| e.0)
+        )
+    }
+
+    /// The entities a statement's `/ksql` response holds.
+    pub fn entities(&self, sql: &str) -> Result<Vec<Value>, Failure> {
+        let body = json!({"ksql": sql, "streamsProperties": self.properties});
+        let (status, reply) = self.post("/ksql", &body)?;
+        let reply: Value = serde_json::from_str(&reply)
+            .map_err(|e| Failure(format!("the server's answer is not JSON ({e}): {reply}")))?;
+        if status != 200 {
+            return Err(Failure(error_text(&reply, sql)));
+        }
+        Ok(reply.as_array().cloned().unwrap_or_default())
+    }
+
+    /// A shell command on a line of its own (no `;`): help, history, clear, version,
+    /// server [URL], exit. None: the line is SQL.
+    pub fn shell_command(
+        &mut self,
+        line: &str,
+        out: &mut dyn Write,
+        history: Option<&[String]>,
+    ) -> Option<ShellAction> {
+        let mut words = line.split_whitespace();
+        let command = words.next()?.to_ascii_lowercase();
+        let argument = words.next();
+        if words.next().is_some() || line.contains(';') {
+            return None;
+        }
+        match (command.as_str(), argument) {
+            ("exit" | "quit", None) => return Some(ShellAction::Exit),
+            ("help", None) => {
+                let _ = writeln!(out, "{HELP}");
+            }
+            ("history", None) => match history {
+                Some(h) => {
+                    for (i, entry) in h.iter().enumerate() {
+                        let _ = writeln!(out, "{:>5}  {entry}", i + 1);
+                    }
+                }
+                None => {
+                    let _ = writeln!(out, "history is kept by the shell on a terminal");
+                }
+            },
+            ("clear", None) => {
+                let _ = write!(out, "\x1b[2J\x1b[H");
+            }
+            ("version", None) => {
+                let _ = writeln!(out, "{}", self.banner());
+            }
+            ("server", None) => {
+                let _ = writeln!(out, "{}", self.url);
+            }
+            ("server", Some(url)) => {
+                self.url = url.trim_end_matches('/').to_string();
+                let _ = writeln!(out, "{}", self.banner());
+            }
+            _ => return None,
+        }
+        Some(ShellAction::Done)
     }
 
     /// Runs a script's statements in order; stops at the first that fails.
@@ -56,6 +169,14 @@ impl Session {
 
     /// Runs one statement (its text without the closing `;`).
     pub fn run(&mut self, statement: &str, out: &mut dyn Write) -> Result<(), Failure> {
+        let mut tee = Tee {
+            out,
+            spool: self.spool.clone(),
+        };
+        self.run_statement(statement, &mut tee)
+    }
+
+    fn run_statement(&mut self, statement: &str, out: &mut dyn Write) -> Result<(), Failure> {
         let text = substitute(without_leading_comments(statement), &self.variables)?;
         let words: Vec<&str> = text.split_whitespace().collect();
         let first = words
@@ -65,6 +186,32 @@ impl Session {
         match first.as_str() {
             "" => Ok(()),
             "SET" | "UNSET" | "DEFINE" | "UNDEFINE" => self.session_statement(&first, &text, out),
+            "RUN"
+                if words
+                    .get(1)
+                    .is_some_and(|w| w.eq_ignore_ascii_case("SCRIPT")) =>
+            {
+                let path = unquote(text.trim()[3..].trim()[6..].trim());
+                let script = std::fs::read_to_string(&path)
+                    .map_err(|e| Failure(format!("cannot read {path}: {e}")))?;
+                self.run_script(&script, out)
+            }
+            "SPOOL" => {
+                let target = unquote(text.trim()[5..].trim());
+                if target.eq_ignore_ascii_case("OFF") {
+                    self.spool = None;
+                    let _ = writeln!(out, "Spooling stopped.");
+                } else {
+                    let file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&target)
+                        .map_err(|e| Failure(format!("cannot spool to {target}: {e}")))?;
+                    self.spool = Some(Arc::new(Mutex::new(file)));
+                    let _ = writeln!(out, "Spooling to {target}.");
+                }
+                Ok(())
+            }
             "SELECT" => self.query(&text, out),
             "PRINT" => self.print(&text, out),
             _ => self.statement(&text, out),
@@ -79,13 +226,6 @@ impl Session {
         out: &mut dyn Write,
     ) -> Result<(), Failure> {
         let body = text[verb.len()..].trim();
-        let unquote = |s: &str| -> String {
-            let s = s.trim();
-            s.strip_prefix('\'')
-                .and_then(|s| s.strip_suffix('\''))
-                .map(|s| s.replace("''", "'"))
-                .unwrap_or_else(|| s.to_string())
-        };
         let pair = || -> Result<(String, String), Failure> {
             let (k, v) = body
                 .split_once('=')
@@ -172,13 +312,44 @@ impl Session {
     fn query(&mut self, text: &str, out: &mut dyn Write) -> Result<(), Failure> {
         let body = json!({"sql": format!("{text};"), "properties": self.properties});
         let mut reader = self.stream("/query-stream", &body, text)?;
-        let mut line = String::new();
+        // The response is read on its own thread so that Ctrl-C is seen while no row comes.
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                if tx.send(std::mem::take(&mut line)).is_err() {
+                    return;
+                }
+            }
+        });
         let mut widths: Vec<usize> = Vec::new();
         let mut rows = 0usize;
-        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+        let mut query_id = None;
+        loop {
+            let line = match lines.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(line) => line,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let interrupted = self
+                        .interrupt
+                        .as_ref()
+                        .is_some_and(|f| f.swap(false, Ordering::SeqCst));
+                    if interrupted {
+                        // Closing the query ends its response, and its reading thread.
+                        if let Some(id) = &query_id {
+                            let _ = self.post("/close-query", &json!({"queryId": id}));
+                        }
+                        let _ = writeln!(out, "Query terminated");
+                        break;
+                    }
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             let value: Value = serde_json::from_str(line.trim())
                 .map_err(|e| Failure(format!("a malformed row ({e}): {line}")))?;
-            line.clear();
+            if query_id.is_none() {
+                query_id = value.get("queryId").cloned();
+            }
             if self.output == Output::Json {
                 let _ = writeln!(out, "{value}");
             } else if let Some(names) = value.get("columnNames").and_then(Value::as_array) {
@@ -278,12 +449,7 @@ impl Session {
 
     /// The interactive shell: statements continue over lines until `;`.
     pub fn interactive(&mut self, input: &mut dyn BufRead, out: &mut dyn Write) {
-        let _ = writeln!(
-            out,
-            "sluice {} – {}\nStatements end with ';'. 'exit' or Ctrl-D leaves.",
-            env!("CARGO_PKG_VERSION"),
-            self.server_info().unwrap_or_else(|e| e.0)
-        );
+        let _ = writeln!(out, "{}", self.banner());
         let mut pending = String::new();
         loop {
             let _ = write!(
@@ -301,8 +467,12 @@ impl Session {
                 let _ = writeln!(out);
                 return;
             }
-            if pending.is_empty() && matches!(line.trim(), "exit" | "quit") {
-                return;
+            if pending.is_empty() {
+                match self.shell_command(line.trim(), out, None) {
+                    Some(ShellAction::Exit) => return,
+                    Some(ShellAction::Done) => continue,
+                    None => {}
+                }
             }
             pending.push_str(&line);
             let (statements, rest) = split_statements(&pending);
@@ -314,6 +484,15 @@ impl Session {
             pending = rest.trim_start().to_string();
         }
     }
+}
+
+/// `'text'` -> `text` (with `''` read as `'`); unquoted text as it is.
+fn unquote(s: &str) -> String {
+    let s = s.trim();
+    s.strip_prefix('\'')
+        .and_then(|s| s.strip_suffix('\''))
+        .map(|s| s.replace("''", "'"))
+        .unwrap_or_else(|| s.to_string())
 }
 
 /// Splits text into complete statements (without their `;`) and the unfinished rest.

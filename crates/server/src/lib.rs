@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod rest;
 pub mod rest_qtt;
+pub mod shell;
 
 pub use engine::{Engine, ServerConfig};
 pub use error::{ServerError, StatementError};

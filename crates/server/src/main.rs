@@ -193,7 +193,19 @@ fn run_cli(args: CliArgs) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        None if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+            match sluice_server::shell::run(&mut session, &mut stdout) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sluice cli: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => {
+            if let Err(e) = sluice_server::shell::catch_interrupts(&mut session) {
+                eprintln!("sluice cli: {e}");
+            }
             session.interactive(&mut std::io::stdin().lock(), &mut stdout);
             ExitCode::SUCCESS
         }

@@ -11,7 +11,7 @@ use sluice_plan::{BinaryOp, SqlType, StructField};
 use sqlparser::tokenizer::Token;
 
 /// Words that cannot be used as unquoted identifiers.
-const RESERVED: &[&str] = &[
+pub const RESERVED: &[&str] = &[
     "SELECT",
     "FROM",
     "WHERE",
