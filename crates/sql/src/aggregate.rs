@@ -517,7 +517,21 @@ pub fn plan_aggregate(
     }
     let having = match having {
         Some(h) => {
-            let (e, ty) = over.analyze(&h)?;
+            // Errors name the aggregate calls as written, not their intermediate columns.
+            let (e, ty) = over.analyze(&h).map_err(|e| match e {
+                SqlError::Semantic { pos, message, hint } => {
+                    let mut message = message;
+                    for (i, (text, _)) in rw.aggregates.iter().enumerate() {
+                        message = message.replace(&format!("`$agg{i}`"), text);
+                    }
+                    SqlError::Semantic {
+                        pos,
+                        message: format!("Error in HAVING expression: {message}"),
+                        hint,
+                    }
+                }
+                other => other,
+            })?;
             if ty != SqlType::Boolean {
                 return Err(SqlError::semantic(
                     h.pos,

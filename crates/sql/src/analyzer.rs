@@ -221,12 +221,33 @@ pub fn cast_to(e: Typed, to: &SqlType) -> Expr {
     }
 }
 
+/// Whether a literal that rounds to the largest DOUBLE is in fact above it (its first
+/// 17 significant digits, those of `f64::MAX`, are larger).
+fn beyond_double_max(text: &str) -> bool {
+    let mantissa = text.split(['e', 'E']).next().unwrap_or_default();
+    let digits: String = mantissa
+        .chars()
+        .filter(char::is_ascii_digit)
+        .skip_while(|c| *c == '0')
+        .chain(std::iter::repeat('0'))
+        .take(17)
+        .collect();
+    digits.as_str() > "17976931348623157"
+}
+
 /// The type of a number literal as ksqlDB types it: INT if it fits, else BIGINT; with a
 /// point, DECIMAL of its digits; with an exponent, DOUBLE.
 pub fn number_literal(text: &str, pos: Pos) -> Result<Literal, SqlError> {
     let bad = || SqlError::syntax(pos, format!("Syntax Error: invalid number {text}"));
     if text.contains(['e', 'E']) {
-        return text.parse::<f64>().map(Literal::Double).map_err(|_| bad());
+        let v = text.parse::<f64>().map_err(|_| bad())?;
+        if v.is_infinite() || (v.abs() == f64::MAX && beyond_double_max(text)) {
+            return Err(SqlError::semantic(
+                pos,
+                format!("Number overflows DOUBLE: {text}"),
+            ));
+        }
+        return Ok(Literal::Double(v));
     }
     if let Some((int, frac)) = text.split_once('.') {
         let negative = int.starts_with('-');

@@ -76,7 +76,22 @@ pub fn parse_statements(sql: &str) -> Result<Vec<Statement>, SqlError> {
             break;
         }
         let start = p.peek().clone();
-        let kind = p.statement()?;
+        let kind = p.statement().map_err(|e| match e {
+            // ksqlDB's grammar errors quote the statement they stopped in.
+            SqlError::Syntax { pos, message, hint } if message.contains("\nExpecting {") => {
+                let end = p.tokens[p.i.min(p.tokens.len() - 1)..]
+                    .iter()
+                    .find(|t| matches!(t.token, Token::SemiColon | Token::EOF))
+                    .map(|t| (t.offset + 1).min(sql.len()))
+                    .unwrap_or(sql.len());
+                SqlError::Syntax {
+                    pos,
+                    message: format!("{message}\nStatement: {}", sql[start.offset..end].trim()),
+                    hint,
+                }
+            }
+            other => other,
+        })?;
         let end = p.peek().offset;
         if !p.eat(&Token::SemiColon) && !p.at_eof() {
             return Err(p.unexpected("';' or the end of the statement"));
@@ -657,6 +672,21 @@ impl Parser {
         };
         self.advance();
         Ok(match word.as_str() {
+            // A type's parameters are numbers or strings, as in ksqlDB's grammar.
+            "BOOLEAN" | "INT" | "INTEGER" | "BIGINT" | "DOUBLE" | "STRING" | "VARCHAR"
+            | "BYTES"
+                if self.peek().token == Token::LParen
+                    && !matches!(
+                        self.tokens.get(self.i + 1).map(|t| &t.token),
+                        Some(Token::Number(..) | Token::SingleQuotedString(_))
+                    ) =>
+            {
+                self.advance();
+                return Err(SqlError::syntax(
+                    self.pos(),
+                    "Syntax Error\nExpecting {'STRING', INTEGER_VALUE}",
+                ));
+            }
             "BOOLEAN" => SqlType::Boolean,
             "INT" | "INTEGER" => SqlType::Integer,
             "BIGINT" => SqlType::Bigint,
@@ -723,6 +753,13 @@ impl Parser {
                     self.close_angle()?;
                 }
                 SqlType::Struct(fields)
+            }
+            // NULL is a literal, not a type: the grammar has no place for it here.
+            "NULL" => {
+                return Err(SqlError::syntax(
+                    pos,
+                    "Syntax Error: syntax error at or near 'NULL': NULL is not a type",
+                ));
             }
             other => {
                 return Err(SqlError::syntax(pos, format!("Unknown type: {other}")));
@@ -1658,6 +1695,23 @@ mod tests {
         ] {
             round_trip(sql);
         }
+    }
+
+    #[test]
+    fn type_parameters_must_be_numbers_or_strings() {
+        let sql = "CREATE STREAM I (K STRING (KEY)) WITH (kafka_topic='i', value_format='JSON');";
+        assert_eq!(
+            parse_statements(sql).unwrap_err().to_string(),
+            format!(
+                "line 1:28: Syntax Error\nExpecting {{'STRING', INTEGER_VALUE}}\nStatement: {sql}"
+            )
+        );
+        assert!(
+            parse_statement("CREATE STREAM I (K NULL) WITH (kafka_topic='i');")
+                .unwrap_err()
+                .to_string()
+                .contains("Syntax Error")
+        );
     }
 
     #[test]

@@ -465,8 +465,11 @@ impl<'a> With<'a> {
         if format != FormatKind::Delimited {
             return Err(SqlError::semantic(
                 self.pos(name),
-                format!("{name} can only be used with the DELIMITED format"),
-            ));
+                format!("{format} does not support the following configs: [delimiter]"),
+            )
+            .with_hint(format!(
+                "{name} can only be used with the DELIMITED format."
+            )));
         }
         let c = match d.to_ascii_uppercase().as_str() {
             "TAB" => '\t',
@@ -887,6 +890,9 @@ fn plan_create_source(
             kind,
         });
     }
+    // The formats' own settings are checked before the columns.
+    with.delimiter("KEY_DELIMITER", key_format)?;
+    with.delimiter("VALUE_DELIMITER", value_format)?;
     if c.columns.is_empty() {
         return Err(SqlError::semantic(
             stmt.pos,
@@ -1187,6 +1193,33 @@ fn plan_create_as(
         None => source.kind == SourceKindName::Table,
     };
     let grouped = !q.group_by.is_empty();
+    // A TIMESTAMP column that nothing in the query could produce is refused first.
+    if let Some(ts) = with.string("TIMESTAMP")? {
+        let wanted = ts.to_uppercase();
+        let star = q
+            .select
+            .iter()
+            .any(|i| matches!(i, SelectItem::Star { .. }));
+        let selected = q.select.iter().any(|i| match i {
+            SelectItem::Expr {
+                alias: Some(a), ..
+            } => *a == ts || *a == wanted,
+            SelectItem::Expr { expr, alias: None } => {
+                matches!(&expr.kind, ExprKind::Column { name, .. } if *name == ts || *name == wanted)
+            }
+            _ => false,
+        });
+        let in_source =
+            source.topic.schema.find(&ts).is_some() || source.topic.schema.find(&wanted).is_some();
+        if !(selected || (star && in_source)) && joined.is_none() {
+            return Err(SqlError::semantic(
+                with.pos("TIMESTAMP"),
+                format!(
+                    "The TIMESTAMP column set in the WITH clause does not exist in the schema: '{wanted}'"
+                ),
+            ));
+        }
+    }
     if joined.is_none() && over_table && source.topic.window.is_some() && !config.transient {
         return Err(SqlError::semantic(
             stmt.pos,
@@ -1736,8 +1769,18 @@ fn plan_insert_into(
     config: &PlannerConfig,
 ) -> Result<Planned, SqlError> {
     let Some(sink) = catalog.source(target) else {
+        // The error points at the target's name, after INTO.
+        let upper = stmt.text.to_ascii_uppercase();
+        let pos = upper
+            .find("INTO")
+            .map(|at| {
+                let rest = &stmt.text[at + 4..];
+                let offset = at + 4 + (rest.len() - rest.trim_start().len());
+                Pos::new(stmt.pos.line, stmt.pos.column + offset as u32)
+            })
+            .unwrap_or(stmt.pos);
         return Err(SqlError::semantic(
-            stmt.pos,
+            pos,
             format!("Source `{target}` does not exist."),
         ));
     };
@@ -2195,6 +2238,28 @@ fn plan_partition_by(
         .iter()
         .filter(|e| !matches!(e.kind, ExprKind::Literal(ast::LiteralValue::Null)))
         .collect();
+    // PARTITION BY reads the input: a name only the select list has is not there yet.
+    for p in &partitions {
+        for name in p.column_names() {
+            if scope.columns.iter().any(|c| c.name == name)
+                || joined.is_some()
+                || analyzer.analyze(p).is_ok()
+            {
+                continue;
+            }
+            let aliased = q
+                .select
+                .iter()
+                .any(|i| matches!(i, SelectItem::Expr { alias: Some(a), .. } if a == name));
+            let mut message = format!("PARTITION BY column '{name}' cannot be resolved.");
+            if aliased {
+                message.push_str(&format!(
+                    " '{name}' must be a column in the source schema since PARTITION BY is applied on the input."
+                ));
+            }
+            return Err(SqlError::semantic(p.pos, message));
+        }
+    }
     let texts: Vec<String> = partitions.iter().map(|e| e.to_string()).collect();
     let mut key_names: Vec<Option<String>> = vec![None; partitions.len()];
     let mut values: Vec<(String, sluice_plan::Expr, SqlType)> = Vec::new();
