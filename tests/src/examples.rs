@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
 
-/// An input or output record as the example files write it.
+/// An input or output record as the example files write it (`window: {start}` for a
+/// windowed key).
 fn record_of(v: &Value) -> Result<(String, Record), String> {
     let topic = v["topic"]
         .as_str()
@@ -19,10 +20,16 @@ fn record_of(v: &Value) -> Result<(String, Record), String> {
             other => Some(other.to_string().into_bytes()),
         }
     };
+    // A time-windowed key, as Kafka Streams writes it: the key, then the window's start
+    // as 8 bytes big-endian.
+    let mut key = bytes(&v["key"]);
+    if let (Some(k), Some(start)) = (key.as_mut(), v["window"]["start"].as_i64()) {
+        k.extend_from_slice(&start.to_be_bytes());
+    }
     Ok((
         topic,
         Record {
-            key: bytes(&v["key"]),
+            key,
             value: bytes(&v["value"]),
             timestamp: v["timestamp"].as_i64().unwrap_or(0),
         },
