@@ -115,7 +115,13 @@ impl ScalarUDFImpl for KernelUdf {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        // Every argument as a column of the batch's length: literals too, even when all
+        // the arguments are literals (`values_to_arrays` makes those one row long).
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(args.number_rows))
+            .collect::<Result<Vec<_>>>()?;
         let out = match self.kernel {
             Body::Plain(k) => k(&arrays, args.number_rows),
             Body::Typed(k) => k(&arrays, args.number_rows, &self.returns),
