@@ -25,6 +25,20 @@ pub struct DriverRecord {
     pub headers: Vec<Header>,
 }
 
+impl DriverRecord {
+    /// The record as a pipeline reads it.
+    pub fn source(&self) -> SourceRecord<'_> {
+        SourceRecord {
+            key: self.key.as_deref(),
+            value: self.value.as_deref(),
+            headers: &self.headers,
+            timestamp: self.timestamp,
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
 /// What a tap receives: a record of one of its topics (`input` indexes the topics it
 /// asked for), or the end of the records written so far (for a tap that does not follow).
 #[derive(Clone, Debug)]
@@ -125,7 +139,7 @@ impl Driver {
             .collect();
         let only = self.queries.len() - 1;
         for (topic, record) in backlog {
-            self.run(VecDeque::from([(topic, record)]), Some(only))?;
+            self.run(topic, record, Some(only))?;
         }
         Ok(())
     }
@@ -215,25 +229,16 @@ impl Driver {
         timestamp: i64,
     ) -> Result<()> {
         let first = self.append(topic, key, value, headers, timestamp);
-        self.run(VecDeque::from([(topic.to_string(), first)]), None)
+        self.run(topic.to_string(), first, None)
     }
 
-    /// Runs records through the queries (only the query at index `only`, for the
-    /// records at the head of the queue, when given), and what they write through
-    /// every query, depth first.
-    fn run(
-        &mut self,
-        mut queue: VecDeque<(String, DriverRecord)>,
-        mut only: Option<usize>,
-    ) -> Result<()> {
+    /// Runs a record through the queries (only through the query at index `only`, when
+    /// given), then what they write through every query, in the order written.
+    fn run(&mut self, topic: String, record: DriverRecord, only: Option<usize>) -> Result<()> {
         let mut out = Vec::<OutputRecord>::new();
         let mut written = Vec::<(String, OutputRecord)>::new();
-        let mut heads = queue.len();
-        while let Some((topic, record)) = queue.pop_front() {
-            if heads == 0 {
-                only = None;
-            }
-            heads = heads.saturating_sub(1);
+        let mut queue = VecDeque::from([(topic, record, only)]);
+        while let Some((topic, record, only)) = queue.pop_front() {
             for (n, (id, pipeline)) in self.queries.iter_mut().enumerate() {
                 if only.is_some_and(|o| o != n) {
                     continue;
@@ -241,15 +246,7 @@ impl Driver {
                 let Some(input) = pipeline.source_topics().iter().position(|t| *t == topic) else {
                     continue;
                 };
-                let source = SourceRecord {
-                    key: record.key.as_deref(),
-                    value: record.value.as_deref(),
-                    headers: &record.headers,
-                    timestamp: record.timestamp,
-                    partition: record.partition,
-                    offset: record.offset,
-                };
-                if let Err(f) = pipeline.push(input, &source) {
+                if let Err(f) = pipeline.push(input, &record.source()) {
                     self.skipped.push(SkippedRecord {
                         query: id.clone(),
                         topic: topic.clone(),
@@ -267,7 +264,7 @@ impl Driver {
             // that caused it, in the order the queries wrote it.
             for (sink, o) in written.drain(..) {
                 let record = self.append(&sink, o.key, o.value, Vec::new(), o.timestamp);
-                queue.push_back((sink, record));
+                queue.push_back((sink, record, None));
             }
         }
         Ok(())

@@ -14,7 +14,7 @@
 
 use crate::driver::{Driver, TapEvent};
 use crate::error::{Result, RuntimeError};
-use crate::pipeline::{OutputRecord, Pipeline, SourceRecord, is_row_deletion};
+use crate::pipeline::{OutputRecord, Pipeline, is_row_deletion};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -446,16 +446,8 @@ impl Feed for DriverFeed {
         while pipeline.pending() < 500 {
             match event {
                 Ok(TapEvent::Record { input, record }) => {
-                    let source = SourceRecord {
-                        key: record.key.as_deref(),
-                        value: record.value.as_deref(),
-                        headers: &record.headers,
-                        timestamp: record.timestamp,
-                        partition: record.partition,
-                        offset: record.offset,
-                    };
                     // A record that does not decode is skipped, as persistent queries skip it.
-                    let _ = pipeline.push(input, &source);
+                    let _ = pipeline.push(input, &record.source());
                 }
                 Ok(TapEvent::End) | Err(RecvTimeoutError::Disconnected) => return Ok(false),
                 Err(RecvTimeoutError::Timeout) => break,

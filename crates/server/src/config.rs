@@ -147,31 +147,10 @@ fn listen_address(value: &str) -> String {
 
 /// The known key nearest to an unknown one, when it is near.
 fn closest(key: &str) -> Option<&'static str> {
-    SETTINGS
+    let keys = SETTINGS
         .iter()
-        .flat_map(|s| std::iter::once(s.flag).chain(s.aliases.iter().copied()))
-        .map(|k| (strsim_distance(key, k), k))
-        .filter(|(d, _)| *d <= 3)
-        .min()
-        .map(|(_, k)| k)
-}
-
-/// Levenshtein distance.
-fn strsim_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let current = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb))
-                .min(row[j] + 1)
-                .min(current + 1);
-            prev = current;
-        }
-    }
-    row[b.len()]
+        .flat_map(|s| std::iter::once(s.flag).chain(s.aliases.iter().copied()));
+    sluice_sql::error::closest(key, keys)
 }
 
 /// Java properties: `key=value` or `key: value` lines; `#` and `!` start comments.

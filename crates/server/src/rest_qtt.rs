@@ -134,62 +134,56 @@ fn lock(driver: &Mutex<Driver>) -> std::sync::MutexGuard<'_, Driver> {
 /// statement gives the topic, else 4 (the harness's default, which shows in the order
 /// of table scans).
 fn harness_topics(case: &Value) -> Vec<(String, u32)> {
-    let statements = sluice_qtt::statements(case);
-    let declared = |topic: &str| -> u32 {
-        let quoted = format!("'{}'", topic.to_ascii_uppercase());
-        statements
+    use sluice_sql::ast::{PropertyValue, StatementKind};
+    // Each CREATE's topic, its PARTITIONS if given, and whether it is a source's (read).
+    let mut created: Vec<(String, Option<u32>, bool)> = Vec::new();
+    for text in sluice_qtt::statements(case) {
+        // A statement the case expects refused may not parse: it names no topic.
+        for stmt in sluice_sql::parse_statements(&text).unwrap_or_default() {
+            let (properties, read) = match &stmt.kind {
+                StatementKind::CreateSource(c) => (&c.properties, true),
+                StatementKind::CreateAs(c) => (&c.properties, false),
+                _ => continue,
+            };
+            let Some(PropertyValue::String(topic)) = properties.get("KAFKA_TOPIC") else {
+                continue;
+            };
+            let partitions = match properties.get("PARTITIONS") {
+                Some(PropertyValue::Number(n)) => n.parse().ok(),
+                _ => None,
+            };
+            created.push((topic.clone(), partitions, read));
+        }
+    }
+    let declared = |topic: &str| {
+        created
             .iter()
-            .map(|s| s.to_ascii_uppercase())
-            .filter(|s| s.contains(&quoted))
-            .find_map(|s| {
-                let at = s.find("PARTITIONS")?;
-                let rest = s[at + "PARTITIONS".len()..]
-                    .trim_start()
-                    .strip_prefix('=')?;
-                let digits: String = rest
-                    .trim_start()
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                digits.parse().ok()
-            })
+            .find_map(|(t, p, _)| if t == topic { *p } else { None })
             .unwrap_or(4)
     };
-    // The topics that CREATE STREAM and CREATE TABLE statements read.
-    let read: Vec<(String, u32)> = statements
+    let named = |topic: &str| {
+        case["topics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t["name"] == topic)
+    };
+    let read = created
         .iter()
-        .filter(|s| {
-            let upper = s.to_ascii_uppercase();
-            upper.trim_start().starts_with("CREATE") && !upper.contains(" AS ")
-        })
-        .filter_map(|s| {
-            let upper = s.to_ascii_uppercase();
-            let at = upper.find("KAFKA_TOPIC")?;
-            let rest = s[at + "KAFKA_TOPIC".len()..]
-                .trim_start()
-                .strip_prefix('=')?;
-            let name = rest.trim_start().strip_prefix('\'')?.split('\'').next()?;
-            Some((name.to_string(), 4))
-        })
-        .collect();
-    sluice_qtt::case_topics(case)
-        .into_iter()
-        .chain(read)
-        .map(|(name, partitions)| {
-            let named = case["topics"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|t| t["name"] == name.as_str());
-            let partitions = if named { partitions } else { declared(&name) };
-            (name, partitions)
-        })
-        .fold(Vec::new(), |mut topics, (name, partitions)| {
-            if !topics.iter().any(|(n, _)| *n == name) {
-                topics.push((name, partitions));
-            }
-            topics
-        })
+        .filter(|(_, _, read)| *read)
+        .map(|(t, _, _)| (t.clone(), 4));
+    let mut topics: Vec<(String, u32)> = Vec::new();
+    for (name, partitions) in sluice_qtt::case_topics(case).into_iter().chain(read) {
+        if !topics.iter().any(|(n, _)| *n == name) {
+            let partitions = if named(&name) {
+                partitions
+            } else {
+                declared(&name)
+            };
+            topics.push((name, partitions));
+        }
+    }
+    topics
 }
 
 /// A response of the REST API to one statement.
@@ -482,23 +476,23 @@ fn compare(want: &Value, got: &Value) -> Result<(), String> {
             }
             Ok(())
         }
-        (Value::Array(w), Value::Array(g)) => {
-            for (i, w) in w.iter().enumerate() {
-                let Some(g) = g.get(i) else {
+        (Value::Array(ws), Value::Array(gs)) => {
+            for (i, w) in ws.iter().enumerate() {
+                let Some(g) = gs.get(i) else {
                     return Err(format!(
                         "expected {} elements, got {}; first missing: {w}",
-                        w_len(want),
-                        g.len()
+                        ws.len(),
+                        gs.len()
                     ));
                 };
                 compare(w, g).map_err(|e| format!("[{i}]: {e}"))?;
             }
-            if g.len() > w.len() {
+            if gs.len() > ws.len() {
                 return Err(format!(
                     "expected {} elements, got {}; first extra: {}",
-                    w.len(),
-                    g.len(),
-                    g[w.len()]
+                    ws.len(),
+                    gs.len(),
+                    gs[ws.len()]
                 ));
             }
             Ok(())
@@ -542,10 +536,6 @@ fn compare_unordered(want: &[Value], got: &[Value]) -> Result<(), String> {
         Some(extra) => Err(format!("unexpected row {extra}")),
         None => Ok(()),
     }
-}
-
-fn w_len(v: &Value) -> usize {
-    v.as_array().map(Vec::len).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -17,8 +17,10 @@ use std::sync::{Arc, Mutex};
 
 /// The words the shell completes: SQL keywords and shell commands always; sources,
 /// columns, functions and properties as the server knows them.
-#[derive(Default)]
 pub struct Words {
+    /// Keywords, properties and functions: read once.
+    fixed: Vec<String>,
+    /// The fixed words and the server's sources and columns, sorted.
     words: Vec<String>,
 }
 
@@ -119,14 +121,30 @@ const PROPERTIES: &[&str] = &[
 ];
 
 impl Words {
-    /// Asks the server for its sources, their columns and its functions.
-    pub fn refresh(&mut self, session: &Session) {
-        let mut words: Vec<String> = KEYWORDS
+    /// The keywords and properties, the server's functions, and its sources now.
+    pub fn new(session: &Session) -> Words {
+        let mut fixed: Vec<String> = KEYWORDS
             .iter()
             .chain(sluice_sql::parser::RESERVED)
             .chain(PROPERTIES)
             .map(|w| w.to_string())
             .collect();
+        for entity in session.entities("SHOW FUNCTIONS;").unwrap_or_default() {
+            for f in entity["functions"].as_array().into_iter().flatten() {
+                fixed.extend(f["name"].as_str().map(str::to_string));
+            }
+        }
+        let mut words = Words {
+            fixed,
+            words: Vec::new(),
+        };
+        words.refresh(session);
+        words
+    }
+
+    /// Asks the server for its sources and their columns.
+    pub fn refresh(&mut self, session: &Session) {
+        let mut words = self.fixed.clone();
         for sql in ["SHOW STREAMS EXTENDED;", "SHOW TABLES EXTENDED;"] {
             for entity in session.entities(sql).unwrap_or_default() {
                 for source in entity["sourceDescriptions"]
@@ -139,11 +157,6 @@ impl Words {
                         words.extend(field["name"].as_str().map(str::to_string));
                     }
                 }
-            }
-        }
-        for entity in session.entities("SHOW FUNCTIONS;").unwrap_or_default() {
-            for f in entity["functions"].as_array().into_iter().flatten() {
-                words.extend(f["name"].as_str().map(str::to_string));
             }
         }
         words.sort();
@@ -222,11 +235,7 @@ fn history_path() -> Option<std::path::PathBuf> {
 /// Runs the shell on the terminal until `exit` or Ctrl-D.
 pub fn run(session: &mut Session, out: &mut dyn Write) -> Result<(), String> {
     catch_interrupts(session)?;
-    let words = Arc::new(Mutex::new(Words::default()));
-    words
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .refresh(session);
+    let words = Arc::new(Mutex::new(Words::new(session)));
     let mut editor: Editor<ShellHelper, DefaultHistory> =
         Editor::new().map_err(|e| format!("cannot start the line editor: {e}"))?;
     editor.set_helper(Some(ShellHelper {
@@ -255,7 +264,12 @@ pub fn run(session: &mut Session, out: &mut dyn Write) -> Result<(), String> {
             Err(e) => return Err(e.to_string()),
         };
         if pending.is_empty() {
-            match session.shell_command(line.trim(), out, Some(&editor_history(&editor))) {
+            // The history is copied out only for the command that shows it.
+            let shown = line
+                .trim()
+                .eq_ignore_ascii_case("history")
+                .then(|| editor.history().iter().cloned().collect::<Vec<_>>());
+            match session.shell_command(line.trim(), out, shown.as_deref()) {
                 Some(crate::cli::ShellAction::Exit) => {
                     let _ = editor.add_history_entry(line.trim());
                     break;
@@ -270,6 +284,7 @@ pub fn run(session: &mut Session, out: &mut dyn Write) -> Result<(), String> {
         pending.push_str(&line);
         pending.push('\n');
         let (statements, rest) = split_statements(&pending);
+        let ran = !statements.is_empty();
         for stmt in statements {
             let _ = editor.add_history_entry(format!("{};", stmt.trim()));
             if let Err(e) = session.run(&stmt, out) {
@@ -278,20 +293,18 @@ pub fn run(session: &mut Session, out: &mut dyn Write) -> Result<(), String> {
             let _ = out.flush();
         }
         pending = rest.trim_start().to_string();
-        // New sources and columns complete from now on.
-        words
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .refresh(session);
+        if ran {
+            // New sources and columns complete from now on.
+            words
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .refresh(session);
+        }
     }
     if let Some(h) = &history {
         let _ = editor.save_history(h);
     }
     Ok(())
-}
-
-fn editor_history(editor: &Editor<ShellHelper, DefaultHistory>) -> Vec<String> {
-    editor.history().iter().cloned().collect()
 }
 
 #[cfg(test)]
@@ -301,6 +314,7 @@ mod tests {
     #[test]
     fn words_complete_case_insensitively() {
         let words = Words {
+            fixed: Vec::new(),
             words: ["CLICKS", "COUNT", "CREATE", "PAGE", "SELECT"]
                 .iter()
                 .map(|w| w.to_string())
@@ -316,6 +330,7 @@ mod tests {
     fn completion_replaces_the_word_under_the_cursor() {
         let helper = ShellHelper {
             words: Arc::new(Mutex::new(Words {
+                fixed: Vec::new(),
                 words: vec!["PAGEVIEWS".into(), "SELECT".into()],
             })),
         };

@@ -264,7 +264,7 @@ pub fn plan_aggregate(
     if let Some(bound) = query.having.as_ref().and_then(|h| {
         h.column_names()
             .into_iter()
-            .find(|c| matches!(*c, "WINDOWSTART" | "WINDOWEND"))
+            .find(|c| matches!(c.as_str(), "WINDOWSTART" | "WINDOWEND"))
     }) {
         return Err(SqlError::semantic(
             query.having.as_ref().map(|h| h.pos),

@@ -368,48 +368,16 @@ impl Expr {
         Expr { kind, pos }
     }
 
-    /// The expressions directly inside this one.
-    pub fn children(&self) -> Vec<&Expr> {
-        match &self.kind {
-            ExprKind::Column { .. } | ExprKind::Literal(_) => Vec::new(),
-            ExprKind::Binary { left, right, .. } => vec![left, right],
-            ExprKind::Unary { expr, .. }
-            | ExprKind::IsNull { expr, .. }
-            | ExprKind::Cast { expr, .. }
-            | ExprKind::Dereference { expr, .. } => vec![expr],
-            ExprKind::Between {
-                expr, low, high, ..
-            } => vec![expr, low, high],
-            ExprKind::InList { expr, list, .. } => std::iter::once(&**expr).chain(list).collect(),
-            ExprKind::Like { expr, pattern, .. } => vec![expr, pattern],
-            ExprKind::Case {
-                operand,
-                whens,
-                otherwise,
-            } => operand
-                .as_deref()
-                .into_iter()
-                .chain(whens.iter().flat_map(|(w, t)| [w, t]))
-                .chain(otherwise.as_deref())
-                .collect(),
-            ExprKind::Call { args, .. } | ExprKind::Array(args) => args.iter().collect(),
-            ExprKind::Subscript { expr, index } => vec![expr, index],
-            ExprKind::Lambda { body, .. } => vec![body],
-            ExprKind::Map(entries) => entries.iter().flat_map(|(k, v)| [k, v]).collect(),
-            ExprKind::Struct(fields) => fields.iter().map(|(_, v)| v).collect(),
-        }
-    }
-
     /// The names of the columns this expression reads, in order, with repeats.
-    pub fn column_names(&self) -> Vec<&str> {
-        match &self.kind {
-            ExprKind::Column { name, .. } => vec![name.as_str()],
-            _ => self
-                .children()
-                .into_iter()
-                .flat_map(Expr::column_names)
-                .collect(),
-        }
+    pub fn column_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        self.any(&mut |e| {
+            if let ExprKind::Column { name, .. } = &e.kind {
+                names.push(name.clone());
+            }
+            false
+        });
+        names
     }
 }
 

@@ -2250,7 +2250,7 @@ fn plan_partition_by(
             let aliased = q
                 .select
                 .iter()
-                .any(|i| matches!(i, SelectItem::Expr { alias: Some(a), .. } if a == name));
+                .any(|i| matches!(i, SelectItem::Expr { alias: Some(a), .. } if *a == name));
             let mut message = format!("PARTITION BY column '{name}' cannot be resolved.");
             if aliased {
                 message.push_str(&format!(

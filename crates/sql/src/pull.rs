@@ -56,7 +56,7 @@ pub fn check(
             "Pull queries don't support PARTITION BY clauses. {MORE_INFO}"
         ));
     }
-    let select_columns: Vec<&str> = q
+    let select_columns: Vec<String> = q
         .select
         .iter()
         .flat_map(|item| match item {
@@ -109,12 +109,12 @@ pub fn check_planned(
 /// ROWPARTITION and ROWOFFSET are not kept in a table's store.
 fn refuse_pseudo_columns(
     stmt: &ast::Statement,
-    columns: &[&str],
+    columns: &[String],
     clause: &str,
 ) -> Result<(), SqlError> {
     let mut found: Vec<&str> = Vec::new();
     for c in columns {
-        if matches!(*c, "ROWPARTITION" | "ROWOFFSET") && !found.contains(c) {
+        if matches!(c.as_str(), "ROWPARTITION" | "ROWOFFSET") && !found.contains(&c.as_str()) {
             found.push(c);
         }
     }
@@ -152,33 +152,33 @@ fn key_type<'a>(source: &'a SourceDesc, name: &str) -> Option<&'a SqlType> {
         .map(|k| &k.ty)
 }
 
-/// `KEY IN (...)`: each literal must convert to the key's type.
+/// `KEY IN (...)`, anywhere in the clause: each literal must convert to the key's type.
 fn check_in_lists(stmt: &ast::Statement, e: &Expr, source: &SourceDesc) -> Result<(), SqlError> {
-    if let ExprKind::InList { expr, list, .. } = &e.kind
-        && let ExprKind::Column { name, .. } = &expr.kind
-        && let Some(ty) = key_type(source, name)
-    {
-        for item in list {
-            let fits = match (&item.kind, ty) {
-                (ExprKind::Literal(LiteralValue::String(_)), SqlType::String) => true,
-                (ExprKind::Literal(LiteralValue::String(_)), _) => false,
-                (ExprKind::Literal(LiteralValue::Number(_)), SqlType::String) => false,
-                _ => true,
-            };
-            if !fits {
-                return Err(SqlError::semantic(
-                    stmt.pos,
-                    format!(
-                        "{item} can not be converted to the type of the key column: {name} {ty} KEY"
-                    ),
-                ));
-            }
+    let mut refusal = None;
+    e.any(&mut |x| {
+        if let ExprKind::InList { expr, list, .. } = &x.kind
+            && let ExprKind::Column { name, .. } = &expr.kind
+            && let Some(ty) = key_type(source, name)
+            && let Some(item) = list.iter().find(|item| {
+                matches!(
+                    (&item.kind, ty),
+                    (ExprKind::Literal(LiteralValue::String(_)), t) if *t != SqlType::String
+                ) || matches!(
+                    (&item.kind, ty),
+                    (ExprKind::Literal(LiteralValue::Number(_)), SqlType::String)
+                )
+            })
+        {
+            refusal = Some(format!(
+                "{item} can not be converted to the type of the key column: {name} {ty} KEY"
+            ));
         }
+        refusal.is_some()
+    });
+    match refusal {
+        Some(message) => Err(SqlError::semantic(stmt.pos, message)),
+        None => Ok(()),
     }
-    for child in e.children() {
-        check_in_lists(stmt, child, source)?;
-    }
-    Ok(())
 }
 
 fn split<'a>(e: &'a Expr, op: BinaryOp, out: &mut Vec<&'a Expr>) {
