@@ -874,21 +874,21 @@ impl Pipeline {
                 if deleted && self.stream_result {
                     continue;
                 }
-                let mut s = String::from("[");
+                let mut s = vec![b'['];
                 for (n, i) in row_columns.iter().enumerate() {
                     if n > 0 {
-                        s.push(',');
+                        s.push(b',');
                     }
                     if deleted && self.sink.schema.columns[n].kind != ColumnKind::Key {
-                        s.push_str("null");
+                        s.extend_from_slice(b"null");
                     } else {
                         crate::codec::encode::write_json(&mut s, &columns[*i], row);
                     }
                 }
-                s.push(']');
+                s.push(b']');
                 out.push(OutputRecord {
                     key: deleted.then(Vec::new),
-                    value: Some(s.into_bytes()),
+                    value: Some(s),
                     timestamp: if rowtime.is_null(row) {
                         0
                     } else {
@@ -899,12 +899,16 @@ impl Pipeline {
             return Ok(());
         }
         let mut buf = Vec::new();
+        let (keys, values) = (
+            self.key_encoder.bind(columns),
+            self.value_encoder.bind(columns),
+        );
         out.reserve(batch.num_rows());
         for row in 0..batch.num_rows() {
             let key = if key_null.value(row) {
                 None
             } else {
-                self.key_encoder.encode(columns, row, &mut buf).map(|()| {
+                keys.encode(row, &mut buf).map(|()| {
                     // Windowed keys as Kafka Streams writes them (8-byte big-endian
                     // times): a time window's key, then its start; a session's key,
                     // then its end, then its start.
@@ -924,9 +928,7 @@ impl Pipeline {
             let value = if tombstone.value(row) {
                 None
             } else {
-                self.value_encoder
-                    .encode(columns, row, &mut buf)
-                    .map(|()| buf.clone())
+                values.encode(row, &mut buf).map(|()| buf.clone())
             };
             out.push(OutputRecord {
                 key,

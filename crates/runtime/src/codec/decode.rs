@@ -3,6 +3,7 @@
 //! One `ColumnBuilder` per column appends values as records arrive; a record that fails
 //! to decode leaves no trace in any builder (the row is rolled back) and is reported.
 
+use super::json_fields::{FieldSpan, match_fields, value_span};
 use crate::types::arrow_type;
 use datafusion_common::arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
@@ -415,6 +416,52 @@ impl ColumnBuilder {
         Ok(())
     }
 
+    /// Appends a JSON value given as its (valid) text. Strings without escapes, plain
+    /// integers, decimals into DOUBLE and booleans go straight in; anything else is parsed
+    /// and coerced by `append_json`, which gives the same results, only slower.
+    pub fn append_raw_json(&mut self, raw: &str) -> DecodeResult {
+        if raw == "null" {
+            self.append_null();
+            return Ok(());
+        }
+        let appended = match self {
+            ColumnBuilder::String(b) => plain_string(raw).map(|s| b.append_value(s)),
+            ColumnBuilder::Bigint(b) => plain_integer(raw).map(|v| b.append_value(v)),
+            ColumnBuilder::Timestamp(b) => plain_integer(raw).map(|v| b.append_value(v)),
+            ColumnBuilder::Integer(b) => plain_int32(raw).map(|v| b.append_value(v)),
+            ColumnBuilder::Date(b) => plain_int32(raw).map(|v| b.append_value(v)),
+            ColumnBuilder::Time(b) => plain_int32(raw).map(|v| b.append_value(v)),
+            ColumnBuilder::Double(b) => match plain_integer(raw) {
+                // As the JSON tree reads it: an integer, then widened.
+                Some(v) => {
+                    b.append_value(v as f64);
+                    Some(())
+                }
+                // Out of range is an error, which the slow path words.
+                None if raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => raw
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .map(|v| b.append_value(v)),
+                None => None,
+            },
+            ColumnBuilder::Boolean(b) => match raw {
+                "true" | "false" => {
+                    b.append_value(raw == "true");
+                    Some(())
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if appended.is_some() {
+            return Ok(());
+        }
+        let v: Value =
+            serde_json::from_str(raw).map_err(|e| format!("Failed to deserialize JSON: {e}"))?;
+        self.append_json(&v)
+    }
+
     /// Appends a DELIMITED field; an empty field is NULL.
     pub fn append_text(&mut self, s: &str) -> DecodeResult {
         if s.is_empty() {
@@ -487,6 +534,25 @@ impl ColumnBuilder {
         }
         Ok(())
     }
+}
+
+/// The contents of a JSON string literal that has no escapes.
+fn plain_string(raw: &str) -> Option<&str> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains('\\')).then_some(inner)
+}
+
+/// A JSON number written as a plain integer that fits a BIGINT.
+fn plain_integer(raw: &str) -> Option<i64> {
+    let digits = raw.strip_prefix('-').unwrap_or(raw);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse().ok()
+}
+
+fn plain_int32(raw: &str) -> Option<i32> {
+    plain_integer(raw).and_then(|v| i32::try_from(v).ok())
 }
 
 /// A validity buffer, or none when every value is valid.
@@ -629,23 +695,35 @@ pub struct PartDecoder {
     exact_names: Vec<String>,
     /// Whether a single column is read bare (not inside an object).
     unwrapped: bool,
+    /// Where each column's value was found in the record being decoded.
+    spans: Vec<Option<FieldSpan>>,
+    /// Whether the fast JSON reader may be used: it needs column names that differ in
+    /// more than case.
+    scan_fields: bool,
 }
 
 impl PartDecoder {
     pub fn new(format: &Format, columns: &[(usize, &Column)], is_key: bool) -> PartDecoder {
         let unwrapped = columns.len() == 1
             && (is_key || !format.wrap_single_value || format.kind == FormatKind::Kafka);
+        let names: Vec<String> = columns.iter().map(|(_, c)| c.name.to_uppercase()).collect();
+        let scan_fields = names
+            .iter()
+            .enumerate()
+            .all(|(i, n)| !names[..i].contains(n));
         PartDecoder {
             format: format.clone(),
             columns: columns.iter().map(|(i, _)| *i).collect(),
-            names: columns.iter().map(|(_, c)| c.name.to_uppercase()).collect(),
             exact_names: columns.iter().map(|(_, c)| c.name.clone()).collect(),
+            names,
             unwrapped,
+            spans: vec![None; columns.len()],
+            scan_fields,
         }
     }
 
     /// Decodes one key or value into the builders; `None` bytes are a null key/value.
-    pub fn decode(&self, bytes: Option<&[u8]>, builders: &mut [ColumnBuilder]) -> DecodeResult {
+    pub fn decode(&mut self, bytes: Option<&[u8]>, builders: &mut [ColumnBuilder]) -> DecodeResult {
         if self.columns.is_empty() {
             return Ok(());
         }
@@ -664,7 +742,39 @@ impl PartDecoder {
         }
     }
 
-    fn decode_json(&self, bytes: &[u8], builders: &mut [ColumnBuilder]) -> DecodeResult {
+    fn decode_json(&mut self, bytes: &[u8], builders: &mut [ColumnBuilder]) -> DecodeResult {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return self.decode_json_tree(bytes, builders);
+        };
+        if self.unwrapped {
+            if let Ok((start, end)) = value_span(text) {
+                let appended = builders[self.columns[0]].append_raw_json(&text[start..end]);
+                // Errors are worded as for the whole record, as below.
+                return appended
+                    .map_err(|e| self.decode_json_tree(bytes, builders).err().unwrap_or(e));
+            }
+        } else if self.scan_fields
+            && match_fields(text, &self.exact_names, &self.names, &mut self.spans).is_ok()
+        {
+            for (span, &col) in self.spans.iter().zip(&self.columns) {
+                let Some(s) = span else {
+                    builders[col].append_null();
+                    continue;
+                };
+                if let Err(e) = builders[col].append_raw_json(&text[s.start..s.end]) {
+                    // Worded as for the whole record (positions count from its start);
+                    // the caller rolls back what either attempt appended.
+                    return Err(self.decode_json_tree(bytes, builders).err().unwrap_or(e));
+                }
+            }
+            return Ok(());
+        }
+        self.decode_json_tree(bytes, builders)
+    }
+
+    /// Decodes through a `serde_json::Value`: for what the fast reader leaves, and for
+    /// bad records, whose error messages come from here.
+    fn decode_json_tree(&self, bytes: &[u8], builders: &mut [ColumnBuilder]) -> DecodeResult {
         let value: Value = serde_json::from_slice(bytes)
             .map_err(|e| format!("Failed to deserialize JSON: {e}"))?;
         if self.unwrapped {
@@ -767,6 +877,66 @@ mod tests {
         use datafusion_common::arrow::array::AsArray;
         assert_eq!(a.as_string::<i32>().value(0), "false");
         assert_eq!(a.as_string::<i32>().value(1), "1.5");
+    }
+
+    /// Decodes `records` with the fast reader and through a `serde_json::Value`, and
+    /// returns both results (the columns, or the first error).
+    fn both_ways(columns: &[Column], records: &[&str]) -> [Result<Vec<ArrayRef>, String>; 2] {
+        let indexed: Vec<(usize, &Column)> = columns.iter().enumerate().collect();
+        let format = Format::new(FormatKind::Json);
+        [true, false].map(|fast| {
+            let mut decoder = PartDecoder::new(&format, &indexed, false);
+            let mut builders: Vec<ColumnBuilder> = columns
+                .iter()
+                .map(|c| ColumnBuilder::new(&c.ty).unwrap())
+                .collect();
+            for r in records {
+                if fast {
+                    decoder.decode(Some(r.as_bytes()), &mut builders)?;
+                } else {
+                    decoder.decode_json_tree(r.as_bytes(), &mut builders)?;
+                }
+            }
+            Ok(builders.iter_mut().map(|b| b.finish()).collect())
+        })
+    }
+
+    #[test]
+    fn the_fast_json_reader_agrees_with_the_json_tree() {
+        let columns = [
+            Column::value("S", SqlType::String),
+            Column::value("i", SqlType::Integer),
+            Column::value("B", SqlType::Bigint),
+            Column::value("D", SqlType::Double),
+            Column::value("F", SqlType::Boolean),
+            Column::value("A", SqlType::Array(Box::new(SqlType::Bigint))),
+        ];
+        let good = [
+            r#"{"S":"plain","i":1,"B":-9223372036854775808,"D":1.5,"F":true,"A":[1,2]}"#,
+            r#"{"s":"esc\"aped\u00e9","I":"12","b":1.0,"d":-0,"f":"TRUE","a":null}"#,
+            r#"{"S":12.50,"i":null,"B":"77","D":3,"D":1e300,"F":false,"x":{"y":[{}]}}"#,
+            r#"{"S":{"n":[1,"two"]},"i":-2147483648,"B":4611686018427387904.0,"D":"2.5"}"#,
+            r#"{"S":true,"I":1,"i":2,"Ä":3,"D":0.1,"B":9007199254740993}"#,
+            r#" {} "#,
+            r#"{"S":"dup","S":"last","s":"other"}"#,
+        ];
+        let [fast, tree] = both_ways(&columns, &good);
+        assert!(fast.is_ok(), "{fast:?}");
+        assert_eq!(fast, tree);
+        for bad in [
+            r#"{"i":2147483648}"#,
+            r#"{"D":1e400}"#,
+            r#"{"F":"yes"}"#,
+            r#"{"B":1.5}"#,
+            r#"{"S":"x",}"#,
+            r#"[1,2]"#,
+            r#"{"A":[1,"x"]}"#,
+            "{\"S\":\"a\u{1}b\"}",
+        ] {
+            let [fast, tree] = both_ways(&columns, &[bad]);
+            assert!(fast.is_err(), "{bad} decoded");
+            assert_eq!(fast, tree, "{bad}");
+        }
     }
 
     #[test]

@@ -1,70 +1,159 @@
 //! Arrow columns into Kafka record bytes, written as ksqlDB writes them.
 
-use datafusion_common::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion_common::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, StringArray,
+};
 use datafusion_common::arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Float64Type, Int32Type, Int64Type, Time32MillisecondType,
     TimeUnit, TimestampMillisecondType,
 };
 use sluice_plan::{Format, FormatKind, format_decimal};
-use std::fmt::Write;
+use std::io::Write;
 
 /// Encodes the key or the value part of output rows.
 pub struct PartEncoder {
     format: Format,
     /// Indexes of the part's columns in the output batch, and their names.
     columns: Vec<(usize, String)>,
+    /// For a JSON object, each column's `"NAME":` with the `{` or `,` before it, written
+    /// once here rather than escaped again for every row.
+    json_prefixes: Vec<Vec<u8>>,
     unwrapped: bool,
+}
+
+/// A part's columns resolved against one batch: the type of each column is looked up
+/// once per batch, not once per row.
+pub struct BatchEncoder<'a> {
+    part: &'a PartEncoder,
+    columns: Vec<ColumnRef<'a>>,
+}
+
+/// An output column, downcast to the types rows are most often made of.
+enum ColumnRef<'a> {
+    Utf8(&'a StringArray),
+    Int32(&'a Int32Array),
+    Int64(&'a Int64Array),
+    Boolean(&'a BooleanArray),
+    Other(&'a ArrayRef),
+}
+
+impl<'a> ColumnRef<'a> {
+    fn new(a: &'a ArrayRef) -> ColumnRef<'a> {
+        match a.data_type() {
+            DataType::Utf8 => ColumnRef::Utf8(a.as_string::<i32>()),
+            DataType::Int32 => ColumnRef::Int32(a.as_primitive::<Int32Type>()),
+            DataType::Int64 => ColumnRef::Int64(a.as_primitive::<Int64Type>()),
+            DataType::Boolean => ColumnRef::Boolean(a.as_boolean()),
+            _ => ColumnRef::Other(a),
+        }
+    }
+
+    fn array(&self) -> &dyn Array {
+        match self {
+            ColumnRef::Utf8(a) => *a,
+            ColumnRef::Int32(a) => *a,
+            ColumnRef::Int64(a) => *a,
+            ColumnRef::Boolean(a) => *a,
+            ColumnRef::Other(a) => a.as_ref(),
+        }
+    }
+
+    fn is_null(&self, row: usize) -> bool {
+        self.array().is_null(row)
+    }
+
+    fn write_json(&self, out: &mut Vec<u8>, row: usize) {
+        if self.is_null(row) {
+            out.extend_from_slice(b"null");
+            return;
+        }
+        match self {
+            ColumnRef::Utf8(a) => write_json_string(out, a.value(row)),
+            ColumnRef::Int32(a) => write_integer(out, a.value(row)),
+            ColumnRef::Int64(a) => write_integer(out, a.value(row)),
+            ColumnRef::Boolean(a) => {
+                out.extend_from_slice(if a.value(row) { b"true" } else { b"false" })
+            }
+            ColumnRef::Other(a) => write_json(out, a, row),
+        }
+    }
 }
 
 impl PartEncoder {
     pub fn new(format: &Format, columns: Vec<(usize, String)>, is_key: bool) -> PartEncoder {
         let unwrapped = columns.len() == 1
             && (is_key || !format.wrap_single_value || format.kind == FormatKind::Kafka);
+        let json_prefixes = columns
+            .iter()
+            .enumerate()
+            .map(|(n, (_, name))| {
+                let mut p = vec![if n == 0 { b'{' } else { b',' }];
+                write_json_string(&mut p, name);
+                p.push(b':');
+                p
+            })
+            .collect();
         PartEncoder {
             format: format.clone(),
             columns,
+            json_prefixes,
             unwrapped,
+        }
+    }
+
+    /// The part's columns in `arrays`, ready to encode rows of that batch.
+    pub fn bind<'a>(&'a self, arrays: &'a [ArrayRef]) -> BatchEncoder<'a> {
+        BatchEncoder {
+            part: self,
+            columns: self
+                .columns
+                .iter()
+                .map(|(i, _)| ColumnRef::new(&arrays[*i]))
+                .collect(),
         }
     }
 
     /// Encodes row `row`; `None` when the part has no columns or (for keys) is all NULL.
     pub fn encode(&self, arrays: &[ArrayRef], row: usize, out: &mut Vec<u8>) -> Option<()> {
+        self.bind(arrays).encode(row, out)
+    }
+}
+
+impl BatchEncoder<'_> {
+    /// Encodes row `row` into `out` (cleared first); `None` when the part has no columns
+    /// or (for keys) is all NULL.
+    pub fn encode(&self, row: usize, out: &mut Vec<u8>) -> Option<()> {
         out.clear();
+        let part = self.part;
         if self.columns.is_empty() {
             return None;
         }
-        match self.format.kind {
+        match part.format.kind {
             FormatKind::Json => {
-                let mut s = String::new();
-                if self.unwrapped {
-                    let (i, _) = &self.columns[0];
-                    if arrays[*i].is_null(row) {
+                if part.unwrapped {
+                    let c = &self.columns[0];
+                    if c.is_null(row) {
                         return None;
                     }
-                    write_json(&mut s, &arrays[*i], row);
+                    c.write_json(out, row);
                 } else {
-                    s.push('{');
-                    for (n, (i, name)) in self.columns.iter().enumerate() {
-                        if n > 0 {
-                            s.push(',');
-                        }
-                        write_json_string(&mut s, name);
-                        s.push(':');
-                        write_json(&mut s, &arrays[*i], row);
+                    for (c, prefix) in self.columns.iter().zip(&part.json_prefixes) {
+                        out.extend_from_slice(prefix);
+                        c.write_json(out, row);
                     }
-                    s.push('}');
+                    out.push(b'}');
                 }
-                out.extend_from_slice(s.as_bytes());
             }
             FormatKind::Delimited => {
-                let delimiter = self.format.delimiter.unwrap_or(',');
+                let delimiter = part.format.delimiter.unwrap_or(',');
                 let mut s = String::new();
                 let mut all_null = true;
-                for (n, (i, _)) in self.columns.iter().enumerate() {
+                for (n, (i, _)) in part.columns.iter().enumerate() {
                     if n > 0 {
                         s.push(delimiter);
                     }
-                    let a = &arrays[*i];
+                    let a = self.columns[n].array();
+                    let _ = i;
                     if a.is_null(row) {
                         continue;
                     }
@@ -78,14 +167,13 @@ impl PartEncoder {
                         s.push_str(&text);
                     }
                 }
-                if all_null && self.columns.len() == 1 {
+                if all_null && part.columns.len() == 1 {
                     return None;
                 }
                 out.extend_from_slice(s.as_bytes());
             }
             FormatKind::Kafka => {
-                let (i, _) = &self.columns[0];
-                let a = &arrays[*i];
+                let a = self.columns[0].array();
                 if a.is_null(row) {
                     return None;
                 }
@@ -108,6 +196,10 @@ impl PartEncoder {
     }
 }
 
+fn write_integer(out: &mut Vec<u8>, v: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
 /// Apache Commons CSV's minimal quoting, which ksqlDB's DELIMITED format uses: quote an
 /// empty first field, a first field not starting with a letter or digit, a field
 /// starting with a character up to `#`, one containing the delimiter, a quote or a line
@@ -123,7 +215,7 @@ fn needs_csv_quotes(text: &str, delimiter: char, first: bool) -> bool {
 }
 
 /// A value as ksqlDB prints it in text formats.
-pub fn text_value(a: &ArrayRef, row: usize) -> String {
+pub fn text_value(a: &dyn Array, row: usize) -> String {
     match a.data_type() {
         DataType::Boolean => a.as_boolean().value(row).to_string(),
         DataType::Int32 => a.as_primitive::<Int32Type>().value(row).to_string(),
@@ -148,9 +240,9 @@ pub fn text_value(a: &ArrayRef, row: usize) -> String {
 }
 
 /// Writes one value as JSON, as ksqlDB writes it.
-pub(crate) fn write_json(s: &mut String, a: &ArrayRef, row: usize) {
+pub(crate) fn write_json(s: &mut Vec<u8>, a: &ArrayRef, row: usize) {
     if a.is_null(row) {
-        s.push_str("null");
+        s.extend_from_slice(b"null");
         return;
     }
     match a.data_type() {
@@ -159,72 +251,83 @@ pub(crate) fn write_json(s: &mut String, a: &ArrayRef, row: usize) {
         DataType::Float64 => {
             let v = a.as_primitive::<Float64Type>().value(row);
             if v.is_finite() {
-                s.push_str(&java_double(v));
+                s.extend_from_slice(java_double(v).as_bytes());
             } else {
                 // JSON has no NaN or Infinity; Jackson writes them as strings.
                 write_json_string(s, &java_double(v));
             }
         }
+        DataType::Int32 => write_integer(s, a.as_primitive::<Int32Type>().value(row)),
+        DataType::Int64 => write_integer(s, a.as_primitive::<Int64Type>().value(row)),
         DataType::List(_) => {
             let list = a.as_list::<i32>();
             let items = list.value(row);
-            s.push('[');
+            s.push(b'[');
             for i in 0..items.len() {
                 if i > 0 {
-                    s.push(',');
+                    s.push(b',');
                 }
                 write_json(s, &items, i);
             }
-            s.push(']');
+            s.push(b']');
         }
         DataType::Map(..) => {
             let map = a.as_map();
             let entries = map.value(row);
             let (keys, values) = (entries.column(0), entries.column(1));
-            s.push('{');
+            s.push(b'{');
             for i in 0..entries.len() {
                 if i > 0 {
-                    s.push(',');
+                    s.push(b',');
                 }
                 write_json_string(s, &text_value(keys, i));
-                s.push(':');
+                s.push(b':');
                 write_json(s, values, i);
             }
-            s.push('}');
+            s.push(b'}');
         }
         DataType::Struct(fields) => {
             let st = a.as_struct();
-            s.push('{');
+            s.push(b'{');
             for (i, f) in fields.iter().enumerate() {
                 if i > 0 {
-                    s.push(',');
+                    s.push(b',');
                 }
                 write_json_string(s, f.name());
-                s.push(':');
+                s.push(b':');
                 write_json(s, st.column(i), row);
             }
-            s.push('}');
+            s.push(b'}');
         }
-        _ => s.push_str(&text_value(a, row)),
+        _ => s.extend_from_slice(text_value(a, row).as_bytes()),
     }
 }
 
-fn write_json_string(s: &mut String, v: &str) {
-    s.push('"');
-    for c in v.chars() {
-        match c {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            '\n' => s.push_str("\\n"),
-            '\r' => s.push_str("\\r"),
-            '\t' => s.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(s, "\\u{:04x}", c as u32);
-            }
-            c => s.push(c),
+/// Writes a JSON string literal, copying the runs that need no escape in one go.
+fn write_json_string(s: &mut Vec<u8>, v: &str) {
+    s.push(b'"');
+    let bytes = v.as_bytes();
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            b if b < 0x20 => b"",
+            _ => continue,
+        };
+        s.extend_from_slice(&bytes[run..i]);
+        if escaped.is_empty() {
+            let _ = write!(s, "\\u{:04x}", b);
+        } else {
+            s.extend_from_slice(escaped);
         }
+        run = i + 1;
     }
-    s.push('"');
+    s.extend_from_slice(&bytes[run..]);
+    s.push(b'"');
 }
 
 /// Formats a double as Java's `Double.toString` does, which is what ksqlDB writes.
