@@ -10,12 +10,15 @@ use crate::expr::{PhysExpr, compile, evaluate, output_field};
 use crate::snapshot::{Reader, Writer};
 use crate::types::{FLAG_COUNT, PSEUDO_COUNT, arrow_type};
 use datafusion_common::ScalarValue;
-use datafusion_common::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, new_empty_array};
+use datafusion_common::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, UInt32Array, new_empty_array,
+};
+use datafusion_common::arrow::compute::take;
 use datafusion_common::arrow::datatypes::Int64Type;
 use datafusion_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion_common::arrow::record_batch::RecordBatch;
+use hashbrown::{HashMap, HashSet};
 use sluice_plan::{AggregateCall, Expr, LogicalSchema, NamedExpr, WindowKind, WindowSpec};
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 struct Group {
@@ -34,12 +37,20 @@ struct Group {
 /// window that merged into another.
 enum Emitted {
     Group(Vec<ScalarValue>),
+    /// A group's row where there is no HAVING: it always passes, and its group was
+    /// marked emitted as the row was made.
+    Passed,
     Removed,
 }
 
 /// The intermediate rows being built, column by column.
 struct Rows {
+    /// Key columns, aggregate results and window bounds.
     columns: Vec<Vec<ScalarValue>>,
+    /// The input row each row came from, whose pseudo-columns it takes ...
+    sources: Vec<u32>,
+    /// ... but with this ROWTIME when given.
+    rowtimes: Vec<Option<i64>>,
     emitted: Vec<Emitted>,
 }
 
@@ -84,16 +95,15 @@ const META_ENTRY: u8 = 1;
 pub const WINDOW_START: &str = "$windowstart";
 pub const WINDOW_END: &str = "$windowend";
 
-/// The starts of the windows that contain `ts`, ascending.
-fn window_starts(w: &WindowSpec, ts: i64) -> Vec<i64> {
-    let mut starts = Vec::new();
+/// The starts of the windows that contain `ts`, ascending, into `starts`.
+fn window_starts(w: &WindowSpec, ts: i64, starts: &mut Vec<i64>) {
+    starts.clear();
     let mut start = ts - ts.rem_euclid(w.advance_ms);
     while start > ts - w.size_ms && start >= 0 {
         starts.push(start);
         start -= w.advance_ms;
     }
     starts.reverse();
-    starts
 }
 
 impl AggregateOp {
@@ -207,37 +217,37 @@ impl AggregateOp {
         let retract = batch.column(n - FLAG_COUNT).as_boolean();
 
         let mut rows = Rows {
-            columns: vec![Vec::new(); self.intermediate.fields().len()],
+            columns: vec![Vec::new(); self.intermediate.fields().len() - PSEUDO_COUNT],
+            sources: Vec::new(),
+            rowtimes: Vec::new(),
             emitted: Vec::new(),
         };
         let rowtime = batch
             .column(n - PSEUDO_COUNT)
             .as_primitive::<Int64Type>()
             .clone();
+        let window = self.window.clone();
+        let mut starts = Vec::new();
+        let mut values: Vec<Vec<ScalarValue>> = vec![Vec::new(); args.len()];
+        let always_pass = self.having.is_none();
         for row in 0..batch.num_rows() {
             if tombstone.value(row) || keys.iter().any(|k| k.is_null(row)) {
                 continue;
             }
-            let group_key = keys
-                .iter()
-                .map(|k| ScalarValue::try_from_array(k, row))
-                .collect::<datafusion_common::Result<Vec<_>>>()?;
-            let values = args
-                .iter()
-                .map(|arg| {
-                    arg.iter()
-                        .map(|a| ScalarValue::try_from_array(a, row))
-                        .collect::<datafusion_common::Result<Vec<_>>>()
-                })
-                .collect::<datafusion_common::Result<Vec<_>>>()?;
-            let pseudo = batch.columns()[n - PSEUDO_COUNT..]
-                .iter()
-                .map(|c| ScalarValue::try_from_array(c, row))
-                .collect::<datafusion_common::Result<Vec<_>>>()?;
+            let mut group_key = Vec::with_capacity(keys.len() + 1);
+            for k in &keys {
+                group_key.push(ScalarValue::try_from_array(k, row)?);
+            }
+            for (v, arg) in values.iter_mut().zip(&args) {
+                v.clear();
+                for a in arg {
+                    v.push(ScalarValue::try_from_array(a, row)?);
+                }
+            }
             let ts = rowtime.value(row);
             self.seq += 1;
             let (seq, emit_final) = (self.seq, self.emit_final);
-            match self.window.clone() {
+            match &window {
                 None => {
                     let undo = retract.value(row);
                     if undo && !self.groups.contains_key(&group_key) {
@@ -252,59 +262,57 @@ impl AggregateOp {
                         && keys.iter().zip(&group_key).all(|(k, v)| {
                             ScalarValue::try_from_array(k, row + 1).is_ok_and(|next| next == *v)
                         });
-                    let group = self.group(group_key.clone(), i64::MAX)?;
+                    let group = self.group(&group_key, i64::MAX)?;
                     apply(group, &values, undo, seq, ts)?;
                     if !silent {
-                        rows.push(
-                            &group_key,
-                            group,
-                            None,
-                            &pseudo,
-                            None,
-                            Emitted::Group(group_key.clone()),
-                        )?;
+                        rows.push(&group_key, group, None, row, None)?;
+                        if always_pass {
+                            group.emitted = true;
+                            rows.emitted.push(Emitted::Passed);
+                        } else {
+                            rows.emitted.push(Emitted::Group(group_key));
+                        }
                     }
                 }
                 Some(w) if w.kind == WindowKind::Session => {
-                    self.session_update(&mut rows, group_key, &values, ts, &pseudo, &w)?;
+                    self.session_update(&mut rows, group_key, &values, ts, row, w)?;
                 }
                 Some(w) => {
                     self.stream_time = self.stream_time.max(ts);
-                    let open: Vec<i64> = window_starts(&w, ts)
-                        .into_iter()
-                        .filter(|s| s + w.size_ms + w.grace_ms > self.stream_time)
-                        .collect();
-                    if open.is_empty() {
+                    window_starts(w, ts, &mut starts);
+                    starts.retain(|s| s + w.size_ms + w.grace_ms > self.stream_time);
+                    if starts.is_empty() {
                         self.late_records += 1;
                     }
-                    for start in open {
-                        let mut key = group_key.clone();
-                        key.push(ScalarValue::Int64(Some(start)));
-                        let group = self.group(key.clone(), start + w.size_ms)?;
+                    group_key.push(ScalarValue::Null);
+                    for &start in &starts {
+                        *group_key.last_mut().expect("pushed above") =
+                            ScalarValue::Int64(Some(start));
+                        let group = self.group(&group_key, start + w.size_ms)?;
                         apply(group, &values, false, seq, ts)?;
                         // A window's row carries its latest time (Kafka Streams'
                         // window stores keep the largest timestamp of the window).
                         if !emit_final {
                             let latest = group.max_ts;
-                            rows.push(
-                                &group_key,
-                                group,
-                                Some(start),
-                                &pseudo,
-                                Some(latest),
-                                Emitted::Group(key),
-                            )?;
+                            let key = &group_key[..group_key.len() - 1];
+                            rows.push(key, group, Some(start), row, Some(latest))?;
+                            if always_pass {
+                                group.emitted = true;
+                                rows.emitted.push(Emitted::Passed);
+                            } else {
+                                rows.emitted.push(Emitted::Group(group_key.clone()));
+                            }
                         }
                     }
                 }
             }
             if self.emit_final {
-                self.emit_closed(&mut rows, &pseudo)?;
+                self.emit_closed(&mut rows, row)?;
             }
         }
         let columns = rows.columns;
         let row_keys = rows.emitted;
-        let arrays: Vec<ArrayRef> = columns
+        let mut arrays: Vec<ArrayRef> = columns
             .into_iter()
             .zip(self.intermediate.fields())
             .map(|(values, f)| {
@@ -315,6 +323,18 @@ impl AggregateOp {
                 }
             })
             .collect::<Result<_>>()?;
+        // The pseudo-columns of the rows' input rows, ROWTIME replaced where given.
+        let sources = UInt32Array::from(rows.sources);
+        for c in &batch.columns()[n - PSEUDO_COUNT..] {
+            arrays.push(take(c, &sources, None)?);
+        }
+        let at = arrays.len() - PSEUDO_COUNT;
+        arrays[at] = Arc::new(Int64Array::from_iter_values(
+            rows.rowtimes
+                .iter()
+                .zip(sources.values())
+                .map(|(t, s)| t.unwrap_or_else(|| rowtime.value(*s as usize))),
+        ));
         let intermediate = RecordBatch::try_new(self.intermediate.clone(), arrays)?;
 
         // HAVING: a group that stops passing after it was emitted gets a tombstone;
@@ -341,6 +361,10 @@ impl AggregateOp {
                     keep.push(*pass || group.emitted);
                     deleted.push(!*pass);
                     group.emitted = *pass;
+                }
+                Emitted::Passed => {
+                    keep.push(true);
+                    deleted.push(false);
                 }
                 Emitted::Removed => {
                     keep.push(true);
@@ -409,15 +433,15 @@ fn apply(
 
 impl Rows {
     /// Appends the intermediate row of a group: key columns, aggregate results, window
-    /// bounds, then the pseudo-columns of the input row (ROWTIME replaced if given).
+    /// bounds, then (at the end of the batch) the pseudo-columns of input row `source`,
+    /// ROWTIME replaced if given. The caller adds what the row is (`emitted`).
     fn push(
         &mut self,
         group_key: &[ScalarValue],
         group: &Group,
         window_start: Option<i64>,
-        pseudo: &[ScalarValue],
+        source: usize,
         rowtime: Option<i64>,
-        emitted: Emitted,
     ) -> Result<()> {
         let mut i = 0;
         for k in group_key {
@@ -431,45 +455,35 @@ impl Rows {
         if let Some(start) = window_start {
             self.columns[i].push(ScalarValue::Int64(Some(start)));
             self.columns[i + 1].push(ScalarValue::Int64(Some(group.end)));
-            i += 2;
         }
-        for (j, p) in pseudo.iter().enumerate() {
-            self.columns[i].push(match (j, rowtime) {
-                (0, Some(t)) => ScalarValue::Int64(Some(t)),
-                _ => p.clone(),
-            });
-            i += 1;
-        }
-        self.emitted.push(emitted);
+        self.sources.push(source as u32);
+        self.rowtimes.push(rowtime);
         Ok(())
     }
 }
 
 impl AggregateOp {
     /// The group for `key`, created empty if new; the caller changes it.
-    fn group(&mut self, key: Vec<ScalarValue>, end: i64) -> Result<&mut Group> {
-        self.touch(&key);
-        if !self.groups.contains_key(&key) {
-            if let Some(point) = self.expiry_point(&key, end) {
-                self.expiry_bound = self.expiry_bound.min(point);
-            }
-            let accumulators = self
-                .calls
-                .iter()
-                .map(Accumulator::new)
-                .collect::<Result<_>>()?;
-            self.groups.insert(
-                key.clone(),
-                Group {
-                    accumulators,
+    fn group(&mut self, key: &[ScalarValue], end: i64) -> Result<&mut Group> {
+        self.touch(key);
+        let point = self.expiry_point(key, end);
+        let calls = &self.calls;
+        let group = match self.groups.entry_ref(key) {
+            hashbrown::hash_map::EntryRef::Occupied(e) => e.into_mut(),
+            hashbrown::hash_map::EntryRef::Vacant(e) => {
+                if let Some(point) = point {
+                    self.expiry_bound = self.expiry_bound.min(point);
+                }
+                e.insert(Group {
+                    accumulators: calls.iter().map(Accumulator::new).collect::<Result<_>>()?,
                     emitted: false,
                     end,
                     max_ts: i64::MIN,
                     final_done: false,
-                },
-            );
-        }
-        Ok(self.groups.get_mut(&key).expect("just inserted"))
+                })
+            }
+        };
+        Ok(group)
     }
 
     /// A row for a session-windowed aggregation (Kafka Streams' session semantics):
@@ -481,7 +495,7 @@ impl AggregateOp {
         group_key: Vec<ScalarValue>,
         values: &[Vec<ScalarValue>],
         ts: i64,
-        pseudo: &[ScalarValue],
+        source: usize,
         w: &WindowSpec,
     ) -> Result<()> {
         self.stream_time = self.stream_time.max(ts);
@@ -522,14 +536,8 @@ impl AggregateOp {
             max_ts = max_ts.max(old.max_ts);
             emitted |= old.emitted;
             if !same_window && !self.emit_final {
-                rows.push(
-                    &group_key,
-                    &old,
-                    Some(*s),
-                    pseudo,
-                    Some(*e),
-                    Emitted::Removed,
-                )?;
+                rows.push(&group_key, &old, Some(*s), source, Some(*e))?;
+                rows.emitted.push(Emitted::Removed);
             }
         }
         let index = self.sessions.entry(group_key.clone()).or_default();
@@ -538,21 +546,15 @@ impl AggregateOp {
         let mut key = group_key.clone();
         key.push(ScalarValue::Int64(Some(start)));
         let (seq, emit_final) = (self.seq, self.emit_final);
-        let group = self.group(key.clone(), end)?;
+        let group = self.group(&key, end)?;
         group.accumulators = merged;
         group.max_ts = max_ts;
         // A deleted session's row is gone downstream; a same-window update is not.
         group.emitted = same_window && emitted;
         apply(group, values, false, seq, ts)?;
         if !emit_final {
-            rows.push(
-                &group_key,
-                group,
-                Some(start),
-                pseudo,
-                Some(end),
-                Emitted::Group(key),
-            )?;
+            rows.push(&group_key, group, Some(start), source, Some(end))?;
+            rows.emitted.push(Emitted::Group(key));
         }
         Ok(())
     }
@@ -560,7 +562,7 @@ impl AggregateOp {
     /// EMIT FINAL: writes the rows of windows that closed and are still kept (Kafka
     /// Streams emits on window close from the window store, which forgets windows
     /// older than the retention).
-    fn emit_closed(&mut self, rows: &mut Rows, pseudo: &[ScalarValue]) -> Result<()> {
+    fn emit_closed(&mut self, rows: &mut Rows, source: usize) -> Result<()> {
         let Some(w) = &self.window else {
             return Ok(());
         };
@@ -597,10 +599,10 @@ impl AggregateOp {
                 &key[..key.len() - 1],
                 group,
                 Some(start),
-                pseudo,
+                source,
                 Some(group.max_ts),
-                Emitted::Group(key.clone()),
             )?;
+            rows.emitted.push(Emitted::Group(key.clone()));
         }
         Ok(())
     }
@@ -818,8 +820,13 @@ mod tests {
             advance_ms: 10,
             grace_ms: 0,
         };
-        assert_eq!(window_starts(&tumbling, 0), vec![0]);
-        assert_eq!(window_starts(&tumbling, 19), vec![10]);
+        let starts = |w: &WindowSpec, ts: i64| {
+            let mut v = Vec::new();
+            window_starts(w, ts, &mut v);
+            v
+        };
+        assert_eq!(starts(&tumbling, 0), vec![0]);
+        assert_eq!(starts(&tumbling, 19), vec![10]);
         let hopping = WindowSpec {
             kind: sluice_plan::WindowKind::Tumbling,
             retention_ms: None,
@@ -827,8 +834,8 @@ mod tests {
             advance_ms: 5,
             grace_ms: 0,
         };
-        assert_eq!(window_starts(&hopping, 12), vec![5, 10]);
+        assert_eq!(starts(&hopping, 12), vec![5, 10]);
         // Windows never start before the epoch.
-        assert_eq!(window_starts(&hopping, 3), vec![0]);
+        assert_eq!(starts(&hopping, 3), vec![0]);
     }
 }
