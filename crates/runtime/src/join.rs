@@ -9,8 +9,9 @@
 //!   match are emitted at once without a grace period, or once their window has closed
 //!   with one (Kafka Streams' rule since KIP-633).
 //!
-//! Rows are kept as one-row slices of the batches they arrived in (no copy); the output
-//! batch is assembled with `interleave` from the rows each output row pairs.
+//! Rows are kept as references to the batch they arrived in (an `Arc` and a row number:
+//! no copy, and no per-row arrays); the output batch is assembled with one `interleave`
+//! per column from the distinct batches its rows point into.
 
 use crate::error::{Result, RuntimeError};
 use crate::expr::{PhysExpr, compile, evaluate};
@@ -24,8 +25,9 @@ use datafusion_common::arrow::datatypes::{
 };
 use datafusion_common::arrow::record_batch::RecordBatch;
 use datafusion_common::arrow::row::{RowConverter, SortField};
+use hashbrown::HashMap;
 use sluice_plan::{CarriedColumn, JoinKind, JoinShape, LogicalSchema, PSEUDO_COLUMNS};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Which input of a join a batch comes from.
@@ -44,13 +46,28 @@ impl Side {
     }
 }
 
-/// A row kept in the join's state: its carried columns (a one-row batch), its join key
-/// (a one-row array) and its time.
-#[derive(Clone)]
-struct Kept {
+/// The carried columns and join keys of one input batch, shared by every row of it the
+/// join keeps or emits.
+struct BatchRows {
     columns: RecordBatch,
     key: ArrayRef,
+}
+
+/// A row of an input batch, kept in the join's state or paired in an output row.
+type RowRef = (Arc<BatchRows>, usize);
+
+/// A row kept in the join's state, and its time.
+#[derive(Clone)]
+struct Kept {
+    batch: Arc<BatchRows>,
+    row: usize,
     ts: i64,
+}
+
+impl Kept {
+    fn at(&self) -> RowRef {
+        (self.batch.clone(), self.row)
+    }
 }
 
 /// One row of output, before it is assembled.
@@ -58,7 +75,7 @@ struct Emit {
     left: Option<Kept>,
     right: Option<Kept>,
     /// The row that caused it: its key, partition and offset.
-    key: ArrayRef,
+    key: RowRef,
     ts: i64,
     partition: i32,
     offset: i64,
@@ -82,6 +99,8 @@ pub struct JoinOp {
     /// The indexes of each side's carried columns in its input rows.
     carried: [Vec<usize>; 2],
     carried_schema: [SchemaRef; 2],
+    /// A one-row NULL of each side's carried columns, for output rows without that side.
+    nulls: [Vec<ArrayRef>; 2],
     schema: SchemaRef,
     rows: RowConverter,
     /// Tables: each side's current row per key.
@@ -164,12 +183,20 @@ impl JoinOp {
             }
             _ => None,
         };
+        let nulls = [&l, &r].map(|schema| {
+            schema
+                .fields()
+                .iter()
+                .map(|f| new_null_array(f.data_type(), 1))
+                .collect()
+        });
         Ok(JoinOp {
             kind,
             shape: shape.clone(),
             keys,
             carried,
             carried_schema: [l, r],
+            nulls,
             schema: Arc::new(Schema::new(fields)),
             rows: RowConverter::new(vec![SortField::new(key_type)])?,
             tables: [HashMap::new(), HashMap::new()],
@@ -222,6 +249,10 @@ impl JoinOp {
         let carried = batch.project(&self.carried[s])?;
         let carried =
             RecordBatch::try_new(self.carried_schema[s].clone(), carried.columns().to_vec())?;
+        let batch_rows = Arc::new(BatchRows {
+            columns: carried,
+            key: keys.clone(),
+        });
         let primary = match (&self.primary, side) {
             (Some((indexes, converter)), Side::Left) => {
                 let columns: Vec<ArrayRef> =
@@ -238,8 +269,8 @@ impl JoinOp {
                 continue;
             }
             let kept = Kept {
-                columns: carried.slice(row, 1),
-                key: keys.slice(row, 1),
+                batch: batch_rows.clone(),
+                row,
                 ts: rowtime.value(row),
             };
             // Borrowed for lookups; copied only where a row is stored.
@@ -247,7 +278,7 @@ impl JoinOp {
             let trigger = |kept: &Kept| Emit {
                 left: None,
                 right: None,
-                key: kept.key.clone(),
+                key: kept.at(),
                 ts: kept.ts,
                 partition: partition.value(row),
                 offset: offset.value(row),
@@ -579,28 +610,28 @@ impl JoinOp {
     fn assemble(&self, out: Vec<Emit>) -> Result<RecordBatch> {
         let n = out.len();
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        let key_arrays: Vec<&dyn Array> = out.iter().map(|e| e.key.as_ref()).collect();
-        let picks: Vec<(usize, usize)> = (0..n).map(|i| (i, 0)).collect();
+        let (batches, picks) = gather(out.iter().map(|e| Some((&e.key.0, e.key.1))));
+        let picks: Vec<(usize, usize)> = picks.into_iter().flatten().collect();
+        let key_arrays: Vec<&dyn Array> = batches.iter().map(|b| b.key.as_ref()).collect();
         columns.push(if n == 0 {
             new_null_array(self.schema.field(0).data_type(), 0)
         } else {
             interleave(&key_arrays, &picks)?
         });
-        for (s, schema) in self.carried_schema.iter().enumerate() {
-            for c in 0..schema.fields().len() {
-                let null = new_null_array(schema.field(c).data_type(), 1);
-                let mut arrays: Vec<&dyn Array> = vec![null.as_ref()];
-                let mut picks = Vec::with_capacity(n);
-                for e in &out {
-                    let kept = if s == 0 { &e.left } else { &e.right };
-                    match kept {
-                        Some(k) => {
-                            arrays.push(k.columns.column(c).as_ref());
-                            picks.push((arrays.len() - 1, 0));
-                        }
-                        None => picks.push((0, 0)),
-                    }
-                }
+        for (s, nulls) in self.nulls.iter().enumerate() {
+            let (batches, picks) = gather(out.iter().map(|e| {
+                let kept = if s == 0 { &e.left } else { &e.right };
+                kept.as_ref().map(|k| (&k.batch, k.row))
+            }));
+            // Index 0 of the arrays interleaved is the NULL row.
+            let picks: Vec<(usize, usize)> = picks
+                .into_iter()
+                .map(|p| p.map_or((0, 0), |(b, r)| (b + 1, r)))
+                .collect();
+            for (c, null) in nulls.iter().enumerate() {
+                let mut arrays: Vec<&dyn Array> = Vec::with_capacity(batches.len() + 1);
+                arrays.push(null.as_ref());
+                arrays.extend(batches.iter().map(|b| b.columns.column(c).as_ref()));
                 columns.push(interleave(&arrays, &picks)?);
             }
         }
@@ -622,9 +653,34 @@ impl JoinOp {
     }
 }
 
+/// The distinct batches that `rows` point into, and for each row its (batch index, row)
+/// in them, or None where there is no row.
+fn gather<'a>(
+    rows: impl Iterator<Item = Option<(&'a Arc<BatchRows>, usize)>>,
+) -> (Vec<&'a Arc<BatchRows>>, Vec<Option<(usize, usize)>>) {
+    let mut batches: Vec<&Arc<BatchRows>> = Vec::new();
+    let mut index: HashMap<*const BatchRows, usize> = HashMap::new();
+    let picks = rows
+        .map(|r| {
+            r.map(|(batch, row)| {
+                // Rows often come from the batch of the row before: check it first.
+                let i = match batches.last() {
+                    Some(last) if Arc::ptr_eq(last, batch) => batches.len() - 1,
+                    _ => *index.entry(Arc::as_ptr(batch)).or_insert_with(|| {
+                        batches.push(batch);
+                        batches.len() - 1
+                    }),
+                };
+                (i, row)
+            })
+        })
+        .collect();
+    (batches, picks)
+}
+
 /// A stream row of one side that an outer join emits without a match, at `ts`.
 fn unmatched(side: Side, kept: Kept, ts: i64, trigger: &Emit) -> Emit {
-    let key = kept.key.clone();
+    let key = kept.at();
     let (left, right) = match side {
         Side::Left => (Some(kept), None),
         Side::Right => (None, Some(kept)),
