@@ -653,11 +653,14 @@ impl JoinOp {
     }
 }
 
+/// For each output row, the (batch index, row) of the input row it takes, or None.
+type Picks = Vec<Option<(usize, usize)>>;
+
 /// The distinct batches that `rows` point into, and for each row its (batch index, row)
 /// in them, or None where there is no row.
 fn gather<'a>(
     rows: impl Iterator<Item = Option<(&'a Arc<BatchRows>, usize)>>,
-) -> (Vec<&'a Arc<BatchRows>>, Vec<Option<(usize, usize)>>) {
+) -> (Vec<&'a Arc<BatchRows>>, Picks) {
     let mut batches: Vec<&Arc<BatchRows>> = Vec::new();
     let mut index: HashMap<*const BatchRows, usize> = HashMap::new();
     let picks = rows
