@@ -9,6 +9,10 @@
 //! cargo run --release -p sluice-bench -- [--records N] [--runs N] [SCENARIO...]
 //! ```
 //!
+//! A baseline (each record parsed into a `serde_json::Value` and written back) runs
+//! first; every scenario's median is also printed as a ratio to it, which varies less
+//! than records per second on a shared machine.
+//!
 //! Scenarios: `project` (decode, filter, project, encode), `tumbling` (COUNT and SUM per
 //! key over 10,000 keys in 1-minute windows), `stream-table` (lookups against a table of
 //! 100,000 keys), `stream-stream` (two streams joined within 1 minute, records of the two
@@ -227,6 +231,28 @@ fn main() {
             other => only.push(other.to_string()),
         }
     }
+    // The baseline, measured in the same run so that ratios survive a noisy machine:
+    // what a naive engine does per record, a JSON value parsed into a tree and written
+    // back (serde_json, as Sluice decoded before its own scanner).
+    let clicks: Vec<Vec<u8>> = (0..records).map(click).collect();
+    let baseline = median(
+        (0..runs)
+            .map(|_| {
+                let started = Instant::now();
+                let mut bytes = 0;
+                for c in &clicks {
+                    let v: serde_json::Value = serde_json::from_slice(c).expect("JSON");
+                    bytes += serde_json::to_vec(&v).expect("writes").len();
+                }
+                std::hint::black_box(bytes);
+                clicks.len() as f64 / started.elapsed().as_secs_f64()
+            })
+            .collect(),
+    );
+    println!(
+        "{:<18} median {baseline:>10.0} records/s  (JSON tree round trip)",
+        "baseline"
+    );
     for s in scenarios() {
         if !only.is_empty() && !only.iter().any(|o| o == s.name) {
             continue;
@@ -243,10 +269,12 @@ fn main() {
             rates.push(timed.len() as f64 / started.elapsed().as_secs_f64());
         }
         let shown: Vec<String> = rates.iter().map(|r| format!("{:.0}", r)).collect();
+        let rate = median(rates);
         println!(
-            "{:<14} median {:>10.0} records/s  (runs: {}; {} in, {} out per run)",
+            "{:<18} median {:>10.0} records/s  {:.2}x baseline  (runs: {}; {} in, {} out per run)",
             s.name,
-            median(rates),
+            rate,
+            rate / baseline,
             shown.join(", "),
             timed.len(),
             written

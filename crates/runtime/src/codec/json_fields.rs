@@ -171,20 +171,20 @@ impl Scanner<'_> {
     }
 
     /// After an opening quote: the string's contents' range, past its closing quote.
+    /// (A plain loop: field names and values are short, too short for memchr to pay.)
     fn string_body(&mut self) -> Scan<(usize, usize)> {
         let start = self.i;
         let rest = &self.b[start..];
-        let end = start + memchr::memchr2(b'"', b'\\', rest).ok_or(GiveUp)?;
-        // A backslash escape, or a control character JSON does not allow in strings.
-        // (A fold rather than `any`, so that it runs over the bytes without branching.)
-        let control = self.b[start..end]
+        let len = rest
             .iter()
-            .fold(false, |c, &b| c | (b < 0x20));
-        if self.b[end] == b'\\' || control {
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+            .ok_or(GiveUp)?;
+        // A backslash escape, or a control character JSON does not allow in strings.
+        if rest[len] != b'"' {
             return Err(GiveUp);
         }
-        self.i = end + 1;
-        Ok((start, end))
+        self.i = start + len + 1;
+        Ok((start, start + len))
     }
 
     fn digits(&mut self) -> Scan<()> {
