@@ -32,6 +32,9 @@ pub struct CrashRun {
     pub cache: bool,
     /// Seeds the moments of the kills.
     pub seed: u64,
+    /// Runs only the non-windowed COUNT and SUM per key (whose groups are in RocksDB):
+    /// to see that query's memory alone.
+    pub only_totals: bool,
 }
 
 /// What happens to the run at each of its random moments.
@@ -129,6 +132,7 @@ impl CrashRun {
         let source = unique("crash_src");
         let csas = unique("crash_csas");
         let ctas = unique("crash_ctas");
+        let totals = unique("crash_totals");
         server.ok(&format!(
             "CREATE STREAM src (k STRING KEY, n BIGINT, v INT) WITH (kafka_topic='{source}', \
              partitions={}, key_format='KAFKA', value_format='JSON');",
@@ -147,7 +151,7 @@ impl CrashRun {
         }
         let started = Instant::now();
         let props = json!({"auto.offset.reset": "earliest"});
-        for sql in [
+        let statements = [
             format!(
                 "CREATE STREAM crash_csas WITH (kafka_topic='{csas}') AS \
                  SELECT k, n, v * 2 AS v2 FROM src WHERE v % 3 <> 0;"
@@ -158,7 +162,15 @@ impl CrashRun {
                  WINDOW TUMBLING (SIZE {} SECONDS) GROUP BY k;",
                 WINDOW_MS / 1000
             ),
-        ] {
+            // Without a window, the groups live in RocksDB (restored from the changelog
+            // at every start).
+            format!(
+                "CREATE TABLE crash_totals WITH (kafka_topic='{totals}') AS \
+                 SELECT k, COUNT(*) AS cnt, SUM(v) AS total FROM src GROUP BY k;"
+            ),
+        ];
+        let skip = if self.only_totals { 2 } else { 0 };
+        for sql in statements.into_iter().skip(skip) {
             let (status, body) = server.ksql_with(&sql, props.clone());
             if status != 200 {
                 return Err(format!("{sql} failed: {body}"));
@@ -229,15 +241,26 @@ impl CrashRun {
             }
         };
         let wait = Duration::from_secs(120 + self.records as u64 / 2000);
-        let csas_out = consume_until(&csas, wait, |r| complete(r, expected_csas));
         let windows = self.expected_windows();
         let exactly_once = self.exactly_once;
-        let ctas_out = consume_until(&ctas, wait, |r| ctas_done(&windows, r, exactly_once));
+        let (csas_out, ctas_out) = if self.only_totals {
+            (Vec::new(), Vec::new())
+        } else {
+            (
+                consume_until(&csas, wait, |r| complete(r, expected_csas)),
+                consume_until(&ctas, wait, |r| ctas_done(&windows, r, exactly_once)),
+            )
+        };
+        let per_key = self.expected_totals();
+        let totals_out = consume_until(&totals, wait, |r| ctas_done(&per_key, r, exactly_once));
         let elapsed = caught_up;
         let server_cpu_seconds = server.cpu_seconds();
         let peak_rss_mib = server.peak_rss_mib();
-        self.check_csas(&csas_out)?;
-        self.check_ctas(&ctas_out)?;
+        if !self.only_totals {
+            self.check_csas(&csas_out)?;
+            self.check_table("CTAS", windows, &ctas_out)?;
+        }
+        self.check_table("Totals", per_key, &totals_out)?;
         Ok(CrashReport {
             elapsed,
             rate: self.records as f64 / elapsed.as_secs_f64(),
@@ -261,6 +284,17 @@ impl CrashRun {
             w.1 += v(i);
         }
         windows
+    }
+
+    /// KAFKA string keys to their final COUNT and SUM.
+    fn expected_totals(&self) -> HashMap<Vec<u8>, (i64, i64)> {
+        let mut totals: HashMap<Vec<u8>, (i64, i64)> = HashMap::new();
+        for i in 0..self.records {
+            let t = totals.entry(key(i, self.keys).into_bytes()).or_default();
+            t.0 += 1;
+            t.1 += v(i);
+        }
+        totals
     }
 
     fn check_csas(&self, out: &[(i32, Record)]) -> Result<(), String> {
@@ -295,8 +329,13 @@ impl CrashRun {
         Ok(())
     }
 
-    fn check_ctas(&self, out: &[(i32, Record)]) -> Result<(), String> {
-        let expected = self.expected_windows();
+    /// A table of (COUNT, SUM) per key: its latest row per key must be the expected one.
+    fn check_table(
+        &self,
+        what: &str,
+        expected: HashMap<Vec<u8>, (i64, i64)>,
+        out: &[(i32, Record)],
+    ) -> Result<(), String> {
         let latest = latest_per_key(out);
         let wrong = |(k, v): &(&Vec<u8>, &(i64, i64))| {
             !latest
@@ -312,16 +351,16 @@ impl CrashRun {
         let wrong_count = expected.iter().filter(wrong).count();
         if wrong_count > 0 || latest.len() != expected.len() {
             return Err(format!(
-                "CTAS output differs: {wrong_count} of {} windows wrong ({} written), e.g. {examples:?}",
+                "{what} output differs: {wrong_count} of {} keys wrong ({} written), e.g. {examples:?}",
                 expected.len(),
                 latest.len()
             ));
         }
-        // Without the cache each input record updates one window once, and exactly-once
+        // Without the cache each input record updates one key once, and exactly-once
         // writes each update once: as many rows as records.
         if self.exactly_once && !self.cache && out.len() != self.records {
             return Err(format!(
-                "CTAS wrote {} rows for {} records: updates were lost or repeated",
+                "{what} wrote {} rows for {} records: updates were lost or repeated",
                 out.len(),
                 self.records
             ));

@@ -14,6 +14,7 @@ fn run(exactly_once: bool, cache: bool, seed: u64) {
         commit_interval_ms: 100,
         cache,
         seed,
+        only_totals: false,
     };
     if let Err(e) = run.run() {
         panic!("{run:?}: {e}");
@@ -45,6 +46,7 @@ fn a_second_server_takes_over_exactly_once() {
         commit_interval_ms: 100,
         cache: true,
         seed: 11,
+        only_totals: false,
     };
     if let Err(e) = run.run() {
         panic!("{run:?}: {e}");
@@ -67,6 +69,7 @@ fn exactly_once_survives_broker_restarts() {
         commit_interval_ms: 100,
         cache: false,
         seed: 3,
+        only_totals: false,
     };
     if let Err(e) = run.run() {
         panic!("{run:?}: {e}");

@@ -19,6 +19,8 @@ use datafusion_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion_common::arrow::record_batch::RecordBatch;
 use hashbrown::{HashMap, HashSet};
 use sluice_plan::{AggregateCall, Expr, LogicalSchema, NamedExpr, WindowKind, WindowSpec};
+use sluice_state::Storage;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 struct Group {
@@ -31,6 +33,8 @@ struct Group {
     max_ts: i64,
     /// EMIT FINAL: the window's final row was written.
     final_done: bool,
+    /// The commit interval that last used the group (see `GroupStore`).
+    touched: u64,
 }
 
 /// A row the aggregation writes: a group's current row, or the deletion of a session
@@ -53,6 +57,22 @@ struct Rows {
     rowtimes: Vec<Option<i64>>,
     emitted: Vec<Emitted>,
 }
+
+/// Groups kept in a state store (RocksDB on Kafka) instead of all in memory. Memory
+/// holds the groups the current commit interval uses, and after a commit at most
+/// `max_cached` groups; a row whose group is not in memory reads it back from the store.
+/// The store receives an interval's changes only once the Kafka transaction that
+/// carries them to the changelog has committed, so it never holds state the changelog
+/// lacks; a start rebuilds it from the changelog.
+struct GroupStore {
+    storage: Box<dyn Storage + Send>,
+    max_cached: usize,
+    /// Changelog entries being restored, written to the store in batches.
+    restoring: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+/// How many restored entries are written to a store at once.
+const RESTORE_BATCH: usize = 10_000;
 
 pub struct AggregateOp {
     group_by: Vec<PhysExpr>,
@@ -84,6 +104,10 @@ pub struct AggregateOp {
     /// such point, so `expire` skips the scan of every group until the threshold passes
     /// it.
     expiry_bound: i64,
+    /// Where groups live beyond memory (None: all in memory).
+    store: Option<GroupStore>,
+    /// The current commit interval, numbered.
+    epoch: u64,
 }
 
 /// Changelog keys: a group's key, or the operator's own counters.
@@ -188,6 +212,8 @@ impl AggregateOp {
             late_records: 0,
             changed: None,
             expiry_bound: i64::MIN,
+            store: None,
+            epoch: 0,
         })
     }
 
@@ -250,7 +276,7 @@ impl AggregateOp {
             match &window {
                 None => {
                     let undo = retract.value(row);
-                    if undo && !self.groups.contains_key(&group_key) {
+                    if undo && !self.has_group(&group_key)? {
                         continue;
                     }
                     // A change that stays in its group emits once, after the undo and
@@ -466,8 +492,11 @@ impl AggregateOp {
     /// The group for `key`, created empty if new; the caller changes it.
     fn group(&mut self, key: &[ScalarValue], end: i64) -> Result<&mut Group> {
         self.touch(key);
+        if self.store.is_some() && !self.groups.contains_key(key) {
+            self.load(key)?;
+        }
         let point = self.expiry_point(key, end);
-        let calls = &self.calls;
+        let (calls, epoch) = (&self.calls, self.epoch);
         let group = match self.groups.entry_ref(key) {
             hashbrown::hash_map::EntryRef::Occupied(e) => e.into_mut(),
             hashbrown::hash_map::EntryRef::Vacant(e) => {
@@ -480,9 +509,11 @@ impl AggregateOp {
                     end,
                     max_ts: i64::MIN,
                     final_done: false,
+                    touched: epoch,
                 })
             }
         };
+        group.touched = epoch;
         Ok(group)
     }
 
@@ -693,24 +724,11 @@ impl AggregateOp {
         }
         let changed = std::mem::take(changed);
         for key in changed {
-            let mut k = vec![GROUP_ENTRY];
-            Writer(&mut k).scalars(&key)?;
             let value = match self.groups.get(&key) {
                 None => None,
-                Some(g) => {
-                    let mut v = Vec::new();
-                    let mut w = Writer(&mut v);
-                    w.bool(g.emitted);
-                    w.i64(g.end);
-                    w.i64(g.max_ts);
-                    w.bool(g.final_done);
-                    for acc in &g.accumulators {
-                        acc.save(&mut w)?;
-                    }
-                    Some(v)
-                }
+                Some(g) => Some(encode_group(g)?),
             };
-            out.push((k, value));
+            out.push((group_entry_key(&key)?, value));
         }
         let mut v = Vec::new();
         let mut w = Writer(&mut v);
@@ -722,7 +740,11 @@ impl AggregateOp {
     }
 
     /// Forgets every group, before a restore.
-    pub fn clear(&mut self) {
+    pub fn clear(&mut self) -> Result<()> {
+        if let Some(store) = &mut self.store {
+            store.storage.clear().map_err(state_error)?;
+            store.restoring.clear();
+        }
         self.groups.clear();
         self.sessions.clear();
         self.stream_time = i64::MIN;
@@ -731,42 +753,30 @@ impl AggregateOp {
         if let Some(c) = &mut self.changed {
             c.clear();
         }
+        Ok(())
     }
 
     /// Applies one changelog entry (the last entry for a key wins).
     pub fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
         match key.split_first() {
             Some((&GROUP_ENTRY, rest)) => {
-                let group_key = Reader::new(rest).scalars()?;
-                let Some(value) = value else {
-                    self.groups.remove(&group_key);
+                if let Some(store) = &mut self.store {
+                    store
+                        .restoring
+                        .insert(key.to_vec(), value.map(<[u8]>::to_vec));
+                    if store.restoring.len() >= RESTORE_BATCH {
+                        store.flush_restored()?;
+                    }
                     return Ok(());
+                }
+                let group_key = Reader::new(rest).scalars()?;
+                match value {
+                    None => self.groups.remove(&group_key),
+                    Some(value) => {
+                        let group = self.decode_group(value)?;
+                        self.groups.insert(group_key, group)
+                    }
                 };
-                let mut r = Reader::new(value);
-                let (emitted, end, max_ts, final_done) = (r.bool()?, r.i64()?, r.i64()?, r.bool()?);
-                let mut accumulators = self
-                    .calls
-                    .iter()
-                    .map(Accumulator::new)
-                    .collect::<Result<Vec<_>>>()?;
-                for acc in &mut accumulators {
-                    acc.load(&mut r)?;
-                }
-                if !r.is_empty() {
-                    return Err(RuntimeError::State(
-                        "an aggregation's changelog entry longer than its state".into(),
-                    ));
-                }
-                self.groups.insert(
-                    group_key,
-                    Group {
-                        accumulators,
-                        emitted,
-                        end,
-                        max_ts,
-                        final_done,
-                    },
-                );
             }
             Some((&META_ENTRY, _)) => {
                 if let Some(value) = value {
@@ -786,7 +796,10 @@ impl AggregateOp {
     }
 
     /// Rebuilds what follows from the restored groups: each key's session starts.
-    pub fn finish_restore(&mut self) {
+    pub fn finish_restore(&mut self) -> Result<()> {
+        if let Some(store) = &mut self.store {
+            store.flush_restored()?;
+        }
         // The next `expire` scans the restored groups and sets the bound.
         self.expiry_bound = i64::MIN;
         self.sessions.clear();
@@ -804,6 +817,144 @@ impl AggregateOp {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A group's state from its changelog (and store) value.
+    fn decode_group(&self, value: &[u8]) -> Result<Group> {
+        let mut r = Reader::new(value);
+        let (emitted, end, max_ts, final_done) = (r.bool()?, r.i64()?, r.i64()?, r.bool()?);
+        let mut accumulators = self
+            .calls
+            .iter()
+            .map(Accumulator::new)
+            .collect::<Result<Vec<_>>>()?;
+        for acc in &mut accumulators {
+            acc.load(&mut r)?;
+        }
+        if !r.is_empty() {
+            return Err(RuntimeError::State(
+                "an aggregation's changelog entry longer than its state".into(),
+            ));
+        }
+        Ok(Group {
+            accumulators,
+            emitted,
+            end,
+            max_ts,
+            final_done,
+            touched: self.epoch,
+        })
+    }
+}
+
+/// The changelog (and store) key of a group.
+fn group_entry_key(key: &[ScalarValue]) -> Result<Vec<u8>> {
+    let mut k = vec![GROUP_ENTRY];
+    Writer(&mut k).scalars(key)?;
+    Ok(k)
+}
+
+/// A group's state as its changelog (and store) value.
+fn encode_group(g: &Group) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    let mut w = Writer(&mut v);
+    w.bool(g.emitted);
+    w.i64(g.end);
+    w.i64(g.max_ts);
+    w.bool(g.final_done);
+    for acc in &g.accumulators {
+        acc.save(&mut w)?;
+    }
+    Ok(v)
+}
+
+fn state_error(e: sluice_state::StateError) -> RuntimeError {
+    RuntimeError::State(e.to_string())
+}
+
+impl GroupStore {
+    fn flush_restored(&mut self) -> Result<()> {
+        if !self.restoring.is_empty() {
+            self.storage.write(&self.restoring).map_err(state_error)?;
+            self.restoring.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Groups in a state store.
+impl AggregateOp {
+    /// Keeps the groups in `storage`, with at most `max_cached` in memory between
+    /// commits. Only aggregations without a window can: a windowed one scans its groups
+    /// to close and expire windows. Returns whether the store was taken.
+    pub fn use_store(&mut self, storage: Box<dyn Storage + Send>, max_cached: usize) -> bool {
+        if !self.is_unwindowed() {
+            return false;
+        }
+        self.store = Some(GroupStore {
+            storage,
+            max_cached,
+            restoring: BTreeMap::new(),
+        });
+        true
+    }
+
+    pub fn is_unwindowed(&self) -> bool {
+        self.window.is_none()
+    }
+
+    /// Reads a group that is not in memory from the store, if it is there.
+    fn load(&mut self, key: &[ScalarValue]) -> Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let stored = store
+            .storage
+            .get(&group_entry_key(key)?)
+            .map_err(state_error)?;
+        if let Some(value) = stored {
+            let group = self.decode_group(&value)?;
+            self.groups.insert(key.to_vec(), group);
+        }
+        Ok(())
+    }
+
+    /// Whether the group exists (in memory, or in the store, from which it is read).
+    fn has_group(&mut self, key: &[ScalarValue]) -> Result<bool> {
+        if !self.groups.contains_key(key) {
+            self.load(key)?;
+        }
+        Ok(self.groups.contains_key(key))
+    }
+
+    /// Once the changelog holds an interval's changes (its transaction committed): writes
+    /// the groups among `changes` (this aggregation's changelog entries) to the store in
+    /// one batch, and forgets groups from memory beyond the cache's bound, the ones this
+    /// interval did not use first.
+    pub fn commit_store<'a>(
+        &mut self,
+        changes: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    ) -> Result<()> {
+        let Some(store) = &mut self.store else {
+            return Ok(());
+        };
+        let batch: BTreeMap<Vec<u8>, Option<Vec<u8>>> = changes
+            .filter(|(k, _)| k.first() == Some(&GROUP_ENTRY))
+            .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+            .collect();
+        if !batch.is_empty() {
+            store.storage.write(&batch).map_err(state_error)?;
+        }
+        if self.groups.len() > store.max_cached {
+            let epoch = self.epoch;
+            self.groups.retain(|_, g| g.touched == epoch);
+            if self.groups.len() > store.max_cached {
+                self.groups.clear();
+            }
+        }
+        self.epoch += 1;
+        Ok(())
     }
 }
 

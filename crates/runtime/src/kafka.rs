@@ -60,7 +60,14 @@ pub struct QueryConfig {
     /// `cache.max.bytes.buffering`: a table's rows are held until the commit and only
     /// the latest per key is written; 0 writes every row.
     pub cache_max_bytes: usize,
+    /// Where the query keeps the groups of its aggregations in RocksDB (None: in
+    /// memory). Rebuilt from the changelog at every start: the changelog is the state's
+    /// truth, the local store a copy that spares memory.
+    pub state_dir: Option<std::path::PathBuf>,
 }
+
+/// Groups of a RocksDB-backed aggregation kept in memory between commits, at most.
+const CACHED_GROUPS: usize = 100_000;
 
 impl QueryConfig {
     /// The topic the query's state is changelogged to (compacted, one partition: the
@@ -306,6 +313,15 @@ fn run_owned(
 ) -> Result<Ended> {
     const TIMEOUT: Duration = Duration::from_secs(30);
     let mut pipeline = Pipeline::new(plan)?;
+    if let Some(dir) = &config.state_dir {
+        let state = |e: sluice_state::StateError| RuntimeError::State(e.to_string());
+        std::fs::create_dir_all(dir).map_err(|e| RuntimeError::State(e.to_string()))?;
+        let db = sluice_state::StateDb::open(dir).map_err(state)?;
+        pipeline.use_state_stores(
+            |name| Ok(Box::new(db.storage(name).map_err(state)?)),
+            CACHED_GROUPS,
+        )?;
+    }
     let topics: Vec<String> = pipeline
         .source_topics()
         .iter()
@@ -539,7 +555,6 @@ fn run_owned(
                     send(&producer, record)?;
                 }
             }
-            changes.clear();
             let commit_started = Instant::now();
             if config.exactly_once {
                 if in_transaction {
@@ -552,6 +567,9 @@ fn run_owned(
                 commit_offsets(lease, &offsets)?;
                 offsets.clear();
             }
+            // Only now that the changelog holds them do the changes reach local stores.
+            pipeline.commit_state(&changes)?;
+            changes.clear();
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats.commit_micros.fetch_add(
                 commit_started.elapsed().as_micros() as u64,
@@ -833,12 +851,12 @@ fn restore_changelog(
         .create()?;
     let end = probe.fetch_watermarks(topic, 0, Duration::from_secs(30))?.1;
     // What a join's replay pushed through to the aggregation is not its state.
-    pipeline.clear_changelogged();
+    pipeline.clear_changelogged()?;
     let entries = read_up_to(config, topic, BTreeMap::from([(0, end)]), |msg| {
         let key = msg.key().unwrap_or_default();
         pipeline.restore_change(key, msg.payload())
     })?;
-    pipeline.finish_restore();
+    pipeline.finish_restore()?;
     tracing::info!(
         query = name,
         topic,

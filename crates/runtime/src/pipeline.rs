@@ -699,13 +699,48 @@ impl Pipeline {
 
     /// Forgets the changelogged state, before it is restored: what a join's replay
     /// pushed into an aggregation after it is not what the changelog recorded.
-    pub fn clear_changelogged(&mut self) {
+    pub fn clear_changelogged(&mut self) -> Result<()> {
         for store in self.stores() {
             match store {
                 Store::Table(t) => t.rows.clear(),
-                Store::Aggregate(a) => a.clear(),
+                Store::Aggregate(a) => a.clear()?,
             }
         }
+        Ok(())
+    }
+
+    /// Keeps the groups of the aggregations that can (those without a window) in state
+    /// stores that `open` gives by name, with at most `max_cached` groups of each in
+    /// memory between commits. Returns how many took a store.
+    pub fn use_state_stores(
+        &mut self,
+        mut open: impl FnMut(&str) -> Result<Box<dyn sluice_state::Storage + Send>>,
+        max_cached: usize,
+    ) -> Result<usize> {
+        let mut taken = 0;
+        for (n, store) in self.stores().into_iter().enumerate() {
+            if let Store::Aggregate(a) = store
+                && a.is_unwindowed()
+            {
+                a.use_store(open(&format!("aggregate-{n}"))?, max_cached);
+                taken += 1;
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Once the changelog holds the entries `take_changes` gave (their transaction
+    /// committed), applies them to the state stores.
+    pub fn commit_state(&mut self, changes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<()> {
+        for (n, store) in self.stores().into_iter().enumerate() {
+            if let Store::Aggregate(a) = store {
+                a.commit_store(changes.iter().filter_map(|(k, v)| {
+                    let (&store, key) = k.split_first()?;
+                    (store as usize == n).then_some((key, v.as_deref()))
+                }))?;
+            }
+        }
+        Ok(())
     }
 
     /// Applies one changelog entry; `finish_restore` follows the last one.
@@ -730,12 +765,13 @@ impl Pipeline {
         }
     }
 
-    pub fn finish_restore(&mut self) {
+    pub fn finish_restore(&mut self) -> Result<()> {
         for store in self.stores() {
             if let Store::Aggregate(a) = store {
-                a.finish_restore();
+                a.finish_restore()?;
             }
         }
+        Ok(())
     }
 
     /// Whether an input is only the table side of a stream-table join: its changes

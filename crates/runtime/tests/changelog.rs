@@ -6,6 +6,7 @@
 use sluice_plan::QueryPlan;
 use sluice_runtime::pipeline::{OutputRecord, Pipeline, SourceRecord};
 use sluice_sql::{Planned, PlannerConfig, SourceDesc, parse_statements, plan_statement};
+use sluice_state::MemoryStorage;
 use std::collections::BTreeMap;
 
 /// The plan of the last statement; the ones before it create its sources.
@@ -42,7 +43,8 @@ fn run(pipeline: &mut Pipeline, records: &[Input], out: &mut Vec<OutputRecord>) 
     }
 }
 
-/// Checks every cut of `records` against the uninterrupted run.
+/// Checks every cut of `records` against the uninterrupted run, with state in memory
+/// and with aggregations' groups in state stores (which keep one group in memory).
 fn restores_at_every_cut(statements: &str, records: &[Input]) {
     let plan = plan(statements);
     let mut whole = Vec::new();
@@ -51,26 +53,42 @@ fn restores_at_every_cut(statements: &str, records: &[Input]) {
         !whole.is_empty(),
         "the query writes something: {statements}"
     );
-    for cut in 0..=records.len() {
-        let mut first = Pipeline::new(&plan).unwrap();
-        assert!(first.has_changelog());
-        first.record_changes();
-        let mut changelog: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-        let mut out = Vec::new();
-        // Commits every three records, so that keys are written more than once and
-        // the restore must keep the last entry of each.
-        for chunk in records[..cut].chunks(3) {
-            run(&mut first, chunk, &mut out);
-            first.take_changes(&mut changelog).unwrap();
+    for stored in [false, true] {
+        let with_stores = |p: &mut Pipeline| {
+            if stored {
+                p.use_state_stores(|_| Ok(Box::new(MemoryStorage::default())), 1)
+                    .unwrap();
+            }
+        };
+        for cut in 0..=records.len() {
+            let mut first = Pipeline::new(&plan).unwrap();
+            with_stores(&mut first);
+            assert!(first.has_changelog());
+            first.record_changes();
+            let mut changelog: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+            let mut out = Vec::new();
+            // Commits every three records, so that keys are written more than once and
+            // the restore must keep the last entry of each.
+            for chunk in records[..cut].chunks(3) {
+                run(&mut first, chunk, &mut out);
+                let mut committed = Vec::new();
+                first.take_changes(&mut committed).unwrap();
+                first.commit_state(&committed).unwrap();
+                changelog.extend(committed);
+            }
+            let mut second = Pipeline::new(&plan).unwrap();
+            with_stores(&mut second);
+            second.clear_changelogged().unwrap();
+            for (k, v) in &changelog {
+                second.restore_change(k, v.as_deref()).unwrap();
+            }
+            second.finish_restore().unwrap();
+            run(&mut second, &records[cut..], &mut out);
+            assert_eq!(
+                out, whole,
+                "cut after {cut} records (state stores: {stored})"
+            );
         }
-        let mut second = Pipeline::new(&plan).unwrap();
-        second.clear_changelogged();
-        for (k, v) in &changelog {
-            second.restore_change(k, v.as_deref()).unwrap();
-        }
-        second.finish_restore();
-        run(&mut second, &records[cut..], &mut out);
-        assert_eq!(out, whole, "cut after {cut} records");
     }
 }
 

@@ -440,6 +440,10 @@ impl Engine {
             ])
             .and_then(|v| v.parse().ok())
             .unwrap_or(self.config.cache_max_bytes),
+            state_dir: Some(self.config.state_dir.join(format!(
+                "_sluice-{}-query_{query_id}",
+                self.config.service_id
+            ))),
         }
     }
 
@@ -503,6 +507,7 @@ impl Engine {
     /// Applies one command to the catalog. Deterministic: every server gets the same result.
     fn apply(&self, offset: i64, cmd: &Command, replaying: bool) -> Result<Applied, String> {
         let mut stopped = Vec::new();
+        let mut terminated: Vec<String> = Vec::new();
         let result = {
             let mut ms = self.lock_metastore();
             match &cmd.action {
@@ -582,6 +587,7 @@ impl Engine {
                             None => return Err(format!("Unknown queryId: {id}")),
                         }
                     }
+                    terminated.extend(ids);
                     Ok(Applied {
                         message: "Query terminated.".into(),
                         query_id: query_id.clone(),
@@ -592,6 +598,16 @@ impl Engine {
         // Stopping waits for the query's last commit: do it outside the catalog lock.
         for q in stopped {
             q.stop();
+        }
+        // A terminated query's local state goes with it, on every server (each applies
+        // the command); its changelog is deleted by the server that took the statement.
+        for id in terminated {
+            if let Some(dir) = self.query_config(&id, &BTreeMap::new()).state_dir
+                && let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(query = %id, "cannot remove the local state {}: {e}", dir.display());
+            }
         }
         let status = match &result as &Result<Applied, String> {
             Ok(a) => CommandStatus {

@@ -39,4 +39,9 @@ impl Storage for MemoryStorage {
         }
         Ok(())
     }
+
+    fn clear(&mut self) -> Result<()> {
+        self.map.clear();
+        Ok(())
+    }
 }

@@ -4,7 +4,7 @@ use crate::store::Storage;
 use crate::{Result, StateError};
 use rocksdb::{
     ColumnFamilyDescriptor, DBWithThreadMode, Direction, IteratorMode, MultiThreaded, Options,
-    WriteBatch,
+    WriteBatch, WriteOptions,
 };
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -37,9 +37,14 @@ impl StateDb {
         if self.db.cf_handle(name).is_none() {
             self.db.create_cf(name, &Options::default())?;
         }
+        let mut write_options = WriteOptions::default();
+        // No write-ahead log: the stores are copies of changelog topics, rebuilt from
+        // them at every start, so a crash never needs RocksDB's own log.
+        write_options.disable_wal(true);
         Ok(RocksStorage {
             db: self.db.clone(),
             cf: name.to_string(),
+            write_options,
         })
     }
 }
@@ -47,6 +52,7 @@ impl StateDb {
 pub struct RocksStorage {
     db: Arc<Db>,
     cf: String,
+    write_options: WriteOptions,
 }
 
 impl RocksStorage {
@@ -87,7 +93,15 @@ impl Storage for RocksStorage {
                 None => batch.delete_cf(&cf, k),
             }
         }
-        self.db.write(batch)?;
+        self.db.write_opt(batch, &self.write_options)?;
+        Ok(())
+    }
+
+    fn clear(&mut self) -> Result<()> {
+        // Dropping the column family is one operation, where deleting a million keys
+        // would be a million tombstones to compact.
+        self.db.drop_cf(&self.cf)?;
+        self.db.create_cf(&self.cf, &Options::default())?;
         Ok(())
     }
 }

@@ -11,6 +11,8 @@ pub trait Storage {
     fn scan(&self, from: &[u8], to: Option<&[u8]>) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Applies puts (`Some`) and deletes (`None`) atomically.
     fn write(&mut self, changes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Result<()>;
+    /// Removes every entry.
+    fn clear(&mut self) -> Result<()>;
 }
 
 /// A store: committed storage plus the writes of the current commit interval.

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: sluice-crash [--records N] [--keys N] [--partitions N] [--kills N] \
 [--guarantee exactly_once_v2|at_least_once] \
-[--disruption kill-server|restart-broker|fail-over] [--commit-interval-ms N] [--cache on|off] [--seed N]";
+[--disruption kill-server|restart-broker|fail-over] [--commit-interval-ms N] [--cache on|off] [--seed N] [--only-totals on|off]";
 
 fn main() -> ExitCode {
     let mut run = CrashRun {
@@ -26,6 +26,7 @@ fn main() -> ExitCode {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1),
+        only_totals: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -41,6 +42,12 @@ fn main() -> ExitCode {
             "--kills" => number().map(|n| run.kills = n as usize),
             "--commit-interval-ms" => number().map(|n| run.commit_interval_ms = n),
             "--seed" => number().map(|n| run.seed = n),
+            "--only-totals" => match value.as_str() {
+                "on" => Some(true),
+                "off" => Some(false),
+                _ => None,
+            }
+            .map(|on| run.only_totals = on),
             "--cache" => match value.as_str() {
                 "on" => Some(true),
                 "off" => Some(false),
