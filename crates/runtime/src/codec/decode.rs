@@ -544,11 +544,22 @@ fn plain_string(raw: &str) -> Option<&str> {
 
 /// A JSON number written as a plain integer that fits a BIGINT.
 fn plain_integer(raw: &str) -> Option<i64> {
-    let digits = raw.strip_prefix('-').unwrap_or(raw);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let (negative, digits) = match raw.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, raw),
+    };
+    if digits.is_empty() {
         return None;
     }
-    raw.parse().ok()
+    // Accumulated negative, so that i64::MIN fits.
+    let mut v: i64 = 0;
+    for b in digits.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_sub((b - b'0') as i64)?;
+    }
+    if negative { Some(v) } else { v.checked_neg() }
 }
 
 fn plain_int32(raw: &str) -> Option<i32> {
@@ -937,6 +948,18 @@ mod tests {
             assert!(fast.is_err(), "{bad} decoded");
             assert_eq!(fast, tree, "{bad}");
         }
+    }
+
+    #[test]
+    fn plain_integers_parse_to_the_limits() {
+        assert_eq!(plain_integer("0"), Some(0));
+        assert_eq!(plain_integer("-0"), Some(0));
+        assert_eq!(plain_integer("9223372036854775807"), Some(i64::MAX));
+        assert_eq!(plain_integer("-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(plain_integer("9223372036854775808"), None);
+        assert_eq!(plain_integer("-"), None);
+        assert_eq!(plain_integer("1.5"), None);
+        assert_eq!(plain_integer("1e3"), None);
     }
 
     #[test]
