@@ -102,6 +102,8 @@ pub struct JoinOp {
     /// A one-row NULL of each side's carried columns, for output rows without that side.
     nulls: [Vec<ArrayRef>; 2],
     schema: SchemaRef,
+    /// An output batch without rows.
+    empty: RecordBatch,
     rows: RowConverter,
     /// Tables: each side's current row per key.
     tables: [HashMap<Vec<u8>, Kept>; 2],
@@ -190,6 +192,7 @@ impl JoinOp {
                 .map(|f| new_null_array(f.data_type(), 1))
                 .collect()
         });
+        let schema = Arc::new(Schema::new(fields));
         Ok(JoinOp {
             kind,
             shape: shape.clone(),
@@ -197,7 +200,8 @@ impl JoinOp {
             carried,
             carried_schema: [l, r],
             nulls,
-            schema: Arc::new(Schema::new(fields)),
+            empty: RecordBatch::new_empty(schema.clone()),
+            schema,
             rows: RowConverter::new(vec![SortField::new(key_type)])?,
             tables: [HashMap::new(), HashMap::new()],
             windows: [HashMap::new(), HashMap::new()],
@@ -609,15 +613,16 @@ impl JoinOp {
     /// without a row), the pseudo-columns and flags.
     fn assemble(&self, out: Vec<Emit>) -> Result<RecordBatch> {
         let n = out.len();
+        if n == 0 {
+            // Most rows of a stream side find nothing yet; an empty batch from the
+            // stock one costs no array building.
+            return Ok(self.empty.clone());
+        }
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         let (batches, picks) = gather(out.iter().map(|e| Some((&e.key.0, e.key.1))));
         let picks: Vec<(usize, usize)> = picks.into_iter().flatten().collect();
         let key_arrays: Vec<&dyn Array> = batches.iter().map(|b| b.key.as_ref()).collect();
-        columns.push(if n == 0 {
-            new_null_array(self.schema.field(0).data_type(), 0)
-        } else {
-            interleave(&key_arrays, &picks)?
-        });
+        columns.push(interleave(&key_arrays, &picks)?);
         for (s, nulls) in self.nulls.iter().enumerate() {
             let (batches, picks) = gather(out.iter().map(|e| {
                 let kept = if s == 0 { &e.left } else { &e.right };
