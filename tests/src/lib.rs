@@ -218,6 +218,11 @@ impl Server {
     }
 
     /// The extra flags it was started with, as pairs.
+    /// Where the server keeps its queries' local state (`--state-dir`).
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.state_dir
+    }
+
     pub fn flags(&self) -> Vec<(&str, &str)> {
         self.extra_args
             .chunks(2)

@@ -3,7 +3,9 @@
 //! Needs a broker: `scripts/kafka-local.sh start` (the README's test command does it).
 
 use serde_json::json;
-use sluice_e2e::{Record, Server, consume, eventually, produce, topic_exists, unique};
+use sluice_e2e::{
+    Record, Server, consume, consume_until, eventually, produce, topic_exists, unique,
+};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -592,4 +594,58 @@ fn command_status_reports_how_a_command_ended() {
     assert_eq!(body["message"], "Stream created");
     let (status, _) = get("stream/`NOPE`/create");
     assert_eq!(status, 404);
+}
+
+/// An aggregation without a window keeps its groups in RocksDB under the state
+/// directory; TERMINATE removes them with the query.
+#[test]
+fn an_aggregation_keeps_its_groups_in_rocksdb_until_terminated() {
+    let server = Server::start(&unique("svc"));
+    let input = unique("counted_in");
+    server.ok(&format!(
+        "CREATE STREAM src (id STRING KEY, v INT) WITH (kafka_topic='{input}', key_format='KAFKA', value_format='JSON', partitions=1);"
+    ));
+    let sink = unique("counted");
+    let body = server.ksql_with(
+        &format!(
+            "CREATE TABLE counts WITH (kafka_topic='{sink}') AS \
+             SELECT id, COUNT(*) AS n, SUM(v) AS total FROM src GROUP BY id;"
+        ),
+        json!({"auto.offset.reset": "earliest"}),
+    );
+    assert_eq!(body.0, 200, "{}", body.1);
+    let query_id = body.1[0]["commandStatus"]["queryId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    produce(
+        &input,
+        &[
+            Record::new(Some("a"), Some(r#"{"V":1}"#), 1),
+            Record::new(Some("b"), Some(r#"{"V":2}"#), 2),
+            Record::new(Some("a"), Some(r#"{"V":3}"#), 3),
+        ],
+    );
+    // The record cache may fold a's two updates into one row: wait for a's latest.
+    let last_a = |rows: &[(i32, Record)]| {
+        rows.iter()
+            .rev()
+            .find(|(_, r)| r.key.as_deref() == Some(b"a".as_slice()))
+            .map(|(_, r)| r.value_json())
+    };
+    let out = consume_until(&sink, WAIT, |rows| {
+        last_a(rows) == Some(json!({"N": 2, "TOTAL": 4}))
+    });
+    assert_eq!(last_a(&out), Some(json!({"N": 2, "TOTAL": 4})));
+    let dir = server
+        .state_dir()
+        .join(format!("_sluice-{}-query_{query_id}", server.service_id));
+    // RocksDB's files are there (its CURRENT file names the live manifest).
+    eventually(WAIT, "the query's RocksDB files", || {
+        dir.join("CURRENT").exists().then_some(())
+    });
+    server.ok(&format!("TERMINATE {query_id};"));
+    eventually(WAIT, "the query's local state to be removed", || {
+        (!dir.exists()).then_some(())
+    });
 }
