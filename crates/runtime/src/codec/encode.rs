@@ -148,12 +148,11 @@ impl BatchEncoder<'_> {
                 let delimiter = part.format.delimiter.unwrap_or(',');
                 let mut s = String::new();
                 let mut all_null = true;
-                for (n, (i, _)) in part.columns.iter().enumerate() {
+                for (n, column) in self.columns.iter().enumerate() {
                     if n > 0 {
                         s.push(delimiter);
                     }
-                    let a = self.columns[n].array();
-                    let _ = i;
+                    let a = column.array();
                     if a.is_null(row) {
                         continue;
                     }

@@ -12,8 +12,10 @@
 //! handle cheaply (any backslash escape, a non-ASCII key that could match case-insensitively,
 //! deep nesting, a value that is not an object) or does not accept (any JSON it finds
 //! invalid) makes it give up, and the caller decodes the record the slow way, which also
-//! words the error for bad input. So the scanner may be stricter than serde_json, never
-//! looser.
+//! words the error for bad input. So the scanner is never looser than serde_json about
+//! the values it reads. One difference is deliberate: a field no column reads is
+//! checked for JSON syntax only, so a number beyond DOUBLE's range there no longer fails
+//! the whole record.
 
 /// Where a column's value sits in the record's text.
 #[derive(Clone, Copy, Debug, PartialEq)]
