@@ -492,25 +492,36 @@ impl AggregateOp {
     /// The group for `key`, created empty if new; the caller changes it.
     fn group(&mut self, key: &[ScalarValue], end: i64) -> Result<&mut Group> {
         self.touch(key);
-        if self.store.is_some() && !self.groups.contains_key(key) {
-            self.load(key)?;
-        }
         let point = self.expiry_point(key, end);
         let (calls, epoch) = (&self.calls, self.epoch);
         let group = match self.groups.entry_ref(key) {
             hashbrown::hash_map::EntryRef::Occupied(e) => e.into_mut(),
             hashbrown::hash_map::EntryRef::Vacant(e) => {
-                if let Some(point) = point {
-                    self.expiry_bound = self.expiry_bound.min(point);
-                }
-                e.insert(Group {
-                    accumulators: calls.iter().map(Accumulator::new).collect::<Result<_>>()?,
-                    emitted: false,
-                    end,
-                    max_ts: i64::MIN,
-                    final_done: false,
-                    touched: epoch,
-                })
+                // Not in memory: in the store, or new.
+                let stored = match &self.store {
+                    Some(store) => store.read(key, calls, epoch)?,
+                    None => None,
+                };
+                let group = match stored {
+                    Some(group) => group,
+                    None => {
+                        if let Some(point) = point {
+                            self.expiry_bound = self.expiry_bound.min(point);
+                        }
+                        Group {
+                            accumulators: calls
+                                .iter()
+                                .map(Accumulator::new)
+                                .collect::<Result<_>>()?,
+                            emitted: false,
+                            end,
+                            max_ts: i64::MIN,
+                            final_done: false,
+                            touched: epoch,
+                        }
+                    }
+                };
+                e.insert(group)
             }
         };
         group.touched = epoch;
@@ -742,7 +753,7 @@ impl AggregateOp {
     /// Forgets every group, before a restore.
     pub fn clear(&mut self) -> Result<()> {
         if let Some(store) = &mut self.store {
-            store.storage.clear().map_err(state_error)?;
+            store.storage.clear()?;
             store.restoring.clear();
         }
         self.groups.clear();
@@ -773,7 +784,7 @@ impl AggregateOp {
                 match value {
                     None => self.groups.remove(&group_key),
                     Some(value) => {
-                        let group = self.decode_group(value)?;
+                        let group = decode_group(&self.calls, self.epoch, value)?;
                         self.groups.insert(group_key, group)
                     }
                 };
@@ -819,33 +830,33 @@ impl AggregateOp {
         }
         Ok(())
     }
+}
 
-    /// A group's state from its changelog (and store) value.
-    fn decode_group(&self, value: &[u8]) -> Result<Group> {
-        let mut r = Reader::new(value);
-        let (emitted, end, max_ts, final_done) = (r.bool()?, r.i64()?, r.i64()?, r.bool()?);
-        let mut accumulators = self
-            .calls
-            .iter()
-            .map(Accumulator::new)
-            .collect::<Result<Vec<_>>>()?;
-        for acc in &mut accumulators {
-            acc.load(&mut r)?;
-        }
-        if !r.is_empty() {
-            return Err(RuntimeError::State(
-                "an aggregation's changelog entry longer than its state".into(),
-            ));
-        }
-        Ok(Group {
-            accumulators,
-            emitted,
-            end,
-            max_ts,
-            final_done,
-            touched: self.epoch,
-        })
+/// A group's state from its changelog (and store) value; `calls` are the aggregation's
+/// functions, `epoch` the current commit interval.
+fn decode_group(calls: &[AggregateCall], epoch: u64, value: &[u8]) -> Result<Group> {
+    let mut r = Reader::new(value);
+    let (emitted, end, max_ts, final_done) = (r.bool()?, r.i64()?, r.i64()?, r.bool()?);
+    let mut accumulators = calls
+        .iter()
+        .map(Accumulator::new)
+        .collect::<Result<Vec<_>>>()?;
+    for acc in &mut accumulators {
+        acc.load(&mut r)?;
     }
+    if !r.is_empty() {
+        return Err(RuntimeError::State(
+            "an aggregation's changelog entry longer than its state".into(),
+        ));
+    }
+    Ok(Group {
+        accumulators,
+        emitted,
+        end,
+        max_ts,
+        final_done,
+        touched: epoch,
+    })
 }
 
 /// The changelog (and store) key of a group.
@@ -869,14 +880,23 @@ fn encode_group(g: &Group) -> Result<Vec<u8>> {
     Ok(v)
 }
 
-fn state_error(e: sluice_state::StateError) -> RuntimeError {
-    RuntimeError::State(e.to_string())
-}
-
 impl GroupStore {
+    /// The stored state of a group, if the store has it.
+    fn read(
+        &self,
+        key: &[ScalarValue],
+        calls: &[AggregateCall],
+        epoch: u64,
+    ) -> Result<Option<Group>> {
+        self.storage
+            .get(&group_entry_key(key)?)?
+            .map(|value| decode_group(calls, epoch, &value))
+            .transpose()
+    }
+
     fn flush_restored(&mut self) -> Result<()> {
         if !self.restoring.is_empty() {
-            self.storage.write(&self.restoring).map_err(state_error)?;
+            self.storage.write(&self.restoring)?;
             self.restoring.clear();
         }
         Ok(())
@@ -904,28 +924,21 @@ impl AggregateOp {
         self.window.is_none()
     }
 
-    /// Reads a group that is not in memory from the store, if it is there.
-    fn load(&mut self, key: &[ScalarValue]) -> Result<()> {
-        let Some(store) = &self.store else {
-            return Ok(());
-        };
-        let stored = store
-            .storage
-            .get(&group_entry_key(key)?)
-            .map_err(state_error)?;
-        if let Some(value) = stored {
-            let group = self.decode_group(&value)?;
-            self.groups.insert(key.to_vec(), group);
-        }
-        Ok(())
-    }
-
     /// Whether the group exists (in memory, or in the store, from which it is read).
     fn has_group(&mut self, key: &[ScalarValue]) -> Result<bool> {
-        if !self.groups.contains_key(key) {
-            self.load(key)?;
+        if self.groups.contains_key(key) {
+            return Ok(true);
         }
-        Ok(self.groups.contains_key(key))
+        let Some(store) = &self.store else {
+            return Ok(false);
+        };
+        match store.read(key, &self.calls, self.epoch)? {
+            Some(group) => {
+                self.groups.insert(key.to_vec(), group);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Once the changelog holds an interval's changes (its transaction committed): writes
@@ -944,7 +957,7 @@ impl AggregateOp {
             .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
             .collect();
         if !batch.is_empty() {
-            store.storage.write(&batch).map_err(state_error)?;
+            store.storage.write(&batch)?;
         }
         if self.groups.len() > store.max_cached {
             let epoch = self.epoch;

@@ -15,6 +15,9 @@ pub enum RuntimeError {
     /// A state entry (from a changelog) that cannot be read back.
     #[error("state: {0}")]
     State(String),
+    /// A local state store (RocksDB) failed.
+    #[error("state store: {0}")]
+    Store(#[from] sluice_state::StateError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
 }

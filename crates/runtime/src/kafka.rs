@@ -314,11 +314,20 @@ fn run_owned(
     const TIMEOUT: Duration = Duration::from_secs(30);
     let mut pipeline = Pipeline::new(plan)?;
     if let Some(dir) = &config.state_dir {
-        let state = |e: sluice_state::StateError| RuntimeError::State(e.to_string());
-        std::fs::create_dir_all(dir).map_err(|e| RuntimeError::State(e.to_string()))?;
-        let db = sluice_state::StateDb::open(dir).map_err(state)?;
+        // Opened on the first store asked for: a query without one gets no database.
+        let mut db: Option<sluice_state::StateDb> = None;
         pipeline.use_state_stores(
-            |name| Ok(Box::new(db.storage(name).map_err(state)?)),
+            |name| {
+                let db = match &mut db {
+                    Some(db) => db,
+                    None => {
+                        std::fs::create_dir_all(dir)
+                            .map_err(|e| RuntimeError::State(format!("{}: {e}", dir.display())))?;
+                        db.insert(sluice_state::StateDb::open(dir)?)
+                    }
+                };
+                Ok(Box::new(db.storage(name)?))
+            },
             CACHED_GROUPS,
         )?;
     }
