@@ -304,7 +304,7 @@ fn main() {
         let mut rates = Vec::new();
         let mut written = 0;
         for _ in 0..runs {
-            let mut pipeline = Pipeline::new(&plan).expect("compiles");
+            let mut pipeline = Pipeline::new(&plan, None).expect("compiles");
             // Kept until the run ends: the database lives in it.
             let dir = std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);

@@ -15,5 +15,8 @@ pub use plan::{
     AggregateCall, CarriedColumn, JoinKind, JoinShape, NamedExpr, PLAN_VERSION, QueryPlan, Step,
     TableFunctionCall, TopicSpec, WindowKind, WindowSpec,
 };
-pub use schema::{Column, ColumnKind, Format, FormatKind, LogicalSchema, PSEUDO_COLUMNS};
+pub use schema::{
+    Column, ColumnKind, Format, FormatKind, LogicalSchema, PSEUDO_COLUMNS, SCHEMA_NAMESPACE,
+    key_schema_name, value_schema_name,
+};
 pub use types::{SqlType, StructField};

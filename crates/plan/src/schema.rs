@@ -141,6 +141,11 @@ impl FormatKind {
         }
     }
 
+    /// Formats whose columns can be read from a registered schema.
+    pub fn infers_schema(self) -> bool {
+        self.needs_schema_registry()
+    }
+
     /// Formats that need a schema registry.
     pub fn needs_schema_registry(self) -> bool {
         matches!(
@@ -167,6 +172,34 @@ pub struct Format {
     /// (`true`, ksqlDB's default) or as the bare value.
     #[serde(default = "default_wrap", skip_serializing_if = "is_true")]
     pub wrap_single_value: bool,
+    /// Schema-registry formats: the id of the registered schema to read the columns from
+    /// and write records with (`KEY_SCHEMA_ID`, `VALUE_SCHEMA_ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_id: Option<i32>,
+    /// Schema-registry formats: the full name of the record schema written
+    /// (`KEY_SCHEMA_FULL_NAME`, `VALUE_SCHEMA_FULL_NAME`); see `key_schema_name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_name: Option<String>,
+}
+
+/// The namespace of the record schemas ksqlDB names.
+pub const SCHEMA_NAMESPACE: &str = "io.confluent.ksql.avro_schemas";
+
+/// The full name of a value record schema when the statement gives none.
+pub fn value_schema_name() -> String {
+    format!("{SCHEMA_NAMESPACE}.KsqlDataSourceSchema")
+}
+
+/// The full name of the key record schema of source `source` when the statement gives
+/// none, as ksqlDB names it (`OUTPUT` → `io.confluent.ksql.avro_schemas.OutputKey`).
+pub fn key_schema_name(source: &str) -> String {
+    let lower = source.to_lowercase();
+    let mut chars = lower.chars();
+    let capitalized: String = chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default();
+    format!("{SCHEMA_NAMESPACE}.{capitalized}Key")
 }
 
 fn default_wrap() -> bool {
@@ -183,6 +216,8 @@ impl Format {
             kind,
             delimiter: None,
             wrap_single_value: true,
+            schema_id: None,
+            full_name: None,
         }
     }
 }

@@ -12,12 +12,15 @@ pub mod values;
 use serde::Serialize;
 use serde_json::Value;
 use sluice_plan::{Column, ColumnKind, FormatKind};
+use sluice_registry::{MemoryRegistry, RegisteredSchema, SchemaRegistry, SchemaType};
 use sluice_runtime::Pipeline;
+use sluice_runtime::codec::registered::{Registry, register_declared};
 use sluice_runtime::driver::Driver;
 use sluice_sql::{Planned, PlannerConfig, SourceDesc, SqlError, already_exists, plan_statement};
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -215,6 +218,7 @@ struct Session {
     driver: Driver,
     planner: PlannerConfig,
     queries: usize,
+    registry: Arc<MemoryRegistry>,
 }
 
 /// A statement refused: by the rules (`Refused`) or for lack of a feature (`Unsupported`).
@@ -267,6 +271,8 @@ impl Session {
                             )));
                         }
                     }
+                    register_declared(self.registry.as_ref(), &source.name, &source.topic)
+                        .map_err(StatementFailure::Refused)?;
                     // ksqlDB's harness creates the topics CREATE statements name.
                     let partitions = create_topic.and_then(|c| c.partitions).unwrap_or(1);
                     self.driver.create_topic(&source.topic.topic, partitions);
@@ -287,7 +293,7 @@ impl Session {
                             sink.kind, &sink.name, sink.kind,
                         )));
                     }
-                    let pipeline = Pipeline::new(&plan)
+                    let pipeline = Pipeline::new(&plan, Some(self.registry.clone()))
                         .map_err(|e| StatementFailure::Unsupported(e.to_string()))?;
                     let partitions: Vec<(&str, u32)> = plan
                         .root
@@ -330,6 +336,7 @@ impl Session {
                         &values,
                         rowtime.as_ref(),
                         None,
+                        Some(&(self.registry.clone() as Registry)),
                     )
                     .map_err(|e| StatementFailure::Refused(e.to_string()))?;
                     self.driver
@@ -337,7 +344,7 @@ impl Session {
                         .map_err(|e| StatementFailure::Refused(e.to_string()))?;
                 }
                 Planned::InsertInto { plan, .. } => {
-                    let pipeline = Pipeline::new(&plan)
+                    let pipeline = Pipeline::new(&plan, Some(self.registry.clone()))
                         .map_err(|e| StatementFailure::Unsupported(e.to_string()))?;
                     self.queries += 1;
                     self.driver
@@ -406,9 +413,9 @@ fn apply_properties(planner: &mut PlannerConfig, props: &Value) {
     }
 }
 
-const REGISTRY_FORMATS: [&str; 4] = ["'AVRO'", "'PROTOBUF'", "'PROTOBUF_NOSR'", "'JSON_SR'"];
+const REGISTRY_FORMATS: [&str; 2] = ["'PROTOBUF'", "'PROTOBUF_NOSR'"];
 
-/// Skips a case that describes ksqlDB before 7.0 or needs a schema registry.
+/// Skips a case that describes ksqlDB before 7.0 or needs PROTOBUF.
 pub fn check_supported(case: &Value) -> Result<(), Verdict> {
     if let Some(max) = case["versions"]["max"].as_str()
         && max
@@ -424,14 +431,17 @@ pub fn check_supported(case: &Value) -> Result<(), Verdict> {
     let upper = statements(case).join("\n").to_uppercase();
     if let Some(f) = REGISTRY_FORMATS.iter().find(|f| upper.contains(**f)) {
         return skip(format!(
-            "the {} format needs a schema registry, which is not supported yet",
+            "the {} format is not supported yet",
             f.trim_matches('\'')
         ));
     }
     for t in case["topics"].as_array().into_iter().flatten() {
         for k in ["keyFormat", "valueFormat", "format"] {
             if let Some(f) = t[k].as_str()
-                && FormatKind::parse(f).is_some_and(FormatKind::needs_schema_registry)
+                && matches!(
+                    FormatKind::parse(f),
+                    Some(FormatKind::Protobuf | FormatKind::ProtobufNosr)
+                )
             {
                 return skip(format!(
                     "topic {} uses the {f} format, which needs a schema registry",
@@ -439,8 +449,12 @@ pub fn check_supported(case: &Value) -> Result<(), Verdict> {
                 ));
             }
         }
-        if t.get("keySchema").is_some() || t.get("valueSchema").is_some() {
-            return skip("topics with registered schemas need a schema registry");
+        let protobuf = |k: &str| {
+            t[k].as_str()
+                .is_some_and(|s| s.trim_start().starts_with("syntax"))
+        };
+        if protobuf("keySchema") || protobuf("valueSchema") {
+            return skip("PROTOBUF schemas are not supported yet");
         }
     }
     Ok(())
@@ -484,17 +498,23 @@ pub fn case_topics(case: &Value) -> Vec<(String, u32)> {
 fn run_case(case: &Value) -> Result<(), Verdict> {
     check_supported(case)?;
     let statements = statements(case);
-    let mut planner = PlannerConfig::default();
+    let registry = Arc::new(MemoryRegistry::new());
+    let mut planner = PlannerConfig {
+        registry: Some(registry.clone()),
+        ..PlannerConfig::default()
+    };
     apply_properties(&mut planner, &case["properties"]);
     let mut session = Session {
         sources: BTreeMap::new(),
         driver: Driver::new(),
         planner,
         queries: 0,
+        registry,
     };
     for (name, partitions) in case_topics(case) {
         session.driver.create_topic(&name, partitions);
     }
+    register_case_schemas(case, &session.registry).map_err(Verdict::Fail)?;
     let inputs = case["inputs"].as_array().cloned().unwrap_or_default();
     let outputs = case["outputs"].as_array().cloned().unwrap_or_default();
 
@@ -547,7 +567,7 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
     let mut produced: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
     for r in &inputs {
         let topic = r["topic"].as_str().unwrap_or_default().to_string();
-        let input = match encode_input(session.source_on(&topic), r) {
+        let input = match encode_input(session.source_on(&topic), r, session.registry.as_ref()) {
             Ok(input) => input,
             Err(e) => return skip(format!("cannot serialize an input: {e}")),
         };
@@ -570,8 +590,21 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
         ));
     }
 
-    check_outputs(&session.driver, &session.sources, &outputs, &produced).map_err(Verdict::Fail)?;
-    post::check(&case["post"], &session.sources, &session.driver.topics()).map_err(Verdict::Fail)
+    check_outputs(
+        &session.driver,
+        &session.sources,
+        &outputs,
+        &produced,
+        session.registry.as_ref(),
+    )
+    .map_err(Verdict::Fail)?;
+    post::check(
+        &case["post"],
+        &session.sources,
+        &session.driver.topics(),
+        session.registry.as_ref(),
+    )
+    .map_err(Verdict::Fail)
 }
 
 /// An input record, serialized as the source on its topic reads it.
@@ -590,24 +623,92 @@ pub fn source_on<'a>(
     sources.values().rev().find(|s| s.topic.topic == topic)
 }
 
+/// Registers the schemas a case gives its topics (`keySchema`, `valueSchema`, with
+/// their ids when given), as ksqlDB's harness does before the statements run.
+pub fn register_case_schemas(case: &Value, registry: &MemoryRegistry) -> Result<(), String> {
+    for t in case["topics"].as_array().into_iter().flatten() {
+        let topic = t["name"].as_str().unwrap_or_default();
+        for (schema, id, format, is_key) in [
+            ("keySchema", "keySchemaId", "keyFormat", true),
+            ("valueSchema", "valueSchemaId", "valueFormat", false),
+        ] {
+            let Some(given) = t.get(schema).filter(|s| !s.is_null()) else {
+                continue;
+            };
+            let format = t[format].as_str().or(t["format"].as_str());
+            let schema_type = match format.and_then(FormatKind::parse) {
+                Some(FormatKind::JsonSr) => SchemaType::Json,
+                Some(FormatKind::Protobuf | FormatKind::ProtobufNosr) => SchemaType::Protobuf,
+                Some(FormatKind::Avro) => SchemaType::Avro,
+                // Without a format, the schema's own shape tells.
+                _ => match given {
+                    Value::String(s) if s.trim_start().starts_with("syntax") => {
+                        SchemaType::Protobuf
+                    }
+                    Value::Object(o)
+                        if ["oneOf", "properties", "$schema", "anyOf"]
+                            .iter()
+                            .any(|k| o.contains_key(*k))
+                            || o.get("type").is_some_and(|t| t == "object") =>
+                    {
+                        SchemaType::Json
+                    }
+                    _ => SchemaType::Avro,
+                },
+            };
+            let text = match given {
+                Value::String(s) if schema_type == SchemaType::Protobuf => s.clone(),
+                other => other.to_string(),
+            };
+            let registered = RegisteredSchema { schema_type, text };
+            let subject = sluice_registry::subject(topic, is_key);
+            match t[id].as_i64().and_then(|i| i32::try_from(i).ok()) {
+                Some(id) => registry.register_with_id(&subject, id, &registered),
+                None => {
+                    registry
+                        .register(&subject, &registered)
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Serializes a case's input record (`key`, `value`, `window`, `headers`, `timestamp`)
 /// in the formats of the source on its topic (JSON when there is none).
-pub fn encode_input(source: Option<&SourceDesc>, r: &Value) -> Result<EncodedInput, String> {
+pub fn encode_input(
+    source: Option<&SourceDesc>,
+    r: &Value,
+    registry: &dyn SchemaRegistry,
+) -> Result<EncodedInput, String> {
     let window = r.get("window").filter(|w| !w.is_null());
     let (key, value) = match source {
         Some(src) => {
             let keys: Vec<&Column> = src.topic.schema.keys().collect();
             let vals: Vec<&Column> = src.topic.schema.values().collect();
+            let part = |is_key| values::Registered {
+                registry,
+                topic: &src.topic.topic,
+                is_key,
+                source: &src.name,
+            };
             (
-                values::encode(&src.topic.key_format, &keys, &r["key"])?,
-                values::encode(&src.topic.value_format, &vals, &r["value"])?,
+                values::encode(&src.topic.key_format, &keys, &r["key"], &part(true))?,
+                values::encode(&src.topic.value_format, &vals, &r["value"], &part(false))?,
             )
         }
         None => {
             let raw = sluice_plan::Format::new(FormatKind::Json);
+            let part = values::Registered {
+                registry,
+                topic: r["topic"].as_str().unwrap_or_default(),
+                is_key: false,
+                source: "",
+            };
             (
-                values::encode(&raw, &[], &r["key"])?,
-                values::encode(&raw, &[], &r["value"])?,
+                values::encode(&raw, &[], &r["key"], &part)?,
+                values::encode(&raw, &[], &r["value"], &part)?,
             )
         }
     };
@@ -658,6 +759,7 @@ pub fn check_outputs(
     sources: &BTreeMap<String, SourceDesc>,
     outputs: &[Value],
     produced: &BTreeMap<String, BTreeSet<usize>>,
+    registry: &dyn SchemaRegistry,
 ) -> Result<(), String> {
     let mut by_topic: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for o in outputs {
@@ -720,8 +822,8 @@ pub fn check_outputs(
                 }
                 _ => (g.key.as_deref(), None),
             };
-            let key = values::decode(key_format, &keys, key_bytes);
-            let value = values::decode(value_format, &vals, g.value.as_deref());
+            let key = values::decode(key_format, &keys, key_bytes, registry);
+            let value = values::decode(value_format, &vals, g.value.as_deref(), registry);
             let want_key = w.get("key").cloned().unwrap_or(Value::Null);
             let want_value = w.get("value").cloned().unwrap_or(Value::Null);
             if let Some(want) = w.get("window").filter(|x| !x.is_null()) {
@@ -752,8 +854,8 @@ pub fn check_outputs(
                 "{topic}: expected {} records, got {}; first extra: key={} value={}",
                 want.len(),
                 got.len(),
-                values::decode(key_format, &keys, extra.key.as_deref()),
-                values::decode(value_format, &vals, extra.value.as_deref())
+                values::decode(key_format, &keys, extra.key.as_deref(), registry),
+                values::decode(value_format, &vals, extra.value.as_deref(), registry)
             ));
         }
     }

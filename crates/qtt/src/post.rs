@@ -2,6 +2,7 @@
 
 use serde_json::Value;
 use sluice_plan::{ColumnKind, FormatKind};
+use sluice_registry::{RegisteredSchema, SchemaRegistry, SchemaType, avro, translate};
 use sluice_sql::ast::StatementKind;
 use sluice_sql::{SourceDesc, SourceKindName};
 use std::collections::BTreeMap;
@@ -10,6 +11,7 @@ pub fn check(
     post: &Value,
     sources: &BTreeMap<String, SourceDesc>,
     topics: &[(String, u32)],
+    registry: &dyn SchemaRegistry,
 ) -> Result<(), String> {
     for want in post["sources"].as_array().into_iter().flatten() {
         check_source(want, sources)?;
@@ -27,13 +29,13 @@ pub fn check(
                 "post: topic {name} has {partitions} partitions, expected {p}"
             ));
         }
-        for (k, f) in [("keyFormat", "key"), ("valueFormat", "value")] {
-            if let Some(fmt) = format_name(&want[k])
-                && FormatKind::parse(&fmt).is_some_and(FormatKind::needs_schema_registry)
-            {
-                return Err(format!(
-                    "post: topic {name} {f} format {fmt} needs a schema registry"
-                ));
+        for (k, schema, is_key) in [
+            ("keyFormat", "keySchema", true),
+            ("valueFormat", "valueSchema", false),
+        ] {
+            let format = format_name(&want[k]).and_then(|f| FormatKind::parse(&f));
+            if let Some(expected) = want.get(schema).filter(|s| !s.is_null()) {
+                check_registered(name, is_key, format, expected, registry)?;
             }
         }
     }
@@ -56,6 +58,42 @@ pub fn check(
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// The schema registered for a topic's keys or values is the one expected (compared as
+/// Avro schemas, or as the SQL types a JSON schema gives).
+fn check_registered(
+    topic: &str,
+    is_key: bool,
+    format: Option<FormatKind>,
+    expected: &Value,
+    registry: &dyn SchemaRegistry,
+) -> Result<(), String> {
+    let subject = sluice_registry::subject(topic, is_key);
+    let Some((_, got)) = registry.latest(&subject).map_err(|e| e.to_string())? else {
+        return Err(format!("post: no schema is registered under {subject}"));
+    };
+    let same = match format {
+        Some(FormatKind::Avro) | None => {
+            let want = avro::Schema::from_json(expected)?;
+            avro::Schema::parse(&got.text)? == want
+        }
+        Some(FormatKind::JsonSr) => {
+            let want = RegisteredSchema {
+                schema_type: SchemaType::Json,
+                text: expected.to_string(),
+            };
+            translate::infer(&want, is_key)? == translate::infer(&got, is_key)?
+        }
+        Some(other) => return Err(format!("post: {other} schemas are not supported yet")),
+    };
+    if !same {
+        return Err(format!(
+            "post: the schema under {subject} is {}, expected {expected}",
+            got.text
+        ));
     }
     Ok(())
 }

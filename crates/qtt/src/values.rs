@@ -3,13 +3,72 @@
 
 use serde_json::Value;
 use sluice_plan::{Column, Format, FormatKind, SqlType};
+use sluice_registry::avro::{self, Schema};
+use sluice_registry::{SchemaRegistry, SchemaType, frame, subject, unframe};
+
+/// Where the schema of a part of a schema-registry format is registered.
+pub struct Registered<'a> {
+    pub registry: &'a dyn SchemaRegistry,
+    pub topic: &'a str,
+    pub is_key: bool,
+    /// The source on the topic: its columns give the schema when none is registered.
+    pub source: &'a str,
+}
+
+impl Registered<'_> {
+    /// The schema records are written with: the format's own id, else the latest under
+    /// the topic's subject, else the one derived from the columns (registered now).
+    fn writer(&self, format: &Format, columns: &[&Column]) -> Result<(i32, String), String> {
+        if let Some(id) = format.schema_id {
+            return Ok((
+                id,
+                self.registry.schema(id).map_err(|e| e.to_string())?.text,
+            ));
+        }
+        let subject = subject(self.topic, self.is_key);
+        if let Some((id, s)) = self.registry.latest(&subject).map_err(|e| e.to_string())? {
+            return Ok((id, s.text));
+        }
+        let derived = sluice_runtime::codec::registered::derived_schema(
+            format,
+            columns,
+            self.is_key,
+            self.source,
+        )
+        .ok_or_else(|| format!("the {} format has no registered schema", format.kind))?;
+        let id = self
+            .registry
+            .register(&subject, &derived)
+            .map_err(|e| e.to_string())?;
+        Ok((id, derived.text))
+    }
+}
 
 /// Serializes a case's key or value for a topic whose part has these columns.
-pub fn encode(format: &Format, columns: &[&Column], v: &Value) -> Result<Option<Vec<u8>>, String> {
+pub fn encode(
+    format: &Format,
+    columns: &[&Column],
+    v: &Value,
+    registered: &Registered<'_>,
+) -> Result<Option<Vec<u8>>, String> {
     if v.is_null() {
         return Ok(None);
     }
     Ok(Some(match format.kind {
+        FormatKind::Avro => {
+            let (id, text) = registered.writer(format, columns)?;
+            let mut out = Vec::new();
+            frame(id, &mut out);
+            avro::write_json(&Schema::parse(&text)?, v, &mut out)?;
+            out
+        }
+        FormatKind::JsonSr => {
+            let (id, _) = registered.writer(format, columns)?;
+            let mut out = Vec::new();
+            frame(id, &mut out);
+            out.extend_from_slice(v.to_string().as_bytes());
+            out
+        }
         FormatKind::Json => v.to_string().into_bytes(),
         FormatKind::Delimited | FormatKind::None => text_of(v).into_bytes(),
         FormatKind::Kafka => {
@@ -45,11 +104,34 @@ fn text_of(v: &Value) -> String {
 }
 
 /// Reads record bytes back into a test value, to compare with a case's expectations.
-pub fn decode(format: &Format, columns: &[&Column], bytes: Option<&[u8]>) -> Value {
+pub fn decode(
+    format: &Format,
+    columns: &[&Column],
+    bytes: Option<&[u8]>,
+    registry: &dyn SchemaRegistry,
+) -> Value {
     let Some(bytes) = bytes else {
         return Value::Null;
     };
+    let text = |b: &[u8]| Value::String(String::from_utf8_lossy(b).into_owned());
     match format.kind {
+        FormatKind::Avro => {
+            let read = || -> Result<Value, String> {
+                let (id, payload) = unframe(bytes)?;
+                let s = registry.schema(id).map_err(|e| e.to_string())?;
+                if s.schema_type != SchemaType::Avro {
+                    return Err(format!("schema {id} is not AVRO"));
+                }
+                avro::Reader::new(payload)
+                    .decimals_as_numbers()
+                    .json(&Schema::parse(&s.text)?)
+            };
+            read().unwrap_or_else(|e| Value::String(format!("<not AVRO: {e}>")))
+        }
+        FormatKind::JsonSr => match unframe(bytes) {
+            Ok((_, payload)) => serde_json::from_slice(payload).unwrap_or_else(|_| text(payload)),
+            Err(e) => Value::String(format!("<not JSON_SR: {e}>")),
+        },
         FormatKind::Json => serde_json::from_slice(bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned())),
         FormatKind::Kafka => {
@@ -140,8 +222,44 @@ mod tests {
     fn kafka_integers_round_trip() {
         let col = Column::key("K", SqlType::Integer);
         let f = Format::new(FormatKind::Kafka);
-        let bytes = encode(&f, &[&col], &json!(7)).unwrap();
+        let registry = sluice_registry::MemoryRegistry::new();
+        let registered = Registered {
+            registry: &registry,
+            topic: "t",
+            is_key: true,
+            source: "S",
+        };
+        let bytes = encode(&f, &[&col], &json!(7), &registered).unwrap();
         assert_eq!(bytes.as_deref(), Some(&[0, 0, 0, 7][..]));
-        assert_eq!(decode(&f, &[&col], bytes.as_deref()), json!(7));
+        assert_eq!(decode(&f, &[&col], bytes.as_deref(), &registry), json!(7));
+    }
+
+    #[test]
+    fn avro_values_round_trip_through_the_registry() {
+        let cols = [
+            Column::value("A", SqlType::Integer),
+            Column::value(
+                "D",
+                SqlType::Decimal {
+                    precision: 4,
+                    scale: 2,
+                },
+            ),
+        ];
+        let refs: Vec<&Column> = cols.iter().collect();
+        let f = Format::new(FormatKind::Avro);
+        let registry = sluice_registry::MemoryRegistry::new();
+        let registered = Registered {
+            registry: &registry,
+            topic: "t",
+            is_key: false,
+            source: "S",
+        };
+        let bytes = encode(&f, &refs, &json!({"a": 1, "d": 1.5}), &registered).unwrap();
+        assert_eq!(bytes.as_ref().unwrap()[..5], [0, 0, 0, 0, 1]);
+        assert_eq!(
+            decode(&f, &refs, bytes.as_deref(), &registry),
+            json!({"A": 1, "D": 1.5})
+        );
     }
 }

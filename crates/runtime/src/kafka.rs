@@ -22,6 +22,7 @@
 //! broker gone) drops the consumer, producer and state and starts again from the last
 //! commit, with backoff.
 
+use crate::codec::registered::Registry;
 use crate::error::{Result, RuntimeError};
 use crate::pipeline::{DecodeFailure, Header, OutputRecord, Pipeline, SourceRecord};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -64,6 +65,8 @@ pub struct QueryConfig {
     /// memory). Rebuilt from the changelog at every start: the changelog is the state's
     /// truth, the local store a copy that spares memory.
     pub state_dir: Option<std::path::PathBuf>,
+    /// Where AVRO and JSON_SR schemas are registered and looked up.
+    pub registry: Option<Registry>,
 }
 
 /// Groups of a RocksDB-backed aggregation kept in memory between commits, at most.
@@ -113,7 +116,7 @@ impl RunningQuery {
     /// refused here rather than on its thread.
     pub fn start(name: &str, plan: &QueryPlan, config: QueryConfig) -> Result<RunningQuery> {
         // Fail fast on a plan this build cannot run.
-        Pipeline::new(plan)?;
+        Pipeline::new(plan, config.registry.clone())?;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(QueryStats::default());
         let thread = {
@@ -312,7 +315,7 @@ fn run_owned(
     moves: u64,
 ) -> Result<Ended> {
     const TIMEOUT: Duration = Duration::from_secs(30);
-    let mut pipeline = Pipeline::new(plan)?;
+    let mut pipeline = Pipeline::new(plan, config.registry.clone())?;
     if let Some(dir) = &config.state_dir {
         // Opened on the first store asked for: a query without one gets no database.
         let mut db: Option<sluice_state::StateDb> = None;

@@ -10,6 +10,7 @@
 use crate::aggregate::{AggregateOp, WINDOW_END, WINDOW_START};
 use crate::codec::decode::{ColumnBuilder, PartDecoder};
 use crate::codec::encode::PartEncoder;
+use crate::codec::registered::{Registry, part_encoder};
 use crate::error::{Result, RuntimeError};
 use crate::expr::{PhysExpr, compile, evaluate, output_field};
 use crate::join::{JoinOp, Side};
@@ -196,6 +197,8 @@ enum Open {
 struct Builder {
     inputs: Vec<Input>,
     joins: Vec<JoinNode>,
+    /// Where AVRO inputs find their writers' schemas.
+    registry: Option<Registry>,
 }
 
 impl Builder {
@@ -296,8 +299,10 @@ impl Builder {
                 .filter(|(_, c)| c.kind == kind)
                 .collect()
         };
-        let key_decoder = PartDecoder::new(&source.key_format, &part(ColumnKind::Key), true);
-        let value_decoder = PartDecoder::new(&source.value_format, &part(ColumnKind::Value), false);
+        let key_decoder = PartDecoder::new(&source.key_format, &part(ColumnKind::Key), true)
+            .with_registry(self.registry.clone());
+        let value_decoder = PartDecoder::new(&source.value_format, &part(ColumnKind::Value), false)
+            .with_registry(self.registry.clone());
         self.inputs.push(Input {
             source,
             table,
@@ -553,8 +558,9 @@ fn apply_ops(
 }
 
 impl Pipeline {
-    pub fn new(plan: &QueryPlan) -> Result<Pipeline> {
-        Pipeline::compile(plan, false)
+    /// The pipeline of a plan; schema-registry formats use `registry`.
+    pub fn new(plan: &QueryPlan, registry: Option<Registry>) -> Result<Pipeline> {
+        Pipeline::compile(plan, false, registry)
     }
 
     /// A pipeline whose output records are rows for a client rather than Kafka records:
@@ -562,11 +568,11 @@ impl Pipeline {
     /// sink's schema in order (ksqlDB's push query rows), and a deletion of a table row
     /// has its key columns and NULLs, with `timestamp` as usual; `is_row_deletion` tells
     /// deletions apart.
-    pub fn rows(plan: &QueryPlan) -> Result<Pipeline> {
-        Pipeline::compile(plan, true)
+    pub fn rows(plan: &QueryPlan, registry: Option<Registry>) -> Result<Pipeline> {
+        Pipeline::compile(plan, true, registry)
     }
 
-    fn compile(plan: &QueryPlan, rows: bool) -> Result<Pipeline> {
+    fn compile(plan: &QueryPlan, rows: bool, registry: Option<Registry>) -> Result<Pipeline> {
         if plan.version > PLAN_VERSION {
             return Err(RuntimeError::Plan(format!(
                 "the plan has version {} but this build runs plans up to version {PLAN_VERSION}",
@@ -578,24 +584,52 @@ impl Pipeline {
         else {
             return Err(RuntimeError::Plan("a plan must end in a sink".into()));
         };
-        let mut builder = Builder::default();
+        let mut builder = Builder {
+            registry,
+            ..Builder::default()
+        };
         let (_, schema) = builder.build(input)?;
         let index = |c: &sluice_plan::Column| {
             schema
                 .index_of(&c.name)
                 .map_err(|_| RuntimeError::Plan(format!("sink column {} missing", c.name)))
         };
-        let sink_part = |kind: ColumnKind| -> Result<Vec<(usize, String)>> {
-            sink.schema
+        let sink_part = |kind: ColumnKind| -> Result<PartEncoder> {
+            let columns = sink
+                .schema
                 .columns
                 .iter()
                 .filter(|c| c.kind == kind)
-                .map(|c| index(c).map(|i| (i, c.name.clone())))
-                .collect()
+                .map(|c| index(c).map(|i| (i, c)))
+                .collect::<Result<Vec<_>>>()?;
+            let format = match kind {
+                ColumnKind::Key => &sink.key_format,
+                _ => &sink.value_format,
+            };
+            // Rows for a client are never serialized: no schema to register.
+            let registry = if rows {
+                None
+            } else {
+                builder.registry.as_ref()
+            };
+            if rows {
+                return Ok(PartEncoder::new(
+                    format,
+                    columns.iter().map(|(i, c)| (*i, c.name.clone())).collect(),
+                    kind == ColumnKind::Key,
+                ));
+            }
+            part_encoder(
+                format,
+                &columns,
+                kind == ColumnKind::Key,
+                &sink.topic,
+                registry,
+            )
+            .map_err(RuntimeError::Plan)
         };
-        let key_encoder = PartEncoder::new(&sink.key_format, sink_part(ColumnKind::Key)?, true);
-        let value_encoder =
-            PartEncoder::new(&sink.value_format, sink_part(ColumnKind::Value)?, false);
+        let key_encoder = sink_part(ColumnKind::Key)?;
+        let value_encoder = sink_part(ColumnKind::Value)?;
         let row_columns = if rows {
             Some(
                 sink.schema
@@ -940,11 +974,21 @@ impl Pipeline {
             self.value_encoder.bind(columns),
         );
         out.reserve(batch.num_rows());
+        // Rows the sink's schema cannot hold are dropped and counted, as ksqlDB drops
+        // records it fails to serialize.
+        let mut failures = Vec::new();
         for row in 0..batch.num_rows() {
             let key = if key_null.value(row) {
                 None
             } else {
-                keys.encode(row, &mut buf).map(|()| {
+                let encoded = match keys.encode(row, &mut buf) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        failures.push(e);
+                        continue;
+                    }
+                };
+                encoded.map(|()| {
                     // Windowed keys as Kafka Streams writes them (8-byte big-endian
                     // times): a time window's key, then its start; a session's key,
                     // then its end, then its start.
@@ -964,7 +1008,13 @@ impl Pipeline {
             let value = if tombstone.value(row) {
                 None
             } else {
-                values.encode(row, &mut buf).map(|()| buf.clone())
+                match values.encode(row, &mut buf) {
+                    Ok(e) => e.map(|()| buf.clone()),
+                    Err(e) => {
+                        failures.push(e);
+                        continue;
+                    }
+                }
             };
             out.push(OutputRecord {
                 key,
@@ -975,6 +1025,13 @@ impl Pipeline {
                     rowtime.value(row)
                 },
             });
+        }
+        if let Some(last) = failures.last() {
+            tracing::warn!(
+                count = failures.len(),
+                "records not written: they do not fit the sink's schema: {last}"
+            );
+            self.expression_errors += failures.len() as u64;
         }
         Ok(())
     }
@@ -1410,7 +1467,7 @@ mod tests {
 
     #[test]
     fn json_filter_project_json() {
-        let mut p = Pipeline::new(&plan(FormatKind::Json, FormatKind::Json)).unwrap();
+        let mut p = Pipeline::new(&plan(FormatKind::Json, FormatKind::Json), None).unwrap();
         let (out, failures) = run(
             &mut p,
             &[
@@ -1440,7 +1497,7 @@ mod tests {
 
     #[test]
     fn delimited_in_and_out() {
-        let mut p = Pipeline::new(&plan(FormatKind::Delimited, FormatKind::Delimited)).unwrap();
+        let mut p = Pipeline::new(&plan(FormatKind::Delimited, FormatKind::Delimited), None).unwrap();
         let (out, failures) = run(&mut p, &["5,x,y", "5,\"a,b\"", "0,z"]);
         assert_eq!(failures.len(), 1);
         assert_eq!(out.len(), 1);
@@ -1449,7 +1506,7 @@ mod tests {
 
     #[test]
     fn null_values_are_null_rows() {
-        let mut p = Pipeline::new(&plan(FormatKind::Json, FormatKind::Json)).unwrap();
+        let mut p = Pipeline::new(&plan(FormatKind::Json, FormatKind::Json), None).unwrap();
         let tombstone = SourceRecord {
             key: Some(b"k"),
             value: None,
@@ -1475,7 +1532,7 @@ mod tests {
         {
             *select_input = source;
         }
-        let mut p = Pipeline::new(&plan).unwrap();
+        let mut p = Pipeline::new(&plan, None).unwrap();
         p.push(0, &tombstone).unwrap();
         p.flush(&mut out).unwrap();
         assert_eq!(
@@ -1546,7 +1603,7 @@ mod tests {
                 right: Box::new(Expr::Literal(Literal::Bigint(3))),
             }),
         );
-        let mut pipeline = Pipeline::new(&p).unwrap();
+        let mut pipeline = Pipeline::new(&p, None).unwrap();
         let rows = [
             r#"{"name":"a"}"#,
             r#"{"name":"b"}"#,
@@ -1590,7 +1647,7 @@ mod tests {
                 materialized: true,
             };
         }
-        let mut pipeline = Pipeline::new(&p).unwrap();
+        let mut pipeline = Pipeline::new(&p, None).unwrap();
         let changes: [(Option<&str>, Option<&str>); 7] = [
             (Some("1"), Some(r#"{"name":"a"}"#)),
             (Some("2"), Some(r#"{"name":"a"}"#)),
@@ -1654,7 +1711,7 @@ mod tests {
         {
             topic.timestamp = Some("ID".into());
         }
-        let mut pipeline = Pipeline::new(&p).unwrap();
+        let mut pipeline = Pipeline::new(&p, None).unwrap();
         let (out, _) = run(
             &mut pipeline,
             &[
@@ -1707,7 +1764,7 @@ mod tests {
 
     /// Runs keyed records with these timestamps through `plan`, one at a time.
     fn run_times(p: &QueryPlan, times: &[i64]) -> Vec<OutputRecord> {
-        let mut pipeline = Pipeline::new(p).unwrap();
+        let mut pipeline = Pipeline::new(p, None).unwrap();
         let mut out = Vec::new();
         for (i, ts) in times.iter().enumerate() {
             let r = SourceRecord {
@@ -1835,6 +1892,6 @@ mod tests {
     fn newer_plans_are_refused() {
         let mut p = plan(FormatKind::Json, FormatKind::Json);
         p.version = PLAN_VERSION + 1;
-        assert!(matches!(Pipeline::new(&p), Err(RuntimeError::Plan(_))));
+        assert!(matches!(Pipeline::new(&p, None), Err(RuntimeError::Plan(_))));
     }
 }

@@ -12,6 +12,7 @@
 //! its start, then stops: a stream's rows all come out; a table's come out once the
 //! scan is done, the latest row of each key that is not deleted (the table as of now).
 
+use crate::codec::registered::Registry;
 use crate::driver::{Driver, TapEvent};
 use crate::error::{Result, RuntimeError};
 use crate::pipeline::{OutputRecord, Pipeline, is_row_deletion};
@@ -36,6 +37,8 @@ pub struct PushConfig {
     /// The indexes of the row's columns the client sees (None: all); the others are
     /// hidden columns the query needs, such as a table's key for a scan's dedup.
     pub shown: Option<Vec<usize>>,
+    /// Where AVRO sources find their writers' schemas.
+    pub registry: Option<Registry>,
 }
 
 impl PushConfig {
@@ -149,7 +152,7 @@ impl PushQuery {
         config: PushConfig,
         rows: Sender<PushEvent>,
     ) -> Result<PushQuery> {
-        let pipeline = Pipeline::rows(plan)?;
+        let pipeline = Pipeline::rows(plan, config.registry.clone())?;
         Self::spawn(name, rows, move |stop, rows| {
             let mut feed = KafkaFeed::new(&pipeline, &config)?;
             run(pipeline, &config, stop, rows, &mut feed)
@@ -165,7 +168,7 @@ impl PushQuery {
         driver: &std::sync::Mutex<Driver>,
         rows: Sender<PushEvent>,
     ) -> Result<PushQuery> {
-        let pipeline = Pipeline::rows(plan)?;
+        let pipeline = Pipeline::rows(plan, config.registry.clone())?;
         let topics = pipeline
             .source_topics()
             .iter()

@@ -1,7 +1,7 @@
 //! INSERT INTO ... VALUES and `/inserts-stream`: one row made into a record for a topic.
 
 use crate::codec::decode::ColumnBuilder;
-use crate::codec::encode::PartEncoder;
+use crate::codec::registered::{Registry, part_encoder};
 use crate::error::{Result, RuntimeError};
 use crate::expr::{compile, evaluate};
 use crate::pipeline::OutputRecord;
@@ -21,6 +21,7 @@ pub fn values_record(
     values: &[NamedExpr],
     rowtime: Option<&Expr>,
     now: Option<i64>,
+    registry: Option<&Registry>,
 ) -> Result<OutputRecord> {
     let now = now.unwrap_or_else(now_millis);
     let empty = Arc::new(Schema::empty());
@@ -66,7 +67,7 @@ pub fn values_record(
         }
         None => now,
     };
-    Ok(encode_row(topic, &arrays, timestamp))
+    encode_row(topic, &arrays, timestamp, registry)
 }
 
 /// The record for `topic` of a row given as a JSON object (field names matched to
@@ -75,6 +76,7 @@ pub fn values_record(
 pub fn json_record(
     topic: &TopicSpec,
     row: &serde_json::Map<String, serde_json::Value>,
+    registry: Option<&Registry>,
 ) -> Result<OutputRecord> {
     let field = |name: &str| {
         row.iter()
@@ -108,7 +110,7 @@ pub fn json_record(
             .ok_or_else(|| RuntimeError::Plan("ROWTIME must be a BIGINT".into()))?,
         None => now_millis(),
     };
-    Ok(encode_row(topic, &arrays, timestamp))
+    encode_row(topic, &arrays, timestamp, registry)
 }
 
 fn now_millis() -> i64 {
@@ -119,27 +121,36 @@ fn now_millis() -> i64 {
 }
 
 /// A row of `topic`'s columns (one-row arrays) written as its formats write rows.
-fn encode_row(topic: &TopicSpec, arrays: &[ArrayRef], timestamp: i64) -> OutputRecord {
-    let part = |kind: ColumnKind| -> Vec<(usize, String)> {
+fn encode_row(
+    topic: &TopicSpec,
+    arrays: &[ArrayRef],
+    timestamp: i64,
+    registry: Option<&Registry>,
+) -> Result<OutputRecord> {
+    let part = |kind: ColumnKind| -> Vec<(usize, &sluice_plan::Column)> {
         topic
             .schema
             .columns
             .iter()
             .enumerate()
             .filter(|(_, c)| c.kind == kind)
-            .map(|(i, c)| (i, c.name.clone()))
             .collect()
     };
     let mut buf = Vec::new();
-    let key = PartEncoder::new(&topic.key_format, part(ColumnKind::Key), true)
-        .encode(arrays, 0, &mut buf)
-        .map(|()| buf.clone());
-    let value = PartEncoder::new(&topic.value_format, part(ColumnKind::Value), false)
-        .encode(arrays, 0, &mut buf)
-        .map(|()| buf.clone());
-    OutputRecord {
+    let mut encode = |kind: ColumnKind, format: &sluice_plan::Format| -> Result<Option<Vec<u8>>> {
+        let is_key = kind == ColumnKind::Key;
+        let encoder = part_encoder(format, &part(kind), is_key, &topic.topic, registry)
+            .map_err(RuntimeError::Plan)?;
+        Ok(encoder
+            .encode(arrays, 0, &mut buf)
+            .map_err(RuntimeError::Plan)?
+            .map(|()| buf.clone()))
+    };
+    let key = encode(ColumnKind::Key, &topic.key_format)?;
+    let value = encode(ColumnKind::Value, &topic.value_format)?;
+    Ok(OutputRecord {
         key,
         value,
         timestamp,
-    }
+    })
 }

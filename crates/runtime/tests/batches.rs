@@ -29,7 +29,7 @@ fn literal_only_calls_fill_every_row_of_a_batch() {
     .unwrap() else {
         panic!("a query");
     };
-    let mut pipeline = Pipeline::new(&plan).unwrap();
+    let mut pipeline = Pipeline::new(&plan, None).unwrap();
     let keys: [&[u8]; 3] = [br#"["1","1"]"#, br#"["1","0"]"#, br#"["1","0"]"#];
     for (i, key) in keys.iter().enumerate() {
         let record = SourceRecord {

@@ -48,7 +48,7 @@ fn run(pipeline: &mut Pipeline, records: &[Input], out: &mut Vec<OutputRecord>) 
 fn restores_at_every_cut(statements: &str, records: &[Input]) {
     let plan = plan(statements);
     let mut whole = Vec::new();
-    run(&mut Pipeline::new(&plan).unwrap(), records, &mut whole);
+    run(&mut Pipeline::new(&plan, None).unwrap(), records, &mut whole);
     assert!(
         !whole.is_empty(),
         "the query writes something: {statements}"
@@ -61,7 +61,7 @@ fn restores_at_every_cut(statements: &str, records: &[Input]) {
             }
         };
         for cut in 0..=records.len() {
-            let mut first = Pipeline::new(&plan).unwrap();
+            let mut first = Pipeline::new(&plan, None).unwrap();
             with_stores(&mut first);
             assert!(first.has_changelog());
             first.record_changes();
@@ -76,7 +76,7 @@ fn restores_at_every_cut(statements: &str, records: &[Input]) {
                 first.commit_state(&committed).unwrap();
                 changelog.extend(committed);
             }
-            let mut second = Pipeline::new(&plan).unwrap();
+            let mut second = Pipeline::new(&plan, None).unwrap();
             with_stores(&mut second);
             second.clear_changelogged().unwrap();
             for (k, v) in &changelog {
@@ -181,7 +181,7 @@ fn a_corrupt_changelog_entry_is_an_error() {
         "CREATE STREAM s (id STRING KEY, v INT) WITH (kafka_topic='s', key_format='KAFKA', value_format='JSON');
          CREATE TABLE t AS SELECT id, COUNT(*) AS n FROM s GROUP BY id;",
     );
-    let mut p = Pipeline::new(&plan).unwrap();
+    let mut p = Pipeline::new(&plan, None).unwrap();
     assert!(p.restore_change(&[], Some(b"x")).is_err());
     assert!(p.restore_change(&[9, 0], Some(b"x")).is_err());
     assert!(p.restore_change(&[0, 0, 1], Some(b"x")).is_err());

@@ -33,7 +33,7 @@ fn persistent(sql: &str) -> Pipeline {
     let Planned::CreateAs { plan, .. } = plan(sql) else {
         panic!("a CREATE ... AS SELECT");
     };
-    Pipeline::new(&plan).unwrap()
+    Pipeline::new(&plan, None).unwrap()
 }
 
 fn produce(d: &mut Driver, key: &str, v: i64) {
@@ -152,6 +152,7 @@ fn push_and_pull_queries_read_the_driver() {
         limit,
         mode,
         shown: None,
+        registry: None,
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let _push = PushQuery::start_on_driver(

@@ -25,7 +25,7 @@ fn inserts(statements: &str) -> Result<Vec<Inserted>, String> {
                 rowtime,
                 ..
             } => {
-                let r = values_record(&topic, &values, rowtime.as_ref(), Some(99)).unwrap();
+                let r = values_record(&topic, &values, rowtime.as_ref(), Some(99), None).unwrap();
                 records.push((
                     r.key,
                     r.value.map(|v| String::from_utf8(v).unwrap()),

@@ -17,7 +17,7 @@ fn driver(statements: &str) -> Driver {
                 catalog.insert(source.name.clone(), source);
             }
             Planned::CreateAs { sink, plan, .. } => {
-                driver.add_query(&sink.name, Pipeline::new(&plan).expect("runs"));
+                driver.add_query(&sink.name, Pipeline::new(&plan, None).expect("runs"));
                 catalog.insert(sink.name.clone(), sink);
             }
             other => panic!("unexpected {other:?}"),

@@ -179,7 +179,8 @@ impl Cluster {
                 .map(QueryRun::Kafka)
                 .map_err(|e| e.to_string()),
             Cluster::Memory(driver) => {
-                let pipeline = Pipeline::new(plan).map_err(|e| e.to_string())?;
+                let pipeline =
+                    Pipeline::new(plan, config.registry.clone()).map_err(|e| e.to_string())?;
                 let mut d = lock(driver);
                 if config.auto_offset_reset == "earliest" {
                     d.add_query_from_start(id, pipeline)

@@ -63,6 +63,10 @@ pub const SETTINGS: &[Setting] = &[
         flag: "max-request-bytes",
         aliases: &[],
     },
+    Setting {
+        flag: "schema-registry-url",
+        aliases: &["ksql.schema.registry.url"],
+    },
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq)]

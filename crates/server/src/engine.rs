@@ -12,6 +12,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use sluice_plan::QueryPlan;
+use sluice_registry::{HttpRegistry, MemoryRegistry};
+use sluice_runtime::codec::registered::{Registry, no_registry, register_declared};
 use sluice_runtime::driver::Driver;
 use sluice_runtime::push::{Mode, PushConfig, ScanOrder};
 use sluice_runtime::{KafkaAdmin, QueryConfig};
@@ -45,6 +47,9 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// `auto.offset.reset` of queries whose properties do not set it.
     pub auto_offset_reset: String,
+    /// `ksql.schema.registry.url`: where AVRO and JSON_SR schemas live (None: those
+    /// formats are refused, except on the test driver, which keeps its own registry).
+    pub schema_registry_url: Option<String>,
 }
 
 impl ServerConfig {
@@ -62,6 +67,7 @@ impl ServerConfig {
             basic_auth: None,
             max_request_bytes: 2 * 1024 * 1024,
             auto_offset_reset: "latest".into(),
+            schema_registry_url: None,
         }
     }
 }
@@ -273,11 +279,19 @@ impl Engine {
 
     fn new(config: ServerConfig, cluster: Cluster) -> Engine {
         let (applied, _) = watch::channel(-1);
+        let registry: Option<Registry> = match (&config.schema_registry_url, &cluster) {
+            (Some(url), _) => Some(Arc::new(HttpRegistry::new(url))),
+            (None, Cluster::Memory(_)) => Some(Arc::new(MemoryRegistry::new())),
+            (None, Cluster::Kafka { .. }) => None,
+        };
         Engine {
             config,
             cluster,
             metastore: Mutex::new(Metastore::default()),
-            planner: PlannerConfig::default(),
+            planner: PlannerConfig {
+                registry,
+                ..PlannerConfig::default()
+            },
             statement_lock: tokio::sync::Mutex::new(()),
             applied,
             results: Mutex::new(HashMap::new()),
@@ -294,6 +308,11 @@ impl Engine {
     /// command topic) and queries run as records are written.
     pub fn in_memory(config: ServerConfig, driver: Arc<Mutex<Driver>>) -> Arc<Engine> {
         Arc::new(Engine::new(config, Cluster::Memory(driver)))
+    }
+
+    /// Where AVRO and JSON_SR schemas are registered and looked up.
+    pub fn registry(&self) -> Option<&Registry> {
+        self.planner.registry.as_ref()
     }
 
     fn lock_metastore(&self) -> std::sync::MutexGuard<'_, Metastore> {
@@ -416,6 +435,7 @@ impl Engine {
                 })
         };
         QueryConfig {
+            registry: self.registry().cloned(),
             bootstrap_servers: self.config.bootstrap_servers.clone(),
             group_id: format!("_sluice-{}-query_{query_id}", self.config.service_id),
             auto_offset_reset: prop(&["auto.offset.reset", "ksql.streams.auto.offset.reset"])
@@ -781,6 +801,7 @@ impl Engine {
             schema: visible,
             is_table,
             config: PushConfig {
+                registry: self.registry().cloned(),
                 bootstrap_servers: self.config.bootstrap_servers.clone(),
                 auto_offset_reset: offset_reset,
                 limit,
@@ -814,7 +835,13 @@ impl Engine {
                 ..
             } => {
                 let record =
-                    sluice_runtime::values::values_record(&topic, &values, rowtime.as_ref(), None)
+                    sluice_runtime::values::values_record(
+                        &topic,
+                        &values,
+                        rowtime.as_ref(),
+                        None,
+                        self.registry(),
+                    )
                         .map_err(|e| fail(e.to_string()))?;
                 self.cluster.produce(&topic.topic, &record).await.map_err(|e| {
                     StatementError::server(format!("Failed to insert values: {e}"), &text)
@@ -918,6 +945,21 @@ impl Engine {
                         )));
                     }
                 }
+                // Schemas of declared columns are registered now, as ksqlDB does, so
+                // producers find them before any query runs.
+                match self.registry() {
+                    Some(registry) => {
+                        register_declared(registry.as_ref(), &source.name, &source.topic)
+                            .map_err(fail)?
+                    }
+                    None => {
+                        for f in [&source.topic.key_format, &source.topic.value_format] {
+                            if f.kind.needs_schema_registry() {
+                                return Err(fail(no_registry(f.kind)));
+                            }
+                        }
+                    }
+                }
                 let cmd = Command {
                     version: COMMAND_VERSION,
                     statement: text.clone(),
@@ -959,7 +1001,7 @@ impl Engine {
                     return Err(fail(already_exists(sink.kind, &sink.name, existing.kind)));
                 }
                 // The plan must run on this build before it is accepted.
-                sluice_runtime::Pipeline::new(&plan)
+                sluice_runtime::Pipeline::new(&plan, self.registry().cloned())
                     .map_err(|e| StatementError::unsupported(e.to_string(), &text))?;
                 let mut partitions = Vec::new();
                 for (name, topic) in plan.root.sources() {
@@ -1019,7 +1061,7 @@ impl Engine {
                 plan,
                 inputs,
             } => {
-                sluice_runtime::Pipeline::new(&plan)
+                sluice_runtime::Pipeline::new(&plan, self.registry().cloned())
                     .map_err(|e| StatementError::unsupported(e.to_string(), &text))?;
                 let cmd = Command {
                     version: COMMAND_VERSION,

@@ -305,6 +305,10 @@ struct ServerArgs {
     /// Request bodies larger than this many bytes are refused with 413.
     #[arg(long, default_value_t = 2 * 1024 * 1024, env = "SLUICE_MAX_REQUEST_BYTES")]
     max_request_bytes: usize,
+    /// The schema registry of the AVRO and JSON_SR formats
+    /// (`ksql.schema.registry.url`), e.g. http://127.0.0.1:8081.
+    #[arg(long, env = "SLUICE_SCHEMA_REGISTRY_URL")]
+    schema_registry_url: Option<String>,
     /// A configuration file: TOML, or ksqlDB's `.properties`. Its keys are these flags'
     /// names or ksqlDB's property names; flags and SLUICE_* variables win over it.
     #[arg(long, env = "SLUICE_CONFIG")]
@@ -375,6 +379,7 @@ fn main() -> ExitCode {
                 basic_auth: args.basic_auth,
                 max_request_bytes: args.max_request_bytes,
                 auto_offset_reset: "latest".into(),
+                schema_registry_url: args.schema_registry_url,
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

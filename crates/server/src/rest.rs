@@ -500,10 +500,12 @@ async fn inserts_stream(State(engine): State<Arc<Engine>>, body: Bytes) -> Respo
     let mut acks = String::new();
     for (seq, line) in lines.enumerate() {
         let result = match serde_json::from_str::<Value>(line) {
-            Ok(Value::Object(row)) => match sluice_runtime::values::json_record(&topic, &row) {
-                Ok(record) => engine.produce(&topic.topic, &record).await,
-                Err(e) => Err(e.to_string()),
-            },
+            Ok(Value::Object(row)) => {
+                match sluice_runtime::values::json_record(&topic, &row, engine.registry()) {
+                    Ok(record) => engine.produce(&topic.topic, &record).await,
+                    Err(e) => Err(e.to_string()),
+                }
+            }
             Ok(_) => Err("a row must be a JSON object".into()),
             Err(e) => Err(format!("a row is not JSON: {e}")),
         };

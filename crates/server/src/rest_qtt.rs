@@ -92,7 +92,15 @@ impl CaseServer {
                     .metastore
                     .lock()
                     .unwrap_or_else(|p| p.into_inner());
-                sluice_qtt::encode_input(sluice_qtt::source_on(&ms.sources, topic), r)
+                let registry = self
+                    .engine
+                    .registry()
+                    .expect("the test driver has a registry");
+                sluice_qtt::encode_input(
+                    sluice_qtt::source_on(&ms.sources, topic),
+                    r,
+                    registry.as_ref(),
+                )
             };
             let input = match input {
                 Ok(i) => i,
@@ -424,8 +432,18 @@ fn run_case(runtime: &tokio::runtime::Runtime, case: &Value) -> Result<(), Verdi
             .metastore
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        sluice_qtt::check_outputs(&lock(&server.driver), &ms.sources, outputs, &produced)
-            .map_err(Verdict::Fail)?;
+        sluice_qtt::check_outputs(
+            &lock(&server.driver),
+            &ms.sources,
+            outputs,
+            &produced,
+            server
+                .engine
+                .registry()
+                .expect("the test driver has a registry")
+                .as_ref(),
+        )
+        .map_err(Verdict::Fail)?;
     }
 
     for (i, want) in expected.iter().enumerate() {

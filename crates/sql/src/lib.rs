@@ -17,6 +17,7 @@ mod lexer;
 pub mod parser;
 pub mod planner;
 pub mod pull;
+mod registry;
 
 pub use aggregate::HIDDEN_PREFIX;
 pub use error::{Pos, SqlError};

@@ -194,6 +194,9 @@ pub struct PlannerConfig {
     pub transient: bool,
     /// What pull queries may do.
     pub pull: crate::pull::PullConfig,
+    /// Where AVRO and JSON_SR schemas are looked up (inference, VALUE_SCHEMA_ID); None
+    /// when the server has no registry.
+    pub registry: Option<std::sync::Arc<dyn sluice_registry::SchemaRegistry>>,
 }
 
 impl PlannerConfig {
@@ -238,6 +241,7 @@ impl Default for PlannerConfig {
             collect_set_limit: None,
             transient: false,
             pull: Default::default(),
+            registry: None,
         }
     }
 }
@@ -338,6 +342,15 @@ const SOURCE_PROPERTIES: &[&str] = &[
     "WRAP_SINGLE_VALUE",
     "TIMESTAMP",
     "TIMESTAMP_FORMAT",
+];
+
+/// The WITH properties of schema-registry formats.
+const REGISTRY_PROPERTIES: &[&str] = &[
+    "KEY_SCHEMA_ID",
+    "VALUE_SCHEMA_ID",
+    "KEY_SCHEMA_FULL_NAME",
+    "VALUE_SCHEMA_FULL_NAME",
+    "VALUE_AVRO_SCHEMA_FULL_NAME",
 ];
 
 /// The WITH clause, checked against the properties a statement accepts.
@@ -487,6 +500,40 @@ impl<'a> With<'a> {
         Ok(Some(c))
     }
 
+    /// Sets a part's schema id and record name from WITH (see `registry::apply_options`).
+    fn registry_options(
+        &self,
+        format: &mut Format,
+        is_key: bool,
+        source: &str,
+    ) -> Result<(), SqlError> {
+        let (id, names): (&str, &[&str]) = if is_key {
+            ("KEY_SCHEMA_ID", &["KEY_SCHEMA_FULL_NAME"])
+        } else {
+            (
+                "VALUE_SCHEMA_ID",
+                &["VALUE_SCHEMA_FULL_NAME", "VALUE_AVRO_SCHEMA_FULL_NAME"],
+            )
+        };
+        let name = names.iter().find(|n| self.pos(n).is_some()).copied();
+        crate::registry::apply_options(
+            format,
+            is_key,
+            source,
+            crate::registry::Setting {
+                value: self.integer(id)?,
+                pos: self.pos(id),
+            },
+            crate::registry::Setting {
+                value: match name {
+                    Some(n) => self.string(n)?,
+                    None => None,
+                },
+                pos: name.and_then(|n| self.pos(n)),
+            },
+        )
+    }
+
     fn topic_creation(&self) -> Result<(Option<u32>, Option<i16>), SqlError> {
         let partitions = match self.integer("PARTITIONS")? {
             None => None,
@@ -516,7 +563,7 @@ impl<'a> With<'a> {
 
 /// Checks that a format can carry the given columns.
 fn check_format(format: FormatKind, columns: &[&Column], is_key: bool) -> Result<(), SqlError> {
-    if format.needs_schema_registry() || format == FormatKind::ProtobufNosr {
+    if matches!(format, FormatKind::Protobuf | FormatKind::ProtobufNosr) {
         return Err(SqlError::unsupported(
             None,
             format!("The {format} format is not supported yet"),
@@ -582,13 +629,22 @@ fn check_format(format: FormatKind, columns: &[&Column], is_key: bool) -> Result
             }
             return Err(SqlError::semantic(None, reason));
         }
-        if format == FormatKind::Json
-            && let SqlType::Map { key, .. } = &c.ty
+        if matches!(
+            format,
+            FormatKind::Json | FormatKind::JsonSr | FormatKind::Avro
+        ) && let SqlType::Map { key, .. } = &c.ty
             && **key != SqlType::String
         {
             return Err(SqlError::semantic(
                 None,
-                "JSON only supports MAP types with STRING keys",
+                format!(
+                    "{} only supports MAP types with STRING keys",
+                    if format == FormatKind::Avro {
+                        "Avro"
+                    } else {
+                        "JSON"
+                    }
+                ),
             ));
         }
     }
@@ -774,20 +830,10 @@ fn plan_create_source(
         .iter()
         .copied()
         .chain(["WINDOW_TYPE", "WINDOW_SIZE"])
+        .chain(REGISTRY_PROPERTIES.iter().copied())
         .collect();
     refuse_schema_names_without_registry(&c.properties, config)?;
-    let with = With::new(
-        &c.properties,
-        &allowed,
-        &[
-            "KEY_SCHEMA_ID",
-            "VALUE_SCHEMA_ID",
-            "KEY_SCHEMA_FULL_NAME",
-            "VALUE_SCHEMA_FULL_NAME",
-            "VALUE_AVRO_SCHEMA_FULL_NAME",
-            "RETENTION_MS",
-        ],
-    )?;
+    let with = With::new(&c.properties, &allowed, &["RETENTION_MS"])?;
     // Neither a source stream or table, nor one that replaces an existing source.
     let replaces_source = catalog.source(&c.name).is_some_and(|s| s.is_source);
     if c.or_replace && (c.is_source || replaces_source) {
@@ -891,14 +937,23 @@ fn plan_create_source(
         });
     }
     // The formats' own settings are checked before the columns.
-    with.delimiter("KEY_DELIMITER", key_format)?;
-    with.delimiter("VALUE_DELIMITER", value_format)?;
-    if c.columns.is_empty() {
+    let mut key = Format {
+        delimiter: with.delimiter("KEY_DELIMITER", key_format)?,
+        ..Format::new(key_format)
+    };
+    let mut value = Format {
+        delimiter: with.delimiter("VALUE_DELIMITER", value_format)?,
+        ..Format::new(value_format)
+    };
+    with.registry_options(&mut key, true, &c.name)?;
+    with.registry_options(&mut value, false, &c.name)?;
+    let bare_value = infer_columns(stmt, &with, &topic, &key, &value, &mut columns, config)?;
+    if columns.is_empty() {
         return Err(SqlError::semantic(
             stmt.pos,
             "The statement does not define any columns.",
         )
-        .with_hint("Declare the columns in parentheses after the name; inferring them from a schema registry is not supported yet."));
+        .with_hint("Declare the columns in parentheses after the name, or use a format whose schema is registered (AVRO, JSON_SR) to read them from the schema registry."));
     }
     if c.kind == SourceKind::Table && !columns.iter().any(|c| c.kind == ColumnKind::Key) {
         return Err(SqlError::semantic(
@@ -921,14 +976,14 @@ fn plan_create_source(
         timestamp,
         timestamp_format,
         topic,
-        key_format: Format {
-            delimiter: with.delimiter("KEY_DELIMITER", key_format)?,
-            ..Format::new(key_format)
-        },
+        key_format: key,
         value_format: Format {
-            delimiter: with.delimiter("VALUE_DELIMITER", value_format)?,
-            wrap_single_value: single_value_wrapping(&with, value_format, &schema, config)?,
-            ..Format::new(value_format)
+            // A bare registered value is read unwrapped unless the statement says.
+            wrap_single_value: match with.boolean("WRAP_SINGLE_VALUE")? {
+                None if bare_value => false,
+                _ => single_value_wrapping(&with, value_format, &schema, config)?,
+            },
+            ..value
         },
         schema,
     };
@@ -949,6 +1004,55 @@ fn plan_create_source(
             replicas,
         }),
     })
+}
+
+/// Adds the key and value columns a statement leaves to the schema registry: a part
+/// without declared columns whose format has registered schemas takes the registered
+/// schema's columns (a key's only when one is registered). Returns whether the value
+/// schema is a bare (not record) one.
+fn infer_columns(
+    stmt: &ast::Statement,
+    with: &With<'_>,
+    topic: &str,
+    key: &Format,
+    value: &Format,
+    columns: &mut Vec<Column>,
+    config: &PlannerConfig,
+) -> Result<bool, SqlError> {
+    let mut bare_value = false;
+    for (format, kind) in [(key, ColumnKind::Key), (value, ColumnKind::Value)] {
+        let is_key = kind == ColumnKind::Key;
+        let declared = columns.iter().any(|c| c.kind == kind);
+        if declared {
+            if format.schema_id.is_some() {
+                let property = if is_key {
+                    "KEY_SCHEMA_ID"
+                } else {
+                    "VALUE_SCHEMA_ID"
+                };
+                return Err(SqlError::semantic(
+                    with.pos(property),
+                    format!(
+                        "Table elements and {property} cannot both exist for create statement."
+                    ),
+                ));
+            }
+            continue;
+        }
+        if !format.kind.infers_schema() {
+            continue;
+        }
+        let registry = config.registry.as_ref();
+        match crate::registry::infer_part(registry, topic, format, is_key, stmt.pos)? {
+            Some((inferred, bare)) => {
+                columns.extend(inferred);
+                bare_value |= bare && !is_key;
+            }
+            None if is_key => {}
+            None => return Err(crate::registry::missing_value_schema(topic, stmt.pos)),
+        }
+    }
+    Ok(bare_value)
 }
 
 /// ksqlDB's default grace period when a window does not give one.
@@ -1128,12 +1232,12 @@ fn single_value_wrapping(
 ) -> Result<bool, SqlError> {
     let Some(wrap) = with.boolean("WRAP_SINGLE_VALUE")? else {
         // The configured default applies where the format can unwrap a single column.
-        let unwrappable = format == FormatKind::Json && schema.values().count() == 1;
+        let unwrappable = wraps(format) && schema.values().count() == 1;
         return Ok(!(unwrappable && config.wrap_single_values == Some(false)));
     };
     // KAFKA and DELIMITED values are never wrapped: `false` says so, `true` cannot be.
     let unwrapped_only = matches!(format, FormatKind::Kafka | FormatKind::Delimited);
-    if !(format == FormatKind::Json || unwrapped_only && !wrap) {
+    if !(wraps(format) || unwrapped_only && !wrap) {
         return Err(SqlError::semantic(
             with.pos("WRAP_SINGLE_VALUE"),
             format!("Format '{format}' does not support 'WRAP_SINGLE_VALUE' set to '{wrap}'."),
@@ -1148,6 +1252,18 @@ fn single_value_wrapping(
     Ok(wrap)
 }
 
+/// Formats that write values as records (or objects) and can write a single one bare.
+fn wraps(format: FormatKind) -> bool {
+    matches!(
+        format,
+        FormatKind::Json
+            | FormatKind::JsonSr
+            | FormatKind::Avro
+            | FormatKind::Protobuf
+            | FormatKind::ProtobufNosr
+    )
+}
+
 // ---- CREATE ... AS SELECT ----
 
 fn plan_create_as(
@@ -1157,18 +1273,13 @@ fn plan_create_as(
     config: &PlannerConfig,
 ) -> Result<Planned, SqlError> {
     let q = &c.query;
-    let with = With::new(
-        &c.properties,
-        SOURCE_PROPERTIES,
-        &[
-            "RETENTION_MS",
-            "KEY_SCHEMA_ID",
-            "VALUE_SCHEMA_ID",
-            "KEY_SCHEMA_FULL_NAME",
-            "VALUE_SCHEMA_FULL_NAME",
-            "VALUE_AVRO_SCHEMA_FULL_NAME",
-        ],
-    )?;
+    refuse_schema_names_without_registry(&c.properties, config)?;
+    let allowed: Vec<&str> = SOURCE_PROPERTIES
+        .iter()
+        .chain(REGISTRY_PROPERTIES)
+        .copied()
+        .collect();
+    let with = With::new(&c.properties, &allowed, &["RETENTION_MS"])?;
     let joined = if q.joins.is_empty() {
         None
     } else {
@@ -1459,7 +1570,7 @@ fn plan_create_as(
     };
     let inherit = |f: &Format, kind: FormatKind| if f.kind == kind { f.delimiter } else { None };
     let sink_timestamp = timestamp_column(&with, &out_schema)?;
-    let sink_topic = TopicSpec {
+    let mut sink_topic = TopicSpec {
         // An aggregation's window, else the source's: a projection keeps windowed keys.
         window: if grouped {
             window.clone()
@@ -1486,6 +1597,25 @@ fn plan_create_as(
         },
         schema: out_schema.clone(),
     };
+    with.registry_options(&mut sink_topic.key_format, true, &c.name)?;
+    with.registry_options(&mut sink_topic.value_format, false, &c.name)?;
+    for (format, kind) in [
+        (&sink_topic.key_format, ColumnKind::Key),
+        (&sink_topic.value_format, ColumnKind::Value),
+    ] {
+        let columns: Vec<&Column> = out_schema
+            .columns
+            .iter()
+            .filter(|c| c.kind == kind)
+            .collect();
+        crate::registry::check_sink_columns(
+            config.registry.as_ref(),
+            format,
+            &columns,
+            kind == ColumnKind::Key,
+            stmt.pos,
+        )?;
+    }
     check_formats(&sink_topic)?;
     let (partitions, replicas) = with.topic_creation()?;
 

@@ -4,6 +4,7 @@
 //! to decode leaves no trace in any builder (the row is rolled back) and is reported.
 
 use super::json_fields::{FieldSpan, match_fields, value_span};
+use super::registered::{Registry, WriterSchemas};
 use crate::types::arrow_type;
 use datafusion_common::arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
@@ -14,6 +15,7 @@ use datafusion_common::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion_common::arrow::datatypes::{DataType, FieldRef, Fields};
 use serde_json::Value;
 use sluice_plan::{Column, Format, FormatKind, SqlType};
+use sluice_registry::{avro, unframe};
 use std::sync::Arc;
 
 /// Appends values of one SQL type.
@@ -711,6 +713,8 @@ pub struct PartDecoder {
     /// Whether the fast JSON reader may be used: it needs column names that differ in
     /// more than case.
     scan_fields: bool,
+    /// AVRO: the writer schemas of the ids records carry.
+    writers: WriterSchemas,
 }
 
 impl PartDecoder {
@@ -730,7 +734,14 @@ impl PartDecoder {
             unwrapped,
             spans: vec![None; columns.len()],
             scan_fields,
+            writers: WriterSchemas::new(None),
         }
+    }
+
+    /// Looks writer schemas up in `registry` (AVRO).
+    pub fn with_registry(mut self, registry: Option<Registry>) -> PartDecoder {
+        self.writers = WriterSchemas::new(registry);
+        self
     }
 
     /// Decodes one key or value into the builders; `None` bytes are a null key/value.
@@ -749,6 +760,18 @@ impl PartDecoder {
             FormatKind::Delimited => self.decode_delimited(bytes, builders),
             FormatKind::Kafka => builders[self.columns[0]].append_kafka(bytes),
             FormatKind::None => Ok(()),
+            FormatKind::JsonSr => {
+                let (_, payload) = unframe(bytes)?;
+                self.decode_json(payload, builders)
+            }
+            FormatKind::Avro => {
+                let (id, payload) = unframe(bytes)?;
+                let schema = self.writers.get(id)?;
+                let value = avro::Reader::new(payload)
+                    .json(&schema)
+                    .map_err(|e| format!("Failed to deserialize AVRO: {e}"))?;
+                self.decode_tree(&value, builders)
+            }
             other => Err(format!("the {other} format is not supported yet")),
         }
     }
@@ -788,13 +811,19 @@ impl PartDecoder {
     fn decode_json_tree(&self, bytes: &[u8], builders: &mut [ColumnBuilder]) -> DecodeResult {
         let value: Value = serde_json::from_slice(bytes)
             .map_err(|e| format!("Failed to deserialize JSON: {e}"))?;
+        self.decode_tree(&value, builders)
+    }
+
+    /// Appends a value given as JSON: the bare column, or an object's fields by name
+    /// (exactly, else ignoring case).
+    fn decode_tree(&self, value: &Value, builders: &mut [ColumnBuilder]) -> DecodeResult {
         if self.unwrapped {
-            return builders[self.columns[0]].append_json(&value);
+            return builders[self.columns[0]].append_json(value);
         }
-        let Value::Object(map) = &value else {
+        let Value::Object(map) = value else {
             return Err(format!(
                 "Can't convert type. sourceType: {}, requiredType: STRUCT, value: {value}",
-                json_type(&value)
+                json_type(value)
             ));
         };
         for (k, &col) in self.columns.iter().enumerate() {

@@ -1,5 +1,6 @@
 //! Arrow columns into Kafka record bytes, written as ksqlDB writes them.
 
+use super::registered::{write_record, write_value};
 use datafusion_common::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, StringArray,
 };
@@ -8,7 +9,10 @@ use datafusion_common::arrow::datatypes::{
     TimeUnit, TimestampMillisecondType,
 };
 use sluice_plan::{Format, FormatKind, format_decimal};
+use sluice_registry::avro::Schema;
+use sluice_registry::frame;
 use std::io::Write;
+use std::sync::Arc;
 
 /// Encodes the key or the value part of output rows.
 pub struct PartEncoder {
@@ -19,6 +23,9 @@ pub struct PartEncoder {
     /// once here rather than escaped again for every row.
     json_prefixes: Vec<Vec<u8>>,
     unwrapped: bool,
+    /// AVRO and JSON_SR: the id of the schema the records are written with (framed in
+    /// front of each), and for AVRO the schema itself.
+    writer: Option<(i32, Option<Arc<Schema>>)>,
 }
 
 /// A part's columns resolved against one batch: the type of each column is looked up
@@ -98,7 +105,14 @@ impl PartEncoder {
             columns,
             json_prefixes,
             unwrapped,
+            writer: None,
         }
+    }
+
+    /// Writes records with this registered schema (see `registered::writer_schema`).
+    pub fn with_writer(mut self, id: i32, avro: Option<Arc<Schema>>) -> PartEncoder {
+        self.writer = Some((id, avro));
+        self
     }
 
     /// The part's columns in `arrays`, ready to encode rows of that batch.
@@ -114,26 +128,54 @@ impl PartEncoder {
     }
 
     /// Encodes row `row`; `None` when the part has no columns or (for keys) is all NULL.
-    pub fn encode(&self, arrays: &[ArrayRef], row: usize, out: &mut Vec<u8>) -> Option<()> {
+    pub fn encode(
+        &self,
+        arrays: &[ArrayRef],
+        row: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<()>, String> {
         self.bind(arrays).encode(row, out)
     }
 }
 
 impl BatchEncoder<'_> {
     /// Encodes row `row` into `out` (cleared first); `None` when the part has no columns
-    /// or (for keys) is all NULL.
-    pub fn encode(&self, row: usize, out: &mut Vec<u8>) -> Option<()> {
+    /// or (for keys) is all NULL; an error when the row does not fit the part's
+    /// registered schema.
+    pub fn encode(&self, row: usize, out: &mut Vec<u8>) -> Result<Option<()>, String> {
         out.clear();
         let part = self.part;
         if self.columns.is_empty() {
-            return None;
+            return Ok(None);
+        }
+        if let Some((id, _)) = part.writer {
+            if part.unwrapped && self.columns[0].is_null(row) {
+                return Ok(None);
+            }
+            frame(id, out);
         }
         match part.format.kind {
-            FormatKind::Json => {
+            FormatKind::Avro => {
+                let Some((_, Some(schema))) = &part.writer else {
+                    return Err("an AVRO part without its writer schema".into());
+                };
+                let columns: Vec<(&str, &dyn Array)> = part
+                    .columns
+                    .iter()
+                    .zip(&self.columns)
+                    .map(|((_, name), c)| (name.as_str(), c.array()))
+                    .collect();
+                if part.unwrapped {
+                    write_value(schema, columns[0].1, row, out)?;
+                } else {
+                    write_record(schema, &columns, row, out)?;
+                }
+            }
+            FormatKind::Json | FormatKind::JsonSr => {
                 if part.unwrapped {
                     let c = &self.columns[0];
                     if c.is_null(row) {
-                        return None;
+                        return Ok(None);
                     }
                     c.write_json(out, row);
                 } else {
@@ -167,14 +209,14 @@ impl BatchEncoder<'_> {
                     }
                 }
                 if all_null && part.columns.len() == 1 {
-                    return None;
+                    return Ok(None);
                 }
                 out.extend_from_slice(s.as_bytes());
             }
             FormatKind::Kafka => {
                 let a = self.columns[0].array();
                 if a.is_null(row) {
-                    return None;
+                    return Ok(None);
                 }
                 match a.data_type() {
                     DataType::Int32 => out
@@ -188,10 +230,10 @@ impl BatchEncoder<'_> {
                     _ => out.extend_from_slice(text_value(a, row).as_bytes()),
                 }
             }
-            FormatKind::None => return None,
-            _ => return None,
+            FormatKind::None => return Ok(None),
+            other => return Err(format!("the {other} format is not supported yet")),
         }
-        Some(())
+        Ok(Some(()))
     }
 }
 

@@ -1,5 +1,7 @@
-//! Serialization formats: JSON, DELIMITED, KAFKA and NONE, as ksqlDB reads and writes them.
+//! Serialization formats: JSON, DELIMITED, KAFKA, NONE, and the schema-registry formats
+//! AVRO and JSON_SR, as ksqlDB reads and writes them.
 
 pub mod decode;
 pub mod encode;
 mod json_fields;
+pub mod registered;

@@ -1,0 +1,422 @@
+//! Records of the schema-registry formats (AVRO, JSON_SR): the schema a part is written
+//! with, writer schemas looked up by the id each record carries, and Arrow values
+//! written as Avro.
+
+use super::encode::text_value;
+use datafusion_common::arrow::array::{Array, AsArray};
+use datafusion_common::arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Float64Type, Int32Type, Int64Type, Time32MillisecondType,
+    TimestampMillisecondType,
+};
+use sluice_plan::{Column, Format, FormatKind, key_schema_name, value_schema_name};
+use sluice_registry::avro::{self, Schema, write_bytes, write_decimal, write_long};
+use sluice_registry::{RegisteredSchema, SchemaRegistry, SchemaType, translate};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub type Registry = Arc<dyn SchemaRegistry>;
+
+/// The registry's kind of schema for a format.
+pub fn schema_type(format: FormatKind) -> Option<SchemaType> {
+    match format {
+        FormatKind::Avro => Some(SchemaType::Avro),
+        FormatKind::JsonSr => Some(SchemaType::Json),
+        FormatKind::Protobuf => Some(SchemaType::Protobuf),
+        _ => None,
+    }
+}
+
+/// The schema ksqlDB registers for a part of a source named `source` on its topic.
+pub fn derived_schema(
+    format: &Format,
+    columns: &[&Column],
+    is_key: bool,
+    source: &str,
+) -> Option<RegisteredSchema> {
+    let unwrapped = columns.len() == 1 && (is_key || !format.wrap_single_value);
+    let name = format.full_name.clone().unwrap_or_else(|| {
+        if is_key {
+            key_schema_name(source)
+        } else {
+            value_schema_name()
+        }
+    });
+    let typed: Vec<(&str, &sluice_plan::SqlType)> =
+        columns.iter().map(|c| (c.name.as_str(), &c.ty)).collect();
+    translate::part_schema(schema_type(format.kind)?, &typed, unwrapped, is_key, &name)
+}
+
+/// The schema a sink part writes with and its id: the one named by `schema_id`, else
+/// the one derived from its columns, registered under the topic's subject.
+pub fn writer_schema(
+    registry: &Registry,
+    format: &Format,
+    columns: &[&Column],
+    is_key: bool,
+    topic: &str,
+) -> Result<(i32, Option<Arc<Schema>>), String> {
+    let (id, registered) = match format.schema_id {
+        Some(id) => (id, registry.schema(id).map_err(|e| e.to_string())?),
+        None => {
+            let derived = derived_schema(format, columns, is_key, topic)
+                .ok_or_else(|| format!("the {} format is not supported yet", format.kind))?;
+            let subject = sluice_registry::subject(topic, is_key);
+            let id = registry
+                .register(&subject, &derived)
+                .map_err(|e| format!("Could not register schema for topic: {e}"))?;
+            (id, derived)
+        }
+    };
+    let avro = match registered.schema_type {
+        SchemaType::Avro => Some(Arc::new(Schema::parse(&registered.text)?)),
+        _ => None,
+    };
+    Ok((id, avro))
+}
+
+/// Avro writer schemas by id, fetched from the registry once each.
+pub struct WriterSchemas {
+    registry: Option<Registry>,
+    by_id: HashMap<i32, Arc<Schema>>,
+}
+
+impl WriterSchemas {
+    pub fn new(registry: Option<Registry>) -> WriterSchemas {
+        WriterSchemas {
+            registry,
+            by_id: HashMap::new(),
+        }
+    }
+
+    pub fn get(&mut self, id: i32) -> Result<Arc<Schema>, String> {
+        if let Some(s) = self.by_id.get(&id) {
+            return Ok(s.clone());
+        }
+        let registry = self
+            .registry
+            .as_ref()
+            .ok_or("no schema registry is configured (ksql.schema.registry.url)")?;
+        let registered = registry.schema(id).map_err(|e| e.to_string())?;
+        if registered.schema_type != SchemaType::Avro {
+            return Err(format!(
+                "schema {id} is a {} schema, not AVRO",
+                registered.schema_type.name()
+            ));
+        }
+        let schema = Arc::new(Schema::parse(&registered.text)?);
+        self.by_id.insert(id, schema.clone());
+        Ok(schema)
+    }
+}
+
+/// Writes the columns of one row as an Avro record: each field takes the column of its
+/// name (exactly, else ignoring case); a field without a column is NULL.
+pub fn write_record(
+    schema: &Schema,
+    columns: &[(&str, &dyn Array)],
+    row: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let Schema::Record { fields, .. } = schema.non_null() else {
+        return match columns {
+            [(_, a)] => write_value(schema, *a, row, out),
+            _ => Err(format!(
+                "cannot write {} columns with the Avro schema {}",
+                columns.len(),
+                avro::describe(schema)
+            )),
+        };
+    };
+    if schema.is_nullable() {
+        // A record that may be null: the value is never null here (that is a tombstone).
+        write_union_branch(schema, |b| matches!(b, Schema::Record { .. }), out)?;
+    }
+    for f in fields {
+        let column = columns.iter().find(|(n, _)| *n == f.name).or_else(|| {
+            columns
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(&f.name))
+        });
+        match column {
+            Some((_, a)) => write_value(&f.schema, *a, row, out)
+                .map_err(|e| format!("field {}: {e}", f.name))?,
+            None => write_null(&f.schema, out).map_err(|e| format!("field {}: {e}", f.name))?,
+        }
+    }
+    Ok(())
+}
+
+fn write_union_branch(
+    schema: &Schema,
+    pick: impl Fn(&Schema) -> bool,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let Schema::Union(branches) = schema else {
+        return Ok(());
+    };
+    let i = branches
+        .iter()
+        .position(pick)
+        .ok_or_else(|| format!("no branch of {} takes the value", avro::describe(schema)))?;
+    write_long(out, i as i64);
+    Ok(())
+}
+
+fn write_null(schema: &Schema, out: &mut Vec<u8>) -> Result<(), String> {
+    match schema {
+        Schema::Null => Ok(()),
+        Schema::Union(_) => write_union_branch(schema, |b| *b == Schema::Null, out),
+        other => Err(format!(
+            "a NULL cannot be written as Avro {}",
+            avro::describe(other)
+        )),
+    }
+}
+
+/// Whether `schema` takes values of Arrow type `t` as they are.
+fn takes(schema: &Schema, t: &DataType) -> bool {
+    use DataType as D;
+    matches!(
+        (schema, t),
+        (Schema::Boolean, D::Boolean)
+            | (Schema::Int, D::Int32)
+            | (Schema::Long, D::Int64 | D::Int32)
+            | (Schema::Float | Schema::Double, D::Float64)
+            | (Schema::String | Schema::Enum { .. }, D::Utf8)
+            | (Schema::Bytes | Schema::Fixed { .. }, D::Binary)
+            | (Schema::Decimal { .. }, D::Decimal128(..))
+            | (Schema::Date, D::Date32)
+            | (Schema::TimeMillis | Schema::TimeMicros, D::Time32(_))
+            | (
+                Schema::TimestampMillis | Schema::TimestampMicros,
+                D::Timestamp(..) | D::Int64
+            )
+            | (Schema::Array(_), D::List(_))
+            | (Schema::Map(_), D::Map(..))
+            | (Schema::Record { .. }, D::Struct(_))
+    )
+}
+
+/// Writes value `row` of `a` as `schema`.
+pub fn write_value(
+    schema: &Schema,
+    a: &dyn Array,
+    row: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    if a.is_null(row) {
+        return write_null(schema, out);
+    }
+    let t = a.data_type();
+    let mismatch = || format!("cannot write {t} as Avro {}", avro::describe(schema));
+    match schema {
+        Schema::Union(branches) => {
+            let i = branches
+                .iter()
+                .position(|b| takes(b, t))
+                .or_else(|| branches.iter().position(|b| *b == Schema::String))
+                .ok_or_else(mismatch)?;
+            write_long(out, i as i64);
+            write_value(&branches[i], a, row, out)
+        }
+        Schema::Null => Err(mismatch()),
+        Schema::Boolean => {
+            out.push(u8::from(
+                a.as_boolean_opt().ok_or_else(mismatch)?.value(row),
+            ));
+            Ok(())
+        }
+        Schema::Int
+        | Schema::Long
+        | Schema::Date
+        | Schema::TimeMillis
+        | Schema::TimeMicros
+        | Schema::TimestampMillis
+        | Schema::TimestampMicros => {
+            let v: i64 = match t {
+                DataType::Int32 => a.as_primitive::<Int32Type>().value(row).into(),
+                DataType::Int64 => a.as_primitive::<Int64Type>().value(row),
+                DataType::Date32 => a.as_primitive::<Date32Type>().value(row).into(),
+                DataType::Time32(_) => a.as_primitive::<Time32MillisecondType>().value(row).into(),
+                DataType::Timestamp(..) => a.as_primitive::<TimestampMillisecondType>().value(row),
+                _ => return Err(mismatch()),
+            };
+            let v = match schema {
+                Schema::TimeMicros | Schema::TimestampMicros => v * 1000,
+                Schema::Int | Schema::Date | Schema::TimeMillis if i32::try_from(v).is_err() => {
+                    return Err(format!("{v} does not fit an Avro int"));
+                }
+                _ => v,
+            };
+            write_long(out, v);
+            Ok(())
+        }
+        Schema::Float | Schema::Double => {
+            let v = match t {
+                DataType::Float64 => a.as_primitive::<Float64Type>().value(row),
+                DataType::Int32 => a.as_primitive::<Int32Type>().value(row).into(),
+                DataType::Int64 => a.as_primitive::<Int64Type>().value(row) as f64,
+                _ => return Err(mismatch()),
+            };
+            if *schema == Schema::Float {
+                out.extend_from_slice(&(v as f32).to_le_bytes());
+            } else {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Ok(())
+        }
+        Schema::String => {
+            match t {
+                DataType::Utf8 => write_bytes(out, a.as_string::<i32>().value(row).as_bytes()),
+                _ => write_bytes(out, text_value(a, row).as_bytes()),
+            }
+            Ok(())
+        }
+        Schema::Enum { symbols, .. } => {
+            let s = a.as_string_opt::<i32>().ok_or_else(mismatch)?.value(row);
+            let i = symbols
+                .iter()
+                .position(|x| x == s)
+                .ok_or_else(|| format!("{s} is not a symbol of the enum"))?;
+            write_long(out, i as i64);
+            Ok(())
+        }
+        Schema::Bytes => {
+            write_bytes(
+                out,
+                a.as_binary_opt::<i32>().ok_or_else(mismatch)?.value(row),
+            );
+            Ok(())
+        }
+        Schema::Fixed { size, .. } => {
+            let b = a.as_binary_opt::<i32>().ok_or_else(mismatch)?.value(row);
+            if b.len() != *size {
+                return Err(format!("{} bytes do not fit a fixed of {size}", b.len()));
+            }
+            out.extend_from_slice(b);
+            Ok(())
+        }
+        Schema::Decimal { scale, fixed, .. } => {
+            let DataType::Decimal128(_, from) = t else {
+                return Err(mismatch());
+            };
+            let v = a.as_primitive::<Decimal128Type>().value(row);
+            let diff = i32::from(*from) - *scale as i32;
+            let v = if diff > 0 {
+                v / 10i128.pow(diff as u32)
+            } else {
+                v.checked_mul(10i128.pow((-diff) as u32))
+                    .ok_or("a decimal too wide for the schema")?
+            };
+            write_decimal(out, v, *fixed);
+            Ok(())
+        }
+        Schema::Array(items) => {
+            let list = a.as_list_opt::<i32>().ok_or_else(mismatch)?;
+            let values = list.value(row);
+            if !values.is_empty() {
+                write_long(out, values.len() as i64);
+                for i in 0..values.len() {
+                    write_value(items, values.as_ref(), i, out)?;
+                }
+            }
+            write_long(out, 0);
+            Ok(())
+        }
+        Schema::Map(value_schema) => {
+            let map = a.as_map_opt().ok_or_else(mismatch)?;
+            let entries = map.value(row);
+            let (keys, values) = (entries.column(0), entries.column(1));
+            if !entries.is_empty() {
+                write_long(out, entries.len() as i64);
+                for i in 0..entries.len() {
+                    write_bytes(out, text_value(keys.as_ref(), i).as_bytes());
+                    write_value(value_schema, values.as_ref(), i, out)?;
+                }
+            }
+            write_long(out, 0);
+            Ok(())
+        }
+        Schema::Record { .. } => {
+            let st = a.as_struct_opt().ok_or_else(mismatch)?;
+            let DataType::Struct(fields) = t else {
+                return Err(mismatch());
+            };
+            let columns: Vec<(&str, &dyn Array)> = fields
+                .iter()
+                .zip(st.columns())
+                .map(|(f, c)| (f.name().as_str(), c.as_ref()))
+                .collect();
+            write_record(schema, &columns, row, out)
+        }
+    }
+}
+
+/// The encoder of a sink's key or value part; a schema-registry format finds (or
+/// registers) the schema it writes with.
+pub fn part_encoder(
+    format: &Format,
+    columns: &[(usize, &Column)],
+    is_key: bool,
+    topic: &str,
+    registry: Option<&Registry>,
+) -> Result<super::encode::PartEncoder, String> {
+    let encoder = super::encode::PartEncoder::new(
+        format,
+        columns.iter().map(|(i, c)| (*i, c.name.clone())).collect(),
+        is_key,
+    );
+    if schema_type(format.kind).is_none() || columns.is_empty() {
+        return Ok(encoder);
+    }
+    let registry = registry.ok_or_else(|| no_registry(format.kind))?;
+    let typed: Vec<&Column> = columns.iter().map(|(_, c)| *c).collect();
+    let (id, avro) = writer_schema(registry, format, &typed, is_key, topic)?;
+    Ok(encoder.with_writer(id, avro))
+}
+
+/// ksqlDB's message for a schema-registry format on a server without a registry.
+pub fn no_registry(format: FormatKind) -> String {
+    format!(
+        "Cannot use the {format} format without a schema registry: set 'ksql.schema.registry.url'"
+    )
+}
+
+/// Registers the schemas of a source declared with its columns, for the parts whose
+/// topic has none registered yet (as ksqlDB does for CREATE with columns), so that
+/// producers and readers of the topic find them.
+pub fn register_declared(
+    registry: &dyn SchemaRegistry,
+    source: &str,
+    topic: &sluice_plan::TopicSpec,
+) -> Result<(), String> {
+    for (format, kind) in [
+        (&topic.key_format, sluice_plan::ColumnKind::Key),
+        (&topic.value_format, sluice_plan::ColumnKind::Value),
+    ] {
+        let is_key = kind == sluice_plan::ColumnKind::Key;
+        let columns: Vec<&Column> = topic
+            .schema
+            .columns
+            .iter()
+            .filter(|c| c.kind == kind)
+            .collect();
+        if format.schema_id.is_some() || columns.is_empty() {
+            continue;
+        }
+        let Some(derived) = derived_schema(format, &columns, is_key, source) else {
+            continue;
+        };
+        let subject = sluice_registry::subject(&topic.topic, is_key);
+        if registry
+            .latest(&subject)
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
+            registry
+                .register(&subject, &derived)
+                .map_err(|e| format!("Could not register schema for topic: {e}"))?;
+        }
+    }
+    Ok(())
+}
