@@ -57,6 +57,8 @@ pub enum Schema {
 pub struct Field {
     pub name: String,
     pub schema: Schema,
+    /// The value written when a record has none for the field.
+    pub default: Option<Value>,
 }
 
 type Result<T> = std::result::Result<T, String>;
@@ -165,6 +167,7 @@ fn parse(json: &Value, ns: Option<&str>, names: &mut HashMap<String, Schema>) ->
                         fields.push(Field {
                             name: fname.to_string(),
                             schema: parse(fty, inner_ns.as_deref(), names)?,
+                            default: f.get("default").cloned(),
                         });
                     }
                     let record = Schema::Record {
@@ -701,8 +704,11 @@ pub fn write_json(schema: &Schema, v: &Value, out: &mut Vec<u8>) -> Result<()> {
                         .find(|(k, _)| k.eq_ignore_ascii_case(&f.name))
                         .map(|(_, v)| v)
                 });
-                write_json(&f.schema, fv.unwrap_or(&Value::Null), out)
-                    .map_err(|e| format!("field {}: {e}", f.name))?;
+                let fv = match (fv, &f.default) {
+                    (None | Some(Value::Null), Some(d)) if !f.schema.is_nullable() => d,
+                    (fv, _) => fv.unwrap_or(&Value::Null),
+                };
+                write_json(&f.schema, fv, out).map_err(|e| format!("field {}: {e}", f.name))?;
             }
         }
     }

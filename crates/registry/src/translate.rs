@@ -36,18 +36,21 @@ fn avro_part(
     full_name: &str,
 ) -> Value {
     let (namespace, name) = full_name.rsplit_once('.').unwrap_or(("", full_name));
+    let with_namespace = |mut schema: Value| {
+        if schema["type"] == "record" && !namespace.is_empty() {
+            schema["namespace"] = json!(namespace);
+        }
+        schema
+    };
     match columns {
         [(_, ty)] if unwrapped => {
-            let schema = avro_type(ty, name);
+            let schema = with_namespace(avro_type(ty, name));
             if is_key { schema } else { nullable(schema) }
         }
-        _ => {
-            let mut record = avro_record(name, columns.iter().map(|(n, t)| (n.to_string(), *t)));
-            if !namespace.is_empty() {
-                record["namespace"] = json!(namespace);
-            }
-            record
-        }
+        _ => with_namespace(avro_record(
+            name,
+            columns.iter().map(|(n, t)| (n.to_string(), *t)),
+        )),
     }
 }
 
@@ -150,9 +153,11 @@ pub struct Inferred {
     pub unwrapped: bool,
 }
 
-/// The columns a registered key or value schema gives, as ksqlDB infers them.
-pub fn infer(schema: &RegisteredSchema, is_key: bool) -> Result<Inferred, String> {
-    // A key is one column, whatever its schema: ksqlDB reads keys unwrapped.
+/// The columns a registered key or value schema gives, with the schema's names. A key
+/// is one column (`ROWKEY`), whatever its schema: ksqlDB reads keys unwrapped; so is a
+/// value read `whole` (WRAP_SINGLE_VALUE=false), `ROWVAL`.
+pub fn infer(schema: &RegisteredSchema, is_key: bool, whole: bool) -> Result<Inferred, String> {
+    let whole = whole || is_key;
     let single = |ty: SqlType| Inferred {
         columns: vec![(if is_key { "ROWKEY" } else { "ROWVAL" }.to_string(), ty)],
         unwrapped: true,
@@ -160,7 +165,7 @@ pub fn infer(schema: &RegisteredSchema, is_key: bool) -> Result<Inferred, String
     match schema.schema_type {
         SchemaType::Avro => {
             let parsed = Schema::parse(&schema.text)?;
-            if is_key {
+            if whole {
                 return Ok(single(sql_of_avro(&parsed)?));
             }
             match parsed.non_null() {
@@ -178,7 +183,7 @@ pub fn infer(schema: &RegisteredSchema, is_key: bool) -> Result<Inferred, String
             let json: Value = serde_json::from_str(&schema.text)
                 .map_err(|e| format!("Invalid JSON schema: {e}"))?;
             let json = json_non_null(&json);
-            if is_key {
+            if whole {
                 return Ok(single(sql_of_json(json)?));
             }
             match json_properties(json) {
@@ -388,7 +393,7 @@ mod tests {
         let refs: Vec<(&str, &SqlType)> = cols.iter().map(|(n, t)| (*n, t)).collect();
         for kind in [SchemaType::Avro, SchemaType::Json] {
             let schema = part_schema(kind, &refs, false, false, &value_schema_name()).unwrap();
-            let inferred = infer(&schema, false).unwrap();
+            let inferred = infer(&schema, false, false).unwrap();
             assert!(!inferred.unwrapped);
             let want: Vec<(String, SqlType)> = cols
                 .iter()
@@ -410,7 +415,7 @@ mod tests {
             r#"{"type":"bytes","logicalType":"decimal","precision":64,"scale":2}"#
         );
         assert_eq!(
-            infer(&key, true).unwrap(),
+            infer(&key, true, false).unwrap(),
             Inferred {
                 columns: vec![("ROWKEY".into(), ty)],
                 unwrapped: true
@@ -440,10 +445,11 @@ mod tests {
         let int = infer(
             &s(r#"{"oneOf":[{"type":"null"},{"type":"integer","connect.type":"int32"}]}"#),
             false,
+            false,
         )
         .unwrap();
         assert_eq!(int.columns, vec![("ROWVAL".to_string(), SqlType::Integer)]);
-        let plain = infer(&s(r#"{"type":"object","properties":{"b":{"type":"integer"},"a":{"type":["null","string"]}}}"#), false).unwrap();
+        let plain = infer(&s(r#"{"type":"object","properties":{"b":{"type":"integer"},"a":{"type":["null","string"]}}}"#), false, false).unwrap();
         assert_eq!(
             plain.columns,
             vec![

@@ -1497,7 +1497,8 @@ mod tests {
 
     #[test]
     fn delimited_in_and_out() {
-        let mut p = Pipeline::new(&plan(FormatKind::Delimited, FormatKind::Delimited), None).unwrap();
+        let mut p =
+            Pipeline::new(&plan(FormatKind::Delimited, FormatKind::Delimited), None).unwrap();
         let (out, failures) = run(&mut p, &["5,x,y", "5,\"a,b\"", "0,z"]);
         assert_eq!(failures.len(), 1);
         assert_eq!(out.len(), 1);
@@ -1892,6 +1893,9 @@ mod tests {
     fn newer_plans_are_refused() {
         let mut p = plan(FormatKind::Json, FormatKind::Json);
         p.version = PLAN_VERSION + 1;
-        assert!(matches!(Pipeline::new(&p, None), Err(RuntimeError::Plan(_))));
+        assert!(matches!(
+            Pipeline::new(&p, None),
+            Err(RuntimeError::Plan(_))
+        ));
     }
 }

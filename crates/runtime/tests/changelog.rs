@@ -48,7 +48,11 @@ fn run(pipeline: &mut Pipeline, records: &[Input], out: &mut Vec<OutputRecord>) 
 fn restores_at_every_cut(statements: &str, records: &[Input]) {
     let plan = plan(statements);
     let mut whole = Vec::new();
-    run(&mut Pipeline::new(&plan, None).unwrap(), records, &mut whole);
+    run(
+        &mut Pipeline::new(&plan, None).unwrap(),
+        records,
+        &mut whole,
+    );
     assert!(
         !whole.is_empty(),
         "the query writes something: {statements}"

@@ -247,7 +247,11 @@ impl Engine {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .create()?;
-        let engine = Arc::new(Engine::new(config, Cluster::Kafka { admin, producer }));
+        let engine = Arc::new(Engine::new(
+            config,
+            Cluster::Kafka { admin, producer },
+            None,
+        ));
         if let Some(path) = engine.config.queries_file.clone() {
             engine.run_queries_file(&path).await?;
             return Ok(engine);
@@ -277,13 +281,14 @@ impl Engine {
         Ok(engine)
     }
 
-    fn new(config: ServerConfig, cluster: Cluster) -> Engine {
+    fn new(config: ServerConfig, cluster: Cluster, registry: Option<Registry>) -> Engine {
         let (applied, _) = watch::channel(-1);
-        let registry: Option<Registry> = match (&config.schema_registry_url, &cluster) {
-            (Some(url), _) => Some(Arc::new(HttpRegistry::new(url))),
-            (None, Cluster::Memory(_)) => Some(Arc::new(MemoryRegistry::new())),
-            (None, Cluster::Kafka { .. }) => None,
-        };
+        let registry = registry.or_else(|| {
+            config
+                .schema_registry_url
+                .as_ref()
+                .map(|url| Arc::new(HttpRegistry::new(url)) as Registry)
+        });
         Engine {
             config,
             cluster,
@@ -306,8 +311,12 @@ impl Engine {
 
     /// An engine over the test driver's topics: statements apply at once (there is no
     /// command topic) and queries run as records are written.
-    pub fn in_memory(config: ServerConfig, driver: Arc<Mutex<Driver>>) -> Arc<Engine> {
-        Arc::new(Engine::new(config, Cluster::Memory(driver)))
+    pub fn in_memory(
+        config: ServerConfig,
+        driver: Arc<Mutex<Driver>>,
+        registry: Arc<MemoryRegistry>,
+    ) -> Arc<Engine> {
+        Arc::new(Engine::new(config, Cluster::Memory(driver), Some(registry)))
     }
 
     /// Where AVRO and JSON_SR schemas are registered and looked up.

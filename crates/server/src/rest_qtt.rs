@@ -61,7 +61,9 @@ impl CaseServer {
         let mut config = ServerConfig::new("in-memory");
         // ksqlDB's harness runs its server with queries reading from the start.
         config.auto_offset_reset = "earliest".into();
-        let engine = Engine::in_memory(config, driver.clone());
+        let registry = Arc::new(sluice_registry::MemoryRegistry::new());
+        sluice_qtt::register_case_schemas(case, &registry).map_err(Verdict::Fail)?;
+        let engine = Engine::in_memory(config, driver.clone(), registry);
         let router = crate::rest::router(engine.clone());
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

@@ -178,6 +178,10 @@ fn is_time_column(name: &str) -> bool {
     matches!(name, "ROWTIME" | "WINDOWSTART" | "WINDOWEND")
 }
 
+fn is_temporal(t: &SqlType) -> bool {
+    matches!(t, SqlType::Date | SqlType::Time | SqlType::Timestamp)
+}
+
 fn is_null_literal(e: &ast::Expr) -> bool {
     matches!(e.kind, ExprKind::Literal(LiteralValue::Null))
 }
@@ -1058,6 +1062,25 @@ impl ExprAnalyzer<'_> {
                         op,
                         left: Box::new(millis(l, left)?),
                         right: Box::new(millis(r, right)?),
+                    },
+                    SqlType::Boolean,
+                ))
+            }
+            // A DATE, TIME or TIMESTAMP compared with a string reads the string as one.
+            _ if op.is_comparison()
+                && ((is_temporal(&l.1) && r.1 == SqlType::String)
+                    || (l.1 == SqlType::String && is_temporal(&r.1))) =>
+            {
+                let t = if is_temporal(&l.1) {
+                    l.1.clone()
+                } else {
+                    r.1.clone()
+                };
+                Ok((
+                    Expr::Binary {
+                        op,
+                        left: Box::new(cast_to(l, &t)),
+                        right: Box::new(cast_to(r, &t)),
                     },
                     SqlType::Boolean,
                 ))

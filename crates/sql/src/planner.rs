@@ -579,6 +579,14 @@ fn check_format(format: FormatKind, columns: &[&Column], is_key: bool) -> Result
                 ),
             ));
         }
+        if format == FormatKind::Avro
+            && let Some(bad) = avro_incompatible_name(&c.name, &c.ty)
+        {
+            return Err(SqlError::semantic(
+                None,
+                format!("Schema is not compatible with Avro: {bad}"),
+            ));
+        }
         if matches!(format, FormatKind::Kafka | FormatKind::Delimited) && !c.ty.is_primitive() {
             let kind = match c.ty {
                 SqlType::Array(_) => "ARRAY",
@@ -637,14 +645,11 @@ fn check_format(format: FormatKind, columns: &[&Column], is_key: bool) -> Result
         {
             return Err(SqlError::semantic(
                 None,
-                format!(
-                    "{} only supports MAP types with STRING keys",
-                    if format == FormatKind::Avro {
-                        "Avro"
-                    } else {
-                        "JSON"
-                    }
-                ),
+                if format == FormatKind::Avro {
+                    "Avro only supports MAPs with STRING keys"
+                } else {
+                    "JSON only supports MAP types with STRING keys"
+                },
             ));
         }
     }
@@ -708,6 +713,29 @@ fn check_format(format: FormatKind, columns: &[&Column], is_key: bool) -> Result
             ),
         )),
         _ => Ok(()),
+    }
+}
+
+/// Avro names start with a letter or `_` and go on with letters, digits and `_`: the
+/// problem with a column's name or one of its fields', as Avro words it.
+fn avro_incompatible_name(name: &str, ty: &SqlType) -> Option<String> {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if !(c.is_ascii_alphabetic() || c == '_') => {
+            return Some(format!("Illegal initial character: {name}"));
+        }
+        _ => {}
+    }
+    if let Some(c) = chars.find(|c| !(c.is_ascii_alphanumeric() || *c == '_')) {
+        return Some(format!("Illegal character in: {name} ({c})"));
+    }
+    match ty {
+        SqlType::Struct(fields) => fields
+            .iter()
+            .find_map(|f| avro_incompatible_name(&f.name, &f.ty)),
+        SqlType::Array(item) => avro_incompatible_name("item", item),
+        SqlType::Map { value, .. } => avro_incompatible_name("value", value),
+        _ => None,
     }
 }
 
@@ -1043,7 +1071,8 @@ fn infer_columns(
             continue;
         }
         let registry = config.registry.as_ref();
-        match crate::registry::infer_part(registry, topic, format, is_key, stmt.pos)? {
+        let whole = !is_key && with.boolean("WRAP_SINGLE_VALUE")? == Some(false);
+        match crate::registry::infer_part(registry, topic, format, is_key, whole, stmt.pos)? {
             Some((inferred, bare)) => {
                 columns.extend(inferred);
                 bare_value |= bare && !is_key;

@@ -67,11 +67,15 @@ pub(crate) fn apply_options(
 /// The columns of a part read from its registered schema: by id when the statement gives
 /// one, else the latest under the topic's subject. `Ok(None)` when no schema is
 /// registered for the part.
+/// Column names come upper-cased, as ksqlDB's inference names them (AVRO and JSON_SR
+/// field `c1` is column `C1`), except from a schema named by id, whose names are kept. A value read `whole` (WRAP_SINGLE_VALUE=false) is one
+/// column, whatever its schema.
 pub(crate) fn infer_part(
     registry: Option<&Arc<dyn SchemaRegistry>>,
     topic: &str,
     format: &Format,
     is_key: bool,
+    whole: bool,
     pos: Pos,
 ) -> Result<Option<(Vec<Column>, bool)>, SqlError> {
     let Some(registry) = registry else {
@@ -96,7 +100,7 @@ pub(crate) fn infer_part(
             None => return Ok(None),
         },
     };
-    let inferred = translate::infer(&registered, is_key).map_err(failed)?;
+    let inferred = translate::infer(&registered, is_key, whole).map_err(failed)?;
     let kind = if is_key {
         ColumnKind::Key
     } else {
@@ -105,13 +109,41 @@ pub(crate) fn infer_part(
     let columns = inferred
         .columns
         .into_iter()
-        .map(|(name, ty)| Column {
-            name,
-            ty,
-            kind: kind.clone(),
+        .map(|(name, ty)| match format.schema_id {
+            // A schema named by id keeps its names as written.
+            Some(_) => Column {
+                name,
+                ty,
+                kind: kind.clone(),
+            },
+            None => Column {
+                name: name.to_uppercase(),
+                ty: upper_case_fields(ty),
+                kind: kind.clone(),
+            },
         })
         .collect();
     Ok(Some((columns, inferred.unwrapped)))
+}
+
+fn upper_case_fields(ty: SqlType) -> SqlType {
+    match ty {
+        SqlType::Struct(fields) => SqlType::Struct(
+            fields
+                .into_iter()
+                .map(|f| sluice_plan::StructField {
+                    name: f.name.to_uppercase(),
+                    ty: upper_case_fields(f.ty),
+                })
+                .collect(),
+        ),
+        SqlType::Array(item) => SqlType::Array(Box::new(upper_case_fields(*item))),
+        SqlType::Map { key, value } => SqlType::Map {
+            key,
+            value: Box::new(upper_case_fields(*value)),
+        },
+        other => other,
+    }
 }
 
 /// ksqlDB's message for a value schema that should be registered and is not.
@@ -141,7 +173,8 @@ pub(crate) fn check_sink_columns(
     let registered = registry
         .schema(id)
         .map_err(|e| SqlError::semantic(pos, e.to_string()))?;
-    let inferred = translate::infer(&registered, is_key).map_err(|e| SqlError::semantic(pos, e))?;
+    let inferred =
+        translate::infer(&registered, is_key, false).map_err(|e| SqlError::semantic(pos, e))?;
     let show = |cols: &mut dyn Iterator<Item = (&str, &SqlType)>| -> String {
         cols.map(|(n, t)| format!("`{n}` {t}"))
             .collect::<Vec<_>>()

@@ -137,11 +137,17 @@ pub fn write_record(
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(&f.name))
         });
-        match column {
-            Some((_, a)) => write_value(&f.schema, *a, row, out)
-                .map_err(|e| format!("field {}: {e}", f.name))?,
-            None => write_null(&f.schema, out).map_err(|e| format!("field {}: {e}", f.name))?,
-        }
+        let written = match (column, &f.default) {
+            // A field the row leaves NULL (or has no column for) that cannot be NULL
+            // takes its default, as the schema says.
+            (None, Some(d)) => avro::write_json(&f.schema, d, out),
+            (Some((_, a)), Some(d)) if a.is_null(row) && !f.schema.is_nullable() => {
+                avro::write_json(&f.schema, d, out)
+            }
+            (Some((_, a)), _) => write_value(&f.schema, *a, row, out),
+            (None, None) => write_null(&f.schema, out),
+        };
+        written.map_err(|e| format!("field {}: {e}", f.name))?;
     }
     Ok(())
 }
