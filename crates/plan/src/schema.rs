@@ -180,6 +180,11 @@ pub struct Format {
     /// (`KEY_SCHEMA_FULL_NAME`, `VALUE_SCHEMA_FULL_NAME`); see `key_schema_name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_name: Option<String>,
+    /// PROTOBUF: how NULL is written for a field that may be NULL (`OPTIONAL` or
+    /// `WRAPPER`, from `KEY|VALUE_PROTOBUF_NULLABLE_REPRESENTATION`); None: plain proto3
+    /// fields, whose NULLs read back as defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protobuf_nullable: Option<String>,
 }
 
 /// The namespace of the record schemas ksqlDB names.
@@ -218,6 +223,15 @@ impl Format {
             wrap_single_value: true,
             schema_id: None,
             full_name: None,
+            protobuf_nullable: None,
         }
+    }
+
+    /// Whether a part with `columns` columns is written as its one column's bare value
+    /// rather than as a record of columns. PROTOBUF always writes a message.
+    pub fn is_bare(&self, columns: usize, is_key: bool) -> bool {
+        columns == 1
+            && !matches!(self.kind, FormatKind::Protobuf | FormatKind::ProtobufNosr)
+            && (is_key || !self.wrap_single_value || self.kind == FormatKind::Kafka)
     }
 }

@@ -413,9 +413,7 @@ fn apply_properties(planner: &mut PlannerConfig, props: &Value) {
     }
 }
 
-const REGISTRY_FORMATS: [&str; 2] = ["'PROTOBUF'", "'PROTOBUF_NOSR'"];
-
-/// Skips a case that describes ksqlDB before 7.0 or needs PROTOBUF.
+/// Skips a case that describes ksqlDB before 7.0.
 pub fn check_supported(case: &Value) -> Result<(), Verdict> {
     if let Some(max) = case["versions"]["max"].as_str()
         && max
@@ -427,35 +425,6 @@ pub fn check_supported(case: &Value) -> Result<(), Verdict> {
         return skip(format!(
             "describes ksqlDB behaviour before 7.0 (max version {max})"
         ));
-    }
-    let upper = statements(case).join("\n").to_uppercase();
-    if let Some(f) = REGISTRY_FORMATS.iter().find(|f| upper.contains(**f)) {
-        return skip(format!(
-            "the {} format is not supported yet",
-            f.trim_matches('\'')
-        ));
-    }
-    for t in case["topics"].as_array().into_iter().flatten() {
-        for k in ["keyFormat", "valueFormat", "format"] {
-            if let Some(f) = t[k].as_str()
-                && matches!(
-                    FormatKind::parse(f),
-                    Some(FormatKind::Protobuf | FormatKind::ProtobufNosr)
-                )
-            {
-                return skip(format!(
-                    "topic {} uses the {f} format, which needs a schema registry",
-                    t["name"]
-                ));
-            }
-        }
-        let protobuf = |k: &str| {
-            t[k].as_str()
-                .is_some_and(|s| s.trim_start().starts_with("syntax"))
-        };
-        if protobuf("keySchema") || protobuf("valueSchema") {
-            return skip("PROTOBUF schemas are not supported yet");
-        }
     }
     Ok(())
 }

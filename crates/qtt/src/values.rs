@@ -4,7 +4,8 @@
 use serde_json::Value;
 use sluice_plan::{Column, Format, FormatKind, SqlType};
 use sluice_registry::avro::{self, Schema};
-use sluice_registry::{SchemaRegistry, SchemaType, frame, subject, unframe};
+use sluice_registry::{SchemaRegistry, SchemaType, frame, protobuf, subject, unframe};
+use sluice_runtime::codec::registered::{Writer, nosr_writer};
 
 /// Where the schema of a part of a schema-registry format is registered.
 pub struct Registered<'a> {
@@ -69,6 +70,25 @@ pub fn encode(
             out.extend_from_slice(v.to_string().as_bytes());
             out
         }
+        FormatKind::Protobuf => {
+            let (id, text) = registered.writer(format, columns)?;
+            let file = protobuf::parse(&text)?;
+            let (message, path) = file.message(format.full_name.as_deref())?;
+            let mut out = Vec::new();
+            frame(id, &mut out);
+            protobuf::write_message_indexes(&mut out, &path);
+            protobuf::write_message(message, v, &mut out)?;
+            out
+        }
+        FormatKind::ProtobufNosr => {
+            let Writer::Protobuf(file, path) = nosr_writer(format, columns, registered.is_key)?
+            else {
+                unreachable!("PROTOBUF_NOSR writes protobuf")
+            };
+            let mut out = Vec::new();
+            protobuf::write_message(file.message_at(&path)?, v, &mut out)?;
+            out
+        }
         FormatKind::Json => v.to_string().into_bytes(),
         FormatKind::Delimited | FormatKind::None => text_of(v).into_bytes(),
         FormatKind::Kafka => {
@@ -92,7 +112,6 @@ pub fn encode(
                 _ => text_of(v).into_bytes(),
             }
         }
-        other => return Err(format!("the {other} format needs a schema registry")),
     }))
 }
 
@@ -127,6 +146,26 @@ pub fn decode(
                     .json(&Schema::parse(&s.text)?)
             };
             read().unwrap_or_else(|e| Value::String(format!("<not AVRO: {e}>")))
+        }
+        FormatKind::Protobuf => {
+            let read = || -> Result<Value, String> {
+                let (id, payload) = unframe(bytes)?;
+                let s = registry.schema(id).map_err(|e| e.to_string())?;
+                let file = protobuf::parse(&s.text)?;
+                let mut r = protobuf::Reader::new(payload);
+                let path = protobuf::read_message_indexes(&mut r)?;
+                protobuf::read_message(file.message_at(&path)?, r.rest(), true)
+            };
+            read().unwrap_or_else(|e| Value::String(format!("<not PROTOBUF: {e}>")))
+        }
+        FormatKind::ProtobufNosr => {
+            let read = || -> Result<Value, String> {
+                let Writer::Protobuf(file, path) = nosr_writer(format, columns, false)? else {
+                    unreachable!("PROTOBUF_NOSR writes protobuf")
+                };
+                protobuf::read_message(file.message_at(&path)?, bytes, true)
+            };
+            read().unwrap_or_else(|e| Value::String(format!("<not PROTOBUF_NOSR: {e}>")))
         }
         FormatKind::JsonSr => match unframe(bytes) {
             Ok((_, payload)) => serde_json::from_slice(payload).unwrap_or_else(|_| text(payload)),

@@ -492,7 +492,7 @@ pub fn decimal_text(raw: &[u8], scale: u32) -> Result<String> {
     Ok(format!("{sign}{int}.{frac}"))
 }
 
-fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
@@ -514,7 +514,7 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-fn unbase64(s: &str) -> Result<Vec<u8>> {
+pub(crate) fn unbase64(s: &str) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len() / 4 * 3);
     let (mut acc, mut bits) = (0u32, 0);
     for c in s.bytes().filter(|c| *c != b'=') {

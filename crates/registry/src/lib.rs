@@ -12,6 +12,7 @@
 
 pub mod avro;
 mod http;
+pub mod protobuf;
 pub mod translate;
 
 pub use http::HttpRegistry;

@@ -11,22 +11,159 @@ use sluice_plan::{SqlType, StructField};
 /// The schema registered for a key or value part with these columns: one column read
 /// bare (`unwrapped`) is its type's schema; otherwise a record (AVRO) or object (JSON_SR)
 /// with a field per column. None for formats without a registry.
+///
+/// A PROTOBUF schema is always a message, named by the last part of `full_name` (else
+/// `ConnectDefault1`), its fields plain proto3 fields unless `protobuf_nullable` says
+/// `OPTIONAL` or `WRAPPER`.
 pub fn part_schema(
     schema_type: SchemaType,
     columns: &[(&str, &SqlType)],
     unwrapped: bool,
     is_key: bool,
     full_name: &str,
-) -> Option<RegisteredSchema> {
-    let json = match schema_type {
-        SchemaType::Avro => avro_part(columns, unwrapped, is_key, full_name),
-        SchemaType::Json => json_part(columns, unwrapped),
-        SchemaType::Protobuf => return None,
+    protobuf_nullable: Option<&str>,
+) -> RegisteredSchema {
+    let text = match schema_type {
+        SchemaType::Avro => avro_part(columns, unwrapped, is_key, full_name).to_string(),
+        SchemaType::Json => json_part(columns, unwrapped).to_string(),
+        SchemaType::Protobuf => proto_part(columns, full_name, protobuf_nullable),
     };
-    Some(RegisteredSchema {
-        schema_type,
-        text: json.to_string(),
-    })
+    RegisteredSchema { schema_type, text }
+}
+
+fn proto_part(columns: &[(&str, &SqlType)], full_name: &str, nullable: Option<&str>) -> String {
+    let name = full_name.rsplit('.').next().filter(|n| !n.is_empty());
+    let mut writer = ProtoWriter {
+        imports: std::collections::BTreeSet::new(),
+        next: 2,
+        nullable: nullable.map(str::to_ascii_uppercase),
+    };
+    let fields: Vec<(String, &SqlType)> =
+        columns.iter().map(|(n, t)| (n.to_string(), *t)).collect();
+    let body = writer.message(name.unwrap_or("ConnectDefault1"), &fields, 0);
+    let imports: String = writer
+        .imports
+        .iter()
+        .map(|i| format!("import \"{i}\";\n"))
+        .collect();
+    let imports = if imports.is_empty() {
+        imports
+    } else {
+        format!("{imports}\n")
+    };
+    format!("syntax = \"proto3\";\n\n{imports}{body}")
+}
+
+/// Writes `.proto` text for SQL columns as Kafka Connect's protobuf converter names
+/// things: nested messages `ConnectDefault2`, `ConnectDefault3`, ... inside their parent.
+struct ProtoWriter {
+    imports: std::collections::BTreeSet<&'static str>,
+    next: usize,
+    nullable: Option<String>,
+}
+
+/// How a field is declared: its label (`optional `, `repeated `), type, and options.
+struct ProtoType {
+    label: &'static str,
+    name: String,
+    options: String,
+}
+
+impl ProtoWriter {
+    fn message(&mut self, name: &str, fields: &[(String, &SqlType)], depth: usize) -> String {
+        let pad = "  ".repeat(depth);
+        let mut out = format!("{pad}message {name} {{\n");
+        let mut nested = Vec::new();
+        for (i, (field, ty)) in fields.iter().enumerate() {
+            let t = self.field_type(ty, depth, &mut nested);
+            out.push_str(&format!(
+                "{pad}  {}{} {field} = {}{};\n",
+                t.label,
+                t.name,
+                i + 1,
+                t.options
+            ));
+        }
+        for n in nested {
+            out.push('\n');
+            out.push_str(&n);
+        }
+        out.push_str(&format!("{pad}}}\n"));
+        out
+    }
+
+    fn field_type(&mut self, ty: &SqlType, depth: usize, nested: &mut Vec<String>) -> ProtoType {
+        let plain = |name: String| ProtoType {
+            label: "",
+            name,
+            options: String::new(),
+        };
+        let (primitive, wrapper) = match ty {
+            SqlType::Boolean => ("bool", "BoolValue"),
+            SqlType::Integer => ("int32", "Int32Value"),
+            SqlType::Bigint => ("int64", "Int64Value"),
+            SqlType::Double => ("double", "DoubleValue"),
+            SqlType::String => ("string", "StringValue"),
+            SqlType::Bytes => ("bytes", "BytesValue"),
+            _ => ("", ""),
+        };
+        if !primitive.is_empty() {
+            return match self.nullable.as_deref() {
+                Some("OPTIONAL") => ProtoType {
+                    label: "optional ",
+                    ..plain(primitive.into())
+                },
+                Some("WRAPPER") => {
+                    self.imports.insert("google/protobuf/wrappers.proto");
+                    plain(format!("google.protobuf.{wrapper}"))
+                }
+                _ => plain(primitive.into()),
+            };
+        }
+        match ty {
+            SqlType::Decimal { precision, scale } => {
+                self.imports.insert("confluent/meta.proto");
+                self.imports.insert("confluent/type/decimal.proto");
+                ProtoType {
+                    label: "",
+                    name: "confluent.type.Decimal".into(),
+                    options: format!(
+                        " [(confluent.field_meta) = {{ params: [{{ key: \"precision\", value: \"{precision}\" }}, {{ key: \"scale\", value: \"{scale}\" }}] }}]"
+                    ),
+                }
+            }
+            SqlType::Date => {
+                self.imports.insert("google/type/date.proto");
+                plain("google.type.Date".into())
+            }
+            SqlType::Time => {
+                self.imports.insert("google/type/timeofday.proto");
+                plain("google.type.TimeOfDay".into())
+            }
+            SqlType::Timestamp => {
+                self.imports.insert("google/protobuf/timestamp.proto");
+                plain("google.protobuf.Timestamp".into())
+            }
+            SqlType::Array(item) => ProtoType {
+                label: "repeated ",
+                ..self.field_type(item, depth, nested)
+            },
+            SqlType::Map { key, value } => {
+                let k = self.field_type(key, depth, nested).name;
+                let v = self.field_type(value, depth, nested).name;
+                plain(format!("map<{k}, {v}>"))
+            }
+            SqlType::Struct(fields) => {
+                let name = format!("ConnectDefault{}", self.next);
+                self.next += 1;
+                let fields: Vec<(String, &SqlType)> =
+                    fields.iter().map(|f| (f.name.clone(), &f.ty)).collect();
+                nested.push(self.message(&name, &fields, depth + 1));
+                plain(name)
+            }
+            _ => unreachable!("primitives are handled above"),
+        }
+    }
 }
 
 fn avro_part(
@@ -155,8 +292,26 @@ pub struct Inferred {
 
 /// The columns a registered key or value schema gives, with the schema's names. A key
 /// is one column (`ROWKEY`), whatever its schema: ksqlDB reads keys unwrapped; so is a
-/// value read `whole` (WRAP_SINGLE_VALUE=false), `ROWVAL`.
-pub fn infer(schema: &RegisteredSchema, is_key: bool, whole: bool) -> Result<Inferred, String> {
+/// value read `whole` (WRAP_SINGLE_VALUE=false), `ROWVAL`. A PROTOBUF schema is always
+/// a message (`full_name`, else the first), whose fields are the columns.
+pub fn infer(
+    schema: &RegisteredSchema,
+    is_key: bool,
+    whole: bool,
+    full_name: Option<&str>,
+) -> Result<Inferred, String> {
+    if schema.schema_type == SchemaType::Protobuf {
+        let file = crate::protobuf::parse(&schema.text)?;
+        let (message, _) = file.message(full_name)?;
+        return Ok(Inferred {
+            columns: message
+                .fields
+                .iter()
+                .map(|f| Ok((f.name.clone(), sql_of_proto_field(f)?)))
+                .collect::<Result<_, String>>()?,
+            unwrapped: false,
+        });
+    }
     let whole = whole || is_key;
     let single = |ty: SqlType| Inferred {
         columns: vec![(if is_key { "ROWKEY" } else { "ROWVAL" }.to_string(), ty)],
@@ -197,8 +352,56 @@ pub fn infer(schema: &RegisteredSchema, is_key: bool, whole: bool) -> Result<Inf
                 None => Ok(single(sql_of_json(json)?)),
             }
         }
-        SchemaType::Protobuf => Err("PROTOBUF schemas are not supported yet".into()),
+        SchemaType::Protobuf => unreachable!("handled above"),
     }
+}
+
+fn sql_of_proto_field(f: &crate::protobuf::Field) -> Result<SqlType, String> {
+    let ty = sql_of_proto(&f.ty)?;
+    Ok(match (f.label, &f.ty) {
+        (crate::protobuf::Label::Repeated, crate::protobuf::FieldType::Map(..)) => ty,
+        (crate::protobuf::Label::Repeated, _) => SqlType::Array(Box::new(ty)),
+        _ => ty,
+    })
+}
+
+/// The SQL type of a protobuf field's type (ksqlDB's mapping through Kafka Connect:
+/// unsigned 32-bit integers need a BIGINT).
+pub fn sql_of_proto(ty: &crate::protobuf::FieldType) -> Result<SqlType, String> {
+    use crate::protobuf::FieldType as F;
+    Ok(match ty {
+        F::Int32 | F::Sint32 | F::Sfixed32 => SqlType::Integer,
+        F::Int64 | F::Sint64 | F::Sfixed64 | F::Uint32 | F::Fixed32 | F::Uint64 | F::Fixed64 => {
+            SqlType::Bigint
+        }
+        F::Float | F::Double => SqlType::Double,
+        F::Bool => SqlType::Boolean,
+        F::String | F::Enum(_) => SqlType::String,
+        F::Bytes => SqlType::Bytes,
+        F::Wrapper(inner) => sql_of_proto(inner)?,
+        F::Timestamp => SqlType::Timestamp,
+        F::Date => SqlType::Date,
+        F::TimeOfDay => SqlType::Time,
+        F::Decimal { precision, scale } => SqlType::Decimal {
+            precision: *precision as u8,
+            scale: *scale as u8,
+        },
+        F::Map(k, v) => SqlType::Map {
+            key: Box::new(sql_of_proto(k)?),
+            value: Box::new(sql_of_proto(v)?),
+        },
+        F::Message(m) => SqlType::Struct(
+            m.fields
+                .iter()
+                .map(|f| {
+                    Ok(StructField {
+                        name: f.name.clone(),
+                        ty: sql_of_proto_field(f)?,
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+        ),
+    })
 }
 
 /// The SQL type of an Avro schema (ksqlDB's mapping through Kafka Connect).
@@ -391,9 +594,9 @@ mod tests {
     fn every_sql_type_round_trips_through_both_schema_kinds() {
         let cols = every_type();
         let refs: Vec<(&str, &SqlType)> = cols.iter().map(|(n, t)| (*n, t)).collect();
-        for kind in [SchemaType::Avro, SchemaType::Json] {
-            let schema = part_schema(kind, &refs, false, false, &value_schema_name()).unwrap();
-            let inferred = infer(&schema, false, false).unwrap();
+        for kind in [SchemaType::Avro, SchemaType::Json, SchemaType::Protobuf] {
+            let schema = part_schema(kind, &refs, false, false, &value_schema_name(), None);
+            let inferred = infer(&schema, false, false, None).unwrap();
             assert!(!inferred.unwrapped);
             let want: Vec<(String, SqlType)> = cols
                 .iter()
@@ -409,13 +612,13 @@ mod tests {
             precision: 64,
             scale: 2,
         };
-        let key = part_schema(SchemaType::Avro, &[("K", &ty)], true, true, "x.Y").unwrap();
+        let key = part_schema(SchemaType::Avro, &[("K", &ty)], true, true, "x.Y", None);
         assert_eq!(
             key.text,
             r#"{"type":"bytes","logicalType":"decimal","precision":64,"scale":2}"#
         );
         assert_eq!(
-            infer(&key, true, false).unwrap(),
+            infer(&key, true, false, None).unwrap(),
             Inferred {
                 columns: vec![("ROWKEY".into(), ty)],
                 unwrapped: true
@@ -428,8 +631,8 @@ mod tests {
             false,
             true,
             &key_schema_name("OUTPUT"),
-        )
-        .unwrap();
+            None,
+        );
         let parsed: Value = serde_json::from_str(&v.text).unwrap();
         assert_eq!(parsed["name"], "OutputKey");
         assert_eq!(parsed["namespace"], SCHEMA_NAMESPACE);
@@ -446,10 +649,11 @@ mod tests {
             &s(r#"{"oneOf":[{"type":"null"},{"type":"integer","connect.type":"int32"}]}"#),
             false,
             false,
+            None,
         )
         .unwrap();
         assert_eq!(int.columns, vec![("ROWVAL".to_string(), SqlType::Integer)]);
-        let plain = infer(&s(r#"{"type":"object","properties":{"b":{"type":"integer"},"a":{"type":["null","string"]}}}"#), false, false).unwrap();
+        let plain = infer(&s(r#"{"type":"object","properties":{"b":{"type":"integer"},"a":{"type":["null","string"]}}}"#), false, false, None).unwrap();
         assert_eq!(
             plain.columns,
             vec![

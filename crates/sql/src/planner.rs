@@ -346,6 +346,8 @@ const SOURCE_PROPERTIES: &[&str] = &[
 
 /// The WITH properties of schema-registry formats.
 const REGISTRY_PROPERTIES: &[&str] = &[
+    "KEY_PROTOBUF_NULLABLE_REPRESENTATION",
+    "VALUE_PROTOBUF_NULLABLE_REPRESENTATION",
     "KEY_SCHEMA_ID",
     "VALUE_SCHEMA_ID",
     "KEY_SCHEMA_FULL_NAME",
@@ -515,6 +517,30 @@ impl<'a> With<'a> {
                 &["VALUE_SCHEMA_FULL_NAME", "VALUE_AVRO_SCHEMA_FULL_NAME"],
             )
         };
+        let nullable = if is_key {
+            "KEY_PROTOBUF_NULLABLE_REPRESENTATION"
+        } else {
+            "VALUE_PROTOBUF_NULLABLE_REPRESENTATION"
+        };
+        if let Some(n) = self.string(nullable)? {
+            let upper = n.to_ascii_uppercase();
+            if !matches!(format.kind, FormatKind::Protobuf | FormatKind::ProtobufNosr) {
+                return Err(SqlError::semantic(
+                    self.pos(nullable),
+                    format!(
+                        "{} does not support the following configs: [nullableRepresentation]",
+                        format.kind
+                    ),
+                ));
+            }
+            if !matches!(upper.as_str(), "OPTIONAL" | "WRAPPER") {
+                return Err(SqlError::semantic(
+                    self.pos(nullable),
+                    format!("Invalid {nullable}: {n}. Valid values are OPTIONAL and WRAPPER."),
+                ));
+            }
+            format.protobuf_nullable = Some(upper);
+        }
         let name = names.iter().find(|n| self.pos(n).is_some()).copied();
         crate::registry::apply_options(
             format,
@@ -563,12 +589,6 @@ impl<'a> With<'a> {
 
 /// Checks that a format can carry the given columns.
 fn check_format(format: FormatKind, columns: &[&Column], is_key: bool) -> Result<(), SqlError> {
-    if matches!(format, FormatKind::Protobuf | FormatKind::ProtobufNosr) {
-        return Err(SqlError::unsupported(
-            None,
-            format!("The {format} format is not supported yet"),
-        ));
-    }
     for c in columns {
         if is_key && contains_map(&c.ty) {
             return Err(SqlError::semantic(
@@ -639,16 +659,22 @@ fn check_format(format: FormatKind, columns: &[&Column], is_key: bool) -> Result
         }
         if matches!(
             format,
-            FormatKind::Json | FormatKind::JsonSr | FormatKind::Avro
+            FormatKind::Json
+                | FormatKind::JsonSr
+                | FormatKind::Avro
+                | FormatKind::Protobuf
+                | FormatKind::ProtobufNosr
         ) && let SqlType::Map { key, .. } = &c.ty
             && **key != SqlType::String
         {
             return Err(SqlError::semantic(
                 None,
-                if format == FormatKind::Avro {
-                    "Avro only supports MAPs with STRING keys"
-                } else {
-                    "JSON only supports MAP types with STRING keys"
+                match format {
+                    FormatKind::Avro => "Avro only supports MAPs with STRING keys",
+                    FormatKind::Protobuf | FormatKind::ProtobufNosr => {
+                        "PROTOBUF format only supports MAP types with STRING keys"
+                    }
+                    _ => "JSON only supports MAP types with STRING keys",
                 },
             ));
         }

@@ -32,7 +32,7 @@ pub(crate) fn apply_options(
         ("VALUE", VALUE_ID)
     };
     if let Some(value) = id.value {
-        if !format.kind.infers_schema() && format.kind != FormatKind::ProtobufNosr {
+        if !format.kind.infers_schema() {
             return Err(SqlError::semantic(
                 id.pos,
                 format!(
@@ -100,7 +100,13 @@ pub(crate) fn infer_part(
             None => return Ok(None),
         },
     };
-    let inferred = translate::infer(&registered, is_key, whole).map_err(failed)?;
+    // With a schema id, the full name picks a PROTOBUF message; a key's default Avro
+    // record name picks nothing.
+    let message = format
+        .full_name
+        .as_deref()
+        .filter(|_| format.kind == FormatKind::Protobuf);
+    let inferred = translate::infer(&registered, is_key, whole, message).map_err(failed)?;
     let kind = if is_key {
         ColumnKind::Key
     } else {
@@ -173,8 +179,8 @@ pub(crate) fn check_sink_columns(
     let registered = registry
         .schema(id)
         .map_err(|e| SqlError::semantic(pos, e.to_string()))?;
-    let inferred =
-        translate::infer(&registered, is_key, false).map_err(|e| SqlError::semantic(pos, e))?;
+    let inferred = translate::infer(&registered, is_key, false, format.full_name.as_deref())
+        .map_err(|e| SqlError::semantic(pos, e))?;
     let show = |cols: &mut dyn Iterator<Item = (&str, &SqlType)>| -> String {
         cols.map(|(n, t)| format!("`{n}` {t}"))
             .collect::<Vec<_>>()

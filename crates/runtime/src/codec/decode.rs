@@ -4,7 +4,7 @@
 //! to decode leaves no trace in any builder (the row is rolled back) and is reported.
 
 use super::json_fields::{FieldSpan, match_fields, value_span};
-use super::registered::{Registry, WriterSchemas};
+use super::registered::{Registry, Writer, WriterSchemas, nosr_writer};
 use crate::types::arrow_type;
 use datafusion_common::arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
@@ -15,7 +15,7 @@ use datafusion_common::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion_common::arrow::datatypes::{DataType, FieldRef, Fields};
 use serde_json::Value;
 use sluice_plan::{Column, Format, FormatKind, SqlType};
-use sluice_registry::{avro, unframe};
+use sluice_registry::{avro, protobuf, unframe};
 use std::sync::Arc;
 
 /// Appends values of one SQL type.
@@ -713,14 +713,15 @@ pub struct PartDecoder {
     /// Whether the fast JSON reader may be used: it needs column names that differ in
     /// more than case.
     scan_fields: bool,
-    /// AVRO: the writer schemas of the ids records carry.
+    /// AVRO and PROTOBUF: the writer schemas of the ids records carry.
     writers: WriterSchemas,
+    /// PROTOBUF_NOSR: the schema derived from the columns.
+    nosr: Option<Writer>,
 }
 
 impl PartDecoder {
     pub fn new(format: &Format, columns: &[(usize, &Column)], is_key: bool) -> PartDecoder {
-        let unwrapped = columns.len() == 1
-            && (is_key || !format.wrap_single_value || format.kind == FormatKind::Kafka);
+        let unwrapped = format.is_bare(columns.len(), is_key);
         let names: Vec<String> = columns.iter().map(|(_, c)| c.name.to_uppercase()).collect();
         let scan_fields = names
             .iter()
@@ -735,6 +736,12 @@ impl PartDecoder {
             spans: vec![None; columns.len()],
             scan_fields,
             writers: WriterSchemas::new(None),
+            nosr: (format.kind == FormatKind::ProtobufNosr && !columns.is_empty())
+                .then(|| {
+                    let typed: Vec<&Column> = columns.iter().map(|(_, c)| *c).collect();
+                    nosr_writer(format, &typed, is_key).ok()
+                })
+                .flatten(),
         }
     }
 
@@ -764,15 +771,22 @@ impl PartDecoder {
                 let (_, payload) = unframe(bytes)?;
                 self.decode_json(payload, builders)
             }
-            FormatKind::Avro => {
+            FormatKind::Avro | FormatKind::Protobuf => {
                 let (id, payload) = unframe(bytes)?;
-                let schema = self.writers.get(id)?;
-                let value = avro::Reader::new(payload)
-                    .json(&schema)
-                    .map_err(|e| format!("Failed to deserialize AVRO: {e}"))?;
+                let writer = self.writers.get(id)?;
+                let value = read_with(&writer, payload, true)
+                    .map_err(|e| format!("Failed to deserialize {}: {e}", self.format.kind))?;
                 self.decode_tree(&value, builders)
             }
-            other => Err(format!("the {other} format is not supported yet")),
+            FormatKind::ProtobufNosr => {
+                let writer = self
+                    .nosr
+                    .as_ref()
+                    .ok_or("PROTOBUF_NOSR without its schema")?;
+                let value = read_with(writer, bytes, false)
+                    .map_err(|e| format!("Failed to deserialize PROTOBUF_NOSR: {e}"))?;
+                self.decode_tree(&value, builders)
+            }
         }
     }
 
@@ -854,6 +868,24 @@ impl PartDecoder {
             builders[col].append_text(field)?;
         }
         Ok(())
+    }
+}
+
+/// Reads a record's payload as JSON with its writer schema; a PROTOBUF payload starts
+/// with the message's indexes when it came `framed` (with a schema id).
+fn read_with(writer: &Writer, payload: &[u8], framed: bool) -> Result<Value, String> {
+    match writer {
+        Writer::Avro(schema) => avro::Reader::new(payload).json(schema),
+        Writer::Protobuf(file, path) => {
+            let mut r = protobuf::Reader::new(payload);
+            let path = if framed {
+                protobuf::read_message_indexes(&mut r)?
+            } else {
+                path.clone()
+            };
+            protobuf::read_message(file.message_at(&path)?, r.rest(), false)
+        }
+        Writer::Json => Err("a JSON schema where a binary one was expected".into()),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Arrow columns into Kafka record bytes, written as ksqlDB writes them.
 
-use super::registered::{write_record, write_value};
+use super::registered::{Writer, json_value, write_record, write_value};
 use datafusion_common::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, StringArray,
 };
@@ -9,10 +9,8 @@ use datafusion_common::arrow::datatypes::{
     TimeUnit, TimestampMillisecondType,
 };
 use sluice_plan::{Format, FormatKind, format_decimal};
-use sluice_registry::avro::Schema;
-use sluice_registry::frame;
+use sluice_registry::{frame, protobuf};
 use std::io::Write;
-use std::sync::Arc;
 
 /// Encodes the key or the value part of output rows.
 pub struct PartEncoder {
@@ -23,9 +21,9 @@ pub struct PartEncoder {
     /// once here rather than escaped again for every row.
     json_prefixes: Vec<Vec<u8>>,
     unwrapped: bool,
-    /// AVRO and JSON_SR: the id of the schema the records are written with (framed in
-    /// front of each), and for AVRO the schema itself.
-    writer: Option<(i32, Option<Arc<Schema>>)>,
+    /// Schema formats: the id of the registered schema the records are written with
+    /// (framed in front of each; None for PROTOBUF_NOSR), and the schema.
+    writer: Option<(Option<i32>, Writer)>,
 }
 
 /// A part's columns resolved against one batch: the type of each column is looked up
@@ -88,8 +86,7 @@ impl<'a> ColumnRef<'a> {
 
 impl PartEncoder {
     pub fn new(format: &Format, columns: Vec<(usize, String)>, is_key: bool) -> PartEncoder {
-        let unwrapped = columns.len() == 1
-            && (is_key || !format.wrap_single_value || format.kind == FormatKind::Kafka);
+        let unwrapped = format.is_bare(columns.len(), is_key);
         let json_prefixes = columns
             .iter()
             .enumerate()
@@ -109,9 +106,9 @@ impl PartEncoder {
         }
     }
 
-    /// Writes records with this registered schema (see `registered::writer_schema`).
-    pub fn with_writer(mut self, id: i32, avro: Option<Arc<Schema>>) -> PartEncoder {
-        self.writer = Some((id, avro));
+    /// Writes records with this schema (see `registered::part_encoder`).
+    pub fn with_writer(mut self, id: Option<i32>, writer: Writer) -> PartEncoder {
+        self.writer = Some((id, writer));
         self
     }
 
@@ -148,15 +145,31 @@ impl BatchEncoder<'_> {
         if self.columns.is_empty() {
             return Ok(None);
         }
-        if let Some((id, _)) = part.writer {
+        if let Some((id, writer)) = &part.writer {
             if part.unwrapped && self.columns[0].is_null(row) {
                 return Ok(None);
             }
-            frame(id, out);
+            if let Some(id) = id {
+                frame(*id, out);
+            }
+            if let Writer::Protobuf(file, path) = writer {
+                if id.is_some() {
+                    protobuf::write_message_indexes(out, path);
+                }
+                let message = file.message_at(path)?;
+                let row: serde_json::Map<String, serde_json::Value> = part
+                    .columns
+                    .iter()
+                    .zip(&self.columns)
+                    .map(|((_, name), c)| (name.clone(), json_value(c.array(), row)))
+                    .collect();
+                protobuf::write_message(message, &serde_json::Value::Object(row), out)?;
+                return Ok(Some(()));
+            }
         }
         match part.format.kind {
             FormatKind::Avro => {
-                let Some((_, Some(schema))) = &part.writer else {
+                let Some((_, Writer::Avro(schema))) = &part.writer else {
                     return Err("an AVRO part without its writer schema".into());
                 };
                 let columns: Vec<(&str, &dyn Array)> = part

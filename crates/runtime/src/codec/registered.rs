@@ -1,6 +1,6 @@
-//! Records of the schema-registry formats (AVRO, JSON_SR): the schema a part is written
-//! with, writer schemas looked up by the id each record carries, and Arrow values
-//! written as Avro.
+//! Records of the schema-registry formats (AVRO, JSON_SR, PROTOBUF, and PROTOBUF_NOSR,
+//! which has the schema but not the registry): the schema a part is written with, writer
+//! schemas looked up by the id each record carries, and Arrow values written as Avro.
 
 use super::encode::text_value;
 use datafusion_common::arrow::array::{Array, AsArray};
@@ -10,18 +10,19 @@ use datafusion_common::arrow::datatypes::{
 };
 use sluice_plan::{Column, Format, FormatKind, key_schema_name, value_schema_name};
 use sluice_registry::avro::{self, Schema, write_bytes, write_decimal, write_long};
+use sluice_registry::protobuf::{self, ProtoFile};
 use sluice_registry::{RegisteredSchema, SchemaRegistry, SchemaType, translate};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 pub type Registry = Arc<dyn SchemaRegistry>;
 
-/// The registry's kind of schema for a format.
+/// The kind of schema a format's records are written with.
 pub fn schema_type(format: FormatKind) -> Option<SchemaType> {
     match format {
         FormatKind::Avro => Some(SchemaType::Avro),
         FormatKind::JsonSr => Some(SchemaType::Json),
-        FormatKind::Protobuf => Some(SchemaType::Protobuf),
+        FormatKind::Protobuf | FormatKind::ProtobufNosr => Some(SchemaType::Protobuf),
         _ => None,
     }
 }
@@ -33,17 +34,48 @@ pub fn derived_schema(
     is_key: bool,
     source: &str,
 ) -> Option<RegisteredSchema> {
-    let unwrapped = columns.len() == 1 && (is_key || !format.wrap_single_value);
-    let name = format.full_name.clone().unwrap_or_else(|| {
-        if is_key {
-            key_schema_name(source)
-        } else {
-            value_schema_name()
-        }
-    });
+    let schema_type = schema_type(format.kind)?;
+    let unwrapped = format.is_bare(columns.len(), is_key);
+    let name = match (&format.full_name, schema_type) {
+        (Some(n), _) => n.clone(),
+        (None, SchemaType::Avro) if is_key => key_schema_name(source),
+        (None, SchemaType::Avro) => value_schema_name(),
+        (None, _) => String::new(),
+    };
     let typed: Vec<(&str, &sluice_plan::SqlType)> =
         columns.iter().map(|c| (c.name.as_str(), &c.ty)).collect();
-    translate::part_schema(schema_type(format.kind)?, &typed, unwrapped, is_key, &name)
+    Some(translate::part_schema(
+        schema_type,
+        &typed,
+        unwrapped,
+        is_key,
+        &name,
+        format.protobuf_nullable.as_deref(),
+    ))
+}
+
+/// A schema records are written with (and read with, for PROTOBUF_NOSR).
+#[derive(Clone)]
+pub enum Writer {
+    Avro(Arc<Schema>),
+    Json,
+    /// The file, and the path of indexes of the message written.
+    Protobuf(Arc<ProtoFile>, Vec<i32>),
+}
+
+impl Writer {
+    /// The writer of a registered schema; a PROTOBUF one writes message `full_name`.
+    pub fn of(schema: &RegisteredSchema, full_name: Option<&str>) -> Result<Writer, String> {
+        Ok(match schema.schema_type {
+            SchemaType::Avro => Writer::Avro(Arc::new(Schema::parse(&schema.text)?)),
+            SchemaType::Json => Writer::Json,
+            SchemaType::Protobuf => {
+                let file = protobuf::parse(&schema.text)?;
+                let (_, path) = file.message(full_name)?;
+                Writer::Protobuf(Arc::new(file), path)
+            }
+        })
+    }
 }
 
 /// The schema a sink part writes with and its id: the one named by `schema_id`, else
@@ -54,7 +86,7 @@ pub fn writer_schema(
     columns: &[&Column],
     is_key: bool,
     topic: &str,
-) -> Result<(i32, Option<Arc<Schema>>), String> {
+) -> Result<(i32, Writer), String> {
     let (id, registered) = match format.schema_id {
         Some(id) => (id, registry.schema(id).map_err(|e| e.to_string())?),
         None => {
@@ -67,17 +99,13 @@ pub fn writer_schema(
             (id, derived)
         }
     };
-    let avro = match registered.schema_type {
-        SchemaType::Avro => Some(Arc::new(Schema::parse(&registered.text)?)),
-        _ => None,
-    };
-    Ok((id, avro))
+    Ok((id, Writer::of(&registered, format.full_name.as_deref())?))
 }
 
-/// Avro writer schemas by id, fetched from the registry once each.
+/// Writer schemas by id, fetched from the registry once each.
 pub struct WriterSchemas {
     registry: Option<Registry>,
-    by_id: HashMap<i32, Arc<Schema>>,
+    by_id: HashMap<i32, Writer>,
 }
 
 impl WriterSchemas {
@@ -88,7 +116,7 @@ impl WriterSchemas {
         }
     }
 
-    pub fn get(&mut self, id: i32) -> Result<Arc<Schema>, String> {
+    pub fn get(&mut self, id: i32) -> Result<Writer, String> {
         if let Some(s) = self.by_id.get(&id) {
             return Ok(s.clone());
         }
@@ -97,15 +125,55 @@ impl WriterSchemas {
             .as_ref()
             .ok_or("no schema registry is configured (ksql.schema.registry.url)")?;
         let registered = registry.schema(id).map_err(|e| e.to_string())?;
-        if registered.schema_type != SchemaType::Avro {
-            return Err(format!(
-                "schema {id} is a {} schema, not AVRO",
-                registered.schema_type.name()
-            ));
+        let writer = Writer::of(&registered, None)?;
+        self.by_id.insert(id, writer.clone());
+        Ok(writer)
+    }
+}
+
+/// A row's value as JSON in the shape `avro` and `protobuf` take (decimals as their
+/// digits, bytes as base64, dates as days, times and timestamps as milliseconds).
+pub fn json_value(a: &dyn Array, row: usize) -> serde_json::Value {
+    use serde_json::{Value, json};
+    if a.is_null(row) {
+        return Value::Null;
+    }
+    match a.data_type() {
+        DataType::Boolean => json!(a.as_boolean().value(row)),
+        DataType::Int32 => json!(a.as_primitive::<Int32Type>().value(row)),
+        DataType::Int64 => json!(a.as_primitive::<Int64Type>().value(row)),
+        DataType::Float64 => json!(a.as_primitive::<Float64Type>().value(row)),
+        DataType::Date32 => json!(a.as_primitive::<Date32Type>().value(row)),
+        DataType::Time32(_) => json!(a.as_primitive::<Time32MillisecondType>().value(row)),
+        DataType::Timestamp(..) => json!(a.as_primitive::<TimestampMillisecondType>().value(row)),
+        DataType::List(_) => {
+            let items = a.as_list::<i32>().value(row);
+            Value::Array(
+                (0..items.len())
+                    .map(|i| json_value(items.as_ref(), i))
+                    .collect(),
+            )
         }
-        let schema = Arc::new(Schema::parse(&registered.text)?);
-        self.by_id.insert(id, schema.clone());
-        Ok(schema)
+        DataType::Map(..) => {
+            let entries = a.as_map().value(row);
+            let (keys, values) = (entries.column(0), entries.column(1));
+            Value::Object(
+                (0..entries.len())
+                    .map(|i| (text_value(keys.as_ref(), i), json_value(values.as_ref(), i)))
+                    .collect(),
+            )
+        }
+        DataType::Struct(fields) => {
+            let st = a.as_struct();
+            Value::Object(
+                fields
+                    .iter()
+                    .zip(st.columns())
+                    .map(|(f, c)| (f.name().clone(), json_value(c.as_ref(), row)))
+                    .collect(),
+            )
+        }
+        _ => json!(text_value(a, row)),
     }
 }
 
@@ -375,10 +443,20 @@ pub fn part_encoder(
     if schema_type(format.kind).is_none() || columns.is_empty() {
         return Ok(encoder);
     }
-    let registry = registry.ok_or_else(|| no_registry(format.kind))?;
     let typed: Vec<&Column> = columns.iter().map(|(_, c)| *c).collect();
-    let (id, avro) = writer_schema(registry, format, &typed, is_key, topic)?;
-    Ok(encoder.with_writer(id, avro))
+    if format.kind == FormatKind::ProtobufNosr {
+        return Ok(encoder.with_writer(None, nosr_writer(format, &typed, is_key)?));
+    }
+    let registry = registry.ok_or_else(|| no_registry(format.kind))?;
+    let (id, writer) = writer_schema(registry, format, &typed, is_key, topic)?;
+    Ok(encoder.with_writer(Some(id), writer))
+}
+
+/// PROTOBUF_NOSR's schema: derived from the columns, never registered.
+pub fn nosr_writer(format: &Format, columns: &[&Column], is_key: bool) -> Result<Writer, String> {
+    let derived = derived_schema(format, columns, is_key, "")
+        .ok_or("PROTOBUF_NOSR derives its schema from the columns")?;
+    Writer::of(&derived, None)
 }
 
 /// ksqlDB's message for a schema-registry format on a server without a registry.
