@@ -6,6 +6,7 @@
 
 pub mod crash;
 pub mod examples;
+pub mod registry;
 
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;

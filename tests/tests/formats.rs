@@ -1,0 +1,181 @@
+//! Schema-registry formats on the real broker: a stream whose columns come from the
+//! Avro schema its producer registered, filtered into an Avro stream and aggregated into
+//! a PROTOBUF table, every record framed with the id of a schema the registry holds.
+//!
+//! Needs a broker: `scripts/kafka-local.sh start` (the README's test command does it).
+
+use serde_json::{Value, json};
+use sluice_e2e::registry::TestRegistry;
+use sluice_e2e::{Record, Server, consume, consume_until, produce, unique};
+use sluice_registry::avro::{self, Schema};
+use sluice_registry::{
+    HttpRegistry, RegisteredSchema, SchemaRegistry, SchemaType, frame, protobuf, unframe,
+};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A record's value read with the schema its id names, as JSON.
+fn read(registry: &HttpRegistry, bytes: &[u8]) -> Value {
+    let (id, payload) = unframe(bytes).expect("a framed record");
+    let schema = registry
+        .schema(id)
+        .expect("the record's schema is registered");
+    match schema.schema_type {
+        SchemaType::Avro => avro::Reader::new(payload)
+            .json(&Schema::parse(&schema.text).expect("an Avro schema"))
+            .expect("Avro data"),
+        SchemaType::Protobuf => {
+            let file = protobuf::parse(&schema.text).expect("a protobuf schema");
+            let mut r = protobuf::Reader::new(payload);
+            let path = protobuf::read_message_indexes(&mut r).expect("message indexes");
+            protobuf::read_message(
+                file.message_at(&path).expect("the message"),
+                r.rest(),
+                false,
+            )
+            .expect("protobuf data")
+        }
+        SchemaType::Json => serde_json::from_slice(payload).expect("JSON"),
+    }
+}
+
+#[test]
+fn avro_orders_are_filtered_to_avro_and_totalled_to_protobuf() {
+    let registry = TestRegistry::start();
+    let server = Server::start_with(
+        &unique("svc"),
+        &[("--schema-registry-url", registry.url.as_str())],
+    );
+    let client = HttpRegistry::new(&registry.url);
+    let (orders, big, totals) = (unique("orders"), unique("big"), unique("totals"));
+
+    // The producer registers its schema; the stream's columns come from it.
+    let schema = json!({"type": "record", "name": "Order", "namespace": "shop", "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "customer", "type": "string"},
+        {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 8, "scale": 2}},
+        {"name": "note", "type": ["null", "string"], "default": null}]});
+    let id = client
+        .register(
+            &format!("{orders}-value"),
+            &RegisteredSchema {
+                schema_type: SchemaType::Avro,
+                text: schema.to_string(),
+            },
+        )
+        .expect("the registry takes the schema");
+    server.ok(&format!(
+        "CREATE STREAM orders WITH (kafka_topic='{orders}', value_format='AVRO', partitions=1);"
+    ));
+    let described = server.ok("DESCRIBE orders;");
+    let fields: Vec<(String, String)> = described[0]["sourceDescription"]["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap_or_default().to_string(),
+                f["schema"]["type"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("ID", "BIGINT"),
+            ("CUSTOMER", "STRING"),
+            ("AMOUNT", "DECIMAL"),
+            ("NOTE", "STRING")
+        ]
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+    );
+
+    server.ok(&format!(
+        "CREATE STREAM big WITH (kafka_topic='{big}', value_format='AVRO') AS \
+           SELECT id, customer, amount FROM orders WHERE amount > 10;"
+    ));
+    server.ok(&format!(
+        "CREATE TABLE totals WITH (kafka_topic='{totals}', format='PROTOBUF') AS \
+           SELECT customer, COUNT(*) AS n, SUM(amount) AS total FROM orders GROUP BY customer;"
+    ));
+
+    let parsed = Schema::parse(&schema.to_string()).expect("the producer's schema");
+    let order = |id: i64, customer: &str, amount: &str, ts: i64| {
+        let mut bytes = Vec::new();
+        frame(id_of(&client, &orders), &mut bytes);
+        avro::write_json(
+            &parsed,
+            &json!({"id": id, "customer": customer, "amount": amount, "note": null}),
+            &mut bytes,
+        )
+        .expect("an order fits the schema");
+        Record {
+            key: None,
+            value: Some(bytes),
+            timestamp: ts,
+        }
+    };
+    assert_eq!(id_of(&client, &orders), id);
+    produce(
+        &orders,
+        &[
+            order(1, "ann", "12.50", 1_000),
+            order(2, "bob", "3.00", 2_000),
+            order(3, "ann", "40.25", 3_000),
+        ],
+    );
+
+    let big_rows: Vec<Value> = consume(&big, 2, WAIT)
+        .iter()
+        .map(|r| read(&client, r.value.as_deref().expect("a value")))
+        .collect();
+    assert_eq!(
+        big_rows,
+        vec![
+            json!({"ID": 1, "CUSTOMER": "ann", "AMOUNT": "12.50"}),
+            json!({"ID": 3, "CUSTOMER": "ann", "AMOUNT": "40.25"}),
+        ]
+    );
+
+    // The table's latest row per customer (the cache may merge updates).
+    let latest = |records: &[(i32, Record)]| -> BTreeMap<String, Value> {
+        records
+            .iter()
+            .map(|(_, r)| {
+                let key = read(&client, r.key.as_deref().expect("a key"));
+                let value = read(&client, r.value.as_deref().expect("a value"));
+                (
+                    key["CUSTOMER"].as_str().unwrap_or_default().to_string(),
+                    value,
+                )
+            })
+            .collect()
+    };
+    let want: BTreeMap<String, Value> = [
+        ("ann".to_string(), json!({"N": 2, "TOTAL": "52.75"})),
+        ("bob".to_string(), json!({"N": 1, "TOTAL": "3.00"})),
+    ]
+    .into();
+    let got = latest(&consume_until(&totals, WAIT, |r| latest(r) == want));
+    assert_eq!(got, want);
+
+    let subjects = registry.subjects();
+    for s in [
+        format!("{big}-value"),
+        format!("{totals}-key"),
+        format!("{totals}-value"),
+    ] {
+        assert!(subjects.contains(&s), "{s} is registered: {subjects:?}");
+    }
+}
+
+/// The id of the latest value schema of `topic`.
+fn id_of(client: &HttpRegistry, topic: &str) -> i32 {
+    client
+        .latest(&format!("{topic}-value"))
+        .expect("the registry answers")
+        .expect("a schema")
+        .0
+}
