@@ -1,6 +1,6 @@
 //! A schema registry for the end-to-end tests: the part of Confluent Schema Registry's
-//! REST API that producers and Sluice use (register under a subject, a schema by id,
-//! a subject's latest version, delete a subject), kept in memory, on loopback.
+//! REST API that producers and Sluice use (register under a subject, with references;
+//! a schema by id; a subject's versions; delete a subject), kept in memory, on loopback.
 //!
 //! Confluent's registry itself is not on the package registries this project may use;
 //! this stands in for it on the wire, so the tests exercise Sluice's HTTP client and the
@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
 struct Store {
-    /// (schema type, text) by id - 1.
-    schemas: Vec<(String, String)>,
+    /// (schema type, text, references) by id - 1.
+    schemas: Vec<(String, String, Value)>,
     /// (subject, id) in registration order.
     versions: Vec<(String, usize)>,
 }
@@ -134,10 +134,15 @@ fn route(s: &mut Store, method: &str, path: &str, body: &Value) -> (u16, Value) 
                 return (422, json!({"error_code": 42201, "message": "no schema"}));
             };
             let ty = body["schemaType"].as_str().unwrap_or("AVRO").to_string();
-            let id = match s.schemas.iter().position(|(t, x)| *t == ty && x == text) {
+            let refs = body.get("references").cloned().unwrap_or(json!([]));
+            let id = match s
+                .schemas
+                .iter()
+                .position(|(t, x, r)| *t == ty && x == text && *r == refs)
+            {
                 Some(i) => i + 1,
                 None => {
-                    s.schemas.push((ty, text.to_string()));
+                    s.schemas.push((ty, text.to_string(), refs));
                     s.schemas.len()
                 }
             };
@@ -151,23 +156,30 @@ fn route(s: &mut Store, method: &str, path: &str, body: &Value) -> (u16, Value) 
             .ok()
             .and_then(|i| i.checked_sub(1).and_then(|i| s.schemas.get(i)))
         {
-            Some((ty, text)) => (200, json!({"schema": text, "schemaType": ty})),
+            Some((ty, text, refs)) => (
+                200,
+                json!({"schema": text, "schemaType": ty, "references": refs}),
+            ),
             None => not_found("Schema"),
         },
-        ("GET", ["subjects", subject, "versions", "latest"]) => {
+        ("GET", ["subjects", subject, "versions", version]) => {
             let versions: Vec<usize> = s
                 .versions
                 .iter()
                 .filter(|(n, _)| n == subject)
                 .map(|(_, i)| *i)
                 .collect();
-            match versions.last() {
+            let number = match *version {
+                "latest" => versions.len(),
+                n => n.parse().unwrap_or(0),
+            };
+            match number.checked_sub(1).and_then(|i| versions.get(i)) {
                 Some(id) => {
-                    let (ty, text) = &s.schemas[id - 1];
+                    let (ty, text, refs) = &s.schemas[id - 1];
                     (
                         200,
-                        json!({"subject": subject, "version": versions.len(), "id": id,
-                            "schema": text, "schemaType": ty}),
+                        json!({"subject": subject, "version": number, "id": id,
+                            "schema": text, "schemaType": ty, "references": refs}),
                     )
                 }
                 None => not_found("Subject"),

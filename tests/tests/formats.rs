@@ -60,10 +60,7 @@ fn avro_orders_are_filtered_to_avro_and_totalled_to_protobuf() {
     let id = client
         .register(
             &format!("{orders}-value"),
-            &RegisteredSchema {
-                schema_type: SchemaType::Avro,
-                text: schema.to_string(),
-            },
+            &RegisteredSchema::new(SchemaType::Avro, schema.to_string()),
         )
         .expect("the registry takes the schema");
     server.ok(&format!(
@@ -169,6 +166,15 @@ fn avro_orders_are_filtered_to_avro_and_totalled_to_protobuf() {
     ] {
         assert!(subjects.contains(&s), "{s} is registered: {subjects:?}");
     }
+
+    // Dropping a table with its topic drops its schemas too.
+    server.ok("DROP TABLE totals DELETE TOPIC;");
+    let subjects = registry.subjects();
+    assert!(
+        !subjects.iter().any(|s| s.starts_with(&totals)),
+        "the table's subjects are gone: {subjects:?}"
+    );
+    assert!(subjects.contains(&format!("{big}-value")));
 }
 
 /// The id of the latest value schema of `topic`.

@@ -594,7 +594,12 @@ pub fn source_on<'a>(
 
 /// Registers the schemas a case gives its topics (`keySchema`, `valueSchema`, with
 /// their ids when given), as ksqlDB's harness does before the statements run.
+///
+/// Schemas with an id go first, so that the others (numbered after the highest id so
+/// far) never take an id a later topic asks for.
 pub fn register_case_schemas(case: &Value, registry: &MemoryRegistry) -> Result<(), String> {
+    let mut numbered = Vec::new();
+    let mut rest = Vec::new();
     for t in case["topics"].as_array().into_iter().flatten() {
         let topic = t["name"].as_str().unwrap_or_default();
         for (schema, id, format, is_key) in [
@@ -629,17 +634,60 @@ pub fn register_case_schemas(case: &Value, registry: &MemoryRegistry) -> Result<
                 Value::String(s) if schema_type == SchemaType::Protobuf => s.clone(),
                 other => other.to_string(),
             };
-            let registered = RegisteredSchema { schema_type, text };
+            // Referenced schemas are registered under their import names, after the
+            // schema that imports them: ksqlDB's harness gives that one the first id.
+            let refs_key = if is_key {
+                "keySchemaReferences"
+            } else {
+                "valueSchemaReferences"
+            };
+            let referenced: Vec<(String, RegisteredSchema)> = t[refs_key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    let text = match &r["schema"] {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    let kind = match r["format"].as_str().and_then(FormatKind::parse) {
+                        Some(FormatKind::Avro) => SchemaType::Avro,
+                        Some(FormatKind::JsonSr) => SchemaType::Json,
+                        _ => SchemaType::Protobuf,
+                    };
+                    (
+                        r["name"].as_str().unwrap_or_default().to_string(),
+                        RegisteredSchema::new(kind, text),
+                    )
+                })
+                .collect();
+            let references = referenced
+                .iter()
+                .map(|(name, _)| sluice_registry::SchemaReference {
+                    name: name.clone(),
+                    subject: name.clone(),
+                    version: 1,
+                })
+                .collect();
+            let registered = RegisteredSchema {
+                references,
+                ..RegisteredSchema::new(schema_type, text)
+            };
             let subject = sluice_registry::subject(topic, is_key);
             match t[id].as_i64().and_then(|i| i32::try_from(i).ok()) {
-                Some(id) => registry.register_with_id(&subject, id, &registered),
-                None => {
-                    registry
-                        .register(&subject, &registered)
-                        .map_err(|e| e.to_string())?;
-                }
+                Some(id) => numbered.push((subject, id, registered)),
+                None => rest.push((subject, registered)),
             }
+            rest.extend(referenced);
         }
+    }
+    for (subject, id, schema) in &numbered {
+        registry.register_with_id(subject, *id, schema);
+    }
+    for (subject, schema) in &rest {
+        registry
+            .register(subject, schema)
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -81,17 +81,17 @@ fn check_registered(
             avro::Schema::parse(&got.text)? == want
         }
         Some(kind @ (FormatKind::JsonSr | FormatKind::Protobuf)) => {
-            let want = RegisteredSchema {
-                schema_type: if kind == FormatKind::JsonSr {
+            let want = RegisteredSchema::new(
+                if kind == FormatKind::JsonSr {
                     SchemaType::Json
                 } else {
                     SchemaType::Protobuf
                 },
-                text: match expected {
+                match expected {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 },
-            };
+            );
             translate::infer(&want, is_key, false, None)?
                 == translate::infer(&got, is_key, false, None)?
         }

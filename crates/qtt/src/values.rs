@@ -4,7 +4,9 @@
 use serde_json::Value;
 use sluice_plan::{Column, Format, FormatKind, SqlType};
 use sluice_registry::avro::{self, Schema};
-use sluice_registry::{SchemaRegistry, SchemaType, frame, protobuf, subject, unframe};
+use sluice_registry::{
+    RegisteredSchema, SchemaRegistry, SchemaType, frame, protobuf, subject, unframe,
+};
 use sluice_runtime::codec::registered::{Writer, nosr_writer};
 
 /// Where the schema of a part of a schema-registry format is registered.
@@ -19,16 +21,17 @@ pub struct Registered<'a> {
 impl Registered<'_> {
     /// The schema records are written with: the format's own id, else the latest under
     /// the topic's subject, else the one derived from the columns (registered now).
-    fn writer(&self, format: &Format, columns: &[&Column]) -> Result<(i32, String), String> {
+    fn writer(
+        &self,
+        format: &Format,
+        columns: &[&Column],
+    ) -> Result<(i32, RegisteredSchema), String> {
         if let Some(id) = format.schema_id {
-            return Ok((
-                id,
-                self.registry.schema(id).map_err(|e| e.to_string())?.text,
-            ));
+            return Ok((id, self.registry.schema(id).map_err(|e| e.to_string())?));
         }
         let subject = subject(self.topic, self.is_key);
-        if let Some((id, s)) = self.registry.latest(&subject).map_err(|e| e.to_string())? {
-            return Ok((id, s.text));
+        if let Some(found) = self.registry.latest(&subject).map_err(|e| e.to_string())? {
+            return Ok(found);
         }
         let derived = sluice_runtime::codec::registered::derived_schema(
             format,
@@ -41,7 +44,7 @@ impl Registered<'_> {
             .registry
             .register(&subject, &derived)
             .map_err(|e| e.to_string())?;
-        Ok((id, derived.text))
+        Ok((id, derived))
     }
 }
 
@@ -57,10 +60,10 @@ pub fn encode(
     }
     Ok(Some(match format.kind {
         FormatKind::Avro => {
-            let (id, text) = registered.writer(format, columns)?;
+            let (id, schema) = registered.writer(format, columns)?;
             let mut out = Vec::new();
             frame(id, &mut out);
-            avro::write_json(&Schema::parse(&text)?, v, &mut out)?;
+            avro::write_json(&Schema::parse(&schema.text)?, v, &mut out)?;
             out
         }
         FormatKind::JsonSr => {
@@ -71,8 +74,8 @@ pub fn encode(
             out
         }
         FormatKind::Protobuf => {
-            let (id, text) = registered.writer(format, columns)?;
-            let file = protobuf::parse(&text)?;
+            let (id, schema) = registered.writer(format, columns)?;
+            let file = protobuf::parse_with_imports(&schema.text, &schema.imports)?;
             let (message, path) = file.message(format.full_name.as_deref())?;
             let mut out = Vec::new();
             frame(id, &mut out);
@@ -151,7 +154,7 @@ pub fn decode(
             let read = || -> Result<Value, String> {
                 let (id, payload) = unframe(bytes)?;
                 let s = registry.schema(id).map_err(|e| e.to_string())?;
-                let file = protobuf::parse(&s.text)?;
+                let file = protobuf::parse_with_imports(&s.text, &s.imports)?;
                 let mut r = protobuf::Reader::new(payload);
                 let path = protobuf::read_message_indexes(&mut r)?;
                 protobuf::read_message(file.message_at(&path)?, r.rest(), true)

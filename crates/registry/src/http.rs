@@ -1,6 +1,9 @@
 //! A client of a Confluent-compatible schema registry's REST API.
 
-use crate::{RegisteredSchema, RegistryError, Result, SchemaRegistry, SchemaType};
+use crate::{
+    RegisteredSchema, RegistryError, Result, SchemaReference, SchemaRegistry, SchemaType,
+    resolve_imports,
+};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -65,13 +68,23 @@ fn schema_of(v: &Value) -> Result<RegisteredSchema> {
     let text = v["schema"]
         .as_str()
         .ok_or_else(|| RegistryError::Http(format!("a schema without text: {v}")))?;
+    // The registry leaves `schemaType` out for AVRO.
+    let schema_type = v["schemaType"]
+        .as_str()
+        .and_then(SchemaType::parse)
+        .unwrap_or(SchemaType::Avro);
     Ok(RegisteredSchema {
-        // The registry leaves `schemaType` out for AVRO.
-        schema_type: v["schemaType"]
-            .as_str()
-            .and_then(SchemaType::parse)
-            .unwrap_or(SchemaType::Avro),
-        text: text.to_string(),
+        references: v["references"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| SchemaReference {
+                name: r["name"].as_str().unwrap_or_default().to_string(),
+                subject: r["subject"].as_str().unwrap_or_default().to_string(),
+                version: r["version"].as_i64().unwrap_or(1) as i32,
+            })
+            .collect(),
+        ..RegisteredSchema::new(schema_type, text)
     })
 }
 
@@ -88,6 +101,25 @@ fn encode(subject: &str) -> String {
         .collect()
 }
 
+impl HttpRegistry {
+    /// A version of a subject (`latest` or a number), as stored.
+    fn subject_version(
+        &self,
+        subject: &str,
+        version: &str,
+    ) -> Result<Option<(i32, RegisteredSchema)>> {
+        let path = format!("/subjects/{}/versions/{version}", encode(subject));
+        let Some(answer) = self.request("GET", &path, None)? else {
+            return Ok(None);
+        };
+        let id = answer["id"]
+            .as_i64()
+            .and_then(|id| i32::try_from(id).ok())
+            .ok_or_else(|| RegistryError::Http(format!("{subject} version {version}: {answer}")))?;
+        Ok(Some((id, schema_of(&answer)?)))
+    }
+}
+
 impl std::fmt::Debug for HttpRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "HttpRegistry({})", self.url)
@@ -99,6 +131,13 @@ impl SchemaRegistry for HttpRegistry {
         let mut body = json!({"schema": schema.text});
         if schema.schema_type != SchemaType::Avro {
             body["schemaType"] = json!(schema.schema_type.name());
+        }
+        if !schema.references.is_empty() {
+            body["references"] = schema
+                .references
+                .iter()
+                .map(|r| json!({"name": r.name, "subject": r.subject, "version": r.version}))
+                .collect();
         }
         let answer = self
             .request(
@@ -127,7 +166,8 @@ impl SchemaRegistry for HttpRegistry {
         let answer = self
             .request("GET", &format!("/schemas/ids/{id}"), None)?
             .ok_or(RegistryError::IdNotFound(id))?;
-        let schema = schema_of(&answer)?;
+        let mut schema = schema_of(&answer)?;
+        resolve_imports(self, &mut schema)?;
         self.by_id
             .lock()
             .expect("cache lock")
@@ -136,19 +176,15 @@ impl SchemaRegistry for HttpRegistry {
     }
 
     fn latest(&self, subject: &str) -> Result<Option<(i32, RegisteredSchema)>> {
-        let Some(answer) = self.request(
-            "GET",
-            &format!("/subjects/{}/versions/latest", encode(subject)),
-            None,
-        )?
-        else {
+        let Some((id, mut schema)) = self.subject_version(subject, "latest")? else {
             return Ok(None);
         };
-        let id = answer["id"]
-            .as_i64()
-            .and_then(|id| i32::try_from(id).ok())
-            .ok_or_else(|| RegistryError::Http(format!("latest of {subject}: {answer}")))?;
-        Ok(Some((id, schema_of(&answer)?)))
+        resolve_imports(self, &mut schema)?;
+        Ok(Some((id, schema)))
+    }
+
+    fn version(&self, subject: &str, version: i32) -> Result<Option<(i32, RegisteredSchema)>> {
+        self.subject_version(subject, &version.to_string())
     }
 
     fn delete_subject(&self, subject: &str) -> Result<()> {

@@ -60,11 +60,42 @@ impl SchemaType {
     }
 }
 
-/// A schema as the registry stores it: its kind and its text.
+/// A schema as the registry stores it: its kind, its text, and the schemas it imports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegisteredSchema {
     pub schema_type: SchemaType,
     pub text: String,
+    /// Other registered schemas this one refers to (a `.proto` file's imports).
+    pub references: Vec<SchemaReference>,
+    /// The referenced schemas' texts by import name, with theirs in turn: filled in by
+    /// the registry's lookups, so a schema can be parsed without asking again.
+    pub imports: BTreeMap<String, String>,
+}
+
+/// A reference from one schema to a version of a subject, under an import name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchemaReference {
+    pub name: String,
+    pub subject: String,
+    pub version: i32,
+}
+
+impl RegisteredSchema {
+    pub fn new(schema_type: SchemaType, text: impl Into<String>) -> RegisteredSchema {
+        RegisteredSchema {
+            schema_type,
+            text: text.into(),
+            references: Vec::new(),
+            imports: BTreeMap::new(),
+        }
+    }
+
+    /// The same schema as the registry tells them apart: kind, text and references.
+    pub fn same_as(&self, other: &RegisteredSchema) -> bool {
+        self.schema_type == other.schema_type
+            && self.text == other.text
+            && self.references == other.references
+    }
 }
 
 /// Where schemas are registered and looked up.
@@ -78,6 +109,33 @@ pub trait SchemaRegistry: Send + Sync + std::fmt::Debug {
     fn latest(&self, subject: &str) -> Result<Option<(i32, RegisteredSchema)>>;
     /// Removes a subject and its versions (DROP ... DELETE TOPIC).
     fn delete_subject(&self, subject: &str) -> Result<()>;
+    /// Version `version` (from 1) of `subject`, with its id, as stored: its imports are
+    /// not resolved (see `resolve_imports`).
+    fn version(&self, subject: &str, version: i32) -> Result<Option<(i32, RegisteredSchema)>>;
+}
+
+/// Fills in the texts of the schemas `schema` refers to, and of theirs in turn. A
+/// reference cycle ends where an import name was seen.
+pub fn resolve_imports(registry: &dyn SchemaRegistry, schema: &mut RegisteredSchema) -> Result<()> {
+    let mut pending: Vec<SchemaReference> = schema.references.clone();
+    let mut fetched = 0;
+    while let Some(r) = pending.pop() {
+        if schema.imports.contains_key(&r.name) {
+            continue;
+        }
+        fetched += 1;
+        if fetched > 256 {
+            return Err(RegistryError::Schema(
+                "schema references nest too deep".into(),
+            ));
+        }
+        let (_, referenced) = registry.version(&r.subject, r.version)?.ok_or_else(|| {
+            RegistryError::SubjectNotFound(format!("{} version {}", r.subject, r.version))
+        })?;
+        pending.extend(referenced.references.iter().cloned());
+        schema.imports.insert(r.name.clone(), referenced.text);
+    }
+    Ok(())
 }
 
 /// The registry subject of a topic's keys or values (Confluent's TopicNameStrategy).
@@ -144,7 +202,11 @@ impl MemoryRegistry {
 impl SchemaRegistry for MemoryRegistry {
     fn register(&self, subject: &str, schema: &RegisteredSchema) -> Result<i32> {
         let mut m = self.inner.lock().expect("registry lock");
-        let same = |id: &i32, m: &Memory| m.by_id.get(id) == Some(schema);
+        let schema = &RegisteredSchema {
+            imports: BTreeMap::new(),
+            ..schema.clone()
+        };
+        let same = |id: &i32, m: &Memory| m.by_id.get(id).is_some_and(|s| s.same_as(schema));
         if let Some(id) = m
             .subjects
             .get(subject)
@@ -153,7 +215,7 @@ impl SchemaRegistry for MemoryRegistry {
             return Ok(*id);
         }
         // The registry gives a schema the same id under every subject.
-        let id = match m.by_id.iter().find(|(_, s)| *s == schema) {
+        let id = match m.by_id.iter().find(|(_, s)| s.same_as(schema)) {
             Some((id, _)) => *id,
             None => m.by_id.keys().next_back().map_or(1, |last| last + 1),
         };
@@ -163,19 +225,38 @@ impl SchemaRegistry for MemoryRegistry {
     }
 
     fn schema(&self, id: i32) -> Result<RegisteredSchema> {
-        let m = self.inner.lock().expect("registry lock");
-        m.by_id
-            .get(&id)
-            .cloned()
-            .ok_or(RegistryError::IdNotFound(id))
+        let mut found = {
+            let m = self.inner.lock().expect("registry lock");
+            m.by_id
+                .get(&id)
+                .cloned()
+                .ok_or(RegistryError::IdNotFound(id))?
+        };
+        resolve_imports(self, &mut found)?;
+        Ok(found)
     }
 
     fn latest(&self, subject: &str) -> Result<Option<(i32, RegisteredSchema)>> {
-        let m = self.inner.lock().expect("registry lock");
-        Ok(m.subjects
-            .get(subject)
-            .and_then(|ids| ids.last())
-            .map(|id| (*id, m.by_id[id].clone())))
+        let count = {
+            let m = self.inner.lock().expect("registry lock");
+            m.subjects.get(subject).map_or(0, Vec::len)
+        };
+        let Some((id, mut schema)) = self.version(subject, count as i32)? else {
+            return Ok(None);
+        };
+        resolve_imports(self, &mut schema)?;
+        Ok(Some((id, schema)))
+    }
+
+    fn version(&self, subject: &str, version: i32) -> Result<Option<(i32, RegisteredSchema)>> {
+        let found = {
+            let m = self.inner.lock().expect("registry lock");
+            usize::try_from(version - 1)
+                .ok()
+                .and_then(|v| m.subjects.get(subject).and_then(|ids| ids.get(v)))
+                .map(|id| (*id, m.by_id[id].clone()))
+        };
+        Ok(found)
     }
 
     fn delete_subject(&self, subject: &str) -> Result<()> {
@@ -190,10 +271,44 @@ mod tests {
     use super::*;
 
     fn avro(text: &str) -> RegisteredSchema {
-        RegisteredSchema {
-            schema_type: SchemaType::Avro,
-            text: text.into(),
-        }
+        RegisteredSchema::new(SchemaType::Avro, text)
+    }
+
+    #[test]
+    fn a_schema_s_imports_are_resolved_through_its_references() {
+        let r = MemoryRegistry::new();
+        let event = RegisteredSchema::new(SchemaType::Protobuf, "message Event {}");
+        r.register("event.proto", &event).unwrap();
+        let main = RegisteredSchema {
+            references: vec![SchemaReference {
+                name: "event.proto".into(),
+                subject: "event.proto".into(),
+                version: 1,
+            }],
+            ..RegisteredSchema::new(SchemaType::Protobuf, "import \"event.proto\";")
+        };
+        let id = r.register("t-value", &main).unwrap();
+        let found = r.schema(id).unwrap();
+        assert_eq!(found.imports["event.proto"], "message Event {}");
+        assert_eq!(r.latest("t-value").unwrap().unwrap().1, found);
+        assert_eq!(r.version("t-value", 2).unwrap(), None);
+    }
+
+    #[test]
+    fn a_reference_cycle_ends() {
+        let r = MemoryRegistry::new();
+        let refer = |to: &str, text: &str| RegisteredSchema {
+            references: vec![SchemaReference {
+                name: to.into(),
+                subject: to.into(),
+                version: 1,
+            }],
+            ..RegisteredSchema::new(SchemaType::Protobuf, text)
+        };
+        r.register("a", &refer("b", "A")).unwrap();
+        let id = r.register("b", &refer("a", "B")).unwrap();
+        let b = r.schema(id).unwrap();
+        assert_eq!(b.imports.len(), 2, "{:?}", b.imports);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 use crate::avro::{decimal_bytes, decimal_text, unscaled};
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -221,6 +222,14 @@ enum RawType {
     Map(String, String),
 }
 
+/// A file as written.
+struct RawFile {
+    package: String,
+    messages: Vec<RawMessage>,
+    enums: Vec<RawEnum>,
+    imports: Vec<String>,
+}
+
 /// An enum as written: its name and its symbols with their numbers.
 type RawEnum = (String, Vec<(String, i32)>);
 
@@ -292,10 +301,22 @@ impl Parser {
         }
     }
 
-    fn file(&mut self) -> Result<(String, Vec<RawMessage>, Vec<RawEnum>)> {
+    fn file(&mut self) -> Result<RawFile> {
         let (mut package, mut messages, mut enums) = (String::new(), Vec::new(), Vec::new());
+        let mut imports = Vec::new();
         while let Some(t) = self.peek().cloned() {
             match t {
+                Token::Ident(k) if k == "import" => {
+                    self.pos += 1;
+                    if matches!(self.peek(), Some(Token::Ident(m)) if m == "public" || m == "weak")
+                    {
+                        self.pos += 1;
+                    }
+                    if let Token::Str(name) = self.next()? {
+                        imports.push(name);
+                    }
+                    self.expect(';')?;
+                }
                 Token::Ident(k) if k == "message" => {
                     self.pos += 1;
                     messages.push(self.message()?);
@@ -313,7 +334,12 @@ impl Parser {
                 _ => self.skip_statement()?,
             }
         }
-        Ok((package, messages, enums))
+        Ok(RawFile {
+            package,
+            messages,
+            enums,
+            imports,
+        })
     }
 
     fn enumeration(&mut self) -> Result<RawEnum> {
@@ -596,19 +622,51 @@ impl<'a> Resolver<'a> {
     }
 }
 
-/// Parses `.proto` text.
+/// Parses `.proto` text that imports nothing but the well-known types.
 pub fn parse(text: &str) -> Result<ProtoFile> {
-    let mut p = Parser {
+    parse_with_imports(text, &BTreeMap::new())
+}
+
+fn parse_raw(text: &str) -> Result<RawFile> {
+    Parser {
         tokens: tokenize(text)?,
         pos: 0,
-    };
-    let (package, raw, enums) = p.file()?;
+    }
+    .file()
+}
+
+/// Parses `.proto` text whose imports are among `imports` (file name to text; imports
+/// of the well-known types need none). The messages are the file's own; the imported
+/// files' messages and enums serve as field types.
+pub fn parse_with_imports(text: &str, imports: &BTreeMap<String, String>) -> Result<ProtoFile> {
+    let main = parse_raw(text)?;
+    let own = main.messages.len();
+    let (mut messages, mut enums) = (main.messages, main.enums);
+    let mut pending = main.imports;
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(name) = pending.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        if let Some(imported) = imports.get(&name) {
+            let f = parse_raw(imported)?;
+            pending.extend(f.imports);
+            messages.extend(f.messages);
+            enums.extend(f.enums);
+        }
+    }
     let mut r = Resolver {
-        scopes: vec![(&raw, &enums)],
+        scopes: vec![(&messages, &enums)],
         depth: 0,
     };
-    let messages = raw.iter().map(|m| r.message(m)).collect::<Result<_>>()?;
-    Ok(ProtoFile { package, messages })
+    let resolved = messages[..own]
+        .iter()
+        .map(|m| r.message(m))
+        .collect::<Result<_>>()?;
+    Ok(ProtoFile {
+        package: main.package,
+        messages: resolved,
+    })
 }
 
 // ---- wire format ----
@@ -1302,6 +1360,31 @@ mod tests {
                 "w": null, "o": null, "n": null, "by": "", "ts": null, "dt": null,
                 "t": null, "u": 0, "f": 0.0})
         );
+    }
+
+    #[test]
+    fn imported_files_give_field_types() {
+        let imports: BTreeMap<String, String> = [(
+            "event.proto".to_string(),
+            "syntax = \"proto3\"; package ev; message Event { int64 timestamp = 1; }".to_string(),
+        )]
+        .into();
+        let f = parse_with_imports(
+            "syntax = \"proto3\"; import \"event.proto\"; message L { ev.Event event = 1; }",
+            &imports,
+        )
+        .unwrap();
+        assert_eq!(
+            f.messages.len(),
+            1,
+            "imported messages are not the file's own"
+        );
+        let (m, _) = f.message(None).unwrap();
+        let FieldType::Message(event) = &m.fields[0].ty else {
+            panic!("a message field")
+        };
+        assert_eq!(event.fields[0].name, "timestamp");
+        assert!(parse("import \"event.proto\"; message L { Event e = 1; }").is_err());
     }
 
     #[test]

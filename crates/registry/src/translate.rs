@@ -28,7 +28,7 @@ pub fn part_schema(
         SchemaType::Json => json_part(columns, unwrapped).to_string(),
         SchemaType::Protobuf => proto_part(columns, full_name, protobuf_nullable),
     };
-    RegisteredSchema { schema_type, text }
+    RegisteredSchema::new(schema_type, text)
 }
 
 fn proto_part(columns: &[(&str, &SqlType)], full_name: &str, nullable: Option<&str>) -> String {
@@ -301,7 +301,7 @@ pub fn infer(
     full_name: Option<&str>,
 ) -> Result<Inferred, String> {
     if schema.schema_type == SchemaType::Protobuf {
-        let file = crate::protobuf::parse(&schema.text)?;
+        let file = crate::protobuf::parse_with_imports(&schema.text, &schema.imports)?;
         let (message, _) = file.message(full_name)?;
         return Ok(Inferred {
             columns: message
@@ -641,10 +641,7 @@ mod tests {
 
     #[test]
     fn json_schemas_infer_integers_by_their_connect_type() {
-        let s = |text: &str| RegisteredSchema {
-            schema_type: SchemaType::Json,
-            text: text.into(),
-        };
+        let s = |text: &str| RegisteredSchema::new(SchemaType::Json, text);
         let int = infer(
             &s(r#"{"oneOf":[{"type":"null"},{"type":"integer","connect.type":"int32"}]}"#),
             false,

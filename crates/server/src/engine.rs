@@ -1090,7 +1090,7 @@ impl Engine {
                 if_exists,
                 delete_topic,
             } => {
-                let topic = {
+                let (topic, registered) = {
                     let ms = self.lock_metastore();
                     let Some(source) = ms.sources.get(&name) else {
                         if if_exists {
@@ -1124,7 +1124,11 @@ impl Engine {
                             ms.writers_of(&name).join(", ")
                         )));
                     }
-                    source.topic.topic.clone()
+                    (
+                        source.topic.topic.clone(),
+                        [&source.topic.key_format, &source.topic.value_format]
+                            .map(|f| f.kind.needs_schema_registry()),
+                    )
                 };
                 let cmd = Command {
                     version: COMMAND_VERSION,
@@ -1138,6 +1142,15 @@ impl Engine {
                         .delete_topic(&topic)
                         .await
                         .map_err(|e| fail(format!("Could not delete the topic {topic}: {e}")))?;
+                    // As ksqlDB does, the topic's schemas go with it.
+                    if let Some(registry) = self.registry() {
+                        for (is_key, registered) in [(true, registered[0]), (false, registered[1])] {
+                            let subject = sluice_registry::subject(&topic, is_key);
+                            if registered && let Err(e) = registry.delete_subject(&subject) {
+                                tracing::warn!("could not delete the subject {subject}: {e}");
+                            }
+                        }
+                    }
                 }
                 Ok(entity)
             }

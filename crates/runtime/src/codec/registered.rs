@@ -70,7 +70,7 @@ impl Writer {
             SchemaType::Avro => Writer::Avro(Arc::new(Schema::parse(&schema.text)?)),
             SchemaType::Json => Writer::Json,
             SchemaType::Protobuf => {
-                let file = protobuf::parse(&schema.text)?;
+                let file = protobuf::parse_with_imports(&schema.text, &schema.imports)?;
                 let (_, path) = file.message(full_name)?;
                 Writer::Protobuf(Arc::new(file), path)
             }
