@@ -13,7 +13,8 @@
 //! first; every scenario's median is also printed as a ratio to it, which varies less
 //! than records per second on a shared machine.
 //!
-//! Scenarios: `project` (decode, filter, project, encode), `tumbling` (COUNT and SUM per
+//! Scenarios: `project` (decode, filter, project, encode), `project-avro` (the same
+//! with AVRO values framed for a schema registry), `tumbling` (COUNT and SUM per
 //! key over 10,000 keys in 1-minute windows), `stream-table` (lookups against a table of
 //! 100,000 keys), `stream-stream` (two streams joined within 1 minute, records of the two
 //! alternating one by one), `stream-stream-runs` (the same in runs of 500 per topic,
@@ -22,10 +23,13 @@
 //! in-memory cache, a commit every 20,000 records) and `grouped-rocksdb-misses` (100,000
 //! keys, 10,000 kept in memory: a key seen before is read back from RocksDB).
 
+use serde_json::json;
 use sluice_plan::QueryPlan;
+use sluice_registry::{MemoryRegistry, RegisteredSchema, SchemaRegistry, SchemaType, avro, frame};
 use sluice_runtime::pipeline::{OutputRecord, Pipeline, SourceRecord};
 use sluice_sql::{Planned, PlannerConfig, SourceDesc, parse_statements, plan_statement};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 const BATCH: usize = 2_000;
@@ -107,11 +111,14 @@ fn click(i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The records pushed before the timed run (a table's contents), and the timed ones.
+type Setup = (Vec<Input>, Vec<Input>);
+
 struct Scenario {
     name: &'static str,
     sql: &'static str,
     /// Records pushed before the timed run (a table's contents), and the timed ones.
-    setup: fn(usize) -> (Vec<Input>, Vec<Input>),
+    setup: fn(usize, &MemoryRegistry) -> Setup,
     /// Aggregation groups in RocksDB, with at most this many in memory between commits
     /// (None: all in memory, no changelog).
     rocksdb_cached: Option<usize>,
@@ -133,20 +140,56 @@ fn keyed_clicks(n: usize, keys: usize) -> Vec<Input> {
 const GROUPED: &str = "CREATE STREAM clicks (user_id BIGINT KEY, page STRING, ms INT, ref STRING, agent STRING) WITH (kafka_topic='clicks', format='JSON');
     CREATE TABLE per_user AS SELECT user_id, COUNT(*) AS n, SUM(ms) AS total FROM clicks GROUP BY user_id;";
 
+/// `keyed_clicks` as AVRO records: framed with the id of the schema ksqlDB would
+/// register for the clicks stream's values.
+fn avro_clicks(n: usize, registry: &MemoryRegistry) -> Vec<Input> {
+    let schema = json!({"type": "record", "name": "KsqlDataSourceSchema",
+        "namespace": "io.confluent.ksql.avro_schemas", "fields": [
+        {"name": "PAGE", "type": ["null", "string"], "default": null},
+        {"name": "MS", "type": ["null", "int"], "default": null},
+        {"name": "REF", "type": ["null", "string"], "default": null},
+        {"name": "AGENT", "type": ["null", "string"], "default": null}]});
+    let id = registry
+        .register(
+            "clicks-value",
+            &RegisteredSchema::new(SchemaType::Avro, schema.to_string()),
+        )
+        .expect("registers");
+    let parsed = avro::Schema::from_json(&schema).expect("a schema");
+    keyed_clicks(n, 10_000)
+        .into_iter()
+        .map(|mut r| {
+            let json: serde_json::Value = serde_json::from_slice(&r.value).expect("JSON");
+            let mut bytes = Vec::new();
+            frame(id, &mut bytes);
+            avro::write_json(&parsed, &json, &mut bytes).expect("fits");
+            r.value = bytes;
+            r
+        })
+        .collect()
+}
+
 fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "project",
             sql: "CREATE STREAM clicks (user_id BIGINT KEY, page STRING, ms INT, ref STRING, agent STRING) WITH (kafka_topic='clicks', format='JSON');
                   CREATE STREAM out AS SELECT user_id, UCASE(page) AS page, ms * 2 AS ms2, ref FROM clicks WHERE ms > 100;",
-            setup: |n| (Vec::new(), keyed_clicks(n, 10_000)),
+            setup: |n, _| (Vec::new(), keyed_clicks(n, 10_000)),
+            rocksdb_cached: None,
+        },
+        Scenario {
+            name: "project-avro",
+            sql: "CREATE STREAM clicks (user_id BIGINT KEY, page STRING, ms INT, ref STRING, agent STRING) WITH (kafka_topic='clicks', key_format='JSON', value_format='AVRO');
+                  CREATE STREAM out AS SELECT user_id, UCASE(page) AS page, ms * 2 AS ms2, ref FROM clicks WHERE ms > 100;",
+            setup: |n, registry| (Vec::new(), avro_clicks(n, registry)),
             rocksdb_cached: None,
         },
         Scenario {
             name: "tumbling",
             sql: "CREATE STREAM clicks (user_id BIGINT KEY, page STRING, ms INT, ref STRING, agent STRING) WITH (kafka_topic='clicks', format='JSON');
                   CREATE TABLE per_minute AS SELECT user_id, COUNT(*) AS n, SUM(ms) AS total FROM clicks WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY user_id;",
-            setup: |n| (Vec::new(), keyed_clicks(n, 10_000)),
+            setup: |n, _| (Vec::new(), keyed_clicks(n, 10_000)),
             rocksdb_cached: None,
         },
         Scenario {
@@ -154,7 +197,7 @@ fn scenarios() -> Vec<Scenario> {
             sql: "CREATE STREAM clicks (user_id BIGINT KEY, page STRING, ms INT, ref STRING, agent STRING) WITH (kafka_topic='clicks', format='JSON');
                   CREATE TABLE users (id BIGINT PRIMARY KEY, name STRING, region STRING) WITH (kafka_topic='users', format='JSON');
                   CREATE STREAM enriched AS SELECT c.user_id, page, name, region FROM clicks c JOIN users u ON c.user_id = u.id;",
-            setup: |n| {
+            setup: |n, _| {
                 let table = (0..100_000)
                     .map(|i| Input {
                         input: 1,
@@ -179,25 +222,25 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "stream-stream",
             sql: STREAM_STREAM,
-            setup: |n| (Vec::new(), orders_and_shipments(n, 1)),
+            setup: |n, _| (Vec::new(), orders_and_shipments(n, 1)),
             rocksdb_cached: None,
         },
         Scenario {
             name: "stream-stream-runs",
             sql: STREAM_STREAM,
-            setup: |n| (Vec::new(), orders_and_shipments(n, 500)),
+            setup: |n, _| (Vec::new(), orders_and_shipments(n, 500)),
             rocksdb_cached: None,
         },
         Scenario {
             name: "grouped",
             sql: GROUPED,
-            setup: |n| (Vec::new(), keyed_clicks(n, 10_000)),
+            setup: |n, _| (Vec::new(), keyed_clicks(n, 10_000)),
             rocksdb_cached: None,
         },
         Scenario {
             name: "grouped-rocksdb",
             sql: GROUPED,
-            setup: |n| (Vec::new(), keyed_clicks(n, 10_000)),
+            setup: |n, _| (Vec::new(), keyed_clicks(n, 10_000)),
             rocksdb_cached: Some(100_000),
         },
         // Ten times more keys than memory keeps, each seen every 100,000 records: a row
@@ -205,7 +248,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "grouped-rocksdb-misses",
             sql: GROUPED,
-            setup: |n| (Vec::new(), keyed_clicks(n, 100_000)),
+            setup: |n, _| (Vec::new(), keyed_clicks(n, 100_000)),
             rocksdb_cached: Some(10_000),
         },
     ]
@@ -300,11 +343,14 @@ fn main() {
             continue;
         }
         let plan = plan(s.sql);
-        let (setup, timed) = (s.setup)(records);
+        let registry = Arc::new(MemoryRegistry::new());
+        let (setup, timed) = (s.setup)(records, &registry);
         let mut rates = Vec::new();
         let mut written = 0;
         for _ in 0..runs {
-            let mut pipeline = Pipeline::new(&plan, None).expect("compiles");
+            let mut pipeline =
+                Pipeline::new(&plan, Some(registry.clone() as Arc<dyn SchemaRegistry>))
+                    .expect("compiles");
             // Kept until the run ends: the database lives in it.
             let dir = std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);

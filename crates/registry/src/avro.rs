@@ -358,6 +358,36 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
 
+    pub fn string(&mut self) -> Result<&'a str> {
+        std::str::from_utf8(self.bytes()?)
+            .map_err(|_| "Invalid Avro data: a string that is not UTF-8".into())
+    }
+
+    pub fn double(&mut self) -> Result<f64> {
+        Ok(f64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+
+    pub fn float(&mut self) -> Result<f32> {
+        Ok(f32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+
+    pub fn boolean(&mut self) -> Result<bool> {
+        Ok(self.take(1)?[0] != 0)
+    }
+
+    /// Reads a union's branch index and returns that branch.
+    pub fn branch<'s>(&mut self, branches: &'s [Schema]) -> Result<&'s Schema> {
+        let i = self.long()?;
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| branches.get(i))
+            .ok_or_else(|| format!("Invalid Avro data: union branch {i}"))
+    }
+
     /// Reads one block count of an array or map; 0 ends it.
     fn block(&mut self) -> Result<usize> {
         let n = self.long()?;

@@ -16,6 +16,7 @@ use datafusion_common::arrow::datatypes::{DataType, FieldRef, Fields};
 use serde_json::Value;
 use sluice_plan::{Column, Format, FormatKind, SqlType};
 use sluice_registry::{avro, protobuf, unframe};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Appends values of one SQL type.
@@ -717,7 +718,13 @@ pub struct PartDecoder {
     writers: WriterSchemas,
     /// PROTOBUF_NOSR: the schema derived from the columns.
     nosr: Option<Writer>,
+    /// AVRO: per writer schema id, where each of its record's fields goes.
+    avro_plans: HashMap<i32, Option<Arc<AvroPlan>>>,
 }
+
+/// An Avro record's fields in order, each with the index (among the part's columns) of
+/// the column it fills, if any.
+type AvroPlan = Vec<(avro::Schema, Option<usize>)>;
 
 impl PartDecoder {
     pub fn new(format: &Format, columns: &[(usize, &Column)], is_key: bool) -> PartDecoder {
@@ -736,6 +743,7 @@ impl PartDecoder {
             spans: vec![None; columns.len()],
             scan_fields,
             writers: WriterSchemas::new(None),
+            avro_plans: HashMap::new(),
             nosr: (format.kind == FormatKind::ProtobufNosr && !columns.is_empty())
                 .then(|| {
                     let typed: Vec<&Column> = columns.iter().map(|(_, c)| *c).collect();
@@ -774,6 +782,13 @@ impl PartDecoder {
             FormatKind::Avro | FormatKind::Protobuf => {
                 let (id, payload) = unframe(bytes)?;
                 let writer = self.writers.get(id)?;
+                if let Writer::Avro(schema) = &writer
+                    && let Some(plan) = self.avro_plan(id, schema)
+                {
+                    return self
+                        .decode_avro_record(&plan, payload, builders)
+                        .map_err(|e| format!("Failed to deserialize AVRO: {e}"));
+                }
                 let value = read_with(&writer, payload, true)
                     .map_err(|e| format!("Failed to deserialize {}: {e}", self.format.kind))?;
                 self.decode_tree(&value, builders)
@@ -828,6 +843,69 @@ impl PartDecoder {
         self.decode_tree(&value, builders)
     }
 
+    /// How the fields of writer schema `id` fill the columns: None when records of it
+    /// are read through a JSON tree (a bare column, a schema that is not a record, more
+    /// columns than the fast path tracks).
+    fn avro_plan(&mut self, id: i32, schema: &avro::Schema) -> Option<Arc<AvroPlan>> {
+        if let Some(plan) = self.avro_plans.get(&id) {
+            return plan.clone();
+        }
+        let plan = match schema {
+            avro::Schema::Record { fields, .. } if !self.unwrapped && self.columns.len() <= 64 => {
+                let mut taken = vec![false; self.columns.len()];
+                let plan: AvroPlan = fields
+                    .iter()
+                    .map(|f| {
+                        let upper = f.name.to_uppercase();
+                        let column = (0..self.columns.len())
+                            .find(|&k| !taken[k] && self.exact_names[k] == f.name)
+                            .or_else(|| {
+                                (0..self.columns.len())
+                                    .find(|&k| !taken[k] && self.names[k] == upper)
+                            });
+                        if let Some(k) = column {
+                            taken[k] = true;
+                        }
+                        (f.schema.clone(), column)
+                    })
+                    .collect();
+                Some(Arc::new(plan))
+            }
+            _ => None,
+        };
+        self.avro_plans.insert(id, plan.clone());
+        plan
+    }
+
+    /// Reads an Avro record straight into the builders (see `append_avro`); columns the
+    /// record has no field for are NULL.
+    fn decode_avro_record(
+        &self,
+        plan: &AvroPlan,
+        payload: &[u8],
+        builders: &mut [ColumnBuilder],
+    ) -> DecodeResult {
+        let mut r = avro::Reader::new(payload);
+        let mut filled: u64 = 0;
+        for (schema, column) in plan {
+            match column {
+                Some(k) => {
+                    append_avro(&mut r, schema, &mut builders[self.columns[*k]])?;
+                    filled |= 1 << k;
+                }
+                None => {
+                    r.json(schema)?;
+                }
+            }
+        }
+        for (k, &col) in self.columns.iter().enumerate() {
+            if filled & (1 << k) == 0 {
+                builders[col].append_null();
+            }
+        }
+        Ok(())
+    }
+
     /// Appends a value given as JSON: the bare column, or an object's fields by name
     /// (exactly, else ignoring case).
     fn decode_tree(&self, value: &Value, builders: &mut [ColumnBuilder]) -> DecodeResult {
@@ -868,6 +946,52 @@ impl PartDecoder {
             builders[col].append_text(field)?;
         }
         Ok(())
+    }
+}
+
+/// Appends one Avro value: the types that map one to one go straight into the builder,
+/// the rest through JSON and its coercions (`append_json`), as the slow path reads them.
+fn append_avro(
+    r: &mut avro::Reader<'_>,
+    schema: &avro::Schema,
+    builder: &mut ColumnBuilder,
+) -> DecodeResult {
+    use avro::Schema as S;
+    match (schema, builder) {
+        (S::Union(branches), b) => {
+            let branch = r.branch(branches)?;
+            if *branch == S::Null {
+                b.append_null();
+                return Ok(());
+            }
+            append_avro(r, branch, b)
+        }
+        (S::String, ColumnBuilder::String(b)) => {
+            b.append_value(r.string()?);
+            Ok(())
+        }
+        (S::Int | S::Long, ColumnBuilder::Bigint(b)) => {
+            b.append_value(r.long()?);
+            Ok(())
+        }
+        (S::Int, ColumnBuilder::Integer(b)) => {
+            let v = r.long()?;
+            b.append_value(i32::try_from(v).map_err(|_| format!("{v} is not an int"))?);
+            Ok(())
+        }
+        (S::Double, ColumnBuilder::Double(b)) => {
+            b.append_value(r.double()?);
+            Ok(())
+        }
+        (S::Float, ColumnBuilder::Double(b)) => {
+            b.append_value(f64::from(r.float()?));
+            Ok(())
+        }
+        (S::Boolean, ColumnBuilder::Boolean(b)) => {
+            b.append_value(r.boolean()?);
+            Ok(())
+        }
+        (schema, b) => b.append_json(&r.json(schema)?),
     }
 }
 
@@ -938,6 +1062,78 @@ mod tests {
             split_delimited("a,\"b,c\",,\"d\"\"e\"", ','),
             vec!["a", "b,c", "", "d\"e"]
         );
+    }
+
+    #[test]
+    fn avro_records_read_straight_into_columns_as_through_the_tree() {
+        use serde_json::json;
+        use sluice_registry::{MemoryRegistry, RegisteredSchema, SchemaRegistry, SchemaType};
+        let schema = json!({"type": "record", "name": "R", "fields": [
+            {"name": "s", "type": ["null", "string"]},
+            {"name": "i", "type": "int"},
+            {"name": "l", "type": ["null", "long"]},
+            {"name": "d", "type": "double"},
+            {"name": "f", "type": "float"},
+            {"name": "b", "type": "boolean"},
+            {"name": "skipped", "type": {"type": "array", "items": "string"}},
+            {"name": "n", "type": ["null", {"type": "record", "name": "N", "fields": [{"name": "x", "type": "int"}]}]},
+            {"name": "i_as_string", "type": "int"}]});
+        let registry = Arc::new(MemoryRegistry::new());
+        let id = registry
+            .register(
+                "t-value",
+                &RegisteredSchema::new(SchemaType::Avro, schema.to_string()),
+            )
+            .unwrap();
+        let columns = [
+            Column::value("S", SqlType::String),
+            Column::value("I", SqlType::Bigint),
+            Column::value("L", SqlType::Bigint),
+            Column::value("D", SqlType::Double),
+            Column::value("F", SqlType::Double),
+            Column::value("B", SqlType::Boolean),
+            Column::value(
+                "N",
+                SqlType::Struct(vec![sluice_plan::StructField {
+                    name: "X".into(),
+                    ty: SqlType::Integer,
+                }]),
+            ),
+            Column::value("I_AS_STRING", SqlType::String),
+            Column::value("MISSING", SqlType::Integer),
+        ];
+        let part: Vec<(usize, &Column)> = columns.iter().enumerate().collect();
+        let parsed = avro::Schema::from_json(&schema).unwrap();
+        let values = [
+            json!({"s": "a", "i": 1, "l": 2, "d": 1.5, "f": 0.25, "b": true, "skipped": ["x"], "n": {"x": 3}, "i_as_string": 7}),
+            json!({"s": null, "i": -1, "l": null, "d": -0.0, "f": 2.0, "b": false, "skipped": [], "n": null, "i_as_string": -7}),
+        ];
+        let builders = || -> Vec<ColumnBuilder> {
+            columns
+                .iter()
+                .map(|c| ColumnBuilder::new(&c.ty).unwrap())
+                .collect()
+        };
+        let (mut fast, mut slow) = (builders(), builders());
+        let mut decoder = PartDecoder::new(&Format::new(FormatKind::Avro), &part, false)
+            .with_registry(Some(registry.clone() as Registry));
+        for v in &values {
+            let mut bytes = Vec::new();
+            sluice_registry::frame(id, &mut bytes);
+            avro::write_json(&parsed, v, &mut bytes).unwrap();
+            decoder.decode(Some(&bytes), &mut fast).unwrap();
+            let tree = avro::Reader::new(&bytes[5..]).json(&parsed).unwrap();
+            decoder.decode_tree(&tree, &mut slow).unwrap();
+        }
+        assert!(decoder.avro_plans[&id].is_some(), "the fast path was taken");
+        for (f, s) in fast.iter_mut().zip(slow.iter_mut()) {
+            assert_eq!(f.finish().to_data(), s.finish().to_data());
+        }
+        // A record cut short is an error, not a panic.
+        let mut bytes = Vec::new();
+        sluice_registry::frame(id, &mut bytes);
+        bytes.extend_from_slice(&[2, 4, b'a']);
+        assert!(decoder.decode(Some(&bytes), &mut builders()).is_err());
     }
 
     #[test]
