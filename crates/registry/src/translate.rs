@@ -32,7 +32,10 @@ pub fn part_schema(
 }
 
 fn proto_part(columns: &[(&str, &SqlType)], full_name: &str, nullable: Option<&str>) -> String {
-    let name = full_name.rsplit('.').next().filter(|n| !n.is_empty());
+    let (package, name) = match full_name.rsplit_once('.') {
+        Some((package, name)) => (Some(package), Some(name)),
+        None => (None, Some(full_name).filter(|n| !n.is_empty())),
+    };
     let mut writer = ProtoWriter {
         imports: std::collections::BTreeSet::new(),
         next: 2,
@@ -51,7 +54,10 @@ fn proto_part(columns: &[(&str, &SqlType)], full_name: &str, nullable: Option<&s
     } else {
         format!("{imports}\n")
     };
-    format!("syntax = \"proto3\";\n\n{imports}{body}")
+    let package = package
+        .map(|p| format!("package {p};\n\n"))
+        .unwrap_or_default();
+    format!("syntax = \"proto3\";\n\n{package}{imports}{body}")
 }
 
 /// Writes `.proto` text for SQL columns as Kafka Connect's protobuf converter names

@@ -76,6 +76,63 @@ impl Catalog for std::collections::BTreeMap<String, SourceDesc> {
     }
 }
 
+/// A value for a column of type `to` in INSERT VALUES: NULL, a value of a type that
+/// widens to it, or a STRUCT (or ARRAY of them) built with its fields in another order,
+/// some missing (NULL) or some the column does not have (left out), as ksqlDB takes them.
+fn fit_value(typed: (sluice_plan::Expr, SqlType), to: &SqlType) -> Option<sluice_plan::Expr> {
+    use sluice_plan::Expr;
+    let (expr, from) = typed;
+    if from == *to
+        || matches!(expr, Expr::Literal(sluice_plan::Literal::Null(_)))
+        || crate::analyzer::unify(&from, to).as_ref() == Some(to)
+    {
+        return Some(crate::analyzer::cast_to((expr, from), to));
+    }
+    match (expr, to) {
+        (Expr::MakeStruct { fields, ty }, SqlType::Struct(targets)) => {
+            let SqlType::Struct(given) = ty else {
+                return None;
+            };
+            let mut out = Vec::with_capacity(targets.len());
+            for t in targets {
+                let found = fields
+                    .iter()
+                    .zip(&given)
+                    .find(|((n, _), _)| *n == t.name)
+                    .or_else(|| {
+                        fields
+                            .iter()
+                            .zip(&given)
+                            .find(|((n, _), _)| n.eq_ignore_ascii_case(&t.name))
+                    });
+                let value = match found {
+                    Some(((_, v), g)) => fit_value((v.clone(), g.ty.clone()), &t.ty)?,
+                    None => Expr::Literal(sluice_plan::Literal::Null(t.ty.clone())),
+                };
+                out.push((t.name.clone(), value));
+            }
+            Some(Expr::MakeStruct {
+                fields: out,
+                ty: to.clone(),
+            })
+        }
+        (Expr::MakeArray { items, ty }, SqlType::Array(target)) => {
+            let SqlType::Array(given) = ty else {
+                return None;
+            };
+            let items = items
+                .into_iter()
+                .map(|i| fit_value((i, (*given).clone()), target))
+                .collect::<Option<Vec<_>>>()?;
+            Some(Expr::MakeArray {
+                items,
+                ty: to.clone(),
+            })
+        }
+        _ => None,
+    }
+}
+
 /// ksqlDB's message for a CREATE whose name is taken.
 pub fn already_exists(kind: SourceKindName, name: &str, existing: SourceKindName) -> String {
     format!(
@@ -2285,21 +2342,13 @@ fn plan_insert_values(
             }
         };
         let typed = analyzer.analyze(value)?;
-        let fits = matches!(
-            typed.0,
-            sluice_plan::Expr::Literal(sluice_plan::Literal::Null(_))
-        ) || typed.1 == ty
-            || crate::analyzer::unify(&typed.1, &ty).as_ref() == Some(&ty);
-        if !fits {
+        let shown = typed.1.clone();
+        let Some(expr) = fit_value(typed, &ty) else {
             return Err(SqlError::semantic(
                 value.pos,
-                format!(
-                    "Expected type {ty} for field {name} but got {}({value})",
-                    typed.1
-                ),
+                format!("Expected type {ty} for field {name} but got {shown}({value})"),
             ));
-        }
-        let expr = crate::analyzer::cast_to(typed, &ty);
+        };
         if name == "ROWTIME" {
             rowtime = Some(expr);
         } else {
