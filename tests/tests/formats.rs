@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 use sluice_e2e::registry::TestRegistry;
-use sluice_e2e::{Record, Server, consume, consume_until, produce, unique};
+use sluice_e2e::{Record, Server, consume, consume_until, produce, sluice_bin, unique};
 use sluice_registry::avro::{self, Schema};
 use sluice_registry::{
     HttpRegistry, RegisteredSchema, SchemaRegistry, SchemaType, frame, protobuf, unframe,
@@ -157,6 +157,24 @@ fn avro_orders_are_filtered_to_avro_and_totalled_to_protobuf() {
     .into();
     let got = latest(&consume_until(&totals, WAIT, |r| latest(r) == want));
     assert_eq!(got, want);
+
+    // PRINT reads framed records with their registered schemas.
+    let out = std::process::Command::new(sluice_bin())
+        .args(["cli", &server.url, "-e"])
+        .arg(format!("PRINT '{big}' FROM BEGINNING LIMIT 1;"))
+        .output()
+        .expect("sluice cli runs");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains("Value format: AVRO\n"), "{printed}");
+    assert!(
+        printed.contains(r#"value: {"ID":1,"CUSTOMER":"ann","AMOUNT":"12.50"}"#),
+        "{printed}"
+    );
 
     let subjects = registry.subjects();
     for s in [

@@ -514,6 +514,8 @@ pub struct PrintConfig {
     /// Every n-th record (1: all).
     pub interval: u64,
     pub limit: Option<u64>,
+    /// Where the schemas of framed AVRO, JSON_SR and PROTOBUF records are found.
+    pub registry: Option<Registry>,
 }
 
 /// Starts printing a topic on its own thread; each line goes out as a `Row` whose `json`
@@ -574,8 +576,9 @@ fn print_run(config: &PrintConfig, stop: &AtomicBool, lines: &Sender<PushEvent>)
         if (seen - 1) % config.interval.max(1) != 0 {
             continue;
         }
-        let (key_format, key) = printable(msg.key());
-        let (value_format, value) = printable(msg.payload());
+        let registry = config.registry.as_deref();
+        let (key_format, key) = printable(msg.key(), registry);
+        let (value_format, value) = printable(msg.payload(), registry);
         if !header {
             header = true;
             let text = format!("Key format: {key_format}\nValue format: {value_format}");
@@ -617,11 +620,48 @@ fn print_run(config: &PrintConfig, stop: &AtomicBool, lines: &Sender<PushEvent>)
     Ok(())
 }
 
-/// A key or value as PRINT shows it, with the format it looks like.
-fn printable(bytes: Option<&[u8]>) -> (&'static str, String) {
+/// A framed record's payload as JSON text, read with its registered schema.
+fn registered_text(
+    schema: &sluice_registry::RegisteredSchema,
+    payload: &[u8],
+) -> Option<(&'static str, String)> {
+    use sluice_registry::{SchemaType, avro, protobuf};
+    let value = match schema.schema_type {
+        SchemaType::Avro => {
+            let parsed = avro::Schema::parse(&schema.text).ok()?;
+            ("AVRO", avro::Reader::new(payload).json(&parsed).ok()?)
+        }
+        SchemaType::Json => ("JSON_SR", serde_json::from_slice(payload).ok()?),
+        SchemaType::Protobuf => {
+            let file = protobuf::parse_with_imports(&schema.text, &schema.imports).ok()?;
+            let mut r = protobuf::Reader::new(payload);
+            let path = protobuf::read_message_indexes(&mut r).ok()?;
+            let message = file.message_at(&path).ok()?;
+            (
+                "PROTOBUF",
+                protobuf::read_message(message, r.rest(), false).ok()?,
+            )
+        }
+    };
+    Some((value.0, value.1.to_string()))
+}
+
+/// A key or value as PRINT shows it, with the format it looks like: a record framed
+/// with the id of a schema the registry has is read with that schema.
+fn printable(
+    bytes: Option<&[u8]>,
+    registry: Option<&dyn sluice_registry::SchemaRegistry>,
+) -> (&'static str, String) {
     let Some(b) = bytes else {
         return ("¯\\_(ツ)_/¯ - no data processed", "<null>".into());
     };
+    if let Some(registry) = registry
+        && let Ok((id, payload)) = sluice_registry::unframe(b)
+        && let Ok(schema) = registry.schema(id)
+        && let Some(shown) = registered_text(&schema, payload)
+    {
+        return shown;
+    }
     if let Ok(text) = std::str::from_utf8(b) {
         let trimmed = text.trim_start();
         if (trimmed.starts_with('{') || trimmed.starts_with('['))

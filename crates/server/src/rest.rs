@@ -349,6 +349,7 @@ async fn query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
             from_beginning: *from_beginning,
             interval: interval.unwrap_or(1),
             limit: *limit,
+            registry: engine.registry().cloned(),
         };
         return print(&engine, config, &stmt.text);
     }
