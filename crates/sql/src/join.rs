@@ -542,6 +542,12 @@ pub(crate) fn plan_joins(
             }
         };
         let left_owner = if b_side == i + 1 { a_side } else { b_side };
+        if windowed && matches!(shape, JoinShape::ForeignKey { .. }) {
+            return Err(SqlError::semantic(
+                j.pos,
+                "Foreign-key table-table joins are not supported on windowed tables.",
+            ));
+        }
         if windowed {
             if !is_key_column(left_expr, &sides[left_owner]) || !is_key_column(right_expr, right) {
                 return Err(SqlError::semantic(
