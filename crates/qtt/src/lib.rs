@@ -475,7 +475,7 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
     apply_properties(&mut planner, &case["properties"]);
     let mut session = Session {
         sources: BTreeMap::new(),
-        driver: Driver::new(),
+        driver: Driver::from_env(),
         planner,
         queries: 0,
         registry,

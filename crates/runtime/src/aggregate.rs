@@ -64,11 +64,21 @@ struct Rows {
 /// The store receives an interval's changes only once the Kafka transaction that
 /// carries them to the changelog has committed, so it never holds state the changelog
 /// lacks; a start rebuilds it from the changelog.
+///
+/// A time-windowed aggregation keeps its groups under keys that start with the window's
+/// start (order-preserving), so that the windows a stream time closes or expires are a
+/// range of the store, found without keeping every group in memory.
 struct GroupStore {
     storage: Box<dyn Storage + Send>,
     max_cached: usize,
     /// Changelog entries being restored, written to the store in batches.
     restoring: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Groups are time windows, keyed by start first.
+    windowed: bool,
+    /// Windows starting before this were expired from the store.
+    expired_before: i64,
+    /// EMIT FINAL: the windows starting at or before this were read back to be closed.
+    closed_through: i64,
 }
 
 /// How many restored entries are written to a store at once.
@@ -430,7 +440,7 @@ impl AggregateOp {
         out.push(Arc::new(no));
         out.push(Arc::new(BooleanArray::from(deleted)));
         let result = RecordBatch::try_new(self.output.clone(), out)?;
-        self.expire();
+        self.expire()?;
         Ok(datafusion_common::arrow::compute::filter_record_batch(
             &result,
             &BooleanArray::from(keep),
@@ -605,7 +615,7 @@ impl AggregateOp {
     /// Streams emits on window close from the window store, which forgets windows
     /// older than the retention).
     fn emit_closed(&mut self, rows: &mut Rows, source: usize) -> Result<()> {
-        let Some(w) = &self.window else {
+        let Some(w) = self.window.clone() else {
             return Ok(());
         };
         let session = w.kind == WindowKind::Session;
@@ -615,6 +625,11 @@ impl AggregateOp {
             self.stream_time - w.grace_ms
         };
         let kept_from = self.stream_time - w.retention();
+        if !session {
+            // A time window closes once its end (start + size) is at or before `close`.
+            let size = w.size_ms;
+            self.load_closed(close.saturating_sub(size))?;
+        }
         let mut due: Vec<(String, i64, Vec<ScalarValue>)> = self
             .groups
             .iter()
@@ -660,17 +675,18 @@ impl AggregateOp {
     }
 
     /// Forgets windows that can change no more and whose rows are written.
-    fn expire(&mut self) {
-        let Some(w) = &self.window else {
-            return;
+    fn expire(&mut self) -> Result<()> {
+        let Some(w) = self.window.clone() else {
+            return Ok(());
         };
         let (stream_time, emit_final) = (self.stream_time, self.emit_final);
+        self.expire_stored(stream_time - w.retention())?;
         let session = w.kind == WindowKind::Session;
         let close = stream_time - w.grace_ms - if session { w.size_ms } else { 0 };
         let kept_from = stream_time - w.retention();
         let threshold = if session { close } else { kept_from };
         if threshold <= self.expiry_bound {
-            return;
+            return Ok(());
         }
         let mut gone_sessions = Vec::new();
         let changed = &mut self.changed;
@@ -705,6 +721,58 @@ impl AggregateOp {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Deletes the stored time windows that start before `kept_from`: through the
+    /// changelog (as deletions of the interval), or at once when nothing is recorded.
+    fn expire_stored(&mut self, kept_from: i64) -> Result<()> {
+        let Some(store) = &mut self.store else {
+            return Ok(());
+        };
+        if !store.windowed || kept_from <= store.expired_before {
+            return Ok(());
+        }
+        let gone = store.windows(store.expired_before, kept_from)?;
+        store.expired_before = kept_from;
+        match &mut self.changed {
+            Some(changed) => {
+                for (key, _) in gone {
+                    self.groups.remove(&key);
+                    changed.insert(key);
+                }
+            }
+            None => {
+                let mut deletions = BTreeMap::new();
+                for (key, _) in gone {
+                    self.groups.remove(&key);
+                    deletions.insert(group_entry_key(&key)?, None);
+                }
+                store.write(&deletions)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// EMIT FINAL with a store: reads back the stored windows that closed since the last
+    /// call (those starting through `closed_through`), so that closing them finds them.
+    fn load_closed(&mut self, closed_through: i64) -> Result<()> {
+        let Some(store) = &mut self.store else {
+            return Ok(());
+        };
+        if !store.windowed || closed_through <= store.closed_through {
+            return Ok(());
+        }
+        let from = store.closed_through.saturating_add(1);
+        let found = store.windows(from, closed_through.saturating_add(1))?;
+        store.closed_through = closed_through;
+        for (key, value) in found {
+            if !self.groups.contains_key(&key) {
+                let group = decode_group(&self.calls, self.epoch, &value)?;
+                self.groups.insert(key, group);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -880,7 +948,35 @@ fn encode_group(g: &Group) -> Result<Vec<u8>> {
     Ok(v)
 }
 
+/// A window start as 8 bytes that sort as the numbers do.
+fn ordered_start(start: i64) -> [u8; 8] {
+    (start ^ i64::MIN).to_be_bytes()
+}
+
 impl GroupStore {
+    /// The store key of a group: its changelog key, or for a time window the window's
+    /// start first, then the rest of the key.
+    fn key_for(&self, key: &[ScalarValue]) -> Result<Vec<u8>> {
+        match (self.windowed, key.split_last()) {
+            (true, Some((ScalarValue::Int64(Some(start)), rest))) => {
+                let mut k = vec![GROUP_ENTRY];
+                k.extend_from_slice(&ordered_start(*start));
+                Writer(&mut k).scalars(rest)?;
+                Ok(k)
+            }
+            _ => group_entry_key(key),
+        }
+    }
+
+    /// The store key of a group's changelog key.
+    fn store_key(&self, changelog_key: &[u8]) -> Result<Vec<u8>> {
+        if !self.windowed {
+            return Ok(changelog_key.to_vec());
+        }
+        let key = Reader::new(&changelog_key[1..]).scalars()?;
+        self.key_for(&key)
+    }
+
     /// The stored state of a group, if the store has it.
     fn read(
         &self,
@@ -889,39 +985,81 @@ impl GroupStore {
         epoch: u64,
     ) -> Result<Option<Group>> {
         self.storage
-            .get(&group_entry_key(key)?)?
+            .get(&self.key_for(key)?)?
             .map(|value| decode_group(calls, epoch, &value))
             .transpose()
     }
 
-    fn flush_restored(&mut self) -> Result<()> {
-        if !self.restoring.is_empty() {
-            self.storage.write(&self.restoring)?;
-            self.restoring.clear();
+    /// The stored windows starting in `from..to`, as group keys (window start last) and
+    /// their stored state.
+    fn windows(&self, from: i64, to: i64) -> Result<Vec<(Vec<ScalarValue>, Vec<u8>)>> {
+        let bound = |start: i64| {
+            let mut k = vec![GROUP_ENTRY];
+            k.extend_from_slice(&ordered_start(start));
+            k
+        };
+        if from >= to {
+            return Ok(Vec::new());
         }
-        Ok(())
+        self.storage
+            .scan(&bound(from), Some(&bound(to)))?
+            .into_iter()
+            .map(|(k, v)| {
+                let start = i64::from_be_bytes(k[1..9].try_into().expect("8 bytes")) ^ i64::MIN;
+                let mut key = Reader::new(&k[9..]).scalars()?;
+                key.push(ScalarValue::Int64(Some(start)));
+                Ok((key, v))
+            })
+            .collect()
+    }
+
+    /// Writes changelog entries (keyed as the changelog keys them) to the store.
+    fn write(&mut self, entries: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        if !self.windowed {
+            return Ok(self.storage.write(entries)?);
+        }
+        let rekeyed = entries
+            .iter()
+            .map(|(k, v)| Ok((self.store_key(k)?, v.clone())))
+            .collect::<Result<BTreeMap<_, _>>>()?;
+        Ok(self.storage.write(&rekeyed)?)
+    }
+
+    fn flush_restored(&mut self) -> Result<()> {
+        let restored = std::mem::take(&mut self.restoring);
+        self.write(&restored)
     }
 }
 
 /// Groups in a state store.
 impl AggregateOp {
     /// Keeps the groups in `storage`, with at most `max_cached` in memory between
-    /// commits. Only aggregations without a window can: a windowed one scans its groups
-    /// to close and expire windows. Returns whether the store was taken.
+    /// commits. Aggregations without a window and in time windows can; session windows
+    /// merge by scanning a key's sessions, which stay in memory. Returns whether the
+    /// store was taken.
     pub fn use_store(&mut self, storage: Box<dyn Storage + Send>, max_cached: usize) -> bool {
-        if !self.is_unwindowed() {
+        if !self.can_use_store() {
             return false;
         }
         self.store = Some(GroupStore {
             storage,
             max_cached,
             restoring: BTreeMap::new(),
+            windowed: self.window.is_some(),
+            expired_before: i64::MIN,
+            closed_through: i64::MIN,
         });
         true
     }
 
-    pub fn is_unwindowed(&self) -> bool {
-        self.window.is_none()
+    /// Whether the groups can live in a state store (see `use_store`).
+    pub fn can_use_store(&self) -> bool {
+        self.window
+            .as_ref()
+            .is_none_or(|w| w.kind != WindowKind::Session)
     }
 
     /// Whether the group exists (in memory, or in the store, from which it is read).
@@ -956,9 +1094,7 @@ impl AggregateOp {
             .filter(|(k, _)| k.first() == Some(&GROUP_ENTRY))
             .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
             .collect();
-        if !batch.is_empty() {
-            store.storage.write(&batch)?;
-        }
+        store.write(&batch)?;
         if self.groups.len() > store.max_cached {
             let epoch = self.epoch;
             self.groups.retain(|_, g| g.touched == epoch);

@@ -79,11 +79,36 @@ pub struct Driver {
     taps: Vec<Tap>,
     next_tap: u64,
     pub skipped: Vec<SkippedRecord>,
+    /// Aggregations keep their groups in state stores (in memory) with at most this
+    /// many cached, and every record is a commit: the store path, checked by the same
+    /// cases as the in-memory one (`SLUICE_TEST_STATE_STORES`).
+    state_stores: Option<usize>,
 }
 
 impl Driver {
     pub fn new() -> Driver {
         Driver::default()
+    }
+
+    /// A driver whose queries keep their aggregations' groups in state stores, with at
+    /// most `max_cached` in memory, committing after every record.
+    pub fn with_state_stores(max_cached: usize) -> Driver {
+        Driver {
+            state_stores: Some(max_cached),
+            ..Driver::default()
+        }
+    }
+
+    /// A driver as `SLUICE_TEST_STATE_STORES=N` asks (state stores caching N groups), or
+    /// a plain one.
+    pub fn from_env() -> Driver {
+        match std::env::var("SLUICE_TEST_STATE_STORES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            Some(n) => Driver::with_state_stores(n),
+            None => Driver::new(),
+        }
     }
 
     /// Creates a topic; a topic that exists keeps its partitions.
@@ -116,7 +141,15 @@ impl Driver {
         self.topics.get(topic).map(|t| t.partitions)
     }
 
-    pub fn add_query(&mut self, id: &str, pipeline: Pipeline) {
+    pub fn add_query(&mut self, id: &str, mut pipeline: Pipeline) {
+        if let Some(max_cached) = self.state_stores {
+            pipeline.record_changes();
+            // Memory stores cannot fail to open.
+            let _ = pipeline.use_state_stores(
+                |_| Ok(Box::new(sluice_state::MemoryStorage::default())),
+                max_cached,
+            );
+        }
         let sink = pipeline.sink_topic().to_string();
         self.create_topic(&sink, 1);
         self.queries.push((id.to_string(), pipeline));
@@ -257,6 +290,11 @@ impl Driver {
                     continue;
                 }
                 pipeline.flush(&mut out)?;
+                if self.state_stores.is_some() {
+                    let mut changes = Vec::new();
+                    pipeline.take_changes(&mut changes)?;
+                    pipeline.commit_state(&changes)?;
+                }
                 let sink = pipeline.sink_topic().to_string();
                 written.extend(out.drain(..).map(|o| (sink.clone(), o)));
             }

@@ -754,7 +754,7 @@ impl Pipeline {
         let mut taken = 0;
         for (n, store) in self.stores().into_iter().enumerate() {
             if let Store::Aggregate(a) = store
-                && a.is_unwindowed()
+                && a.can_use_store()
             {
                 a.use_store(open(&format!("aggregate-{n}"))?, max_cached);
                 taken += 1;

@@ -54,7 +54,7 @@ impl Drop for CaseServer {
 
 impl CaseServer {
     fn start(runtime: &tokio::runtime::Runtime, case: &Value) -> Result<CaseServer, Verdict> {
-        let driver = Arc::new(Mutex::new(Driver::new()));
+        let driver = Arc::new(Mutex::new(Driver::from_env()));
         for (name, partitions) in harness_topics(case) {
             lock(&driver).create_topic(&name, partitions);
         }
