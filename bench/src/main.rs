@@ -19,7 +19,8 @@
 //! 100,000 keys), `stream-stream` (two streams joined within 1 minute, records of the two
 //! alternating one by one), `stream-stream-runs` (the same in runs of 500 per topic,
 //! as a consumer's fetches deliver them), `grouped` (COUNT and SUM per key over 10,000
-//! keys, no window), `grouped-rocksdb` (the same with the groups in RocksDB behind the
+//! keys, no window), `tumbling-rocksdb` (the tumbling windows' groups in RocksDB behind
+//! the in-memory cache, a commit every 20,000 records), `grouped-rocksdb` (the same with the groups in RocksDB behind the
 //! in-memory cache, a commit every 20,000 records) and `grouped-rocksdb-misses` (100,000
 //! keys, 10,000 kept in memory: a key seen before is read back from RocksDB).
 
@@ -137,6 +138,9 @@ fn keyed_clicks(n: usize, keys: usize) -> Vec<Input> {
         .collect()
 }
 
+const TUMBLING: &str = "CREATE STREAM clicks (user_id BIGINT KEY, page STRING, ms INT, ref STRING, agent STRING) WITH (kafka_topic='clicks', format='JSON');
+    CREATE TABLE per_minute AS SELECT user_id, COUNT(*) AS n, SUM(ms) AS total FROM clicks WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY user_id;";
+
 const GROUPED: &str = "CREATE STREAM clicks (user_id BIGINT KEY, page STRING, ms INT, ref STRING, agent STRING) WITH (kafka_topic='clicks', format='JSON');
     CREATE TABLE per_user AS SELECT user_id, COUNT(*) AS n, SUM(ms) AS total FROM clicks GROUP BY user_id;";
 
@@ -187,8 +191,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "tumbling",
-            sql: "CREATE STREAM clicks (user_id BIGINT KEY, page STRING, ms INT, ref STRING, agent STRING) WITH (kafka_topic='clicks', format='JSON');
-                  CREATE TABLE per_minute AS SELECT user_id, COUNT(*) AS n, SUM(ms) AS total FROM clicks WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY user_id;",
+            sql: TUMBLING,
             setup: |n, _| (Vec::new(), keyed_clicks(n, 10_000)),
             rocksdb_cached: None,
         },
@@ -236,6 +239,12 @@ fn scenarios() -> Vec<Scenario> {
             sql: GROUPED,
             setup: |n, _| (Vec::new(), keyed_clicks(n, 10_000)),
             rocksdb_cached: None,
+        },
+        Scenario {
+            name: "tumbling-rocksdb",
+            sql: TUMBLING,
+            setup: |n, _| (Vec::new(), keyed_clicks(n, 10_000)),
+            rocksdb_cached: Some(100_000),
         },
         Scenario {
             name: "grouped-rocksdb",
