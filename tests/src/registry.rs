@@ -9,6 +9,7 @@
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
@@ -23,6 +24,8 @@ struct Store {
 pub struct TestRegistry {
     pub url: String,
     store: Arc<Mutex<Store>>,
+    /// While set, every request is answered 503, as by a registry that is down.
+    down: Arc<AtomicBool>,
 }
 
 impl TestRegistry {
@@ -30,14 +33,20 @@ impl TestRegistry {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
         let url = format!("http://{}", listener.local_addr().expect("an address"));
         let store = Arc::new(Mutex::new(Store::default()));
-        let shared = store.clone();
+        let down = Arc::new(AtomicBool::new(false));
+        let (shared, is_down) = (store.clone(), down.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let store = shared.clone();
-                std::thread::spawn(move || serve(stream, &store));
+                let (store, down) = (shared.clone(), is_down.clone());
+                std::thread::spawn(move || serve(stream, &store, &down));
             }
         });
-        TestRegistry { url, store }
+        TestRegistry { url, store, down }
+    }
+
+    /// Takes the registry down (every request answered 503) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
     }
 
     /// Every subject with a version, in name order.
@@ -50,7 +59,7 @@ impl TestRegistry {
     }
 }
 
-fn serve(stream: TcpStream, store: &Mutex<Store>) {
+fn serve(stream: TcpStream, store: &Mutex<Store>, down: &AtomicBool) {
     let mut reader = BufReader::new(stream.try_clone().expect("a second handle"));
     let mut stream = stream;
     loop {
@@ -84,7 +93,12 @@ fn serve(stream: TcpStream, store: &Mutex<Store>) {
             return;
         }
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let (status, answer) = {
+        let (status, answer) = if down.load(Ordering::SeqCst) {
+            (
+                503,
+                json!({"error_code": 50301, "message": "the registry is down"}),
+            )
+        } else {
             let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
             route(&mut s, &method, &path, &body)
         };

@@ -203,3 +203,94 @@ fn id_of(client: &HttpRegistry, topic: &str) -> i32 {
         .expect("a schema")
         .0
 }
+
+/// Reads a query's figure from /metrics.
+fn metric(server: &Server, name: &str, query: &str) -> Option<f64> {
+    let text = ureq::get(&format!("{}/metrics", server.url))
+        .call()
+        .ok()?
+        .into_body()
+        .read_to_string()
+        .ok()?;
+    let prefix = format!("{name}{{query=\"{query}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn a_record_whose_schema_the_registry_cannot_serve_waits_for_it_and_is_not_skipped() {
+    let registry = TestRegistry::start();
+    let server = Server::start_with(
+        &unique("svc"),
+        &[("--schema-registry-url", registry.url.as_str())],
+    );
+    let client = HttpRegistry::new(&registry.url);
+    let (events, copies) = (unique("events"), unique("copies"));
+    let v1 = json!({"type": "record", "name": "Event", "fields": [
+        {"name": "id", "type": "long"}]});
+    let v2 = json!({"type": "record", "name": "Event", "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "source", "type": ["null", "string"], "default": null}]});
+    let subject = format!("{events}-value");
+    let register = |schema: &Value| {
+        client
+            .register(
+                &subject,
+                &RegisteredSchema::new(SchemaType::Avro, schema.to_string()),
+            )
+            .expect("registers")
+    };
+    let first = register(&v1);
+    server.ok(&format!(
+        "CREATE STREAM events WITH (kafka_topic='{events}', value_format='AVRO', partitions=1);
+         CREATE STREAM copies WITH (kafka_topic='{copies}', value_format='JSON') AS SELECT id FROM events;"
+    ));
+    let (query, _) = server
+        .query_ids()
+        .into_iter()
+        .find(|(id, _)| id.contains("COPIES"))
+        .expect("the query runs");
+    let event = |id: i32, schema: &Value, value: Value| {
+        let mut bytes = Vec::new();
+        frame(id, &mut bytes);
+        avro::write_json(
+            &Schema::from_json(schema).expect("a schema"),
+            &value,
+            &mut bytes,
+        )
+        .expect("fits");
+        Record {
+            key: None,
+            value: Some(bytes),
+            timestamp: 1_000,
+        }
+    };
+    produce(&events, &[event(first, &v1, json!({"id": 1}))]);
+    assert_eq!(consume(&copies, 1, WAIT)[0].value_json(), json!({"ID": 1}));
+
+    // A producer moves to a new schema version; the registry goes down before the
+    // query reads the record that carries its id.
+    let second = register(&v2);
+    registry.set_down(true);
+    produce(
+        &events,
+        &[event(second, &v2, json!({"id": 2, "source": "web"}))],
+    );
+    sluice_e2e::eventually(WAIT, "the query to wait for the registry", || {
+        metric(&server, "sluice_query_restarts", &query)
+            .filter(|n| *n >= 1.0)
+            .map(|_| ())
+    });
+    registry.set_down(false);
+    let rows: Vec<Value> = consume(&copies, 2, WAIT)
+        .iter()
+        .map(Record::value_json)
+        .collect();
+    assert_eq!(rows, vec![json!({"ID": 1}), json!({"ID": 2})]);
+    assert_eq!(
+        metric(&server, "sluice_query_skipped_records_total", &query),
+        Some(0.0),
+        "no record was skipped"
+    );
+}

@@ -20,6 +20,10 @@ pub enum RuntimeError {
     Store(#[from] sluice_state::StateError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// A service the query needs (the schema registry) did not answer: the query waits
+    /// and resumes from its last commit rather than skip records.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

@@ -462,8 +462,17 @@ fn run_owned(
                     partition,
                     offset,
                     reason,
+                    unavailable,
                 }) = pipeline.push(input, &record)
                 {
+                    if unavailable {
+                        // Nothing of this interval is committed: the query restarts
+                        // from its last commit once the registry answers again.
+                        return Err(RuntimeError::Unavailable(format!(
+                            "{} partition {partition} offset {offset}: {reason}",
+                            topics[input]
+                        )));
+                    }
                     stats.decode_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(query = name, topic = %topics[input], partition, offset, "skipping a record: {reason}");
                     if config.processing_log_topic.is_some() {

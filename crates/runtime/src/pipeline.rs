@@ -60,6 +60,9 @@ pub struct DecodeFailure {
     pub partition: i32,
     pub offset: i64,
     pub reason: String,
+    /// The record could not be read because a service (the schema registry) did not
+    /// answer: it is not bad, and must be read again rather than skipped.
+    pub unavailable: bool,
 }
 
 enum Op {
@@ -1157,6 +1160,7 @@ impl Input {
             partition: r.partition,
             offset: r.offset,
             reason,
+            unavailable: self.key_decoder.unavailable() || self.value_decoder.unavailable(),
         }
     }
 

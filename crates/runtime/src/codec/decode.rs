@@ -4,7 +4,7 @@
 //! to decode leaves no trace in any builder (the row is rolled back) and is reported.
 
 use super::json_fields::{FieldSpan, match_fields, value_span};
-use super::registered::{Registry, Writer, WriterSchemas, nosr_writer};
+use super::registered::{LookupError, Registry, Writer, WriterSchemas, nosr_writer};
 use crate::types::arrow_type;
 use datafusion_common::arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
@@ -716,6 +716,8 @@ pub struct PartDecoder {
     scan_fields: bool,
     /// AVRO and PROTOBUF: the writer schemas of the ids records carry.
     writers: WriterSchemas,
+    /// The last record failed because the schema registry did not answer.
+    unavailable: bool,
     /// PROTOBUF_NOSR: the schema derived from the columns.
     nosr: Option<Writer>,
     /// AVRO: per writer schema id, where each of its record's fields goes.
@@ -743,6 +745,7 @@ impl PartDecoder {
             spans: vec![None; columns.len()],
             scan_fields,
             writers: WriterSchemas::new(None),
+            unavailable: false,
             avro_plans: HashMap::new(),
             nosr: (format.kind == FormatKind::ProtobufNosr && !columns.is_empty())
                 .then(|| {
@@ -759,8 +762,15 @@ impl PartDecoder {
         self
     }
 
+    /// Whether the last record failed for want of an answer from the schema registry
+    /// rather than for its bytes: it must be read again later, not skipped.
+    pub fn unavailable(&self) -> bool {
+        self.unavailable
+    }
+
     /// Decodes one key or value into the builders; `None` bytes are a null key/value.
     pub fn decode(&mut self, bytes: Option<&[u8]>, builders: &mut [ColumnBuilder]) -> DecodeResult {
+        self.unavailable = false;
         if self.columns.is_empty() {
             return Ok(());
         }
@@ -781,7 +791,14 @@ impl PartDecoder {
             }
             FormatKind::Avro | FormatKind::Protobuf => {
                 let (id, payload) = unframe(bytes)?;
-                let writer = self.writers.get(id)?;
+                let writer = match self.writers.get(id) {
+                    Ok(w) => w,
+                    Err(LookupError::Unavailable(e)) => {
+                        self.unavailable = true;
+                        return Err(e);
+                    }
+                    Err(LookupError::Missing(e)) => return Err(e),
+                };
                 if let Writer::Avro(schema) = &writer
                     && let Some(plan) = self.avro_plan(id, schema)
                 {

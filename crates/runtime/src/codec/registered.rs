@@ -102,6 +102,14 @@ pub fn writer_schema(
     Ok((id, Writer::of(&registered, format.full_name.as_deref())?))
 }
 
+/// Why a writer schema was not found: the registry did not answer (the record must wait),
+/// or it has no such schema (the record is bad).
+#[derive(Debug)]
+pub enum LookupError {
+    Unavailable(String),
+    Missing(String),
+}
+
 /// Writer schemas by id, fetched from the registry once each.
 pub struct WriterSchemas {
     registry: Option<Registry>,
@@ -116,16 +124,20 @@ impl WriterSchemas {
         }
     }
 
-    pub fn get(&mut self, id: i32) -> Result<Writer, String> {
+    pub fn get(&mut self, id: i32) -> Result<Writer, LookupError> {
         if let Some(s) = self.by_id.get(&id) {
             return Ok(s.clone());
         }
-        let registry = self
-            .registry
-            .as_ref()
-            .ok_or("no schema registry is configured (ksql.schema.registry.url)")?;
-        let registered = registry.schema(id).map_err(|e| e.to_string())?;
-        let writer = Writer::of(&registered, None)?;
+        let registry = self.registry.as_ref().ok_or_else(|| {
+            LookupError::Missing(
+                "no schema registry is configured (ksql.schema.registry.url)".into(),
+            )
+        })?;
+        let registered = registry.schema(id).map_err(|e| match e {
+            sluice_registry::RegistryError::Http(_) => LookupError::Unavailable(e.to_string()),
+            other => LookupError::Missing(other.to_string()),
+        })?;
+        let writer = Writer::of(&registered, None).map_err(LookupError::Missing)?;
         self.by_id.insert(id, writer.clone());
         Ok(writer)
     }
