@@ -603,14 +603,16 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
+/// An integer from JSON: a number with a fraction is truncated toward zero, as ksqlDB's
+/// JSON deserializer reads it (Jackson's `intValue()`).
 fn json_integer(v: &Value, t: &str) -> Result<i64, String> {
     match v {
         Value::Number(n) => n
             .as_i64()
             .or_else(|| {
                 n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
-                    .map(|f| f as i64)
+                    .filter(|f| f.abs() < 9.2e18)
+                    .map(|f| f.trunc() as i64)
             })
             .ok_or_else(|| mismatch(t, v)),
         Value::String(s) => s.trim().parse().map_err(|_| mismatch(t, v)),
