@@ -219,6 +219,8 @@ struct Session {
     planner: PlannerConfig,
     queries: usize,
     registry: Arc<MemoryRegistry>,
+    /// Variables and custom types the statements so far defined.
+    script: sluice_sql::script::ScriptContext,
 }
 
 /// A statement refused: by the rules (`Refused`) or for lack of a feature (`Unsupported`).
@@ -250,7 +252,8 @@ impl Session {
     }
 
     fn execute(&mut self, sql: &str) -> Result<(), StatementFailure> {
-        for stmt in sluice_sql::parse_statements(sql)? {
+        let mut script = self.script.clone();
+        for stmt in sluice_sql::script::parse_script(sql, &mut script)? {
             let planned = plan_statement(&stmt, &self.sources, &self.planner)?;
             match planned {
                 Planned::CreateSource {
@@ -390,6 +393,36 @@ impl Session {
                 Planned::Alter { source } => {
                     self.sources.insert(source.name.clone(), source);
                 }
+                Planned::CreateType {
+                    name,
+                    ty,
+                    if_not_exists,
+                } => match self.script.types.get(&name) {
+                    Some(_) if if_not_exists => {}
+                    Some(existing) => {
+                        return Err(StatementFailure::Refused(format!(
+                            "Cannot register custom type '{name}' since it is already registered with type: {existing}"
+                        )));
+                    }
+                    None => {
+                        self.script.types.insert(name, ty);
+                    }
+                },
+                Planned::DropType { name, if_exists } => {
+                    if self.script.types.remove(&name).is_none() && !if_exists {
+                        return Err(StatementFailure::Refused(format!(
+                            "Type {name} does not exist."
+                        )));
+                    }
+                }
+                Planned::Variable { name, value } => match value {
+                    Some(v) => {
+                        self.script.variables.insert(name, v);
+                    }
+                    None => {
+                        self.script.variables.remove(&name);
+                    }
+                },
                 Planned::Select { .. } => {
                     return Err(StatementFailure::Unsupported(
                         "push queries run over REST, not in the test driver".into(),
@@ -479,6 +512,7 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
         planner,
         queries: 0,
         registry,
+        script: Default::default(),
     };
     for (name, partitions) in case_topics(case) {
         session.driver.create_topic(&name, partitions);

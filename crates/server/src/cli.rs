@@ -499,49 +499,13 @@ fn unquote(s: &str) -> String {
 /// Semicolons inside quotes (`'...'`, `` `...` ``, `"..."`) and comments (`-- ...`,
 /// `/* ... */`) do not end a statement; comments are kept in the text.
 pub fn split_statements(text: &str) -> (Vec<String>, String) {
-    let mut statements = Vec::new();
-    let mut start = 0;
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            q @ (b'\'' | b'`' | b'"') => {
-                i += 1;
-                while i < bytes.len() {
-                    if bytes[i] == q {
-                        // A doubled quote is an escaped one.
-                        if bytes.get(i + 1) == Some(&q) {
-                            i += 1;
-                        } else {
-                            break;
-                        }
-                    }
-                    i += 1;
-                }
-            }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
-                    i += 1;
-                }
-                i += 1;
-            }
-            b';' => {
-                let stmt = text[start..i].trim();
-                if !strip_comments(stmt).trim().is_empty() {
-                    statements.push(stmt.to_string());
-                }
-                start = i + 1;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
+    let (ranges, start) = sluice_sql::script::split(text);
+    let statements = ranges
+        .into_iter()
+        .map(|(s, e)| text[s..e].trim())
+        .filter(|stmt| !strip_comments(stmt).trim().is_empty())
+        .map(str::to_string)
+        .collect();
     let rest = text.get(start..).unwrap_or_default();
     let rest = if strip_comments(rest).trim().is_empty() {
         String::new()
@@ -575,26 +539,11 @@ fn strip_comments(text: &str) -> String {
 
 /// Replaces `${name}` with the variable's value; an undefined one is an error.
 pub fn substitute(text: &str, variables: &BTreeMap<String, String>) -> Result<String, Failure> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("${") {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 2..];
-        let Some(end) = after.find('}') else {
-            out.push_str(&rest[at..]);
-            return Ok(out);
-        };
-        let name = &after[..end];
-        let value = variables.get(name).ok_or_else(|| {
-            Failure(format!(
-                "the variable {name} is not defined (DEFINE {name} = '...'; or --define {name}=...)"
-            ))
-        })?;
-        out.push_str(value);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
+    sluice_sql::script::substitute(text, variables).map_err(|e| {
+        Failure(format!(
+            "{e} (DEFINE it with DEFINE name = '...'; or --define name=...)"
+        ))
+    })
 }
 
 /// An error as the user should see it: the message, and for a located error the

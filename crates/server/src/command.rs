@@ -58,9 +58,32 @@ pub enum Action {
     /// TERMINATE id, or TERMINATE ALL when `query_id` is None.
     #[serde(rename_all = "camelCase")]
     Terminate { query_id: Option<String> },
+    /// CREATE TYPE: a custom type for later statements.
+    #[serde(rename_all = "camelCase")]
+    CreateType {
+        name: String,
+        sql_type: sluice_plan::SqlType,
+    },
+    /// DROP TYPE
+    #[serde(rename_all = "camelCase")]
+    DropType { name: String },
 }
 
 impl Command {
+    /// The command of an accepted statement, with the properties it ran with.
+    pub fn new(
+        statement: &str,
+        properties: &std::collections::BTreeMap<String, serde_json::Value>,
+        action: Action,
+    ) -> Command {
+        Command {
+            version: COMMAND_VERSION,
+            statement: statement.to_string(),
+            properties: properties.clone(),
+            action,
+        }
+    }
+
     /// ksqlDB's command id: `stream/S1/create`, `terminate/CSAS_S1_0/execute`, ...
     pub fn command_id(&self) -> String {
         match &self.action {
@@ -75,6 +98,8 @@ impl Command {
             Action::Terminate { query_id } => {
                 format!("terminate/{}/execute", query_id.as_deref().unwrap_or("ALL"))
             }
+            Action::CreateType { name, .. } => format!("type/`{name}`/create"),
+            Action::DropType { name } => format!("type/`{name}`/drop"),
         }
     }
 }

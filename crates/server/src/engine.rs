@@ -150,6 +150,8 @@ impl PersistentQuery {
 pub struct Metastore {
     pub sources: BTreeMap<String, SourceDesc>,
     pub queries: BTreeMap<String, PersistentQuery>,
+    /// Custom types (CREATE TYPE), by upper-cased name.
+    pub types: BTreeMap<String, sluice_plan::SqlType>,
 }
 
 impl Metastore {
@@ -317,6 +319,11 @@ impl Engine {
         registry: Arc<MemoryRegistry>,
     ) -> Arc<Engine> {
         Arc::new(Engine::new(config, Cluster::Memory(driver), Some(registry)))
+    }
+
+    /// The custom types (CREATE TYPE) statements may use.
+    pub fn types(&self) -> BTreeMap<String, sluice_plan::SqlType> {
+        self.lock_metastore().types.clone()
     }
 
     /// Where AVRO and JSON_SR schemas are registered and looked up.
@@ -622,6 +629,22 @@ impl Engine {
                         query_id: query_id.clone(),
                     })
                 }
+                Action::CreateType { name, sql_type: ty } => {
+                    ms.types.insert(name.clone(), ty.clone());
+                    Ok(Applied {
+                        message: format!(
+                            "Registered custom type with name '{name}' and SQL type {ty}"
+                        ),
+                        query_id: None,
+                    })
+                }
+                Action::DropType { name } => {
+                    ms.types.remove(name);
+                    Ok(Applied {
+                        message: format!("Dropped type '{name}'"),
+                        query_id: None,
+                    })
+                }
             }
         };
         // Stopping waits for the query's last commit: do it outside the catalog lock.
@@ -864,6 +887,36 @@ impl Engine {
             Planned::Property { .. } => Err(fail(
                 "SET and UNSET apply to the statements after them in the same request".into(),
             )),
+            // DEFINE and UNDEFINE took effect as the request was read.
+            Planned::Variable { .. } => Ok(Value::Null),
+            Planned::CreateType {
+                name,
+                ty,
+                if_not_exists,
+            } => {
+                if let Some(existing) = self.lock_metastore().types.get(&name) {
+                    let message = format!(
+                        "Cannot register custom type '{name}' since it is already registered with type: {existing}"
+                    );
+                    if if_not_exists {
+                        return Ok(entities::warning(&text, &message));
+                    }
+                    return Err(fail(message));
+                }
+                let cmd = Command::new(&text, properties, Action::CreateType { name, sql_type: ty });
+                self.submit(cmd, &text).await
+            }
+            Planned::DropType { name, if_exists } => {
+                if !self.lock_metastore().types.contains_key(&name) {
+                    let message = format!("Type {name} does not exist.");
+                    if if_exists {
+                        return Ok(entities::warning(&text, &message));
+                    }
+                    return Err(fail(message));
+                }
+                let cmd = Command::new(&text, properties, Action::DropType { name });
+                self.submit(cmd, &text).await
+            }
             Planned::ExplainQuery(id) => {
                 let ms = self.lock_metastore();
                 match ms.queries.get(&id) {
@@ -969,21 +1022,11 @@ impl Engine {
                         }
                     }
                 }
-                let cmd = Command {
-                    version: COMMAND_VERSION,
-                    statement: text.clone(),
-                    properties: properties.clone(),
-                    action: Action::CreateSource { source, or_replace },
-                };
+                let cmd = Command::new(&text, properties, Action::CreateSource { source, or_replace });
                 self.submit(cmd, &text).await
             }
             Planned::Alter { source } => {
-                let cmd = Command {
-                    version: COMMAND_VERSION,
-                    statement: text.clone(),
-                    properties: properties.clone(),
-                    action: Action::AlterSource { source },
-                };
+                let cmd = Command::new(&text, properties, Action::AlterSource { source });
                 self.submit(cmd, &text).await
             }
             Planned::CreateAs {
@@ -1052,17 +1095,12 @@ impl Engine {
                     SourceKindName::Table => "CTAS",
                     SourceKindName::Stream => "CSAS",
                 };
-                let cmd = Command {
-                    version: COMMAND_VERSION,
-                    statement: text.clone(),
-                    properties: properties.clone(),
-                    action: Action::CreateQuery {
+                let cmd = Command::new(&text, properties, Action::CreateQuery {
                         sink,
                         plan,
                         inputs,
                         kind: kind.into(),
-                    },
-                };
+                    });
                 self.submit(cmd, &text).await
             }
             Planned::InsertInto {
@@ -1072,16 +1110,11 @@ impl Engine {
             } => {
                 sluice_runtime::Pipeline::new(&plan, self.registry().cloned())
                     .map_err(|e| StatementError::unsupported(e.to_string(), &text))?;
-                let cmd = Command {
-                    version: COMMAND_VERSION,
-                    statement: text.clone(),
-                    properties: properties.clone(),
-                    action: Action::InsertQuery {
+                let cmd = Command::new(&text, properties, Action::InsertQuery {
                         target,
                         plan,
                         inputs,
-                    },
-                };
+                    });
                 self.submit(cmd, &text).await
             }
             Planned::Drop {
@@ -1130,12 +1163,7 @@ impl Engine {
                             .map(|f| f.kind.needs_schema_registry()),
                     )
                 };
-                let cmd = Command {
-                    version: COMMAND_VERSION,
-                    statement: text.clone(),
-                    properties: properties.clone(),
-                    action: Action::DropSource { name },
-                };
+                let cmd = Command::new(&text, properties, Action::DropSource { name });
                 let entity = self.submit(cmd, &text).await?;
                 if delete_topic {
                     self.cluster
@@ -1160,14 +1188,9 @@ impl Engine {
                 {
                     return Err(fail(format!("Unknown queryId: {id}")));
                 }
-                let cmd = Command {
-                    version: COMMAND_VERSION,
-                    statement: text.clone(),
-                    properties: properties.clone(),
-                    action: Action::Terminate {
+                let cmd = Command::new(&text, properties, Action::Terminate {
                         query_id: query_id.clone(),
-                    },
-                };
+                    });
                 let ids: Vec<String> = match query_id {
                     Some(id) => vec![id],
                     None => self.lock_metastore().queries.keys().cloned().collect(),
@@ -1294,7 +1317,8 @@ impl Engine {
                 path.display()
             ))
         })?;
-        let statements = sluice_sql::parse_statements(&text).map_err(|e| {
+        let mut script = sluice_sql::script::ScriptContext::default();
+        let statements = sluice_sql::script::parse_script(&text, &mut script).map_err(|e| {
             ServerError::Startup(format!("{}: {}", path.display(), e.full_message()))
         })?;
         let mut properties = BTreeMap::new();
@@ -1385,6 +1409,9 @@ impl Engine {
                 Ok(entities::topics(text, &topics))
             }
             ShowTarget::Properties => Ok(entities::properties(text, &self.config)),
+            ShowTarget::Types => Ok(entities::type_list(text, &self.lock_metastore().types)),
+            // The request's variables: answered where the request is read (rest.rs).
+            ShowTarget::Variables => Ok(entities::variables(text, &BTreeMap::new())),
             ShowTarget::Functions => Ok(entities::function_names(
                 text,
                 &sluice_sql::functions::all_functions(),

@@ -31,6 +31,24 @@ pub fn warning(text: &str, message: &str) -> Value {
     })
 }
 
+/// SHOW TYPES: each custom type's schema, by name.
+pub fn type_list(text: &str, types: &std::collections::BTreeMap<String, SqlType>) -> Value {
+    let types: serde_json::Map<String, Value> = types
+        .iter()
+        .map(|(name, ty)| (name.clone(), schema_json(ty)))
+        .collect();
+    json!({"@type": "type_list", "statementText": text, "types": types, "warnings": []})
+}
+
+/// SHOW VARIABLES: the variables DEFINE set for the request.
+pub fn variables(text: &str, variables: &std::collections::BTreeMap<String, String>) -> Value {
+    let list: Vec<Value> = variables
+        .iter()
+        .map(|(name, value)| json!({"name": name, "value": value}))
+        .collect();
+    json!({"@type": "variables", "statementText": text, "variables": list, "warnings": []})
+}
+
 pub fn source_list(text: &str, kind: SourceKindName, sources: &[&SourceDesc]) -> Value {
     let list: Vec<Value> = sources
         .iter()

@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_plan::{ColumnKind, LogicalSchema};
 use sluice_runtime::push::{PushEvent, PushQuery};
-use sluice_sql::ast::{Statement, StatementKind};
+use sluice_sql::ast::{ShowTarget, Statement, StatementKind};
+use sluice_sql::script::{ScriptContext, parse_script};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -25,6 +26,27 @@ struct KsqlRequest {
     ksql: String,
     #[serde(default)]
     streams_properties: BTreeMap<String, Value>,
+    /// Variables for `${name}` in the statements, as DEFINE sets them.
+    #[serde(default)]
+    session_variables: BTreeMap<String, Value>,
+}
+
+/// A request's variables as text, and the server's custom types: what its statements
+/// are read with.
+fn script_context(engine: &Engine, variables: &BTreeMap<String, Value>) -> ScriptContext {
+    ScriptContext {
+        variables: variables
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), text)
+            })
+            .collect(),
+        types: engine.types(),
+    }
 }
 
 pub fn router(engine: Arc<Engine>) -> Router {
@@ -118,15 +140,30 @@ async fn ksql(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return error_response(&e, vec![]),
     };
-    let statements = match sluice_sql::parse_statements(&req.ksql) {
+    let mut script = script_context(&engine, &req.session_variables);
+    let mut variables = script.variables.clone();
+    let statements = match parse_script(&req.ksql, &mut script) {
         Ok(s) => s,
         Err(e) => return error_response(&StatementError::from_sql(&e, &req.ksql), vec![]),
     };
     let mut entities = Vec::with_capacity(statements.len());
-    // SET and UNSET change the properties of the statements after them in this request.
+    // SET and UNSET change the properties of the statements after them in this request,
+    // DEFINE and UNDEFINE its variables (already substituted as it was read).
     let mut properties = req.streams_properties;
     for stmt in &statements {
         match &stmt.kind {
+            StatementKind::Define { name, value } => {
+                variables.insert(name.clone(), value.clone());
+                continue;
+            }
+            StatementKind::Undefine { name } => {
+                variables.remove(name);
+                continue;
+            }
+            StatementKind::Show(ShowTarget::Variables) => {
+                entities.push(crate::entities::variables(&stmt.text, &variables));
+                continue;
+            }
             StatementKind::SetProperty { name, value } => {
                 properties.insert(name.clone(), Value::String(value.clone()));
                 continue;

@@ -89,6 +89,26 @@ pub enum StatementKind {
     UnsetProperty {
         name: String,
     },
+    /// `CREATE TYPE [IF NOT EXISTS] name AS type`: a name for a type.
+    CreateType {
+        name: Ident,
+        ty: SqlType,
+        if_not_exists: bool,
+    },
+    /// `DROP TYPE [IF EXISTS] name`
+    DropType {
+        name: Ident,
+        if_exists: bool,
+    },
+    /// `DEFINE name = 'value'`: `${name}` in the statements after it is the value.
+    Define {
+        name: String,
+        value: String,
+    },
+    /// `UNDEFINE name`
+    Undefine {
+        name: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +119,8 @@ pub enum ShowTarget {
     Topics { all: bool, extended: bool },
     Properties,
     Functions,
+    Types,
+    Variables,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -772,8 +794,30 @@ impl fmt::Display for StatementKind {
                     ),
                     ShowTarget::Properties => f.write_str("SHOW PROPERTIES"),
                     ShowTarget::Functions => f.write_str("SHOW FUNCTIONS"),
+                    ShowTarget::Types => f.write_str("SHOW TYPES"),
+                    ShowTarget::Variables => f.write_str("SHOW VARIABLES"),
                 }
             }
+            StatementKind::CreateType {
+                name,
+                ty,
+                if_not_exists,
+            } => write!(
+                f,
+                "CREATE TYPE {}{} AS {ty}",
+                if *if_not_exists { "IF NOT EXISTS " } else { "" },
+                quote_ident(name)
+            ),
+            StatementKind::DropType { name, if_exists } => write!(
+                f,
+                "DROP TYPE {}{}",
+                if *if_exists { "IF EXISTS " } else { "" },
+                quote_ident(name)
+            ),
+            StatementKind::Define { name, value } => {
+                write!(f, "DEFINE {name} = {}", quote_string(value))
+            }
+            StatementKind::Undefine { name } => write!(f, "UNDEFINE {name}"),
             StatementKind::SetProperty { name, value } => {
                 write!(f, "SET {}={}", quote_string(name), quote_string(value))
             }

@@ -18,6 +18,7 @@ pub mod parser;
 pub mod planner;
 pub mod pull;
 mod registry;
+pub mod script;
 
 pub use aggregate::HIDDEN_PREFIX;
 pub use error::{Pos, SqlError};

@@ -9,6 +9,7 @@ use crate::error::{Pos, SqlError};
 use crate::lexer::{Tok, tokenize};
 use sluice_plan::{BinaryOp, SqlType, StructField};
 use sqlparser::tokenizer::Token;
+use std::collections::BTreeMap;
 
 /// Words that cannot be used as unquoted identifiers.
 pub const RESERVED: &[&str] = &[
@@ -63,11 +64,22 @@ pub fn is_reserved(word: &str) -> bool {
 
 /// Parses a script of `;`-terminated statements. The last `;` may be missing.
 pub fn parse_statements(sql: &str) -> Result<Vec<Statement>, SqlError> {
+    parse_statements_with_types(sql, &BTreeMap::new())
+}
+
+/// As `parse_statements`, where a type may also name one of `types` (CREATE TYPE
+/// aliases, by upper-cased name). See `script::parse_script` for scripts whose
+/// statements define variables and types for the ones after them.
+pub fn parse_statements_with_types(
+    sql: &str,
+    types: &BTreeMap<String, SqlType>,
+) -> Result<Vec<Statement>, SqlError> {
     let tokens = tokenize(sql)?;
     let mut p = Parser {
         tokens,
         i: 0,
         depth: 0,
+        types: types.clone(),
     };
     let mut out = Vec::new();
     loop {
@@ -125,6 +137,7 @@ pub fn parse_expression(sql: &str) -> Result<Expr, SqlError> {
         tokens,
         i: 0,
         depth: 0,
+        types: BTreeMap::new(),
     };
     let e = p.expr()?;
     if !p.at_eof() {
@@ -140,6 +153,8 @@ struct Parser {
     tokens: Vec<Tok>,
     i: usize,
     depth: usize,
+    /// Custom types by upper-cased name.
+    types: BTreeMap<String, SqlType>,
 }
 
 impl Parser {
@@ -272,6 +287,18 @@ impl Parser {
         }
     }
 
+    /// A variable's name, as written (variables are case-sensitive).
+    fn variable_name(&mut self) -> Result<String, SqlError> {
+        match &self.peek().token {
+            Token::Word(w) => {
+                let v = w.value.clone();
+                self.advance();
+                Ok(v)
+            }
+            _ => Err(self.unexpected("a variable name")),
+        }
+    }
+
     fn string_literal(&mut self, what: &str) -> Result<String, SqlError> {
         match &self.peek().token {
             Token::SingleQuotedString(s) => {
@@ -301,7 +328,26 @@ impl Parser {
         match self.keyword_at(0).as_deref() {
             Some("CREATE") => self.create(),
             Some("SELECT") => Ok(StatementKind::Select(self.query()?)),
+            Some("DROP") if self.keyword_at(1).as_deref() == Some("TYPE") => {
+                self.advance();
+                self.advance();
+                let if_exists = self.eat_keywords(&["IF", "EXISTS"]);
+                let name = self.ident("a type name")?;
+                Ok(StatementKind::DropType { name, if_exists })
+            }
             Some("DROP") => self.drop_source(),
+            Some("DEFINE") => {
+                self.advance();
+                let name = self.variable_name()?;
+                self.expect(&Token::Eq, "'=' and the value")?;
+                let value = self.string_literal("the value, in quotes")?;
+                Ok(StatementKind::Define { name, value })
+            }
+            Some("UNDEFINE") => {
+                self.advance();
+                let name = self.variable_name()?;
+                Ok(StatementKind::Undefine { name })
+            }
             Some("TERMINATE") => {
                 self.advance();
                 if self.eat_keyword("ALL") {
@@ -438,9 +484,10 @@ impl Parser {
                     limit,
                 })
             }
-            Some(kw @ ("INSERT" | "DEFINE" | "UNDEFINE" | "PAUSE" | "RESUME" | "ASSERT")) => Err(
-                SqlError::unsupported(pos, format!("{kw} statements are not supported yet")),
-            ),
+            Some(kw @ ("INSERT" | "PAUSE" | "RESUME" | "ASSERT")) => Err(SqlError::unsupported(
+                pos,
+                format!("{kw} statements are not supported yet"),
+            )),
             _ => Err(self.unexpected("a statement")),
         }
     }
@@ -483,6 +530,8 @@ impl Parser {
             },
             "PROPERTIES" => ShowTarget::Properties,
             "FUNCTIONS" => ShowTarget::Functions,
+            "TYPES" => ShowTarget::Types,
+            "VARIABLES" => ShowTarget::Variables,
             _ => {
                 self.i -= 1;
                 return Err(
@@ -517,7 +566,25 @@ impl Parser {
         }
     }
 
+    /// `CREATE TYPE [IF NOT EXISTS] name AS type`.
+    fn create_type(&mut self) -> Result<StatementKind, SqlError> {
+        self.expect_keyword("CREATE")?;
+        self.expect_keyword("TYPE")?;
+        let if_not_exists = self.eat_keywords(&["IF", "NOT", "EXISTS"]);
+        let name = self.ident("a type name")?;
+        self.expect_keyword("AS")?;
+        let ty = self.data_type()?;
+        Ok(StatementKind::CreateType {
+            name,
+            ty,
+            if_not_exists,
+        })
+    }
+
     fn create(&mut self) -> Result<StatementKind, SqlError> {
+        if self.keyword_at(1).as_deref() == Some("TYPE") {
+            return self.create_type();
+        }
         self.expect_keyword("CREATE")?;
         let or_replace = self.eat_keywords(&["OR", "REPLACE"]);
         let is_source = self.eat_keyword("SOURCE");
@@ -761,9 +828,12 @@ impl Parser {
                     "Syntax Error: syntax error at or near 'NULL': NULL is not a type",
                 ));
             }
-            other => {
-                return Err(SqlError::syntax(pos, format!("Unknown type: {other}")));
-            }
+            other => match self.types.get(other) {
+                Some(t) => t.clone(),
+                None => {
+                    return Err(SqlError::syntax(pos, format!("Unknown type: {other}")));
+                }
+            },
         })
     }
 
@@ -1692,6 +1762,12 @@ mod tests {
             "SHOW STREAMS EXTENDED;",
             "LIST ALL TOPICS;",
             "DESCRIBE s EXTENDED;",
+            "CREATE TYPE IF NOT EXISTS address AS STRUCT<street STRING, zip INT>;",
+            "DROP TYPE IF EXISTS address;",
+            "DEFINE topic = 'orders';",
+            "UNDEFINE topic;",
+            "SHOW TYPES;",
+            "LIST VARIABLES;",
         ] {
             round_trip(sql);
         }

@@ -229,6 +229,22 @@ pub enum Planned {
         name: String,
         value: Option<String>,
     },
+    /// CREATE TYPE: a custom type for the statements after it (of every session).
+    CreateType {
+        name: String,
+        ty: SqlType,
+        if_not_exists: bool,
+    },
+    DropType {
+        name: String,
+        if_exists: bool,
+    },
+    /// DEFINE (Some) or UNDEFINE (None) of a variable: applied as the script is read
+    /// (`script::parse_script`), nothing to execute.
+    Variable {
+        name: String,
+        value: Option<String>,
+    },
 }
 
 /// Defaults that come from configuration rather than the statement.
@@ -379,6 +395,54 @@ pub fn plan_statement(
             value: Some(value.clone()),
         }),
         StatementKind::UnsetProperty { name } => Ok(Planned::Property {
+            name: name.clone(),
+            value: None,
+        }),
+        StatementKind::CreateType {
+            name,
+            ty,
+            if_not_exists,
+        } => {
+            const BUILT_IN: &[&str] = &[
+                "BOOLEAN",
+                "INT",
+                "INTEGER",
+                "BIGINT",
+                "DOUBLE",
+                "DECIMAL",
+                "STRING",
+                "VARCHAR",
+                "BYTES",
+                "DATE",
+                "TIME",
+                "TIMESTAMP",
+                "ARRAY",
+                "MAP",
+                "STRUCT",
+            ];
+            if BUILT_IN.contains(&name.to_uppercase().as_str()) {
+                return Err(SqlError::semantic(
+                    stmt.pos,
+                    format!(
+                        "Cannot register custom type '{name}': it is the name of a built-in type."
+                    ),
+                ));
+            }
+            Ok(Planned::CreateType {
+                name: name.to_uppercase(),
+                ty: ty.clone(),
+                if_not_exists: *if_not_exists,
+            })
+        }
+        StatementKind::DropType { name, if_exists } => Ok(Planned::DropType {
+            name: name.to_uppercase(),
+            if_exists: *if_exists,
+        }),
+        StatementKind::Define { name, value } => Ok(Planned::Variable {
+            name: name.clone(),
+            value: Some(value.clone()),
+        }),
+        StatementKind::Undefine { name } => Ok(Planned::Variable {
             name: name.clone(),
             value: None,
         }),

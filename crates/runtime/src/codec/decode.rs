@@ -1206,6 +1206,8 @@ mod tests {
             r#"{"S":true,"I":1,"i":2,"Ä":3,"D":0.1,"B":9007199254740993}"#,
             r#" {} "#,
             r#"{"S":"dup","S":"last","s":"other"}"#,
+            // A fraction into an integer column is truncated, as ksqlDB reads it.
+            r#"{"B":1.5,"i":-2.7}"#,
         ];
         let [fast, tree] = both_ways(&columns, &good);
         assert!(fast.is_ok(), "{fast:?}");
@@ -1214,7 +1216,6 @@ mod tests {
             r#"{"i":2147483648}"#,
             r#"{"D":1e400}"#,
             r#"{"F":"yes"}"#,
-            r#"{"B":1.5}"#,
             r#"{"S":"x",}"#,
             r#"[1,2]"#,
             r#"{"A":[1,"x"]}"#,

@@ -1,0 +1,87 @@
+//! Statements that shape the ones after them: CREATE TYPE (kept by every server and
+//! across restarts, through the command topic), and DEFINE with `${name}` substitution
+//! (per request, or from the request's `sessionVariables`).
+//!
+//! Needs a broker: `scripts/kafka-local.sh start` (the README's test command does it).
+
+use serde_json::{Value, json};
+use sluice_e2e::{Server, unique};
+
+/// The type of DESCRIBE's field `name`, as ksqlDB's schema JSON.
+fn field_type(described: &Value, name: &str) -> Value {
+    described[0]["sourceDescription"]["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .find(|f| f["name"] == name)
+        .map(|f| f["schema"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn custom_types_and_variables_apply_to_the_statements_after_them() {
+    let mut server = Server::start(&unique("svc"));
+    let topic = unique("people");
+    // A type and a variable defined in the request serve its later statements.
+    server.ok(&format!(
+        "CREATE TYPE address AS STRUCT<street STRING, zip INT>;
+         DEFINE people_topic = '{topic}';
+         CREATE STREAM people (id INT KEY, home ADDRESS) \
+           WITH (kafka_topic='${{people_topic}}', value_format='JSON', partitions=1);"
+    ));
+    let described = server.ok("DESCRIBE people;");
+    assert_eq!(described[0]["sourceDescription"]["topic"], topic.as_str());
+    assert_eq!(field_type(&described, "HOME")["type"], "STRUCT");
+
+    let types = server.ok("SHOW TYPES;");
+    assert_eq!(types[0]["@type"], "type_list");
+    assert_eq!(types[0]["types"]["ADDRESS"]["type"], "STRUCT", "{types}");
+
+    // A second registration is refused, or warned about with IF NOT EXISTS.
+    let (status, body) = server.ksql("CREATE TYPE address AS STRUCT<x INT>;");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already registered")),
+        "{body}"
+    );
+    let warned = server.ok("CREATE TYPE IF NOT EXISTS address AS STRUCT<x INT>;");
+    assert_eq!(warned[0]["@type"], "warning_entity", "{warned}");
+
+    // Variables live for one request, or come with it.
+    let (status, body) = server.ksql("DESCRIBE ${missing};");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Undefined variable: missing")),
+        "{body}"
+    );
+    let body = json!({"ksql": "SHOW VARIABLES; DESCRIBE ${name};",
+        "sessionVariables": {"name": "people"}});
+    let answer: Value = ureq::post(&format!("{}/ksql", server.url))
+        .send_json(&body)
+        .expect("the server answers")
+        .into_body()
+        .read_json()
+        .expect("JSON");
+    assert_eq!(
+        answer[0]["variables"],
+        json!([{"name": "name", "value": "people"}])
+    );
+    assert_eq!(answer[1]["sourceDescription"]["name"], "PEOPLE");
+
+    // The type outlives the server: the command topic holds it.
+    server.restart();
+    let types = server.ok("SHOW TYPES;");
+    assert_eq!(types[0]["types"]["ADDRESS"]["type"], "STRUCT", "{types}");
+    server.ok("DROP TYPE address;");
+    let (status, body) = server.ksql(&format!(
+        "CREATE STREAM other (home ADDRESS) WITH (kafka_topic='{topic}', value_format='JSON');"
+    ));
+    assert_eq!(status, 400, "a dropped type is gone: {body}");
+    let (status, _) = server.ksql("DROP TYPE address;");
+    assert_eq!(status, 400);
+    server.ok("DROP TYPE IF EXISTS address;");
+}
