@@ -115,6 +115,12 @@ fn avro_orders_are_filtered_to_avro_and_totalled_to_protobuf() {
         }
     };
     assert_eq!(id_of(&client, &orders), id);
+    let held = server.ok(&format!("ASSERT SCHEMA SUBJECT '{orders}-value' ID {id};"));
+    assert_eq!(held[0]["@type"], "assert_schema", "{held}");
+    server.ok("ASSERT NOT EXISTS SCHEMA ID 9999;");
+    let (status, body) = server.ksql("ASSERT SCHEMA ID 9999 TIMEOUT 100 MILLISECONDS;");
+    assert_eq!(status, 417, "{body}");
+    assert_eq!(body["message"], "Schema with id 9999 does not exist");
     produce(
         &orders,
         &[

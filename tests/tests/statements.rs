@@ -72,6 +72,35 @@ fn custom_types_and_variables_apply_to_the_statements_after_them() {
     );
     assert_eq!(answer[1]["sourceDescription"]["name"], "PEOPLE");
 
+    // ASSERT waits (up to its timeout) for what it asserts, and answers 417 if it never
+    // holds.
+    let held = server.ok(&format!("ASSERT TOPIC '{topic}' WITH (PARTITIONS=1);"));
+    assert_eq!(held[0]["@type"], "assert_topic");
+    assert_eq!(held[0]["exists"], true);
+    let absent = unique("absent");
+    let held = server.ok(&format!("ASSERT NOT EXISTS TOPIC '{absent}';"));
+    assert_eq!(held[0]["exists"], false);
+    for (sql, message) in [
+        (
+            format!("ASSERT TOPIC '{absent}' TIMEOUT 200 MILLISECONDS;"),
+            format!("Topic {absent} does not exist"),
+        ),
+        (
+            format!("ASSERT TOPIC '{topic}' WITH (PARTITIONS=3) TIMEOUT 200 MILLISECONDS;"),
+            format!(
+                "Mismatched configuration for topic {topic}: For config partitions, expected 3 got 1"
+            ),
+        ),
+        (
+            format!("ASSERT NOT EXISTS TOPIC '{topic}' TIMEOUT 200 MILLISECONDS;"),
+            format!("Topic {topic} exists"),
+        ),
+    ] {
+        let (status, body) = server.ksql(&sql);
+        assert_eq!(status, 417, "{sql}: {body}");
+        assert_eq!(body["message"], message.as_str(), "{sql}");
+    }
+
     // The type outlives the server: the command topic holds it.
     server.restart();
     let types = server.ok("SHOW TYPES;");

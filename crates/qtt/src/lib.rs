@@ -415,6 +415,36 @@ impl Session {
                         )));
                     }
                 }
+                Planned::AssertTopic {
+                    topic,
+                    exists,
+                    partitions,
+                    ..
+                } => {
+                    let found = self.driver.partitions(&topic);
+                    if let Some(m) =
+                        sluice_sql::planner::assert_topic_failure(&topic, exists, partitions, found)
+                    {
+                        return Err(StatementFailure::Refused(m));
+                    }
+                }
+                Planned::AssertSchema {
+                    subject,
+                    id,
+                    exists,
+                    ..
+                } => {
+                    let found =
+                        sluice_registry::has_schema(self.registry.as_ref(), subject.as_deref(), id);
+                    if let Some(m) = sluice_sql::planner::assert_schema_failure(
+                        subject.as_deref(),
+                        id,
+                        exists,
+                        found,
+                    ) {
+                        return Err(StatementFailure::Refused(m));
+                    }
+                }
                 Planned::Variable { name, value } => match value {
                     Some(v) => {
                         self.script.variables.insert(name, v);

@@ -138,6 +138,19 @@ pub fn resolve_imports(registry: &dyn SchemaRegistry, schema: &mut RegisteredSch
     Ok(())
 }
 
+/// Whether the registry has a schema under `subject` (any version, the one with `id`
+/// when given), or with `id` under any subject. An unreachable registry has none.
+pub fn has_schema(registry: &dyn SchemaRegistry, subject: Option<&str>, id: Option<i32>) -> bool {
+    match (subject, id) {
+        (Some(s), None) => matches!(registry.latest(s), Ok(Some(_))),
+        (Some(s), Some(id)) => (1..)
+            .map_while(|v| registry.version(s, v).ok().flatten())
+            .any(|(found, _)| found == id),
+        (None, Some(id)) => registry.schema(id).is_ok(),
+        (None, None) => false,
+    }
+}
+
 /// The registry subject of a topic's keys or values (Confluent's TopicNameStrategy).
 pub fn subject(topic: &str, is_key: bool) -> String {
     format!("{topic}-{}", if is_key { "key" } else { "value" })

@@ -889,6 +889,69 @@ impl Engine {
             )),
             // DEFINE and UNDEFINE took effect as the request was read.
             Planned::Variable { .. } => Ok(Value::Null),
+            Planned::AssertTopic {
+                topic,
+                exists,
+                partitions,
+                timeout_ms,
+                ..
+            } => {
+                let deadline = std::time::Instant::now() + Duration::from_millis(timeout_ms);
+                loop {
+                    let found = self.topic_partitions(&topic).await?;
+                    match sluice_sql::planner::assert_topic_failure(&topic, exists, partitions, found)
+                    {
+                        None => {
+                            return Ok(entities::assert_topic(&text, &topic, exists));
+                        }
+                        Some(m) if std::time::Instant::now() >= deadline => {
+                            return Err(StatementError::assertion(m, &text));
+                        }
+                        Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            }
+            Planned::AssertSchema {
+                subject,
+                id,
+                exists,
+                timeout_ms,
+            } => {
+                let Some(registry) = self.registry().cloned() else {
+                    return Err(fail(
+                        "ASSERT SCHEMA needs a schema registry: set 'ksql.schema.registry.url'"
+                            .into(),
+                    ));
+                };
+                let deadline = std::time::Instant::now() + Duration::from_millis(timeout_ms);
+                loop {
+                    let (registry, s) = (registry.clone(), subject.clone());
+                    let found = tokio::task::spawn_blocking(move || {
+                        sluice_registry::has_schema(registry.as_ref(), s.as_deref(), id)
+                    })
+                    .await
+                    .unwrap_or(false);
+                    match sluice_sql::planner::assert_schema_failure(
+                        subject.as_deref(),
+                        id,
+                        exists,
+                        found,
+                    ) {
+                        None => {
+                            return Ok(entities::assert_schema(
+                                &text,
+                                subject.as_deref(),
+                                id,
+                                exists,
+                            ));
+                        }
+                        Some(m) if std::time::Instant::now() >= deadline => {
+                            return Err(StatementError::assertion(m, &text));
+                        }
+                        Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            }
             Planned::CreateType {
                 name,
                 ty,

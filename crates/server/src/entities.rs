@@ -31,6 +31,18 @@ pub fn warning(text: &str, message: &str) -> Value {
     })
 }
 
+/// ASSERT TOPIC that holds.
+pub fn assert_topic(text: &str, topic: &str, exists: bool) -> Value {
+    json!({"@type": "assert_topic", "statementText": text, "topicName": topic,
+        "exists": exists, "warnings": []})
+}
+
+/// ASSERT SCHEMA that holds.
+pub fn assert_schema(text: &str, subject: Option<&str>, id: Option<i32>, exists: bool) -> Value {
+    json!({"@type": "assert_schema", "statementText": text, "subject": subject, "id": id,
+        "exists": exists, "warnings": []})
+}
+
 /// SHOW TYPES: each custom type's schema, by name.
 pub fn type_list(text: &str, types: &std::collections::BTreeMap<String, SqlType>) -> Value {
     let types: serde_json::Map<String, Value> = types

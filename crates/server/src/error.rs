@@ -64,6 +64,17 @@ impl StatementError {
         }
     }
 
+    /// An ASSERT that does not hold: HTTP 417, as ksqlDB answers it.
+    pub fn assertion(message: String, text: &str) -> StatementError {
+        StatementError {
+            status: 417,
+            error_code: 41700,
+            message,
+            statement_text: text.to_string(),
+            position: None,
+        }
+    }
+
     pub fn server(message: String, text: &str) -> StatementError {
         StatementError {
             status: 500,

@@ -109,6 +109,20 @@ pub enum StatementKind {
     Undefine {
         name: String,
     },
+    /// `ASSERT [NOT EXISTS] TOPIC name [WITH (...)] [TIMEOUT n unit]`
+    AssertTopic {
+        topic: String,
+        exists: bool,
+        properties: Properties,
+        timeout_ms: Option<u64>,
+    },
+    /// `ASSERT [NOT EXISTS] SCHEMA [SUBJECT name] [ID n] [TIMEOUT n unit]`
+    AssertSchema {
+        subject: Option<String>,
+        id: Option<u64>,
+        exists: bool,
+        timeout_ms: Option<u64>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -818,6 +832,46 @@ impl fmt::Display for StatementKind {
                 write!(f, "DEFINE {name} = {}", quote_string(value))
             }
             StatementKind::Undefine { name } => write!(f, "UNDEFINE {name}"),
+            StatementKind::AssertTopic {
+                topic,
+                exists,
+                properties,
+                timeout_ms,
+            } => {
+                write!(
+                    f,
+                    "ASSERT {}TOPIC {}",
+                    if *exists { "" } else { "NOT EXISTS " },
+                    quote_string(topic)
+                )?;
+                write!(f, "{properties}")?;
+                if let Some(ms) = timeout_ms {
+                    write!(f, " TIMEOUT {ms} MILLISECONDS")?;
+                }
+                Ok(())
+            }
+            StatementKind::AssertSchema {
+                subject,
+                id,
+                exists,
+                timeout_ms,
+            } => {
+                write!(
+                    f,
+                    "ASSERT {}SCHEMA",
+                    if *exists { "" } else { "NOT EXISTS " }
+                )?;
+                if let Some(s) = subject {
+                    write!(f, " SUBJECT {}", quote_string(s))?;
+                }
+                if let Some(id) = id {
+                    write!(f, " ID {id}")?;
+                }
+                if let Some(ms) = timeout_ms {
+                    write!(f, " TIMEOUT {ms} MILLISECONDS")?;
+                }
+                Ok(())
+            }
             StatementKind::SetProperty { name, value } => {
                 write!(f, "SET {}={}", quote_string(name), quote_string(value))
             }

@@ -484,10 +484,18 @@ impl Parser {
                     limit,
                 })
             }
-            Some(kw @ ("INSERT" | "PAUSE" | "RESUME" | "ASSERT")) => Err(SqlError::unsupported(
+            Some("ASSERT") => self.assert(),
+            Some(kw @ ("INSERT" | "PAUSE" | "RESUME")) => Err(SqlError::unsupported(
                 pos,
                 format!("{kw} statements are not supported yet"),
             )),
+            // A word no statement starts with, worded as ksqlDB's grammar words it.
+            Some(word) if matches!(&self.peek().token, Token::Word(w) if w.quote_style.is_none()) => {
+                Err(SqlError::syntax(
+                    pos,
+                    format!("Syntax Error\nUnknown statement '{word}'"),
+                ))
+            }
             _ => Err(self.unexpected("a statement")),
         }
     }
@@ -563,6 +571,88 @@ impl Parser {
             Ok(SourceKind::Table)
         } else {
             Err(self.unexpected("STREAM or TABLE"))
+        }
+    }
+
+    /// `ASSERT [NOT EXISTS] TOPIC name [WITH (...)] [TIMEOUT n unit]` or
+    /// `ASSERT [NOT EXISTS] SCHEMA [SUBJECT name] [ID n] [TIMEOUT n unit]`.
+    fn assert(&mut self) -> Result<StatementKind, SqlError> {
+        self.expect_keyword("ASSERT")?;
+        let exists = !self.eat_keywords(&["NOT", "EXISTS"]);
+        // A name as written: a quoted string, or a word (topics and subjects are
+        // case-sensitive).
+        let name = |p: &mut Parser| -> Result<String, SqlError> {
+            match &p.peek().token {
+                Token::SingleQuotedString(s) => {
+                    let s = s.clone();
+                    p.advance();
+                    Ok(s)
+                }
+                Token::Word(w) => {
+                    let s = w.value.clone();
+                    p.advance();
+                    Ok(s)
+                }
+                _ => Err(p.unexpected("a name")),
+            }
+        };
+        let timeout = |p: &mut Parser| -> Result<Option<u64>, SqlError> {
+            if !p.eat_keyword("TIMEOUT") {
+                return Ok(None);
+            }
+            let n = p.unsigned_integer("a timeout")?;
+            let unit = p.keyword_at(0).unwrap_or_default();
+            let ms = time_unit_ms(&unit).ok_or_else(|| p.unexpected("a time unit"))?;
+            p.advance();
+            Ok(Some(n.saturating_mul(ms)))
+        };
+        match self.keyword_at(0).as_deref() {
+            Some("TOPIC") => {
+                self.advance();
+                let topic = name(self)?;
+                let properties = if self.eat_keyword("WITH") {
+                    self.properties()?
+                } else {
+                    Properties::default()
+                };
+                let timeout_ms = timeout(self)?;
+                Ok(StatementKind::AssertTopic {
+                    topic,
+                    exists,
+                    properties,
+                    timeout_ms,
+                })
+            }
+            Some("SCHEMA") => {
+                self.advance();
+                let subject = if self.eat_keyword("SUBJECT") {
+                    Some(name(self)?)
+                } else {
+                    None
+                };
+                let id = if self.eat_keyword("ID") {
+                    Some(self.unsigned_integer("a schema id")?)
+                } else {
+                    None
+                };
+                let timeout_ms = timeout(self)?;
+                Ok(StatementKind::AssertSchema {
+                    subject,
+                    id,
+                    exists,
+                    timeout_ms,
+                })
+            }
+            _ => {
+                let t = self.peek();
+                Err(SqlError::syntax(
+                    t.pos,
+                    format!(
+                        "Syntax error at or near '{}' at line {}:{}",
+                        t.token, t.pos.line, t.pos.column
+                    ),
+                ))
+            }
         }
     }
 
@@ -1768,6 +1858,10 @@ mod tests {
             "UNDEFINE topic;",
             "SHOW TYPES;",
             "LIST VARIABLES;",
+            "ASSERT TOPIC 'my-topic' WITH (partitions=3) TIMEOUT 10 SECONDS;",
+            "ASSERT NOT EXISTS TOPIC t;",
+            "ASSERT SCHEMA SUBJECT 't-value' ID 3 TIMEOUT 1 MINUTE;",
+            "ASSERT NOT EXISTS SCHEMA ID 9;",
         ] {
             round_trip(sql);
         }

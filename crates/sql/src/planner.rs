@@ -245,7 +245,72 @@ pub enum Planned {
         name: String,
         value: Option<String>,
     },
+    /// ASSERT [NOT EXISTS] TOPIC: the topic exists (with these partitions and replicas,
+    /// where given) or not, within the timeout.
+    AssertTopic {
+        topic: String,
+        exists: bool,
+        partitions: Option<u32>,
+        replicas: Option<i16>,
+        timeout_ms: u64,
+    },
+    /// ASSERT [NOT EXISTS] SCHEMA: a schema is registered (under the subject, with the
+    /// id) or not, within the timeout.
+    AssertSchema {
+        subject: Option<String>,
+        id: Option<i32>,
+        exists: bool,
+        timeout_ms: u64,
+    },
 }
+
+/// Why ASSERT TOPIC fails, given the topic's partition count (None: no such topic);
+/// None when it holds.
+pub fn assert_topic_failure(
+    topic: &str,
+    exists: bool,
+    partitions: Option<u32>,
+    found: Option<u32>,
+) -> Option<String> {
+    match (exists, found) {
+        (true, None) => Some(format!("Topic {topic} does not exist")),
+        (true, Some(n)) => partitions.filter(|p| *p != n).map(|p| {
+            format!(
+                "Mismatched configuration for topic {topic}: For config partitions, expected {p} got {n}"
+            )
+        }),
+        (false, Some(_)) => Some(format!("Topic {topic} exists")),
+        (false, None) => None,
+    }
+}
+
+/// Why ASSERT SCHEMA fails, given whether the schema was found; None when it holds.
+pub fn assert_schema_failure(
+    subject: Option<&str>,
+    id: Option<i32>,
+    exists: bool,
+    found: bool,
+) -> Option<String> {
+    if exists == found {
+        return None;
+    }
+    let mut what = String::from("Schema with");
+    if let Some(s) = subject {
+        what.push_str(&format!(" subject name {s}"));
+    }
+    if let Some(id) = id {
+        what.push_str(&format!(" id {id}"));
+    }
+    Some(if exists {
+        format!("{what} does not exist")
+    } else {
+        format!("{what} exists")
+    })
+}
+
+/// How long an ASSERT waits when it names no TIMEOUT
+/// (`ksql.assert.topic.default.timeout.ms`, `ksql.assert.schema.default.timeout.ms`).
+pub const ASSERT_TIMEOUT_MS: u64 = 1_000;
 
 /// Defaults that come from configuration rather than the statement.
 #[derive(Clone, Debug)]
@@ -438,6 +503,47 @@ pub fn plan_statement(
             name: name.to_uppercase(),
             if_exists: *if_exists,
         }),
+        StatementKind::AssertTopic {
+            topic,
+            exists,
+            properties,
+            timeout_ms,
+        } => {
+            let with = With::new(properties, &["PARTITIONS", "REPLICAS"], &[])?;
+            let (partitions, replicas) = with.topic_creation()?;
+            Ok(Planned::AssertTopic {
+                topic: topic.clone(),
+                exists: *exists,
+                partitions,
+                replicas,
+                timeout_ms: timeout_ms.unwrap_or(ASSERT_TIMEOUT_MS),
+            })
+        }
+        StatementKind::AssertSchema {
+            subject,
+            id,
+            exists,
+            timeout_ms,
+        } => {
+            if subject.is_none() && id.is_none() {
+                return Err(SqlError::semantic(
+                    stmt.pos,
+                    "ASSERT SCHEMA statements much include a subject name or an id",
+                ));
+            }
+            let id = match id {
+                Some(id) => Some(i32::try_from(*id).map_err(|_| {
+                    SqlError::semantic(stmt.pos, format!("Invalid schema id: {id}"))
+                })?),
+                None => None,
+            };
+            Ok(Planned::AssertSchema {
+                subject: subject.clone(),
+                id,
+                exists: *exists,
+                timeout_ms: timeout_ms.unwrap_or(ASSERT_TIMEOUT_MS),
+            })
+        }
         StatementKind::Define { name, value } => Ok(Planned::Variable {
             name: name.clone(),
             value: Some(value.clone()),
