@@ -5,7 +5,10 @@
 //! Needs a broker: `scripts/kafka-local.sh start` (the README's test command does it).
 
 use serde_json::{Value, json};
-use sluice_e2e::{Server, unique};
+use sluice_e2e::{Record, Server, consume, produce, unique};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
 
 /// The type of DESCRIBE's field `name`, as ksqlDB's schema JSON.
 fn field_type(described: &Value, name: &str) -> Value {
@@ -113,4 +116,56 @@ fn custom_types_and_variables_apply_to_the_statements_after_them() {
     let (status, _) = server.ksql("DROP TYPE address;");
     assert_eq!(status, 400);
     server.ok("DROP TYPE IF EXISTS address;");
+}
+
+#[test]
+fn a_paused_query_reads_nothing_until_resumed_even_across_a_restart() {
+    let mut server = Server::start(&unique("svc"));
+    let (src, paused_out, live_out) = (unique("src"), unique("paused"), unique("live"));
+    server.ok(&format!(
+        "CREATE STREAM src (v INT) WITH (kafka_topic='{src}', value_format='JSON', partitions=1);
+         CREATE STREAM held WITH (kafka_topic='{paused_out}') AS SELECT v FROM src;
+         CREATE STREAM live WITH (kafka_topic='{live_out}') AS SELECT v FROM src;"
+    ));
+    let id_of = |server: &Server, sink: &str| {
+        server
+            .query_ids()
+            .into_iter()
+            .find(|(id, _)| id.contains(sink))
+            .expect("the query runs")
+    };
+    let record = |v: i32| Record::new(None, Some(&format!(r#"{{"V":{v}}}"#)), 1_000 + i64::from(v));
+    produce(&src, &[record(1)]);
+    assert_eq!(consume(&paused_out, 1, WAIT).len(), 1);
+
+    let (held, _) = id_of(&server, "HELD");
+    server.ok(&format!("PAUSE {held};"));
+    assert_eq!(id_of(&server, "HELD").1, "PAUSED");
+    produce(&src, &[record(2)]);
+    // The live query read the record: the paused one had every chance to.
+    assert_eq!(consume(&live_out, 2, WAIT).len(), 2);
+    let seen: Vec<Value> = consume(&paused_out, 1, WAIT)
+        .iter()
+        .map(Record::value_json)
+        .collect();
+    assert_eq!(
+        seen,
+        vec![json!({"V": 1})],
+        "the paused query read nothing; log:\n{}",
+        server.log_text()
+    );
+
+    // Paused it stays across a restart (the command topic holds the pause) ...
+    server.restart();
+    assert_eq!(id_of(&server, "HELD").1, "PAUSED");
+    // ... and resumed, it reads what it missed, from where it stopped.
+    server.ok("RESUME ALL;");
+    let values: Vec<Value> = consume(&paused_out, 2, WAIT)
+        .iter()
+        .map(Record::value_json)
+        .collect();
+    assert_eq!(values, vec![json!({"V": 1}), json!({"V": 2})]);
+    assert_eq!(id_of(&server, "HELD").1, "RUNNING");
+    let (status, body) = server.ksql("PAUSE CSAS_NOPE_1;");
+    assert_eq!(status, 400, "{body}");
 }

@@ -445,6 +445,22 @@ impl Session {
                         return Err(StatementFailure::Refused(m));
                     }
                 }
+                Planned::Pause { query_id, paused } => {
+                    let ids = match query_id {
+                        Some(id) if !self.driver.has_query(&id) => {
+                            return Err(StatementFailure::Refused(format!(
+                                "Unknown queryId: {id}"
+                            )));
+                        }
+                        Some(id) => vec![id],
+                        None => self.driver.query_ids(),
+                    };
+                    for id in ids {
+                        self.driver
+                            .set_paused(&id, paused)
+                            .map_err(|e| StatementFailure::Refused(e.to_string()))?;
+                    }
+                }
                 Planned::Variable { name, value } => match value {
                     Some(v) => {
                         self.script.variables.insert(name, v);
@@ -1016,7 +1032,7 @@ mod tests {
             "name": "agg",
             "statements": [
                 "CREATE STREAM A (K STRING KEY, X INT) WITH (kafka_topic='a', value_format='JSON');",
-                "PAUSE ALL;"
+                "CREATE TABLE T AS SELECT K, TOPKDISTINCT(X, 2) AS TOP FROM A GROUP BY K;"
             ],
             "inputs": [], "outputs": []
         }));

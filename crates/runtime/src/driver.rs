@@ -83,6 +83,8 @@ pub struct Driver {
     /// many cached, and every record is a commit: the store path, checked by the same
     /// cases as the in-memory one (`SLUICE_TEST_STATE_STORES`).
     state_stores: Option<usize>,
+    /// Paused queries, with where in `history` they stopped reading.
+    paused: BTreeMap<String, usize>,
 }
 
 impl Driver {
@@ -184,6 +186,42 @@ impl Driver {
         self.queries.len() != before
     }
 
+    /// PAUSE (true) or RESUME of a query: a paused query reads nothing; resumed, it
+    /// reads what was written meanwhile, in order.
+    pub fn set_paused(&mut self, id: &str, paused: bool) -> Result<()> {
+        if paused {
+            let at = self.history.len();
+            self.paused.entry(id.to_string()).or_insert(at);
+            return Ok(());
+        }
+        let Some(from) = self.paused.remove(id) else {
+            return Ok(());
+        };
+        let Some(n) = self.queries.iter().position(|(q, _)| q == id) else {
+            return Ok(());
+        };
+        let topics: Vec<String> = self.queries[n]
+            .1
+            .source_topics()
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        let backlog: Vec<(String, DriverRecord)> = self.history[from..]
+            .iter()
+            .filter(|(t, _)| topics.contains(t))
+            .map(|(t, i)| (t.clone(), self.topics[t].records[*i].clone()))
+            .collect();
+        for (topic, record) in backlog {
+            self.run(topic, record, Some(n))?;
+        }
+        Ok(())
+    }
+
+    /// The ids of the queries, in the order they were added.
+    pub fn query_ids(&self) -> Vec<String> {
+        self.queries.iter().map(|(id, _)| id.clone()).collect()
+    }
+
     /// Whether a query with that id runs here.
     pub fn has_query(&self, id: &str) -> bool {
         self.queries.iter().any(|(q, _)| q == id)
@@ -273,7 +311,8 @@ impl Driver {
         let mut queue = VecDeque::from([(topic, record, only)]);
         while let Some((topic, record, only)) = queue.pop_front() {
             for (n, (id, pipeline)) in self.queries.iter_mut().enumerate() {
-                if only.is_some_and(|o| o != n) {
+                if only.is_some_and(|o| o != n) || (only.is_none() && self.paused.contains_key(id))
+                {
                     continue;
                 }
                 let Some(input) = pipeline.source_topics().iter().position(|t| *t == topic) else {

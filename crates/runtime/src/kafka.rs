@@ -67,6 +67,8 @@ pub struct QueryConfig {
     pub state_dir: Option<std::path::PathBuf>,
     /// Where AVRO and JSON_SR schemas are registered and looked up.
     pub registry: Option<Registry>,
+    /// PAUSE: the query reads nothing until resumed (see `RunningQuery::set_paused`).
+    pub paused: Arc<AtomicBool>,
 }
 
 /// Groups of a RocksDB-backed aggregation kept in memory between commits, at most.
@@ -102,11 +104,14 @@ pub struct QueryStats {
     pub restore_millis: AtomicU64,
     /// Whether the query is restoring its state now.
     pub restoring: AtomicBool,
+    /// Whether the query's thread has seen that it is paused (and reads nothing).
+    pub paused: AtomicBool,
 }
 
 /// A persistent query running on its own thread.
 pub struct RunningQuery {
     stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     pub stats: Arc<QueryStats>,
 }
@@ -118,6 +123,7 @@ impl RunningQuery {
         // Fail fast on a plan this build cannot run.
         Pipeline::new(plan, config.registry.clone())?;
         let stop = Arc::new(AtomicBool::new(false));
+        let paused = config.paused.clone();
         let stats = Arc::new(QueryStats::default());
         let thread = {
             let (stop, stats, plan) = (stop.clone(), stats.clone(), plan.clone());
@@ -129,9 +135,26 @@ impl RunningQuery {
         };
         Ok(RunningQuery {
             stop,
+            paused,
             thread: Some(thread),
             stats,
         })
+    }
+
+    /// PAUSE (true) or RESUME: a paused query reads no records, keeping its state and
+    /// its position, and holds its lease.
+    /// Returns once the query's thread has seen it (at most a few seconds, and at once
+    /// when this server does not hold the query's lease): records written after a PAUSE
+    /// returns are not read.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.stats.lease_held.load(Ordering::SeqCst)
+            && self.stats.paused.load(Ordering::SeqCst) != paused
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Stops the query after committing what it has processed, and waits for it.
@@ -417,6 +440,7 @@ fn run_owned(
     let mut cache = (matches!(plan.root, Step::TableSink { .. }) && config.cache_max_bytes > 0)
         .then(|| SinkCache::new(config.cache_max_bytes));
     const MAX_BATCH: usize = 2000;
+    let mut was_paused = false;
     loop {
         // Serves the lease's rebalances; a lease that moved ends this run, and what it
         // did since the last commit is aborted (the new holder fenced it anyway).
@@ -432,7 +456,20 @@ fn run_owned(
             return Ok(Ended::LeaseLost);
         }
         let stopping = stop.load(Ordering::SeqCst);
-        if !stopping {
+        let paused = config.paused.load(Ordering::SeqCst);
+        if paused != was_paused {
+            was_paused = paused;
+            stats.paused.store(paused, Ordering::SeqCst);
+            tracing::info!(
+                query = name,
+                "{}",
+                if paused { "paused" } else { "resumed" }
+            );
+        }
+        if !stopping && paused {
+            // Paused: nothing is read; the lease is still served above.
+            let _ = lease.poll(Duration::from_millis(50));
+        } else if !stopping {
             let mut timeout = Duration::from_millis(50);
             while pipeline.pending() < MAX_BATCH {
                 let Some(msg) = consumer.poll(timeout) else {

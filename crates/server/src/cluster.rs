@@ -42,6 +42,18 @@ impl QueryRun {
         }
     }
 
+    /// PAUSE (true) or RESUME.
+    pub fn set_paused(&self, paused: bool) {
+        match self {
+            QueryRun::Kafka(q) => q.set_paused(paused),
+            QueryRun::Memory { driver, id } => {
+                if let Err(e) = lock(driver).set_paused(id, paused) {
+                    tracing::warn!(query = %id, "resuming failed: {e}");
+                }
+            }
+        }
+    }
+
     pub fn is_healthy(&self) -> bool {
         match self {
             QueryRun::Kafka(q) => q.is_healthy(),

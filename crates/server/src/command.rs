@@ -58,6 +58,12 @@ pub enum Action {
     /// TERMINATE id, or TERMINATE ALL when `query_id` is None.
     #[serde(rename_all = "camelCase")]
     Terminate { query_id: Option<String> },
+    /// PAUSE (`paused`) or RESUME of a query, or of all (None).
+    #[serde(rename_all = "camelCase")]
+    Pause {
+        query_id: Option<String>,
+        paused: bool,
+    },
     /// CREATE TYPE: a custom type for later statements.
     #[serde(rename_all = "camelCase")]
     CreateType {
@@ -99,6 +105,11 @@ impl Command {
                 format!("terminate/{}/execute", query_id.as_deref().unwrap_or("ALL"))
             }
             Action::CreateType { name, .. } => format!("type/`{name}`/create"),
+            Action::Pause { query_id, paused } => format!(
+                "{}/{}/execute",
+                if *paused { "pause" } else { "resume" },
+                query_id.as_deref().unwrap_or("ALL")
+            ),
             Action::DropType { name } => format!("type/`{name}`/drop"),
         }
     }

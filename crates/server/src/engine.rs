@@ -133,11 +133,14 @@ pub struct PersistentQuery {
     pub running: Option<QueryRun>,
     /// Why the query could not start, if it could not.
     pub error: Option<String>,
+    /// PAUSE: the query reads nothing until RESUME.
+    pub paused: bool,
 }
 
 impl PersistentQuery {
     pub fn state(&self) -> &'static str {
         match (&self.running, &self.error) {
+            (Some(_), _) if self.paused => "PAUSED",
             (Some(r), _) if r.is_healthy() => "RUNNING",
             (Some(_), _) | (None, Some(_)) => "ERROR",
             (None, None) => "PENDING",
@@ -451,6 +454,7 @@ impl Engine {
                 })
         };
         QueryConfig {
+            paused: Default::default(),
             registry: self.registry().cloned(),
             bootstrap_servers: self.config.bootstrap_servers.clone(),
             group_id: format!("_sluice-{}-query_{query_id}", self.config.service_id),
@@ -485,8 +489,12 @@ impl Engine {
 
     fn start_query(&self, q: &mut PersistentQuery) {
         let config = self.query_config(&q.id, &q.properties);
+        config.paused.store(q.paused, Ordering::SeqCst);
         match self.cluster.start_query(&q.id, &q.plan, config) {
             Ok(r) => {
+                if q.paused {
+                    r.set_paused(true);
+                }
                 q.running = Some(r);
                 q.error = None;
             }
@@ -529,6 +537,7 @@ impl Engine {
             properties: cmd.properties.clone(),
             running: None,
             error: None,
+            paused: false,
         };
         if !replaying {
             self.start_query(&mut q);
@@ -626,6 +635,29 @@ impl Engine {
                     terminated.extend(ids);
                     Ok(Applied {
                         message: "Query terminated.".into(),
+                        query_id: query_id.clone(),
+                    })
+                }
+                Action::Pause { query_id, paused } => {
+                    let ids: Vec<String> = match query_id {
+                        Some(id) => vec![id.clone()],
+                        None => ms.queries.keys().cloned().collect(),
+                    };
+                    for id in &ids {
+                        let Some(q) = ms.queries.get_mut(id) else {
+                            return Err(format!("Unknown queryId: {id}"));
+                        };
+                        q.paused = *paused;
+                        if let Some(run) = &q.running {
+                            run.set_paused(*paused);
+                        }
+                    }
+                    Ok(Applied {
+                        message: if *paused {
+                            "Query paused.".into()
+                        } else {
+                            "Query resumed.".into()
+                        },
                         query_id: query_id.clone(),
                     })
                 }
@@ -1244,6 +1276,15 @@ impl Engine {
                     }
                 }
                 Ok(entity)
+            }
+            Planned::Pause { query_id, paused } => {
+                if let Some(id) = &query_id
+                    && !self.lock_metastore().queries.contains_key(id)
+                {
+                    return Err(fail(format!("Unknown queryId: {id}")));
+                }
+                let cmd = Command::new(&text, properties, Action::Pause { query_id, paused });
+                self.submit(cmd, &text).await
             }
             Planned::Terminate(query_id) => {
                 if let Some(id) = &query_id

@@ -62,6 +62,12 @@ pub enum StatementKind {
     },
     /// `TERMINATE id` or `TERMINATE ALL` (None).
     Terminate(Option<Ident>),
+    /// `PAUSE id|ALL` (`paused`) or `RESUME id|ALL`: a query stops reading its input,
+    /// keeping its state and position, until resumed.
+    Pause {
+        query_id: Option<Ident>,
+        paused: bool,
+    },
     Show(ShowTarget),
     Describe {
         name: Ident,
@@ -788,6 +794,12 @@ impl fmt::Display for StatementKind {
                 }
                 Ok(())
             }
+            StatementKind::Pause { query_id, paused } => write!(
+                f,
+                "{} {}",
+                if *paused { "PAUSE" } else { "RESUME" },
+                query_id.as_deref().map_or("ALL".to_string(), quote_ident)
+            ),
             StatementKind::Terminate(id) => match id {
                 Some(id) => write!(f, "TERMINATE {}", quote_ident(id)),
                 None => f.write_str("TERMINATE ALL"),

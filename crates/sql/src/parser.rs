@@ -485,7 +485,19 @@ impl Parser {
                 })
             }
             Some("ASSERT") => self.assert(),
-            Some(kw @ ("INSERT" | "PAUSE" | "RESUME")) => Err(SqlError::unsupported(
+            Some(kw @ ("PAUSE" | "RESUME")) => {
+                self.advance();
+                let query_id = if self.eat_keyword("ALL") {
+                    None
+                } else {
+                    Some(self.query_id()?)
+                };
+                Ok(StatementKind::Pause {
+                    query_id,
+                    paused: kw == "PAUSE",
+                })
+            }
+            Some(kw @ "INSERT") => Err(SqlError::unsupported(
                 pos,
                 format!("{kw} statements are not supported yet"),
             )),
@@ -1862,6 +1874,8 @@ mod tests {
             "ASSERT NOT EXISTS TOPIC t;",
             "ASSERT SCHEMA SUBJECT 't-value' ID 3 TIMEOUT 1 MINUTE;",
             "ASSERT NOT EXISTS SCHEMA ID 9;",
+            "PAUSE CSAS_S_1;",
+            "RESUME ALL;",
         ] {
             round_trip(sql);
         }

@@ -219,6 +219,11 @@ pub enum Planned {
         delete_topic: bool,
     },
     Terminate(Option<String>),
+    /// PAUSE (`paused`) or RESUME of a query, or of all (None).
+    Pause {
+        query_id: Option<String>,
+        paused: bool,
+    },
     Show(ast::ShowTarget),
     Describe {
         name: String,
@@ -450,6 +455,10 @@ pub fn plan_statement(
             delete_topic: *delete_topic,
         }),
         StatementKind::Terminate(id) => Ok(Planned::Terminate(id.clone())),
+        StatementKind::Pause { query_id, paused } => Ok(Planned::Pause {
+            query_id: query_id.clone(),
+            paused: *paused,
+        }),
         StatementKind::Show(t) => Ok(Planned::Show(*t)),
         StatementKind::Describe { name, extended } => Ok(Planned::Describe {
             name: name.clone(),
