@@ -1031,7 +1031,7 @@ mod tests {
         let (o, reason) = run(json!({
             "name": "agg",
             "statements": [
-                "CREATE STREAM A (K STRING KEY, X INT) WITH (kafka_topic='a', value_format='JSON');",
+                "CREATE STREAM A (K STRING KEY, X DATE) WITH (kafka_topic='a', value_format='JSON');",
                 "CREATE TABLE T AS SELECT K, TOPKDISTINCT(X, 2) AS TOP FROM A GROUP BY K;"
             ],
             "inputs": [], "outputs": []
