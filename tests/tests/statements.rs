@@ -39,6 +39,16 @@ fn custom_types_and_variables_apply_to_the_statements_after_them() {
     let types = server.ok("SHOW TYPES;");
     assert_eq!(types[0]["@type"], "type_list");
     assert_eq!(types[0]["types"]["ADDRESS"]["type"], "STRUCT", "{types}");
+    // The shell shows them as a table.
+    let shown = std::process::Command::new(sluice_e2e::sluice_bin())
+        .args(["cli", &server.url, "-e", "SHOW TYPES;"])
+        .output()
+        .expect("sluice cli runs");
+    let stdout = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        stdout.contains("ADDRESS") && stdout.contains("STRUCT<STREET STRING, ZIP INTEGER>"),
+        "{stdout}"
+    );
 
     // A second registration is refused, or warned about with IF NOT EXISTS.
     let (status, body) = server.ksql("CREATE TYPE address AS STRUCT<x INT>;");

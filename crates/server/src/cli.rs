@@ -728,7 +728,64 @@ pub fn render_entity(e: &Value) -> String {
                 table(&["Field", "Type"], &rows)
             )
         }
+        "type_list" => {
+            let rows: Vec<Vec<String>> = e["types"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(name, schema)| vec![name.clone(), type_text(schema)])
+                .collect();
+            table(&["Type Name", "Schema"], &rows)
+        }
+        "variables" => list(
+            "variables",
+            &[("Variable Name", "name"), ("Value", "value")],
+        ),
+        "assert_topic" => format!(
+            "Topic {} {}.\n",
+            s(&e["topicName"]),
+            if e["exists"] == true {
+                "exists"
+            } else {
+                "does not exist"
+            }
+        ),
+        "assert_schema" => format!(
+            "Schema {}{}{}.\n",
+            e["subject"]
+                .as_str()
+                .map(|n| format!("subject {n} "))
+                .unwrap_or_default(),
+            e["id"]
+                .as_i64()
+                .map(|n| format!("id {n} "))
+                .unwrap_or_default(),
+            if e["exists"] == true {
+                "exists"
+            } else {
+                "does not exist"
+            }
+        ),
         _ => format!("{e:#}\n"),
+    }
+}
+
+/// A type as ksqlDB's schema JSON gives it, as SQL (`STRUCT<A INT>`).
+fn type_text(schema: &Value) -> String {
+    let t = schema["type"].as_str().unwrap_or_default();
+    match t {
+        "ARRAY" => format!("ARRAY<{}>", type_text(&schema["memberSchema"])),
+        "MAP" => format!("MAP<STRING, {}>", type_text(&schema["memberSchema"])),
+        "STRUCT" => {
+            let fields: Vec<String> = schema["fields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| format!("{} {}", cell(&f["name"]), type_text(&f["schema"])))
+                .collect();
+            format!("STRUCT<{}>", fields.join(", "))
+        }
+        other => other.to_string(),
     }
 }
 
