@@ -1,6 +1,9 @@
-//! HTTP Basic authentication and the request size limit.
+//! HTTP Basic authentication, the request size limit, and the REST API over TLS.
 
-use sluice_e2e::{Server, unique};
+use sluice_e2e::{Server, bootstrap, eventually, free_port, sluice_bin, unique};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 fn post(server: &Server, auth: Option<&str>, body: &str) -> u16 {
     let mut req = ureq::post(&format!("{}/ksql", server.url))
@@ -41,4 +44,100 @@ fn requests_need_credentials_and_a_bounded_body() {
     // A body over the limit is refused before it is read.
     let big = format!(r#"{{"ksql": "SHOW STREAMS; -- {}"}}"#, "x".repeat(5000));
     assert_eq!(post(&server, Some(good), &big), 413);
+}
+
+/// A self-signed certificate for localhost and 127.0.0.1, and its key, as PEM files.
+fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::extension::SubjectAlternativeName;
+    use openssl::x509::{X509, X509NameBuilder};
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "localhost").unwrap();
+    let name = name.build();
+    let mut cert = X509::builder().unwrap();
+    cert.set_version(2).unwrap();
+    let serial = BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap();
+    cert.set_serial_number(&serial).unwrap();
+    cert.set_subject_name(&name).unwrap();
+    cert.set_issuer_name(&name).unwrap();
+    cert.set_pubkey(&key).unwrap();
+    cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    cert.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .dns("localhost")
+        .ip("127.0.0.1")
+        .build(&cert.x509v3_context(None, None))
+        .unwrap();
+    cert.append_extension(san).unwrap();
+    cert.sign(&key, MessageDigest::sha256()).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.build().to_pem().unwrap()).unwrap();
+    std::fs::write(&key_path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    (cert_path, key_path)
+}
+
+/// GET `path` over TLS, trusting `ca` (None: the system's roots): the status and body,
+/// or None when the connection or the handshake fails.
+fn https_get(port: u16, ca: Option<&Path>, path: &str) -> Option<(u16, String)> {
+    use openssl::ssl::{SslConnector, SslMethod};
+    let mut connector = SslConnector::builder(SslMethod::tls()).ok()?;
+    if let Some(ca) = ca {
+        connector.set_ca_file(ca).ok()?;
+    }
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let mut tls = connector.build().connect("localhost", tcp).ok()?;
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    let _ = tls.read_to_string(&mut answer);
+    let status = answer.split_whitespace().nth(1)?.parse().ok()?;
+    let body = answer.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+#[test]
+fn the_rest_api_answers_over_tls_only_to_clients_that_trust_it() {
+    let dir = std::env::temp_dir().join(unique("tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = self_signed(&dir);
+    let port = free_port();
+    let mut child = std::process::Command::new(sluice_bin())
+        .args(["server", "--bootstrap-servers", &bootstrap()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--service-id", &unique("svc")])
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sluice starts");
+    let (status, body) = eventually(Duration::from_secs(60), "the server over TLS", || {
+        https_get(port, Some(&cert), "/info")
+    });
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("KsqlServerInfo"), "{body}");
+    // A client that does not trust the certificate, or speaks plain HTTP, gets nothing.
+    assert_eq!(https_get(port, None, "/info"), None);
+    let plain = ureq::get(&format!("http://127.0.0.1:{port}/info"))
+        .config()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .call();
+    assert!(plain.is_err(), "plain HTTP is not served: {plain:?}");
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -67,6 +67,14 @@ pub const SETTINGS: &[Setting] = &[
         flag: "schema-registry-url",
         aliases: &["ksql.schema.registry.url"],
     },
+    Setting {
+        flag: "tls-cert",
+        aliases: &[],
+    },
+    Setting {
+        flag: "tls-key",
+        aliases: &[],
+    },
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq)]

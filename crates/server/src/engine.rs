@@ -50,6 +50,9 @@ pub struct ServerConfig {
     /// `ksql.schema.registry.url`: where AVRO and JSON_SR schemas live (None: those
     /// formats are refused, except on the test driver, which keeps its own registry).
     pub schema_registry_url: Option<String>,
+    /// The REST API over TLS: the certificate chain and the private key (PEM files).
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl ServerConfig {
@@ -68,6 +71,8 @@ impl ServerConfig {
             max_request_bytes: 2 * 1024 * 1024,
             auto_offset_reset: "latest".into(),
             schema_registry_url: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

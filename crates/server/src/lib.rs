@@ -13,6 +13,7 @@ pub mod migrate;
 pub mod rest;
 pub mod rest_qtt;
 pub mod shell;
+mod tls;
 
 pub use engine::{Engine, ServerConfig};
 pub use error::{ServerError, StatementError};
@@ -23,10 +24,25 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
     std::fs::create_dir_all(&config.state_dir)?;
     let engine = Engine::start(config.clone()).await?;
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;
-    tracing::info!("sluice is listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, rest::router(engine.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let router = rest::router(engine.clone());
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let acceptor = tls::acceptor(cert, key)?;
+            tracing::info!("sluice is listening on https://{}", listener.local_addr()?);
+            tls::serve(listener, router, acceptor, shutdown_signal()).await;
+        }
+        (None, None) => {
+            tracing::info!("sluice is listening on http://{}", listener.local_addr()?);
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
+        }
+        _ => {
+            return Err(ServerError::Startup(
+                "TLS needs both --tls-cert and --tls-key".into(),
+            ));
+        }
+    }
     tracing::info!("stopping queries");
     tokio::task::spawn_blocking(move || engine.shutdown())
         .await

@@ -309,6 +309,13 @@ struct ServerArgs {
     /// (`ksql.schema.registry.url`), e.g. http://127.0.0.1:8081.
     #[arg(long, env = "SLUICE_SCHEMA_REGISTRY_URL")]
     schema_registry_url: Option<String>,
+    /// Serves the REST API over TLS with this certificate chain (a PEM file); needs
+    /// --tls-key.
+    #[arg(long, env = "SLUICE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (a PEM file).
+    #[arg(long, env = "SLUICE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// A configuration file: TOML, or ksqlDB's `.properties`. Its keys are these flags'
     /// names or ksqlDB's property names; flags and SLUICE_* variables win over it.
     #[arg(long, env = "SLUICE_CONFIG")]
@@ -380,6 +387,8 @@ fn main() -> ExitCode {
                 max_request_bytes: args.max_request_bytes,
                 auto_offset_reset: "latest".into(),
                 schema_registry_url: args.schema_registry_url,
+                tls_cert: args.tls_cert,
+                tls_key: args.tls_key,
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
