@@ -300,3 +300,65 @@ fn a_record_whose_schema_the_registry_cannot_serve_waits_for_it_and_is_not_skipp
         "no record was skipped"
     );
 }
+
+#[test]
+fn a_protobuf_schema_that_imports_another_is_read_through_its_references() {
+    let registry = TestRegistry::start();
+    let server = Server::start_with(
+        &unique("svc"),
+        &[("--schema-registry-url", registry.url.as_str())],
+    );
+    let client = HttpRegistry::new(&registry.url);
+    let (logistics, out) = (unique("logistics"), unique("events_json"));
+    let event = "syntax = \"proto3\"; package ev; message Event { int64 timestamp = 1; }";
+    client
+        .register(
+            "event.proto",
+            &RegisteredSchema::new(SchemaType::Protobuf, event),
+        )
+        .expect("registers");
+    let main = RegisteredSchema {
+        references: vec![sluice_registry::SchemaReference {
+            name: "event.proto".into(),
+            subject: "event.proto".into(),
+            version: 1,
+        }],
+        ..RegisteredSchema::new(
+            SchemaType::Protobuf,
+            "syntax = \"proto3\"; import \"event.proto\"; message Logistics { ev.Event event = 1; string note = 2; }",
+        )
+    };
+    let id = client
+        .register(&format!("{logistics}-value"), &main)
+        .expect("registers");
+    server.ok(&format!(
+        "CREATE STREAM logistics WITH (kafka_topic='{logistics}', value_format='PROTOBUF', partitions=1);
+         CREATE STREAM events_json WITH (kafka_topic='{out}', value_format='JSON') AS
+           SELECT event->timestamp AS ts, note FROM logistics;"
+    ));
+    let schema = client.schema(id).expect("the schema, its imports resolved");
+    let file = protobuf::parse_with_imports(&schema.text, &schema.imports).expect("parses");
+    let (message, path) = file.message(None).expect("the first message");
+    let mut bytes = Vec::new();
+    frame(id, &mut bytes);
+    protobuf::write_message_indexes(&mut bytes, &path);
+    protobuf::write_message(
+        message,
+        &json!({"event": {"timestamp": 42}, "note": "shipped"}),
+        &mut bytes,
+    )
+    .expect("fits");
+    produce(
+        &logistics,
+        &[Record {
+            key: None,
+            value: Some(bytes),
+            timestamp: 1_000,
+        }],
+    );
+    let rows: Vec<Value> = consume(&out, 1, WAIT)
+        .iter()
+        .map(Record::value_json)
+        .collect();
+    assert_eq!(rows, vec![json!({"TS": 42, "NOTE": "shipped"})]);
+}

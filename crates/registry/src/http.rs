@@ -152,10 +152,8 @@ impl SchemaRegistry for HttpRegistry {
             .as_i64()
             .and_then(|id| i32::try_from(id).ok())
             .ok_or_else(|| RegistryError::Http(format!("registering under {subject}: {answer}")))?;
-        self.by_id
-            .lock()
-            .expect("cache lock")
-            .insert(id, schema.clone());
+        // Not cached here: a schema by id is cached with its imports resolved, which
+        // only a lookup does.
         Ok(id)
     }
 
