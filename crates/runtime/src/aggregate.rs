@@ -96,8 +96,9 @@ pub struct AggregateOp {
     output: SchemaRef,
     /// Groups by key; windowed groups by key and window start.
     groups: HashMap<Vec<ScalarValue>, Group>,
-    /// Session windows: the starts of each key's sessions.
-    sessions: HashMap<Vec<ScalarValue>, Vec<i64>>,
+    /// Session windows: each key's sessions, as (start, end). Kept whole in memory even
+    /// when the groups live in a store: merging, closing and expiring read it.
+    sessions: HashMap<Vec<ScalarValue>, Vec<(i64, i64)>>,
     window: Option<WindowSpec>,
     emit_final: bool,
     /// Numbers input rows in arrival order (for *_BY_OFFSET across merged sessions).
@@ -118,6 +119,9 @@ pub struct AggregateOp {
     store: Option<GroupStore>,
     /// The current commit interval, numbered.
     epoch: u64,
+    /// Sessions with a store: no indexed session not in memory ends before this, so
+    /// `expire` scans the index only once the closing point passes it.
+    stored_sessions_bound: i64,
 }
 
 /// Changelog keys: a group's key, or the operator's own counters.
@@ -215,6 +219,7 @@ impl AggregateOp {
             output: Arc::new(Schema::new(out)),
             groups: HashMap::new(),
             sessions: HashMap::new(),
+            stored_sessions_bound: i64::MIN,
             window: window.cloned(),
             emit_final,
             seq: 0,
@@ -552,12 +557,9 @@ impl AggregateOp {
     ) -> Result<()> {
         self.stream_time = self.stream_time.max(ts);
         let close = self.stream_time - w.grace_ms - w.size_ms;
-        let starts = self.sessions.get(&group_key).cloned().unwrap_or_default();
+        let sessions = self.sessions.get(&group_key).cloned().unwrap_or_default();
         let mut overlapping: Vec<(i64, i64)> = Vec::new();
-        for start in starts {
-            let mut key = group_key.clone();
-            key.push(ScalarValue::Int64(Some(start)));
-            let end = self.groups[&key].end;
+        for (start, end) in sessions {
             if end >= ts - w.size_ms && start <= ts + w.size_ms {
                 overlapping.push((start, end));
             }
@@ -580,7 +582,7 @@ impl AggregateOp {
         for (s, e) in &overlapping {
             let mut key = group_key.clone();
             key.push(ScalarValue::Int64(Some(*s)));
-            let old = self.groups.remove(&key).expect("indexed sessions exist");
+            let old = self.take_group(&key)?;
             self.touch(&key);
             for (m, o) in merged.iter_mut().zip(&old.accumulators) {
                 m.merge(o)?;
@@ -593,13 +595,17 @@ impl AggregateOp {
             }
         }
         let index = self.sessions.entry(group_key.clone()).or_default();
-        index.retain(|s| !overlapping.iter().any(|(o, _)| o == s));
-        index.push(start);
+        index.retain(|(s, _)| !overlapping.iter().any(|(o, _)| o == s));
+        index.push((start, end));
         let mut key = group_key.clone();
         key.push(ScalarValue::Int64(Some(start)));
         let (seq, emit_final) = (self.seq, self.emit_final);
         let group = self.group(&key, end)?;
+        // The merged session replaces whatever had its key (a store may still hold the
+        // old session under it until the commit deletes it).
         group.accumulators = merged;
+        group.end = end;
+        group.final_done = false;
         group.max_ts = max_ts;
         // A deleted session's row is gone downstream; a same-window update is not.
         group.emitted = same_window && emitted;
@@ -625,7 +631,9 @@ impl AggregateOp {
             self.stream_time - w.grace_ms
         };
         let kept_from = self.stream_time - w.retention();
-        if !session {
+        if session {
+            self.load_closed_sessions(close)?;
+        } else {
             // A time window closes once its end (start + size) is at or before `close`.
             let size = w.size_ms;
             self.load_closed(close.saturating_sub(size))?;
@@ -685,6 +693,9 @@ impl AggregateOp {
         let close = stream_time - w.grace_ms - if session { w.size_ms } else { 0 };
         let kept_from = stream_time - w.retention();
         let threshold = if session { close } else { kept_from };
+        if session && !emit_final && self.store.is_some() && close > self.stored_sessions_bound {
+            self.expire_stored_sessions(close);
+        }
         if threshold <= self.expiry_bound {
             return Ok(());
         }
@@ -714,12 +725,82 @@ impl AggregateOp {
         });
         self.expiry_bound = bound;
         for (group_key, start) in gone_sessions {
-            if let Some(index) = self.sessions.get_mut(&group_key) {
-                index.retain(|s| *s != start);
-                if index.is_empty() {
-                    self.sessions.remove(&group_key);
+            self.forget_session(&group_key, start);
+        }
+        Ok(())
+    }
+
+    fn forget_session(&mut self, group_key: &[ScalarValue], start: i64) {
+        if let Some(index) = self.sessions.get_mut(group_key) {
+            index.retain(|(s, _)| *s != start);
+            if index.is_empty() {
+                self.sessions.remove(group_key);
+            }
+        }
+    }
+
+    /// With a store and without EMIT FINAL (whose closed sessions are read back to be
+    /// emitted first, see `load_closed_sessions`): the sessions that ended before `close`
+    /// and are not in memory are deleted through the changelog without being read back.
+    fn expire_stored_sessions(&mut self, close: i64) {
+        let mut gone = Vec::new();
+        let mut bound = i64::MAX;
+        for (group_key, index) in &self.sessions {
+            for (start, end) in index {
+                let mut key = group_key.clone();
+                key.push(ScalarValue::Int64(Some(*start)));
+                if *end < close && !self.groups.contains_key(&key) {
+                    gone.push((group_key.clone(), *start, key));
+                } else {
+                    // A session in memory now may be only in the store by the next call.
+                    bound = bound.min(*end);
                 }
             }
+        }
+        for (group_key, start, key) in gone {
+            if let Some(changed) = &mut self.changed {
+                changed.insert(key);
+            }
+            self.forget_session(&group_key, start);
+        }
+        // No indexed session ends before this: the next scan waits until `close` passes
+        // it (sessions indexed later end after today's `close`).
+        self.stored_sessions_bound = bound;
+    }
+
+    /// A group out of memory, or read back from the store; an error if neither has it.
+    fn take_group(&mut self, key: &[ScalarValue]) -> Result<Group> {
+        if let Some(g) = self.groups.remove(key) {
+            return Ok(g);
+        }
+        let stored = match &self.store {
+            Some(store) => store.read(key, &self.calls, self.epoch)?,
+            None => None,
+        };
+        stored.ok_or_else(|| RuntimeError::State("an indexed session window is missing".into()))
+    }
+
+    /// EMIT FINAL over sessions with a store: reads back the closed sessions that are not
+    /// in memory, so that closing them finds them.
+    fn load_closed_sessions(&mut self, close: i64) -> Result<()> {
+        if self.store.is_none() {
+            return Ok(());
+        }
+        let mut wanted = Vec::new();
+        for (group_key, index) in &self.sessions {
+            for (start, end) in index {
+                if *end <= close {
+                    let mut key = group_key.clone();
+                    key.push(ScalarValue::Int64(Some(*start)));
+                    if !self.groups.contains_key(&key) {
+                        wanted.push(key);
+                    }
+                }
+            }
+        }
+        for key in wanted {
+            let group = self.take_group(&key)?;
+            self.groups.insert(key, group);
         }
         Ok(())
     }
@@ -874,25 +955,47 @@ impl AggregateOp {
         Ok(())
     }
 
-    /// Rebuilds what follows from the restored groups: each key's session starts.
+    /// Rebuilds what follows from the restored groups: each key's sessions (read from
+    /// the store too, when the groups went there).
     pub fn finish_restore(&mut self) -> Result<()> {
         if let Some(store) = &mut self.store {
             store.flush_restored()?;
         }
-        // The next `expire` scans the restored groups and sets the bound.
+        // The next `expire` scans the restored groups and sets the bounds.
         self.expiry_bound = i64::MIN;
+        self.stored_sessions_bound = i64::MIN;
         self.sessions.clear();
-        if self
+        if !self
             .window
             .as_ref()
             .is_some_and(|w| w.kind == WindowKind::Session)
         {
-            for key in self.groups.keys() {
-                if let Some(ScalarValue::Int64(Some(start))) = key.last() {
-                    self.sessions
-                        .entry(key[..key.len() - 1].to_vec())
-                        .or_default()
-                        .push(*start);
+            return Ok(());
+        }
+        let mut found: Vec<(Vec<ScalarValue>, i64)> = self
+            .groups
+            .iter()
+            .map(|(k, g)| (k.clone(), g.end))
+            .collect();
+        if let Some(store) = &self.store {
+            for (k, v) in store
+                .storage
+                .scan(&[GROUP_ENTRY], Some(&[GROUP_ENTRY + 1]))?
+            {
+                let key = Reader::new(&k[1..]).scalars()?;
+                let mut r = Reader::new(&v);
+                let (_emitted, end) = (r.bool()?, r.i64()?);
+                found.push((key, end));
+            }
+        }
+        for (key, end) in found {
+            if let Some(ScalarValue::Int64(Some(start))) = key.last() {
+                let index = self
+                    .sessions
+                    .entry(key[..key.len() - 1].to_vec())
+                    .or_default();
+                if !index.iter().any(|(s, _)| s == start) {
+                    index.push((*start, end));
                 }
             }
         }
@@ -1048,18 +1151,19 @@ impl AggregateOp {
             storage,
             max_cached,
             restoring: BTreeMap::new(),
-            windowed: self.window.is_some(),
+            windowed: self
+                .window
+                .as_ref()
+                .is_some_and(|w| w.kind != WindowKind::Session),
             expired_before: i64::MIN,
             closed_through: i64::MIN,
         });
         true
     }
 
-    /// Whether the groups can live in a state store (see `use_store`).
+    /// Whether the groups can live in a state store (see `use_store`): all can.
     pub fn can_use_store(&self) -> bool {
-        self.window
-            .as_ref()
-            .is_none_or(|w| w.kind != WindowKind::Session)
+        true
     }
 
     /// Whether the group exists (in memory, or in the store, from which it is read).
