@@ -138,6 +138,26 @@ fn the_rest_api_answers_over_tls_only_to_clients_that_trust_it() {
         .build()
         .call();
     assert!(plain.is_err(), "plain HTTP is not served: {plain:?}");
+    // The shell talks to it when told to trust the certificate.
+    let url = format!("https://localhost:{port}");
+    let cli = |extra: &[&str]| {
+        std::process::Command::new(sluice_bin())
+            .args(["cli", &url])
+            .args(extra)
+            .args(["-e", "SHOW STREAMS;"])
+            .output()
+            .expect("sluice cli runs")
+    };
+    let trusted = cli(&["--tls-ca", cert.to_str().expect("a UTF-8 path")]);
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert!(
+        !cli(&[]).status.success(),
+        "the system roots do not trust it"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

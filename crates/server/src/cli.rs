@@ -29,6 +29,23 @@ pub struct Session {
     pub interrupt: Option<Arc<AtomicBool>>,
     /// SPOOL: everything printed is also written here.
     spool: Option<Arc<Mutex<std::fs::File>>>,
+    /// The HTTP client: HTTPS trusts the system's roots, or `with_tls_ca`'s.
+    agent: ureq::Agent,
+}
+
+/// An HTTP client whose HTTPS (OpenSSL) trusts `roots`; any HTTP status is an answer.
+fn agent(roots: ureq::tls::RootCerts) -> ureq::Agent {
+    use ureq::tls::{TlsConfig, TlsProvider};
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(
+            TlsConfig::builder()
+                .provider(TlsProvider::NativeTls)
+                .root_certs(roots)
+                .build(),
+        )
+        .build()
+        .into()
 }
 
 /// What a shell command did.
@@ -81,7 +98,30 @@ impl Session {
             variables,
             interrupt: None,
             spool: None,
+            agent: agent(ureq::tls::RootCerts::PlatformVerifier),
         }
+    }
+
+    /// Trusts only the certificates in this PEM file for HTTPS (a server with a
+    /// self-signed or private certificate).
+    pub fn with_tls_ca(mut self, path: &std::path::Path) -> Result<Session, Failure> {
+        use ureq::tls::{PemItem, RootCerts, parse_pem};
+        let pem = std::fs::read(path)
+            .map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
+        let certs: Vec<_> = parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if certs.is_empty() {
+            return Err(Failure(format!(
+                "{} holds no PEM certificate",
+                path.display()
+            )));
+        }
+        self.agent = agent(RootCerts::new_with_certs(&certs));
+        Ok(self)
     }
 
     /// The greeting: client and server versions and the server's status.
@@ -412,10 +452,8 @@ impl Session {
 
     /// POSTs a JSON body; any HTTP status is an answer, only no answer is a failure.
     fn send(&self, path: &str, body: &Value) -> Result<ureq::http::Response<ureq::Body>, Failure> {
-        ureq::post(&format!("{}{path}", self.url))
-            .config()
-            .http_status_as_error(false)
-            .build()
+        self.agent
+            .post(&format!("{}{path}", self.url))
             .send_json(body)
             .map_err(|e| Failure(format!("cannot reach {}: {e}", self.url)))
     }
@@ -432,7 +470,9 @@ impl Session {
 
     /// The server's version and status, for the banner.
     pub fn server_info(&self) -> Result<String, Failure> {
-        let resp = ureq::get(&format!("{}/info", self.url))
+        let resp = self
+            .agent
+            .get(&format!("{}/info", self.url))
             .call()
             .map_err(|e| Failure(format!("cannot reach {}: {e}", self.url)))?;
         let info: Value =

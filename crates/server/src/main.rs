@@ -66,6 +66,10 @@ struct CliArgs {
     /// Defines a variable for `${name}` substitution: --define name=value.
     #[arg(long = "define")]
     defines: Vec<String>,
+    /// For an https:// server: trust the certificates in this PEM file (else the
+    /// system's roots).
+    #[arg(long, env = "SLUICE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
     /// How results are printed.
     #[arg(long, default_value = "tabular", value_parser = ["tabular", "json"])]
     output: String,
@@ -173,6 +177,15 @@ fn run_cli(args: CliArgs) -> ExitCode {
         Output::Tabular
     };
     let mut session = Session::new(&args.url, output, variables);
+    if let Some(ca) = &args.tls_ca {
+        session = match session.with_tls_ca(ca) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("sluice cli: {}", e.0);
+                return ExitCode::from(2);
+            }
+        };
+    }
     let script = match (&args.execute, &args.file) {
         (Some(sql), _) => Some(sql.clone()),
         (None, Some(path)) => match std::fs::read_to_string(path) {

@@ -189,8 +189,14 @@ impl Project {
         Ok(path)
     }
 
-    fn session(&self, defines: BTreeMap<String, String>) -> Session {
-        Session::new(&self.url, Output::Tabular, defines)
+    /// A client of the server; an https:// server's certificate is checked against the
+    /// system's roots, or against `SLUICE_TLS_CA` (a PEM file) when set.
+    fn session(&self, defines: BTreeMap<String, String>) -> Result<Session, Failure> {
+        let session = Session::new(&self.url, Output::Tabular, defines);
+        match std::env::var_os("SLUICE_TLS_CA") {
+            Some(ca) => session.with_tls_ca(std::path::Path::new(&ca)),
+            None => Ok(session),
+        }
     }
 
     /// Creates the migrations stream if it is missing.
@@ -273,7 +279,7 @@ impl Project {
         defines: BTreeMap<String, String>,
         out: &mut dyn Write,
     ) -> Result<usize, Failure> {
-        let mut session = self.session(defines.clone());
+        let mut session = self.session(defines.clone())?;
         self.ensure_stream(&mut session)?;
         let lock = self.lock(&mut session)?;
         let result = self.apply_locked(&mut session, until, dry_run, defines, out);
@@ -330,7 +336,7 @@ impl Project {
             };
             self.record(session, m, &running)?;
             // Each migration runs in a fresh session: its SET and DEFINE end with it.
-            let mut script = self.session(defines.clone());
+            let mut script = self.session(defines.clone())?;
             match script.run_script(&text, out) {
                 Ok(()) => {
                     let done = Applied {
@@ -456,7 +462,7 @@ impl Project {
 
     /// Reports applied migrations whose files changed since.
     pub fn validate(&self, out: &mut dyn Write) -> Result<(), Failure> {
-        let mut session = self.session(BTreeMap::new());
+        let mut session = self.session(BTreeMap::new())?;
         let history = self.history(&mut session)?;
         self.check_applied(&self.migrations()?, &history)?;
         let _ = writeln!(out, "Every applied migration matches its file.");
@@ -465,7 +471,7 @@ impl Project {
 
     /// Every migration, with its state.
     pub fn info(&self, out: &mut dyn Write) -> Result<(), Failure> {
-        let mut session = self.session(BTreeMap::new());
+        let mut session = self.session(BTreeMap::new())?;
         let history = self.history(&mut session)?;
         let migrations = self.migrations()?;
         let mut versions: Vec<u32> = migrations.iter().map(|m| m.version).collect();
