@@ -71,6 +71,8 @@ pub fn compile(e: &Expr, schema: &Schema) -> Result<PhysExpr> {
                 inner
             } else if from.is_nested() || target.is_nested() {
                 internal_call("$cast", vec![inner], target, nested::cast_nested, schema)?
+            } else if from == DataType::Utf8 && target == DataType::Date32 {
+                internal_call("$todate", vec![inner], target, string_to_date, schema)?
             } else {
                 Arc::new(CastExpr::new(inner, target, None))
             }
@@ -386,5 +388,44 @@ mod tests {
     #[test]
     fn custom_like_escapes_become_backslashes() {
         assert_eq!(with_backslash_escape("a!%b%", '!'), "a\\%b%");
+    }
+}
+
+/// CAST(string AS DATE), as ksqlDB reads dates: `yyyy-MM-dd`, or a prefix of it
+/// (`yyyy-MM`, `yyyy`: the first day); anything else is NULL.
+fn string_to_date(
+    args: &[ArrayRef],
+    _: usize,
+    _: &DataType,
+) -> datafusion_common::Result<ArrayRef> {
+    use datafusion_common::arrow::array::{AsArray, Date32Array};
+    let texts = args[0].as_string::<i32>();
+    let days: Date32Array = texts.iter().map(|t| t.and_then(parse_iso_date)).collect();
+    Ok(Arc::new(days))
+}
+
+/// Days since 1970-01-01 of `yyyy[-MM[-dd]]`.
+fn parse_iso_date(text: &str) -> Option<i32> {
+    let mut parts = text.trim().splitn(3, '-');
+    let year: i32 = parts.next()?.parse().ok()?;
+    let month: u32 = parts.next().map_or(Some(1), |m| m.parse().ok())?;
+    let day: u32 = parts.next().map_or(Some(1), |d| d.parse().ok())?;
+    let date = chrono::NaiveDate::from_ymd_opt(year, month, day)?;
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    i32::try_from((date - epoch).num_days()).ok()
+}
+
+#[cfg(test)]
+mod date_tests {
+    use super::parse_iso_date;
+
+    #[test]
+    fn dates_and_their_prefixes_parse() {
+        assert_eq!(parse_iso_date("1970-01-10"), Some(9));
+        assert_eq!(parse_iso_date("1970-01"), Some(0));
+        assert_eq!(parse_iso_date("1971"), Some(365));
+        assert_eq!(parse_iso_date("1969-12-31"), Some(-1));
+        assert_eq!(parse_iso_date("foo"), None);
+        assert_eq!(parse_iso_date("1970-13-01"), None);
     }
 }

@@ -1149,11 +1149,17 @@ impl ExprAnalyzer<'_> {
                     ));
                 }
                 let Some(common) = SqlType::common_numeric(&l.1, &r.1) else {
+                    // ksqlDB names the base types here (DECIMAL, not DECIMAL(2, 1)).
+                    let base = |t: &SqlType| {
+                        let s = t.to_string();
+                        s.split(['(', '<']).next().unwrap_or_default().to_string()
+                    };
                     return Err(SqlError::semantic(
                         whole.pos,
                         format!(
-                            "Error processing expression: {whole}. Arithmetic on types {} and {} are not supported.",
-                            l.1, r.1
+                            "Error processing expression: {whole}. Unsupported arithmetic types. {} {}",
+                            base(&l.1),
+                            base(&r.1)
                         ),
                     ));
                 };
