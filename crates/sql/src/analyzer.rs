@@ -385,7 +385,9 @@ impl ExprAnalyzer<'_> {
                 let mut common = value.1.clone();
                 let mut items = Vec::with_capacity(list.len());
                 for item in list {
-                    let t = self.in_list_item(&value.1, item)?;
+                    // Each item is checked against what the value and the items before
+                    // it unify to, as ksqlDB checks them.
+                    let t = self.in_list_item(&common, item)?;
                     if !is_null_literal(item) {
                         common = self.common_type(&common, &t.1).unwrap_or(common);
                     }
@@ -763,6 +765,15 @@ impl ExprAnalyzer<'_> {
         };
         if is_null_literal(item) || self.common_type(target, &t.1).is_some() {
             return Ok(t);
+        }
+        // A number written in the list of a STRING is read as its text.
+        if *target == SqlType::String
+            && let ExprKind::Literal(LiteralValue::Number(n)) = &item.kind
+        {
+            return Ok((
+                Expr::Literal(sluice_plan::Literal::String(n.clone())),
+                SqlType::String,
+            ));
         }
         if let ExprKind::Literal(LiteralValue::String(s)) = &item.kind
             && target.is_primitive()
