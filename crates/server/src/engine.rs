@@ -77,6 +77,58 @@ impl ServerConfig {
     }
 }
 
+/// The plan with a filter after its stream source that drops rows without a key; plans
+/// of another shape than sink, projection, filters and one stream source are kept.
+fn without_null_keys(step: sluice_plan::Step) -> sluice_plan::Step {
+    use sluice_plan::{BinaryOp, Expr, Step};
+    match step {
+        Step::StreamSink { input, topic } => Step::StreamSink {
+            input: Box::new(without_null_keys(*input)),
+            topic,
+        },
+        Step::StreamSelect {
+            input,
+            projection,
+            schema,
+            rekeyed,
+        } => Step::StreamSelect {
+            input: Box::new(without_null_keys(*input)),
+            projection,
+            schema,
+            rekeyed,
+        },
+        Step::StreamFilter { input, predicate } => Step::StreamFilter {
+            input: Box::new(without_null_keys(*input)),
+            predicate,
+        },
+        source @ Step::StreamSource { .. } => {
+            let Step::StreamSource { topic, .. } = &source else {
+                unreachable!("matched a source")
+            };
+            let predicate = topic
+                .schema
+                .keys()
+                .map(|k| Expr::IsNull {
+                    expr: Box::new(Expr::Column(k.name.clone())),
+                    negated: true,
+                })
+                .reduce(|a, b| Expr::Binary {
+                    op: BinaryOp::And,
+                    left: Box::new(a),
+                    right: Box::new(b),
+                });
+            match predicate {
+                Some(predicate) => Step::StreamFilter {
+                    input: Box::new(source),
+                    predicate,
+                },
+                None => source,
+            }
+        }
+        other => other,
+    }
+}
+
 /// Reads a `processing.guarantee` value: exactly-once (true) or at-least-once.
 pub fn parse_guarantee(value: &str) -> Result<bool, String> {
     match value.to_ascii_lowercase().as_str() {
@@ -864,9 +916,18 @@ impl Engine {
                 .cloned()
                 .collect(),
         };
+        // A scalable push query reads only rows with a key, as ksqlDB's does.
+        let plan = if scalable {
+            QueryPlan {
+                root: without_null_keys(plan.root),
+                ..*plan
+            }
+        } else {
+            *plan
+        };
         Ok(PushPlan {
             id,
-            plan: *plan,
+            plan,
             schema: visible,
             is_table,
             config: PushConfig {
