@@ -301,6 +301,20 @@ impl Server {
         body
     }
 
+    /// A persistent query's figure `name` from /metrics; `None` until it is published.
+    pub fn metric(&self, name: &str, query_id: &str) -> Option<f64> {
+        let text = ureq::get(&format!("{}/metrics", self.url))
+            .call()
+            .ok()?
+            .into_body()
+            .read_to_string()
+            .ok()?;
+        let prefix = format!("{name}{{query=\"{query_id}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+    }
+
     /// The ids of the persistent queries, from SHOW QUERIES.
     pub fn query_ids(&self) -> Vec<(String, String)> {
         let body = self.ok("SHOW QUERIES;");

@@ -210,20 +210,6 @@ fn id_of(client: &HttpRegistry, topic: &str) -> i32 {
         .0
 }
 
-/// Reads a query's figure from /metrics.
-fn metric(server: &Server, name: &str, query: &str) -> Option<f64> {
-    let text = ureq::get(&format!("{}/metrics", server.url))
-        .call()
-        .ok()?
-        .into_body()
-        .read_to_string()
-        .ok()?;
-    let prefix = format!("{name}{{query=\"{query}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.parse().ok())
-}
-
 #[test]
 fn a_record_whose_schema_the_registry_cannot_serve_waits_for_it_and_is_not_skipped() {
     let registry = TestRegistry::start();
@@ -284,7 +270,8 @@ fn a_record_whose_schema_the_registry_cannot_serve_waits_for_it_and_is_not_skipp
         &[event(second, &v2, json!({"id": 2, "source": "web"}))],
     );
     sluice_e2e::eventually(WAIT, "the query to wait for the registry", || {
-        metric(&server, "sluice_query_restarts", &query)
+        server
+            .metric("sluice_query_restarts", &query)
             .filter(|n| *n >= 1.0)
             .map(|_| ())
     });
@@ -295,7 +282,7 @@ fn a_record_whose_schema_the_registry_cannot_serve_waits_for_it_and_is_not_skipp
         .collect();
     assert_eq!(rows, vec![json!({"ID": 1}), json!({"ID": 2})]);
     assert_eq!(
-        metric(&server, "sluice_query_skipped_records_total", &query),
+        server.metric("sluice_query_skipped_records_total", &query),
         Some(0.0),
         "no record was skipped"
     );

@@ -125,18 +125,7 @@ fn csas_filters_projects_and_skips_bad_records() {
         );
     }
     // The query's figures, for Prometheus.
-    let metrics = |name: &str| -> Option<f64> {
-        let text = ureq::get(&format!("{}/metrics", server.url))
-            .call()
-            .ok()?
-            .into_body()
-            .read_to_string()
-            .ok()?;
-        let prefix = format!("{name}{{query=\"{query_id}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.parse().ok())
-    };
+    let metrics = |name: &str| server.metric(name, &query_id);
     eventually(WAIT, "the query's metrics", || {
         (metrics("sluice_query_records_in_total") == Some(7.0)
             && metrics("sluice_query_records_out_total") == Some(4.0)

@@ -4,6 +4,7 @@
 //!   and by id. [`MemoryRegistry`] serves the test driver; [`HttpRegistry`] talks to a
 //!   Confluent-compatible registry (`ksql.schema.registry.url`).
 //! - [`avro`]: Avro schemas and Avro's binary encoding.
+//! - [`base64`]: how BYTES travel as text.
 //! - [`translate`]: SQL columns to the schemas ksqlDB registers, and registered schemas
 //!   back to columns (schema inference).
 //!
@@ -11,6 +12,7 @@
 //! schema's id (4 bytes, big-endian), then the payload.
 
 pub mod avro;
+pub mod base64;
 mod http;
 pub mod protobuf;
 pub mod translate;

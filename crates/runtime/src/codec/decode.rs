@@ -681,24 +681,7 @@ pub fn parse_decimal(text: &str, precision: u8, scale: u8) -> Result<i128, Strin
 
 /// Standard base64 (padding optional), as ksqlDB reads BYTES in JSON.
 pub fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes().filter(|c| *c != b'=') {
-        let v = ALPHABET
-            .iter()
-            .position(|a| *a == c)
-            .ok_or_else(|| format!("invalid base64 in BYTES value: {s}"))? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
+    sluice_registry::base64::decode(s).ok_or_else(|| format!("invalid base64 in BYTES value: {s}"))
 }
 
 /// Decodes the key or the value part of records into a set of columns.
@@ -1021,12 +1004,14 @@ fn read_with(writer: &Writer, payload: &[u8], framed: bool) -> Result<Value, Str
         Writer::Avro(schema) => avro::Reader::new(payload).json(schema),
         Writer::Protobuf(file, path) => {
             let mut r = protobuf::Reader::new(payload);
-            let path = if framed {
-                protobuf::read_message_indexes(&mut r)?
+            let framed_path;
+            let path: &[i32] = if framed {
+                framed_path = protobuf::read_message_indexes(&mut r)?;
+                &framed_path
             } else {
-                path.clone()
+                path
             };
-            protobuf::read_message(file.message_at(&path)?, r.rest(), false)
+            protobuf::read_message(file.message_at(path)?, r.rest(), false)
         }
         Writer::Json => Err("a JSON schema where a binary one was expected".into()),
     }

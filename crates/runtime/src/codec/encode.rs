@@ -31,6 +31,8 @@ pub struct PartEncoder {
 pub struct BatchEncoder<'a> {
     part: &'a PartEncoder,
     columns: Vec<ColumnRef<'a>>,
+    /// AVRO: the columns by name, as `write_record` matches them to the schema's fields.
+    named: Vec<(&'a str, &'a dyn Array)>,
 }
 
 /// An output column, downcast to the types rows are most often made of.
@@ -114,6 +116,14 @@ impl PartEncoder {
 
     /// The part's columns in `arrays`, ready to encode rows of that batch.
     pub fn bind<'a>(&'a self, arrays: &'a [ArrayRef]) -> BatchEncoder<'a> {
+        let named = match &self.writer {
+            Some((_, Writer::Avro(_))) => self
+                .columns
+                .iter()
+                .map(|(i, name)| (name.as_str(), arrays[*i].as_ref()))
+                .collect(),
+            _ => Vec::new(),
+        };
         BatchEncoder {
             part: self,
             columns: self
@@ -121,6 +131,7 @@ impl PartEncoder {
                 .iter()
                 .map(|(i, _)| ColumnRef::new(&arrays[*i]))
                 .collect(),
+            named,
         }
     }
 
@@ -172,16 +183,10 @@ impl BatchEncoder<'_> {
                 let Some((_, Writer::Avro(schema))) = &part.writer else {
                     return Err("an AVRO part without its writer schema".into());
                 };
-                let columns: Vec<(&str, &dyn Array)> = part
-                    .columns
-                    .iter()
-                    .zip(&self.columns)
-                    .map(|((_, name), c)| (name.as_str(), c.array()))
-                    .collect();
                 if part.unwrapped {
-                    write_value(schema, columns[0].1, row, out)?;
+                    write_value(schema, self.named[0].1, row, out)?;
                 } else {
-                    write_record(schema, &columns, row, out)?;
+                    write_record(schema, &self.named, row, out)?;
                 }
             }
             FormatKind::Json | FormatKind::JsonSr => {
@@ -419,27 +424,7 @@ pub fn java_double(v: f64) -> String {
     }
 }
 
-/// Standard base64 with padding.
-pub(crate) fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
+pub(crate) use sluice_registry::base64::encode as base64_encode;
 
 #[cfg(test)]
 mod tests {

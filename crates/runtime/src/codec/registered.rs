@@ -59,8 +59,9 @@ pub fn derived_schema(
 pub enum Writer {
     Avro(Arc<Schema>),
     Json,
-    /// The file, and the path of indexes of the message written.
-    Protobuf(Arc<ProtoFile>, Vec<i32>),
+    /// The file, and the path of indexes of the message written (shared: a writer is
+    /// cloned out of `WriterSchemas` for each record).
+    Protobuf(Arc<ProtoFile>, Arc<[i32]>),
 }
 
 impl Writer {
@@ -72,7 +73,7 @@ impl Writer {
             SchemaType::Protobuf => {
                 let file = protobuf::parse_with_imports(&schema.text, &schema.imports)?;
                 let (_, path) = file.message(full_name)?;
-                Writer::Protobuf(Arc::new(file), path)
+                Writer::Protobuf(Arc::new(file), path.into())
             }
         })
     }

@@ -802,29 +802,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-pub(super) use crate::codec::encode::base64_encode as base64;
-
-/// Standard base64 with optional padding, as Java's basic decoder reads it.
-pub(super) fn unbase64(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = BASE64.iter().position(|&b| b == c)? as u32;
-        acc = acc << 6 | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // A single leftover character cannot encode a byte.
-    (bits < 6).then_some(out)
-}
+pub(super) use sluice_registry::base64::{decode as unbase64, encode as base64};
 
 /// The MD5 digest (RFC 1321).
 pub(super) fn md5(input: &[u8]) -> [u8; 16] {
