@@ -86,6 +86,23 @@ fn migrations_apply_in_order_once_and_report_changes() {
         "{text}"
     );
     assert_eq!(state(&dir, "V000002"), "Pending");
+    // Without saying which, apply refuses; outside a project every command fails.
+    let (ok, text) = migrate(&dir, &["apply"]);
+    assert!(!ok && text.contains("--all, --next or --until"), "{text}");
+    for args in [
+        &["info"][..],
+        &["validate"],
+        &["create", "x"],
+        &["apply", "--all"],
+    ] {
+        let (ok, text) = migrate(Path::new("/"), args);
+        assert!(!ok, "{args:?} outside a project: {text}");
+    }
+    // --until applies up to a version, that one included.
+    let (ok, text) = migrate(&dir, &["apply", "--until", "2", "--define", &define]);
+    assert!(ok, "{text}");
+    assert_eq!(state(&dir, "V000002"), "Migrated");
+    assert_eq!(state(&dir, "V000003"), "Pending");
     // --all applies the rest, and stops at the one that fails, with an error.
     let (ok, text) = migrate(&dir, &["apply", "--all", "--define", &define]);
     assert!(!ok, "{text}");

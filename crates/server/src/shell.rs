@@ -234,10 +234,13 @@ fn history_path() -> Option<std::path::PathBuf> {
 
 /// Runs the shell on the terminal until `exit` or Ctrl-D.
 pub fn run(session: &mut Session, out: &mut dyn Write) -> Result<(), String> {
-    catch_interrupts(session)?;
     let words = Arc::new(Mutex::new(Words::new(session)));
     let mut editor: Editor<ShellHelper, DefaultHistory> =
         Editor::new().map_err(|e| format!("cannot start the line editor: {e}"))?;
+    // After the editor: it puts its own SIGINT handler in place for as long as it lives
+    // (which would swallow a Ctrl-C during a query); ours goes on top of it and chains
+    // to it. At the prompt Ctrl-C is a key to the editor either way.
+    catch_interrupts(session)?;
     editor.set_helper(Some(ShellHelper {
         words: words.clone(),
     }));
