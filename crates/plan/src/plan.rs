@@ -342,6 +342,97 @@ impl Step {
         ) || self.inputs().into_iter().any(Step::is_stateful)
     }
 
+    /// Whether the plan can run as one task per partition: every record's state (its
+    /// group, its join partners) depends only on records of the same partition number
+    /// of the sources, because each aggregation groups by (at least) the key the
+    /// sources were partitioned by, and each join joins the sides on those keys.
+    /// Otherwise records would have to be moved between partitions by a repartition
+    /// topic first, and the plan runs as one task over every partition. Stateless plans
+    /// always can; PARTITION BY just before the sink is stateless too. (The sources'
+    /// partition counts must also be equal; the runtime checks that.)
+    pub fn runs_per_partition(&self) -> bool {
+        let local = match self {
+            Step::StreamAggregate {
+                input, group_by, ..
+            } => input.source_key_columns().is_some_and(|keys| {
+                !keys.is_empty()
+                    && keys.iter().all(|k| {
+                        group_by
+                            .iter()
+                            .any(|g| matches!(g, Expr::Column(c) if c == k))
+                    })
+            }),
+            Step::Join { .. } => self.source_key_columns().is_some(),
+            _ => true,
+        };
+        local && self.inputs().into_iter().all(Step::runs_per_partition)
+    }
+
+    /// The columns of this step's rows that hold the key its source's records were
+    /// partitioned by, in key order; None when the rows are not partitioned by their
+    /// source's key any more (a new key, a windowed source, a foreign-key join).
+    fn source_key_columns(&self) -> Option<Vec<&str>> {
+        match self {
+            Step::StreamSource { topic, .. } | Step::TableSource { topic, .. } => {
+                // A windowed key's partition is the bare key's, but its columns differ.
+                (topic.window.is_none())
+                    .then(|| topic.schema.keys().map(|c| c.name.as_str()).collect())
+            }
+            Step::StreamFilter { input, .. }
+            | Step::TableFilter { input, .. }
+            | Step::StreamFlatMap { input, .. }
+            | Step::StreamSink { input, .. }
+            | Step::TableSink { input, .. } => input.source_key_columns(),
+            Step::StreamSelect { rekeyed: true, .. } => None,
+            Step::StreamSelect {
+                input, projection, ..
+            }
+            | Step::TableSelect {
+                input, projection, ..
+            } => input
+                .source_key_columns()?
+                .into_iter()
+                .map(|k| {
+                    projection
+                        .iter()
+                        .find(|p| matches!(&p.expr, Expr::Column(c) if c == k))
+                        .map(|p| p.name.as_str())
+                })
+                .collect(),
+            Step::StreamAggregate { schema, .. } => {
+                // Per partition only when it groups by the source key (checked by
+                // `runs_per_partition`): its groups then stay in their partition.
+                Some(schema.keys().map(|c| c.name.as_str()).collect())
+            }
+            Step::Join {
+                left,
+                right,
+                shape,
+                left_key,
+                right_key,
+                schema,
+                ..
+            } => {
+                if matches!(shape, JoinShape::ForeignKey { .. }) {
+                    return None;
+                }
+                let on_key = |side: &Step, key: &Expr| {
+                    side.source_key_columns().is_some_and(
+                        |k| matches!((k.as_slice(), key), ([k], Expr::Column(c)) if c == k),
+                    )
+                };
+                (on_key(left, left_key) && on_key(right, right_key)).then(|| {
+                    schema
+                        .columns
+                        .first()
+                        .map(|c| c.name.as_str())
+                        .into_iter()
+                        .collect()
+                })
+            }
+        }
+    }
+
     /// The sources the plan reads, with their names in the catalog.
     pub fn sources(&self) -> Vec<(&str, &TopicSpec)> {
         match self {

@@ -1,14 +1,18 @@
 //! Running a pipeline against Kafka, and the topic administration the engine needs.
 //!
-//! A query runs as one task on its own thread, on one server at a time: the server that
-//! holds its lease (partition 0 of the service's lease topic, handed out by the query's
-//! consumer group; see `Lease`). The holder reads every partition of the sources with a
-//! consumer that is assigned them, from the offsets the group committed. When the holder
-//! dies or leaves, the group gives the lease to another server, which restores the state
-//! and goes on; its producer fences the old holder's.
+//! A query runs as tasks. When its plan allows (`Step::runs_per_partition`: no group or
+//! join needs records of another partition) and its sources have the same number of
+//! partitions, task `p` reads partition `p` of every source and keeps its own state;
+//! otherwise one task reads every partition. The tasks' leases are the partitions of a
+//! lease topic (the query's `-tasks` topic, or for a single task the service's lease
+//! topic), handed out by the query's consumer group to its members: the worker threads
+//! (`num.stream.threads`) of every server running the query. A worker reads its tasks'
+//! partitions with a consumer that is assigned them, from the offsets the group
+//! committed. When a worker dies or leaves, the group gives its leases to the others,
+//! which restore the tasks' state and go on; their producers fence the old holder's.
 //!
-//! - **exactly_once_v2** (the default): a transactional producer whose id is the
-//!   query's, so a restarted query fences the previous one and aborts its open
+//! - **exactly_once_v2** (the default): a transactional producer per task whose id is
+//!   the task's, so a task's next holder fences the previous one and aborts its open
 //!   transaction. Every commit interval, the interval's output records, the changelog
 //!   records of the state it changed, and the consumed offsets commit in one
 //!   transaction; everything reads `read_committed`.
@@ -35,7 +39,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sluice_plan::{QueryPlan, Step};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -69,16 +73,24 @@ pub struct QueryConfig {
     pub registry: Option<Registry>,
     /// PAUSE: the query reads nothing until resumed (see `RunningQuery::set_paused`).
     pub paused: Arc<AtomicBool>,
+    /// `num.stream.threads`: the worker threads that run the query's tasks here.
+    pub stream_threads: usize,
 }
 
 /// Groups of a RocksDB-backed aggregation kept in memory between commits, at most.
 const CACHED_GROUPS: usize = 100_000;
 
 impl QueryConfig {
-    /// The topic the query's state is changelogged to (compacted, one partition: the
-    /// query runs as one task).
+    /// The topic the query's state is changelogged to (compacted, a partition per
+    /// task).
     pub fn changelog_topic(&self) -> String {
         format!("{}-state-changelog", self.group_id)
+    }
+
+    /// The topic whose partitions are the leases of the query's tasks, when it runs as
+    /// a task per partition.
+    pub fn tasks_topic(&self) -> String {
+        format!("{}-tasks", self.group_id)
     }
 }
 
@@ -94,8 +106,8 @@ pub struct QueryStats {
     /// Consecutive restarts after errors; 0 while healthy.
     pub restarts: AtomicU64,
     pub last_error: Mutex<Option<String>>,
-    /// Whether this server holds the query's lease (runs it).
-    pub lease_held: AtomicBool,
+    /// What each worker thread of the query on this server holds.
+    workers: Mutex<Vec<WorkerState>>,
     /// Commits (transactions or offset commits) and the time they took, in total.
     pub commits: AtomicU64,
     pub commit_micros: AtomicU64,
@@ -104,8 +116,47 @@ pub struct QueryStats {
     pub restore_millis: AtomicU64,
     /// Whether the query is restoring its state now.
     pub restoring: AtomicBool,
-    /// Whether the query's thread has seen that it is paused (and reads nothing).
-    pub paused: AtomicBool,
+}
+
+/// A worker thread's tasks, and whether it has seen that the query is paused.
+#[derive(Clone, Copy, Debug, Default)]
+struct WorkerState {
+    tasks: usize,
+    paused: bool,
+}
+
+impl QueryStats {
+    /// The query's tasks this server runs now.
+    pub fn tasks_held(&self) -> usize {
+        self.lock_workers().iter().map(|w| w.tasks).sum()
+    }
+
+    fn lock_workers(&self) -> std::sync::MutexGuard<'_, Vec<WorkerState>> {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with_worker(&self, worker: usize, f: impl FnOnce(&mut WorkerState)) {
+        let mut workers = self.lock_workers();
+        if workers.len() <= worker {
+            workers.resize(worker + 1, WorkerState::default());
+        }
+        f(&mut workers[worker]);
+    }
+
+    fn set_worker_tasks(&self, worker: usize, tasks: usize) {
+        self.with_worker(worker, |w| w.tasks = tasks);
+    }
+
+    fn set_worker_paused(&self, worker: usize, paused: bool) {
+        self.with_worker(worker, |w| w.paused = paused);
+    }
+
+    /// Whether every worker that runs tasks has seen the query paused (or resumed).
+    fn all_workers_see(&self, paused: bool) -> bool {
+        self.lock_workers()
+            .iter()
+            .all(|w| w.tasks == 0 || w.paused == paused)
+    }
 }
 
 /// A persistent query running on its own thread.
@@ -130,7 +181,7 @@ impl RunningQuery {
             let name = name.to_string();
             std::thread::Builder::new()
                 .name(format!("query-{name}"))
-                .spawn(move || run_with_retries(&name, &plan, &config, &stop, &stats))
+                .spawn(move || run_query(&name, &plan, &config, &stop, &stats))
                 .map_err(|e| RuntimeError::Plan(format!("cannot start a thread: {e}")))?
         };
         Ok(RunningQuery {
@@ -143,16 +194,13 @@ impl RunningQuery {
 
     /// PAUSE (true) or RESUME: a paused query reads no records, keeping its state and
     /// its position, and holds its lease.
-    /// Returns once the query's thread has seen it (at most a few seconds, and at once
-    /// when this server does not hold the query's lease): records written after a PAUSE
-    /// returns are not read.
+    /// Returns once the query's workers have seen it (at most a few seconds, and at
+    /// once when this server runs none of the query's tasks): records written after a
+    /// PAUSE returns are not read.
     pub fn set_paused(&self, paused: bool) {
         self.paused.store(paused, Ordering::SeqCst);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while self.stats.lease_held.load(Ordering::SeqCst)
-            && self.stats.paused.load(Ordering::SeqCst) != paused
-            && Instant::now() < deadline
-        {
+        while !self.stats.all_workers_see(paused) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -176,17 +224,55 @@ impl Drop for RunningQuery {
     }
 }
 
-fn run_with_retries(
+/// Runs the query on this server: works out its layout, then runs its workers (up to
+/// `num.stream.threads`, and no more than it has tasks) until it stops.
+fn run_query(
     name: &str,
     plan: &QueryPlan,
     config: &QueryConfig,
     stop: &AtomicBool,
     stats: &QueryStats,
 ) {
+    // The layout needs the broker: it is retried as a failed run is.
+    let Some(layout) = retry(name, stop, stats, || {
+        let mut pipeline = Pipeline::new(plan, config.registry.clone())?;
+        plan_layout(plan, &mut pipeline, config)
+    }) else {
+        return;
+    };
+    let workers = config.stream_threads.clamp(1, layout.tasks as usize);
+    std::thread::scope(|scope| {
+        for worker in 1..workers {
+            let layout = &layout;
+            let spawned = std::thread::Builder::new()
+                .name(format!("query-{name}-{worker}"))
+                .spawn_scoped(scope, move || {
+                    retry(name, stop, stats, || {
+                        run_worker(name, plan, config, layout, stop, stats, worker)
+                    })
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(query = name, "cannot start worker {worker}: {e}");
+            }
+        }
+        retry(name, stop, stats, || {
+            run_worker(name, plan, config, &layout, stop, stats, 0)
+        });
+    });
+}
+
+/// Runs `f` until it succeeds or the query stops (None), with a growing pause after
+/// each failure, which the query's stats show.
+fn retry<T>(
+    name: &str,
+    stop: &AtomicBool,
+    stats: &QueryStats,
+    mut f: impl FnMut() -> Result<T>,
+) -> Option<T> {
     let mut backoff = Duration::from_millis(100);
     while !stop.load(Ordering::SeqCst) {
-        match run_once(name, plan, config, stop, stats) {
-            Ok(()) => return,
+        match f() {
+            Ok(v) => return Some(v),
             Err(e) => {
                 let n = stats.restarts.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::warn!(
@@ -203,6 +289,7 @@ fn run_with_retries(
             }
         }
     }
+    None
 }
 
 /// Counts failed deliveries so the loop never commits offsets past a lost record.
@@ -229,90 +316,288 @@ impl ProducerContext for DeliveryTracker {
 /// The producer a query writes with: transactional under exactly-once.
 type QueryProducer = ThreadedProducer<DeliveryTracker>;
 
-/// Whether this server holds a query's lease: partition 0 of the lease topic, in the
-/// query's consumer group. The group gives it to exactly one member; when that member
-/// dies or leaves, it moves to another, which then runs the query.
+/// The query's group hands out the partitions of its lease topic: each is the lease of
+/// one task. A member (a worker thread) keeps the set it was given.
 #[derive(Default)]
 struct Lease {
-    owned: AtomicBool,
-    /// Counts the lease's moves, so that a holder notices it lost and regained it.
+    owned: Mutex<BTreeSet<i32>>,
+    /// Counts the changes of `owned`, so that a worker notices them cheaply.
     moves: AtomicU64,
+}
+
+impl Lease {
+    fn owned(&self) -> BTreeSet<i32> {
+        self.owned.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl ClientContext for Lease {}
 
 impl ConsumerContext for Lease {
     fn pre_rebalance(&self, _: &BaseConsumer<Lease>, rebalance: &Rebalance<'_>) {
-        let owned = match rebalance {
-            Rebalance::Assign(tpl) if tpl.count() > 0 => true,
-            Rebalance::Assign(_) => return,
-            Rebalance::Revoke(tpl) if tpl.count() == 0 => return,
-            Rebalance::Revoke(_) | Rebalance::Error(_) => false,
-        };
-        self.owned.store(owned, Ordering::SeqCst);
+        let mut owned = self.owned.lock().unwrap_or_else(|p| p.into_inner());
+        // Cooperative rebalancing: an assignment adds partitions, a revocation takes
+        // some away.
+        match rebalance {
+            Rebalance::Assign(tpl) => owned.extend(tpl.elements().iter().map(|e| e.partition())),
+            Rebalance::Revoke(tpl) => {
+                for e in tpl.elements() {
+                    owned.remove(&e.partition());
+                }
+            }
+            Rebalance::Error(_) => owned.clear(),
+        }
         self.moves.fetch_add(1, Ordering::SeqCst);
     }
 }
 
 type LeaseConsumer = BaseConsumer<Lease>;
 
-/// How a run of a query as the lease holder ended.
-enum Ended {
-    Stopped,
-    LeaseLost,
+/// How a query's work is cut into tasks, decided when it starts.
+#[derive(Clone, Debug)]
+struct Layout {
+    /// 1: one task reads every partition of the sources. More: task `p` reads partition
+    /// `p` of each source, keeps its state in partition `p` of the changelog, and has
+    /// its own transactional producer.
+    tasks: u32,
+    /// The topic whose partitions, handed out by the query's group, are the tasks'
+    /// leases: the service's one-partition lease topic for a single task, else the
+    /// query's own with a partition per task.
+    lease_topic: String,
 }
 
-/// Joins the query's group for its lease and runs the query while it holds it.
-fn run_once(
+/// The query's layout: a task per partition when the plan allows it (see
+/// `Step::runs_per_partition`) and its sources have the same number of partitions, more
+/// than one; else a single task. A changelog kept by an earlier single-task run keeps
+/// the query on a single task, whose state it holds.
+fn plan_layout(plan: &QueryPlan, pipeline: &mut Pipeline, config: &QueryConfig) -> Result<Layout> {
+    let single = Layout {
+        tasks: 1,
+        lease_topic: config.lease_topic.clone(),
+    };
+    if !plan.root.runs_per_partition() {
+        return Ok(single);
+    }
+    let admin = KafkaAdmin::new(&config.bootstrap_servers)?;
+    let mut counts = BTreeSet::new();
+    for (_, spec) in plan.root.sources() {
+        let count = admin.partitions(&spec.topic)?.ok_or_else(|| {
+            RuntimeError::Plan(format!("the topic {} does not exist", spec.topic))
+        })?;
+        counts.insert(count);
+    }
+    let tasks = match counts.into_iter().collect::<Vec<_>>()[..] {
+        [n] if n > 1 => n,
+        _ => return Ok(single),
+    };
+    if pipeline.has_changelog() {
+        let changelog = config.changelog_topic();
+        match admin.partitions(&changelog)? {
+            Some(1) => return Ok(single),
+            Some(n) if n != tasks => {
+                return Err(RuntimeError::Plan(format!(
+                    "the query's state is kept in {n} partitions, but its sources now have {tasks}"
+                )));
+            }
+            Some(_) => {}
+            None => block_on(admin.create_topic(
+                &changelog,
+                tasks,
+                None,
+                &[("cleanup.policy", "compact")],
+            ))?,
+        }
+    }
+    block_on(admin.create_topic(&config.tasks_topic(), tasks, None, &[]))?;
+    Ok(Layout {
+        tasks,
+        lease_topic: config.tasks_topic(),
+    })
+}
+
+/// Runs the query's tasks that one member of its group (a worker thread) holds, until
+/// the query stops. Tasks come and go with the group's rebalances.
+fn run_worker(
     name: &str,
     plan: &QueryPlan,
     config: &QueryConfig,
+    layout: &Layout,
     stop: &AtomicBool,
     stats: &QueryStats,
+    worker: usize,
 ) -> Result<()> {
     let lease: LeaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap_servers)
         .set("group.id", &config.group_id)
         .set("client.id", format!("{}-lease", config.group_id))
         .set("enable.auto.commit", "false")
-        // A member that dies without leaving (kill -9) holds the lease until its
+        // A member that dies without leaving (kill -9) holds its leases until its
         // session times out: keep that short so another server takes over promptly.
         // (6 s is the broker's smallest by default.)
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1500")
         // Restoring a large state polls nothing for a while.
         .set("max.poll.interval.ms", "1800000")
-        // A server joining does not take the lease from the one holding it.
+        // A member joining does not take leases from the others but those it gets.
         .set("partition.assignment.strategy", "cooperative-sticky")
         .create_with_context(Lease::default())?;
-    lease.subscribe(&[&config.lease_topic])?;
+    lease.subscribe(&[&layout.lease_topic])?;
+    // The records: the worker's tasks' partitions are assigned to this reader, which
+    // never joins the group (so no rebalance moves them mid-transaction); the lease
+    // consumer is the member that commits.
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("group.id", &config.group_id)
+        .set("client.id", format!("{}-consumer", config.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", &config.auto_offset_reset)
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let mut held = Held {
+        tasks: BTreeMap::new(),
+        stats,
+        worker,
+    };
+    let mut seen_moves = 0;
+    let mut last_commit = Instant::now();
     let mut waiting_since = Instant::now();
+    let mut was_paused = false;
+    const MAX_BATCH: usize = 2000;
     loop {
-        while !lease.context().owned.load(Ordering::SeqCst) {
-            if stop.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            match lease.poll(Duration::from_millis(100)) {
-                None | Some(Ok(_)) => {}
-                Some(Err(e)) if is_transient(&e) => {}
-                Some(Err(e)) => return Err(e.into()),
-            }
-            if waiting_since.elapsed() > Duration::from_secs(30) {
-                tracing::info!(query = name, "another server runs the query");
-                waiting_since = Instant::now();
-            }
+        let stopping = stop.load(Ordering::SeqCst);
+        let idle = held.tasks.is_empty();
+        match lease.poll(if idle && !stopping {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        }) {
+            None | Some(Ok(_)) => {}
+            Some(Err(e)) if is_transient(&e) => {}
+            Some(Err(e)) => return Err(e.into()),
         }
         let moves = lease.context().moves.load(Ordering::SeqCst);
-        stats.lease_held.store(true, Ordering::Relaxed);
-        let ended = run_owned(name, plan, config, stop, stats, &lease, moves);
-        stats.lease_held.store(false, Ordering::Relaxed);
-        match ended? {
-            Ended::Stopped => return Ok(()),
-            Ended::LeaseLost => {
-                tracing::info!(query = name, "the query moved to another server");
-                waiting_since = Instant::now();
+        if moves != seen_moves {
+            seen_moves = moves;
+            let owned: BTreeSet<i32> = lease
+                .context()
+                .owned()
+                .into_iter()
+                .filter(|p| (*p as u32) < layout.tasks)
+                .collect();
+            // A task that moved away drops what it did since its last commit (its new
+            // holder fenced it anyway).
+            held.tasks.retain(|p, task| {
+                let keep = owned.contains(p);
+                if !keep {
+                    tracing::info!(query = name, task = p, "the task moved to another worker");
+                    task.abort();
+                }
+                keep
+            });
+            for p in owned {
+                if let std::collections::btree_map::Entry::Vacant(slot) = held.tasks.entry(p) {
+                    slot.insert(Task::start(name, plan, config, layout, p, &lease, stats)?);
+                }
+            }
+            held.publish();
+            assign(&reader, &held.tasks, layout)?;
+            if !held.tasks.is_empty() {
+                tracing::info!(
+                    query = name,
+                    tasks = ?held.tasks.keys().collect::<Vec<_>>(),
+                    of = layout.tasks,
+                    exactly_once = config.exactly_once,
+                    "running tasks"
+                );
             }
         }
+        if held.tasks.is_empty() {
+            if stopping {
+                return Ok(());
+            }
+            if waiting_since.elapsed() > Duration::from_secs(30) {
+                tracing::info!(query = name, "other workers run the query's tasks");
+                waiting_since = Instant::now();
+            }
+            continue;
+        }
+        waiting_since = Instant::now();
+        let paused = config.paused.load(Ordering::SeqCst);
+        if paused != was_paused {
+            was_paused = paused;
+            stats.set_worker_paused(worker, paused);
+            tracing::info!(
+                query = name,
+                "{}",
+                if paused { "paused" } else { "resumed" }
+            );
+        }
+        if !stopping && paused {
+            // Paused: nothing is read; the leases are still served above.
+            let _ = lease.poll(Duration::from_millis(50));
+        } else if !stopping {
+            let mut timeout = Duration::from_millis(50);
+            let mut read = 0;
+            while read < MAX_BATCH {
+                let Some(msg) = reader.poll(timeout) else {
+                    break;
+                };
+                timeout = Duration::ZERO;
+                let msg = match msg {
+                    Ok(msg) => msg,
+                    Err(e) if is_transient(&e) => {
+                        tracing::debug!(query = name, "the broker is unreachable; polling on");
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                read += 1;
+                let p = if layout.tasks == 1 {
+                    0
+                } else {
+                    msg.partition()
+                };
+                if let Some(task) = held.tasks.get_mut(&p) {
+                    task.read(&msg, name, config, stats)?;
+                }
+            }
+        }
+        let commit_due = stopping || last_commit.elapsed() >= config.commit_interval;
+        for task in held.tasks.values_mut() {
+            task.process(commit_due, name, config, &lease, stats)?;
+        }
+        if commit_due {
+            last_commit = Instant::now();
+        }
+        if stopping {
+            tracing::info!(query = name, "query stopped");
+            return Ok(());
+        }
+    }
+}
+
+/// The tasks a worker holds, published to the query's stats (and withdrawn when the
+/// worker ends, however it ends).
+struct Held<'a> {
+    tasks: BTreeMap<i32, Task>,
+    stats: &'a QueryStats,
+    worker: usize,
+}
+
+impl Held<'_> {
+    fn publish(&self) {
+        self.stats.set_worker_tasks(self.worker, self.tasks.len());
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        for task in self.tasks.values_mut() {
+            task.abort();
+        }
+        self.stats.set_worker_tasks(self.worker, 0);
     }
 }
 
@@ -327,219 +612,259 @@ fn is_transient(e: &KafkaError) -> bool {
     )
 }
 
-/// Runs the query while this server holds its lease (taken at `moves`).
-fn run_owned(
-    name: &str,
-    plan: &QueryPlan,
-    config: &QueryConfig,
-    stop: &AtomicBool,
-    stats: &QueryStats,
-    lease: &LeaseConsumer,
-    moves: u64,
-) -> Result<Ended> {
-    const TIMEOUT: Duration = Duration::from_secs(30);
-    let mut pipeline = Pipeline::new(plan, config.registry.clone())?;
-    if let Some(dir) = &config.state_dir {
-        // Opened on the first store asked for: a query without one gets no database.
-        let mut db: Option<sluice_state::StateDb> = None;
-        pipeline.use_state_stores(
-            |name| {
-                let db = match &mut db {
-                    Some(db) => db,
-                    None => {
-                        std::fs::create_dir_all(dir)
-                            .map_err(|e| RuntimeError::State(format!("{}: {e}", dir.display())))?;
-                        db.insert(sluice_state::StateDb::open(dir)?)
-                    }
-                };
-                Ok(Box::new(db.storage(name)?))
-            },
-            CACHED_GROUPS,
-        )?;
-    }
-    let topics: Vec<String> = pipeline
-        .source_topics()
-        .iter()
-        .map(|t| t.to_string())
-        .collect();
-    let sink_topic = pipeline.sink_topic().to_string();
-    // The query reads every partition of its sources (one task): they are assigned to
-    // this reader, which never joins the group; the lease consumer is the member that
-    // commits.
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.bootstrap_servers)
-        .set("group.id", &config.group_id)
-        .set("client.id", format!("{}-consumer", config.group_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", &config.auto_offset_reset)
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "false")
-        .create()?;
-    let mut producer_config = ClientConfig::new();
-    producer_config
-        .set("bootstrap.servers", &config.bootstrap_servers)
-        .set("client.id", format!("{}-producer", config.group_id))
-        // Java's default partitioner, so keys land where ksqlDB would put them.
-        .set("partitioner", "murmur2_random")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5");
-    if config.exactly_once {
-        // One id per query: a restarted query's producer fences the one before it and
-        // aborts its open transaction at once.
-        producer_config
-            .set("transactional.id", &config.group_id)
-            .set("transaction.timeout.ms", "30000");
-    }
-    let producer: QueryProducer = producer_config.create_with_context(DeliveryTracker::default())?;
-    if config.exactly_once {
-        producer.init_transactions(TIMEOUT)?;
-    }
-    // A join keeps rows of its inputs (a table's current rows, a window's recent stream
-    // rows): each such input's topic is read again up to where the group committed,
-    // outputs dropped, before anything new is processed.
-    for input in pipeline.restore_inputs() {
-        restore_input(lease, &mut pipeline, input, &topics[input], config, name)?;
-    }
-    let changelog = pipeline.has_changelog().then(|| config.changelog_topic());
-    if let Some(topic) = &changelog {
-        stats.restoring.store(true, Ordering::Relaxed);
-        let restored = restore_changelog(&mut pipeline, topic, config, name);
-        stats.restoring.store(false, Ordering::Relaxed);
-        let (entries, took) = restored?;
-        stats.restored_entries.store(entries, Ordering::Relaxed);
-        stats
-            .restore_millis
-            .store(took.as_millis() as u64, Ordering::Relaxed);
-        pipeline.record_changes();
-    }
-    let mut assignment = TopicPartitionList::new();
-    for topic in &topics {
-        for p in partitions_of(&consumer, topic)? {
-            // The committed offset, or `auto.offset.reset` without one.
-            assignment.add_partition_offset(topic, p, Offset::Stored)?;
+/// Assigns the reader the partitions of the tasks: a partition it was reading goes on
+/// from where it was, a new one from the group's committed offset.
+fn assign(reader: &BaseConsumer, tasks: &BTreeMap<i32, Task>, layout: &Layout) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    for task in tasks.values() {
+        for topic in &task.topics {
+            let partitions = match task.partition {
+                Some(p) => vec![p],
+                None => partitions_of(reader, topic)?,
+            };
+            for p in partitions {
+                let offset = task
+                    .positions
+                    .get(&(topic.clone(), p))
+                    .map_or(Offset::Stored, |o| Offset::Offset(*o));
+                tpl.add_partition_offset(topic, p, offset)?;
+            }
         }
     }
-    consumer.assign(&assignment)?;
-    tracing::info!(
-        query = name,
-        sources = ?topics,
-        sink = %sink_topic,
-        exactly_once = config.exactly_once,
-        "query started"
-    );
+    debug_assert!(layout.tasks == 1 || tasks.keys().all(|p| (*p as u32) < layout.tasks));
+    reader.assign(&tpl)?;
+    Ok(())
+}
 
-    let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    let mut last_commit = Instant::now();
-    let mut out: Vec<OutputRecord> = Vec::new();
-    let mut changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-    let mut healthy_since: Option<Instant> = None;
-    let mut in_transaction = false;
-    let mut problems: Vec<Vec<u8>> = Vec::new();
-    let reads_headers = pipeline.reads_headers();
-    let mut cache = (matches!(plan.root, Step::TableSink { .. }) && config.cache_max_bytes > 0)
-        .then(|| SinkCache::new(config.cache_max_bytes));
-    const MAX_BATCH: usize = 2000;
-    let mut was_paused = false;
-    loop {
-        // Serves the lease's rebalances; a lease that moved ends this run, and what it
-        // did since the last commit is aborted (the new holder fenced it anyway).
-        match lease.poll(Duration::ZERO) {
-            None | Some(Ok(_)) => {}
-            Some(Err(e)) if is_transient(&e) => {}
-            Some(Err(e)) => return Err(e.into()),
+/// One task: a pipeline over one partition of each source (or all of them), with its
+/// own state, its own transactional producer, and what it did since its last commit.
+struct Task {
+    /// The sources' partition it reads; None: every partition.
+    partition: Option<i32>,
+    pipeline: Pipeline,
+    producer: QueryProducer,
+    topics: Vec<String>,
+    sink_topic: String,
+    changelog: Option<(String, i32)>,
+    /// The next offset to read of each partition, once the task has read from it.
+    positions: BTreeMap<(String, i32), i64>,
+    /// The next offsets to commit: those read since the last commit.
+    offsets: BTreeMap<(String, i32), i64>,
+    out: Vec<OutputRecord>,
+    changes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    problems: Vec<Vec<u8>>,
+    cache: Option<SinkCache>,
+    in_transaction: bool,
+    reads_headers: bool,
+    healthy_since: Option<Instant>,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Task {
+    /// Takes over task `index`: fences its previous holder, restores its state, and is
+    /// then ready to read from the group's committed offsets.
+    fn start(
+        name: &str,
+        plan: &QueryPlan,
+        config: &QueryConfig,
+        layout: &Layout,
+        index: i32,
+        lease: &LeaseConsumer,
+        stats: &QueryStats,
+    ) -> Result<Task> {
+        let partition = (layout.tasks > 1).then_some(index);
+        let mut pipeline = Pipeline::new(plan, config.registry.clone())?;
+        if let Some(dir) = &config.state_dir {
+            let dir = match partition {
+                Some(p) => dir.join(format!("task_{p}")),
+                None => dir.clone(),
+            };
+            // Opened on the first store asked for: a query without one gets no database.
+            let mut db: Option<sluice_state::StateDb> = None;
+            pipeline.use_state_stores(
+                |name| {
+                    let db = match &mut db {
+                        Some(db) => db,
+                        None => {
+                            std::fs::create_dir_all(&dir).map_err(|e| {
+                                RuntimeError::State(format!("{}: {e}", dir.display()))
+                            })?;
+                            db.insert(sluice_state::StateDb::open(&dir)?)
+                        }
+                    };
+                    Ok(Box::new(db.storage(name)?))
+                },
+                CACHED_GROUPS,
+            )?;
         }
-        if lease.context().moves.load(Ordering::SeqCst) != moves {
-            if in_transaction {
-                let _ = producer.abort_transaction(TIMEOUT);
-            }
-            return Ok(Ended::LeaseLost);
+        let topics: Vec<String> = pipeline
+            .source_topics()
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        let sink_topic = pipeline.sink_topic().to_string();
+        let mut producer_config = ClientConfig::new();
+        producer_config
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("client.id", format!("{}-producer", config.group_id))
+            // Java's default partitioner, so keys land where ksqlDB would put them.
+            .set("partitioner", "murmur2_random")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5");
+        if config.exactly_once {
+            // One id per task: its next holder's producer fences this one and aborts
+            // its open transaction at once.
+            let id = match partition {
+                Some(p) => format!("{}-task-{p}", config.group_id),
+                None => config.group_id.clone(),
+            };
+            producer_config
+                .set("transactional.id", id)
+                .set("transaction.timeout.ms", "30000");
         }
-        let stopping = stop.load(Ordering::SeqCst);
-        let paused = config.paused.load(Ordering::SeqCst);
-        if paused != was_paused {
-            was_paused = paused;
-            stats.paused.store(paused, Ordering::SeqCst);
-            tracing::info!(
-                query = name,
-                "{}",
-                if paused { "paused" } else { "resumed" }
-            );
+        let producer: QueryProducer =
+            producer_config.create_with_context(DeliveryTracker::default())?;
+        if config.exactly_once {
+            producer.init_transactions(TIMEOUT)?;
         }
-        if !stopping && paused {
-            // Paused: nothing is read; the lease is still served above.
-            let _ = lease.poll(Duration::from_millis(50));
-        } else if !stopping {
-            let mut timeout = Duration::from_millis(50);
-            while pipeline.pending() < MAX_BATCH {
-                let Some(msg) = consumer.poll(timeout) else {
-                    break;
-                };
-                timeout = Duration::ZERO;
-                let msg = match msg {
-                    Ok(msg) => msg,
-                    Err(e) if is_transient(&e) => {
-                        tracing::debug!(query = name, "the broker is unreachable; polling on");
-                        break;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                stats.records_in.fetch_add(1, Ordering::Relaxed);
-                offsets.insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);
-                let Some(input) = topics.iter().position(|t| t == msg.topic()) else {
-                    continue;
-                };
-                let headers = if reads_headers {
-                    headers_of(&msg)
-                } else {
-                    Vec::new()
-                };
-                let record = source_record(&msg, &headers);
-                if let Err(DecodeFailure {
-                    partition,
-                    offset,
-                    reason,
-                    unavailable,
-                }) = pipeline.push(input, &record)
-                {
-                    if unavailable {
-                        // Nothing of this interval is committed: the query restarts
-                        // from its last commit once the registry answers again.
-                        return Err(RuntimeError::Unavailable(format!(
-                            "{} partition {partition} offset {offset}: {reason}",
-                            topics[input]
-                        )));
-                    }
-                    stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(query = name, topic = %topics[input], partition, offset, "skipping a record: {reason}");
-                    if config.processing_log_topic.is_some() {
-                        let target = if reason.contains("key") {
-                            "key"
-                        } else {
-                            "value"
-                        };
-                        let bytes = if target == "key" {
-                            msg.key()
-                        } else {
-                            msg.payload()
-                        };
-                        let problem = ProcessingProblem {
-                            query: name,
-                            topic: &topics[input],
-                            partition,
-                            offset,
-                            target,
-                            message: &reason,
-                            bytes: bytes.filter(|_| config.log_rows),
-                        };
-                        problems.push(problem.to_json());
-                    }
-                }
-            }
+        // A join keeps rows of its inputs (a table's current rows, a window's recent
+        // stream rows): each such input's topic is read again up to where the group
+        // committed, outputs dropped, before anything new is processed.
+        for input in pipeline.restore_inputs() {
+            restore_input(
+                lease,
+                &mut pipeline,
+                input,
+                &topics[input],
+                partition,
+                config,
+                name,
+            )?;
         }
+        let changelog = pipeline
+            .has_changelog()
+            .then(|| (config.changelog_topic(), index));
+        if let Some((topic, p)) = &changelog {
+            stats.restoring.store(true, Ordering::Relaxed);
+            let restored = restore_changelog(&mut pipeline, topic, *p, layout.tasks, config, name);
+            stats.restoring.store(false, Ordering::Relaxed);
+            let (entries, took) = restored?;
+            stats.restored_entries.fetch_add(entries, Ordering::Relaxed);
+            stats
+                .restore_millis
+                .fetch_add(took.as_millis() as u64, Ordering::Relaxed);
+            pipeline.record_changes();
+        }
+        let cache = (matches!(plan.root, Step::TableSink { .. }) && config.cache_max_bytes > 0)
+            .then(|| SinkCache::new(config.cache_max_bytes));
+        Ok(Task {
+            partition,
+            reads_headers: pipeline.reads_headers(),
+            pipeline,
+            producer,
+            topics,
+            sink_topic,
+            changelog,
+            positions: BTreeMap::new(),
+            offsets: BTreeMap::new(),
+            out: Vec::new(),
+            changes: Vec::new(),
+            problems: Vec::new(),
+            cache,
+            in_transaction: false,
+            healthy_since: None,
+        })
+    }
+
+    /// Drops what the task did since its last commit.
+    fn abort(&mut self) {
+        if self.in_transaction {
+            let _ = self.producer.abort_transaction(TIMEOUT);
+            self.in_transaction = false;
+        }
+    }
+
+    /// Hands a record to the pipeline; one that does not decode is counted and reported
+    /// to the processing log.
+    fn read(
+        &mut self,
+        msg: &rdkafka::message::BorrowedMessage<'_>,
+        name: &str,
+        config: &QueryConfig,
+        stats: &QueryStats,
+    ) -> Result<()> {
+        stats.records_in.fetch_add(1, Ordering::Relaxed);
+        let at = (msg.topic().to_string(), msg.partition());
+        self.positions.insert(at.clone(), msg.offset() + 1);
+        self.offsets.insert(at, msg.offset() + 1);
+        let Some(input) = self.topics.iter().position(|t| t == msg.topic()) else {
+            return Ok(());
+        };
+        let headers = if self.reads_headers {
+            headers_of(msg)
+        } else {
+            Vec::new()
+        };
+        let record = source_record(msg, &headers);
+        let Err(DecodeFailure {
+            partition,
+            offset,
+            reason,
+            unavailable,
+        }) = self.pipeline.push(input, &record)
+        else {
+            return Ok(());
+        };
+        let topic = &self.topics[input];
+        if unavailable {
+            // Nothing of this interval is committed: the query restarts from its last
+            // commit once the registry answers again.
+            return Err(RuntimeError::Unavailable(format!(
+                "{topic} partition {partition} offset {offset}: {reason}"
+            )));
+        }
+        stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(query = name, %topic, partition, offset, "skipping a record: {reason}");
+        if config.processing_log_topic.is_some() {
+            let target = if reason.contains("key") {
+                "key"
+            } else {
+                "value"
+            };
+            let bytes = if target == "key" {
+                msg.key()
+            } else {
+                msg.payload()
+            };
+            let problem = ProcessingProblem {
+                query: name,
+                topic,
+                partition,
+                offset,
+                target,
+                message: &reason,
+                bytes: bytes.filter(|_| config.log_rows),
+            };
+            self.problems.push(problem.to_json());
+        }
+        Ok(())
+    }
+
+    /// Runs what was read through the pipeline and sends the results; at a commit, also
+    /// the state's changes, then commits them with the offsets read.
+    fn process(
+        &mut self,
+        commit_due: bool,
+        name: &str,
+        config: &QueryConfig,
+        lease: &LeaseConsumer,
+        stats: &QueryStats,
+    ) -> Result<()> {
+        let pipeline = &mut self.pipeline;
         let errors_before = pipeline.expression_errors;
         let invalid_before = pipeline.invalid_timestamps;
-        pipeline.flush(&mut out)?;
+        pipeline.flush(&mut self.out)?;
         let invalid = pipeline.invalid_timestamps - invalid_before;
         if invalid > 0 {
             stats.decode_errors.fetch_add(invalid, Ordering::Relaxed);
@@ -560,93 +885,91 @@ fn run_owned(
                 "expressions failed for some rows; their results are NULL"
             );
         }
-        let commit_due = stopping || last_commit.elapsed() >= config.commit_interval;
         // A table's rows wait in the cache, which keeps the latest per key, until the
         // commit (or until it is full).
-        if let Some(cache) = &mut cache {
-            for r in out.drain(..) {
+        if let Some(cache) = &mut self.cache {
+            for r in self.out.drain(..) {
                 cache.put(r);
             }
             if commit_due || cache.is_full() {
-                cache.drain_into(&mut out);
+                cache.drain_into(&mut self.out);
             }
         }
         if commit_due {
             // The state changes of the interval go to the changelog with its outputs.
-            pipeline.take_changes(&mut changes)?;
+            pipeline.take_changes(&mut self.changes)?;
         }
-        let work = !out.is_empty()
-            || !problems.is_empty()
-            || !changes.is_empty()
-            || (commit_due && !offsets.is_empty());
-        if config.exactly_once && !in_transaction && work {
+        let work = !self.out.is_empty()
+            || !self.problems.is_empty()
+            || !self.changes.is_empty()
+            || (commit_due && !self.offsets.is_empty());
+        let producer = &self.producer;
+        if config.exactly_once && !self.in_transaction && work {
             producer.begin_transaction()?;
-            in_transaction = true;
+            self.in_transaction = true;
         }
         if let Some(topic) = &config.processing_log_topic {
-            for p in problems.drain(..) {
-                send(&producer, BaseRecord::to(topic).payload(p.as_slice()))?;
+            for p in self.problems.drain(..) {
+                send(producer, BaseRecord::to(topic).payload(p.as_slice()))?;
             }
         }
-        for r in out.drain(..) {
-            let mut record = BaseRecord::to(&sink_topic).timestamp(r.timestamp);
+        for r in self.out.drain(..) {
+            let mut record = BaseRecord::to(&self.sink_topic).timestamp(r.timestamp);
             if let Some(k) = &r.key {
                 record = record.key(k.as_slice());
             }
             if let Some(v) = &r.value {
                 record = record.payload(v.as_slice());
             }
-            send(&producer, record)?;
+            send(producer, record)?;
             stats.records_out.fetch_add(1, Ordering::Relaxed);
         }
-        if commit_due {
-            if let Some(topic) = &changelog {
-                let now = now_millis();
-                for (k, v) in &changes {
-                    let mut record = BaseRecord::to(topic)
-                        .partition(0)
-                        .key(k.as_slice())
-                        .timestamp(now);
-                    if let Some(v) = v {
-                        record = record.payload(v.as_slice());
-                    }
-                    send(&producer, record)?;
+        if !commit_due {
+            return Ok(());
+        }
+        if let Some((topic, partition)) = &self.changelog {
+            let now = now_millis();
+            for (k, v) in &self.changes {
+                let mut record = BaseRecord::to(topic)
+                    .partition(*partition)
+                    .key(k.as_slice())
+                    .timestamp(now);
+                if let Some(v) = v {
+                    record = record.payload(v.as_slice());
                 }
-            }
-            let commit_started = Instant::now();
-            if config.exactly_once {
-                if in_transaction {
-                    commit_transaction(&producer, lease, &offsets)?;
-                    in_transaction = false;
-                    offsets.clear();
-                }
-            } else {
-                flush_producer(&producer)?;
-                commit_offsets(lease, &offsets)?;
-                offsets.clear();
-            }
-            // Only now that the changelog holds them do the changes reach local stores.
-            pipeline.commit_state(&changes)?;
-            changes.clear();
-            stats.commits.fetch_add(1, Ordering::Relaxed);
-            stats.commit_micros.fetch_add(
-                commit_started.elapsed().as_micros() as u64,
-                Ordering::Relaxed,
-            );
-            last_commit = Instant::now();
-            // A query that has committed for a while after a restart is healthy again.
-            match healthy_since {
-                None => healthy_since = Some(Instant::now()),
-                Some(t) if t.elapsed() > Duration::from_secs(5) => {
-                    stats.restarts.store(0, Ordering::Relaxed);
-                }
-                Some(_) => {}
+                send(producer, record)?;
             }
         }
-        if stopping {
-            tracing::info!(query = name, "query stopped");
-            return Ok(Ended::Stopped);
+        let commit_started = Instant::now();
+        if config.exactly_once {
+            if self.in_transaction {
+                // Out of the transaction whatever happens: a failed commit aborted it.
+                self.in_transaction = false;
+                commit_transaction(producer, lease, &self.offsets)?;
+                self.offsets.clear();
+            }
+        } else {
+            flush_producer(producer)?;
+            commit_offsets(lease, &self.offsets)?;
+            self.offsets.clear();
         }
+        // Only now that the changelog holds them do the changes reach local stores.
+        self.pipeline.commit_state(&self.changes)?;
+        self.changes.clear();
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        stats.commit_micros.fetch_add(
+            commit_started.elapsed().as_micros() as u64,
+            Ordering::Relaxed,
+        );
+        // A query that has committed for a while after a restart is healthy again.
+        match self.healthy_since {
+            None => self.healthy_since = Some(Instant::now()),
+            Some(t) if t.elapsed() > Duration::from_secs(5) => {
+                stats.restarts.store(0, Ordering::Relaxed);
+            }
+            Some(_) => {}
+        }
+        Ok(())
     }
 }
 
@@ -892,25 +1215,30 @@ fn read_up_to(
     Ok(read)
 }
 
-/// Rebuilds the pipeline's changelogged state from the changelog topic, created if it
-/// does not exist. Under exactly-once the producer was initialized first, which aborted
-/// any transaction a previous run left open: what is read is all that committed.
+/// Rebuilds a task's changelogged state from its partition of the changelog topic
+/// (created, with a partition per task, if it does not exist). Under exactly-once the
+/// task's producer was initialized first, which aborted any transaction a previous run
+/// left open: what is read is all that committed.
 fn restore_changelog(
     pipeline: &mut Pipeline,
     topic: &str,
+    partition: i32,
+    partitions: u32,
     config: &QueryConfig,
     name: &str,
 ) -> Result<(u64, Duration)> {
     let admin = KafkaAdmin::new(&config.bootstrap_servers)?;
-    block_on(admin.create_topic(topic, 1, None, &[("cleanup.policy", "compact")]))?;
+    block_on(admin.create_topic(topic, partitions, None, &[("cleanup.policy", "compact")]))?;
     let started = Instant::now();
     let probe: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap_servers)
         .create()?;
-    let end = probe.fetch_watermarks(topic, 0, Duration::from_secs(30))?.1;
+    let end = probe
+        .fetch_watermarks(topic, partition, Duration::from_secs(30))?
+        .1;
     // What a join's replay pushed through to the aggregation is not its state.
     pipeline.clear_changelogged()?;
-    let entries = read_up_to(config, topic, BTreeMap::from([(0, end)]), |msg| {
+    let entries = read_up_to(config, topic, BTreeMap::from([(partition, end)]), |msg| {
         let key = msg.key().unwrap_or_default();
         pipeline.restore_change(key, msg.payload())
     })?;
@@ -918,6 +1246,7 @@ fn restore_changelog(
     tracing::info!(
         query = name,
         topic,
+        partition,
         entries,
         ms = started.elapsed().as_millis() as u64,
         "restored state from the changelog"
@@ -945,7 +1274,7 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
-/// Reads an input's topic from the start up to the offsets the query's group will
+/// Reads an input's topic (the task's partition of it) from the start up to the offsets the query's group will
 /// resume from (or, with none committed, up to where it will start), running the
 /// records through the pipeline with the outputs dropped: the join's state for that
 /// table is then as it was when those offsets were committed.
@@ -954,11 +1283,14 @@ fn restore_input(
     pipeline: &mut Pipeline,
     input: usize,
     topic: &str,
+    only: Option<i32>,
     config: &QueryConfig,
     name: &str,
 ) -> Result<()> {
-    const TIMEOUT: Duration = Duration::from_secs(30);
-    let partitions = partitions_of(group, topic)?;
+    let partitions = match only {
+        Some(p) => vec![p],
+        None => partitions_of(group, topic)?,
+    };
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {
         tpl.add_partition(topic, *p);

@@ -52,6 +52,10 @@ pub const SETTINGS: &[Setting] = &[
         ],
     },
     Setting {
+        flag: "stream-threads",
+        aliases: &["num.stream.threads", "ksql.streams.num.stream.threads"],
+    },
+    Setting {
         flag: "queries-file",
         aliases: &["ksql.queries.file"],
     },

@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub exactly_once: bool,
     /// `cache.max.bytes.buffering` of queries that do not set their own.
     pub cache_max_bytes: usize,
+    /// `num.stream.threads`: the threads each persistent query runs its tasks on.
+    pub stream_threads: usize,
     /// Headless mode: the server runs the statements of this file, keeps no command
     /// topic, and takes only read-only statements over REST.
     pub queries_file: Option<std::path::PathBuf>,
@@ -66,6 +68,7 @@ impl ServerConfig {
             commit_interval: Duration::from_millis(100),
             exactly_once: true,
             cache_max_bytes: 10 * 1024 * 1024,
+            stream_threads: 1,
             queries_file: None,
             basic_auth: None,
             max_request_bytes: 2 * 1024 * 1024,
@@ -537,6 +540,10 @@ impl Engine {
             ])
             .and_then(|v| v.parse().ok())
             .unwrap_or(self.config.cache_max_bytes),
+            stream_threads: prop(&["num.stream.threads", "ksql.streams.num.stream.threads"])
+                .and_then(|v| v.parse().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(self.config.stream_threads),
             state_dir: Some(self.config.state_dir.join(format!(
                 "_sluice-{}-query_{query_id}",
                 self.config.service_id
@@ -1369,8 +1376,10 @@ impl Engine {
                 // The stopped queries' state and progress go with them.
                 for id in ids {
                     let config = self.query_config(&id, &BTreeMap::new());
-                    if let Err(e) = self.cluster.delete_topic(&config.changelog_topic()).await {
-                        tracing::warn!(query = %id, "cannot delete the changelog topic: {e}");
+                    for topic in [config.changelog_topic(), config.tasks_topic()] {
+                        if let Err(e) = self.cluster.delete_topic(&topic).await {
+                            tracing::warn!(query = %id, "cannot delete the topic {topic}: {e}");
+                        }
                     }
                     if let Err(e) = self.cluster.delete_group(&config.group_id).await {
                         tracing::warn!(query = %id, "cannot delete the consumer group: {e}");

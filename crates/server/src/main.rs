@@ -307,6 +307,10 @@ struct ServerArgs {
     /// per key (`cache.max.bytes.buffering`); 0 writes every row.
     #[arg(long, default_value_t = 10 * 1024 * 1024, env = "SLUICE_CACHE_MAX_BYTES")]
     cache_max_bytes: usize,
+    /// Threads each persistent query runs its tasks on, on this server
+    /// (`num.stream.threads`); default: one per core.
+    #[arg(long, env = "SLUICE_STREAM_THREADS")]
+    stream_threads: Option<usize>,
     /// Headless mode: runs this file's statements, keeps no command topic, and takes
     /// only read-only statements over REST (queries, SHOW, DESCRIBE, metrics).
     #[arg(long, env = "SLUICE_QUERIES_FILE")]
@@ -395,6 +399,9 @@ fn main() -> ExitCode {
                 commit_interval: Duration::from_millis(args.commit_interval_ms),
                 exactly_once: args.processing_guarantee == "exactly_once_v2",
                 cache_max_bytes: args.cache_max_bytes,
+                stream_threads: args
+                    .stream_threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
                 queries_file: args.queries_file,
                 basic_auth: args.basic_auth,
                 max_request_bytes: args.max_request_bytes,

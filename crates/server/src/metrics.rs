@@ -89,8 +89,14 @@ const QUERY_FIGURES: &[QueryFigure] = &[
     (
         "sluice_query_running_here",
         "gauge",
-        "1 when this server holds the query's lease and runs it.",
-        |s| s.lease_held.load(Ordering::Relaxed) as u8 as f64,
+        "1 when this server runs some of the query's tasks.",
+        |s| (s.tasks_held() > 0) as u8 as f64,
+    ),
+    (
+        "sluice_query_tasks",
+        "gauge",
+        "The query's tasks (partitions of its sources) this server runs.",
+        |s| s.tasks_held() as f64,
     ),
     (
         "sluice_query_commits_total",

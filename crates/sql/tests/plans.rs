@@ -1,6 +1,7 @@
 //! Planner snapshots. Each `tests/plans/*.sql` is read as a script (so CREATE TYPE and
 //! DEFINE apply to the statements after them) and planned statement by statement; the
-//! snapshot is the last query's plan as EXPLAIN renders it. A file whose first line is
+//! snapshot is the last query's plan as EXPLAIN renders it, and whether it runs as a task
+//! per partition. A file whose first line is
 //! `-- fail=<text>` must be refused with a message containing the text, and the
 //! message is its snapshot. New files write their snapshot with `INSTA_UPDATE=always`.
 
@@ -31,7 +32,12 @@ fn render(text: &str) -> Result<String, String> {
         }
     }
     let plan = last.ok_or("the file has no query")?;
-    Ok(plan.root.explain())
+    let tasks = if plan.root.runs_per_partition() {
+        "one per partition"
+    } else {
+        "one over every partition"
+    };
+    Ok(format!("{}\ntasks: {tasks}", plan.root.explain()))
 }
 
 #[test]
