@@ -5,7 +5,8 @@
 //! The expected outputs are computed from the input records: the CSAS writes each
 //! record that passes its filter, projected; each windowed key's last CTAS row has that
 //! window's COUNT and SUM, and with the record cache off the CTAS writes one row per
-//! input record.
+//! input record; so do the totals per key and per bucket of values (the latter
+//! regrouped through a repartition topic).
 //! Under exactly-once the outputs must equal those exactly (not a record missing, not
 //! one repeated); under at-least-once nothing may be missing.
 //!
@@ -133,6 +134,7 @@ impl CrashRun {
         let csas = unique("crash_csas");
         let ctas = unique("crash_ctas");
         let totals = unique("crash_totals");
+        let buckets = unique("crash_buckets");
         server.ok(&format!(
             "CREATE STREAM src (k STRING KEY, n BIGINT, v INT) WITH (kafka_topic='{source}', \
              partitions={}, key_format='KAFKA', value_format='JSON');",
@@ -168,9 +170,16 @@ impl CrashRun {
                 "CREATE TABLE crash_totals WITH (kafka_topic='{totals}') AS \
                  SELECT k, COUNT(*) AS cnt, SUM(v) AS total FROM src GROUP BY k;"
             ),
+            // Grouped by a value: the rows go through a repartition topic to the task
+            // that owns their group, in the same transactions as everything else.
+            format!(
+                "CREATE TABLE crash_buckets WITH (kafka_topic='{buckets}') AS \
+                 SELECT v % 10 AS bucket, COUNT(*) AS cnt, SUM(v) AS total FROM src \
+                 GROUP BY v % 10;"
+            ),
         ];
-        let skip = if self.only_totals { 2 } else { 0 };
-        for sql in statements.into_iter().skip(skip) {
+        let (skip, take) = if self.only_totals { (2, 1) } else { (0, 4) };
+        for sql in statements.into_iter().skip(skip).take(take) {
             let (status, body) = server.ksql_with(&sql, props.clone());
             if status != 200 {
                 return Err(format!("{sql} failed: {body}"));
@@ -253,12 +262,19 @@ impl CrashRun {
         };
         let per_key = self.expected_totals();
         let totals_out = consume_until(&totals, wait, |r| ctas_done(&per_key, r, exactly_once));
+        let per_bucket = self.expected_buckets();
+        let buckets_out = if self.only_totals {
+            Vec::new()
+        } else {
+            consume_until(&buckets, wait, |r| ctas_done(&per_bucket, r, exactly_once))
+        };
         let elapsed = caught_up;
         let server_cpu_seconds = server.cpu_seconds();
         let peak_rss_mib = server.peak_rss_mib();
         if !self.only_totals {
             self.check_csas(&csas_out)?;
             self.check_table("CTAS", windows, &ctas_out)?;
+            self.check_table("Buckets", per_bucket, &buckets_out)?;
         }
         self.check_table("Totals", per_key, &totals_out)?;
         Ok(CrashReport {
@@ -295,6 +311,19 @@ impl CrashRun {
             t.1 += v(i);
         }
         totals
+    }
+
+    /// KAFKA INT keys (V % 10, four big-endian bytes) to their final COUNT and SUM.
+    fn expected_buckets(&self) -> HashMap<Vec<u8>, (i64, i64)> {
+        let mut buckets: HashMap<Vec<u8>, (i64, i64)> = HashMap::new();
+        for i in 0..self.records {
+            let b = buckets
+                .entry(((v(i) % 10) as i32).to_be_bytes().to_vec())
+                .or_default();
+            b.0 += 1;
+            b.1 += v(i);
+        }
+        buckets
     }
 
     fn check_csas(&self, out: &[(i32, Record)]) -> Result<(), String> {

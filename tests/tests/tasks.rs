@@ -1,6 +1,8 @@
 //! A query over a topic of several partitions runs as a task per partition, and the
-//! servers sharing a service id (and their worker threads) share its tasks. A query that
-//! groups by something other than the key runs as one task.
+//! servers sharing a service id (and their worker threads) share its tasks. A stream
+//! aggregation that groups by something other than the key runs in two parts, each a
+//! task per partition, with a repartition topic between them; a table aggregation that
+//! does runs as one task.
 
 use serde_json::json;
 use sluice_e2e::{Record, Server, consume_until, eventually, produce, unique};
@@ -25,8 +27,13 @@ fn tasks_spread_over_servers_and_threads() {
     let topic = unique("tasks_src");
     let per_key = unique("tasks_per_key");
     let per_page = unique("tasks_per_page");
+    let users_topic = unique("tasks_users");
+    let users_per_page = unique("tasks_users_per_page");
     a.ok(&format!(
         "CREATE STREAM src (k STRING KEY, page STRING, v INT) WITH (kafka_topic='{topic}', partitions=4, value_format='JSON');"
+    ));
+    a.ok(&format!(
+        "CREATE TABLE users (id STRING PRIMARY KEY, page STRING) WITH (kafka_topic='{users_topic}', partitions=4, value_format='JSON');"
     ));
     let earliest = json!({"auto.offset.reset": "earliest"});
     for sql in [
@@ -35,6 +42,9 @@ fn tasks_spread_over_servers_and_threads() {
         ),
         format!(
             "CREATE TABLE per_page WITH (kafka_topic='{per_page}') AS SELECT page, COUNT(*) AS n FROM src GROUP BY page;"
+        ),
+        format!(
+            "CREATE TABLE users_per_page WITH (kafka_topic='{users_per_page}') AS SELECT page, COUNT(*) AS n FROM users GROUP BY page;"
         ),
     ] {
         let (status, body) = a.ksql_with(&sql, earliest.clone());
@@ -50,6 +60,22 @@ fn tasks_spread_over_servers_and_threads() {
         })
         .collect();
     produce(&topic, &records);
+    // Twenty users on pages p0..p2, then the first ten move to p9.
+    let users: Vec<Record> = (0..30)
+        .map(|i| {
+            let page = if i < 20 {
+                format!("p{}", i % 3)
+            } else {
+                "p9".into()
+            };
+            Record::new(
+                Some(&format!("u{}", i % 20)),
+                Some(&format!(r#"{{"PAGE":"{page}"}}"#)),
+                1_000 + i as i64,
+            )
+        })
+        .collect();
+    produce(&users_topic, &users);
 
     let ids = a.query_ids();
     let id = |prefix: &str| {
@@ -58,7 +84,11 @@ fn tasks_spread_over_servers_and_threads() {
             .find(|id| id.starts_with(prefix))
             .unwrap_or_else(|| panic!("no query {prefix}* in {ids:?}"))
     };
-    let (by_key, by_page) = (id("CTAS_PER_KEY"), id("CTAS_PER_PAGE"));
+    let (by_key, by_page, by_user_page) = (
+        id("CTAS_PER_KEY"),
+        id("CTAS_PER_PAGE"),
+        id("CTAS_USERS_PER_PAGE"),
+    );
     let tasks =
         |query: &str| [&a, &b].map(|s| s.metric("sluice_query_tasks", query).unwrap_or(0.0) as u32);
     // Grouped by the key: four tasks, shared by both servers (three workers in all).
@@ -66,9 +96,15 @@ fn tasks_spread_over_servers_and_threads() {
         let [on_a, on_b] = tasks(&by_key);
         (on_a + on_b == 4 && on_a > 0 && on_b > 0).then_some((on_a, on_b))
     });
-    // Grouped by a value column: the groups cross partitions, so one task.
-    eventually(Duration::from_secs(60), "the single task to run", || {
+    // A stream grouped by a value column: four tasks write the rows to the
+    // repartition topic by their new key, four more aggregate them.
+    eventually(Duration::from_secs(60), "both parts' tasks to run", || {
         let [on_a, on_b] = tasks(&by_page);
+        (on_a + on_b == 8).then_some(())
+    });
+    // A table grouped by a value column: one task over every partition.
+    eventually(Duration::from_secs(60), "the single task to run", || {
+        let [on_a, on_b] = tasks(&by_user_page);
         (on_a + on_b == 1).then_some(())
     });
 
@@ -92,4 +128,26 @@ fn tasks_spread_over_servers_and_threads() {
         latest(r) == want_by_page
     });
     assert_eq!(latest(&out), want_by_page);
+    let want_users: HashMap<String, serde_json::Value> = [
+        ("p9", 10),
+        ("p0", (10..20).filter(|i| i % 3 == 0).count()),
+        ("p1", (10..20).filter(|i| i % 3 == 1).count()),
+        ("p2", (10..20).filter(|i| i % 3 == 2).count()),
+    ]
+    .into_iter()
+    .map(|(p, n)| (p.to_string(), json!({"N": n})))
+    .collect();
+    let out = consume_until(&users_per_page, Duration::from_secs(60), |r| {
+        latest(r) == want_users
+    });
+    assert_eq!(latest(&out), want_users);
+
+    // The records went through the repartition topic: the query's own figures count
+    // its source's records in and its table's rows out, not those.
+    let records_in = a
+        .metric("sluice_query_records_in_total", &by_page)
+        .unwrap_or(0.0)
+        + b.metric("sluice_query_records_in_total", &by_page)
+            .unwrap_or(0.0);
+    assert_eq!(records_in, 400.0);
 }

@@ -368,6 +368,140 @@ impl Step {
         local && self.inputs().into_iter().all(Step::runs_per_partition)
     }
 
+    /// Cuts a plan whose aggregation groups a stream by something other than its
+    /// source's key into two sub-topologies at a repartition topic: the first computes
+    /// each row's group key and writes the row, keyed by it, to `topic` (so Kafka's
+    /// partitioner puts every row of a group in one partition); the second reads that
+    /// topic and aggregates by the key it carries. Both then run as a task per
+    /// partition. None when the plan needs no cut or this cut does not apply: the
+    /// aggregation's input must be a plain stream (no table, join or other
+    /// aggregation), and its aggregates must not read ROWPARTITION or ROWOFFSET, which
+    /// the repartition topic would change.
+    pub fn split_at_repartition(&self, topic: &str) -> Option<(Step, Step)> {
+        if self.runs_per_partition() {
+            return None;
+        }
+        let mut writer = None;
+        let reader = self.replace_aggregate(&mut |aggregate| {
+            let Step::StreamAggregate {
+                input,
+                group_by,
+                aggregates,
+                having,
+                projection,
+                schema,
+                ..
+            } = aggregate
+            else {
+                return None;
+            };
+            let keys: Vec<&crate::Column> = schema.keys().collect();
+            if keys.len() != group_by.len() || !input.is_exact_stream() {
+                return None;
+            }
+            let reads_position = aggregates
+                .iter()
+                .flat_map(|a| a.args.iter())
+                .chain(having)
+                .chain(projection.iter().map(|p| &p.expr))
+                .flat_map(Expr::column_refs)
+                .any(|c| c == "ROWPARTITION" || c == "ROWOFFSET");
+            if reads_position {
+                return None;
+            }
+            let key_names: Vec<String> = (0..keys.len()).map(|i| format!("$GROUPKEY{i}")).collect();
+            let mut columns: Vec<crate::Column> = keys
+                .iter()
+                .zip(&key_names)
+                .map(|(k, name)| crate::Column::key(name.clone(), k.ty.clone()))
+                .collect();
+            let mut select: Vec<NamedExpr> = group_by
+                .iter()
+                .zip(&key_names)
+                .map(|(g, name)| NamedExpr {
+                    name: name.clone(),
+                    expr: g.clone(),
+                })
+                .collect();
+            for c in &input.schema().columns {
+                columns.push(crate::Column::value(c.name.clone(), c.ty.clone()));
+                select.push(NamedExpr {
+                    name: c.name.clone(),
+                    expr: Expr::Column(c.name.clone()),
+                });
+            }
+            let spec = TopicSpec {
+                topic: topic.to_string(),
+                key_format: Format::new(crate::FormatKind::Json),
+                value_format: Format::new(crate::FormatKind::Json),
+                schema: LogicalSchema::new(columns),
+                timestamp: None,
+                timestamp_format: None,
+                window: None,
+            };
+            writer = Some(Step::StreamSink {
+                input: Box::new(Step::StreamSelect {
+                    input: input.clone(),
+                    projection: select,
+                    schema: spec.schema.clone(),
+                    rekeyed: true,
+                }),
+                topic: spec.clone(),
+            });
+            let mut regrouped = aggregate.clone();
+            if let Step::StreamAggregate {
+                input, group_by, ..
+            } = &mut regrouped
+            {
+                **input = Step::StreamSource {
+                    name: "REPARTITION".into(),
+                    topic: spec,
+                };
+                *group_by = key_names.into_iter().map(Expr::Column).collect();
+            }
+            Some(regrouped)
+        })?;
+        let writer = writer?;
+        reader.runs_per_partition().then_some((writer, reader))
+    }
+
+    /// This plan with its one aggregation replaced by what `f` makes of it (None: no
+    /// aggregation, or `f` declined).
+    fn replace_aggregate(&self, f: &mut impl FnMut(&Step) -> Option<Step>) -> Option<Step> {
+        let mut step = self.clone();
+        let slot: &mut Step = match &mut step {
+            Step::StreamAggregate { .. } => return f(self),
+            Step::TableSink { input, .. }
+            | Step::StreamSink { input, .. }
+            | Step::TableFilter { input, .. }
+            | Step::TableSelect { input, .. } => input,
+            _ => return None,
+        };
+        *slot = slot.replace_aggregate(f)?;
+        Some(step)
+    }
+
+    /// Whether this step's rows come from streams only and have exactly its schema's
+    /// columns (besides the pseudo-columns): a table function's result columns, for
+    /// one, are not in its schema until a projection names them.
+    fn is_exact_stream(&self) -> bool {
+        fn streams_only(step: &Step) -> bool {
+            match step {
+                Step::StreamSource { .. } => true,
+                Step::StreamFilter { input, .. }
+                | Step::StreamSelect { input, .. }
+                | Step::StreamFlatMap { input, .. } => streams_only(input),
+                _ => false,
+            }
+        }
+        match self {
+            Step::StreamSource { .. } => true,
+            Step::StreamFilter { input, .. } => input.is_exact_stream(),
+            Step::StreamSelect { input, .. } => streams_only(input),
+            _ => false,
+        }
+    }
+
     /// The columns of this step's rows that hold the key its source's records were
     /// partitioned by, in key order; None when the rows are not partitioned by their
     /// source's key any more (a new key, a windowed source, a foreign-key join).

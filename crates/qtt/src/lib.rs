@@ -322,10 +322,32 @@ impl Session {
                         sluice_sql::SourceKindName::Stream => "CSAS",
                         sluice_sql::SourceKindName::Table => "CTAS",
                     };
-                    self.driver.add_query(
-                        &format!("{prefix}_{}_{}", sink.name, self.queries),
-                        pipeline,
-                    );
+                    let id = format!("{prefix}_{}_{}", sink.name, self.queries);
+                    // With SLUICE_TEST_REPARTITION set, an aggregation that regroups
+                    // rows runs in two parts through a repartition topic, as it does
+                    // on Kafka over several partitions: the same cases check the cut.
+                    let repartition = format!("{id}-repartition");
+                    let split = std::env::var_os("SLUICE_TEST_REPARTITION")
+                        .and_then(|_| plan.root.split_at_repartition(&repartition));
+                    match split {
+                        Some((writer, reader)) => {
+                            let part = |root| {
+                                Pipeline::new(
+                                    &sluice_plan::QueryPlan {
+                                        version: plan.version,
+                                        root,
+                                    },
+                                    Some(self.registry.clone()),
+                                )
+                                .map_err(|e| StatementFailure::Unsupported(e.to_string()))
+                            };
+                            let (writer, reader) = (part(writer)?, part(reader)?);
+                            self.driver.create_topic(&repartition, source_partitions);
+                            self.driver.add_query(&format!("{id}-0"), writer);
+                            self.driver.add_query(&id, reader);
+                        }
+                        None => self.driver.add_query(&id, pipeline),
+                    }
                     self.sources.insert(sink.name.clone(), sink);
                 }
                 Planned::InsertValues {

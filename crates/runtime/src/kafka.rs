@@ -92,6 +92,38 @@ impl QueryConfig {
     pub fn tasks_topic(&self) -> String {
         format!("{}-tasks", self.group_id)
     }
+
+    /// The topic an aggregation's rows go through to reach the task that owns their
+    /// group, when it groups by something other than the source's key.
+    pub fn repartition_topic(&self) -> String {
+        format!("{}-Aggregate-GroupBy-repartition", self.group_id)
+    }
+
+    /// The configuration of the query's second sub-topology (after a repartition
+    /// topic): its own group, and so its own leases, producers and changelog.
+    fn second_sub_topology(&self) -> QueryConfig {
+        QueryConfig {
+            group_id: format!("{}-1", self.group_id),
+            ..self.clone()
+        }
+    }
+
+    /// The consumer groups the query may use, to delete when it is dropped.
+    pub fn groups(&self) -> Vec<String> {
+        vec![self.group_id.clone(), self.second_sub_topology().group_id]
+    }
+
+    /// The internal topics the query may have created, to delete when it is dropped.
+    pub fn internal_topics(&self) -> Vec<String> {
+        let second = self.second_sub_topology();
+        vec![
+            self.changelog_topic(),
+            self.tasks_topic(),
+            self.repartition_topic(),
+            second.changelog_topic(),
+            second.tasks_topic(),
+        ]
+    }
 }
 
 /// What a running query reports.
@@ -224,8 +256,9 @@ impl Drop for RunningQuery {
     }
 }
 
-/// Runs the query on this server: works out its layout, then runs its workers (up to
-/// `num.stream.threads`, and no more than it has tasks) until it stops.
+/// Runs the query on this server: works out its parts and their layouts, then runs
+/// each part's workers (up to `num.stream.threads`, and no more than it has tasks)
+/// until the query stops.
 fn run_query(
     name: &str,
     plan: &QueryPlan,
@@ -234,30 +267,35 @@ fn run_query(
     stats: &QueryStats,
 ) {
     // The layout needs the broker: it is retried as a failed run is.
-    let Some(layout) = retry(name, stop, stats, || {
-        let mut pipeline = Pipeline::new(plan, config.registry.clone())?;
-        plan_layout(plan, &mut pipeline, config)
-    }) else {
+    let Some(parts) = retry(name, stop, stats, || plan_parts(plan, config)) else {
         return;
     };
-    let workers = config.stream_threads.clamp(1, layout.tasks as usize);
+    let threads = config.stream_threads.max(1);
     std::thread::scope(|scope| {
-        for worker in 1..workers {
-            let layout = &layout;
-            let spawned = std::thread::Builder::new()
-                .name(format!("query-{name}-{worker}"))
-                .spawn_scoped(scope, move || {
-                    retry(name, stop, stats, || {
-                        run_worker(name, plan, config, layout, stop, stats, worker)
-                    })
-                });
-            if let Err(e) = spawned {
-                tracing::warn!(query = name, "cannot start worker {worker}: {e}");
+        for (n, part) in parts.iter().enumerate() {
+            for worker in 0..threads.min(part.layout.tasks as usize) {
+                // Each worker has its own slot in the stats.
+                let slot = n * threads + worker;
+                let spawned = std::thread::Builder::new()
+                    .name(format!("query-{name}-{slot}"))
+                    .spawn_scoped(scope, move || {
+                        retry(name, stop, stats, || {
+                            run_worker(
+                                name,
+                                &part.plan,
+                                &part.config,
+                                &part.layout,
+                                stop,
+                                stats,
+                                slot,
+                            )
+                        })
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!(query = name, "cannot start worker {slot}: {e}");
+                }
             }
         }
-        retry(name, stop, stats, || {
-            run_worker(name, plan, config, &layout, stop, stats, 0)
-        });
     });
 }
 
@@ -364,6 +402,10 @@ struct Layout {
     /// leases: the service's one-partition lease topic for a single task, else the
     /// query's own with a partition per task.
     lease_topic: String,
+    /// Whether the records read, and those written, are the query's own inputs and
+    /// outputs in its stats (not those of a repartition topic between its parts).
+    counts_input: bool,
+    counts_output: bool,
 }
 
 /// The query's layout: a task per partition when the plan allows it (see
@@ -374,6 +416,8 @@ fn plan_layout(plan: &QueryPlan, pipeline: &mut Pipeline, config: &QueryConfig) 
     let single = Layout {
         tasks: 1,
         lease_topic: config.lease_topic.clone(),
+        counts_input: true,
+        counts_output: true,
     };
     if !plan.root.runs_per_partition() {
         return Ok(single);
@@ -412,7 +456,55 @@ fn plan_layout(plan: &QueryPlan, pipeline: &mut Pipeline, config: &QueryConfig) 
     Ok(Layout {
         tasks,
         lease_topic: config.tasks_topic(),
+        ..single
     })
+}
+
+/// A part of a query that runs as tasks of its own: the whole plan, or one side of a
+/// repartition topic.
+struct Part {
+    plan: QueryPlan,
+    config: QueryConfig,
+    layout: Layout,
+}
+
+/// The query's parts: two when an aggregation must regroup its rows by a new key
+/// across partitions (`Step::split_at_repartition`), through a repartition topic with
+/// as many partitions as the sources; else the plan as it is.
+fn plan_parts(plan: &QueryPlan, config: &QueryConfig) -> Result<Vec<Part>> {
+    let admin = KafkaAdmin::new(&config.bootstrap_servers)?;
+    let mut most = 0;
+    for (_, spec) in plan.root.sources() {
+        most = most.max(admin.partitions(&spec.topic)?.unwrap_or(0));
+    }
+    let part = |root: Step, config: QueryConfig, counts_input: bool, counts_output: bool| {
+        let plan = QueryPlan {
+            version: plan.version,
+            root,
+        };
+        let mut pipeline = Pipeline::new(&plan, config.registry.clone())?;
+        let layout = Layout {
+            counts_input,
+            counts_output,
+            ..plan_layout(&plan, &mut pipeline, &config)?
+        };
+        Ok::<_, RuntimeError>(Part {
+            plan,
+            config,
+            layout,
+        })
+    };
+    let topic = config.repartition_topic();
+    if most > 1
+        && let Some((writer, reader)) = plan.root.split_at_repartition(&topic)
+    {
+        block_on(admin.create_topic(&topic, most, None, &[]))?;
+        return Ok(vec![
+            part(writer, config.clone(), true, false)?,
+            part(reader, config.second_sub_topology(), false, true)?,
+        ]);
+    }
+    Ok(vec![part(plan.root.clone(), config.clone(), true, true)?])
 }
 
 /// Runs the query's tasks that one member of its group (a worker thread) holds, until
@@ -657,6 +749,8 @@ struct Task {
     in_transaction: bool,
     reads_headers: bool,
     healthy_since: Option<Instant>,
+    counts_input: bool,
+    counts_output: bool,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -774,6 +868,8 @@ impl Task {
             cache,
             in_transaction: false,
             healthy_since: None,
+            counts_input: layout.counts_input,
+            counts_output: layout.counts_output,
         })
     }
 
@@ -794,7 +890,9 @@ impl Task {
         config: &QueryConfig,
         stats: &QueryStats,
     ) -> Result<()> {
-        stats.records_in.fetch_add(1, Ordering::Relaxed);
+        if self.counts_input {
+            stats.records_in.fetch_add(1, Ordering::Relaxed);
+        }
         let at = (msg.topic().to_string(), msg.partition());
         self.positions.insert(at.clone(), msg.offset() + 1);
         self.offsets.insert(at, msg.offset() + 1);
@@ -922,7 +1020,9 @@ impl Task {
                 record = record.payload(v.as_slice());
             }
             send(producer, record)?;
-            stats.records_out.fetch_add(1, Ordering::Relaxed);
+            if self.counts_output {
+                stats.records_out.fetch_add(1, Ordering::Relaxed);
+            }
         }
         if !commit_due {
             return Ok(());

@@ -1376,13 +1376,15 @@ impl Engine {
                 // The stopped queries' state and progress go with them.
                 for id in ids {
                     let config = self.query_config(&id, &BTreeMap::new());
-                    for topic in [config.changelog_topic(), config.tasks_topic()] {
+                    for topic in config.internal_topics() {
                         if let Err(e) = self.cluster.delete_topic(&topic).await {
                             tracing::warn!(query = %id, "cannot delete the topic {topic}: {e}");
                         }
                     }
-                    if let Err(e) = self.cluster.delete_group(&config.group_id).await {
-                        tracing::warn!(query = %id, "cannot delete the consumer group: {e}");
+                    for group in config.groups() {
+                        if let Err(e) = self.cluster.delete_group(&group).await {
+                            tracing::warn!(query = %id, "cannot delete the consumer group {group}: {e}");
+                        }
                     }
                 }
                 Ok(entity)

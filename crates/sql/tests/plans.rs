@@ -1,7 +1,7 @@
 //! Planner snapshots. Each `tests/plans/*.sql` is read as a script (so CREATE TYPE and
 //! DEFINE apply to the statements after them) and planned statement by statement; the
 //! snapshot is the last query's plan as EXPLAIN renders it, and whether it runs as a task
-//! per partition. A file whose first line is
+//! per partition (and if so through a repartition topic, the two parts' plans). A file whose first line is
 //! `-- fail=<text>` must be refused with a message containing the text, and the
 //! message is its snapshot. New files write their snapshot with `INSTA_UPDATE=always`.
 
@@ -33,9 +33,15 @@ fn render(text: &str) -> Result<String, String> {
     }
     let plan = last.ok_or("the file has no query")?;
     let tasks = if plan.root.runs_per_partition() {
-        "one per partition"
+        "one per partition".to_string()
+    } else if let Some((writer, reader)) = plan.root.split_at_repartition("repartition") {
+        format!(
+            "one per partition, in two parts:\n{}\n{}",
+            writer.explain(),
+            reader.explain()
+        )
     } else {
-        "one over every partition"
+        "one over every partition".to_string()
     };
     Ok(format!("{}\ntasks: {tasks}", plan.root.explain()))
 }
