@@ -151,3 +151,81 @@ fn tasks_spread_over_servers_and_threads() {
             .unwrap_or(0.0);
     assert_eq!(records_in, 400.0);
 }
+
+/// A stream joined with a table on a value column: the clicks are written to a
+/// repartition topic keyed by user, with as many partitions as the table, and each user's
+/// clicks meet the user's row in the task that holds it.
+#[test]
+fn a_join_on_a_value_column_goes_through_a_repartition_topic() {
+    let server = Server::start_with(&unique("svc"), &[("--stream-threads", "2")]);
+    let clicks = unique("tasks_clicks");
+    let users = unique("tasks_users");
+    let enriched = unique("tasks_enriched");
+    server.ok(&format!(
+        "CREATE STREAM clicks (click_id STRING KEY, user_id STRING, page STRING) WITH (kafka_topic='{clicks}', partitions=4, value_format='JSON');"
+    ));
+    server.ok(&format!(
+        "CREATE TABLE users (id STRING PRIMARY KEY, name STRING) WITH (kafka_topic='{users}', partitions=4, value_format='JSON');"
+    ));
+    let user_rows: Vec<Record> = (0..10)
+        .map(|u| {
+            Record::new(
+                Some(&format!("u{u}")),
+                Some(&format!(r#"{{"NAME":"user {u}"}}"#)),
+                1_000,
+            )
+        })
+        .collect();
+    produce(&users, &user_rows);
+    let (status, body) = server.ksql_with(
+        &format!(
+            "CREATE STREAM enriched WITH (kafka_topic='{enriched}') AS SELECT c.user_id AS user_id, page, name FROM clicks c JOIN users u ON c.user_id = u.id;"
+        ),
+        json!({"auto.offset.reset": "earliest"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let click_rows: Vec<Record> = (0..200)
+        .map(|i| {
+            Record::new(
+                Some(&format!("c{i}")),
+                Some(&format!(r#"{{"USER_ID":"u{}","PAGE":"/p{i}"}}"#, i % 10)),
+                2_000 + i as i64,
+            )
+        })
+        .collect();
+    produce(&clicks, &click_rows);
+
+    let query = server
+        .query_ids()
+        .into_iter()
+        .map(|(id, _)| id)
+        .find(|id| id.starts_with("CSAS_ENRICHED"))
+        .expect("the query");
+    eventually(Duration::from_secs(60), "both parts' tasks to run", || {
+        (server.metric("sluice_query_tasks", &query) == Some(8.0)).then_some(())
+    });
+    let out = consume_until(&enriched, Duration::from_secs(60), |r| r.len() >= 200);
+    let mut seen: Vec<(String, String, String)> = out
+        .iter()
+        .map(|(_, r)| {
+            let v = r.value_json();
+            (
+                String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned(),
+                v["PAGE"].as_str().unwrap_or_default().to_string(),
+                v["NAME"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut want: Vec<(String, String, String)> = (0..200)
+        .map(|i| {
+            (
+                format!("u{}", i % 10),
+                format!("/p{i}"),
+                format!("user {}", i % 10),
+            )
+        })
+        .collect();
+    want.sort();
+    assert_eq!(seen, want);
+}

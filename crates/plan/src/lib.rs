@@ -12,8 +12,8 @@ mod types;
 
 pub use expr::{BinaryOp, Expr, Literal, format_decimal};
 pub use plan::{
-    AggregateCall, CarriedColumn, JoinKind, JoinShape, NamedExpr, PLAN_VERSION, QueryPlan, Step,
-    TableFunctionCall, TopicSpec, WindowKind, WindowSpec,
+    AggregateCall, CarriedColumn, JoinKind, JoinShape, NamedExpr, PLAN_VERSION, QueryPlan,
+    Repartition, Step, TableFunctionCall, TopicSpec, WindowKind, WindowSpec,
 };
 pub use schema::{
     Column, ColumnKind, Format, FormatKind, LogicalSchema, PSEUDO_COLUMNS, SCHEMA_NAMESPACE,

@@ -4,7 +4,7 @@
 //! changes once released; a new behaviour gets a new name, and the runtime keeps running
 //! every version it ever wrote, so queries stored in the command topic survive upgrades.
 
-use crate::{Expr, Format, LogicalSchema};
+use crate::{Expr, Format, LogicalSchema, SqlType};
 use serde::{Deserialize, Serialize};
 
 /// The plan format version this build writes. Plans with a higher version are refused.
@@ -162,6 +162,22 @@ pub enum JoinShape {
     /// columns (in the left rows) are named here.
     #[serde(rename_all = "camelCase")]
     ForeignKey { left_primary_key: Vec<String> },
+}
+
+/// A part of a query cut at a repartition topic (`Step::split_at_repartition`): it
+/// writes rows keyed anew to the topic its sink names.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Repartition {
+    pub writer: Step,
+    /// The topic whose partition count the repartition topic must have, to be
+    /// co-partitioned with it (a join's other side); None: as many as the writer's
+    /// sources have at most.
+    pub partitions_of: Option<String>,
+}
+
+/// Whether a column is one of the pseudo-columns a repartition topic changes.
+fn is_position(column: &str) -> bool {
+    column == "ROWPARTITION" || column == "ROWOFFSET"
 }
 
 /// A column of a join's input carried into the joined row, under a new name.
@@ -368,22 +384,35 @@ impl Step {
         local && self.inputs().into_iter().all(Step::runs_per_partition)
     }
 
-    /// Cuts a plan whose aggregation groups a stream by something other than its
-    /// source's key into two sub-topologies at a repartition topic: the first computes
-    /// each row's group key and writes the row, keyed by it, to `topic` (so Kafka's
-    /// partitioner puts every row of a group in one partition); the second reads that
-    /// topic and aggregates by the key it carries. Both then run as a task per
-    /// partition. None when the plan needs no cut or this cut does not apply: the
-    /// aggregation's input must be a plain stream (no table, join or other
-    /// aggregation), and its aggregates must not read ROWPARTITION or ROWOFFSET, which
-    /// the repartition topic would change.
-    pub fn split_at_repartition(&self, topic: &str) -> Option<(Step, Step)> {
+    /// Cuts a plan whose records must change partitions into parts at repartition
+    /// topics, so that each part runs as a task per partition. Two cuts apply:
+    ///
+    /// - A stream aggregation that groups by something other than its source's key:
+    ///   the first part computes each row's group key and writes the row, keyed by it,
+    ///   to a repartition topic (`Aggregate-GroupBy`), where Kafka's partitioner puts
+    ///   every row of a group in one partition; the second reads that topic and
+    ///   aggregates by the key it carries.
+    /// - A join whose stream side is joined on something other than its source's key:
+    ///   that side's rows are written keyed by their join key (`Join-left`,
+    ///   `Join-right`) in the other side's key format and partition count, so that a key
+    ///   lands in the partition of the other side that holds it.
+    ///
+    /// `topic` names a repartition topic from its role. Returns the writing parts and
+    /// the reading one; None when the plan needs no cut or no cut applies: the input
+    /// to regroup must be a plain stream (no table, which would need its retractions to
+    /// travel too; no earlier join or aggregation), a join must not be a foreign-key
+    /// one, and nothing downstream may read ROWPARTITION or ROWOFFSET, which the
+    /// repartition topic would change.
+    pub fn split_at_repartition(
+        &self,
+        topic: &dyn Fn(&str) -> String,
+    ) -> Option<(Vec<Repartition>, Step)> {
         if self.runs_per_partition() {
             return None;
         }
-        let mut writer = None;
-        let reader = self.replace_aggregate(&mut |aggregate| {
-            let Step::StreamAggregate {
+        let mut writers = Vec::new();
+        let reader = self.replace_stateful(&mut Vec::new(), &mut |step, above| match step {
+            Step::StreamAggregate {
                 input,
                 group_by,
                 aggregates,
@@ -391,94 +420,220 @@ impl Step {
                 projection,
                 schema,
                 ..
-            } = aggregate
-            else {
-                return None;
-            };
-            let keys: Vec<&crate::Column> = schema.keys().collect();
-            if keys.len() != group_by.len() || !input.is_exact_stream() {
-                return None;
+            } => {
+                let keys: Vec<&crate::Column> = schema.keys().collect();
+                let reads_position = aggregates
+                    .iter()
+                    .flat_map(|a| a.args.iter())
+                    .chain(having)
+                    .chain(projection.iter().map(|p| &p.expr))
+                    .flat_map(Expr::column_refs)
+                    .any(is_position);
+                if keys.len() != group_by.len() || reads_position {
+                    return None;
+                }
+                let key_types: Vec<(&Expr, SqlType)> = group_by
+                    .iter()
+                    .zip(keys.iter().map(|k| k.ty.clone()))
+                    .collect();
+                let (source, keys) = input.rekeyed_into(
+                    &key_types,
+                    topic("Aggregate-GroupBy"),
+                    Format::new(crate::FormatKind::Json),
+                    None,
+                    &mut writers,
+                )?;
+                let mut regrouped = step.clone();
+                if let Step::StreamAggregate {
+                    input, group_by, ..
+                } = &mut regrouped
+                {
+                    **input = source;
+                    *group_by = keys;
+                }
+                Some(regrouped)
             }
-            let reads_position = aggregates
-                .iter()
-                .flat_map(|a| a.args.iter())
-                .chain(having)
-                .chain(projection.iter().map(|p| &p.expr))
-                .flat_map(Expr::column_refs)
-                .any(|c| c == "ROWPARTITION" || c == "ROWOFFSET");
-            if reads_position {
-                return None;
+            Step::Join {
+                left,
+                right,
+                shape,
+                left_key,
+                right_key,
+                left_columns,
+                right_columns,
+                schema,
+                ..
+            } => {
+                // Every column of both sides is carried, ROWPARTITION and ROWOFFSET
+                // too: only whether anything reads them matters.
+                if matches!(shape, JoinShape::ForeignKey { .. })
+                    || left_columns
+                        .iter()
+                        .chain(right_columns)
+                        .any(|c| is_position(&c.from) && above.contains(&c.to.as_str()))
+                {
+                    return None;
+                }
+                let keyed = |side: &Step, key: &Expr| {
+                    side.source_key_columns().is_some_and(
+                        |k| matches!((k.as_slice(), key), ([k], Expr::Column(c)) if c == k),
+                    )
+                };
+                let (left_keyed, right_keyed) = (keyed(left, left_key), keyed(right, right_key));
+                // The joined row's key column has the join key's type.
+                let key_type = schema.columns.first()?.ty.clone();
+                let (format, partitions_of) = match (left_keyed, right_keyed) {
+                    (true, true) => return None,
+                    (true, false) => {
+                        let t = left.single_source()?;
+                        (t.key_format.clone(), Some(t.topic.clone()))
+                    }
+                    (false, true) => {
+                        let t = right.single_source()?;
+                        (t.key_format.clone(), Some(t.topic.clone()))
+                    }
+                    // Both sides move: any format, as long as both use it.
+                    (false, false) => (Format::new(crate::FormatKind::Json), None),
+                };
+                if format.kind.needs_schema_registry() {
+                    // The other side's key bytes carry its writer's schema id, which
+                    // the repartitioned keys would not share.
+                    return None;
+                }
+                let mut cut = step.clone();
+                let Step::Join {
+                    left,
+                    right,
+                    left_key,
+                    right_key,
+                    ..
+                } = &mut cut
+                else {
+                    return None;
+                };
+                for (side, key, keyed, role) in [
+                    (left, left_key, left_keyed, "Join-left"),
+                    (right, right_key, right_keyed, "Join-right"),
+                ] {
+                    if keyed {
+                        continue;
+                    }
+                    let (source, mut keys) = side.rekeyed_into(
+                        &[(&*key, key_type.clone())],
+                        topic(role),
+                        format.clone(),
+                        partitions_of.clone(),
+                        &mut writers,
+                    )?;
+                    **side = source;
+                    *key = keys.pop()?;
+                }
+                Some(cut)
             }
-            let key_names: Vec<String> = (0..keys.len()).map(|i| format!("$GROUPKEY{i}")).collect();
-            let mut columns: Vec<crate::Column> = keys
-                .iter()
-                .zip(&key_names)
-                .map(|(k, name)| crate::Column::key(name.clone(), k.ty.clone()))
-                .collect();
-            let mut select: Vec<NamedExpr> = group_by
-                .iter()
-                .zip(&key_names)
-                .map(|(g, name)| NamedExpr {
-                    name: name.clone(),
-                    expr: g.clone(),
-                })
-                .collect();
-            for c in &input.schema().columns {
-                columns.push(crate::Column::value(c.name.clone(), c.ty.clone()));
-                select.push(NamedExpr {
-                    name: c.name.clone(),
-                    expr: Expr::Column(c.name.clone()),
-                });
+            _ => None,
+        })?;
+        (!writers.is_empty() && reader.runs_per_partition()).then_some((writers, reader))
+    }
+
+    /// This plan with its first aggregation or join (below sinks, projections and
+    /// filters) replaced by what `f` makes of it (None: there is none, or `f` declined);
+    /// `f` also gets the columns the steps above it read.
+    fn replace_stateful<'a>(
+        &'a self,
+        above: &mut Vec<&'a str>,
+        f: &mut impl FnMut(&Step, &[&str]) -> Option<Step>,
+    ) -> Option<Step> {
+        match self {
+            Step::StreamFilter { predicate, .. } | Step::TableFilter { predicate, .. } => {
+                above.extend(predicate.column_refs());
             }
-            let spec = TopicSpec {
-                topic: topic.to_string(),
-                key_format: Format::new(crate::FormatKind::Json),
-                value_format: Format::new(crate::FormatKind::Json),
-                schema: LogicalSchema::new(columns),
-                timestamp: None,
-                timestamp_format: None,
-                window: None,
-            };
-            writer = Some(Step::StreamSink {
+            Step::StreamSelect { projection, .. } | Step::TableSelect { projection, .. } => {
+                above.extend(projection.iter().flat_map(|p| p.expr.column_refs()));
+            }
+            _ => {}
+        }
+        let mut step = self.clone();
+        let slot: &mut Step = match &mut step {
+            Step::StreamAggregate { .. } | Step::Join { .. } => return f(self, above),
+            Step::TableSink { input, .. }
+            | Step::StreamSink { input, .. }
+            | Step::StreamFilter { input, .. }
+            | Step::StreamSelect { input, .. }
+            | Step::TableFilter { input, .. }
+            | Step::TableSelect { input, .. } => input,
+            _ => return None,
+        };
+        let input = self.input()?;
+        *slot = input.replace_stateful(above, f)?;
+        Some(step)
+    }
+
+    /// Writes this stream's rows to `topic` keyed by `keys` (each expression with its
+    /// type): pushes the writing part to `writers` and returns the step that reads the
+    /// topic back, with the key columns that now hold the keys. None when this step's
+    /// rows are not a plain stream's.
+    fn rekeyed_into(
+        &self,
+        keys: &[(&Expr, SqlType)],
+        topic: String,
+        key_format: Format,
+        partitions_of: Option<String>,
+        writers: &mut Vec<Repartition>,
+    ) -> Option<(Step, Vec<Expr>)> {
+        if !self.is_exact_stream() {
+            return None;
+        }
+        let names: Vec<String> = (0..keys.len()).map(|i| format!("$KEY{i}")).collect();
+        let mut columns = Vec::new();
+        let mut select = Vec::new();
+        for ((expr, ty), name) in keys.iter().zip(&names) {
+            columns.push(crate::Column::key(name.clone(), ty.clone()));
+            select.push(NamedExpr {
+                name: name.clone(),
+                expr: (*expr).clone(),
+            });
+        }
+        for c in &self.schema().columns {
+            columns.push(crate::Column::value(c.name.clone(), c.ty.clone()));
+            select.push(NamedExpr {
+                name: c.name.clone(),
+                expr: Expr::Column(c.name.clone()),
+            });
+        }
+        let spec = TopicSpec {
+            topic,
+            key_format,
+            value_format: Format::new(crate::FormatKind::Json),
+            schema: LogicalSchema::new(columns),
+            timestamp: None,
+            timestamp_format: None,
+            window: None,
+        };
+        writers.push(Repartition {
+            writer: Step::StreamSink {
                 input: Box::new(Step::StreamSelect {
-                    input: input.clone(),
+                    input: Box::new(self.clone()),
                     projection: select,
                     schema: spec.schema.clone(),
                     rekeyed: true,
                 }),
                 topic: spec.clone(),
-            });
-            let mut regrouped = aggregate.clone();
-            if let Step::StreamAggregate {
-                input, group_by, ..
-            } = &mut regrouped
-            {
-                **input = Step::StreamSource {
-                    name: "REPARTITION".into(),
-                    topic: spec,
-                };
-                *group_by = key_names.into_iter().map(Expr::Column).collect();
-            }
-            Some(regrouped)
-        })?;
-        let writer = writer?;
-        reader.runs_per_partition().then_some((writer, reader))
+            },
+            partitions_of,
+        });
+        let source = Step::StreamSource {
+            name: "REPARTITION".into(),
+            topic: spec,
+        };
+        Some((source, names.into_iter().map(Expr::Column).collect()))
     }
 
-    /// This plan with its one aggregation replaced by what `f` makes of it (None: no
-    /// aggregation, or `f` declined).
-    fn replace_aggregate(&self, f: &mut impl FnMut(&Step) -> Option<Step>) -> Option<Step> {
-        let mut step = self.clone();
-        let slot: &mut Step = match &mut step {
-            Step::StreamAggregate { .. } => return f(self),
-            Step::TableSink { input, .. }
-            | Step::StreamSink { input, .. }
-            | Step::TableFilter { input, .. }
-            | Step::TableSelect { input, .. } => input,
-            _ => return None,
-        };
-        *slot = slot.replace_aggregate(f)?;
-        Some(step)
+    /// The topic of the one source this step reads, if it reads one.
+    fn single_source(&self) -> Option<&TopicSpec> {
+        match self.sources()[..] {
+            [(_, topic)] => Some(topic),
+            _ => None,
+        }
     }
 
     /// Whether this step's rows come from streams only and have exactly its schema's

@@ -326,11 +326,12 @@ impl Session {
                     // With SLUICE_TEST_REPARTITION set, an aggregation that regroups
                     // rows runs in two parts through a repartition topic, as it does
                     // on Kafka over several partitions: the same cases check the cut.
-                    let repartition = format!("{id}-repartition");
-                    let split = std::env::var_os("SLUICE_TEST_REPARTITION")
-                        .and_then(|_| plan.root.split_at_repartition(&repartition));
+                    let split = std::env::var_os("SLUICE_TEST_REPARTITION").and_then(|_| {
+                        plan.root
+                            .split_at_repartition(&|role| format!("{id}-{role}-repartition"))
+                    });
                     match split {
-                        Some((writer, reader)) => {
+                        Some((writers, reader)) => {
                             let part = |root| {
                                 Pipeline::new(
                                     &sluice_plan::QueryPlan {
@@ -341,10 +342,20 @@ impl Session {
                                 )
                                 .map_err(|e| StatementFailure::Unsupported(e.to_string()))
                             };
-                            let (writer, reader) = (part(writer)?, part(reader)?);
-                            self.driver.create_topic(&repartition, source_partitions);
-                            self.driver.add_query(&format!("{id}-0"), writer);
-                            self.driver.add_query(&id, reader);
+                            for (n, repartition) in writers.into_iter().enumerate() {
+                                let partitions = match &repartition.partitions_of {
+                                    Some(t) => self.driver.partitions(t).unwrap_or(1),
+                                    None => source_partitions,
+                                };
+                                if let sluice_plan::Step::StreamSink { topic, .. } =
+                                    &repartition.writer
+                                {
+                                    self.driver.create_topic(&topic.topic, partitions);
+                                }
+                                self.driver
+                                    .add_query(&format!("{id}-{n}"), part(repartition.writer)?);
+                            }
+                            self.driver.add_query(&id, part(reader)?);
                         }
                         None => self.driver.add_query(&id, pipeline),
                     }

@@ -77,6 +77,9 @@ pub struct QueryConfig {
     pub stream_threads: usize,
 }
 
+/// The most parts a query is cut into: two repartition writers and a reader.
+const MAX_PARTS: usize = 2;
+
 /// Groups of a RocksDB-backed aggregation kept in memory between commits, at most.
 const CACHED_GROUPS: usize = 100_000;
 
@@ -93,36 +96,41 @@ impl QueryConfig {
         format!("{}-tasks", self.group_id)
     }
 
-    /// The topic an aggregation's rows go through to reach the task that owns their
-    /// group, when it groups by something other than the source's key.
-    pub fn repartition_topic(&self) -> String {
-        format!("{}-Aggregate-GroupBy-repartition", self.group_id)
+    /// A repartition topic of the query: `role` says what it feeds
+    /// (`Aggregate-GroupBy`, `Join-left`, `Join-right`).
+    pub fn repartition_topic(&self, role: &str) -> String {
+        format!("{}-{role}-repartition", self.group_id)
     }
 
-    /// The configuration of the query's second sub-topology (after a repartition
-    /// topic): its own group, and so its own leases, producers and changelog.
-    fn second_sub_topology(&self) -> QueryConfig {
+    /// The configuration of part `n` of a query cut at repartition topics: part 0 is
+    /// the query's own; each other has its own group, and so its own leases,
+    /// producers and changelog.
+    fn part(&self, n: usize) -> QueryConfig {
+        if n == 0 {
+            return self.clone();
+        }
         QueryConfig {
-            group_id: format!("{}-1", self.group_id),
+            group_id: format!("{}-{n}", self.group_id),
             ..self.clone()
         }
     }
 
     /// The consumer groups the query may use, to delete when it is dropped.
     pub fn groups(&self) -> Vec<String> {
-        vec![self.group_id.clone(), self.second_sub_topology().group_id]
+        (0..=MAX_PARTS).map(|n| self.part(n).group_id).collect()
     }
 
     /// The internal topics the query may have created, to delete when it is dropped.
     pub fn internal_topics(&self) -> Vec<String> {
-        let second = self.second_sub_topology();
-        vec![
-            self.changelog_topic(),
-            self.tasks_topic(),
-            self.repartition_topic(),
-            second.changelog_topic(),
-            second.tasks_topic(),
-        ]
+        let mut topics: Vec<String> = ["Aggregate-GroupBy", "Join-left", "Join-right"]
+            .iter()
+            .map(|role| self.repartition_topic(role))
+            .collect();
+        for n in 0..=MAX_PARTS {
+            let part = self.part(n);
+            topics.extend([part.changelog_topic(), part.tasks_topic()]);
+        }
+        topics
     }
 }
 
@@ -468,9 +476,10 @@ struct Part {
     layout: Layout,
 }
 
-/// The query's parts: two when an aggregation must regroup its rows by a new key
-/// across partitions (`Step::split_at_repartition`), through a repartition topic with
-/// as many partitions as the sources; else the plan as it is.
+/// The query's parts: when records must change partitions
+/// (`Step::split_at_repartition`), the parts that write them to repartition topics
+/// (created with the partition count of what they must be co-partitioned with, else
+/// the most the sources have), and the part that reads them; else the plan as it is.
 fn plan_parts(plan: &QueryPlan, config: &QueryConfig) -> Result<Vec<Part>> {
     let admin = KafkaAdmin::new(&config.bootstrap_servers)?;
     let mut most = 0;
@@ -494,17 +503,31 @@ fn plan_parts(plan: &QueryPlan, config: &QueryConfig) -> Result<Vec<Part>> {
             layout,
         })
     };
-    let topic = config.repartition_topic();
-    if most > 1
-        && let Some((writer, reader)) = plan.root.split_at_repartition(&topic)
-    {
-        block_on(admin.create_topic(&topic, most, None, &[]))?;
-        return Ok(vec![
-            part(writer, config.clone(), true, false)?,
-            part(reader, config.second_sub_topology(), false, true)?,
-        ]);
+    let split = (most > 1)
+        .then(|| {
+            plan.root
+                .split_at_repartition(&|role| config.repartition_topic(role))
+        })
+        .flatten();
+    let Some((writers, reader)) = split else {
+        return Ok(vec![part(plan.root.clone(), config.clone(), true, true)?]);
+    };
+    let mut parts = Vec::new();
+    for (n, repartition) in writers.into_iter().enumerate() {
+        let partitions = match &repartition.partitions_of {
+            Some(topic) => admin.partitions(topic)?.unwrap_or(most),
+            None => most,
+        };
+        if let Step::StreamSink { topic, .. } = &repartition.writer {
+            block_on(admin.create_topic(&topic.topic, partitions, None, &[]))?;
+        }
+        // The first writer keeps the query's group (its offsets are the sources'), the
+        // reader is the second part, further writers follow.
+        let group = if n == 0 { 0 } else { n + 1 };
+        parts.push(part(repartition.writer, config.part(group), true, false)?);
     }
-    Ok(vec![part(plan.root.clone(), config.clone(), true, true)?])
+    parts.push(part(reader, config.part(1), false, true)?);
+    Ok(parts)
 }
 
 /// Runs the query's tasks that one member of its group (a worker thread) holds, until

@@ -34,10 +34,21 @@ fn render(text: &str) -> Result<String, String> {
     let plan = last.ok_or("the file has no query")?;
     let tasks = if plan.root.runs_per_partition() {
         "one per partition".to_string()
-    } else if let Some((writer, reader)) = plan.root.split_at_repartition("repartition") {
+    } else if let Some((writers, reader)) = plan
+        .root
+        .split_at_repartition(&|role| format!("{role}-repartition"))
+    {
+        let mut parts = String::new();
+        for w in &writers {
+            parts.push_str(&w.writer.explain());
+            if let Some(topic) = &w.partitions_of {
+                parts.push_str(&format!("  (as many partitions as {topic})\n"));
+            }
+            parts.push('\n');
+        }
         format!(
-            "one per partition, in two parts:\n{}\n{}",
-            writer.explain(),
+            "one per partition, in {} parts:\n{parts}{}",
+            writers.len() + 1,
             reader.explain()
         )
     } else {
