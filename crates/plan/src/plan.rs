@@ -474,12 +474,8 @@ impl Step {
                 {
                     return None;
                 }
-                let keyed = |side: &Step, key: &Expr| {
-                    side.source_key_columns().is_some_and(
-                        |k| matches!((k.as_slice(), key), ([k], Expr::Column(c)) if c == k),
-                    )
-                };
-                let (left_keyed, right_keyed) = (keyed(left, left_key), keyed(right, right_key));
+                let (left_keyed, right_keyed) =
+                    (left.joined_on_key(left_key), right.joined_on_key(right_key));
                 // The joined row's key column has the join key's type.
                 let key_type = schema.columns.first()?.ty.clone();
                 let (format, partitions_of) = match (left_keyed, right_keyed) {
@@ -628,6 +624,13 @@ impl Step {
         Some((source, names.into_iter().map(Expr::Column).collect()))
     }
 
+    /// Whether a join side joined on `key` is joined on the key its source was
+    /// partitioned by.
+    fn joined_on_key(&self, key: &Expr) -> bool {
+        self.source_key_columns()
+            .is_some_and(|k| matches!((k.as_slice(), key), ([k], Expr::Column(c)) if c == k))
+    }
+
     /// The topic of the one source this step reads, if it reads one.
     fn single_source(&self) -> Option<&TopicSpec> {
         match self.sources()[..] {
@@ -705,12 +708,7 @@ impl Step {
                 if matches!(shape, JoinShape::ForeignKey { .. }) {
                     return None;
                 }
-                let on_key = |side: &Step, key: &Expr| {
-                    side.source_key_columns().is_some_and(
-                        |k| matches!((k.as_slice(), key), ([k], Expr::Column(c)) if c == k),
-                    )
-                };
-                (on_key(left, left_key) && on_key(right, right_key)).then(|| {
+                (left.joined_on_key(left_key) && right.joined_on_key(right_key)).then(|| {
                     schema
                         .columns
                         .first()
