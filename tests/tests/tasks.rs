@@ -35,7 +35,8 @@ fn tasks_spread_over_servers_and_threads() {
     a.ok(&format!(
         "CREATE TABLE users (id STRING PRIMARY KEY, page STRING) WITH (kafka_topic='{users_topic}', partitions=4, value_format='JSON');"
     ));
-    let earliest = json!({"auto.offset.reset": "earliest"});
+    // Repartition topics are purged of what was read often, to see it here.
+    let earliest = json!({"auto.offset.reset": "earliest", "repartition.purge.interval.ms": "100"});
     for sql in [
         format!(
             "CREATE TABLE per_key WITH (kafka_topic='{per_key}') AS SELECT k, COUNT(*) AS n, SUM(v) AS total FROM src GROUP BY k;"
@@ -150,6 +151,31 @@ fn tasks_spread_over_servers_and_threads() {
         + b.metric("sluice_query_records_in_total", &by_page)
             .unwrap_or(0.0);
     assert_eq!(records_in, 400.0);
+
+    // Once the aggregation has committed them, the repartition topic's records go.
+    let repartition = format!("_sluice-{service}-query_{by_page}-Aggregate-GroupBy-repartition");
+    eventually(
+        Duration::from_secs(60),
+        "the repartition topic to be purged",
+        || {
+            let deleted: i64 = (0..4).map(|p| low_watermark(&repartition, p)).sum();
+            let left = consume_until(&repartition, Duration::from_secs(1), |_| false);
+            (deleted >= 400 && left.is_empty()).then_some(())
+        },
+    );
+}
+
+/// The first offset a partition still holds.
+fn low_watermark(topic: &str, partition: i32) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", sluice_e2e::bootstrap())
+        .create()
+        .expect("a consumer");
+    consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .map(|(low, _)| low)
+        .unwrap_or(0)
 }
 
 /// A stream joined with a table on a value column: the clicks are written to a

@@ -75,6 +75,9 @@ pub struct QueryConfig {
     pub paused: Arc<AtomicBool>,
     /// `num.stream.threads`: the worker threads that run the query's tasks here.
     pub stream_threads: usize,
+    /// `repartition.purge.interval.ms`: how often a task deletes what it committed of
+    /// the repartition topics it reads.
+    pub purge_interval: Duration,
 }
 
 /// The most parts a query is cut into: two repartition writers and a reader.
@@ -414,6 +417,9 @@ struct Layout {
     /// outputs in its stats (not those of a repartition topic between its parts).
     counts_input: bool,
     counts_output: bool,
+    /// Repartition topics this part reads: what its tasks have committed of them is
+    /// deleted, as nothing reads it again.
+    purges: Vec<String>,
 }
 
 /// The query's layout: a task per partition when the plan allows it (see
@@ -426,6 +432,7 @@ fn plan_layout(plan: &QueryPlan, pipeline: &mut Pipeline, config: &QueryConfig) 
         lease_topic: config.lease_topic.clone(),
         counts_input: true,
         counts_output: true,
+        purges: Vec::new(),
     };
     if !plan.root.runs_per_partition() {
         return Ok(single);
@@ -486,15 +493,16 @@ fn plan_parts(plan: &QueryPlan, config: &QueryConfig) -> Result<Vec<Part>> {
     for (_, spec) in plan.root.sources() {
         most = most.max(admin.partitions(&spec.topic)?.unwrap_or(0));
     }
-    let part = |root: Step, config: QueryConfig, counts_input: bool, counts_output: bool| {
+    let part = |root: Step, config: QueryConfig, counts: (bool, bool), purges: Vec<String>| {
         let plan = QueryPlan {
             version: plan.version,
             root,
         };
         let mut pipeline = Pipeline::new(&plan, config.registry.clone())?;
         let layout = Layout {
-            counts_input,
-            counts_output,
+            counts_input: counts.0,
+            counts_output: counts.1,
+            purges,
             ..plan_layout(&plan, &mut pipeline, &config)?
         };
         Ok::<_, RuntimeError>(Part {
@@ -510,9 +518,15 @@ fn plan_parts(plan: &QueryPlan, config: &QueryConfig) -> Result<Vec<Part>> {
         })
         .flatten();
     let Some((writers, reader)) = split else {
-        return Ok(vec![part(plan.root.clone(), config.clone(), true, true)?]);
+        return Ok(vec![part(
+            plan.root.clone(),
+            config.clone(),
+            (true, true),
+            Vec::new(),
+        )?]);
     };
     let mut parts = Vec::new();
+    let mut repartition_topics = Vec::new();
     for (n, repartition) in writers.into_iter().enumerate() {
         let partitions = match &repartition.partitions_of {
             Some(topic) => admin.partitions(topic)?.unwrap_or(most),
@@ -520,13 +534,24 @@ fn plan_parts(plan: &QueryPlan, config: &QueryConfig) -> Result<Vec<Part>> {
         };
         if let Step::StreamSink { topic, .. } = &repartition.writer {
             block_on(admin.create_topic(&topic.topic, partitions, None, &[]))?;
+            repartition_topics.push(topic.topic.clone());
         }
         // The first writer keeps the query's group (its offsets are the sources'), the
         // reader is the second part, further writers follow.
         let group = if n == 0 { 0 } else { n + 1 };
-        parts.push(part(repartition.writer, config.part(group), true, false)?);
+        parts.push(part(
+            repartition.writer,
+            config.part(group),
+            (true, false),
+            Vec::new(),
+        )?);
     }
-    parts.push(part(reader, config.part(1), false, true)?);
+    parts.push(part(
+        reader,
+        config.part(1),
+        (false, true),
+        repartition_topics,
+    )?);
     Ok(parts)
 }
 
@@ -774,6 +799,10 @@ struct Task {
     healthy_since: Option<Instant>,
     counts_input: bool,
     counts_output: bool,
+    /// The repartition topics whose committed records the task deletes, and when it
+    /// last did.
+    purges: Vec<String>,
+    last_purge: Instant,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -848,7 +877,8 @@ impl Task {
         // A join keeps rows of its inputs (a table's current rows, a window's recent
         // stream rows): each such input's topic is read again up to where the group
         // committed, outputs dropped, before anything new is processed.
-        for input in pipeline.restore_inputs() {
+        let replayed = pipeline.restore_inputs();
+        for &input in &replayed {
             restore_input(
                 lease,
                 &mut pipeline,
@@ -875,6 +905,14 @@ impl Task {
         }
         let cache = (matches!(plan.root, Step::TableSink { .. }) && config.cache_max_bytes > 0)
             .then(|| SinkCache::new(config.cache_max_bytes));
+        // A join that reads its stream rows again on a restart (its windows) needs them
+        // kept.
+        let purges = layout
+            .purges
+            .iter()
+            .filter(|t| !replayed.iter().any(|i| topics.get(*i) == Some(*t)))
+            .cloned()
+            .collect();
         Ok(Task {
             partition,
             reads_headers: pipeline.reads_headers(),
@@ -893,7 +931,34 @@ impl Task {
             healthy_since: None,
             counts_input: layout.counts_input,
             counts_output: layout.counts_output,
+            // A join that reads its stream rows again on a restart (its windows) needs
+            // them kept.
+            purges,
+            last_purge: Instant::now(),
         })
+    }
+
+    /// Deletes the records of the repartition topics it reads that the task has
+    /// committed (Kafka Streams' purge): they were read once, and nothing reads them
+    /// again. A failure only waits for the next time.
+    fn purge(&self, config: &QueryConfig, name: &str) {
+        let before: Vec<(String, i32, i64)> = self
+            .positions
+            .iter()
+            .filter(|((topic, _), _)| self.purges.contains(topic))
+            .map(|((topic, p), o)| (topic.clone(), *p, *o))
+            .collect();
+        if before.is_empty() {
+            return;
+        }
+        let purged = KafkaAdmin::new(&config.bootstrap_servers)
+            .and_then(|admin| block_on(admin.delete_records_before(&before)));
+        if let Err(e) = purged {
+            tracing::debug!(
+                query = name,
+                "cannot delete consumed repartition records: {e}"
+            );
+        }
     }
 
     /// Drops what the task did since its last commit.
@@ -1079,6 +1144,10 @@ impl Task {
         // Only now that the changelog holds them do the changes reach local stores.
         self.pipeline.commit_state(&self.changes)?;
         self.changes.clear();
+        if !self.purges.is_empty() && self.last_purge.elapsed() >= config.purge_interval {
+            self.last_purge = Instant::now();
+            self.purge(config, name);
+        }
         stats.commits.fetch_add(1, Ordering::Relaxed);
         stats.commit_micros.fetch_add(
             commit_started.elapsed().as_micros() as u64,
@@ -1578,6 +1647,17 @@ impl KafkaAdmin {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Deletes the records of each (topic, partition) before the offset given.
+    pub async fn delete_records_before(&self, offsets: &[(String, i32, i64)]) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, p, offset) in offsets {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(*offset))?;
+        }
+        let opts = AdminOptions::new().operation_timeout(Some(self.timeout));
+        self.admin.delete_records(&tpl, &opts).await?;
         Ok(())
     }
 

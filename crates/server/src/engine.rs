@@ -544,6 +544,12 @@ impl Engine {
                 .and_then(|v| v.parse().ok())
                 .filter(|n| *n > 0)
                 .unwrap_or(self.config.stream_threads),
+            purge_interval: prop(&[
+                "repartition.purge.interval.ms",
+                "ksql.streams.repartition.purge.interval.ms",
+            ])
+            .and_then(|v| v.parse().ok())
+            .map_or(Duration::from_secs(30), Duration::from_millis),
             state_dir: Some(self.config.state_dir.join(format!(
                 "_sluice-{}-query_{query_id}",
                 self.config.service_id
