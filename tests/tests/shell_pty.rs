@@ -1,6 +1,7 @@
 //! The interactive shell driven through a pseudo-terminal, as a person at a terminal
 //! uses it: the banner, a statement over several lines, tab completion of a stream's
-//! name, a push query stopped with Ctrl-C, an error with a caret under its position,
+//! name, a push query whose rows fit the terminal's width and that Ctrl-C stops, an
+//! error with a caret under its position,
 //! the history file, and Ctrl-D to leave.
 
 use rexpect::session::PtySession;
@@ -22,9 +23,13 @@ fn the_shell_at_a_terminal() {
     server.ok(&format!(
         "CREATE STREAM {stream} (user_id STRING KEY, page STRING) WITH (kafka_topic='{topic}', value_format='JSON', partitions=1);"
     ));
+    let long_page = format!("/{}", "x".repeat(100));
     produce(
         &topic,
-        &[Record::new(Some("u1"), Some(r#"{"PAGE":"/landing"}"#), 1)],
+        &[
+            Record::new(Some("u1"), Some(r#"{"PAGE":"/landing"}"#), 1),
+            Record::new(Some("u2"), Some(&format!(r#"{{"PAGE":"{long_page}"}}"#)), 2),
+        ],
     );
     let home = std::env::temp_dir().join(unique("pty_home"));
     std::fs::create_dir_all(&home).unwrap();
@@ -34,7 +39,8 @@ fn the_shell_at_a_terminal() {
         .arg("cli")
         .arg(&server.url)
         .env("HOME", &home)
-        .env("TERM", "xterm");
+        .env("TERM", "xterm")
+        .env("COLUMNS", "60");
     let mut shell = rexpect::session::spawn_command(command, Some(30_000)).expect("a pty");
 
     // The banner names the client's version and the server's status.
@@ -70,6 +76,10 @@ fn the_shell_at_a_terminal() {
         .send_line(&format!("SELECT page FROM {stream} EMIT CHANGES;"))
         .unwrap();
     expect(&mut shell, "/landing");
+    // A row wider than the terminal is cut to fit it.
+    expect(&mut shell, &format!("| {}", &long_page[..55]));
+    // (rexpect reads bytes as Latin-1: `…`, E2 80 A6, ends in `¦`.)
+    expect(&mut shell, "\u{a6} |");
     shell.send_control('c').unwrap();
     expect(&mut shell, "Query terminated");
     expect(&mut shell, "sluice> ");

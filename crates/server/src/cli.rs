@@ -29,6 +29,9 @@ pub struct Session {
     pub interrupt: Option<Arc<AtomicBool>>,
     /// SPOOL: everything printed is also written here.
     spool: Option<Arc<Mutex<std::fs::File>>>,
+    /// Query rows are fitted to this many columns (the terminal's width, in the
+    /// terminal shell); None: as wide as their data.
+    pub fit_to: Option<fn() -> Option<usize>>,
     /// The HTTP client: HTTPS trusts the system's roots, or `with_tls_ca`'s.
     agent: ureq::Agent,
 }
@@ -98,6 +101,7 @@ impl Session {
             variables,
             interrupt: None,
             spool: None,
+            fit_to: None,
             agent: agent(ureq::tls::RootCerts::PlatformVerifier),
         }
     }
@@ -363,6 +367,8 @@ impl Session {
             }
         });
         let mut widths: Vec<usize> = Vec::new();
+        // Asked once per query, so a resized terminal counts from the next one.
+        let room = self.fit_to.and_then(|width| width());
         let mut rows = 0usize;
         let mut query_id = None;
         loop {
@@ -396,16 +402,17 @@ impl Session {
                 // Columns at least as wide as their names; a row wider than its column
                 // widens it from then on.
                 let names: Vec<String> = names.iter().map(cell).collect();
-                widths = names.iter().map(|n| n.len().max(8)).collect();
-                let _ = writeln!(out, "{}", rule(&widths));
-                let _ = writeln!(out, "{}", table_row(&names, &widths));
-                let _ = writeln!(out, "{}", rule(&widths));
+                widths = names.iter().map(|n| n.chars().count().max(8)).collect();
+                let shown = fit(&widths, room);
+                let _ = writeln!(out, "{}", rule(&shown));
+                let _ = writeln!(out, "{}", table_row(&names, &shown));
+                let _ = writeln!(out, "{}", rule(&shown));
             } else if let Some(cells) = value.as_array() {
                 let cells: Vec<String> = cells.iter().map(cell).collect();
                 for (w, c) in widths.iter_mut().zip(&cells) {
-                    *w = (*w).max(c.len());
+                    *w = (*w).max(c.chars().count());
                 }
-                let _ = writeln!(out, "{}", table_row(&cells, &widths));
+                let _ = writeln!(out, "{}", table_row(&cells, &fit(&widths, room)));
                 rows += 1;
             } else if let Some(message) = value.get("message").and_then(Value::as_str) {
                 return Err(Failure(message.to_string()));
@@ -413,7 +420,7 @@ impl Session {
             let _ = out.flush();
         }
         if self.output == Output::Tabular {
-            let _ = writeln!(out, "{}", rule(&widths));
+            let _ = writeln!(out, "{}", rule(&fit(&widths, room)));
             let _ = writeln!(out, "{rows} row{}", if rows == 1 { "" } else { "s" });
         }
         Ok(())
@@ -619,13 +626,62 @@ fn rule(widths: &[usize]) -> String {
     format!("+{}+", parts.join("+"))
 }
 
+/// A row's cells, padded to their columns' widths; a cell wider than its column is
+/// cut, its end shown as `…`.
 fn table_row(cells: &[String], widths: &[usize]) -> String {
     let parts: Vec<String> = cells
         .iter()
         .zip(widths)
-        .map(|(c, w)| format!(" {c:<w$} "))
+        .map(|(c, w)| {
+            if c.chars().count() > *w {
+                let cut: String = c.chars().take(w.saturating_sub(1)).collect();
+                format!(" {cut}… ")
+            } else {
+                format!(" {c:<w$} ")
+            }
+        })
         .collect();
     format!("|{}|", parts.join("|"))
+}
+
+/// Column widths that fit a table into `room` characters (borders included), taken
+/// from the widest columns first and never below a few characters; all of them when
+/// there is no limit or they fit.
+fn fit(widths: &[usize], room: Option<usize>) -> Vec<usize> {
+    const NARROWEST: usize = 4;
+    let mut shown = widths.to_vec();
+    let Some(room) = room else {
+        return shown;
+    };
+    let total = |w: &[usize]| w.iter().map(|w| w + 3).sum::<usize>() + 1;
+    while total(&shown) > room {
+        let Some(widest) = (0..shown.len()).max_by_key(|i| shown[*i]) else {
+            break;
+        };
+        if shown[widest] <= NARROWEST {
+            break;
+        }
+        shown[widest] -= 1;
+    }
+    shown
+}
+
+/// The terminal's width in columns: `COLUMNS` when set, else what the terminal on
+/// standard output says.
+pub fn terminal_width() -> Option<usize> {
+    if let Some(columns) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
+        return Some(columns);
+    }
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes a `winsize` into the struct it is given, which lives
+    // for the call; on an error (no terminal) it writes nothing and we return None.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_col > 0).then_some(usize::from(size.ws_col))
 }
 
 /// A table with a header row, columns sized to the data.
@@ -882,6 +938,22 @@ mod tests {
         assert!(substitute("${missing}", &vars).is_err());
         assert_eq!(parse_defines(&["a=b=c".into()]).unwrap()["a"], "b=c");
         assert!(parse_defines(&["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn wide_rows_fit_the_terminal() {
+        let widths = [8, 40, 10];
+        assert_eq!(fit(&widths, None), widths);
+        assert_eq!(fit(&widths, Some(200)), widths);
+        // 68 characters wide: the widest column gives up what does not fit.
+        let shown = fit(&widths, Some(50));
+        assert_eq!(shown, vec![8, 22, 10]);
+        assert_eq!(rule(&shown).len(), 50);
+        let row = table_row(&["u1".into(), "x".repeat(40), "short".into()], &shown);
+        assert_eq!(row.chars().count(), 50);
+        assert!(row.contains(&format!("{}… ", "x".repeat(21))), "{row}");
+        // Never narrower than a few characters, even in a tiny terminal.
+        assert_eq!(fit(&widths, Some(5)), vec![4, 4, 4]);
     }
 
     #[test]
