@@ -436,8 +436,16 @@ impl Step {
                     .iter()
                     .zip(keys.iter().map(|k| k.ty.clone()))
                     .collect();
+                // Only the columns the aggregates read travel; the group key goes as
+                // the record's key and ROWTIME as its timestamp.
+                let read: Vec<&str> = aggregates
+                    .iter()
+                    .flat_map(|a| a.args.iter())
+                    .flat_map(Expr::column_refs)
+                    .collect();
                 let (source, keys) = input.rekeyed_into(
                     &key_types,
+                    Some(&read),
                     topic("Aggregate-GroupBy"),
                     Format::new(crate::FormatKind::Json),
                     None,
@@ -516,6 +524,7 @@ impl Step {
                     }
                     let (source, mut keys) = side.rekeyed_into(
                         &[(&*key, key_type.clone())],
+                        None,
                         topic(role),
                         format.clone(),
                         partitions_of.clone(),
@@ -565,12 +574,13 @@ impl Step {
     }
 
     /// Writes this stream's rows to `topic` keyed by `keys` (each expression with its
-    /// type): pushes the writing part to `writers` and returns the step that reads the
-    /// topic back, with the key columns that now hold the keys. None when this step's
-    /// rows are not a plain stream's.
+    /// type), with the columns `only` names (all when None): pushes the writing part to
+    /// `writers` and returns the step that reads the topic back, with the key columns
+    /// that now hold the keys. None when this step's rows are not a plain stream's.
     fn rekeyed_into(
         &self,
         keys: &[(&Expr, SqlType)],
+        only: Option<&[&str]>,
         topic: String,
         key_format: Format,
         partitions_of: Option<String>,
@@ -589,7 +599,17 @@ impl Step {
                 expr: (*expr).clone(),
             });
         }
-        for c in &self.schema().columns {
+        let all = &self.schema().columns;
+        let mut carried: Vec<&crate::Column> = all
+            .iter()
+            .filter(|c| only.is_none_or(|only| only.contains(&c.name.as_str())))
+            .collect();
+        if carried.is_empty() {
+            // A record with no value is a tombstone, which a stream's readers drop:
+            // carry one column so that the row is a row.
+            carried.extend(all.first());
+        }
+        for c in carried {
             columns.push(crate::Column::value(c.name.clone(), c.ty.clone()));
             select.push(NamedExpr {
                 name: c.name.clone(),
