@@ -315,6 +315,15 @@ impl Server {
             .and_then(|v| v.parse().ok())
     }
 
+    /// The id of the persistent query whose id starts with `prefix` (e.g. `CSAS_OUT`).
+    pub fn query_id(&self, prefix: &str) -> String {
+        let ids = self.query_ids();
+        ids.iter()
+            .map(|(id, _)| id.clone())
+            .find(|id| id.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no query {prefix}* in {ids:?}"))
+    }
+
     /// The ids of the persistent queries, from SHOW QUERIES.
     pub fn query_ids(&self) -> Vec<(String, String)> {
         let body = self.ok("SHOW QUERIES;");

@@ -78,17 +78,10 @@ fn tasks_spread_over_servers_and_threads() {
         .collect();
     produce(&users_topic, &users);
 
-    let ids = a.query_ids();
-    let id = |prefix: &str| {
-        ids.iter()
-            .map(|(id, _)| id.clone())
-            .find(|id| id.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no query {prefix}* in {ids:?}"))
-    };
     let (by_key, by_page, by_user_page) = (
-        id("CTAS_PER_KEY"),
-        id("CTAS_PER_PAGE"),
-        id("CTAS_USERS_PER_PAGE"),
+        a.query_id("CTAS_PER_KEY"),
+        a.query_id("CTAS_PER_PAGE"),
+        a.query_id("CTAS_USERS_PER_PAGE"),
     );
     let tasks =
         |query: &str| [&a, &b].map(|s| s.metric("sluice_query_tasks", query).unwrap_or(0.0) as u32);
@@ -221,12 +214,7 @@ fn a_join_on_a_value_column_goes_through_a_repartition_topic() {
         .collect();
     produce(&clicks, &click_rows);
 
-    let query = server
-        .query_ids()
-        .into_iter()
-        .map(|(id, _)| id)
-        .find(|id| id.starts_with("CSAS_ENRICHED"))
-        .expect("the query");
+    let query = server.query_id("CSAS_ENRICHED");
     eventually(Duration::from_secs(60), "both parts' tasks to run", || {
         (server.metric("sluice_query_tasks", &query) == Some(8.0)).then_some(())
     });
@@ -253,5 +241,65 @@ fn a_join_on_a_value_column_goes_through_a_repartition_topic() {
         })
         .collect();
     want.sort();
+    assert_eq!(seen, want);
+}
+
+/// Two streams joined on a value column of each: both sides move through repartition
+/// topics keyed by customer, and each customer's order meets its payment.
+#[test]
+fn a_stream_stream_join_on_values_moves_both_sides() {
+    let server = Server::start(&unique("svc"));
+    let orders = unique("tasks_orders");
+    let payments = unique("tasks_payments");
+    let paid = unique("tasks_paid");
+    server.ok(&format!(
+        "CREATE STREAM orders (id STRING KEY, customer STRING, amount INT) WITH (kafka_topic='{orders}', partitions=4, value_format='JSON');"
+    ));
+    server.ok(&format!(
+        "CREATE STREAM payments (id STRING KEY, customer STRING, paid INT) WITH (kafka_topic='{payments}', partitions=4, value_format='JSON');"
+    ));
+    let (status, body) = server.ksql_with(
+        &format!(
+            "CREATE STREAM paid WITH (kafka_topic='{paid}') AS SELECT o.customer AS customer, amount, paid FROM orders o JOIN payments p WITHIN 1 HOUR ON o.customer = p.customer;"
+        ),
+        json!({"auto.offset.reset": "earliest"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let rows = |prefix: &str, field: &str, offset: i64| -> Vec<Record> {
+        (0..20)
+            .map(|c| {
+                Record::new(
+                    Some(&format!("{prefix}{c}")),
+                    Some(&format!(r#"{{"CUSTOMER":"c{c}","{field}":{}}}"#, c * 10)),
+                    10_000 + offset + c as i64,
+                )
+            })
+            .collect()
+    };
+    produce(&orders, &rows("o", "AMOUNT", 0));
+    produce(&payments, &rows("p", "PAID", 1_000));
+
+    let query = server.query_id("CSAS_PAID");
+    // Two writing parts and the joining one, four tasks each.
+    eventually(
+        Duration::from_secs(60),
+        "all three parts' tasks to run",
+        || (server.metric("sluice_query_tasks", &query) == Some(12.0)).then_some(()),
+    );
+    let out = consume_until(&paid, Duration::from_secs(60), |r| r.len() >= 20);
+    let mut seen: Vec<(String, serde_json::Value)> = out
+        .iter()
+        .map(|(_, r)| {
+            (
+                String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned(),
+                r.value_json(),
+            )
+        })
+        .collect();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut want: Vec<(String, serde_json::Value)> = (0..20)
+        .map(|c| (format!("c{c}"), json!({"AMOUNT": c * 10, "PAID": c * 10})))
+        .collect();
+    want.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(seen, want);
 }
