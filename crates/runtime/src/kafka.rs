@@ -424,41 +424,39 @@ struct Layout {
 
 /// The query's layout: a task per partition when the plan allows it (see
 /// `Step::runs_per_partition`) and its sources have the same number of partitions, more
-/// than one; else a single task. A changelog kept by an earlier single-task run keeps
-/// the query on a single task, whose state it holds.
-fn plan_layout(plan: &QueryPlan, pipeline: &mut Pipeline, config: &QueryConfig) -> Result<Layout> {
-    let single = Layout {
-        tasks: 1,
-        lease_topic: config.lease_topic.clone(),
-        counts_input: true,
-        counts_output: true,
-        purges: Vec::new(),
-    };
-    if !plan.root.runs_per_partition() {
-        return Ok(single);
+/// than one; else a single task. Creates the topics the layout needs: the lease topic
+/// of its tasks and, for a plan with state, the changelog with a partition per task. A
+/// changelog kept by an earlier single-task run keeps the query on a single task, whose
+/// state it holds.
+fn plan_layout(
+    plan: &QueryPlan,
+    pipeline: &mut Pipeline,
+    config: &QueryConfig,
+    admin: &KafkaAdmin,
+) -> Result<Layout> {
+    let mut tasks = 1;
+    if plan.root.runs_per_partition() {
+        let mut counts = BTreeSet::new();
+        for (_, spec) in plan.root.sources() {
+            let count = admin.partitions(&spec.topic)?.ok_or_else(|| {
+                RuntimeError::Plan(format!("the topic {} does not exist", spec.topic))
+            })?;
+            counts.insert(count);
+        }
+        if let [n] = counts.into_iter().collect::<Vec<_>>()[..] {
+            tasks = n.max(1);
+        }
     }
-    let admin = KafkaAdmin::new(&config.bootstrap_servers)?;
-    let mut counts = BTreeSet::new();
-    for (_, spec) in plan.root.sources() {
-        let count = admin.partitions(&spec.topic)?.ok_or_else(|| {
-            RuntimeError::Plan(format!("the topic {} does not exist", spec.topic))
-        })?;
-        counts.insert(count);
-    }
-    let tasks = match counts.into_iter().collect::<Vec<_>>()[..] {
-        [n] if n > 1 => n,
-        _ => return Ok(single),
-    };
     if pipeline.has_changelog() {
         let changelog = config.changelog_topic();
         match admin.partitions(&changelog)? {
-            Some(1) => return Ok(single),
-            Some(n) if n != tasks => {
+            Some(n) if n == tasks => {}
+            Some(1) => tasks = 1,
+            Some(n) => {
                 return Err(RuntimeError::Plan(format!(
-                    "the query's state is kept in {n} partitions, but its sources now have {tasks}"
+                    "the query's state is kept in {n} partitions, but it now runs as {tasks} tasks"
                 )));
             }
-            Some(_) => {}
             None => block_on(admin.create_topic(
                 &changelog,
                 tasks,
@@ -467,11 +465,18 @@ fn plan_layout(plan: &QueryPlan, pipeline: &mut Pipeline, config: &QueryConfig) 
             ))?,
         }
     }
-    block_on(admin.create_topic(&config.tasks_topic(), tasks, None, &[]))?;
+    let lease_topic = if tasks > 1 {
+        block_on(admin.create_topic(&config.tasks_topic(), tasks, None, &[]))?;
+        config.tasks_topic()
+    } else {
+        config.lease_topic.clone()
+    };
     Ok(Layout {
         tasks,
-        lease_topic: config.tasks_topic(),
-        ..single
+        lease_topic,
+        counts_input: true,
+        counts_output: true,
+        purges: Vec::new(),
     })
 }
 
@@ -503,7 +508,7 @@ fn plan_parts(plan: &QueryPlan, config: &QueryConfig) -> Result<Vec<Part>> {
             counts_input: counts.0,
             counts_output: counts.1,
             purges,
-            ..plan_layout(&plan, &mut pipeline, &config)?
+            ..plan_layout(&plan, &mut pipeline, &config, &admin)?
         };
         Ok::<_, RuntimeError>(Part {
             plan,
@@ -642,7 +647,7 @@ fn run_worker(
                 }
             }
             held.publish();
-            assign(&reader, &held.tasks, layout)?;
+            assign(&reader, &held.tasks)?;
             if !held.tasks.is_empty() {
                 tracing::info!(
                     query = name,
@@ -754,7 +759,7 @@ fn is_transient(e: &KafkaError) -> bool {
 
 /// Assigns the reader the partitions of the tasks: a partition it was reading goes on
 /// from where it was, a new one from the group's committed offset.
-fn assign(reader: &BaseConsumer, tasks: &BTreeMap<i32, Task>, layout: &Layout) -> Result<()> {
+fn assign(reader: &BaseConsumer, tasks: &BTreeMap<i32, Task>) -> Result<()> {
     let mut tpl = TopicPartitionList::new();
     for task in tasks.values() {
         for topic in &task.topics {
@@ -771,7 +776,6 @@ fn assign(reader: &BaseConsumer, tasks: &BTreeMap<i32, Task>, layout: &Layout) -
             }
         }
     }
-    debug_assert!(layout.tasks == 1 || tasks.keys().all(|p| (*p as u32) < layout.tasks));
     reader.assign(&tpl)?;
     Ok(())
 }
@@ -799,9 +803,10 @@ struct Task {
     healthy_since: Option<Instant>,
     counts_input: bool,
     counts_output: bool,
-    /// The repartition topics whose committed records the task deletes, and when it
-    /// last did.
+    /// The repartition topics whose committed records the task deletes, the client
+    /// that deletes them (when there are any), and when it last did.
     purges: Vec<String>,
+    purger: Option<KafkaAdmin>,
     last_purge: Instant,
 }
 
@@ -896,7 +901,7 @@ impl Task {
             .then(|| (config.changelog_topic(), index));
         if let Some((topic, p)) = &changelog {
             stats.restoring.store(true, Ordering::Relaxed);
-            let restored = restore_changelog(&mut pipeline, topic, *p, layout.tasks, config, name);
+            let restored = restore_changelog(&mut pipeline, topic, *p, config, name);
             stats.restoring.store(false, Ordering::Relaxed);
             let (entries, took) = restored?;
             stats.restored_entries.fetch_add(entries, Ordering::Relaxed);
@@ -909,7 +914,7 @@ impl Task {
             .then(|| SinkCache::new(config.cache_max_bytes));
         // A join that reads its stream rows again on a restart (its windows) needs them
         // kept.
-        let purges = layout
+        let purges: Vec<String> = layout
             .purges
             .iter()
             .filter(|t| !replayed.iter().any(|i| topics.get(*i) == Some(*t)))
@@ -933,8 +938,11 @@ impl Task {
             healthy_since: None,
             counts_input: layout.counts_input,
             counts_output: layout.counts_output,
-            // A join that reads its stream rows again on a restart (its windows) needs
-            // them kept.
+            purger: if purges.is_empty() {
+                None
+            } else {
+                Some(KafkaAdmin::new(&config.bootstrap_servers)?)
+            },
             purges,
             last_purge: Instant::now(),
         })
@@ -943,7 +951,10 @@ impl Task {
     /// Deletes the records of the repartition topics it reads that the task has
     /// committed (Kafka Streams' purge): they were read once, and nothing reads them
     /// again. A failure only waits for the next time.
-    fn purge(&self, config: &QueryConfig, name: &str) {
+    fn purge(&self, name: &str) {
+        let Some(admin) = &self.purger else {
+            return;
+        };
         let before: Vec<(String, i32, i64)> = self
             .positions
             .iter()
@@ -953,10 +964,8 @@ impl Task {
         if before.is_empty() {
             return;
         }
-        let purged = KafkaAdmin::new(&config.bootstrap_servers)
-            .and_then(|admin| block_on(admin.delete_records_before(&before)));
-        if let Err(e) = purged {
-            tracing::debug!(
+        if let Err(e) = block_on(admin.delete_records_before(&before)) {
+            tracing::warn!(
                 query = name,
                 "cannot delete consumed repartition records: {e}"
             );
@@ -1146,9 +1155,9 @@ impl Task {
         // Only now that the changelog holds them do the changes reach local stores.
         self.pipeline.commit_state(&self.changes)?;
         self.changes.clear();
-        if !self.purges.is_empty() && self.last_purge.elapsed() >= config.purge_interval {
+        if self.last_purge.elapsed() >= config.purge_interval {
             self.last_purge = Instant::now();
-            self.purge(config, name);
+            self.purge(name);
         }
         stats.commits.fetch_add(1, Ordering::Relaxed);
         stats.commit_micros.fetch_add(
@@ -1410,19 +1419,16 @@ fn read_up_to(
 }
 
 /// Rebuilds a task's changelogged state from its partition of the changelog topic
-/// (created, with a partition per task, if it does not exist). Under exactly-once the
+/// (which `plan_layout` created). Under exactly-once the
 /// task's producer was initialized first, which aborted any transaction a previous run
 /// left open: what is read is all that committed.
 fn restore_changelog(
     pipeline: &mut Pipeline,
     topic: &str,
     partition: i32,
-    partitions: u32,
     config: &QueryConfig,
     name: &str,
 ) -> Result<(u64, Duration)> {
-    let admin = KafkaAdmin::new(&config.bootstrap_servers)?;
-    block_on(admin.create_topic(topic, partitions, None, &[("cleanup.policy", "compact")]))?;
     let started = Instant::now();
     let probe: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap_servers)

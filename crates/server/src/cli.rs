@@ -29,9 +29,9 @@ pub struct Session {
     pub interrupt: Option<Arc<AtomicBool>>,
     /// SPOOL: everything printed is also written here.
     spool: Option<Arc<Mutex<std::fs::File>>>,
-    /// Query rows are fitted to this many columns (the terminal's width, in the
-    /// terminal shell); None: as wide as their data.
-    pub fit_to: Option<fn() -> Option<usize>>,
+    /// Query rows are fitted to the terminal's width (in the terminal shell); else
+    /// they are as wide as their data.
+    pub fit_to_terminal: bool,
     /// The HTTP client: HTTPS trusts the system's roots, or `with_tls_ca`'s.
     agent: ureq::Agent,
 }
@@ -101,7 +101,7 @@ impl Session {
             variables,
             interrupt: None,
             spool: None,
-            fit_to: None,
+            fit_to_terminal: false,
             agent: agent(ureq::tls::RootCerts::PlatformVerifier),
         }
     }
@@ -368,7 +368,7 @@ impl Session {
         });
         let mut widths: Vec<usize> = Vec::new();
         // Asked once per query, so a resized terminal counts from the next one.
-        let room = self.fit_to.and_then(|width| width());
+        let room = self.fit_to_terminal.then(terminal_width).flatten();
         let mut rows = 0usize;
         let mut query_id = None;
         loop {
@@ -668,7 +668,7 @@ fn fit(widths: &[usize], room: Option<usize>) -> Vec<usize> {
 
 /// The terminal's width in columns: `COLUMNS` when set, else what the terminal on
 /// standard output says.
-pub fn terminal_width() -> Option<usize> {
+fn terminal_width() -> Option<usize> {
     if let Some(columns) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
         return Some(columns);
     }

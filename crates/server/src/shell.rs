@@ -241,7 +241,7 @@ pub fn run(session: &mut Session, out: &mut dyn Write) -> Result<(), String> {
     // (which would swallow a Ctrl-C during a query); ours goes on top of it and chains
     // to it. At the prompt Ctrl-C is a key to the editor either way.
     catch_interrupts(session)?;
-    session.fit_to = Some(crate::cli::terminal_width);
+    session.fit_to_terminal = true;
     editor.set_helper(Some(ShellHelper {
         words: words.clone(),
     }));
