@@ -81,6 +81,9 @@ struct Emit {
     offset: i64,
     /// A deletion of the key's joined row (tables).
     tombstone: bool,
+    /// The key's previous joined row, undone ahead of its new one (tables), for an
+    /// aggregation downstream; sinks skip it.
+    retract: bool,
 }
 
 /// How many stream rows are kept between sweeps of the window stores.
@@ -225,6 +228,11 @@ impl JoinOp {
         matches!(self.shape, JoinShape::StreamTable)
     }
 
+    /// Whether each joined row comes after the retraction of the key's previous one.
+    pub fn sends_old_values(&self) -> bool {
+        matches!(self.shape, JoinShape::TableTable)
+    }
+
     /// Whether the join keeps stream rows (window stores), not only tables.
     pub fn keeps_stream_rows(&self) -> bool {
         matches!(self.shape, JoinShape::StreamStream { .. })
@@ -287,6 +295,7 @@ impl JoinOp {
                 partition: partition.value(row),
                 offset: offset.value(row),
                 tombstone: false,
+                retract: false,
             };
             match self.shape {
                 JoinShape::StreamTable => match side {
@@ -332,6 +341,23 @@ impl JoinOp {
                         Side::Left => (this, that),
                         Side::Right => (that, this),
                     };
+                    // The key's joined row before this change, which an aggregation
+                    // downstream undoes (Kafka Streams' old value of the join).
+                    let before = match (&old, &other) {
+                        (Some(_), Some(_)) => Some(pair(old.clone(), other.clone())),
+                        (Some(_), None) if keeps(side) => Some(pair(old.clone(), None)),
+                        (None, Some(_)) if keeps(side.other()) => Some(pair(None, other.clone())),
+                        _ => None,
+                    };
+                    if let Some((left, right)) = before {
+                        out.push(Emit {
+                            left,
+                            right,
+                            ts,
+                            retract: true,
+                            ..trigger(&kept)
+                        });
+                    }
                     let emit = match (&new, &other) {
                         (Some(_), Some(_)) => Some((pair(new.clone(), other.clone()), false)),
                         (None, Some(_)) if keeps(side.other()) => {
@@ -649,7 +675,9 @@ impl JoinOp {
         columns.push(Arc::new(Int64Array::from_iter_values(
             out.iter().map(|e| e.offset),
         )));
-        columns.push(Arc::new(BooleanArray::from(vec![false; n])));
+        columns.push(Arc::new(BooleanArray::from(
+            out.iter().map(|e| e.retract).collect::<Vec<_>>(),
+        )));
         columns.push(Arc::new(BooleanArray::from(vec![false; n])));
         columns.push(Arc::new(BooleanArray::from(
             out.iter().map(|e| e.tombstone).collect::<Vec<_>>(),
@@ -712,5 +740,6 @@ fn trigger_like(t: &Emit) -> Emit {
         partition: t.partition,
         offset: t.offset,
         tombstone: false,
+        retract: false,
     }
 }

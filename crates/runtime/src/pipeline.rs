@@ -68,8 +68,14 @@ pub struct DecodeFailure {
 enum Op {
     /// Drops the rows for which the predicate is not true.
     Filter(PhysExpr),
-    /// Turns the table rows for which the predicate is not true into deletions.
-    TableFilter(PhysExpr),
+    /// Turns the table rows for which the predicate is not true into deletions. When
+    /// each row comes after the retraction of the key's previous row (`old_values`: a
+    /// table-table join), a deletion is only written for a key whose previous row
+    /// passed, as Kafka Streams' filter does when it is sent old values.
+    TableFilter {
+        predicate: PhysExpr,
+        old_values: bool,
+    },
     Select {
         exprs: Vec<PhysExpr>,
         schema: SchemaRef,
@@ -272,7 +278,10 @@ impl Builder {
                         .collect(),
                     Open::Join(_) => Vec::new(),
                 };
-                let (op, schema) = compile_step(other, &schema, &source_values)?;
+                let (mut op, schema) = compile_step(other, &schema, &source_values)?;
+                if let (Op::TableFilter { old_values, .. }, Open::Join(j)) = (&mut op, open) {
+                    *old_values = self.joins[j].op.sends_old_values();
+                }
                 self.segment(open).ops.push(op);
                 Ok((open, schema))
             }
@@ -350,7 +359,15 @@ fn compile_step(
             (Op::Filter(compile(predicate, schema)?), schema.clone())
         }
         Step::TableFilter { predicate, .. } => {
-            (Op::TableFilter(compile(predicate, schema)?), schema.clone())
+            let predicate = compile(predicate, schema)?;
+            let old_values = false;
+            (
+                Op::TableFilter {
+                    predicate,
+                    old_values,
+                },
+                schema.clone(),
+            )
         }
         Step::StreamFlatMap { functions, .. } => {
             let mut arrays = Vec::with_capacity(functions.len());
@@ -499,7 +516,10 @@ fn apply_ops(
                 let mask = and(mask.as_boolean(), &not(tombstone)?)?;
                 batch = filter_record_batch(&batch, &mask)?;
             }
-            Op::TableFilter(predicate) => {
+            Op::TableFilter {
+                predicate,
+                old_values,
+            } => {
                 let mask = evaluate(predicate, &batch, errors)?;
                 let mask = mask.as_boolean();
                 // NULL counts as false: the row is deleted too.
@@ -510,8 +530,23 @@ fn apply_ops(
                 let n = batch.num_columns();
                 let tombstone = or(batch.column(n - 1).as_boolean(), &not(&passes)?)?;
                 let mut columns = batch.columns().to_vec();
-                columns[n - 1] = Arc::new(tombstone);
+                columns[n - 1] = Arc::new(tombstone.clone());
                 batch = RecordBatch::try_new(batch.schema(), columns)?;
+                if *old_values {
+                    // A deletion of a key whose previous row did not pass (or that had
+                    // none) deletes nothing: it is not written.
+                    let retract = batch.column(n - FLAG_COUNT).as_boolean();
+                    let keep: BooleanArray = (0..batch.num_rows())
+                        .map(|i| {
+                            let previous_passed =
+                                i > 0 && retract.value(i - 1) && !tombstone.value(i - 1);
+                            Some(retract.value(i) || !tombstone.value(i) || previous_passed)
+                        })
+                        .collect();
+                    if keep.false_count() > 0 {
+                        batch = filter_record_batch(&batch, &keep)?;
+                    }
+                }
             }
             Op::Aggregate(agg) => {
                 batch = agg.process(&batch, errors)?;

@@ -94,6 +94,49 @@ fn table_table_joins_delete_results_that_no_longer_exist() {
 }
 
 #[test]
+fn an_aggregation_of_a_table_join_undoes_each_keys_previous_joined_row() {
+    let mut d = driver(
+        "CREATE TABLE a (id BIGINT PRIMARY KEY, x INT) WITH (kafka_topic='a', format='JSON');
+         CREATE TABLE b (id BIGINT PRIMARY KEY, y INT) WITH (kafka_topic='b', format='JSON');
+         CREATE TABLE totals AS SELECT a.id, SUM(x + COALESCE(y, 0)) AS total
+           FROM a LEFT JOIN b ON a.id = b.id GROUP BY a.id;",
+    );
+    produce(&mut d, "a", "1", Some(r#"{"X":100}"#), 1);
+    produce(&mut d, "b", "1", Some(r#"{"Y":5}"#), 2);
+    produce(&mut d, "b", "1", Some(r#"{"Y":20}"#), 3);
+    produce(&mut d, "b", "1", None, 4);
+    assert_eq!(
+        output(&d, "TOTALS"),
+        [
+            r#"1 => {"TOTAL":100} @1"#,
+            r#"1 => {"TOTAL":105} @2"#,
+            r#"1 => {"TOTAL":120} @3"#,
+            r#"1 => {"TOTAL":100} @4"#,
+        ]
+    );
+}
+
+#[test]
+fn a_filter_over_a_table_join_deletes_only_rows_that_passed() {
+    let mut d = driver(
+        "CREATE TABLE a (id BIGINT PRIMARY KEY, x INT) WITH (kafka_topic='a', format='JSON');
+         CREATE TABLE b (id BIGINT PRIMARY KEY, y INT) WITH (kafka_topic='b', format='JSON');
+         CREATE TABLE big AS SELECT a.id, x, y FROM a JOIN b ON a.id = b.id WHERE y > 5;",
+    );
+    produce(&mut d, "a", "1", Some(r#"{"X":1}"#), 1);
+    // Joined, but filtered out: no deletion of a row never written.
+    produce(&mut d, "b", "1", Some(r#"{"Y":4}"#), 2);
+    produce(&mut d, "b", "1", Some(r#"{"Y":10}"#), 3);
+    // Filtered out after it passed: the row is deleted.
+    produce(&mut d, "b", "1", Some(r#"{"Y":3}"#), 4);
+    produce(&mut d, "b", "1", None, 5);
+    assert_eq!(
+        output(&d, "BIG"),
+        [r#"1 => {"X":1,"Y":10} @3"#, "1 => null @4"]
+    );
+}
+
+#[test]
 fn stream_stream_outer_rows_wait_for_the_window_to_close_with_a_grace_period() {
     let mut d = driver(
         "CREATE STREAM orders (id BIGINT KEY, item STRING) WITH (kafka_topic='orders', format='JSON');

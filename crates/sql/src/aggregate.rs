@@ -337,7 +337,7 @@ pub fn plan_aggregate(
     // Name the key columns after the select items that project them.
     let texts: Vec<String> = query.group_by.iter().map(|g| g.to_string()).collect();
     let mut key_names: Vec<Option<String>> = vec![None; texts.len()];
-    let mut generated = 0usize;
+    let mut aliases = crate::planner::ColumnAliases::new(query, input_scope);
     let mut value_items: Vec<(&ast::Expr, String)> = Vec::new();
     for item in &query.select {
         let SelectItem::Expr { expr, alias } = item else {
@@ -348,7 +348,7 @@ pub fn plan_aggregate(
         };
         let name = match alias {
             Some(a) => a.clone(),
-            None => crate::planner::default_column_name(expr, &mut generated, query),
+            None => aliases.name(expr),
         };
         match texts.iter().position(|t| *t == expr.to_string()) {
             Some(i) => {

@@ -893,7 +893,7 @@ pub(crate) fn plan_join_projection(
             .map(str::to_string)
     };
     let mut values: Vec<(String, Expr, SqlType)> = Vec::new();
-    let mut generated = 0usize;
+    let mut aliases = crate::planner::ColumnAliases::new(q, scope);
     for item in &q.select {
         match item {
             ast::SelectItem::StructStar { pos, .. } => {
@@ -945,9 +945,9 @@ pub(crate) fn plan_join_projection(
                 };
                 let name = match (alias, &expr.kind, &e) {
                     (Some(a), _, _) => a.clone(),
-                    (None, _, _) => item_name(j, scope, expr, &e).unwrap_or_else(|| {
-                        crate::planner::default_column_name(expr, &mut generated, q)
-                    }),
+                    (None, _, _) => {
+                        item_name(j, scope, expr, &e).unwrap_or_else(|| aliases.name(expr))
+                    }
                 };
                 // ksqlDB words this the same way in a join whether or not the name
                 // came from an alias.

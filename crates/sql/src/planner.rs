@@ -2052,7 +2052,7 @@ fn plan_table_functions(
     };
     let mut functions: Vec<sluice_plan::TableFunctionCall> = Vec::new();
     let mut columns = scope.columns.clone();
-    let mut generated = 0usize;
+    let mut aliases = ColumnAliases::new(&c.query, scope);
     let mut select = Vec::with_capacity(c.query.select.len());
     for item in &c.query.select {
         let SelectItem::Expr { expr, alias } = item else {
@@ -2061,7 +2061,7 @@ fn plan_table_functions(
         };
         let name = match alias {
             Some(a) => a.clone(),
-            None => default_column_name(expr, &mut generated, &c.query),
+            None => aliases.name(expr),
         };
         let mut rewrite = |e: &ast::Expr| -> Result<ast::Expr, SqlError> {
             fn go(
@@ -2577,26 +2577,56 @@ pub(crate) fn refuse_untyped_null(expr: &ast::Expr) -> Result<(), SqlError> {
     Ok(())
 }
 
-/// The name ksqlDB gives an unaliased select item: a column's name, a struct field's
-/// name, or the next free `KSQL_COL_n`.
-pub(crate) fn default_column_name(
-    expr: &ast::Expr,
-    generated: &mut usize,
-    q: &ast::Query,
-) -> String {
-    match &expr.kind {
-        ExprKind::Column { name, .. } => name.clone(),
-        ExprKind::Dereference { field, .. } => field.clone(),
-        _ => {
-            loop {
-                let candidate = format!("KSQL_COL_{generated}");
-                *generated += 1;
-                if !q.select.iter().any(
-                    |i| matches!(i, SelectItem::Expr { alias: Some(a), .. } if *a == candidate),
-                ) {
-                    break candidate;
+/// The names ksqlDB gives unaliased select items (its `ColumnAliasGenerator`): a
+/// column's name; a struct field's name, numbered (`NAME_1`) when a source column or an
+/// earlier field already has it; else the next `KSQL_COL_n` that no source column or
+/// alias has.
+pub(crate) struct ColumnAliases<'a> {
+    query: &'a ast::Query,
+    generated: usize,
+    /// The sources' column names.
+    taken: std::collections::HashSet<String>,
+    /// Per struct field name, how many items took it (source columns count one).
+    fields: std::collections::HashMap<String, usize>,
+}
+
+impl<'a> ColumnAliases<'a> {
+    pub(crate) fn new(query: &'a ast::Query, scope: &Scope) -> Self {
+        let taken: std::collections::HashSet<String> = scope
+            .columns
+            .iter()
+            .map(|c| c.origin.as_ref().map_or(&c.name, |(_, n)| n).clone())
+            .collect();
+        let fields = taken.iter().map(|n| (n.clone(), 1)).collect();
+        ColumnAliases {
+            query,
+            generated: 0,
+            taken,
+            fields,
+        }
+    }
+
+    pub(crate) fn name(&mut self, expr: &ast::Expr) -> String {
+        match &expr.kind {
+            ExprKind::Column { name, .. } => name.clone(),
+            ExprKind::Dereference { field, .. } => {
+                let n = self.fields.entry(field.clone()).or_default();
+                *n += 1;
+                match *n {
+                    1 => field.clone(),
+                    n => format!("{field}_{}", n - 1),
                 }
             }
+            _ => loop {
+                let candidate = format!("KSQL_COL_{}", self.generated);
+                self.generated += 1;
+                let aliased = self.query.select.iter().any(
+                    |i| matches!(i, SelectItem::Expr { alias: Some(a), .. } if *a == candidate),
+                );
+                if !aliased && !self.taken.contains(&candidate) {
+                    break candidate;
+                }
+            },
         }
     }
 }
@@ -2676,7 +2706,7 @@ fn plan_partition_by(
     let texts: Vec<String> = partitions.iter().map(|e| e.to_string()).collect();
     let mut key_names: Vec<Option<String>> = vec![None; partitions.len()];
     let mut values: Vec<(String, sluice_plan::Expr, SqlType)> = Vec::new();
-    let mut generated = 0usize;
+    let mut aliases = ColumnAliases::new(q, scope);
     let mut star = false;
     for item in &q.select {
         match item {
@@ -2710,7 +2740,7 @@ fn plan_partition_by(
                 let name = match (alias, joined_name) {
                     (Some(a), _) => a.clone(),
                     (None, Some(n)) => n,
-                    (None, None) => default_column_name(expr, &mut generated, q),
+                    (None, None) => aliases.name(expr),
                 };
                 if let Some(i) = texts.iter().position(|t| *t == expr.to_string()) {
                     key_names[i] = Some(name);
@@ -2729,7 +2759,7 @@ fn plan_partition_by(
     for (i, p) in partitions.iter().enumerate() {
         let name = match key_names[i].take() {
             Some(n) => n,
-            None if star => default_column_name(p, &mut generated, q),
+            None if star => aliases.name(p),
             None => {
                 let shown = qualified(
                     p,
@@ -2782,7 +2812,7 @@ fn plan_projection(
     };
     let mut projection: Vec<NamedExpr> = Vec::new();
     let mut out_columns: Vec<Column> = Vec::new();
-    let mut generated = 0usize;
+    let mut aliases = ColumnAliases::new(q, scope);
     let mut key_aliases: Vec<(String, String)> = Vec::new(); // (source key, output name)
     for item in &q.select {
         match item {
@@ -2855,7 +2885,7 @@ fn plan_projection(
                 let (e, ty) = analyzer.analyze(expr)?;
                 let name = match alias {
                     Some(a) => a.clone(),
-                    None => default_column_name(expr, &mut generated, q),
+                    None => aliases.name(expr),
                 };
                 // A query's rows are not written to a topic: they may show pseudo-columns.
                 if RESERVED_COLUMNS.contains(&name.as_str()) && !transient {
@@ -3051,6 +3081,32 @@ mod tests {
         );
         let json = serde_json::to_string(&plan).unwrap();
         assert_eq!(serde_json::from_str::<QueryPlan>(&json).unwrap(), *plan);
+    }
+
+    #[test]
+    fn unaliased_items_get_ksqldbs_generated_names() {
+        let mut cat = catalog();
+        run(
+            &mut cat,
+            "CREATE STREAM gen (KSQL_COL_1 INT KEY, ITEM STRUCT<ITEM INT, NAME STRING>, \
+             OTHER STRUCT<NAME STRING>) WITH (kafka_topic='gen', format='JSON');",
+        )
+        .unwrap();
+        let Planned::CreateAs { sink, .. } = run(
+            &mut cat,
+            "CREATE STREAM out AS SELECT KSQL_COL_1, ITEM->ITEM, ITEM->NAME, OTHER->NAME, \
+             ABS(ITEM->ITEM), ABS(ITEM->ITEM) FROM gen;",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        // A field named like a source column, or like an earlier field, is numbered;
+        // generated names skip the sources' column names.
+        assert_eq!(
+            sink.topic.schema.to_string(),
+            "`KSQL_COL_1` INTEGER KEY, `ITEM_1` INTEGER, `NAME` STRING, `NAME_1` STRING, \
+             `KSQL_COL_0` INTEGER, `KSQL_COL_2` INTEGER"
+        );
     }
 
     #[test]
