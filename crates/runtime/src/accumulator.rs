@@ -152,6 +152,23 @@ impl Accumulator {
         })
     }
 
+    /// Whether adding (or undoing) a row keeps the result within its type (a DECIMAL
+    /// sum can pass its precision).
+    pub fn fits(&self, args: &[ScalarValue], undo: bool) -> bool {
+        match (self, args.first()) {
+            (
+                Accumulator::Sum(total, t @ DataType::Decimal128(precision, _)),
+                Some(a @ ScalarValue::Decimal128(Some(_), _, _)),
+            ) => match add_like_java(total, a, t, undo) {
+                Ok(ScalarValue::Decimal128(Some(v), _, _)) => {
+                    v.unsigned_abs() < 10u128.pow(u32::from(*precision))
+                }
+                _ => false,
+            },
+            _ => true,
+        }
+    }
+
     /// Adds one row; `args` are the row's value arguments (none for COUNT(*)); `seq`
     /// numbers the rows in arrival order.
     pub fn update(&mut self, args: &[ScalarValue], seq: u64) -> Result<()> {
@@ -906,5 +923,26 @@ mod tests {
             panic!("a correlation is a DOUBLE")
         };
         assert!((r - 1.0).abs() < 1e-9, "{r}");
+    }
+
+    #[test]
+    fn a_decimal_sum_past_its_precision_does_not_fit() {
+        let mut sum = Accumulator::new(&call(
+            "SUM",
+            vec![Expr::Column("V".into())],
+            SqlType::Decimal {
+                precision: 4,
+                scale: 1,
+            },
+        ))
+        .unwrap();
+        let d = |v: i128| [ScalarValue::Decimal128(Some(v), 4, 1)];
+        assert!(sum.fits(&d(9000), false));
+        sum.update(&d(9000), 0).unwrap();
+        assert!(sum.fits(&d(999), false));
+        assert!(!sum.fits(&d(1000), false));
+        // Undoing a negative value adds it back.
+        assert!(!sum.fits(&d(-1000), true));
+        assert!(sum.fits(&d(1000), true));
     }
 }

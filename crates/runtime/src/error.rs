@@ -24,6 +24,10 @@ pub enum RuntimeError {
     /// and resumes from its last commit rather than skip records.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// An aggregate's result no longer fits its type (a DECIMAL sum past its precision):
+    /// as in ksqlDB, the query stops rather than write a wrong total.
+    #[error("Numeric field overflow: a DECIMAL sum passed its precision")]
+    Overflow,
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

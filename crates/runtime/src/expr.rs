@@ -170,10 +170,33 @@ pub fn compile(e: &Expr, schema: &Schema) -> Result<PhysExpr> {
                 (Some(esc), Expr::Literal(Literal::String(p))) => Arc::new(LiteralExpr::new(
                     ScalarValue::Utf8(Some(with_backslash_escape(p, *esc))),
                 )),
-                (Some(_), _) => {
-                    return Err(RuntimeError::Plan(
-                        "LIKE ... ESCAPE needs a literal pattern".into(),
-                    ));
+                // A pattern read from the row is rewritten row by row.
+                (Some(esc), p) => {
+                    let esc: PhysExpr =
+                        Arc::new(LiteralExpr::new(ScalarValue::Utf8(Some(esc.to_string()))));
+                    internal_call(
+                        "$LIKE_ESCAPE",
+                        vec![compile(p, schema)?, esc],
+                        DataType::Utf8,
+                        |args, _, _| {
+                            let patterns = datafusion_common::arrow::array::AsArray::as_string::<i32>(
+                                &args[0],
+                            );
+                            let esc = datafusion_common::arrow::array::AsArray::as_string::<i32>(
+                                &args[1],
+                            );
+                            let rewritten: datafusion_common::arrow::array::StringArray = (0
+                                ..patterns.len())
+                                .map(|i| {
+                                    let e = esc.value(i).chars().next().unwrap_or('\\');
+                                    (!patterns.is_null(i))
+                                        .then(|| with_backslash_escape(patterns.value(i), e))
+                                })
+                                .collect();
+                            Ok(Arc::new(rewritten))
+                        },
+                        schema,
+                    )?
                 }
             };
             Arc::new(LikeExpr::new(
@@ -388,6 +411,50 @@ mod tests {
     #[test]
     fn custom_like_escapes_become_backslashes() {
         assert_eq!(with_backslash_escape("a!%b%", '!'), "a\\%b%");
+    }
+
+    #[test]
+    fn like_escape_applies_to_patterns_read_from_the_row() {
+        use datafusion_common::arrow::array::StringArray;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("V", DataType::Utf8, true),
+            Field::new("P", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec![
+                    Some("%"),
+                    Some("x"),
+                    Some("x"),
+                    None,
+                ])),
+                Arc::new(StringArray::from(vec![
+                    Some("!%"),
+                    Some("!%"),
+                    Some("%"),
+                    None,
+                ])),
+            ],
+        )
+        .unwrap();
+        let e = compile(
+            &Expr::Like {
+                expr: Box::new(Expr::Column("V".into())),
+                pattern: Box::new(Expr::Column("P".into())),
+                escape: Some('!'),
+                negated: false,
+            },
+            &schema,
+        )
+        .unwrap();
+        let out = evaluate(&e, &batch, &mut 0).unwrap();
+        let out = out.as_boolean();
+        assert_eq!(
+            (0..3).map(|i| out.value(i)).collect::<Vec<_>>(),
+            [true, false, true]
+        );
+        assert!(out.is_null(3));
     }
 }
 

@@ -47,6 +47,18 @@ fn aggregate_type(
             && matches!(literals.get(i), Some(Some(ast::LiteralValue::Boolean(_))))
     };
     let array_of = |t: &SqlType| SqlType::Array(Box::new(t.clone()));
+    // What TOPK and TOPKDISTINCT sort by.
+    let sortable = |t: &SqlType| {
+        t.is_numeric()
+            || matches!(
+                t,
+                SqlType::String
+                    | SqlType::Bytes
+                    | SqlType::Date
+                    | SqlType::Time
+                    | SqlType::Timestamp
+            )
+    };
     Ok(match (name, args) {
         ("COUNT", [] | [_]) => SqlType::Bigint,
         ("SUM", [t]) if t.is_numeric() => t.clone(),
@@ -55,7 +67,11 @@ fn aggregate_type(
             if t.is_numeric()
                 || matches!(
                     t,
-                    SqlType::String | SqlType::Date | SqlType::Time | SqlType::Timestamp
+                    SqlType::String
+                        | SqlType::Bytes
+                        | SqlType::Date
+                        | SqlType::Time
+                        | SqlType::Timestamp
                 ) =>
         {
             t.clone()
@@ -69,15 +85,9 @@ fn aggregate_type(
             array_of(t)
         }
         ("COLLECT_LIST" | "COLLECT_SET", [t]) => array_of(t),
-        ("TOPK" | "TOPKDISTINCT", [t, _])
-            if literal_int(1) && (t.is_numeric() || *t == SqlType::String) =>
-        {
-            array_of(t)
-        }
+        ("TOPK" | "TOPKDISTINCT", [t, _]) if literal_int(1) && sortable(t) => array_of(t),
         // TOPK(sort, other..., k): the rows with the k largest sort values, as structs.
-        ("TOPK", [t, others @ .., _])
-            if literal_int(args.len() - 1) && (t.is_numeric() || *t == SqlType::String) =>
-        {
+        ("TOPK", [t, others @ .., _]) if literal_int(args.len() - 1) && sortable(t) => {
             let mut fields = vec![sluice_plan::StructField {
                 name: "sort_col".into(),
                 ty: t.clone(),
@@ -104,7 +114,7 @@ fn aggregate_type(
         (
             "COUNT" | "SUM" | "AVG" | "MIN" | "MAX" | "LATEST_BY_OFFSET" | "EARLIEST_BY_OFFSET"
             | "COLLECT_LIST" | "COLLECT_SET" | "HISTOGRAM" | "CORRELATION" | "ATTR" | "STDDEV_SAMP"
-            | "STDDEV_SAMPLE" | "COUNT_DISTINCT",
+            | "STDDEV_SAMPLE" | "COUNT_DISTINCT" | "TOPK" | "TOPKDISTINCT",
             _,
         ) => return Err(bad()),
         _ => {
@@ -272,6 +282,18 @@ pub fn plan_aggregate(
                 "Window bounds column {bound} can only be used in the SELECT clause of windowed aggregations"
             ),
         ));
+    }
+    // Without a window there are no bounds: an unaliased bound in the projection is a
+    // reserved name, whatever the GROUP BY says.
+    if window.is_none() && !transient {
+        for item in &query.select {
+            if let SelectItem::Expr { expr, alias: None } = item
+                && let ExprKind::Column { name, .. } = &expr.kind
+                && matches!(name.as_str(), "WINDOWSTART" | "WINDOWEND")
+            {
+                return Err(crate::planner::reserved_name(name, false, expr.pos));
+            }
+        }
     }
     // `SELECT *` names every column of the input, each then a grouped or an aggregated
     // expression like any other.

@@ -404,6 +404,21 @@ pub(crate) fn plan_joins(
                 ),
             ));
         }
+        // The join key becomes a key column: it cannot hold a map.
+        if crate::planner::contains_map(&left_ty) {
+            // Named as in the joined row: `<alias>_<column>`.
+            let name = match (&left_key, left_sides) {
+                (sluice_plan::Expr::Column(c), [only]) => format!("{}_{c}", only.alias),
+                (sluice_plan::Expr::Column(c), _) => c.clone(),
+                _ => left_expr.to_string(),
+            };
+            return Err(SqlError::semantic(
+                None,
+                format!(
+                    "Map keys, including types that contain maps, are not supported as they may lead to unexpected behavior due to inconsistent serialization. Key column name: `{name}`. Column type: {left_ty}. See https://github.com/confluentinc/ksql/issues/6621 for more."
+                ),
+            ));
+        }
         let got = |t: JoinType| {
             // ksqlDB names the first source of the left side.
             let l = sides[0].desc.name.clone();

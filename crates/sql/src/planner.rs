@@ -1021,7 +1021,7 @@ fn type_keyword(t: &SqlType) -> String {
     s.split(['(', '<']).next().unwrap_or("").to_string()
 }
 
-fn contains_map(t: &SqlType) -> bool {
+pub(crate) fn contains_map(t: &SqlType) -> bool {
     match t {
         SqlType::Map { .. } => true,
         SqlType::Array(i) => contains_map(i),
