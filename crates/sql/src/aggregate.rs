@@ -47,7 +47,7 @@ fn aggregate_type(
             && matches!(literals.get(i), Some(Some(ast::LiteralValue::Boolean(_))))
     };
     let array_of = |t: &SqlType| SqlType::Array(Box::new(t.clone()));
-    // What TOPK and TOPKDISTINCT sort by.
+    // What MIN, MAX, TOPK and TOPKDISTINCT compare.
     let sortable = |t: &SqlType| {
         t.is_numeric()
             || matches!(
@@ -63,19 +63,7 @@ fn aggregate_type(
         ("COUNT", [] | [_]) => SqlType::Bigint,
         ("SUM", [t]) if t.is_numeric() => t.clone(),
         ("AVG", [t]) if t.is_numeric() => SqlType::Double,
-        ("MIN" | "MAX", [t])
-            if t.is_numeric()
-                || matches!(
-                    t,
-                    SqlType::String
-                        | SqlType::Bytes
-                        | SqlType::Date
-                        | SqlType::Time
-                        | SqlType::Timestamp
-                ) =>
-        {
-            t.clone()
-        }
+        ("MIN" | "MAX", [t]) if sortable(t) => t.clone(),
         ("LATEST_BY_OFFSET" | "EARLIEST_BY_OFFSET", [t]) => t.clone(),
         ("LATEST_BY_OFFSET" | "EARLIEST_BY_OFFSET", [t, _]) if literal_bool(1) => t.clone(),
         ("LATEST_BY_OFFSET" | "EARLIEST_BY_OFFSET", [t, _]) if literal_int(1) => array_of(t),
