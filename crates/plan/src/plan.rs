@@ -474,7 +474,15 @@ impl Step {
             } => {
                 // Every column of both sides is carried, ROWPARTITION and ROWOFFSET
                 // too: only whether anything reads them matters.
+                // A windowed source is only joined on its key (with its window), which
+                // a repartition topic would not keep.
+                let windowed = left
+                    .sources()
+                    .iter()
+                    .chain(&right.sources())
+                    .any(|(_, t)| t.window.is_some());
                 if matches!(shape, JoinShape::ForeignKey { .. })
+                    || windowed
                     || left_columns
                         .iter()
                         .chain(right_columns)

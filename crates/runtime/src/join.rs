@@ -15,6 +15,7 @@
 
 use crate::error::{Result, RuntimeError};
 use crate::expr::{PhysExpr, compile, evaluate};
+use crate::types::WINDOW_BOUNDS;
 use crate::types::{FLAG_COUNT, KEY_NULL, PSEUDO_COUNT, RETRACT, TOMBSTONE};
 use datafusion_common::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, new_null_array,
@@ -26,7 +27,7 @@ use datafusion_common::arrow::datatypes::{
 use datafusion_common::arrow::record_batch::RecordBatch;
 use datafusion_common::arrow::row::{RowConverter, SortField};
 use hashbrown::HashMap;
-use sluice_plan::{CarriedColumn, JoinKind, JoinShape, LogicalSchema, PSEUDO_COLUMNS};
+use sluice_plan::{CarriedColumn, JoinKind, JoinShape, LogicalSchema, PSEUDO_COLUMNS, WindowKind};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -51,6 +52,8 @@ impl Side {
 struct BatchRows {
     columns: RecordBatch,
     key: ArrayRef,
+    /// Joins of windowed sources: the rows' window bounds, which the result keeps.
+    bounds: Option<[ArrayRef; 2]>,
 }
 
 /// A row of an input batch, kept in the join's state or paired in an output row.
@@ -108,6 +111,10 @@ pub struct JoinOp {
     /// An output batch without rows.
     empty: RecordBatch,
     rows: RowConverter,
+    /// Joins of windowed sources: where each side's rows have their window bounds, and
+    /// whether the end is part of the key (session windows; a time window's key has
+    /// only its start, so windows of other sizes that start together match).
+    windowed: Option<([[usize; 2]; 2], bool)>,
     /// Tables: each side's current row per key.
     tables: [HashMap<Vec<u8>, Kept>; 2],
     /// Streams: each side's rows per key, in arrival order.
@@ -141,12 +148,23 @@ impl JoinOp {
         left_columns: &[CarriedColumn],
         right_columns: &[CarriedColumn],
         logical: &LogicalSchema,
+        window: Option<WindowKind>,
     ) -> Result<JoinOp> {
         let keys = [
             compile(left_key, left_schema)?,
             compile(right_key, right_schema)?,
         ];
         let key_type = keys[0].data_type(left_schema)?;
+        let bounds_of = |schema: &Schema| -> Option<[usize; 2]> {
+            Some([
+                schema.index_of(WINDOW_BOUNDS[0]).ok()?,
+                schema.index_of(WINDOW_BOUNDS[1]).ok()?,
+            ])
+        };
+        let windowed = match (window, bounds_of(left_schema), bounds_of(right_schema)) {
+            (Some(kind), Some(l), Some(r)) => Some(([l, r], kind == WindowKind::Session)),
+            _ => None,
+        };
         let mut fields = vec![Field::new(&logical.columns[0].name, key_type.clone(), true)];
         let mut carried = [Vec::new(), Vec::new()];
         let mut carried_schema = Vec::new();
@@ -165,6 +183,12 @@ impl JoinOp {
                 fields.push(f);
             }
             carried_schema.push(Arc::new(Schema::new(side_fields)));
+        }
+        // The result of a join of windowed sources is windowed as its rows are.
+        if windowed.is_some() {
+            for bound in WINDOW_BOUNDS {
+                fields.push(Field::new(bound, DataType::Int64, false));
+            }
         }
         for (name, ty) in PSEUDO_COLUMNS {
             fields.push(Field::new(name, crate::types::arrow_type(&ty), false));
@@ -205,7 +229,16 @@ impl JoinOp {
             nulls,
             empty: RecordBatch::new_empty(schema.clone()),
             schema,
-            rows: RowConverter::new(vec![SortField::new(key_type)])?,
+            rows: RowConverter::new(match windowed {
+                None => vec![SortField::new(key_type)],
+                Some((_, false)) => vec![SortField::new(key_type), SortField::new(DataType::Int64)],
+                Some((_, true)) => vec![
+                    SortField::new(key_type),
+                    SortField::new(DataType::Int64),
+                    SortField::new(DataType::Int64),
+                ],
+            })?,
+            windowed,
             tables: [HashMap::new(), HashMap::new()],
             windows: [HashMap::new(), HashMap::new()],
             pending: BTreeMap::new(),
@@ -247,7 +280,18 @@ impl JoinOp {
     ) -> Result<RecordBatch> {
         let s = side as usize;
         let keys = evaluate(&self.keys[s], batch, errors)?;
-        let key_bytes = self.rows.convert_columns(std::slice::from_ref(&keys))?;
+        // A windowed row's key is its key and its window.
+        let bounds = self
+            .windowed
+            .map(|(at, _)| at[s].map(|i| batch.column(i).clone()));
+        let mut key_columns = vec![keys.clone()];
+        if let (Some([start, end]), Some((_, session))) = (&bounds, self.windowed) {
+            key_columns.push(start.clone());
+            if session {
+                key_columns.push(end.clone());
+            }
+        }
+        let key_bytes = self.rows.convert_columns(&key_columns)?;
         let n = batch.num_columns();
         let rowtime = batch.column(n - PSEUDO_COUNT).as_primitive::<Int64Type>();
         let partition = batch
@@ -264,6 +308,7 @@ impl JoinOp {
         let batch_rows = Arc::new(BatchRows {
             columns: carried,
             key: keys.clone(),
+            bounds,
         });
         let primary = match (&self.primary, side) {
             (Some((indexes, converter)), Side::Left) => {
@@ -649,6 +694,19 @@ impl JoinOp {
         let picks: Vec<(usize, usize)> = picks.into_iter().flatten().collect();
         let key_arrays: Vec<&dyn Array> = batches.iter().map(|b| b.key.as_ref()).collect();
         columns.push(interleave(&key_arrays, &picks)?);
+        // The window of the row that caused each output (its key's window).
+        let bounds: Option<[ArrayRef; 2]> = if self.windowed.is_some() {
+            let bound = |i: usize| -> Result<ArrayRef> {
+                let arrays: Vec<&dyn Array> = batches
+                    .iter()
+                    .map(|b| b.bounds.as_ref().expect("windowed rows")[i].as_ref())
+                    .collect();
+                Ok(interleave(&arrays, &picks)?)
+            };
+            Some([bound(0)?, bound(1)?])
+        } else {
+            None
+        };
         for (s, nulls) in self.nulls.iter().enumerate() {
             let (batches, picks) = gather(out.iter().map(|e| {
                 let kept = if s == 0 { &e.left } else { &e.right };
@@ -666,6 +724,7 @@ impl JoinOp {
                 columns.push(interleave(&arrays, &picks)?);
             }
         }
+        columns.extend(bounds.into_iter().flatten());
         columns.push(Arc::new(Int64Array::from_iter_values(
             out.iter().map(|e| e.ts),
         )));

@@ -254,6 +254,10 @@ impl Builder {
                     left_columns,
                     right_columns,
                     schema,
+                    left.sources()
+                        .first()
+                        .and_then(|(_, topic)| topic.window.as_ref())
+                        .map(|w| w.kind),
                 )?;
                 let j = self.joins.len();
                 self.segment(l).next = Next::Join(j, Side::Left);

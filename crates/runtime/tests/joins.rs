@@ -136,6 +136,48 @@ fn a_filter_over_a_table_join_deletes_only_rows_that_passed() {
     );
 }
 
+/// A windowed key in the JSON key format: the key, then the window's start (and for
+/// session windows, end first), as Kafka Streams writes them.
+fn windowed_key(key: &str, bounds: &[i64]) -> Vec<u8> {
+    let mut k = key.as_bytes().to_vec();
+    for b in bounds {
+        k.extend_from_slice(&b.to_be_bytes());
+    }
+    k
+}
+
+#[test]
+fn joins_of_windowed_streams_match_keys_with_their_windows() {
+    let mut d = driver(
+        "CREATE STREAM a (id INT KEY, x INT) WITH (kafka_topic='a', format='JSON', window_type='TUMBLING', window_size='2 SECONDS');
+         CREATE STREAM b (id INT KEY, y INT) WITH (kafka_topic='b', format='JSON', window_type='HOPPING', window_size='5 SECONDS');
+         CREATE STREAM ab AS SELECT * FROM a JOIN b WITHIN 1 MINUTE ON a.id = b.id;",
+    );
+    let put = |d: &mut Driver, topic: &str, start: i64, value: &str| {
+        d.produce(
+            topic,
+            Some(windowed_key("1", &[start])),
+            Some(value.as_bytes().to_vec()),
+            start,
+        )
+        .expect("runs");
+    };
+    put(&mut d, "a", 0, r#"{"X":1}"#);
+    // Another window of the same key: no match.
+    put(&mut d, "b", 1000, r#"{"Y":2}"#);
+    // A window of another size that starts with a's: a time window's key is its start.
+    put(&mut d, "b", 0, r#"{"Y":3}"#);
+    let records = d.records("AB");
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    // The result is keyed by a's windowed key; both sides' bounds are values.
+    assert_eq!(r.key.as_deref(), Some(windowed_key("1", &[0]).as_slice()));
+    assert_eq!(
+        String::from_utf8(r.value.clone().unwrap()).unwrap(),
+        r#"{"A_WINDOWSTART":0,"A_WINDOWEND":2000,"A_X":1,"B_ID":1,"B_WINDOWSTART":0,"B_WINDOWEND":5000,"B_Y":3}"#
+    );
+}
+
 #[test]
 fn stream_stream_outer_rows_wait_for_the_window_to_close_with_a_grace_period() {
     let mut d = driver(

@@ -76,18 +76,43 @@ impl Side {
         self.desc.kind == SourceKindName::Table
     }
 
+    /// The source's columns as a join sees them: a windowed source's window bounds
+    /// come after its key columns, as values (ksqlDB's joined schema).
+    fn columns(&self) -> Vec<(String, SqlType)> {
+        let schema = &self.desc.topic.schema;
+        if self.desc.topic.window.is_none() {
+            return schema
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.ty.clone()))
+                .collect();
+        }
+        let mut columns: Vec<(String, SqlType)> = schema
+            .keys()
+            .map(|c| (c.name.clone(), c.ty.clone()))
+            .collect();
+        for bound in ["WINDOWSTART", "WINDOWEND"] {
+            columns.push((bound.to_string(), SqlType::Bigint));
+        }
+        columns.extend(
+            schema
+                .columns
+                .iter()
+                .filter(|c| c.kind != sluice_plan::ColumnKind::Key)
+                .map(|c| (c.name.clone(), c.ty.clone())),
+        );
+        columns
+    }
+
     /// The source's own row: its columns under their own names, qualified by the alias.
     fn own_scope(&self) -> Scope {
         let mut columns: Vec<ScopeColumn> = self
-            .desc
-            .topic
-            .schema
-            .columns
-            .iter()
-            .map(|c| ScopeColumn {
-                name: c.name.clone(),
-                ty: c.ty.clone(),
-                origin: Some((self.alias.clone(), c.name.clone())),
+            .columns()
+            .into_iter()
+            .map(|(name, ty)| ScopeColumn {
+                origin: Some((self.alias.clone(), name.clone())),
+                name,
+                ty,
             })
             .collect();
         for (name, ty) in PSEUDO_COLUMNS {
@@ -330,13 +355,7 @@ pub(crate) fn plan_joins(
         .map(|s| {
             (
                 s.alias.clone(),
-                s.desc
-                    .topic
-                    .schema
-                    .columns
-                    .iter()
-                    .map(|c| c.name.clone())
-                    .collect(),
+                s.columns().into_iter().map(|(name, _)| name).collect(),
             )
         })
         .collect();
@@ -563,16 +582,12 @@ pub(crate) fn plan_joins(
                 "Foreign-key table-table joins are not supported on windowed tables.",
             ));
         }
-        if windowed {
-            if !is_key_column(left_expr, &sides[left_owner]) || !is_key_column(right_expr, right) {
-                return Err(SqlError::semantic(
-                    j.pos,
-                    "Implicit repartitioning of windowed sources is not supported. See https://github.com/confluentinc/ksql/issues/4385.",
-                ));
-            }
-            return Err(SqlError::unsupported(
+        if windowed
+            && (!is_key_column(left_expr, &sides[left_owner]) || !is_key_column(right_expr, right))
+        {
+            return Err(SqlError::semantic(
                 j.pos,
-                "Joins of windowed sources are not supported yet",
+                "Implicit repartitioning of windowed sources is not supported. See https://github.com/confluentinc/ksql/issues/4385.",
             ));
         }
 
@@ -713,11 +728,11 @@ pub(crate) fn plan_joins(
         });
     }
     for s in &sides {
-        for c in &s.desc.topic.schema.columns {
+        for (name, ty) in s.columns() {
             star.push(StarColumn {
                 qualifier: Some(s.alias.clone()),
-                name: format!("{}_{}", s.alias, c.name),
-                ty: c.ty.clone(),
+                name: format!("{}_{name}", s.alias),
+                ty,
             });
         }
     }
