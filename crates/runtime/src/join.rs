@@ -18,9 +18,9 @@ use crate::expr::{PhysExpr, compile, evaluate};
 use crate::types::WINDOW_BOUNDS;
 use crate::types::{FLAG_COUNT, KEY_NULL, PSEUDO_COUNT, RETRACT, TOMBSTONE};
 use datafusion_common::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, new_null_array,
+    Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, UInt32Array, new_null_array,
 };
-use datafusion_common::arrow::compute::interleave;
+use datafusion_common::arrow::compute::{interleave, take};
 use datafusion_common::arrow::datatypes::{
     DataType, Field, Int32Type, Int64Type, Schema, SchemaRef,
 };
@@ -89,6 +89,9 @@ struct Emit {
     retract: bool,
 }
 
+/// A table row's key bytes.
+type TableKey = smallvec::SmallVec<[u8; 16]>;
+
 /// How many stream rows are kept between sweeps of the window stores.
 const SWEEP_EVERY: usize = 10_000;
 
@@ -115,8 +118,9 @@ pub struct JoinOp {
     /// whether the end is part of the key (session windows; a time window's key has
     /// only its start, so windows of other sizes that start together match).
     windowed: Option<([[usize; 2]; 2], bool)>,
-    /// Tables: each side's current row per key.
-    tables: [HashMap<Vec<u8>, Kept>; 2],
+    /// Tables: each side's current row per key. Keys of up to 16 bytes (numbers, short
+    /// strings) are kept in the entry itself: a lookup touches no other memory.
+    tables: [HashMap<TableKey, Kept>; 2],
     /// Streams: each side's rows per key, in arrival order.
     windows: [HashMap<Vec<u8>, Vec<Kept>>; 2],
     pending: Pending,
@@ -318,6 +322,11 @@ impl JoinOp {
             }
             _ => None,
         };
+        if matches!(self.shape, JoinShape::StreamTable) && side == Side::Left {
+            let flags = [retract, tombstone];
+            let pseudo = [&rowtime, &offset].map(|a| a as &dyn Array);
+            return self.look_up(batch, &batch_rows, &key_bytes, flags, pseudo, partition);
+        }
         let mut out = Vec::new();
         for row in 0..batch.num_rows() {
             // Retractions are for aggregations; a table side reads upserts. A left row
@@ -348,7 +357,7 @@ impl JoinOp {
                         if tombstone.value(row) {
                             self.tables[1].remove(key);
                         } else {
-                            self.tables[1].insert(key.to_vec(), kept);
+                            self.tables[1].insert(TableKey::from_slice(key), kept);
                         }
                     }
                     Side::Left => {
@@ -370,7 +379,7 @@ impl JoinOp {
                     let old = if tombstone.value(row) {
                         self.tables[s].remove(key)
                     } else {
-                        self.tables[s].insert(key.to_vec(), kept.clone())
+                        self.tables[s].insert(TableKey::from_slice(key), kept.clone())
                     };
                     let new = (!tombstone.value(row)).then(|| kept.clone());
                     let other = self.tables[o].get(key).cloned();
@@ -462,6 +471,67 @@ impl JoinOp {
         self.assemble(out)
     }
 
+    /// Stream rows looking up the table (the stream-table join's hot path): each row
+    /// that finds its key's row, or every row for a LEFT join, is output with its own
+    /// time, partition and offset. The stream side's columns are taken from the batch
+    /// as they are; only the table's rows are gathered.
+    fn look_up(
+        &self,
+        batch: &RecordBatch,
+        rows: &Arc<BatchRows>,
+        key_bytes: &datafusion_common::arrow::row::Rows,
+        [retract, tombstone]: [&BooleanArray; 2],
+        [rowtime, offset]: [&dyn Array; 2],
+        partition: &Int32Array,
+    ) -> Result<RecordBatch> {
+        let keeps_left = self.kind.keeps_left();
+        let mut taken: Vec<u32> = Vec::with_capacity(batch.num_rows());
+        let mut found: Vec<Option<(&Arc<BatchRows>, usize)>> = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            if retract.value(row) || tombstone.value(row) || rows.key.is_null(row) {
+                continue;
+            }
+            let right = self.tables[1].get(key_bytes.row(row).data());
+            if right.is_some() || keeps_left {
+                taken.push(row as u32);
+                found.push(right.map(|k| (&k.batch, k.row)));
+            }
+        }
+        if taken.is_empty() {
+            return Ok(self.empty.clone());
+        }
+        let n = taken.len();
+        let taken = UInt32Array::from(taken);
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        columns.push(take(&rows.key, &taken, None)?);
+        for c in rows.columns.columns() {
+            columns.push(take(c, &taken, None)?);
+        }
+        let (batches, picks) = gather(found.into_iter());
+        // Index 0 of the arrays interleaved is the NULL row.
+        let picks: Vec<(usize, usize)> = picks
+            .into_iter()
+            .map(|p| p.map_or((0, 0), |(b, r)| (b + 1, r)))
+            .collect();
+        for (c, null) in self.nulls[1].iter().enumerate() {
+            let mut arrays: Vec<&dyn Array> = Vec::with_capacity(batches.len() + 1);
+            arrays.push(null.as_ref());
+            arrays.extend(batches.iter().map(|b| b.columns.column(c).as_ref()));
+            columns.push(interleave(&arrays, &picks)?);
+        }
+        if let Some(bounds) = &rows.bounds {
+            for b in bounds {
+                columns.push(take(b, &taken, None)?);
+            }
+        }
+        columns.push(take(rowtime, &taken, None)?);
+        columns.push(take(partition, &taken, None)?);
+        columns.push(take(offset, &taken, None)?);
+        let no = Arc::new(BooleanArray::from(vec![false; n])) as ArrayRef;
+        columns.extend([no.clone(), no.clone(), no]);
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+
     /// A change of a left row of a foreign-key join: its subscription moves to its new
     /// foreign key, and it emits its joined row (or, for an inner join without a
     /// match, the deletion of the row it had).
@@ -474,7 +544,7 @@ impl JoinOp {
         trigger: Emit,
         out: &mut Vec<Emit>,
     ) {
-        let old = self.tables[0].remove(&pk);
+        let old = self.tables[0].remove(pk.as_slice());
         if let Some(old_fk) = self.left_foreign_keys.remove(&pk)
             && let Some(subscribed) = self.subscriptions.get_mut(&old_fk)
         {
@@ -493,12 +563,12 @@ impl JoinOp {
             }
             return;
         }
-        self.tables[0].insert(pk.clone(), kept.clone());
+        self.tables[0].insert(TableKey::from_slice(&pk), kept.clone());
         if let Some(fk) = &foreign {
             self.left_foreign_keys.insert(pk.clone(), fk.clone());
             self.subscriptions.entry(fk.clone()).or_default().insert(pk);
         }
-        let right = foreign.and_then(|fk| self.tables[1].get(&fk).cloned());
+        let right = foreign.and_then(|fk| self.tables[1].get(fk.as_slice()).cloned());
         match right {
             Some(right) => out.push(Emit {
                 ts: kept.ts.max(right.ts),
@@ -530,15 +600,15 @@ impl JoinOp {
         out: &mut Vec<Emit>,
     ) {
         if deleted {
-            self.tables[1].remove(&key);
+            self.tables[1].remove(key.as_slice());
         } else {
-            self.tables[1].insert(key.clone(), kept.clone());
+            self.tables[1].insert(TableKey::from_slice(&key), kept.clone());
         }
         let Some(subscribed) = self.subscriptions.get(&key) else {
             return;
         };
         for pk in subscribed {
-            let Some(left) = self.tables[0].get(pk).cloned() else {
+            let Some(left) = self.tables[0].get(pk.as_slice()).cloned() else {
                 continue;
             };
             let ts = left.ts.max(kept.ts);
