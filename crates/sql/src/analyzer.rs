@@ -1593,17 +1593,27 @@ impl ExprAnalyzer<'_> {
                     ),
                 ));
             }
-            let scope = Scope {
-                qualifiers: Vec::new(),
-                columns: names
+            // The body sees its parameters and, where no parameter has their name, the
+            // row's columns, which the call then passes in (captured).
+            let mut columns: Vec<ScopeColumn> = names
+                .iter()
+                .zip(param_types)
+                .map(|(n, t)| ScopeColumn {
+                    name: n.clone(),
+                    ty: t.clone(),
+                    origin: None,
+                })
+                .collect();
+            columns.extend(
+                self.scope
+                    .columns
                     .iter()
-                    .zip(param_types)
-                    .map(|(n, t)| ScopeColumn {
-                        name: n.clone(),
-                        ty: t.clone(),
-                        origin: None,
-                    })
-                    .collect(),
+                    .filter(|c| !names.contains(&c.name))
+                    .cloned(),
+            );
+            let scope = Scope {
+                qualifiers: self.scope.qualifiers.clone(),
+                columns,
             };
             let inner = ExprAnalyzer {
                 scope: &scope,
@@ -1614,6 +1624,19 @@ impl ExprAnalyzer<'_> {
         }
         let body_types: Vec<SqlType> = bodies.iter().map(|b| b.2.1.clone()).collect();
         let returns = functions::lambda_result(name, &types, &body_types).ok_or_else(refuse)?;
+        // The row's columns the bodies read: passed after the lambdas, and to each body
+        // as parameters after its own.
+        let mut captured: Vec<(String, SqlType)> = Vec::new();
+        for (names, _, body) in &bodies {
+            for c in body.0.column_refs() {
+                if !names.iter().any(|n| n == c)
+                    && !captured.iter().any(|(n, _)| n == c)
+                    && let Some(col) = self.scope.columns.iter().find(|x| x.name == c)
+                {
+                    captured.push((c.to_string(), col.ty.clone()));
+                }
+            }
+        }
         let mut out: Vec<Expr> = typed.into_iter().map(|t| t.0).collect();
         for (names, param_types, body) in bodies {
             // REDUCE's body yields the next state, of the state's type.
@@ -1622,11 +1645,13 @@ impl ExprAnalyzer<'_> {
             } else {
                 body.0
             };
-            let lambda: Vec<(String, SqlType)> = names.into_iter().zip(param_types).collect();
+            let mut lambda: Vec<(String, SqlType)> = names.into_iter().zip(param_types).collect();
+            lambda.extend(captured.iter().cloned());
             let text = serde_json::to_string(&(lambda, body))
                 .map_err(|e| SqlError::semantic(whole.pos, e.to_string()))?;
             out.push(Expr::Literal(Literal::String(text)));
         }
+        out.extend(captured.into_iter().map(|(n, _)| Expr::Column(n)));
         out.push(Expr::Literal(Literal::Null(returns.clone())));
         Ok((
             Expr::Call {

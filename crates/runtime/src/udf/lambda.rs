@@ -6,6 +6,9 @@
 //! elements of a batch of arrays at once for TRANSFORM and FILTER, one element at a time
 //! for REDUCE.
 //!
+//! A body that reads the row's columns gets them as arguments after the lambdas (before
+//! the result type), and as parameters after its own: repeated for each element.
+//!
 //! ksqlDB runs lambdas as Java, where arithmetic on a NULL fails; the failure makes the
 //! whole call NULL. Here a row whose arithmetic met a NULL operand does the same.
 
@@ -173,6 +176,31 @@ fn java_hash_map_order(keys: &ArrayRef, entries: &mut [usize]) {
     entries.sort_by_key(|&i| bucket(i));
 }
 
+/// The row's columns a call's lambdas read: its arguments from `first` on, before the
+/// result type.
+fn captured(a: &[ArrayRef], first: usize) -> &[ArrayRef] {
+    &a[first.min(a.len().saturating_sub(1))..a.len().saturating_sub(1)]
+}
+
+/// Each of `columns` (one value per row) repeated for every element of its row: the
+/// `len` elements are laid out by `offsets`.
+fn per_element(columns: &[ArrayRef], offsets: &[i32], len: usize) -> Result<Vec<ArrayRef>> {
+    if columns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut rows = vec![0u32; len];
+    for r in 0..offsets.len().saturating_sub(1) {
+        for i in offsets_range(offsets, r) {
+            rows[i] = r as u32;
+        }
+    }
+    let rows = datafusion_common::arrow::array::UInt32Array::from(rows);
+    columns
+        .iter()
+        .map(|c| Ok(datafusion_common::arrow::compute::take(c, &rows, None)?))
+        .collect()
+}
+
 fn offsets_range(offsets: &[i32], r: usize) -> Range<usize> {
     offsets[r] as usize..offsets[r + 1] as usize
 }
@@ -185,8 +213,10 @@ fn transform(a: &[ArrayRef], rows: usize, returns: &DataType) -> Result<ArrayRef
     match a[0].data_type() {
         DataType::List(_) => {
             let l = a[0].as_list::<i32>();
-            let (out, failed) = Lambda::from_arg(&a[1])?.apply(vec![l.values().clone()])?;
             let offsets = l.value_offsets();
+            let mut columns = vec![l.values().clone()];
+            columns.extend(per_element(captured(a, 2), offsets, l.values().len())?);
+            let (out, failed) = Lambda::from_arg(&a[1])?.apply(columns)?;
             let nulls =
                 NullBuffer::from_iter((0..rows).map(|r| {
                     l.is_valid(r) && !failed[offsets_range(offsets, r)].iter().any(|f| *f)
@@ -199,10 +229,11 @@ fn transform(a: &[ArrayRef], rows: usize, returns: &DataType) -> Result<ArrayRef
         }
         DataType::Map(..) => {
             let m = a[0].as_map();
-            let columns = vec![m.keys().clone(), m.values().clone()];
+            let offsets = m.value_offsets();
+            let mut columns = vec![m.keys().clone(), m.values().clone()];
+            columns.extend(per_element(captured(a, 3), offsets, m.keys().len())?);
             let (keys, kf) = Lambda::from_arg(&a[1])?.apply(columns.clone())?;
             let (values, vf) = Lambda::from_arg(&a[2])?.apply(columns)?;
-            let offsets = m.value_offsets();
             let same = super::collections::equality(&keys);
             let picks = (0..rows)
                 .map(|r| {
@@ -257,7 +288,9 @@ fn filter(a: &[ArrayRef], rows: usize, returns: &DataType) -> Result<ArrayRef> {
         return Ok(new_null_array(returns, 0));
     }
     let (columns, offsets, valid) = collection_parts(&a[0], rows, "FILTER")?;
-    let (keep, failed) = Lambda::from_arg(&a[1])?.apply(columns.clone())?;
+    let mut inputs = columns.clone();
+    inputs.extend(per_element(captured(a, 2), &offsets, columns[0].len())?);
+    let (keep, failed) = Lambda::from_arg(&a[1])?.apply(inputs)?;
     let keep = keep.as_boolean();
     let picks: Vec<Option<Vec<usize>>> = (0..rows)
         .map(|r| {
@@ -286,6 +319,7 @@ fn reduce(a: &[ArrayRef], rows: usize, returns: &DataType) -> Result<ArrayRef> {
     }
     let lambda = Lambda::from_arg(&a[2])?;
     let (elements, offsets, valid) = collection_parts(&a[0], rows, "REDUCE")?;
+    let captured = captured(a, 3);
     let mut results: Vec<ArrayRef> = Vec::with_capacity(rows);
     for (r, valid) in valid.iter().enumerate() {
         let mut state = a[1].slice(r, 1);
@@ -297,6 +331,7 @@ fn reduce(a: &[ArrayRef], rows: usize, returns: &DataType) -> Result<ArrayRef> {
             for i in order {
                 let mut columns = vec![state.clone()];
                 columns.extend(elements.iter().map(|e| e.slice(i, 1)));
+                columns.extend(captured.iter().map(|c| c.slice(r, 1)));
                 let (next, failed) = lambda.apply(columns)?;
                 if failed[0] {
                     state = new_null_array(returns, 1);
@@ -359,6 +394,22 @@ mod tests {
         assert_eq!(
             rows_of(&out),
             vec![Some(vec![Some(11), Some(12)]), None, None]
+        );
+    }
+
+    #[test]
+    fn a_body_reads_the_rows_columns_passed_after_the_lambda() {
+        let lists = int_lists(vec![Some(vec![Some(1), Some(2)]), Some(vec![Some(3)])]);
+        let t = lists.data_type().clone();
+        let f = lambda_arg(
+            &[("X", SqlType::Integer), ("N", SqlType::Integer)],
+            plus(col("X"), col("N")),
+        );
+        let n: ArrayRef = Arc::new(Int32Array::from(vec![100, 200]));
+        let out = transform(&[lists, f, n, new_null_array(&t, 2)], 2, &t).unwrap();
+        assert_eq!(
+            rows_of(&out),
+            vec![Some(vec![Some(101), Some(102)]), Some(vec![Some(203)])]
         );
     }
 
