@@ -15,6 +15,10 @@ pub const PLAN_VERSION: u32 = 1;
 pub struct QueryPlan {
     pub version: u32,
     pub root: Step,
+    /// `ksql.timestamp.throw.on.invalid`: a record whose event time (its TIMESTAMP
+    /// column) is missing or invalid stops the query instead of being skipped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub throw_on_invalid_timestamp: bool,
 }
 
 /// A Kafka topic with its formats and the schema of its records.

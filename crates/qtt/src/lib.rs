@@ -335,8 +335,8 @@ impl Session {
                             let part = |root| {
                                 Pipeline::new(
                                     &sluice_plan::QueryPlan {
-                                        version: plan.version,
                                         root,
+                                        ..(*plan).clone()
                                     },
                                     Some(self.registry.clone()),
                                 )
@@ -664,7 +664,12 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
         ) {
             // A case may expect the query to stop (Kafka Streams' StreamsException),
             // after the outputs it wrote until then.
-            let stopped = expected_error.and_then(|x| x["causeMessage"].as_str());
+            let stopped = expected_error.and_then(|x| {
+                x["causeMessage"].as_str().or_else(|| {
+                    let streams = x["type"].as_str()?.ends_with("StreamsException");
+                    streams.then(|| x["message"].as_str()).flatten()
+                })
+            });
             return match stopped {
                 Some(cause) if e.to_string().contains(cause) => check_outputs(
                     &session.driver,

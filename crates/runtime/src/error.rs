@@ -26,6 +26,12 @@ pub enum RuntimeError {
     Unavailable(String),
     /// An aggregate's result no longer fits its type (a DECIMAL sum past its precision):
     /// as in ksqlDB, the query stops rather than write a wrong total.
+    /// A record's event time is missing or invalid and `ksql.timestamp.throw.on.invalid`
+    /// is set.
+    #[error(
+        "Fatal user code error in TimestampExtractor callback for record of {topic}: its {column} is not a valid timestamp"
+    )]
+    InvalidTimestamp { topic: String, column: String },
     #[error("Numeric field overflow: a DECIMAL sum passed its precision")]
     Overflow,
 }

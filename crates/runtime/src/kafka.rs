@@ -500,8 +500,8 @@ fn plan_parts(plan: &QueryPlan, config: &QueryConfig) -> Result<Vec<Part>> {
     }
     let part = |root: Step, config: QueryConfig, counts: (bool, bool), purges: Vec<String>| {
         let plan = QueryPlan {
-            version: plan.version,
             root,
+            ..plan.clone()
         };
         let mut pipeline = Pipeline::new(&plan, config.registry.clone())?;
         let layout = Layout {

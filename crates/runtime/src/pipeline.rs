@@ -145,6 +145,8 @@ impl Segment {
 /// A topic the plan reads, and the rows decoded from it and not yet processed.
 struct Input {
     source: TopicSpec,
+    /// A record with an invalid event time fails the query (else it is skipped).
+    throw_on_invalid_timestamp: bool,
     /// The source is a table (records without a key are dropped), with its rows kept
     /// when it is materialized.
     table: Option<Option<TableRows>>,
@@ -333,6 +335,7 @@ impl Builder {
             key_null: Vec::new(),
             tombstone: Vec::new(),
             window_bounds: Vec::new(),
+            throw_on_invalid_timestamp: false,
             header_columns: topic
                 .schema
                 .columns
@@ -683,8 +686,12 @@ impl Pipeline {
         } else {
             None
         };
+        let mut inputs = builder.inputs;
+        for input in &mut inputs {
+            input.throw_on_invalid_timestamp = plan.throw_on_invalid_timestamp;
+        }
         Ok(Pipeline {
-            inputs: builder.inputs,
+            inputs,
             joins: builder.joins,
             pending_input: None,
             ready: Vec::new(),
@@ -1237,12 +1244,19 @@ impl Input {
         let mut batch = RecordBatch::try_new(self.schema.clone(), columns)?;
         if let Some(ts) = &self.source.timestamp {
             let index = batch.schema().index_of(ts)?;
+            let before = *invalid_timestamps;
             batch = event_time(
                 batch,
                 index,
                 self.source.timestamp_format.as_deref(),
                 invalid_timestamps,
             )?;
+            if self.throw_on_invalid_timestamp && *invalid_timestamps > before {
+                return Err(RuntimeError::InvalidTimestamp {
+                    topic: self.source.topic.clone(),
+                    column: ts.clone(),
+                });
+            }
         }
         Ok(Some(batch))
     }
@@ -1441,6 +1455,7 @@ mod tests {
         ]);
         QueryPlan {
             version: PLAN_VERSION,
+            throw_on_invalid_timestamp: false,
             root: Step::StreamSink {
                 input: Box::new(Step::StreamSelect {
                     input: Box::new(Step::StreamFilter {
@@ -1769,6 +1784,25 @@ mod tests {
         let times: Vec<i64> = out.iter().map(|r| r.timestamp).collect();
         assert_eq!(times, vec![1000, 7]);
         assert_eq!(pipeline.invalid_timestamps, 2);
+
+        // With ksql.timestamp.throw.on.invalid, an invalid time stops the query.
+        p.throw_on_invalid_timestamp = true;
+        let mut pipeline = Pipeline::new(&p, None).unwrap();
+        let record = br#"{"id": -5}"#;
+        let r = SourceRecord {
+            key: None,
+            value: Some(record),
+            headers: &[],
+            timestamp: 0,
+            partition: 0,
+            offset: 0,
+        };
+        pipeline.push(0, &r).unwrap();
+        let err = pipeline.flush(&mut Vec::new()).unwrap_err();
+        assert!(
+            matches!(err, RuntimeError::InvalidTimestamp { .. }),
+            "{err}"
+        );
     }
 
     #[test]

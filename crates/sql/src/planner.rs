@@ -332,6 +332,8 @@ pub struct PlannerConfig {
     /// `ksql.functions.collect_list.limit` and `ksql.functions.collect_set.limit`.
     pub collect_list_limit: Option<i64>,
     pub collect_set_limit: Option<i64>,
+    /// `ksql.timestamp.throw.on.invalid`.
+    pub throw_on_invalid_timestamp: bool,
     /// Planning a push query: its rows go to a client, not to a topic, so a projection
     /// need not include the source's key columns.
     pub transient: bool,
@@ -361,6 +363,9 @@ impl PlannerConfig {
             }
             "ksql.output.topic.name.prefix" => self.output_topic_prefix = value.to_string(),
             "ksql.functions.collect_list.limit" => self.collect_list_limit = value.parse().ok(),
+            "ksql.timestamp.throw.on.invalid" => {
+                self.throw_on_invalid_timestamp = value.eq_ignore_ascii_case("true")
+            }
             "ksql.functions.collect_set.limit" => self.collect_set_limit = value.parse().ok(),
             "ksql.query.pull.table.scan.enabled" => {
                 self.pull.table_scan = !value.eq_ignore_ascii_case("false");
@@ -381,6 +386,7 @@ impl Default for PlannerConfig {
             wrap_single_values: None,
             output_topic_prefix: String::new(),
             collect_list_limit: None,
+            throw_on_invalid_timestamp: false,
             collect_set_limit: None,
             transient: false,
             pull: Default::default(),
@@ -1943,6 +1949,7 @@ fn plan_create_as(
         plan: Box::new(QueryPlan {
             version: PLAN_VERSION,
             root,
+            throw_on_invalid_timestamp: config.throw_on_invalid_timestamp,
         }),
         inputs: match &joined {
             Some(j) => j.sources.iter().map(|s| s.name.clone()).collect(),
