@@ -152,23 +152,6 @@ impl Accumulator {
         })
     }
 
-    /// Whether adding (or undoing) a row keeps the result within its type (a DECIMAL
-    /// sum can pass its precision).
-    pub fn fits(&self, args: &[ScalarValue], undo: bool) -> bool {
-        match (self, args.first()) {
-            (
-                Accumulator::Sum(total, t @ DataType::Decimal128(precision, _)),
-                Some(a @ ScalarValue::Decimal128(Some(_), _, _)),
-            ) => match add_like_java(total, a, t, undo) {
-                Ok(ScalarValue::Decimal128(Some(v), _, _)) => {
-                    v.unsigned_abs() < 10u128.pow(u32::from(*precision))
-                }
-                _ => false,
-            },
-            _ => true,
-        }
-    }
-
     /// Adds one row; `args` are the row's value arguments (none for COUNT(*)); `seq`
     /// numbers the rows in arrival order.
     pub fn update(&mut self, args: &[ScalarValue], seq: u64) -> Result<()> {
@@ -755,7 +738,8 @@ fn as_f64(v: &ScalarValue) -> Result<f64> {
     }
 }
 
-/// `total ± a` with Java's arithmetic: integer sums wrap on overflow.
+/// `total ± a` with Java's arithmetic: integer sums wrap on overflow; a DECIMAL sum
+/// past its precision is an error (the total is left as it was), as in ksqlDB.
 fn add_like_java(
     total: &ScalarValue,
     a: &ScalarValue,
@@ -777,8 +761,26 @@ fn add_like_java(
                 x.wrapping_add(*y)
             }))
         }
-        _ if subtract => total.sub(a)?.cast_to(t)?,
-        _ => total.add(a)?.cast_to(t)?,
+        _ => {
+            let sum = if subtract {
+                total.sub(a)?
+            } else {
+                total.add(a)?
+            };
+            match t {
+                // The cast refuses a value past the precision, as does the check.
+                DataType::Decimal128(precision, _) => match sum.cast_to(t) {
+                    Ok(ScalarValue::Decimal128(Some(v), ..))
+                        if v.unsigned_abs() >= 10u128.pow(u32::from(*precision)) =>
+                    {
+                        return Err(RuntimeError::Overflow);
+                    }
+                    Ok(sum) => sum,
+                    Err(_) => return Err(RuntimeError::Overflow),
+                },
+                _ => sum.cast_to(t)?,
+            }
+        }
     })
 }
 
@@ -926,7 +928,7 @@ mod tests {
     }
 
     #[test]
-    fn a_decimal_sum_past_its_precision_does_not_fit() {
+    fn a_decimal_sum_past_its_precision_is_an_error() {
         let mut sum = Accumulator::new(&call(
             "SUM",
             vec![Expr::Column("V".into())],
@@ -937,12 +939,22 @@ mod tests {
         ))
         .unwrap();
         let d = |v: i128| [ScalarValue::Decimal128(Some(v), 4, 1)];
-        assert!(sum.fits(&d(9000), false));
+        // Whether the row fits: applying it to a copy of the sum succeeds.
+        let fits = |sum: &Accumulator, v: [ScalarValue; 1], undo: bool| {
+            let mut copy = sum.clone();
+            if undo {
+                copy.undo(&v)
+            } else {
+                copy.update(&v, 1)
+            }
+            .is_ok()
+        };
+        assert!(fits(&sum, d(9000), false));
         sum.update(&d(9000), 0).unwrap();
-        assert!(sum.fits(&d(999), false));
-        assert!(!sum.fits(&d(1000), false));
+        assert!(fits(&sum, d(999), false));
+        assert!(!fits(&sum, d(1000), false));
         // Undoing a negative value adds it back.
-        assert!(!sum.fits(&d(-1000), true));
-        assert!(sum.fits(&d(1000), true));
+        assert!(!fits(&sum, d(-1000), true));
+        assert!(fits(&sum, d(1000), true));
     }
 }

@@ -454,8 +454,8 @@ impl AggregateOp {
 }
 
 /// Adds (or takes back) one row's values in a group.
-/// Applies a row to a group. A row that would take a result out of its type (a DECIMAL
-/// sum past its precision) fails the query and leaves the group as it was.
+/// Applies a row to a group. A row that takes a result out of its type (a DECIMAL sum
+/// past its precision) fails the query, which resumes from its last commit if ever.
 fn apply(
     group: &mut Group,
     values: &[Vec<ScalarValue>],
@@ -463,14 +463,6 @@ fn apply(
     seq: u64,
     ts: i64,
 ) -> Result<()> {
-    if !group
-        .accumulators
-        .iter()
-        .zip(values)
-        .all(|(acc, v)| acc.fits(v, undo))
-    {
-        return Err(RuntimeError::Overflow);
-    }
     for (acc, v) in group.accumulators.iter_mut().zip(values) {
         if undo {
             acc.undo(v)?;

@@ -507,18 +507,7 @@ impl JoinOp {
         for c in rows.columns.columns() {
             columns.push(take(c, &taken, None)?);
         }
-        let (batches, picks) = gather(found.into_iter());
-        // Index 0 of the arrays interleaved is the NULL row.
-        let picks: Vec<(usize, usize)> = picks
-            .into_iter()
-            .map(|p| p.map_or((0, 0), |(b, r)| (b + 1, r)))
-            .collect();
-        for (c, null) in self.nulls[1].iter().enumerate() {
-            let mut arrays: Vec<&dyn Array> = Vec::with_capacity(batches.len() + 1);
-            arrays.push(null.as_ref());
-            arrays.extend(batches.iter().map(|b| b.columns.column(c).as_ref()));
-            columns.push(interleave(&arrays, &picks)?);
-        }
+        self.side_columns(Side::Right, found.into_iter(), &mut columns)?;
         if let Some(bounds) = &rows.bounds {
             for b in bounds {
                 columns.push(take(b, &taken, None)?);
@@ -750,6 +739,29 @@ impl JoinOp {
         }
     }
 
+    /// Appends one side's carried columns for output rows that take the given rows of
+    /// it (None: the side is missing, its columns NULL).
+    fn side_columns<'a>(
+        &self,
+        side: Side,
+        rows: impl Iterator<Item = Option<(&'a Arc<BatchRows>, usize)>>,
+        columns: &mut Vec<ArrayRef>,
+    ) -> Result<()> {
+        let (batches, picks) = gather(rows);
+        // Index 0 of the arrays interleaved is the NULL row.
+        let picks: Vec<(usize, usize)> = picks
+            .into_iter()
+            .map(|p| p.map_or((0, 0), |(b, r)| (b + 1, r)))
+            .collect();
+        for (c, null) in self.nulls[side as usize].iter().enumerate() {
+            let mut arrays: Vec<&dyn Array> = Vec::with_capacity(batches.len() + 1);
+            arrays.push(null.as_ref());
+            arrays.extend(batches.iter().map(|b| b.columns.column(c).as_ref()));
+            columns.push(interleave(&arrays, &picks)?);
+        }
+        Ok(())
+    }
+
     /// Builds the output batch: the key, each side's carried columns (NULL for a side
     /// without a row), the pseudo-columns and flags.
     fn assemble(&self, out: Vec<Emit>) -> Result<RecordBatch> {
@@ -777,22 +789,16 @@ impl JoinOp {
         } else {
             None
         };
-        for (s, nulls) in self.nulls.iter().enumerate() {
-            let (batches, picks) = gather(out.iter().map(|e| {
-                let kept = if s == 0 { &e.left } else { &e.right };
+        for side in [Side::Left, Side::Right] {
+            let rows = out.iter().map(|e| {
+                let kept = if side == Side::Left {
+                    &e.left
+                } else {
+                    &e.right
+                };
                 kept.as_ref().map(|k| (&k.batch, k.row))
-            }));
-            // Index 0 of the arrays interleaved is the NULL row.
-            let picks: Vec<(usize, usize)> = picks
-                .into_iter()
-                .map(|p| p.map_or((0, 0), |(b, r)| (b + 1, r)))
-                .collect();
-            for (c, null) in nulls.iter().enumerate() {
-                let mut arrays: Vec<&dyn Array> = Vec::with_capacity(batches.len() + 1);
-                arrays.push(null.as_ref());
-                arrays.extend(batches.iter().map(|b| b.columns.column(c).as_ref()));
-                columns.push(interleave(&arrays, &picks)?);
-            }
+            });
+            self.side_columns(side, rows, &mut columns)?;
         }
         columns.extend(bounds.into_iter().flatten());
         columns.push(Arc::new(Int64Array::from_iter_values(

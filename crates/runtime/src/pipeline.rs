@@ -284,10 +284,10 @@ impl Builder {
                         .collect(),
                     Open::Join(_) => Vec::new(),
                 };
-                let (mut op, schema) = compile_step(other, &schema, &source_values)?;
-                if let (Op::TableFilter { old_values, .. }, Open::Join(j)) = (&mut op, open) {
-                    *old_values = self.joins[j].op.sends_old_values();
-                }
+                // Whether each row comes after the retraction of its key's previous row.
+                let old_values =
+                    matches!(open, Open::Join(j) if self.joins[j].op.sends_old_values());
+                let (op, schema) = compile_step(other, &schema, &source_values, old_values)?;
                 self.segment(open).ops.push(op);
                 Ok((open, schema))
             }
@@ -360,6 +360,7 @@ fn compile_step(
     step: &Step,
     schema: &SchemaRef,
     source_values: &[String],
+    old_values: bool,
 ) -> Result<(Op, SchemaRef)> {
     Ok(match step {
         Step::StreamFilter { predicate, .. } => {
@@ -367,7 +368,6 @@ fn compile_step(
         }
         Step::TableFilter { predicate, .. } => {
             let predicate = compile(predicate, schema)?;
-            let old_values = false;
             (
                 Op::TableFilter {
                     predicate,
