@@ -200,6 +200,9 @@ impl CrashRun {
                     Disruption::KillServer => {
                         server.kill();
                         server.restart();
+                        // The next kill lands while the queries work, not while they
+                        // start.
+                        running(&server);
                     }
                     Disruption::RestartBroker => {
                         local_broker("stop")?;
@@ -399,6 +402,20 @@ impl CrashRun {
 }
 
 /// Whether every group committed the end offset of every partition of `topic`.
+/// Waits until every persistent query of the server runs tasks with their state
+/// restored.
+fn running(server: &Server) {
+    let ids: Vec<String> = server.query_ids().into_iter().map(|(id, _)| id).collect();
+    crate::eventually(Duration::from_secs(120), "the queries to run", || {
+        ids.iter()
+            .all(|id| {
+                server.metric("sluice_query_tasks", id).unwrap_or(0.0) > 0.0
+                    && server.metric("sluice_query_restoring", id) == Some(0.0)
+            })
+            .then_some(())
+    });
+}
+
 fn caught_up(topic: &str, groups: &[String]) -> bool {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let timeout = Duration::from_secs(10);

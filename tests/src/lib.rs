@@ -549,3 +549,16 @@ pub fn topic_exists(topic: &str) -> bool {
         .iter()
         .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
 }
+
+/// The latest JSON value per key (as text) of a table's output records.
+pub fn latest_values(records: &[(i32, Record)]) -> std::collections::HashMap<String, Value> {
+    records
+        .iter()
+        .map(|(_, r)| {
+            (
+                String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned(),
+                r.value_json(),
+            )
+        })
+        .collect()
+}

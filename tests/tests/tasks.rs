@@ -5,19 +5,9 @@
 //! does runs as one task.
 
 use serde_json::json;
-use sluice_e2e::{Record, Server, consume_until, eventually, produce, unique};
+use sluice_e2e::{Record, Server, consume_until, eventually, latest_values, produce, unique};
 use std::collections::HashMap;
 use std::time::Duration;
-
-/// The latest value per key of a table's output topic.
-fn latest(records: &[(i32, Record)]) -> HashMap<String, serde_json::Value> {
-    let mut out = HashMap::new();
-    for (_, r) in records {
-        let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
-        out.insert(key, r.value_json());
-    }
-    out
-}
 
 #[test]
 fn tasks_spread_over_servers_and_threads() {
@@ -109,9 +99,9 @@ fn tasks_spread_over_servers_and_threads() {
         })
         .collect();
     let out = consume_until(&per_key, Duration::from_secs(60), |r| {
-        latest(r) == want_by_key
+        latest_values(r) == want_by_key
     });
-    assert_eq!(latest(&out), want_by_key, "tasks held: {shared:?}");
+    assert_eq!(latest_values(&out), want_by_key, "tasks held: {shared:?}");
     let want_by_page: HashMap<String, serde_json::Value> = (0..3)
         .map(|p| {
             let n = (0..400).filter(|i| i % 3 == p).count();
@@ -119,9 +109,9 @@ fn tasks_spread_over_servers_and_threads() {
         })
         .collect();
     let out = consume_until(&per_page, Duration::from_secs(60), |r| {
-        latest(r) == want_by_page
+        latest_values(r) == want_by_page
     });
-    assert_eq!(latest(&out), want_by_page);
+    assert_eq!(latest_values(&out), want_by_page);
     let want_users: HashMap<String, serde_json::Value> = [
         ("p9", 10),
         ("p0", (10..20).filter(|i| i % 3 == 0).count()),
@@ -132,9 +122,9 @@ fn tasks_spread_over_servers_and_threads() {
     .map(|(p, n)| (p.to_string(), json!({"N": n})))
     .collect();
     let out = consume_until(&users_per_page, Duration::from_secs(60), |r| {
-        latest(r) == want_users
+        latest_values(r) == want_users
     });
-    assert_eq!(latest(&out), want_users);
+    assert_eq!(latest_values(&out), want_users);
 
     // The records went through the repartition topic: the query's own figures count
     // its source's records in and its table's rows out, not those.

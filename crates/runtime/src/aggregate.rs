@@ -901,11 +901,17 @@ impl AggregateOp {
         Ok(())
     }
 
-    /// Forgets every group, before a restore.
-    pub fn clear(&mut self) -> Result<()> {
+    /// Forgets every group, before a restore; `keep_stored`: the store's groups are
+    /// kept (they are committed state, and the restore replays only the changelog's
+    /// tail onto them), only what memory holds is forgotten.
+    pub fn clear(&mut self, keep_stored: bool) -> Result<()> {
         if let Some(store) = &mut self.store {
-            store.storage.clear()?;
+            if !keep_stored {
+                store.storage.clear()?;
+            }
             store.restoring.clear();
+            store.expired_before = i64::MIN;
+            store.closed_through = i64::MIN;
         }
         self.groups.clear();
         self.sessions.clear();
@@ -941,6 +947,11 @@ impl AggregateOp {
                 };
             }
             Some((&META_ENTRY, _)) => {
+                if let Some(store) = &mut self.store {
+                    store
+                        .restoring
+                        .insert(key.to_vec(), value.map(<[u8]>::to_vec));
+                }
                 if let Some(value) = value {
                     let mut r = Reader::new(value);
                     self.stream_time = r.i64()?;
@@ -962,6 +973,14 @@ impl AggregateOp {
     pub fn finish_restore(&mut self) -> Result<()> {
         if let Some(store) = &mut self.store {
             store.flush_restored()?;
+            // The counters as the store has them: a restore onto kept groups may
+            // replay no counters.
+            if let Some(value) = store.storage.get(&[META_ENTRY])? {
+                let mut r = Reader::new(&value);
+                self.stream_time = r.i64()?;
+                self.seq = r.u64()?;
+                self.late_records = r.u64()?;
+            }
         }
         // The next `expire` scans the restored groups and sets the bounds.
         self.expiry_bound = i64::MIN;
@@ -1075,7 +1094,7 @@ impl GroupStore {
 
     /// The store key of a group's changelog key.
     fn store_key(&self, changelog_key: &[u8]) -> Result<Vec<u8>> {
-        if !self.windowed {
+        if !self.windowed || changelog_key.first() != Some(&GROUP_ENTRY) {
             return Ok(changelog_key.to_vec());
         }
         let key = Reader::new(&changelog_key[1..]).scalars()?;
@@ -1163,6 +1182,11 @@ impl AggregateOp {
         true
     }
 
+    /// Whether the groups live in a state store, which outlives the process.
+    pub fn has_store(&self) -> bool {
+        self.store.is_some()
+    }
+
     /// Whether the groups can live in a state store (see `use_store`): all can.
     pub fn can_use_store(&self) -> bool {
         true
@@ -1196,8 +1220,8 @@ impl AggregateOp {
         let Some(store) = &mut self.store else {
             return Ok(());
         };
+        // The groups and the counters: a restore from a checkpoint finds both here.
         let batch: BTreeMap<Vec<u8>, Option<Vec<u8>>> = changes
-            .filter(|(k, _)| k.first() == Some(&GROUP_ENTRY))
             .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
             .collect();
         store.write(&batch)?;

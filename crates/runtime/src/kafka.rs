@@ -40,7 +40,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sluice_plan::{QueryPlan, Step};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -107,13 +107,14 @@ impl QueryConfig {
 
     /// The configuration of part `n` of a query cut at repartition topics: part 0 is
     /// the query's own; each other has its own group, and so its own leases,
-    /// producers and changelog.
+    /// producers and changelog, and its own state directory.
     fn part(&self, n: usize) -> QueryConfig {
         if n == 0 {
             return self.clone();
         }
         QueryConfig {
             group_id: format!("{}-{n}", self.group_id),
+            state_dir: self.state_dir.as_ref().map(|d| d.join(format!("part_{n}"))),
             ..self.clone()
         }
     }
@@ -341,11 +342,16 @@ fn retry<T>(
     None
 }
 
-/// Counts failed deliveries so the loop never commits offsets past a lost record.
+/// Counts failed deliveries so the loop never commits offsets past a lost record, and
+/// notes how far the task's changelog partition is written (for its checkpoints).
 #[derive(Default)]
 struct DeliveryTracker {
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// The task's changelog partition, when it has one...
+    changelog: Option<(String, i32)>,
+    /// ... and the offset after the last record delivered to it.
+    changelog_end: AtomicI64,
 }
 
 impl ClientContext for DeliveryTracker {}
@@ -354,10 +360,21 @@ impl ProducerContext for DeliveryTracker {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            self.failed.fetch_add(1, Ordering::SeqCst);
-            let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
-            first.get_or_insert_with(|| e.to_string());
+        match result {
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::SeqCst);
+                let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
+                first.get_or_insert_with(|| e.to_string());
+            }
+            Ok(msg) => {
+                if let Some((topic, partition)) = &self.changelog
+                    && msg.partition() == *partition
+                    && msg.topic() == topic
+                {
+                    self.changelog_end
+                        .fetch_max(msg.offset() + 1, Ordering::SeqCst);
+                }
+            }
         }
     }
 }
@@ -717,6 +734,10 @@ fn run_worker(
             last_commit = Instant::now();
         }
         if stopping {
+            // Everything is committed: the next start needs no more than the stores.
+            for task in held.tasks.values_mut() {
+                task.checkpoint(name);
+            }
             tracing::info!(query = name, "query stopped");
             return Ok(());
         }
@@ -790,6 +811,13 @@ struct Task {
     topics: Vec<String>,
     sink_topic: String,
     changelog: Option<(String, i32)>,
+    /// The task's RocksDB database, when its state has stores there, and when it last
+    /// wrote the stores' checkpoint.
+    state_db: Option<sluice_state::StateDb>,
+    last_checkpoint: Instant,
+    /// The changelog's end once the state was restored: every entry before it is in
+    /// the state (as are those the producer delivered since, once committed).
+    restored_to: i64,
     /// The next offset to read of each partition, once the task has read from it.
     positions: BTreeMap<(String, i32), i64>,
     /// The next offsets to commit: those read since the last commit.
@@ -812,6 +840,10 @@ struct Task {
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often a task's state stores are flushed and checkpointed (and at a clean stop):
+/// a restart after a crash replays at most about this much of the changelog.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
+
 impl Task {
     /// Takes over task `index`: fences its previous holder, restores its state, and is
     /// then ready to read from the group's committed offsets.
@@ -826,13 +858,13 @@ impl Task {
     ) -> Result<Task> {
         let partition = (layout.tasks > 1).then_some(index);
         let mut pipeline = Pipeline::new(plan, config.registry.clone())?;
+        // Opened on the first store asked for: a query without one gets no database.
+        let mut db: Option<sluice_state::StateDb> = None;
         if let Some(dir) = &config.state_dir {
             let dir = match partition {
                 Some(p) => dir.join(format!("task_{p}")),
                 None => dir.clone(),
             };
-            // Opened on the first store asked for: a query without one gets no database.
-            let mut db: Option<sluice_state::StateDb> = None;
             pipeline.use_state_stores(
                 |name| {
                     let db = match &mut db {
@@ -876,8 +908,13 @@ impl Task {
                 .set("transactional.id", id)
                 .set("transaction.timeout.ms", "30000");
         }
-        let producer: QueryProducer =
-            producer_config.create_with_context(DeliveryTracker::default())?;
+        let changelog = pipeline
+            .has_changelog()
+            .then(|| (config.changelog_topic(), index));
+        let producer: QueryProducer = producer_config.create_with_context(DeliveryTracker {
+            changelog: changelog.clone(),
+            ..DeliveryTracker::default()
+        })?;
         if config.exactly_once {
             producer.init_transactions(TIMEOUT)?;
         }
@@ -896,14 +933,13 @@ impl Task {
                 name,
             )?;
         }
-        let changelog = pipeline
-            .has_changelog()
-            .then(|| (config.changelog_topic(), index));
+        let mut restored_to = 0;
         if let Some((topic, p)) = &changelog {
             stats.restoring.store(true, Ordering::Relaxed);
-            let restored = restore_changelog(&mut pipeline, topic, *p, config, name);
+            let restored = restore_changelog(&mut pipeline, topic, *p, db.as_ref(), config, name);
             stats.restoring.store(false, Ordering::Relaxed);
-            let (entries, took) = restored?;
+            let (entries, took, end) = restored?;
+            restored_to = end;
             stats.restored_entries.fetch_add(entries, Ordering::Relaxed);
             stats
                 .restore_millis
@@ -928,6 +964,9 @@ impl Task {
             topics,
             sink_topic,
             changelog,
+            state_db: db,
+            last_checkpoint: Instant::now(),
+            restored_to,
             positions: BTreeMap::new(),
             offsets: BTreeMap::new(),
             out: Vec::new(),
@@ -969,6 +1008,27 @@ impl Task {
                 query = name,
                 "cannot delete consumed repartition records: {e}"
             );
+        }
+    }
+
+    /// Records, in the task's state directory, how far into the changelog its stores
+    /// are, so that the next start replays only what follows. Called right after a
+    /// commit (or a restore): the stores hold every changelog entry this task's
+    /// producer delivered, all committed, and every entry before those. A failure only
+    /// means a longer restore.
+    fn checkpoint(&mut self, name: &str) {
+        self.last_checkpoint = Instant::now();
+        let (Some(db), Some((topic, partition))) = (&self.state_db, &self.changelog) else {
+            return;
+        };
+        let delivered = self.producer.context().changelog_end.load(Ordering::SeqCst);
+        let checkpoint = sluice_state::Checkpoint {
+            topic: topic.clone(),
+            partition: *partition,
+            offset: delivered.max(self.restored_to),
+        };
+        if let Err(e) = db.write_checkpoint(&checkpoint) {
+            tracing::warn!(query = name, "cannot write the state's checkpoint: {e}");
         }
     }
 
@@ -1155,6 +1215,9 @@ impl Task {
         // Only now that the changelog holds them do the changes reach local stores.
         self.pipeline.commit_state(&self.changes)?;
         self.changes.clear();
+        if self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
+            self.checkpoint(name);
+        }
         if self.last_purge.elapsed() >= config.purge_interval {
             self.last_purge = Instant::now();
             self.purge(name);
@@ -1361,15 +1424,17 @@ pub(crate) fn headers_of(msg: &rdkafka::message::BorrowedMessage<'_>) -> Vec<Hea
         .unwrap_or_default()
 }
 
-/// Reads partitions of a topic from their start up to the given offsets (exclusive),
-/// committed records only, handing each record to `each`. Returns how many it read.
+/// Reads partitions of a topic from offset `from` (0: their start) up to the given
+/// offsets (exclusive), committed records only, handing each record to `each`. Returns
+/// how many it read.
 fn read_up_to(
     config: &QueryConfig,
     topic: &str,
+    from: i64,
     mut ends: BTreeMap<i32, i64>,
     mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Result<()>,
 ) -> Result<u64> {
-    ends.retain(|_, end| *end > 0);
+    ends.retain(|_, end| *end > from);
     if ends.is_empty() {
         return Ok(0);
     }
@@ -1383,7 +1448,12 @@ fn read_up_to(
         .create()?;
     let mut assignment = TopicPartitionList::new();
     for p in ends.keys() {
-        assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
+        let start = if from > 0 {
+            Offset::Offset(from)
+        } else {
+            Offset::Beginning
+        };
+        assignment.add_partition_offset(topic, *p, start)?;
     }
     reader.assign(&assignment)?;
     let mut read = 0u64;
@@ -1419,39 +1489,105 @@ fn read_up_to(
 }
 
 /// Rebuilds a task's changelogged state from its partition of the changelog topic
-/// (which `plan_layout` created). Under exactly-once the
-/// task's producer was initialized first, which aborted any transaction a previous run
-/// left open: what is read is all that committed.
+/// (which `plan_layout` created), returning the entries read, the time taken and the
+/// changelog's end. Under exactly-once the task's producer was initialized first,
+/// which aborted any transaction a previous run left open: what is read is all that
+/// committed.
+///
+/// State stores kept by an earlier run of the task on this server, with a checkpoint of
+/// how far into the changelog they are, are kept, and only the changelog's tail is
+/// replayed onto them (state in memory is still read from the start). Otherwise they
+/// are rebuilt from the start, with the checkpoint removed first: a crash mid-way must
+/// not leave half-built stores that a checkpoint vouches for.
 fn restore_changelog(
     pipeline: &mut Pipeline,
     topic: &str,
     partition: i32,
+    db: Option<&sluice_state::StateDb>,
     config: &QueryConfig,
     name: &str,
-) -> Result<(u64, Duration)> {
+) -> Result<(u64, Duration, i64)> {
     let started = Instant::now();
     let probe: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap_servers)
         .create()?;
-    let end = probe
-        .fetch_watermarks(topic, partition, Duration::from_secs(30))?
-        .1;
+    let (start, end) = probe.fetch_watermarks(topic, partition, Duration::from_secs(30))?;
+    let stored = pipeline.stored_state();
+    let checkpoint = db
+        .and_then(|db| db.checkpoint())
+        .filter(|_| stored.iter().any(|s| *s));
+    let from = match checkpoint {
+        Some(c)
+            if c.topic == topic
+                && c.partition == partition
+                && (start..=end).contains(&c.offset) =>
+        {
+            Some(c.offset)
+        }
+        Some(c) => {
+            tracing::warn!(
+                query = name,
+                topic,
+                partition,
+                checkpoint = ?c,
+                low = start,
+                high = end,
+                "the state's checkpoint does not match its changelog; restoring from the start"
+            );
+            None
+        }
+        None => None,
+    };
+    if from.is_none()
+        && let Some(db) = db
+    {
+        db.remove_checkpoint()?;
+    }
     // What a join's replay pushed through to the aggregation is not its state.
-    pipeline.clear_changelogged()?;
-    let entries = read_up_to(config, topic, BTreeMap::from([(partition, end)]), |msg| {
-        let key = msg.key().unwrap_or_default();
-        pipeline.restore_change(key, msg.payload())
-    })?;
+    pipeline.clear_changelogged(from.is_some())?;
+    let skip_before = from.unwrap_or(0);
+    // With every piece of state in a store, the changelog's head is not even read.
+    let read_from = if stored.iter().all(|s| *s) {
+        skip_before
+    } else {
+        0
+    };
+    let entries = read_up_to(
+        config,
+        topic,
+        read_from,
+        BTreeMap::from([(partition, end)]),
+        |msg| {
+            let key = msg.key().unwrap_or_default();
+            let in_store = key
+                .first()
+                .is_some_and(|n| stored.get(*n as usize) == Some(&true));
+            if msg.offset() < skip_before && in_store {
+                return Ok(());
+            }
+            pipeline.restore_change(key, msg.payload())
+        },
+    )?;
     pipeline.finish_restore()?;
+    if let Some(db) = db
+        && stored.iter().any(|s| *s)
+    {
+        db.write_checkpoint(&sluice_state::Checkpoint {
+            topic: topic.to_string(),
+            partition,
+            offset: end,
+        })?;
+    }
     tracing::info!(
         query = name,
         topic,
         partition,
         entries,
+        from = read_from,
         ms = started.elapsed().as_millis() as u64,
         "restored state from the changelog"
     );
-    Ok((entries, started.elapsed()))
+    Ok((entries, started.elapsed(), end))
 }
 
 /// Runs a future to completion on this thread (rdkafka's admin futures are completed
@@ -1518,7 +1654,7 @@ fn restore_input(
     let started = Instant::now();
     let mut dropped = Vec::new();
     let reads_headers = pipeline.reads_headers();
-    let restored = read_up_to(config, topic, ends, |msg| {
+    let restored = read_up_to(config, topic, 0, ends, |msg| {
         // A record that does not decode was skipped (and logged) when it was first
         // read; it changes no state now either.
         let headers = if reads_headers {

@@ -782,14 +782,29 @@ impl Pipeline {
 
     /// Forgets the changelogged state, before it is restored: what a join's replay
     /// pushed into an aggregation after it is not what the changelog recorded.
-    pub fn clear_changelogged(&mut self) -> Result<()> {
+    /// `keep_stored`: state stores keep their committed contents (a restore from a
+    /// checkpoint replays only the changelog's tail onto them).
+    pub fn clear_changelogged(&mut self, keep_stored: bool) -> Result<()> {
         for store in self.stores() {
             match store {
                 Store::Table(t) => t.rows.clear(),
-                Store::Aggregate(a) => a.clear()?,
+                Store::Aggregate(a) => a.clear(keep_stored)?,
             }
         }
         Ok(())
+    }
+
+    /// For each piece of changelogged state (numbered as the changelog numbers them),
+    /// whether it lives in a state store that outlives the process; the others are
+    /// rebuilt from the whole changelog at every start.
+    pub fn stored_state(&mut self) -> Vec<bool> {
+        self.stores()
+            .iter()
+            .map(|store| match store {
+                Store::Table(_) => false,
+                Store::Aggregate(a) => a.has_store(),
+            })
+            .collect()
     }
 
     /// Keeps the groups of the aggregations that can (those without a window) in state

@@ -6,8 +6,9 @@
 use sluice_plan::QueryPlan;
 use sluice_runtime::pipeline::{OutputRecord, Pipeline, SourceRecord};
 use sluice_sql::{Planned, PlannerConfig, SourceDesc, parse_statements, plan_statement};
-use sluice_state::MemoryStorage;
+use sluice_state::{MemoryStorage, Storage};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 /// The plan of the last statement; the ones before it create its sources.
 fn plan(statements: &str) -> QueryPlan {
@@ -43,8 +44,99 @@ fn run(pipeline: &mut Pipeline, records: &[Input], out: &mut Vec<OutputRecord>) 
     }
 }
 
-/// Checks every cut of `records` against the uninterrupted run, with state in memory
-/// and with aggregations' groups in state stores (which keep one group in memory).
+/// A store the test keeps a handle on, to copy what the pipeline committed to it.
+#[derive(Clone, Default)]
+struct SharedStorage(Arc<Mutex<MemoryStorage>>);
+
+impl SharedStorage {
+    fn copy(&self) -> SharedStorage {
+        SharedStorage(Arc::new(Mutex::new(self.0.lock().unwrap().clone())))
+    }
+}
+
+impl Storage for SharedStorage {
+    fn get(&self, key: &[u8]) -> sluice_state::Result<Option<Vec<u8>>> {
+        self.0.lock().unwrap().get(key)
+    }
+    fn scan(
+        &self,
+        from: &[u8],
+        to: Option<&[u8]>,
+    ) -> sluice_state::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.0.lock().unwrap().scan(from, to)
+    }
+    fn write(&mut self, changes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> sluice_state::Result<()> {
+        self.0.lock().unwrap().write(changes)
+    }
+    fn clear(&mut self) -> sluice_state::Result<()> {
+        self.0.lock().unwrap().clear()
+    }
+}
+
+/// The stores of a pipeline by name, as the test holds them.
+type Stores = BTreeMap<String, SharedStorage>;
+
+fn copy(stores: &Stores) -> Stores {
+    stores.iter().map(|(n, s)| (n.clone(), s.copy())).collect()
+}
+
+fn with_stores(p: &mut Pipeline, stores: &Stores) {
+    p.use_state_stores(
+        |name| {
+            let store = stores.get(name).cloned().unwrap_or_default();
+            Ok(Box::new(store))
+        },
+        1,
+    )
+    .unwrap();
+}
+
+fn opened(p: &mut Pipeline) -> Stores {
+    let mut stores = Stores::new();
+    p.use_state_stores(
+        |name| {
+            let store = SharedStorage::default();
+            stores.insert(name.to_string(), store.clone());
+            Ok(Box::new(store))
+        },
+        1,
+    )
+    .unwrap();
+    stores
+}
+
+/// A restart: `stores` (None: state in memory) hold what the first run committed as of
+/// changelog entry `checkpoint` or later; the rest of the changelog is replayed onto
+/// them, all of it onto state in memory.
+fn restored(
+    plan: &QueryPlan,
+    changelog: &[(Vec<u8>, Option<Vec<u8>>)],
+    stores: Option<(&Stores, usize)>,
+) -> Pipeline {
+    let mut p = Pipeline::new(plan, None).unwrap();
+    let from = match stores {
+        Some((stores, checkpoint)) => {
+            with_stores(&mut p, stores);
+            checkpoint
+        }
+        None => 0,
+    };
+    p.clear_changelogged(stores.is_some()).unwrap();
+    let stored = p.stored_state();
+    for (i, (k, v)) in changelog.iter().enumerate() {
+        if i < from && stored[k[0] as usize] {
+            continue;
+        }
+        p.restore_change(k, v.as_deref()).unwrap();
+    }
+    p.finish_restore().unwrap();
+    p
+}
+
+/// Checks every cut of `records` against the uninterrupted run: state in memory, and
+/// aggregations' groups in state stores (which keep one group in memory) restored from
+/// the whole changelog or from a checkpoint at each commit, with the stores as they
+/// were at the checkpoint or as they were at the cut.
 fn restores_at_every_cut(statements: &str, records: &[Input]) {
     let plan = plan(statements);
     let mut whole = Vec::new();
@@ -58,19 +150,19 @@ fn restores_at_every_cut(statements: &str, records: &[Input]) {
         "the query writes something: {statements}"
     );
     for stored in [false, true] {
-        let with_stores = |p: &mut Pipeline| {
-            if stored {
-                p.use_state_stores(|_| Ok(Box::new(MemoryStorage::default())), 1)
-                    .unwrap();
-            }
-        };
         for cut in 0..=records.len() {
             let mut first = Pipeline::new(&plan, None).unwrap();
-            with_stores(&mut first);
+            let stores = if stored {
+                opened(&mut first)
+            } else {
+                Stores::new()
+            };
             assert!(first.has_changelog());
             first.record_changes();
             let mut changelog: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
             let mut out = Vec::new();
+            // What the stores held at each commit, and how long the changelog was.
+            let mut checkpoints = vec![(0, Stores::new())];
             // Commits every three records, so that keys are written more than once and
             // the restore must keep the last entry of each.
             for chunk in records[..cut].chunks(3) {
@@ -79,19 +171,31 @@ fn restores_at_every_cut(statements: &str, records: &[Input]) {
                 first.take_changes(&mut committed).unwrap();
                 first.commit_state(&committed).unwrap();
                 changelog.extend(committed);
+                checkpoints.push((changelog.len(), copy(&stores)));
             }
-            let mut second = Pipeline::new(&plan, None).unwrap();
-            with_stores(&mut second);
-            second.clear_changelogged().unwrap();
-            for (k, v) in &changelog {
-                second.restore_change(k, v.as_deref()).unwrap();
+            let mut restarts = vec![(restored(&plan, &changelog, None), "from the start")];
+            if stored {
+                for (at, then) in &checkpoints {
+                    restarts.push((
+                        restored(&plan, &changelog, Some((then, *at))),
+                        "from a checkpoint, stores as then",
+                    ));
+                    restarts.push((
+                        // A copy: a run without recorded changes deletes expired
+                        // windows from its stores at once.
+                        restored(&plan, &changelog, Some((&copy(&stores), *at))),
+                        "from a checkpoint, stores as at the cut",
+                    ));
+                }
             }
-            second.finish_restore().unwrap();
-            run(&mut second, &records[cut..], &mut out);
-            assert_eq!(
-                out, whole,
-                "cut after {cut} records (state stores: {stored})"
-            );
+            for (mut second, how) in restarts {
+                let mut out = out.clone();
+                run(&mut second, &records[cut..], &mut out);
+                assert_eq!(
+                    out, whole,
+                    "cut after {cut} records (state stores: {stored}, restored {how})"
+                );
+            }
         }
     }
 }

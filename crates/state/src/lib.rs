@@ -7,19 +7,24 @@
 //! buffer. Two storages sit behind the same interface: RocksDB (a column family per
 //! store, one `WriteBatch` per commit) and memory (for the test driver). A property test
 //! runs random operation sequences against both and compares.
+//!
+//! A RocksDB database also keeps a checkpoint: how far into the changelog its stores
+//! are, so that a restart replays only the changelog's tail.
 
 mod memory;
 mod rocks;
 mod store;
 
 pub use memory::MemoryStorage;
-pub use rocks::{RocksStorage, StateDb};
+pub use rocks::{Checkpoint, RocksStorage, StateDb};
 pub use store::{KeyValueStore, Storage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("rocksdb: {0}")]
     Rocks(#[from] rocksdb::Error),
+    #[error("state directory: {0}")]
+    Io(String),
     #[error("state store {0} does not exist")]
     UnknownStore(String),
 }

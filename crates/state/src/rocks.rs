@@ -7,7 +7,7 @@ use rocksdb::{
     WriteBatch, WriteOptions,
 };
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 type Db = DBWithThreadMode<MultiThreaded>;
@@ -16,7 +16,22 @@ type Db = DBWithThreadMode<MultiThreaded>;
 #[derive(Clone)]
 pub struct StateDb {
     db: Arc<Db>,
+    path: PathBuf,
 }
+
+/// How far into its changelog the stores of a database are: every entry of the
+/// changelog partition before `offset` is in them (they may hold later ones too, which
+/// a restore from `offset` writes again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The checkpoint's file in the database's directory (RocksDB leaves files it does not
+/// know alone).
+const CHECKPOINT_FILE: &str = "sluice.checkpoint";
 
 impl StateDb {
     /// Opens (or creates) the database at `path` with its existing column families.
@@ -29,7 +44,69 @@ impl StateDb {
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = Db::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(StateDb { db: Arc::new(db) })
+        Ok(StateDb {
+            db: Arc::new(db),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Writes every store's memory tables to disk and waits: what the stores hold
+    /// survives a crash from now on (writes skip RocksDB's log, see `storage`).
+    pub fn flush(&self) -> Result<()> {
+        let names = Db::list_cf(&Options::default(), &self.path)?;
+        let handles: Vec<_> = names.iter().filter_map(|n| self.db.cf_handle(n)).collect();
+        let refs: Vec<_> = handles.iter().collect();
+        self.db
+            .flush_cfs_opt(&refs, &rocksdb::FlushOptions::default())?;
+        Ok(())
+    }
+
+    /// The checkpoint last written, if there is a readable one.
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        let text = std::fs::read_to_string(self.path.join(CHECKPOINT_FILE)).ok()?;
+        let mut fields = text.trim_end().rsplitn(3, ' ');
+        let offset = fields.next()?.parse().ok()?;
+        let partition = fields.next()?.parse().ok()?;
+        let topic = fields.next()?.to_string();
+        Some(Checkpoint {
+            topic,
+            partition,
+            offset,
+        })
+    }
+
+    /// Flushes the stores, then records how far into the changelog they are. The file
+    /// is replaced whole (written aside, synced, renamed), so a crash leaves the old
+    /// checkpoint or the new one.
+    pub fn write_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
+        self.flush()?;
+        let file = self.path.join(CHECKPOINT_FILE);
+        let aside = self.path.join(format!("{CHECKPOINT_FILE}.tmp"));
+        let text = format!(
+            "{} {} {}\n",
+            checkpoint.topic, checkpoint.partition, checkpoint.offset
+        );
+        let io = |e: std::io::Error| StateError::Io(format!("{}: {e}", file.display()));
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&aside).map_err(io)?;
+            f.write_all(text.as_bytes()).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&aside, &file).map_err(io)?;
+        Ok(())
+    }
+
+    /// Forgets the checkpoint, before the stores are cleared and rebuilt: until a new
+    /// one is written, a crash must rebuild them from the start.
+    pub fn remove_checkpoint(&self) -> Result<()> {
+        let file = self.path.join(CHECKPOINT_FILE);
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(StateError::Io(format!("{}: {e}", file.display())))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The storage of one store, creating its column family on first use.
@@ -103,5 +180,42 @@ impl Storage for RocksStorage {
         self.db.drop_cf(&self.cf)?;
         self.db.create_cf(&self.cf, &Options::default())?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_is_read_back_after_reopening_until_it_is_removed() {
+        let dir = std::env::temp_dir().join(format!("sluice-checkpoint-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let checkpoint = Checkpoint {
+            topic: "_sluice-x-query_1-state-changelog".into(),
+            partition: 3,
+            offset: 12345,
+        };
+        {
+            let db = StateDb::open(&dir).unwrap();
+            assert_eq!(db.checkpoint(), None);
+            let mut s = db.storage("aggregate-0").unwrap();
+            s.write(&BTreeMap::from([(b"k".to_vec(), Some(b"v".to_vec()))]))
+                .unwrap();
+            db.write_checkpoint(&checkpoint).unwrap();
+        }
+        let db = StateDb::open(&dir).unwrap();
+        assert_eq!(db.checkpoint(), Some(checkpoint));
+        assert_eq!(
+            db.storage("aggregate-0").unwrap().get(b"k").unwrap(),
+            Some(b"v".to_vec())
+        );
+        db.remove_checkpoint().unwrap();
+        assert_eq!(db.checkpoint(), None);
+        db.remove_checkpoint().unwrap();
+        std::fs::write(dir.join(CHECKPOINT_FILE), "garbage").unwrap();
+        assert_eq!(db.checkpoint(), None);
+        drop(db);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
