@@ -11,12 +11,11 @@
 //! committed. When a worker dies or leaves, the group gives its leases to the others,
 //! which restore the tasks' state and go on; their producers fence the old holder's.
 //!
-//! - **exactly_once_v2** (the default): a transactional producer per worker thread,
-//!   shared by its tasks. Every commit interval, the output records of all its tasks,
-//!   the changelog records of the state they changed, and the consumed offsets commit
-//!   in one transaction; everything reads `read_committed`. Leases move only between
-//!   transactions (see `run_worker`), and a worker that lost its leases without
-//!   knowing is fenced by the group generation its transaction carries.
+//! - **exactly_once_v2** (the default): a transactional producer per task whose id is
+//!   the task's, so a task's next holder fences the previous one and aborts its open
+//!   transaction. Every commit interval, the interval's output records, the changelog
+//!   records of the state it changed, and the consumed offsets commit in one
+//!   transaction; everything reads `read_committed`.
 //! - **at_least_once**: every interval the producer is flushed (outputs and changelog),
 //!   then the offsets are committed; a crash in between repeats records.
 //!
@@ -41,7 +40,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sluice_plan::{QueryPlan, Step};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -344,39 +343,15 @@ fn retry<T>(
 }
 
 /// Counts failed deliveries so the loop never commits offsets past a lost record, and
-/// notes how far the tasks' changelog partitions are written (for their checkpoints).
+/// notes how far the task's changelog partition is written (for its checkpoints).
 #[derive(Default)]
 struct DeliveryTracker {
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
-    /// Per changelog topic and partition of the worker's tasks, the offset after the
-    /// last record delivered to it.
-    changelog_ends: Mutex<HashMap<String, HashMap<i32, i64>>>,
-}
-
-impl DeliveryTracker {
-    /// The offset after the last record delivered to a changelog partition (0: none).
-    fn changelog_end(&self, topic: &str, partition: i32) -> i64 {
-        let ends = self
-            .changelog_ends
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        ends.get(topic)
-            .and_then(|t| t.get(&partition))
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Starts noting deliveries to a task's changelog partition.
-    fn track_changelog(&self, topic: &str, partition: i32) {
-        let mut ends = self
-            .changelog_ends
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        ends.entry(topic.to_string())
-            .or_default()
-            .insert(partition, 0);
-    }
+    /// The task's changelog partition, when it has one...
+    changelog: Option<(String, i32)>,
+    /// ... and the offset after the last record delivered to it.
+    changelog_end: AtomicI64,
 }
 
 impl ClientContext for DeliveryTracker {}
@@ -392,15 +367,12 @@ impl ProducerContext for DeliveryTracker {
                 first.get_or_insert_with(|| e.to_string());
             }
             Ok(msg) => {
-                let mut ends = self
-                    .changelog_ends
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                if let Some(end) = ends
-                    .get_mut(msg.topic())
-                    .and_then(|t| t.get_mut(&msg.partition()))
+                if let Some((topic, partition)) = &self.changelog
+                    && msg.partition() == *partition
+                    && msg.topic() == topic
                 {
-                    *end = (*end).max(msg.offset() + 1);
+                    self.changelog_end
+                        .fetch_max(msg.offset() + 1, Ordering::SeqCst);
                 }
             }
         }
@@ -607,14 +579,6 @@ fn plan_parts(plan: &QueryPlan, config: &QueryConfig) -> Result<Vec<Part>> {
 
 /// Runs the query's tasks that one member of its group (a worker thread) holds, until
 /// the query stops. Tasks come and go with the group's rebalances.
-///
-/// The worker's tasks share one producer and, under exactly-once, one transaction per
-/// commit interval. The lease consumer, whose rebalances hand out and take back tasks,
-/// is polled only while no transaction is open (right after a commit, or when nothing
-/// was read since): a task taken away has committed all it did, so its next holder
-/// starts exactly where it stopped. A worker that stops polling (a crash, a stall) is
-/// fenced by the group generation its transaction carries (`send_offsets_to_transaction`)
-/// and, after a crash, by its own next start, whose producer has the same id.
 fn run_worker(
     name: &str,
     plan: &QueryPlan,
@@ -655,36 +619,60 @@ fn run_worker(
         .create()?;
     let mut held = Held {
         tasks: BTreeMap::new(),
-        output: WorkerOutput::new(config, worker, &server_instance(config))?,
         stats,
         worker,
     };
     let mut seen_moves = 0;
     let mut last_commit = Instant::now();
     let mut waiting_since = Instant::now();
-    let mut healthy_since: Option<Instant> = None;
     let mut was_paused = false;
-    // Whether anything was read since the last commit.
-    let mut dirty = false;
-    let mut offsets = BTreeMap::new();
     const MAX_BATCH: usize = 2000;
     loop {
         let stopping = stop.load(Ordering::SeqCst);
-        if !dirty && !held.output.open {
-            let idle = held.tasks.is_empty();
-            match lease.poll(if idle && !stopping {
-                Duration::from_millis(100)
-            } else {
-                Duration::ZERO
-            }) {
-                None | Some(Ok(_)) => {}
-                Some(Err(e)) if is_transient(&e) => {}
-                Some(Err(e)) => return Err(e.into()),
+        let idle = held.tasks.is_empty();
+        match lease.poll(if idle && !stopping {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        }) {
+            None | Some(Ok(_)) => {}
+            Some(Err(e)) if is_transient(&e) => {}
+            Some(Err(e)) => return Err(e.into()),
+        }
+        let moves = lease.context().moves.load(Ordering::SeqCst);
+        if moves != seen_moves {
+            seen_moves = moves;
+            let owned: BTreeSet<i32> = lease
+                .context()
+                .owned()
+                .into_iter()
+                .filter(|p| (*p as u32) < layout.tasks)
+                .collect();
+            // A task that moved away drops what it did since its last commit (its new
+            // holder fenced it anyway).
+            held.tasks.retain(|p, task| {
+                let keep = owned.contains(p);
+                if !keep {
+                    tracing::info!(query = name, task = p, "the task moved to another worker");
+                    task.abort();
+                }
+                keep
+            });
+            for p in owned {
+                if let std::collections::btree_map::Entry::Vacant(slot) = held.tasks.entry(p) {
+                    slot.insert(Task::start(name, plan, config, layout, p, &lease, stats)?);
+                }
             }
-            let moves = lease.context().moves.load(Ordering::SeqCst);
-            if moves != seen_moves {
-                seen_moves = moves;
-                held.take_moves(name, plan, config, layout, &lease, &reader)?;
+            held.publish();
+            assign(&reader, &held.tasks)?;
+            if !held.tasks.is_empty() {
+                tracing::info!(
+                    query = name,
+                    tasks = ?held.tasks.keys().collect::<Vec<_>>(),
+                    of = layout.tasks,
+                    exactly_once = config.exactly_once,
+                    "running tasks"
+                );
             }
         }
         if held.tasks.is_empty() {
@@ -710,7 +698,7 @@ fn run_worker(
         }
         if !stopping && paused {
             // Paused: nothing is read; the leases are still served above.
-            std::thread::sleep(Duration::from_millis(50));
+            let _ = lease.poll(Duration::from_millis(50));
         } else if !stopping {
             let mut timeout = Duration::from_millis(50);
             let mut read = 0;
@@ -735,51 +723,20 @@ fn run_worker(
                 };
                 if let Some(task) = held.tasks.get_mut(&p) {
                     task.read(&msg, name, config, stats)?;
-                    dirty = true;
                 }
             }
         }
         let commit_due = stopping || last_commit.elapsed() >= config.commit_interval;
         for task in held.tasks.values_mut() {
-            task.process(
-                commit_due,
-                name,
-                config,
-                &mut held.output,
-                &mut offsets,
-                stats,
-            )?;
+            task.process(commit_due, name, config, &lease, stats)?;
         }
         if commit_due {
             last_commit = Instant::now();
-            let commit_started = Instant::now();
-            let work = held.output.open || !offsets.is_empty();
-            held.output.commit(&lease, &offsets)?;
-            offsets.clear();
-            dirty = false;
-            for task in held.tasks.values_mut() {
-                task.committed(name, config, &held.output)?;
-            }
-            if work {
-                stats.commits.fetch_add(1, Ordering::Relaxed);
-                stats.commit_micros.fetch_add(
-                    commit_started.elapsed().as_micros() as u64,
-                    Ordering::Relaxed,
-                );
-            }
-            // A query that has committed for a while after a restart is healthy again.
-            match healthy_since {
-                None => healthy_since = Some(Instant::now()),
-                Some(t) if t.elapsed() > Duration::from_secs(5) => {
-                    stats.restarts.store(0, Ordering::Relaxed);
-                }
-                Some(_) => {}
-            }
         }
         if stopping {
             // Everything is committed: the next start needs no more than the stores.
             for task in held.tasks.values_mut() {
-                task.checkpoint(&held.output, name);
+                task.checkpoint(name);
             }
             tracing::info!(query = name, "query stopped");
             return Ok(());
@@ -787,47 +744,10 @@ fn run_worker(
     }
 }
 
-/// This server's name in the ids of its queries' transactional producers: kept in the
-/// query's state directory, so that it is the same after a restart and differs between
-/// servers (which have their own directories). Without a state directory, new at every
-/// start.
-fn server_instance(config: &QueryConfig) -> String {
-    let fresh = || {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        h.write_u32(std::process::id());
-        format!("{:016x}", h.finish())
-    };
-    let Some(dir) = &config.state_dir else {
-        return fresh();
-    };
-    let file = dir.join("instance");
-    if let Ok(id) = std::fs::read_to_string(&file)
-        && !id.trim().is_empty()
-    {
-        return id.trim().to_string();
-    }
-    let id = fresh();
-    if let Err(e) = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&file, &id)) {
-        tracing::warn!(
-            "cannot keep this server's instance id in {}: {e}",
-            file.display()
-        );
-    }
-    id
-}
-
-/// The tasks a worker holds and the producer they share, with the tasks published to
-/// the query's stats (and withdrawn when the worker ends, however it ends).
+/// The tasks a worker holds, published to the query's stats (and withdrawn when the
+/// worker ends, however it ends).
 struct Held<'a> {
     tasks: BTreeMap<i32, Task>,
-    output: WorkerOutput,
     stats: &'a QueryStats,
     worker: usize,
 }
@@ -836,68 +756,13 @@ impl Held<'_> {
     fn publish(&self) {
         self.stats.set_worker_tasks(self.worker, self.tasks.len());
     }
-
-    /// Follows a rebalance of the leases: drops the tasks taken away (everything they
-    /// did is committed: the lease consumer is polled only then) and starts those
-    /// given.
-    fn take_moves(
-        &mut self,
-        name: &str,
-        plan: &QueryPlan,
-        config: &QueryConfig,
-        layout: &Layout,
-        lease: &LeaseConsumer,
-        reader: &BaseConsumer,
-    ) -> Result<()> {
-        let owned: BTreeSet<i32> = lease
-            .context()
-            .owned()
-            .into_iter()
-            .filter(|p| (*p as u32) < layout.tasks)
-            .collect();
-        let output = &self.output;
-        self.tasks.retain(|p, task| {
-            let keep = owned.contains(p);
-            if !keep {
-                // Its next holder, if on this server, restores from here.
-                task.checkpoint(output, name);
-                tracing::info!(query = name, task = p, "the task moved to another worker");
-            }
-            keep
-        });
-        for p in owned {
-            if let std::collections::btree_map::Entry::Vacant(slot) = self.tasks.entry(p) {
-                let task = Task::start(
-                    name,
-                    plan,
-                    config,
-                    layout,
-                    p,
-                    lease,
-                    &self.output,
-                    self.stats,
-                )?;
-                slot.insert(task);
-            }
-        }
-        self.publish();
-        assign(reader, &self.tasks)?;
-        if !self.tasks.is_empty() {
-            tracing::info!(
-                query = name,
-                tasks = ?self.tasks.keys().collect::<Vec<_>>(),
-                of = layout.tasks,
-                exactly_once = config.exactly_once,
-                "running tasks"
-            );
-        }
-        Ok(())
-    }
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.output.abort();
+        for task in self.tasks.values_mut() {
+            task.abort();
+        }
         self.stats.set_worker_tasks(self.worker, 0);
     }
 }
@@ -937,11 +802,12 @@ fn assign(reader: &BaseConsumer, tasks: &BTreeMap<i32, Task>) -> Result<()> {
 }
 
 /// One task: a pipeline over one partition of each source (or all of them), with its
-/// own state, and what it did since its last commit.
+/// own state, its own transactional producer, and what it did since its last commit.
 struct Task {
     /// The sources' partition it reads; None: every partition.
     partition: Option<i32>,
     pipeline: Pipeline,
+    producer: QueryProducer,
     topics: Vec<String>,
     sink_topic: String,
     changelog: Option<(String, i32)>,
@@ -960,7 +826,9 @@ struct Task {
     changes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     problems: Vec<Vec<u8>>,
     cache: Option<SinkCache>,
+    in_transaction: bool,
     reads_headers: bool,
+    healthy_since: Option<Instant>,
     counts_input: bool,
     counts_output: bool,
     /// The repartition topics whose committed records the task deletes, the client
@@ -977,10 +845,8 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
 
 impl Task {
-    /// Takes over task `index`: restores its state, and is then ready to read from the
-    /// group's committed offsets. Called only when the worker has no transaction open
-    /// (see `run_worker`), so the task's previous holder has committed all it did.
-    #[allow(clippy::too_many_arguments)]
+    /// Takes over task `index`: fences its previous holder, restores its state, and is
+    /// then ready to read from the group's committed offsets.
     fn start(
         name: &str,
         plan: &QueryPlan,
@@ -988,7 +854,6 @@ impl Task {
         layout: &Layout,
         index: i32,
         lease: &LeaseConsumer,
-        output: &WorkerOutput,
         stats: &QueryStats,
     ) -> Result<Task> {
         let partition = (layout.tasks > 1).then_some(index);
@@ -1022,11 +887,36 @@ impl Task {
             .map(|t| t.to_string())
             .collect();
         let sink_topic = pipeline.sink_topic().to_string();
+        let mut producer_config = ClientConfig::new();
+        producer_config
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("client.id", format!("{}-producer", config.group_id))
+            // Java's default partitioner, so keys land where ksqlDB would put them.
+            .set("partitioner", "murmur2_random")
+            .set("enable.idempotence", "true")
+            // Kafka Streams' default: records go out in batches between commits, which
+            // flush them anyway; fewer, larger requests for the broker.
+            .set("linger.ms", "100");
+        if config.exactly_once {
+            // One id per task: its next holder's producer fences this one and aborts
+            // its open transaction at once.
+            let id = match partition {
+                Some(p) => format!("{}-task-{p}", config.group_id),
+                None => config.group_id.clone(),
+            };
+            producer_config
+                .set("transactional.id", id)
+                .set("transaction.timeout.ms", "30000");
+        }
         let changelog = pipeline
             .has_changelog()
             .then(|| (config.changelog_topic(), index));
-        if let Some((topic, p)) = &changelog {
-            output.producer.context().track_changelog(topic, *p);
+        let producer: QueryProducer = producer_config.create_with_context(DeliveryTracker {
+            changelog: changelog.clone(),
+            ..DeliveryTracker::default()
+        })?;
+        if config.exactly_once {
+            producer.init_transactions(TIMEOUT)?;
         }
         // A join keeps rows of its inputs (a table's current rows, a window's recent
         // stream rows): each such input's topic is read again up to where the group
@@ -1070,6 +960,7 @@ impl Task {
             partition,
             reads_headers: pipeline.reads_headers(),
             pipeline,
+            producer,
             topics,
             sink_topic,
             changelog,
@@ -1082,6 +973,8 @@ impl Task {
             changes: Vec::new(),
             problems: Vec::new(),
             cache,
+            in_transaction: false,
+            healthy_since: None,
             counts_input: layout.counts_input,
             counts_output: layout.counts_output,
             purger: if purges.is_empty() {
@@ -1123,12 +1016,12 @@ impl Task {
     /// commit (or a restore): the stores hold every changelog entry this task's
     /// producer delivered, all committed, and every entry before those. A failure only
     /// means a longer restore.
-    fn checkpoint(&mut self, output: &WorkerOutput, name: &str) {
+    fn checkpoint(&mut self, name: &str) {
         self.last_checkpoint = Instant::now();
         let (Some(db), Some((topic, partition))) = (&self.state_db, &self.changelog) else {
             return;
         };
-        let delivered = output.producer.context().changelog_end(topic, *partition);
+        let delivered = self.producer.context().changelog_end.load(Ordering::SeqCst);
         let checkpoint = sluice_state::Checkpoint {
             topic: topic.clone(),
             partition: *partition,
@@ -1136,6 +1029,14 @@ impl Task {
         };
         if let Err(e) = db.write_checkpoint(&checkpoint) {
             tracing::warn!(query = name, "cannot write the state's checkpoint: {e}");
+        }
+    }
+
+    /// Drops what the task did since its last commit.
+    fn abort(&mut self) {
+        if self.in_transaction {
+            let _ = self.producer.abort_transaction(TIMEOUT);
+            self.in_transaction = false;
         }
     }
 
@@ -1208,15 +1109,13 @@ impl Task {
     }
 
     /// Runs what was read through the pipeline and sends the results; at a commit, also
-    /// the state's changes and the offsets to commit (which the worker commits with
-    /// every task's, then calls `committed`).
+    /// the state's changes, then commits them with the offsets read.
     fn process(
         &mut self,
         commit_due: bool,
         name: &str,
         config: &QueryConfig,
-        output: &mut WorkerOutput,
-        offsets: &mut BTreeMap<(String, i32), i64>,
+        lease: &LeaseConsumer,
         stats: &QueryStats,
     ) -> Result<()> {
         let pipeline = &mut self.pipeline;
@@ -1253,9 +1152,22 @@ impl Task {
                 cache.drain_into(&mut self.out);
             }
         }
+        if commit_due {
+            // The state changes of the interval go to the changelog with its outputs.
+            pipeline.take_changes(&mut self.changes)?;
+        }
+        let work = !self.out.is_empty()
+            || !self.problems.is_empty()
+            || !self.changes.is_empty()
+            || (commit_due && !self.offsets.is_empty());
+        let producer = &self.producer;
+        if config.exactly_once && !self.in_transaction && work {
+            producer.begin_transaction()?;
+            self.in_transaction = true;
+        }
         if let Some(topic) = &config.processing_log_topic {
             for p in self.problems.drain(..) {
-                output.send(BaseRecord::to(topic).payload(p.as_slice()))?;
+                send(producer, BaseRecord::to(topic).payload(p.as_slice()))?;
             }
         }
         for r in self.out.drain(..) {
@@ -1266,7 +1178,7 @@ impl Task {
             if let Some(v) = &r.value {
                 record = record.payload(v.as_slice());
             }
-            output.send(record)?;
+            send(producer, record)?;
             if self.counts_output {
                 stats.records_out.fetch_add(1, Ordering::Relaxed);
             }
@@ -1274,8 +1186,6 @@ impl Task {
         if !commit_due {
             return Ok(());
         }
-        // The state changes of the interval go to the changelog with its outputs.
-        self.pipeline.take_changes(&mut self.changes)?;
         if let Some((topic, partition)) = &self.changelog {
             let now = now_millis();
             for (k, v) in &self.changes {
@@ -1286,123 +1196,46 @@ impl Task {
                 if let Some(v) = v {
                     record = record.payload(v.as_slice());
                 }
-                output.send(record)?;
+                send(producer, record)?;
             }
         }
-        offsets.append(&mut self.offsets);
-        Ok(())
-    }
-
-    /// After the worker's commit: the interval's state changes, now in the changelog,
-    /// reach the local stores; a checkpoint and a purge follow when due.
-    fn committed(&mut self, name: &str, config: &QueryConfig, output: &WorkerOutput) -> Result<()> {
+        let commit_started = Instant::now();
+        if config.exactly_once {
+            if self.in_transaction {
+                // Out of the transaction whatever happens: a failed commit aborted it.
+                self.in_transaction = false;
+                commit_transaction(producer, lease, &self.offsets)?;
+                self.offsets.clear();
+            }
+        } else {
+            flush_producer(producer)?;
+            commit_offsets(lease, &self.offsets)?;
+            self.offsets.clear();
+        }
+        // Only now that the changelog holds them do the changes reach local stores.
         self.pipeline.commit_state(&self.changes)?;
         self.changes.clear();
         if self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
-            self.checkpoint(output, name);
+            self.checkpoint(name);
         }
         if self.last_purge.elapsed() >= config.purge_interval {
             self.last_purge = Instant::now();
             self.purge(name);
         }
-        Ok(())
-    }
-}
-
-/// A worker's producer, shared by its tasks: under exactly-once one transaction at a
-/// time carries every task's outputs, changelog records and offsets (Kafka Streams'
-/// exactly_once_v2, a producer per thread).
-struct WorkerOutput {
-    producer: QueryProducer,
-    exactly_once: bool,
-    /// Whether a transaction is open: something was sent or is to be committed since
-    /// the last commit.
-    open: bool,
-}
-
-impl WorkerOutput {
-    /// The producer of worker `slot` of the query on this server. Under exactly-once
-    /// its transactional id is the worker's own and the server's (`instance`), so the
-    /// same worker of the same server, started again after a crash, fences its
-    /// previous producer and aborts its open transaction at once.
-    fn new(config: &QueryConfig, slot: usize, instance: &str) -> Result<WorkerOutput> {
-        let mut producer_config = ClientConfig::new();
-        producer_config
-            .set("bootstrap.servers", &config.bootstrap_servers)
-            .set("client.id", format!("{}-producer", config.group_id))
-            // Java's default partitioner, so keys land where ksqlDB would put them.
-            .set("partitioner", "murmur2_random")
-            .set("enable.idempotence", "true")
-            // Kafka Streams' default: records go out in batches between commits, which
-            // flush them anyway; fewer, larger requests for the broker.
-            .set("linger.ms", "100");
-        if config.exactly_once {
-            producer_config
-                .set(
-                    "transactional.id",
-                    format!("{}-{instance}-{slot}", config.group_id),
-                )
-                // Kafka Streams' value under exactly-once: a transaction a crashed
-                // server left open (on another server, whose id differs) holds up
-                // the readers of its partitions this long at most.
-                .set("transaction.timeout.ms", "10000");
-        }
-        let producer: QueryProducer =
-            producer_config.create_with_context(DeliveryTracker::default())?;
-        if config.exactly_once {
-            producer.init_transactions(TIMEOUT)?;
-        }
-        Ok(WorkerOutput {
-            producer,
-            exactly_once: config.exactly_once,
-            open: false,
-        })
-    }
-
-    fn begin(&mut self) -> Result<()> {
-        if !self.open {
-            if self.exactly_once {
-                self.producer.begin_transaction()?;
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        stats.commit_micros.fetch_add(
+            commit_started.elapsed().as_micros() as u64,
+            Ordering::Relaxed,
+        );
+        // A query that has committed for a while after a restart is healthy again.
+        match self.healthy_since {
+            None => self.healthy_since = Some(Instant::now()),
+            Some(t) if t.elapsed() > Duration::from_secs(5) => {
+                stats.restarts.store(0, Ordering::Relaxed);
             }
-            self.open = true;
+            Some(_) => {}
         }
         Ok(())
-    }
-
-    fn send(&mut self, record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
-        self.begin()?;
-        send(&self.producer, record)
-    }
-
-    /// Commits what was sent with the offsets read: in one transaction under
-    /// exactly-once, else by committing the offsets once everything is delivered.
-    fn commit(
-        &mut self,
-        lease: &LeaseConsumer,
-        offsets: &BTreeMap<(String, i32), i64>,
-    ) -> Result<()> {
-        if !offsets.is_empty() {
-            self.begin()?;
-        }
-        if !self.open {
-            return Ok(());
-        }
-        // Out of the transaction whatever happens: a failed commit aborted it.
-        self.open = false;
-        if self.exactly_once {
-            commit_transaction(&self.producer, lease, offsets)
-        } else {
-            flush_producer(&self.producer)?;
-            commit_offsets(lease, offsets)
-        }
-    }
-
-    /// Drops what was sent since the last commit.
-    fn abort(&mut self) {
-        if self.open && self.exactly_once {
-            let _ = self.producer.abort_transaction(TIMEOUT);
-        }
-        self.open = false;
     }
 }
 
