@@ -36,6 +36,9 @@ pub struct CrashRun {
     /// Runs only the non-windowed COUNT and SUM per key (whose groups are in RocksDB):
     /// to see that query's memory alone.
     pub only_totals: bool,
+    /// After the run, restarts the server three ways and measures how long its queries
+    /// take to restore their state (`CrashReport::restores`).
+    pub restore_timing: bool,
 }
 
 /// What happens to the run at each of its random moments.
@@ -64,6 +67,9 @@ pub struct CrashReport {
     pub server_cpu_seconds: Option<f64>,
     pub csas_records: usize,
     pub ctas_records: usize,
+    /// With `restore_timing`: per way of restarting, the changelog entries the queries
+    /// read back and the seconds their tasks spent restoring (summed over tasks).
+    pub restores: Vec<(&'static str, f64, f64)>,
 }
 
 const WINDOW_MS: i64 = 60_000;
@@ -280,6 +286,11 @@ impl CrashRun {
             self.check_table("Buckets", per_bucket, &buckets_out)?;
         }
         self.check_table("Totals", per_key, &totals_out)?;
+        let restores = if self.restore_timing {
+            restore_timings(&mut server)
+        } else {
+            Vec::new()
+        };
         Ok(CrashReport {
             elapsed,
             rate: self.records as f64 / elapsed.as_secs_f64(),
@@ -287,6 +298,7 @@ impl CrashRun {
             server_cpu_seconds,
             csas_records: csas_out.len(),
             ctas_records: ctas_out.len(),
+            restores,
         })
     }
 
@@ -402,6 +414,61 @@ impl CrashRun {
 }
 
 /// Whether every group committed the end offset of every partition of `topic`.
+/// Restarts the server after a clean stop (its stores checkpointed), after a kill (the
+/// checkpoints written after the last restore, and a changelog tail), and after a kill
+/// with every checkpoint removed (the whole changelog read again), and measures each
+/// restore.
+fn restore_timings(server: &mut Server) -> Vec<(&'static str, f64, f64)> {
+    fn remove_checkpoints(dir: &std::path::Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                remove_checkpoints(&path);
+            } else if path.file_name().is_some_and(|n| n == "sluice.checkpoint") {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    let ids: Vec<String> = server.query_ids().into_iter().map(|(id, _)| id).collect();
+    let tasks = |server: &Server| -> Vec<f64> {
+        ids.iter()
+            .map(|id| server.metric("sluice_query_tasks", id).unwrap_or(0.0))
+            .collect()
+    };
+    let all_tasks = tasks(server);
+    let mut out = Vec::new();
+    for way in ["clean stop", "kill", "kill, no checkpoint"] {
+        match way {
+            "clean stop" => server.restart(),
+            _ => {
+                server.kill();
+                if way == "kill, no checkpoint" {
+                    remove_checkpoints(server.state_dir());
+                }
+                server.restart();
+            }
+        }
+        // Every task back and none restoring.
+        crate::eventually(Duration::from_secs(600), "every task to restore", || {
+            let restoring: f64 = ids
+                .iter()
+                .map(|id| server.metric("sluice_query_restoring", id).unwrap_or(1.0))
+                .sum();
+            (tasks(server) == all_tasks && restoring == 0.0).then_some(())
+        });
+        let sum = |name: &str| -> f64 { ids.iter().filter_map(|id| server.metric(name, id)).sum() };
+        out.push((
+            way,
+            sum("sluice_query_restored_entries"),
+            sum("sluice_query_restore_seconds"),
+        ));
+    }
+    out
+}
+
 /// Waits until every persistent query of the server runs tasks with their state
 /// restored.
 fn running(server: &Server) {

@@ -15,6 +15,7 @@ fn run(exactly_once: bool, cache: bool, seed: u64) {
         cache,
         seed,
         only_totals: false,
+        restore_timing: false,
     };
     if let Err(e) = run.run() {
         panic!("{run:?}: {e}");
@@ -47,6 +48,7 @@ fn a_second_server_takes_over_exactly_once() {
         cache: true,
         seed: 11,
         only_totals: false,
+        restore_timing: false,
     };
     if let Err(e) = run.run() {
         panic!("{run:?}: {e}");
@@ -70,6 +72,7 @@ fn exactly_once_survives_broker_restarts() {
         cache: false,
         seed: 3,
         only_totals: false,
+        restore_timing: false,
     };
     if let Err(e) = run.run() {
         panic!("{run:?}: {e}");

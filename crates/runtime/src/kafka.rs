@@ -158,8 +158,8 @@ pub struct QueryStats {
     /// State entries read back from the changelog at the last start, and how long that took.
     pub restored_entries: AtomicU64,
     pub restore_millis: AtomicU64,
-    /// Whether the query is restoring its state now.
-    pub restoring: AtomicBool,
+    /// How many of the query's tasks here are restoring their state now.
+    pub restoring: AtomicU64,
 }
 
 /// A worker thread's tasks, and whether it has seen that the query is paused.
@@ -935,9 +935,9 @@ impl Task {
         }
         let mut restored_to = 0;
         if let Some((topic, p)) = &changelog {
-            stats.restoring.store(true, Ordering::Relaxed);
+            stats.restoring.fetch_add(1, Ordering::Relaxed);
             let restored = restore_changelog(&mut pipeline, topic, *p, db.as_ref(), config, name);
-            stats.restoring.store(false, Ordering::Relaxed);
+            stats.restoring.fetch_sub(1, Ordering::Relaxed);
             let (entries, took, end) = restored?;
             restored_to = end;
             stats.restored_entries.fetch_add(entries, Ordering::Relaxed);

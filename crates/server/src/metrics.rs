@@ -113,8 +113,8 @@ const QUERY_FIGURES: &[QueryFigure] = &[
     (
         "sluice_query_restoring",
         "gauge",
-        "1 while the query restores its state from its changelog.",
-        |s| s.restoring.load(Ordering::Relaxed) as u8 as f64,
+        "The query's tasks restoring their state from its changelog now.",
+        |s| s.restoring.load(Ordering::Relaxed) as f64,
     ),
     (
         "sluice_query_restored_entries",

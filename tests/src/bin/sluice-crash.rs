@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: sluice-crash [--records N] [--keys N] [--partitions N] [--kills N] \
 [--guarantee exactly_once_v2|at_least_once] \
-[--disruption kill-server|restart-broker|fail-over] [--commit-interval-ms N] [--cache on|off] [--seed N] [--only-totals on|off]";
+[--disruption kill-server|restart-broker|fail-over] [--commit-interval-ms N] [--cache on|off] [--seed N] [--only-totals on|off] [--restore-timing on|off]";
 
 fn main() -> ExitCode {
     let mut run = CrashRun {
@@ -27,6 +27,7 @@ fn main() -> ExitCode {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1),
         only_totals: false,
+        restore_timing: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -48,6 +49,12 @@ fn main() -> ExitCode {
                 _ => None,
             }
             .map(|on| run.only_totals = on),
+            "--restore-timing" => match value.as_str() {
+                "on" => Some(true),
+                "off" => Some(false),
+                _ => None,
+            }
+            .map(|on| run.restore_timing = on),
             "--cache" => match value.as_str() {
                 "on" => Some(true),
                 "off" => Some(false),
@@ -94,6 +101,11 @@ fn main() -> ExitCode {
                     .peak_rss_mib
                     .map_or("unknown".to_string(), |m| m.to_string())
             );
+            for (way, entries, seconds) in &report.restores {
+                println!(
+                    "restart after {way}: {entries:.0} changelog entries read back, {seconds:.2} s of restore over the tasks"
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
