@@ -1861,8 +1861,19 @@ fn plan_create_as(
     let key_format = match key_format {
         Some(k) => k,
         None if out_schema.keys().next().is_none() => FormatKind::None,
-        // A result with a key cannot inherit NONE: ksqlDB keys it in its value format.
-        None if source.topic.key_format.kind == FormatKind::None => value_format,
+        // A result with a key cannot inherit NONE. A join keys it as the side it was
+        // repartitioned to meet (the first with a key format); otherwise ksqlDB keys it
+        // in its value format.
+        None if source.topic.key_format.kind == FormatKind::None => joined
+            .as_ref()
+            .filter(|_| !grouped)
+            .and_then(|j| {
+                j.sources
+                    .iter()
+                    .map(|s| s.topic.key_format.kind)
+                    .find(|k| *k != FormatKind::None)
+            })
+            .unwrap_or(value_format),
         None => source.topic.key_format.kind,
     };
     let inherit = |f: &Format, kind: FormatKind| if f.kind == kind { f.delimiter } else { None };
