@@ -83,8 +83,11 @@ pub struct QueryConfig {
 /// The most parts a query is cut into: two repartition writers and a reader.
 const MAX_PARTS: usize = 2;
 
-/// Groups of a RocksDB-backed aggregation kept in memory between commits, at most.
+/// Groups of a RocksDB-backed aggregation kept in memory between commits, at most,
+/// shared among the query's tasks (each keeps its part, but never fewer than
+/// `MIN_CACHED_GROUPS`): a query's memory does not grow with its partitions.
 const CACHED_GROUPS: usize = 100_000;
+const MIN_CACHED_GROUPS: usize = 10_000;
 
 impl QueryConfig {
     /// The topic the query's state is changelogged to (compacted, a partition per
@@ -878,7 +881,7 @@ impl Task {
                     };
                     Ok(Box::new(db.storage(name)?))
                 },
-                CACHED_GROUPS,
+                (CACHED_GROUPS / layout.tasks.max(1) as usize).max(MIN_CACHED_GROUPS),
             )?;
         }
         let topics: Vec<String> = pipeline
