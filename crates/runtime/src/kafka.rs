@@ -20,7 +20,9 @@
 //!   then the offsets are committed; a crash in between repeats records.
 //!
 //! State: aggregations and materialized tables write what changed each interval to the
-//! query's compacted changelog topic and are rebuilt from it on start; a join's rows are
+//! query's compacted changelog topic and are rebuilt from it on start (state stores kept
+//! from an earlier run replay only what follows their checkpoint, see
+//! `restore_changelog`); a join's rows are
 //! rebuilt from its input topics, read again up to the committed offsets (see
 //! `restore_input`). A failure anywhere (a delivery error, an aborted transaction, a
 //! broker gone) drops the consumer, producer and state and starts again from the last
