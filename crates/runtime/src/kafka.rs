@@ -961,7 +961,7 @@ impl Task {
             .filter(|t| !replayed.iter().any(|i| topics.get(*i) == Some(*t)))
             .cloned()
             .collect();
-        Ok(Task {
+        let mut task = Task {
             partition,
             reads_headers: pipeline.reads_headers(),
             pipeline,
@@ -989,7 +989,11 @@ impl Task {
             },
             purges,
             last_purge: Instant::now(),
-        })
+        };
+        // The restored stores are as far as the changelog's end: a crash from here on
+        // replays only what follows.
+        task.checkpoint(name);
+        Ok(task)
     }
 
     /// Deletes the records of the repartition topics it reads that the task has
@@ -1503,7 +1507,8 @@ fn read_up_to(
 /// how far into the changelog they are, are kept, and only the changelog's tail is
 /// replayed onto them (state in memory is still read from the start). Otherwise they
 /// are rebuilt from the start, with the checkpoint removed first: a crash mid-way must
-/// not leave half-built stores that a checkpoint vouches for.
+/// not leave half-built stores that a checkpoint vouches for. The task writes the new
+/// checkpoint once it is built (`Task::checkpoint`).
 fn restore_changelog(
     pipeline: &mut Pipeline,
     topic: &str,
@@ -1574,15 +1579,6 @@ fn restore_changelog(
         },
     )?;
     pipeline.finish_restore()?;
-    if let Some(db) = db
-        && stored.iter().any(|s| *s)
-    {
-        db.write_checkpoint(&sluice_state::Checkpoint {
-            topic: topic.to_string(),
-            partition,
-            offset: end,
-        })?;
-    }
     tracing::info!(
         query = name,
         topic,
