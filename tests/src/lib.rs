@@ -301,15 +301,41 @@ impl Server {
         body
     }
 
+    /// The rows of a `/query` response (its header and final message left out); panics
+    /// unless the query answers with 200.
+    pub fn query_rows(&self, sql: &str) -> Vec<Value> {
+        let resp = ureq::post(&format!("{}/query", self.url))
+            .config()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .send_json(json!({"ksql": sql}))
+            .expect("the server answers");
+        let status = resp.status();
+        let text = resp.into_body().read_to_string().expect("a body");
+        assert_eq!(status, 200, "{sql}: {text}");
+        let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        body.as_array()
+            .expect("an array")
+            .iter()
+            .filter_map(|e| e.get("row").map(|r| r["columns"].clone()))
+            .collect()
+    }
+
     /// A persistent query's figure `name` from /metrics; `None` until it is published.
     pub fn metric(&self, name: &str, query_id: &str) -> Option<f64> {
+        self.sample(name, "query", query_id)
+    }
+
+    /// The sample of the /metrics family `name` whose one label is `label="value"`.
+    pub fn sample(&self, name: &str, label: &str, value: &str) -> Option<f64> {
         let text = ureq::get(&format!("{}/metrics", self.url))
             .call()
             .ok()?
             .into_body()
             .read_to_string()
             .ok()?;
-        let prefix = format!("{name}{{query=\"{query_id}\"}} ");
+        let prefix = format!("{name}{{{label}=\"{value}\"}} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&prefix))
             .and_then(|v| v.parse().ok())

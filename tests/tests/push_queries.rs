@@ -164,17 +164,8 @@ fn a_push_query_from_the_end_sees_new_rows_until_it_is_closed() {
     assert_eq!(unknown.status(), 400);
 }
 
-/// The rows of a `/query` response (its header and final message left out).
 fn query_rows(server: &Server, sql: &str) -> Vec<Value> {
-    let text = started(post(server, "/query", &json!({"ksql": sql})))
-        .read_to_string()
-        .expect("a body");
-    let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-    body.as_array()
-        .expect("an array")
-        .iter()
-        .filter_map(|e| e.get("row").map(|r| r["columns"].clone()))
-        .collect()
+    server.query_rows(sql)
 }
 
 #[test]

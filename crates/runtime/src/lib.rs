@@ -4,6 +4,7 @@
 //! - `expr` and `udf`: plan expressions as DataFusion physical expressions, ksqlDB's functions;
 //! - `pipeline`: a compiled plan that turns a batch of source records into output records;
 //! - `push`: push queries, run for one client and leaving nothing behind;
+//! - `view`: tables kept in local stores that pull queries look keys up in;
 //! - `snapshot`: operator state as bytes, for changelog records and restore;
 //! - `values`: the record an INSERT INTO ... VALUES writes;
 //! - `driver`: the deterministic test driver over in-memory topics;
@@ -27,6 +28,7 @@ mod snapshot;
 pub mod types;
 pub mod udf;
 pub mod values;
+pub mod view;
 
 pub use error::{Result, RuntimeError};
 pub use kafka::{KafkaAdmin, QueryConfig, QueryStats, RunningQuery};

@@ -15,7 +15,8 @@
 use crate::codec::registered::Registry;
 use crate::driver::{Driver, TapEvent};
 use crate::error::{Result, RuntimeError};
-use crate::pipeline::{OutputRecord, Pipeline, is_row_deletion};
+use crate::pipeline::{OutputRecord, Pipeline, SourceRecord, is_row_deletion};
+use crate::view::TableView;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -39,6 +40,18 @@ pub struct PushConfig {
     pub shown: Option<Vec<usize>>,
     /// Where AVRO sources find their writers' schemas.
     pub registry: Option<Registry>,
+    /// A pull query on a table with a view reads the view, not the topic.
+    pub view: Option<ViewRead>,
+}
+
+/// What a pull query reads from a table's view: the rows of some keys, or all.
+#[derive(Clone, Debug)]
+pub struct ViewRead {
+    pub view: Arc<TableView>,
+    /// The keys' bytes as the table's topic has them (None: a scan).
+    pub keys: Option<Vec<Vec<u8>>>,
+    /// The table's keys are windowed: a key's rows are those of each of its windows.
+    pub windowed: bool,
 }
 
 impl PushConfig {
@@ -153,9 +166,15 @@ impl PushQuery {
         rows: Sender<PushEvent>,
     ) -> Result<PushQuery> {
         let pipeline = Pipeline::rows(plan, config.registry.clone())?;
-        Self::spawn(name, rows, move |stop, rows| {
-            let mut feed = KafkaFeed::new(&pipeline, &config)?;
-            run(pipeline, &config, stop, rows, &mut feed)
+        Self::spawn(name, rows, move |stop, rows| match config.view.clone() {
+            Some(read) => {
+                let mut feed = ViewFeed::new(read)?;
+                run(pipeline, &config, stop, rows, &mut feed)
+            }
+            None => {
+                let mut feed = KafkaFeed::new(&pipeline, &config)?;
+                run(pipeline, &config, stop, rows, &mut feed)
+            }
         })
     }
 
@@ -434,6 +453,58 @@ impl Feed for KafkaFeed {
             let _ = pipeline.push(input, &record);
         }
         Ok(true)
+    }
+}
+
+/// A pull query's records from a table's view: the rows of its keys, or a scan page by
+/// page, once the view has caught up with the topic.
+struct ViewFeed {
+    read: ViewRead,
+    /// The last row of the previous page of a scan.
+    after: Option<(i32, Vec<u8>)>,
+}
+
+/// How long a pull query waits for a view to read what its topic held at the start.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl ViewFeed {
+    fn new(read: ViewRead) -> Result<ViewFeed> {
+        read.view.catch_up(CATCH_UP_TIMEOUT)?;
+        Ok(ViewFeed { read, after: None })
+    }
+}
+
+impl Feed for ViewFeed {
+    fn feed(&mut self, pipeline: &mut Pipeline) -> Result<bool> {
+        const PAGE: usize = 500;
+        let (rows, more) = match &self.read.keys {
+            Some(keys) => {
+                let mut rows = Vec::new();
+                for key in keys {
+                    rows.extend(self.read.view.lookup(key, self.read.windowed)?);
+                }
+                (rows, false)
+            }
+            None => {
+                let rows = self.read.view.scan(self.after.as_ref(), PAGE)?;
+                self.after = rows.last().map(|r| (r.partition, r.key.clone()));
+                let more = rows.len() == PAGE;
+                (rows, more)
+            }
+        };
+        for r in &rows {
+            let record = SourceRecord {
+                key: Some(&r.key),
+                value: Some(&r.value),
+                headers: &r.headers,
+                timestamp: r.timestamp,
+                partition: r.partition,
+                offset: r.offset,
+            };
+            // A record that does not decode is skipped, as persistent queries skip it.
+            let _ = pipeline.push(0, &record);
+        }
+        Ok(more)
     }
 }
 

@@ -83,17 +83,7 @@ pub fn json_record(
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
     };
-    let mut arrays = Vec::with_capacity(topic.schema.columns.len());
-    for column in &topic.schema.columns {
-        let mut builder = ColumnBuilder::new(&column.ty).map_err(RuntimeError::Plan)?;
-        match field(&column.name) {
-            Some(v) => builder
-                .append_json(v)
-                .map_err(|e| RuntimeError::Plan(format!("bad value for {}: {e}", column.name)))?,
-            None => builder.append_null(),
-        }
-        arrays.push(builder.finish());
-    }
+    let arrays = json_arrays(topic, row)?;
     if let Some(extra) = row.keys().find(|k| {
         !k.eq_ignore_ascii_case("ROWTIME")
             && !topic
@@ -113,6 +103,42 @@ pub fn json_record(
     encode_row(topic, &arrays, timestamp, registry)
 }
 
+/// The key bytes `topic` has for key columns with the given values (a JSON object as
+/// `json_record` takes), written as its key format writes them; None for a NULL key.
+/// Not for schema-registry key formats, whose bytes name a registered schema.
+pub fn json_key(
+    topic: &TopicSpec,
+    key: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<Vec<u8>>> {
+    let arrays = json_arrays(topic, key)?;
+    encode_part(topic, &arrays, ColumnKind::Key, None)
+}
+
+/// The one-row columns of `topic` for a row given as a JSON object (field names matched
+/// to column names regardless of case; missing fields are NULL).
+fn json_arrays(
+    topic: &TopicSpec,
+    row: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<ArrayRef>> {
+    let field = |name: &str| {
+        row.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    };
+    let mut arrays = Vec::with_capacity(topic.schema.columns.len());
+    for column in &topic.schema.columns {
+        let mut builder = ColumnBuilder::new(&column.ty).map_err(RuntimeError::Plan)?;
+        match field(&column.name) {
+            Some(v) => builder
+                .append_json(v)
+                .map_err(|e| RuntimeError::Plan(format!("bad value for {}: {e}", column.name)))?,
+            None => builder.append_null(),
+        }
+        arrays.push(builder.finish());
+    }
+    Ok(arrays)
+}
+
 fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -127,30 +153,38 @@ fn encode_row(
     timestamp: i64,
     registry: Option<&Registry>,
 ) -> Result<OutputRecord> {
-    let part = |kind: ColumnKind| -> Vec<(usize, &sluice_plan::Column)> {
-        topic
-            .schema
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.kind == kind)
-            .collect()
-    };
-    let mut buf = Vec::new();
-    let mut encode = |kind: ColumnKind, format: &sluice_plan::Format| -> Result<Option<Vec<u8>>> {
-        let is_key = kind == ColumnKind::Key;
-        let encoder = part_encoder(format, &part(kind), is_key, &topic.topic, registry)
-            .map_err(RuntimeError::Plan)?;
-        Ok(encoder
-            .encode(arrays, 0, &mut buf)
-            .map_err(RuntimeError::Plan)?
-            .map(|()| buf.clone()))
-    };
-    let key = encode(ColumnKind::Key, &topic.key_format)?;
-    let value = encode(ColumnKind::Value, &topic.value_format)?;
     Ok(OutputRecord {
-        key,
-        value,
+        key: encode_part(topic, arrays, ColumnKind::Key, registry)?,
+        value: encode_part(topic, arrays, ColumnKind::Value, registry)?,
         timestamp,
     })
+}
+
+/// The key or the value part of a row of `topic`'s columns (one-row arrays).
+fn encode_part(
+    topic: &TopicSpec,
+    arrays: &[ArrayRef],
+    kind: ColumnKind,
+    registry: Option<&Registry>,
+) -> Result<Option<Vec<u8>>> {
+    let columns: Vec<(usize, &sluice_plan::Column)> = topic
+        .schema
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.kind == kind)
+        .collect();
+    let is_key = kind == ColumnKind::Key;
+    let format = if is_key {
+        &topic.key_format
+    } else {
+        &topic.value_format
+    };
+    let encoder = part_encoder(format, &columns, is_key, &topic.topic, registry)
+        .map_err(RuntimeError::Plan)?;
+    let mut buf = Vec::new();
+    Ok(encoder
+        .encode(arrays, 0, &mut buf)
+        .map_err(RuntimeError::Plan)?
+        .map(|()| buf))
 }

@@ -153,6 +153,7 @@ fn push_and_pull_queries_read_the_driver() {
         mode,
         shown: None,
         registry: None,
+        view: None,
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let _push = PushQuery::start_on_driver(

@@ -6,6 +6,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use sluice_plan::QueryPlan;
 use sluice_runtime::driver::Driver;
 use sluice_runtime::push::{PushConfig, PushEvent, PushQuery};
+use sluice_runtime::view::TableViews;
 use sluice_runtime::{KafkaAdmin, OutputRecord, Pipeline, QueryConfig, QueryStats, RunningQuery};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +18,8 @@ pub enum Cluster {
     Kafka {
         admin: KafkaAdmin,
         producer: FutureProducer,
+        /// The tables pull queries read, kept in local stores.
+        views: TableViews,
     },
     /// The test driver: queries run as records are written, on the writer's thread.
     Memory(Arc<Mutex<Driver>>),
@@ -75,6 +78,15 @@ fn lock(driver: &Mutex<Driver>) -> std::sync::MutexGuard<'_, Driver> {
 }
 
 impl Cluster {
+    /// The table views pull queries read (Kafka only: the test driver's pull queries
+    /// read its in-memory topics).
+    pub fn views(&self) -> Option<&TableViews> {
+        match self {
+            Cluster::Kafka { views, .. } => Some(views),
+            Cluster::Memory(_) => None,
+        }
+    }
+
     pub fn is_memory(&self) -> bool {
         matches!(self, Cluster::Memory(_))
     }

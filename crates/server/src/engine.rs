@@ -15,9 +15,10 @@ use sluice_plan::QueryPlan;
 use sluice_registry::{HttpRegistry, MemoryRegistry};
 use sluice_runtime::codec::registered::{Registry, no_registry, register_declared};
 use sluice_runtime::driver::Driver;
-use sluice_runtime::push::{Mode, PushConfig, ScanOrder};
+use sluice_runtime::push::{Mode, PushConfig, ScanOrder, ViewRead};
+use sluice_runtime::view::TableViews;
 use sluice_runtime::{KafkaAdmin, QueryConfig};
-use sluice_sql::ast::{ShowTarget, Statement, StatementKind};
+use sluice_sql::ast::{LiteralValue, ShowTarget, Statement, StatementKind};
 use sluice_sql::{
     Planned, PlannerConfig, SourceDesc, SourceKindName, already_exists, plan_statement,
 };
@@ -312,9 +313,14 @@ impl Engine {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .create()?;
+        let views = TableViews::new(&config.state_dir, &config.bootstrap_servers);
         let engine = Arc::new(Engine::new(
             config,
-            Cluster::Kafka { admin, producer },
+            Cluster::Kafka {
+                admin,
+                producer,
+                views,
+            },
             None,
         ));
         if let Some(path) = engine.config.queries_file.clone() {
@@ -623,6 +629,7 @@ impl Engine {
     fn apply(&self, offset: i64, cmd: &Command, replaying: bool) -> Result<Applied, String> {
         let mut stopped = Vec::new();
         let mut terminated: Vec<String> = Vec::new();
+        let mut dropped_topics: Vec<String> = Vec::new();
         let result = {
             let mut ms = self.lock_metastore();
             match &cmd.action {
@@ -678,6 +685,7 @@ impl Engine {
                     let Some(source) = ms.sources.remove(name) else {
                         return Err(format!("Source {name} does not exist."));
                     };
+                    dropped_topics.push(source.topic.topic.clone());
                     for id in ms.writers_of(name) {
                         if let Some(mut q) = ms.queries.remove(&id) {
                             stopped.extend(q.running.take());
@@ -752,6 +760,11 @@ impl Engine {
         // Stopping waits for the query's last commit: do it outside the catalog lock.
         for q in stopped {
             q.stop();
+        }
+        if let Some(views) = self.cluster.views() {
+            for topic in dropped_topics {
+                views.remove(&topic);
+            }
         }
         // A terminated query's local state goes with it, on every server (each applies
         // the command); its changelog is deleted by the server that took the statement.
@@ -929,6 +942,11 @@ impl Engine {
                 .cloned()
                 .collect(),
         };
+        let view = if pull && is_table {
+            self.table_view(stmt, &plan)
+        } else {
+            None
+        };
         // A scalable push query reads only rows with a key, as ksqlDB's does.
         let plan = if scalable {
             QueryPlan {
@@ -950,8 +968,60 @@ impl Engine {
                 limit,
                 mode,
                 shown,
+                view,
             },
         })
+    }
+
+    /// What a pull query on a table reads from the table's view: the rows of the keys
+    /// its WHERE clause pins, or all. The keys are looked up by their bytes, so only
+    /// where those bytes are the ones our encoder writes: a KAFKA key (one canonical
+    /// form), or a table a query here writes. None on the test driver, or when the view
+    /// cannot be opened (the query then reads the topic).
+    fn table_view(&self, stmt: &Statement, plan: &QueryPlan) -> Option<ViewRead> {
+        use sluice_plan::FormatKind;
+        let views = self.cluster.views()?;
+        let sources = plan.root.sources();
+        let [(name, topic)] = sources.as_slice() else {
+            return None;
+        };
+        let written_here = !self.lock_metastore().writers_of(name).is_empty();
+        let canonical = match topic.key_format.kind {
+            FormatKind::Kafka => true,
+            FormatKind::Json | FormatKind::Delimited => written_here,
+            _ => false,
+        };
+        let keys = match &stmt.kind {
+            StatementKind::Select(q) if canonical => q.where_clause.as_ref().and_then(|w| {
+                let names: Vec<&str> = topic.schema.keys().map(|c| c.name.as_str()).collect();
+                let tuples = sluice_sql::pull::key_lookups(w, &names)?;
+                tuples
+                    .iter()
+                    .filter(|t| !t.iter().any(|v| matches!(v, LiteralValue::Null)))
+                    .map(|t| {
+                        let row = names
+                            .iter()
+                            .zip(t)
+                            .map(|(n, v)| (n.to_string(), literal_json(v)))
+                            .collect();
+                        sluice_runtime::values::json_key(topic, &row).ok().flatten()
+                    })
+                    // A key that does not encode: scan instead.
+                    .collect::<Option<Vec<Vec<u8>>>>()
+            }),
+            _ => None,
+        };
+        match views.get(&topic.topic) {
+            Ok(view) => Some(ViewRead {
+                view,
+                keys,
+                windowed: topic.window.is_some(),
+            }),
+            Err(e) => {
+                tracing::warn!(topic = %topic.topic, "no view of the table, reading its topic: {e}");
+                None
+            }
+        }
     }
 
     /// Executes one statement from a request and returns its entity.
@@ -1604,5 +1674,15 @@ impl Engine {
                 &sluice_sql::functions::all_functions(),
             )),
         }
+    }
+}
+
+/// A SQL literal as the JSON value `values::json_key` takes.
+fn literal_json(v: &LiteralValue) -> Value {
+    match v {
+        LiteralValue::Null => Value::Null,
+        LiteralValue::Boolean(b) => Value::Bool(*b),
+        LiteralValue::Number(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+        LiteralValue::String(text) => Value::String(text.clone()),
     }
 }

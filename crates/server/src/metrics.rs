@@ -170,6 +170,19 @@ pub fn render(engine: &Engine) -> String {
         .len();
     push.samples.push((String::new(), active as f64));
     families.push(push);
+    let mut view_rows = Family::new(
+        "sluice_pull_view_rows_read_total",
+        "counter",
+        "Rows pull queries read from each table's view (a key lookup reads only its keys' rows).",
+    );
+    if let Some(views) = engine.cluster.views() {
+        view_rows.samples = views
+            .rows_served()
+            .into_iter()
+            .map(|(topic, n)| (labels(&[("topic", &topic)]), n as f64))
+            .collect();
+    }
+    families.push(view_rows);
     let mut degraded = Family::new(
         "sluice_server_degraded",
         "gauge",

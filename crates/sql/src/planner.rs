@@ -2347,9 +2347,16 @@ fn plan_select(
     if query.emit.is_none() {
         crate::pull::check_planned(stmt, &query, catalog)?;
     }
-    if is_table && query.emit.is_none() && sink.topic.schema.keys().next().is_none() {
-        // The scan keeps each key's latest row: it must see the key, as hidden columns
-        // when the query does not select it.
+    let windowed_source = catalog
+        .source(&query.from.name)
+        .is_some_and(|s| s.topic.window.is_some());
+    let has_key = sink.topic.schema.keys().next().is_some();
+    let has_bounds = ["WINDOWSTART", "WINDOWEND"]
+        .iter()
+        .all(|b| sink.topic.schema.keys().any(|k| k.name == *b));
+    if is_table && query.emit.is_none() && (!has_key || (windowed_source && !has_bounds)) {
+        // The scan keeps each key's latest row: it must see the key (with its window),
+        // as hidden columns when the query does not select it.
         let replanned = query.select.iter().any(|i| {
             matches!(i, SelectItem::Expr { alias: Some(a), .. } if a.starts_with(crate::HIDDEN_PREFIX))
         });
@@ -2358,10 +2365,17 @@ fn plan_select(
         {
             let mut with_keys = query.clone();
             with_keys.limit = limit;
-            let windowed = source.topic.window.is_some();
-            let keys = source.topic.schema.keys().map(|k| k.name.clone());
+            let keys = source
+                .topic
+                .schema
+                .keys()
+                .map(|k| k.name.clone())
+                .filter(|_| !has_key);
             let bounds = ["WINDOWSTART", "WINDOWEND"].map(String::from);
-            for name in keys.chain(bounds.into_iter().filter(|_| windowed)) {
+            let bounds = bounds.into_iter().filter(|b| {
+                windowed_source && !sink.topic.schema.columns.iter().any(|c| c.name == *b)
+            });
+            for name in keys.chain(bounds) {
                 with_keys.select.push(SelectItem::Expr {
                     alias: Some(format!("{}{name}", crate::HIDDEN_PREFIX)),
                     expr: ast::Expr::new(

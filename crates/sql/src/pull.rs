@@ -191,6 +191,71 @@ fn split<'a>(e: &'a Expr, op: BinaryOp, out: &mut Vec<&'a Expr>) {
     }
 }
 
+/// The keys a WHERE clause confines a pull query on a table to, when it names them:
+/// each disjunct must pin every key column to literals with `=` or `IN`. Returns the
+/// tuples of literal values (in the order of `keys`); None when some disjunct leaves a
+/// key open (the query scans the table). The rows of those keys are a superset of the
+/// answer: the whole clause is still applied to each.
+pub fn key_lookups(w: &Expr, keys: &[&str]) -> Option<Vec<Vec<LiteralValue>>> {
+    /// More tuples than this are read as a scan.
+    const MAX_KEYS: usize = 10_000;
+    let literal = |e: &Expr| match &e.kind {
+        ExprKind::Literal(v) => Some(v.clone()),
+        _ => None,
+    };
+    let is_column =
+        |e: &Expr, key: &str| matches!(&e.kind, ExprKind::Column { name, .. } if name == key);
+    let mut disjuncts = Vec::new();
+    split(w, BinaryOp::Or, &mut disjuncts);
+    let mut tuples: Vec<Vec<LiteralValue>> = Vec::new();
+    for disjunct in disjuncts {
+        let mut conjuncts = Vec::new();
+        split(disjunct, BinaryOp::And, &mut conjuncts);
+        let mut disjunct_tuples: Vec<Vec<LiteralValue>> = vec![Vec::new()];
+        for key in keys {
+            // The first conjunct that pins the key: any answer satisfies it.
+            let values: Vec<LiteralValue> = conjuncts.iter().find_map(|c| match &c.kind {
+                ExprKind::Binary {
+                    op: BinaryOp::Eq,
+                    left,
+                    right,
+                } if is_column(left, key) => literal(right).map(|v| vec![v]),
+                ExprKind::Binary {
+                    op: BinaryOp::Eq,
+                    left,
+                    right,
+                } if is_column(right, key) => literal(left).map(|v| vec![v]),
+                ExprKind::InList {
+                    expr,
+                    list,
+                    negated: false,
+                } if is_column(expr, key) => list.iter().map(literal).collect(),
+                _ => None,
+            })?;
+            disjunct_tuples = disjunct_tuples
+                .iter()
+                .flat_map(|t| {
+                    values.iter().map(move |v| {
+                        let mut t = t.clone();
+                        t.push(v.clone());
+                        t
+                    })
+                })
+                .collect();
+            if disjunct_tuples.len() > MAX_KEYS {
+                return None;
+            }
+        }
+        tuples.extend(disjunct_tuples);
+        if tuples.len() > MAX_KEYS {
+            return None;
+        }
+    }
+    tuples.sort_by_key(|t| format!("{t:?}"));
+    tuples.dedup();
+    Some(tuples)
+}
+
 /// With table scans off, each disjunct of the WHERE clause must pin every key column
 /// with `=` or `IN` (or, with range scans on, bound a single STRING key).
 fn check_key_lookup(
@@ -310,6 +375,7 @@ mod tests {
             "CREATE STREAM S (ID STRING KEY, V INT) WITH (kafka_topic='s', value_format='JSON');",
             "CREATE TABLE T (ID STRING PRIMARY KEY, V INT) WITH (kafka_topic='t', value_format='JSON');",
             "CREATE TABLE AGG AS SELECT ID, COUNT(*) AS N FROM S GROUP BY ID;",
+            "CREATE TABLE WAGG AS SELECT ID, COUNT(*) AS N FROM S WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY ID;",
         ] {
             let stmt = crate::parse_statement(sql).unwrap();
             match plan_statement(&stmt, &c, &PlannerConfig::default()).unwrap() {
@@ -400,10 +466,69 @@ mod tests {
     }
 
     #[test]
+    fn a_windowed_table_scan_keeps_a_row_per_key_and_window() {
+        // The scan's dedup must tell a key's windows apart even when the query shows
+        // neither bound: they are hidden columns of its rows.
+        let Ok(Planned::Select { schema, .. }) = plan("SELECT ID, N FROM WAGG;", &[]) else {
+            panic!("a pull query plans");
+        };
+        let names: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["ID", "N", "$hidden_WINDOWSTART", "$hidden_WINDOWEND"]
+        );
+        let Ok(Planned::Select { schema, .. }) = plan("SELECT * FROM WAGG;", &[]) else {
+            panic!("a pull query plans");
+        };
+        assert!(!schema.columns.iter().any(|c| c.name.starts_with('$')));
+    }
+
+    #[test]
     fn in_lists_must_fit_the_key() {
         assert_eq!(
             refusal("SELECT * FROM AGG WHERE ID IN ('a', 1);", &[]),
             "1 can not be converted to the type of the key column: ID STRING KEY"
         );
+    }
+
+    fn lookups(where_clause: &str, keys: &[&str]) -> Option<Vec<String>> {
+        let stmt =
+            crate::parse_statement(&format!("SELECT * FROM X WHERE {where_clause};")).unwrap();
+        let crate::ast::StatementKind::Select(q) = &stmt.kind else {
+            panic!("not a query")
+        };
+        super::key_lookups(q.where_clause.as_ref().unwrap(), keys).map(|tuples| {
+            tuples
+                .iter()
+                .map(|t| {
+                    t.iter()
+                        .map(|v| format!("{v:?}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn key_lookups_are_found_where_every_disjunct_pins_every_key() {
+        assert_eq!(
+            lookups("ID = 'a' AND N > 1", &["ID"]).unwrap(),
+            ["String(\"a\")"]
+        );
+        assert_eq!(
+            lookups("'b' = ID OR ID IN ('a', 'b')", &["ID"]).unwrap(),
+            ["String(\"a\")", "String(\"b\")"]
+        );
+        assert_eq!(
+            lookups("A = 1 AND B IN (2, 3)", &["A", "B"]).unwrap(),
+            ["Number(\"1\"),Number(\"2\")", "Number(\"1\"),Number(\"3\")"]
+        );
+        // A key left open in some disjunct, a range, or a computed value: a scan.
+        assert_eq!(lookups("ID = 'a' OR N = 1", &["ID"]), None);
+        assert_eq!(lookups("A = 1", &["A", "B"]), None);
+        assert_eq!(lookups("ID > 'a'", &["ID"]), None);
+        assert_eq!(lookups("ID = N", &["ID"]), None);
+        assert_eq!(lookups("ID NOT IN ('a')", &["ID"]), None);
     }
 }

@@ -10,14 +10,19 @@
 //!
 //! A RocksDB database also keeps a checkpoint: how far into the changelog its stores
 //! are, so that a restart replays only the changelog's tail.
+//!
+//! A `ViewDb` holds a table's rows as of an offset in each partition of its topic, for
+//! pull queries.
 
 mod memory;
 mod rocks;
 mod store;
+mod view;
 
 pub use memory::MemoryStorage;
 pub use rocks::{Checkpoint, RocksStorage, StateDb};
 pub use store::{KeyValueStore, Storage};
+pub use view::{ViewChange, ViewDb, ViewRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

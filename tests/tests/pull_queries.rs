@@ -1,0 +1,191 @@
+//! Pull queries on tables against a real broker: answered from the table's view (a
+//! local store that follows the table's topic), by key lookups where the WHERE clause
+//! names the keys, and still right after updates, deletions, a restart and a drop.
+
+use serde_json::{Value, json};
+use sluice_e2e::{Record, Server, eventually, produce, unique};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Rows pull queries have read from the view of `topic` so far.
+fn view_rows_read(server: &Server, topic: &str) -> f64 {
+    server
+        .sample("sluice_pull_view_rows_read_total", "topic", topic)
+        .unwrap_or(0.0)
+}
+
+/// Runs a pull query and returns its rows and how many rows it read from the view.
+fn pull(server: &Server, topic: &str, sql: &str) -> (Vec<Value>, f64) {
+    let before = view_rows_read(server, topic);
+    let rows = server.query_rows(sql);
+    (rows, view_rows_read(server, topic) - before)
+}
+
+fn sorted(mut rows: Vec<Value>) -> Vec<Value> {
+    rows.sort_by_key(|r| r.to_string());
+    rows
+}
+
+/// Creates the stream `src` (`id STRING KEY, v INT`) with `partitions`, and a table over
+/// it by `create_table` (its topic written `{table}`); returns both topics.
+fn stream_and_table(server: &Server, partitions: u32, create_table: &str) -> (String, String) {
+    let source = unique("view_src");
+    let table = unique("view_table");
+    server.ok(&format!(
+        "CREATE STREAM src (id STRING KEY, v INT) \
+         WITH (kafka_topic='{source}', value_format='JSON', partitions={partitions});"
+    ));
+    server.ok(&create_table.replace("{table}", &table));
+    (source, table)
+}
+
+#[test]
+fn a_table_query_answers_key_lookups_from_its_view_through_updates_and_restarts() {
+    let mut server = Server::start(&unique("svc"));
+    let (source, totals) = stream_and_table(
+        &server,
+        4,
+        "CREATE TABLE totals WITH (kafka_topic='{table}') AS \
+         SELECT id, COUNT(*) AS n, SUM(v) AS total FROM src GROUP BY id HAVING SUM(v) < 1000;",
+    );
+    let keys = 500;
+    let records: Vec<Record> = (0..keys)
+        .map(|i| Record::new(Some(&format!("k{i}")), Some(r#"{"V":1}"#), 1000 + i))
+        .collect();
+    produce(&source, &records);
+
+    // A scan reads every row of the view.
+    let all = eventually(WAIT, "every key in the table", || {
+        let rows = server.query_rows("SELECT * FROM totals;");
+        (rows.len() == keys as usize).then_some(rows)
+    });
+    assert!(all.contains(&json!(["k7", 1, 1])), "{all:?}");
+    assert!(view_rows_read(&server, &totals) >= keys as f64);
+
+    // A key lookup reads only its keys' rows.
+    let (rows, read) = pull(&server, &totals, "SELECT * FROM totals WHERE id = 'k7';");
+    assert_eq!(rows, [json!(["k7", 1, 1])]);
+    assert_eq!(read, 1.0);
+    let (rows, read) = pull(
+        &server,
+        &totals,
+        "SELECT id, total FROM totals WHERE id IN ('k1', 'k2', 'nope') AND n = 1;",
+    );
+    assert_eq!(sorted(rows), [json!(["k1", 1]), json!(["k2", 1])]);
+    assert_eq!(read, 2.0);
+    // The rest of the WHERE clause still applies to the rows a lookup finds.
+    let (rows, _) = pull(
+        &server,
+        &totals,
+        "SELECT * FROM totals WHERE id = 'k7' AND n > 1;",
+    );
+    assert!(rows.is_empty(), "{rows:?}");
+
+    // An update, and a deletion (HAVING no longer holds): the lookups follow.
+    produce(
+        &source,
+        &[
+            Record::new(Some("k7"), Some(r#"{"V":5}"#), 5000),
+            Record::new(Some("k8"), Some(r#"{"V":2000}"#), 5001),
+        ],
+    );
+    eventually(WAIT, "k7's new total", || {
+        let rows = server.query_rows("SELECT * FROM totals WHERE id = 'k7';");
+        (rows == [json!(["k7", 2, 6])]).then_some(())
+    });
+    eventually(WAIT, "k8 deleted", || {
+        server
+            .query_rows("SELECT * FROM totals WHERE id = 'k8';")
+            .is_empty()
+            .then_some(())
+    });
+    assert_eq!(
+        server.query_rows("SELECT * FROM totals;").len(),
+        keys as usize - 1
+    );
+
+    // After a restart the view goes on from the offsets it stored.
+    server.restart();
+    let (rows, read) = pull(&server, &totals, "SELECT * FROM totals WHERE id = 'k7';");
+    assert_eq!(rows, [json!(["k7", 2, 6])]);
+    assert_eq!(read, 1.0);
+    let log = server.log_text();
+    let opened: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("following the table's topic"))
+        .collect();
+    assert_eq!(opened.len(), 2, "{log}");
+    assert!(opened[0].contains("positions={}"), "{}", opened[0]);
+    assert!(!opened[1].contains("positions={}"), "{}", opened[1]);
+
+    // Dropping the table removes its view.
+    let view_dir = server.state_dir().join("views").join(&totals);
+    assert!(view_dir.exists());
+    server.ok("DROP TABLE totals DELETE TOPIC;");
+    assert!(!view_dir.exists());
+}
+
+#[test]
+fn windowed_and_source_tables_answer_from_their_views() {
+    let server = Server::start(&unique("svc"));
+    let (source, windows) = stream_and_table(
+        &server,
+        2,
+        "CREATE TABLE per_minute WITH (kafka_topic='{table}', key_format='JSON') AS \
+         SELECT id, COUNT(*) AS n FROM src WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY id;",
+    );
+    produce(
+        &source,
+        &[
+            Record::new(Some("a"), Some(r#"{"V":1}"#), 1_000),
+            Record::new(Some("a"), Some(r#"{"V":1}"#), 2_000),
+            Record::new(Some("a"), Some(r#"{"V":1}"#), 61_000),
+            Record::new(Some("b"), Some(r#"{"V":1}"#), 3_000),
+            Record::new(Some("ab"), Some(r#"{"V":1}"#), 4_000),
+        ],
+    );
+    // Each window of the key, and no other key's.
+    let rows = eventually(WAIT, "a's windows", || {
+        let rows = server.query_rows("SELECT * FROM per_minute WHERE id = 'a';");
+        (rows.len() == 2 && rows.iter().any(|r| r[3] == json!(2))).then_some(rows)
+    });
+    assert_eq!(
+        sorted(rows),
+        [json!(["a", 0, 60000, 2]), json!(["a", 60000, 120000, 1])]
+    );
+    let (rows, read) = pull(
+        &server,
+        &windows,
+        "SELECT id, n FROM per_minute WHERE id = 'a' AND WINDOWSTART >= 60000;",
+    );
+    assert_eq!(rows, [json!(["a", 1])]);
+    assert_eq!(read, 2.0);
+
+    // A source table written by another client, with a KAFKA key: lookups by key.
+    let users = unique("view_users");
+    server.ok(&format!(
+        "CREATE SOURCE TABLE users (id STRING PRIMARY KEY, name STRING) \
+         WITH (kafka_topic='{users}', value_format='JSON', partitions=3);"
+    ));
+    produce(
+        &users,
+        &[
+            Record::new(Some("u1"), Some(r#"{"NAME":"ann"}"#), 1),
+            Record::new(Some("u2"), Some(r#"{"NAME":"bob"}"#), 2),
+            Record::new(Some("u3"), Some(r#"{"NAME":"cy"}"#), 3),
+            Record::new(Some("u2"), Some(r#"{"NAME":"bo"}"#), 4),
+            Record::new(Some("u3"), None, 5),
+        ],
+    );
+    let (rows, read) = pull(
+        &server,
+        &users,
+        "SELECT * FROM users WHERE id IN ('u2', 'u3');",
+    );
+    assert_eq!(rows, [json!(["u2", "bo"])]);
+    assert_eq!(read, 1.0);
+    let (rows, read) = pull(&server, &users, "SELECT name FROM users;");
+    assert_eq!(sorted(rows), [json!(["ann"]), json!(["bo"])]);
+    assert_eq!(read, 2.0);
+}
