@@ -155,16 +155,32 @@ impl TableView {
 
     /// Waits until the view holds every record its topic held when this was called.
     pub fn catch_up(&self, timeout: Duration) -> Result<()> {
+        // The end of every partition in one request (a timestamp of -1 asks for the
+        // end; read_committed makes it the end of what has committed).
+        let mut latest = TopicPartitionList::new();
+        for p in &self.partitions {
+            latest.add_partition_offset(&self.topic, *p, Offset::End)?;
+        }
+        let metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
         let mut ends = BTreeMap::new();
+        for e in metadata
+            .offsets_for_times(latest, METADATA_TIMEOUT)?
+            .elements()
         {
-            let metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
-            for p in &self.partitions {
-                let (low, high) = metadata.fetch_watermarks(&self.topic, *p, METADATA_TIMEOUT)?;
-                if high > low {
-                    ends.insert(*p, high);
+            let end = match (e.error(), e.offset()) {
+                (Ok(()), Offset::Offset(o)) => o,
+                // No answer for the partition: ask for its watermarks alone.
+                _ => {
+                    metadata
+                        .fetch_watermarks(&self.topic, e.partition(), METADATA_TIMEOUT)?
+                        .1
                 }
+            };
+            if end > 0 {
+                ends.insert(e.partition(), end);
             }
         }
+        drop(metadata);
         let deadline = Instant::now() + timeout;
         let mut progress = self.shared.lock();
         loop {
