@@ -324,18 +324,19 @@ impl Server {
 
     /// A persistent query's figure `name` from /metrics; `None` until it is published.
     pub fn metric(&self, name: &str, query_id: &str) -> Option<f64> {
-        self.sample(name, "query", query_id)
+        self.sample(name, &[("query", query_id)])
     }
 
-    /// The sample of the /metrics family `name` whose one label is `label="value"`.
-    pub fn sample(&self, name: &str, label: &str, value: &str) -> Option<f64> {
+    /// The sample of the /metrics family `name` with exactly these labels, in order.
+    pub fn sample(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let text = ureq::get(&format!("{}/metrics", self.url))
             .call()
             .ok()?
             .into_body()
             .read_to_string()
             .ok()?;
-        let prefix = format!("{name}{{{label}=\"{value}\"}} ");
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        let prefix = format!("{name}{{{}}} ", labels.join(","));
         text.lines()
             .find_map(|l| l.strip_prefix(&prefix))
             .and_then(|v| v.parse().ok())

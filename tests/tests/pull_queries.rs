@@ -11,7 +11,7 @@ const WAIT: Duration = Duration::from_secs(60);
 /// Rows pull queries have read from the view of `topic` so far.
 fn view_rows_read(server: &Server, topic: &str) -> f64 {
     server
-        .sample("sluice_pull_view_rows_read_total", "topic", topic)
+        .sample("sluice_pull_view_rows_read_total", &[("topic", topic)])
         .unwrap_or(0.0)
 }
 
@@ -61,6 +61,14 @@ fn a_table_query_answers_key_lookups_from_its_view_through_updates_and_restarts(
         (rows.len() == keys as usize).then_some(rows)
     });
     assert!(all.contains(&json!(["k7", 1, 1])), "{all:?}");
+    // The query's stores take room on disk, which /metrics reports.
+    let query = server.query_id("CTAS_TOTALS");
+    assert!(
+        server
+            .metric("sluice_query_state_bytes", &query)
+            .unwrap_or(0.0)
+            > 0.0
+    );
     assert!(view_rows_read(&server, &totals) >= keys as f64);
 
     // A key lookup reads only its keys' rows.

@@ -5,7 +5,7 @@
 //! Needs a broker: `scripts/kafka-local.sh start` (the README's test command does it).
 
 use serde_json::{Value, json};
-use sluice_e2e::{Record, Server, consume, produce, unique};
+use sluice_e2e::{Record, Server, consume, eventually, produce, unique};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -154,6 +154,17 @@ fn a_paused_query_reads_nothing_until_resumed_even_across_a_restart() {
     produce(&src, &[record(2)]);
     // The live query read the record: the paused one had every chance to.
     assert_eq!(consume(&live_out, 2, WAIT).len(), 2);
+    // The paused query lags one record behind, the live one none.
+    let (live, _) = id_of(&server, "LIVE");
+    let lag = |id: &str| {
+        server.sample(
+            "sluice_query_consumer_lag",
+            &[("query", id), ("topic", &src), ("partition", "0")],
+        )
+    };
+    eventually(WAIT, "the lags", || {
+        (lag(&held) == Some(1.0) && lag(&live) == Some(0.0)).then_some(())
+    });
     let seen: Vec<Value> = consume(&paused_out, 1, WAIT)
         .iter()
         .map(Record::value_json)
@@ -176,6 +187,13 @@ fn a_paused_query_reads_nothing_until_resumed_even_across_a_restart() {
         .collect();
     assert_eq!(values, vec![json!({"V": 1}), json!({"V": 2})]);
     assert_eq!(id_of(&server, "HELD").1, "RUNNING");
+    eventually(WAIT, "no lag once resumed", || {
+        let caught_up = server.sample(
+            "sluice_query_consumer_lag",
+            &[("query", &held), ("topic", &src), ("partition", "0")],
+        ) == Some(0.0);
+        caught_up.then_some(())
+    });
     let (status, body) = server.ksql("PAUSE CSAS_NOPE_1;");
     assert_eq!(status, 400, "{body}");
 }

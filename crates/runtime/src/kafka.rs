@@ -165,6 +165,8 @@ pub struct QueryStats {
     pub restore_millis: AtomicU64,
     /// How many of the query's tasks here are restoring their state now.
     pub restoring: AtomicU64,
+    /// How far each input partition read here lags behind its end, by worker.
+    lags: Mutex<Vec<BTreeMap<(String, i32), i64>>>,
 }
 
 /// A worker thread's tasks, and whether it has seen that the query is paused.
@@ -194,6 +196,23 @@ impl QueryStats {
 
     fn set_worker_tasks(&self, worker: usize, tasks: usize) {
         self.with_worker(worker, |w| w.tasks = tasks);
+    }
+
+    fn set_worker_lags(&self, worker: usize, lags: BTreeMap<(String, i32), i64>) {
+        let mut all = self.lags.lock().unwrap_or_else(|p| p.into_inner());
+        if all.len() <= worker {
+            all.resize(worker + 1, BTreeMap::new());
+        }
+        all[worker] = lags;
+    }
+
+    /// How far each input partition this server reads lags behind its end (records),
+    /// as of the readers' last reports.
+    pub fn lags(&self) -> BTreeMap<(String, i32), i64> {
+        let all = self.lags.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter()
+            .flat_map(|w| w.iter().map(|(k, v)| (k.clone(), *v)))
+            .collect()
     }
 
     fn set_worker_paused(&self, worker: usize, paused: bool) {
@@ -629,6 +648,7 @@ fn run_worker(
     };
     let mut seen_moves = 0;
     let mut last_commit = Instant::now();
+    let mut last_lag = Instant::now();
     let mut waiting_since = Instant::now();
     let mut was_paused = false;
     const MAX_BATCH: usize = 2000;
@@ -731,6 +751,14 @@ fn run_worker(
                 }
             }
         }
+        // Measured while paused too: a paused query's lag grows.
+        if last_lag.elapsed() >= LAG_INTERVAL {
+            last_lag = Instant::now();
+            match lags(&reader) {
+                Ok(lags) => stats.set_worker_lags(worker, lags),
+                Err(e) => tracing::debug!(query = name, "cannot measure the lag: {e}"),
+            }
+        }
         let commit_due = stopping || last_commit.elapsed() >= config.commit_interval;
         for task in held.tasks.values_mut() {
             task.process(commit_due, name, config, &lease, stats)?;
@@ -769,6 +797,7 @@ impl Drop for Held<'_> {
             task.abort();
         }
         self.stats.set_worker_tasks(self.worker, 0);
+        self.stats.set_worker_lags(self.worker, BTreeMap::new());
     }
 }
 
@@ -781,6 +810,37 @@ fn is_transient(e: &KafkaError) -> bool {
             RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown
         )
     )
+}
+
+/// How often a worker measures how far its input partitions lag behind their ends.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How far each partition `reader` is assigned lags behind its end (of what has
+/// committed, as the reader reads): the end, less the reader's position. A partition
+/// the reader has read nothing from since it was assigned has no position and is left
+/// out.
+fn lags(reader: &BaseConsumer) -> Result<BTreeMap<(String, i32), i64>> {
+    let positions = reader.position()?;
+    let mut ends = TopicPartitionList::new();
+    for e in positions.elements() {
+        ends.add_partition_offset(e.topic(), e.partition(), Offset::End)?;
+    }
+    if ends.count() == 0 {
+        return Ok(BTreeMap::new());
+    }
+    // A timestamp of -1 asks for the end, every partition in one request.
+    let ends = reader.offsets_for_times(ends, Duration::from_secs(5))?;
+    let mut lags = BTreeMap::new();
+    for e in positions.elements() {
+        if let (Offset::Offset(at), Some(Offset::Offset(end))) = (
+            e.offset(),
+            ends.find_partition(e.topic(), e.partition())
+                .map(|x| x.offset()),
+        ) {
+            lags.insert((e.topic().to_string(), e.partition()), (end - at).max(0));
+        }
+    }
+    Ok(lags)
 }
 
 /// Assigns the reader the partitions of the tasks: a partition it was reading goes on

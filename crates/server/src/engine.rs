@@ -508,6 +508,14 @@ impl Engine {
         Ok(())
     }
 
+    /// Where a persistent query keeps its local state on this server.
+    pub fn query_state_dir(&self, query_id: &str) -> std::path::PathBuf {
+        self.config.state_dir.join(format!(
+            "_sluice-{}-query_{query_id}",
+            self.config.service_id
+        ))
+    }
+
     fn query_config(&self, query_id: &str, props: &BTreeMap<String, Value>) -> QueryConfig {
         let prop = |names: &[&str]| {
             names
@@ -556,10 +564,7 @@ impl Engine {
             ])
             .and_then(|v| v.parse().ok())
             .map_or(Duration::from_secs(30), Duration::from_millis),
-            state_dir: Some(self.config.state_dir.join(format!(
-                "_sluice-{}-query_{query_id}",
-                self.config.service_id
-            ))),
+            state_dir: Some(self.query_state_dir(query_id)),
         }
     }
 

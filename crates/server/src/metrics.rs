@@ -135,6 +135,16 @@ pub fn render(engine: &Engine) -> String {
         .iter()
         .map(|(name, kind, help, _)| Family::new(name, kind, help))
         .collect();
+    let mut lag = Family::new(
+        "sluice_query_consumer_lag",
+        "gauge",
+        "Records of an input partition the query has yet to read (measured every 5 s).",
+    );
+    let mut state_bytes = Family::new(
+        "sluice_query_state_bytes",
+        "gauge",
+        "Bytes the query's state stores take on this server's disk.",
+    );
     let mut states = Family::new("sluice_queries", "gauge", "Persistent queries by state.");
     let mut by_state: std::collections::BTreeMap<&str, f64> = ["RUNNING", "ERROR", "PENDING"]
         .into_iter()
@@ -151,8 +161,21 @@ pub fn render(engine: &Engine) -> String {
             for (family, (_, _, _, read)) in families.iter_mut().zip(QUERY_FIGURES) {
                 family.samples.push((l.clone(), read(stats)));
             }
+            for ((topic, partition), n) in stats.lags() {
+                let partition = partition.to_string();
+                let l = labels(&[
+                    ("query", &q.id),
+                    ("topic", &topic),
+                    ("partition", &partition),
+                ]);
+                lag.samples.push((l, n as f64));
+            }
+            let bytes = dir_bytes(&engine.query_state_dir(&q.id));
+            state_bytes.samples.push((l, bytes as f64));
         }
     }
+    families.push(lag);
+    families.push(state_bytes);
     states.samples = by_state
         .into_iter()
         .map(|(s, n)| (labels(&[("state", s)]), n))
@@ -199,6 +222,21 @@ pub fn render(engine: &Engine) -> String {
     out
 }
 
+/// The bytes of the files under `dir` (0 when it does not exist).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(_) => e.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,5 +259,17 @@ mod tests {
             out,
             "# HELP x_total Things.\n# TYPE x_total counter\nx_total{query=\"Q\"} 3\n"
         );
+    }
+
+    #[test]
+    fn a_directory_counts_the_bytes_of_every_file_below_it() {
+        let dir = std::env::temp_dir().join(format!("sluice-dir-bytes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("a/b")).unwrap();
+        std::fs::write(dir.join("x"), [0u8; 10]).unwrap();
+        std::fs::write(dir.join("a/b/y"), [0u8; 32]).unwrap();
+        assert_eq!(dir_bytes(&dir), 42);
+        assert_eq!(dir_bytes(&dir.join("nope")), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
