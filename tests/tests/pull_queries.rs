@@ -82,6 +82,14 @@ fn a_table_query_answers_key_lookups_from_its_view_through_updates_and_restarts(
     );
     assert_eq!(sorted(rows), [json!(["k1", 1]), json!(["k2", 1])]);
     assert_eq!(read, 2.0);
+    // A range of a STRING key reads only the rows in it: k10 and k100 to k109.
+    let (rows, read) = pull(
+        &server,
+        &totals,
+        "SELECT id FROM totals WHERE id >= 'k10' AND id < 'k11';",
+    );
+    assert_eq!(rows.len(), 11, "{rows:?}");
+    assert_eq!(read, 11.0);
     // The rest of the WHERE clause still applies to the rows a lookup finds.
     let (rows, _) = pull(
         &server,

@@ -22,7 +22,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_plan::QueryPlan;
+use sluice_state::ViewRow;
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -44,15 +46,27 @@ pub struct PushConfig {
     pub view: Option<ViewRead>,
 }
 
-/// What a pull query reads from a table's view: the rows of some keys, or all.
+/// What a pull query reads from a table's view.
 #[derive(Clone, Debug)]
 pub struct ViewRead {
     pub view: Arc<TableView>,
-    /// The keys' bytes as the table's topic has them (None: a scan).
-    pub keys: Option<Vec<Vec<u8>>>,
+    pub rows: ViewRows,
     /// The table's keys are windowed: a key's rows are those of each of its windows.
     pub windowed: bool,
 }
+
+/// Which rows of a view a pull query reads: a superset of its answer, which its plan
+/// then filters.
+#[derive(Clone, Debug)]
+pub enum ViewRows {
+    All,
+    /// The rows of these keys (their bytes as the table's topic has them).
+    Keys(Vec<Vec<u8>>),
+    /// The rows whose keys' bytes lie in one of these ranges.
+    Ranges(Vec<KeyRange>),
+}
+
+pub type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
 impl PushConfig {
     /// Whether the query reads an input from its start: with `earliest`, and always for
@@ -456,11 +470,14 @@ impl Feed for KafkaFeed {
     }
 }
 
-/// A pull query's records from a table's view: the rows of its keys, or a scan page by
-/// page, once the view has caught up with the topic.
+/// A pull query's records from a table's view: the rows of its keys, or a scan (of
+/// everything or of key ranges) page by page, once the view has caught up with the
+/// topic.
 struct ViewFeed {
     read: ViewRead,
-    /// The last row of the previous page of a scan.
+    /// A range scan reads each range in each partition in turn: which one now.
+    span: usize,
+    /// The last row of the previous page.
     after: Option<(i32, Vec<u8>)>,
 }
 
@@ -470,28 +487,58 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 impl ViewFeed {
     fn new(read: ViewRead) -> Result<ViewFeed> {
         read.view.catch_up(CATCH_UP_TIMEOUT)?;
-        Ok(ViewFeed { read, after: None })
+        Ok(ViewFeed {
+            read,
+            span: 0,
+            after: None,
+        })
+    }
+
+    /// The next page of rows, and whether more may follow.
+    fn page(&mut self) -> Result<(Vec<ViewRow>, bool)> {
+        const PAGE: usize = 500;
+        let view = &self.read.view;
+        match &self.read.rows {
+            ViewRows::Keys(keys) => {
+                let mut rows = Vec::new();
+                for key in keys {
+                    rows.extend(view.lookup(key, self.read.windowed)?);
+                }
+                Ok((rows, false))
+            }
+            ViewRows::All => {
+                let rows = view.scan(self.after.as_ref(), PAGE)?;
+                self.after = rows.last().map(|r| (r.partition, r.key.clone()));
+                let more = rows.len() == PAGE;
+                Ok((rows, more))
+            }
+            ViewRows::Ranges(ranges) => {
+                let partitions = view.partitions();
+                let Some((lower, upper)) = ranges.get(self.span / partitions.len().max(1)) else {
+                    return Ok((Vec::new(), false));
+                };
+                let partition = partitions[self.span % partitions.len()];
+                let lower = match &self.after {
+                    Some((_, key)) => Bound::Excluded(key.as_slice()),
+                    None => lower.as_ref().map(Vec::as_slice),
+                };
+                let upper = upper.as_ref().map(Vec::as_slice);
+                let rows = view.read(|db| db.range(partition, lower, upper, PAGE))?;
+                if rows.len() == PAGE {
+                    self.after = rows.last().map(|r| (r.partition, r.key.clone()));
+                } else {
+                    self.span += 1;
+                    self.after = None;
+                }
+                Ok((rows, self.span < ranges.len() * partitions.len()))
+            }
+        }
     }
 }
 
 impl Feed for ViewFeed {
     fn feed(&mut self, pipeline: &mut Pipeline) -> Result<bool> {
-        const PAGE: usize = 500;
-        let (rows, more) = match &self.read.keys {
-            Some(keys) => {
-                let mut rows = Vec::new();
-                for key in keys {
-                    rows.extend(self.read.view.lookup(key, self.read.windowed)?);
-                }
-                (rows, false)
-            }
-            None => {
-                let rows = self.read.view.scan(self.after.as_ref(), PAGE)?;
-                self.after = rows.last().map(|r| (r.partition, r.key.clone()));
-                let more = rows.len() == PAGE;
-                (rows, more)
-            }
-        };
+        let (rows, more) = self.page()?;
         for r in &rows {
             let record = SourceRecord {
                 key: Some(&r.key),

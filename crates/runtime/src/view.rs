@@ -243,6 +243,21 @@ impl TableView {
         Ok(rows)
     }
 
+    /// The partitions of the table's topic.
+    pub fn partitions(&self) -> &[i32] {
+        &self.partitions
+    }
+
+    /// The rows `read` reads from the view's store (counted as served).
+    pub fn read(
+        &self,
+        read: impl FnOnce(&ViewDb) -> sluice_state::Result<Vec<ViewRow>>,
+    ) -> Result<Vec<ViewRow>> {
+        let rows = read(&self.shared.db)?;
+        self.served(rows.len());
+        Ok(rows)
+    }
+
     fn served(&self, n: usize) {
         self.shared
             .rows_served

@@ -15,7 +15,7 @@ use sluice_plan::QueryPlan;
 use sluice_registry::{HttpRegistry, MemoryRegistry};
 use sluice_runtime::codec::registered::{Registry, no_registry, register_declared};
 use sluice_runtime::driver::Driver;
-use sluice_runtime::push::{Mode, PushConfig, ScanOrder, ViewRead};
+use sluice_runtime::push::{Mode, PushConfig, ScanOrder, ViewRead, ViewRows};
 use sluice_runtime::view::TableViews;
 use sluice_runtime::{KafkaAdmin, QueryConfig};
 use sluice_sql::ast::{LiteralValue, ShowTarget, Statement, StatementKind};
@@ -979,12 +979,13 @@ impl Engine {
     }
 
     /// What a pull query on a table reads from the table's view: the rows of the keys
-    /// its WHERE clause pins, or all. The keys are looked up by their bytes, so only
-    /// where those bytes are the ones our encoder writes: a KAFKA key (one canonical
-    /// form), or a table a query here writes. None on the test driver, or when the view
-    /// cannot be opened (the query then reads the topic).
+    /// its WHERE clause pins, the key ranges it bounds, or all. Keys are looked up by
+    /// their bytes, so only where those bytes are the ones our encoder writes: a KAFKA
+    /// key (one canonical form), or a table a query here writes; ranges only of a KAFKA
+    /// STRING key, whose bytes sort as its values do. None on the test driver, or when
+    /// the view cannot be opened (the query then reads the topic).
     fn table_view(&self, stmt: &Statement, plan: &QueryPlan) -> Option<ViewRead> {
-        use sluice_plan::FormatKind;
+        use sluice_plan::{FormatKind, SqlType};
         let views = self.cluster.views()?;
         let sources = plan.root.sources();
         let [(name, topic)] = sources.as_slice() else {
@@ -996,30 +997,50 @@ impl Engine {
             FormatKind::Json | FormatKind::Delimited => written_here,
             _ => false,
         };
-        let keys = match &stmt.kind {
-            StatementKind::Select(q) if canonical => q.where_clause.as_ref().and_then(|w| {
-                let names: Vec<&str> = topic.schema.keys().map(|c| c.name.as_str()).collect();
-                let tuples = sluice_sql::pull::key_lookups(w, &names)?;
-                tuples
-                    .iter()
-                    .filter(|t| !t.iter().any(|v| matches!(v, LiteralValue::Null)))
-                    .map(|t| {
-                        let row = names
-                            .iter()
-                            .zip(t)
-                            .map(|(n, v)| (n.to_string(), literal_json(v)))
-                            .collect();
-                        sluice_runtime::values::json_key(topic, &row).ok().flatten()
-                    })
-                    // A key that does not encode: scan instead.
-                    .collect::<Option<Vec<Vec<u8>>>>()
-            }),
+        let keys: Vec<&sluice_plan::Column> = topic.schema.keys().collect();
+        let sorted_strings = topic.key_format.kind == FormatKind::Kafka
+            && topic.window.is_none()
+            && matches!(keys.as_slice(), [k] if k.ty == SqlType::String);
+        let where_clause = match &stmt.kind {
+            StatementKind::Select(q) => q.where_clause.as_ref(),
             _ => None,
         };
+        let lookups = where_clause.filter(|_| canonical).and_then(|w| {
+            let names: Vec<&str> = keys.iter().map(|c| c.name.as_str()).collect();
+            let tuples = sluice_sql::pull::key_lookups(w, &names)?;
+            tuples
+                .iter()
+                .filter(|t| !t.iter().any(|v| matches!(v, LiteralValue::Null)))
+                .map(|t| {
+                    let row = names
+                        .iter()
+                        .zip(t)
+                        .map(|(n, v)| (n.to_string(), literal_json(v)))
+                        .collect();
+                    sluice_runtime::values::json_key(topic, &row).ok().flatten()
+                })
+                // A key that does not encode: scan instead.
+                .collect::<Option<Vec<Vec<u8>>>>()
+        });
+        let ranges = || {
+            let w = where_clause.filter(|_| sorted_strings)?;
+            let ranges = sluice_sql::pull::key_ranges(w, &keys[0].name)?;
+            let bytes = |b: std::ops::Bound<String>| b.map(String::into_bytes);
+            Some(ViewRows::Ranges(
+                ranges
+                    .into_iter()
+                    .map(|(l, u)| (bytes(l), bytes(u)))
+                    .collect(),
+            ))
+        };
+        let rows = lookups
+            .map(ViewRows::Keys)
+            .or_else(ranges)
+            .unwrap_or(ViewRows::All);
         match views.get(&topic.topic) {
             Ok(view) => Some(ViewRead {
                 view,
-                keys,
+                rows,
                 windowed: topic.window.is_some(),
             }),
             Err(e) => {

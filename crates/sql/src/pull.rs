@@ -7,6 +7,7 @@ use crate::ast::{self, Expr, ExprKind, LiteralValue};
 use crate::error::SqlError;
 use crate::planner::{Catalog, SourceDesc, SourceKindName};
 use sluice_plan::{BinaryOp, SqlType};
+use std::ops::Bound;
 
 const MORE_INFO: &str = "See https://cnfl.io/queries for more info.\nAdd EMIT CHANGES if you intended to issue a push query.";
 
@@ -254,6 +255,96 @@ pub fn key_lookups(w: &Expr, keys: &[&str]) -> Option<Vec<Vec<LiteralValue>>> {
     tuples.sort_by_key(|t| format!("{t:?}"));
     tuples.dedup();
     Some(tuples)
+}
+
+/// A range of a STRING key's values: its lower and upper bounds.
+pub type KeyRange = (Bound<String>, Bound<String>);
+
+/// The ranges a WHERE clause confines a table's single STRING key to, when it bounds it
+/// in every disjunct with string literals (`=`, `IN`, `<`, `<=`, `>`, `>=`, `BETWEEN`).
+/// None when some disjunct leaves the key unbounded (the query scans the table). As with
+/// `key_lookups`, the rows in the ranges are a superset of the answer.
+pub fn key_ranges(w: &Expr, key: &str) -> Option<Vec<KeyRange>> {
+    let string = |e: &Expr| match &e.kind {
+        ExprKind::Literal(LiteralValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let is_key = |e: &Expr| matches!(&e.kind, ExprKind::Column { name, .. } if name == key);
+    let mut disjuncts = Vec::new();
+    split(w, BinaryOp::Or, &mut disjuncts);
+    let mut ranges = Vec::new();
+    for disjunct in disjuncts {
+        let mut conjuncts = Vec::new();
+        split(disjunct, BinaryOp::And, &mut conjuncts);
+        let (mut lower, mut upper) = (Bound::Unbounded, Bound::Unbounded);
+        let mut points: Option<Vec<String>> = None;
+        for c in conjuncts {
+            match &c.kind {
+                ExprKind::Binary { op, left, right } if op.is_comparison() => {
+                    // Read as `key op value`.
+                    let (op, value) = if is_key(left) {
+                        (*op, string(right))
+                    } else if is_key(right) {
+                        let flipped = match op {
+                            BinaryOp::Lt => BinaryOp::Gt,
+                            BinaryOp::LtEq => BinaryOp::GtEq,
+                            BinaryOp::Gt => BinaryOp::Lt,
+                            BinaryOp::GtEq => BinaryOp::LtEq,
+                            other => *other,
+                        };
+                        (flipped, string(left))
+                    } else {
+                        continue;
+                    };
+                    let Some(v) = value else { continue };
+                    // The first bound of each side: any answer is within it.
+                    match op {
+                        BinaryOp::Eq => points = points.or(Some(vec![v])),
+                        BinaryOp::Gt if lower == Bound::Unbounded => lower = Bound::Excluded(v),
+                        BinaryOp::GtEq if lower == Bound::Unbounded => lower = Bound::Included(v),
+                        BinaryOp::Lt if upper == Bound::Unbounded => upper = Bound::Excluded(v),
+                        BinaryOp::LtEq if upper == Bound::Unbounded => upper = Bound::Included(v),
+                        _ => {}
+                    }
+                }
+                ExprKind::InList {
+                    expr,
+                    list,
+                    negated: false,
+                } if is_key(expr) => {
+                    if let Some(values) = list.iter().map(string).collect::<Option<Vec<_>>>() {
+                        points = points.or(Some(values));
+                    }
+                }
+                ExprKind::Between {
+                    expr,
+                    low,
+                    high,
+                    negated: false,
+                } if is_key(expr) => {
+                    if let (Some(l), Some(h)) = (string(low), string(high)) {
+                        if lower == Bound::Unbounded {
+                            lower = Bound::Included(l);
+                        }
+                        if upper == Bound::Unbounded {
+                            upper = Bound::Included(h);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        match points {
+            Some(values) => ranges.extend(
+                values
+                    .into_iter()
+                    .map(|v| (Bound::Included(v.clone()), Bound::Included(v))),
+            ),
+            None if lower == Bound::Unbounded && upper == Bound::Unbounded => return None,
+            None => ranges.push((lower, upper)),
+        }
+    }
+    Some(ranges)
 }
 
 /// With table scans off, each disjunct of the WHERE clause must pin every key column
@@ -530,5 +621,36 @@ mod tests {
         assert_eq!(lookups("ID > 'a'", &["ID"]), None);
         assert_eq!(lookups("ID = N", &["ID"]), None);
         assert_eq!(lookups("ID NOT IN ('a')", &["ID"]), None);
+    }
+
+    fn ranges(where_clause: &str) -> Option<Vec<String>> {
+        let stmt =
+            crate::parse_statement(&format!("SELECT * FROM X WHERE {where_clause};")).unwrap();
+        let crate::ast::StatementKind::Select(q) = &stmt.kind else {
+            panic!("not a query")
+        };
+        super::key_ranges(q.where_clause.as_ref().unwrap(), "ID")
+            .map(|r| r.iter().map(|(l, u)| format!("{l:?}..{u:?}")).collect())
+    }
+
+    #[test]
+    fn key_ranges_bound_a_string_key_in_every_disjunct() {
+        assert_eq!(
+            ranges("ID >= 'a' AND 'k' > ID AND N = 1").unwrap(),
+            [r#"Included("a")..Excluded("k")"#]
+        );
+        assert_eq!(
+            ranges("ID BETWEEN 'b' AND 'c' OR ID = 'x' OR ID IN ('y', 'z')").unwrap(),
+            [
+                r#"Included("b")..Included("c")"#,
+                r#"Included("x")..Included("x")"#,
+                r#"Included("y")..Included("y")"#,
+                r#"Included("z")..Included("z")"#
+            ]
+        );
+        assert_eq!(ranges("'m' < ID").unwrap(), [r#"Excluded("m")..Unbounded"#]);
+        assert_eq!(ranges("ID > 'a' OR N = 1"), None);
+        assert_eq!(ranges("ID <> 'a'"), None);
+        assert_eq!(ranges("ID > 1"), None);
     }
 }

@@ -9,6 +9,7 @@
 use crate::Result;
 use rocksdb::{DBWithThreadMode, Direction, IteratorMode, MultiThreaded, Options, WriteBatch};
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::Path;
 
 type Db = DBWithThreadMode<MultiThreaded>;
@@ -115,6 +116,38 @@ impl ViewDb {
     pub fn with_key_prefix(&self, partition: i32, key: &[u8]) -> Result<Vec<ViewRow>> {
         let prefix = row_key(partition, key);
         self.rows_from(&prefix, |k| k.starts_with(&prefix), usize::MAX)
+    }
+
+    /// Up to `limit` rows of `partition` whose keys lie between the bounds, in key order.
+    pub fn range(
+        &self,
+        partition: i32,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<ViewRow>> {
+        let start = match lower {
+            Bound::Included(k) => row_key(partition, k),
+            Bound::Excluded(k) => {
+                let mut k = row_key(partition, k);
+                k.push(0);
+                k
+            }
+            Bound::Unbounded => row_key(partition, &[]),
+        };
+        let prefix = row_key(partition, &[]);
+        self.rows_from(
+            &start,
+            |k| {
+                k.starts_with(&prefix)
+                    && match upper {
+                        Bound::Included(u) => &k[5..] <= u,
+                        Bound::Excluded(u) => &k[5..] < u,
+                        Bound::Unbounded => true,
+                    }
+            },
+            limit,
+        )
     }
 
     /// The row of `partition` with exactly `key`.
@@ -310,6 +343,28 @@ mod tests {
             &BTreeMap::from([(2, 7)]),
         )
         .unwrap();
+        let ranged = |lower, upper| -> Vec<Vec<u8>> {
+            db.range(2, lower, upper, 10)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.key)
+                .collect()
+        };
+        assert_eq!(
+            ranged(Bound::Excluded(&b"k"[..]), Bound::Unbounded).len(),
+            2,
+            "a windowed k sorts after k"
+        );
+        assert_eq!(
+            ranged(Bound::Included(&b"kk"[..]), Bound::Included(&b"kk"[..])),
+            [b"kk".to_vec()]
+        );
+        assert!(ranged(Bound::Unbounded, Bound::Excluded(&b"k"[..])).is_empty());
+        assert!(
+            db.range(1, Bound::Unbounded, Bound::Unbounded, 10)
+                .unwrap()
+                .is_empty()
+        );
         let found = db.with_key_prefix(2, b"k").unwrap();
         assert_eq!(found.len(), 2);
         assert_eq!(found[0], windowed);
