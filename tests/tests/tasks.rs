@@ -102,6 +102,15 @@ fn tasks_spread_over_servers_and_threads() {
         latest_values(r) == want_by_key
     });
     assert_eq!(latest_values(&out), want_by_key, "tasks held: {shared:?}");
+    // Either server answers a pull query on the table, whichever holds the key's task.
+    let total_k3: i64 = (0..400).filter(|i| i % 20 == 3).sum();
+    for server in [&a, &b] {
+        assert_eq!(
+            server.query_rows("SELECT n, total FROM per_key WHERE k = 'k3';"),
+            [json!([20, total_k3])]
+        );
+        assert_eq!(server.query_rows("SELECT * FROM per_key;").len(), 20);
+    }
     let want_by_page: HashMap<String, serde_json::Value> = (0..3)
         .map(|p| {
             let n = (0..400).filter(|i| i % 3 == p).count();
