@@ -172,3 +172,65 @@ fn joins_of_topics_with_different_partition_counts_are_refused() {
         "Can't join `A` with `B` since the number of partitions don't match. `A` partitions = 1; `B` partitions = 2. Please repartition either one so that the number of partitions match."
     );
 }
+
+/// Sides joined on their keys, with the keys written in different formats: the same
+/// key is different bytes on each side, which Kafka's partitioner puts in different
+/// partitions. Every key must still meet its match.
+#[test]
+fn sides_whose_keys_are_written_in_different_formats_still_meet() {
+    let server = Server::start(&unique("svc"));
+    let (s1, s2, t, out, enriched) = (
+        unique("fmt_s1"),
+        unique("fmt_s2"),
+        unique("fmt_t"),
+        unique("fmt_out"),
+        unique("fmt_enriched"),
+    );
+    server.ok(&format!(
+        "CREATE STREAM s1 (id INT KEY, foo INT) WITH (kafka_topic='{s1}', key_format='DELIMITED', value_format='JSON', partitions=4);
+         CREATE STREAM s2 (id INT KEY, val STRING) WITH (kafka_topic='{s2}', key_format='KAFKA', value_format='JSON', partitions=4);
+         CREATE TABLE t (id INT PRIMARY KEY, name STRING) WITH (kafka_topic='{t}', key_format='KAFKA', value_format='JSON', partitions=4);"
+    ));
+    let keys = 24;
+    let mut inserts = String::new();
+    for i in 0..keys {
+        inserts.push_str(&format!(
+            "INSERT INTO s2 (id, val) VALUES ({i}, 'v{i}'); INSERT INTO t (id, name) VALUES ({i}, 'n{i}');"
+        ));
+    }
+    server.ok(&inserts);
+    server.ok(&format!(
+        "CREATE STREAM joined WITH (kafka_topic='{out}') AS \
+         SELECT s1.id, s2.val FROM s1 JOIN s2 WITHIN 1 HOURS ON s1.id = s2.id;
+         CREATE STREAM enriched WITH (kafka_topic='{enriched}') AS \
+         SELECT s1.id, t.name FROM s1 JOIN t ON s1.id = t.id;"
+    ));
+    // The stream-stream join moves the right side into the left's key format.
+    let queries = server.query_ids();
+    let joined = &queries
+        .iter()
+        .find(|(id, _)| id.contains("JOINED"))
+        .expect("a query")
+        .0;
+    let repartition = format!(
+        "_sluice-{}-query_{joined}-Join-right-repartition",
+        server.service_id
+    );
+    sluice_e2e::eventually(WAIT, "the repartition topic", || {
+        sluice_e2e::topic_exists(&repartition).then_some(())
+    });
+    let mut inserts = String::new();
+    for i in 0..keys {
+        inserts.push_str(&format!("INSERT INTO s1 (id, foo) VALUES ({i}, {i});"));
+    }
+    server.ok(&inserts);
+    for (topic, prefix) in [(&out, "v"), (&enriched, "n")] {
+        let mut got = keyed(&consume(topic, keys, WAIT));
+        got.sort_by_key(|(k, _)| k.parse::<i32>().unwrap_or(-1));
+        let column = if prefix == "v" { "VAL" } else { "NAME" };
+        let want: Vec<(String, Value)> = (0..keys)
+            .map(|i| (i.to_string(), json!({ column: format!("{prefix}{i}") })))
+            .collect();
+        assert_eq!(got, want, "{topic}; log:\n{}", server.log_text());
+    }
+}

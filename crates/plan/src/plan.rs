@@ -494,12 +494,20 @@ impl Step {
                 {
                     return None;
                 }
-                let (left_keyed, right_keyed) =
+                let (left_keyed, mut right_keyed) =
                     (left.joined_on_key(left_key), right.joined_on_key(right_key));
                 // The joined row's key column has the join key's type.
                 let key_type = schema.columns.first()?.ty.clone();
                 let (format, partitions_of) = match (left_keyed, right_keyed) {
-                    (true, true) => return None,
+                    // Both on their keys, written in different formats: the right side
+                    // moves into the left's (as ksqlDB does).
+                    (true, true) => match (left.single_source(), right.partitioning_format()) {
+                        (Some(t), Some(r)) if !same_key_bytes(&t.key_format, r) => {
+                            right_keyed = false;
+                            (t.key_format.clone(), Some(t.topic.clone()))
+                        }
+                        _ => return None,
+                    },
                     (true, false) => {
                         let t = left.single_source()?;
                         (t.key_format.clone(), Some(t.topic.clone()))
@@ -663,6 +671,24 @@ impl Step {
             .is_some_and(|k| matches!((k.as_slice(), key), ([k], Expr::Column(c)) if c == k))
     }
 
+    /// The key format of the source records whose partitions this step's rows are in
+    /// (a join's: its left side's); None when that is not one source's.
+    fn partitioning_format(&self) -> Option<&Format> {
+        match self {
+            Step::StreamSource { topic, .. } | Step::TableSource { topic, .. } => {
+                Some(&topic.key_format)
+            }
+            Step::Join { left, .. } => left.partitioning_format(),
+            _ => {
+                let inputs = self.inputs();
+                match inputs.as_slice() {
+                    [input] => input.partitioning_format(),
+                    _ => None,
+                }
+            }
+        }
+    }
+
     /// The topic of the one source this step reads, if it reads one.
     fn single_source(&self) -> Option<&TopicSpec> {
         match self.sources()[..] {
@@ -740,14 +766,22 @@ impl Step {
                 if matches!(shape, JoinShape::ForeignKey { .. }) {
                     return None;
                 }
-                (left.joined_on_key(left_key) && right.joined_on_key(right_key)).then(|| {
-                    schema
-                        .columns
-                        .first()
-                        .map(|c| c.name.as_str())
-                        .into_iter()
-                        .collect()
-                })
+                // Keys written in different formats are different bytes, which Kafka's
+                // partitioner puts in different partitions.
+                let co_partitioned = match (left.partitioning_format(), right.partitioning_format())
+                {
+                    (Some(l), Some(r)) => same_key_bytes(l, r),
+                    _ => true,
+                };
+                (co_partitioned && left.joined_on_key(left_key) && right.joined_on_key(right_key))
+                    .then(|| {
+                        schema
+                            .columns
+                            .first()
+                            .map(|c| c.name.as_str())
+                            .into_iter()
+                            .collect()
+                    })
             }
         }
     }
@@ -908,4 +942,14 @@ impl Step {
             input.explain_into(out, depth + 1);
         }
     }
+}
+
+/// Whether keys written in these two formats are the same bytes (and so land in the
+/// same partitions). A schema-registry format's bytes carry the id of the schema each
+/// topic registered, so two topics' keys never are.
+fn same_key_bytes(a: &Format, b: &Format) -> bool {
+    a.kind == b.kind
+        && !a.kind.needs_schema_registry()
+        && (a.kind != crate::FormatKind::Delimited
+            || a.delimiter.unwrap_or(',') == b.delimiter.unwrap_or(','))
 }
