@@ -828,8 +828,9 @@ fn lags(reader: &BaseConsumer) -> Result<BTreeMap<(String, i32), i64>> {
     if ends.count() == 0 {
         return Ok(BTreeMap::new());
     }
-    // A timestamp of -1 asks for the end, every partition in one request.
-    let ends = reader.offsets_for_times(ends, Duration::from_secs(5))?;
+    // A timestamp of -1 asks for the end, every partition in one request; briefly, as
+    // the worker's commits wait meanwhile.
+    let ends = reader.offsets_for_times(ends, Duration::from_secs(1))?;
     let mut lags = BTreeMap::new();
     for e in positions.elements() {
         if let (Offset::Offset(at), Some(Offset::Offset(end))) = (
