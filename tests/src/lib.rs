@@ -302,7 +302,7 @@ impl Server {
     }
 
     /// The rows of a `/query` response (its header and final message left out); panics
-    /// unless the query answers with 200.
+    /// unless the query answers with 200 and without an error message.
     pub fn query_rows(&self, sql: &str) -> Vec<Value> {
         let resp = ureq::post(&format!("{}/query", self.url))
             .config()
@@ -315,8 +315,11 @@ impl Server {
         let text = resp.into_body().read_to_string().expect("a body");
         assert_eq!(status, 200, "{sql}: {text}");
         let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-        body.as_array()
-            .expect("an array")
+        let elements = body.as_array().expect("an array");
+        if let Some(e) = elements.iter().find(|e| e.get("errorMessage").is_some()) {
+            panic!("{sql} failed: {e}");
+        }
+        elements
             .iter()
             .filter_map(|e| e.get("row").map(|r| r["columns"].clone()))
             .collect()

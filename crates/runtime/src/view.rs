@@ -180,6 +180,22 @@ impl TableView {
                 ends.insert(e.partition(), end);
             }
         }
+        // A partition the view has no position in has delivered it nothing: if retention
+        // removed everything up to the end, nothing ever will, and there is nothing to
+        // wait for.
+        let unread: Vec<i32> = {
+            let progress = self.shared.lock();
+            ends.keys()
+                .filter(|p| !progress.positions.contains_key(p))
+                .copied()
+                .collect()
+        };
+        for p in unread {
+            let (low, _) = metadata.fetch_watermarks(&self.topic, p, METADATA_TIMEOUT)?;
+            if ends.get(&p).is_some_and(|end| low >= *end) {
+                ends.remove(&p);
+            }
+        }
         drop(metadata);
         let deadline = Instant::now() + timeout;
         let mut progress = self.shared.lock();
@@ -199,8 +215,8 @@ impl TableView {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(RuntimeError::Unavailable(format!(
-                    "the view of {} did not catch up with its topic within {timeout:?}",
-                    self.topic
+                    "the view of {} did not catch up with its topic within {timeout:?} (ends {ends:?}, read to {:?})",
+                    self.topic, progress.positions
                 )));
             }
             progress = self
