@@ -40,6 +40,31 @@ fn stream_and_table(server: &Server, partitions: u32, create_table: &str) -> (St
     (source, table)
 }
 
+/// Creates the source table `name` (`id STRING PRIMARY KEY, name STRING`) with
+/// `partitions` and writes it the rows (id, name; None deletes); returns its topic.
+fn source_table(
+    server: &Server,
+    name: &str,
+    partitions: u32,
+    rows: &[(&str, Option<&str>)],
+) -> String {
+    let topic = unique(&format!("view_{name}"));
+    server.ok(&format!(
+        "CREATE SOURCE TABLE {name} (id STRING PRIMARY KEY, name STRING) \
+         WITH (kafka_topic='{topic}', value_format='JSON', partitions={partitions});"
+    ));
+    let records: Vec<Record> = rows
+        .iter()
+        .zip(1..)
+        .map(|((id, v), ts)| {
+            let value = v.map(|v| format!(r#"{{"NAME":"{v}"}}"#));
+            Record::new(Some(id), value.as_deref(), ts)
+        })
+        .collect();
+    produce(&topic, &records);
+    topic
+}
+
 #[test]
 fn a_table_query_answers_key_lookups_from_its_view_through_updates_and_restarts() {
     let mut server = Server::start(&unique("svc"));
@@ -179,19 +204,16 @@ fn windowed_and_source_tables_answer_from_their_views() {
     assert_eq!(read, 2.0);
 
     // A source table written by another client, with a KAFKA key: lookups by key.
-    let users = unique("view_users");
-    server.ok(&format!(
-        "CREATE SOURCE TABLE users (id STRING PRIMARY KEY, name STRING) \
-         WITH (kafka_topic='{users}', value_format='JSON', partitions=3);"
-    ));
-    produce(
-        &users,
+    let users = source_table(
+        &server,
+        "users",
+        3,
         &[
-            Record::new(Some("u1"), Some(r#"{"NAME":"ann"}"#), 1),
-            Record::new(Some("u2"), Some(r#"{"NAME":"bob"}"#), 2),
-            Record::new(Some("u3"), Some(r#"{"NAME":"cy"}"#), 3),
-            Record::new(Some("u2"), Some(r#"{"NAME":"bo"}"#), 4),
-            Record::new(Some("u3"), None, 5),
+            ("u1", Some("ann")),
+            ("u2", Some("bob")),
+            ("u3", Some("cy")),
+            ("u2", Some("bo")),
+            ("u3", None),
         ],
     );
     let (rows, read) = pull(
@@ -211,18 +233,7 @@ fn windowed_and_source_tables_answer_from_their_views() {
 #[test]
 fn a_table_whose_records_retention_removed_answers_at_once() {
     let server = Server::start(&unique("svc"));
-    let topic = unique("view_gone");
-    server.ok(&format!(
-        "CREATE SOURCE TABLE gone (id STRING PRIMARY KEY, name STRING) \
-         WITH (kafka_topic='{topic}', value_format='JSON', partitions=1);"
-    ));
-    produce(
-        &topic,
-        &[
-            Record::new(Some("a"), Some(r#"{"NAME":"x"}"#), 1),
-            Record::new(Some("b"), Some(r#"{"NAME":"y"}"#), 2),
-        ],
-    );
+    let topic = source_table(&server, "gone", 1, &[("a", Some("x")), ("b", Some("y"))]);
     let admin = sluice_runtime::KafkaAdmin::new(&sluice_e2e::bootstrap()).expect("an admin client");
     futures::executor::block_on(admin.delete_records_before(&[(topic.clone(), 0, 2)]))
         .expect("records deleted");
