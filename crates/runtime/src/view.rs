@@ -30,8 +30,9 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct TableView {
     topic: String,
     shared: Arc<Shared>,
-    /// For the ends of the topic's partitions when a pull query starts.
-    metadata: Mutex<BaseConsumer>,
+    /// For the ends of the topic's partitions when a pull query starts (a client that
+    /// many pull queries use at once).
+    metadata: BaseConsumer,
     partitions: Vec<i32>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -138,7 +139,7 @@ impl TableView {
         Ok(TableView {
             topic: topic.to_string(),
             shared,
-            metadata: Mutex::new(metadata),
+            metadata,
             partitions,
             thread: Some(thread),
         })
@@ -161,7 +162,7 @@ impl TableView {
         for p in &self.partitions {
             latest.add_partition_offset(&self.topic, *p, Offset::End)?;
         }
-        let metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
+        let metadata = &self.metadata;
         let mut ends = BTreeMap::new();
         for e in metadata
             .offsets_for_times(latest, METADATA_TIMEOUT)?
@@ -196,7 +197,6 @@ impl TableView {
                 ends.remove(&p);
             }
         }
-        drop(metadata);
         let deadline = Instant::now() + timeout;
         let mut progress = self.shared.lock();
         loop {
@@ -231,32 +231,26 @@ impl TableView {
     /// Up to `limit` rows in scan order after `after` (the last row of the previous
     /// page), or from the start.
     pub fn scan(&self, after: Option<&(i32, Vec<u8>)>, limit: usize) -> Result<Vec<ViewRow>> {
-        let rows = self.shared.db.scan(after, limit)?;
-        self.served(rows.len());
-        Ok(rows)
+        self.read(|db| db.scan(after, limit))
     }
 
     /// The rows with `key` (a windowed table: with `key` and any window) in any
     /// partition.
     pub fn lookup(&self, key: &[u8], windowed: bool) -> Result<Vec<ViewRow>> {
-        let mut rows = Vec::new();
-        for p in &self.partitions {
-            if windowed {
-                // Tumbling and hopping windows add their start (8 bytes), session
-                // windows their end and start (16).
-                rows.extend(
-                    self.shared
-                        .db
-                        .with_key_prefix(*p, key)?
-                        .into_iter()
-                        .filter(|r| matches!(r.key.len() - key.len(), 8 | 16)),
-                );
-            } else {
-                rows.extend(self.shared.db.get(*p, key)?);
+        self.read(|db| {
+            let mut rows = Vec::new();
+            for p in &self.partitions {
+                if windowed {
+                    // Tumbling and hopping windows add their start (8 bytes), session
+                    // windows their end and start (16).
+                    let windows = db.with_key_prefix(*p, key)?.into_iter();
+                    rows.extend(windows.filter(|r| matches!(r.key.len() - key.len(), 8 | 16)));
+                } else {
+                    rows.extend(db.get(*p, key)?);
+                }
             }
-        }
-        self.served(rows.len());
-        Ok(rows)
+            Ok(rows)
+        })
     }
 
     /// The partitions of the table's topic.
@@ -270,14 +264,10 @@ impl TableView {
         read: impl FnOnce(&ViewDb) -> sluice_state::Result<Vec<ViewRow>>,
     ) -> Result<Vec<ViewRow>> {
         let rows = read(&self.shared.db)?;
-        self.served(rows.len());
-        Ok(rows)
-    }
-
-    fn served(&self, n: usize) {
         self.shared
             .rows_served
-            .fetch_add(n as u64, Ordering::Relaxed);
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        Ok(rows)
     }
 }
 

@@ -891,12 +891,20 @@ impl Engine {
         } else {
             self.transient_id(&source)
         };
+        let view = if pull && is_table {
+            self.table_view(stmt, &plan)
+        } else {
+            None
+        };
         let mode = if !pull {
             Mode::Push
         } else if is_table {
             let key_index = |name: &str| schema.columns.iter().position(|c| c.name == name);
-            // A scan of one source table comes out in its store's order.
+            // A scan of one source table comes out in its store's order. A view hands its
+            // rows out in that order already (partition, then key bytes), so only a scan
+            // of the topic is sorted.
             let scan_order = match plan.root.sources().as_slice() {
+                _ if view.is_some() => None,
                 [(_, topic)] => {
                     let key_columns: Option<Vec<(usize, sluice_plan::SqlType)>> = topic
                         .schema
@@ -946,11 +954,6 @@ impl Engine {
                 .filter(|c| !hidden(c))
                 .cloned()
                 .collect(),
-        };
-        let view = if pull && is_table {
-            self.table_view(stmt, &plan)
-        } else {
-            None
         };
         // A scalable push query reads only rows with a key, as ksqlDB's does.
         let plan = if scalable {

@@ -200,45 +200,23 @@ fn split<'a>(e: &'a Expr, op: BinaryOp, out: &mut Vec<&'a Expr>) {
 pub fn key_lookups(w: &Expr, keys: &[&str]) -> Option<Vec<Vec<LiteralValue>>> {
     /// More tuples than this are read as a scan.
     const MAX_KEYS: usize = 10_000;
-    let literal = |e: &Expr| match &e.kind {
-        ExprKind::Literal(v) => Some(v.clone()),
-        _ => None,
-    };
-    let is_column =
-        |e: &Expr, key: &str| matches!(&e.kind, ExprKind::Column { name, .. } if name == key);
-    let mut disjuncts = Vec::new();
-    split(w, BinaryOp::Or, &mut disjuncts);
     let mut tuples: Vec<Vec<LiteralValue>> = Vec::new();
-    for disjunct in disjuncts {
-        let mut conjuncts = Vec::new();
-        split(disjunct, BinaryOp::And, &mut conjuncts);
+    for conjuncts in disjuncts_of(w) {
         let mut disjunct_tuples: Vec<Vec<LiteralValue>> = vec![Vec::new()];
         for key in keys {
             // The first conjunct that pins the key: any answer satisfies it.
-            let values: Vec<LiteralValue> = conjuncts.iter().find_map(|c| match &c.kind {
-                ExprKind::Binary {
-                    op: BinaryOp::Eq,
-                    left,
-                    right,
-                } if is_column(left, key) => literal(right).map(|v| vec![v]),
-                ExprKind::Binary {
-                    op: BinaryOp::Eq,
-                    left,
-                    right,
-                } if is_column(right, key) => literal(left).map(|v| vec![v]),
-                ExprKind::InList {
-                    expr,
-                    list,
-                    negated: false,
-                } if is_column(expr, key) => list.iter().map(literal).collect(),
-                _ => None,
-            })?;
+            let values = conjuncts
+                .iter()
+                .find_map(|c| match key_constraint(c, key) {
+                    Some((BinaryOp::Eq, values)) => Some(values),
+                    _ => None,
+                })?;
             disjunct_tuples = disjunct_tuples
                 .iter()
                 .flat_map(|t| {
                     values.iter().map(move |v| {
                         let mut t = t.clone();
-                        t.push(v.clone());
+                        t.push((*v).clone());
                         t
                     })
                 })
@@ -257,6 +235,58 @@ pub fn key_lookups(w: &Expr, keys: &[&str]) -> Option<Vec<Vec<LiteralValue>>> {
     Some(tuples)
 }
 
+/// The disjuncts of a WHERE clause, each as its conjuncts.
+fn disjuncts_of(w: &Expr) -> Vec<Vec<&Expr>> {
+    let mut disjuncts = Vec::new();
+    split(w, BinaryOp::Or, &mut disjuncts);
+    disjuncts
+        .into_iter()
+        .map(|d| {
+            let mut conjuncts = Vec::new();
+            split(d, BinaryOp::And, &mut conjuncts);
+            conjuncts
+        })
+        .collect()
+}
+
+/// How a conjunct constrains `key` by literals, read as `key op value`: a comparison
+/// with the key on either side (the operator turned round when the key is on the
+/// right), or an IN list of literals (as `=` with each of them).
+fn key_constraint<'a>(c: &'a Expr, key: &str) -> Option<(BinaryOp, Vec<&'a LiteralValue>)> {
+    let is_key = |e: &Expr| matches!(&e.kind, ExprKind::Column { name, .. } if name == key);
+    let literal = |e: &'a Expr| match &e.kind {
+        ExprKind::Literal(v) => Some(v),
+        _ => None,
+    };
+    match &c.kind {
+        ExprKind::Binary { op, left, right } if op.is_comparison() => {
+            if is_key(left) {
+                Some((*op, vec![literal(right)?]))
+            } else if is_key(right) {
+                let turned = match op {
+                    BinaryOp::Lt => BinaryOp::Gt,
+                    BinaryOp::LtEq => BinaryOp::GtEq,
+                    BinaryOp::Gt => BinaryOp::Lt,
+                    BinaryOp::GtEq => BinaryOp::LtEq,
+                    other => *other,
+                };
+                Some((turned, vec![literal(left)?]))
+            } else {
+                None
+            }
+        }
+        ExprKind::InList {
+            expr,
+            list,
+            negated: false,
+        } if is_key(expr) => Some((
+            BinaryOp::Eq,
+            list.iter().map(literal).collect::<Option<_>>()?,
+        )),
+        _ => None,
+    }
+}
+
 /// A range of a STRING key's values: its lower and upper bounds.
 pub type KeyRange = (Bound<String>, Bound<String>);
 
@@ -265,73 +295,53 @@ pub type KeyRange = (Bound<String>, Bound<String>);
 /// None when some disjunct leaves the key unbounded (the query scans the table). As with
 /// `key_lookups`, the rows in the ranges are a superset of the answer.
 pub fn key_ranges(w: &Expr, key: &str) -> Option<Vec<KeyRange>> {
-    let string = |e: &Expr| match &e.kind {
-        ExprKind::Literal(LiteralValue::String(s)) => Some(s.clone()),
+    let string = |v: &LiteralValue| match v {
+        LiteralValue::String(s) => Some(s.clone()),
         _ => None,
     };
-    let is_key = |e: &Expr| matches!(&e.kind, ExprKind::Column { name, .. } if name == key);
-    let mut disjuncts = Vec::new();
-    split(w, BinaryOp::Or, &mut disjuncts);
+    let string_expr = |e: &Expr| match &e.kind {
+        ExprKind::Literal(v) => string(v),
+        _ => None,
+    };
     let mut ranges = Vec::new();
-    for disjunct in disjuncts {
-        let mut conjuncts = Vec::new();
-        split(disjunct, BinaryOp::And, &mut conjuncts);
+    for conjuncts in disjuncts_of(w) {
         let (mut lower, mut upper) = (Bound::Unbounded, Bound::Unbounded);
         let mut points: Option<Vec<String>> = None;
         for c in conjuncts {
-            match &c.kind {
-                ExprKind::Binary { op, left, right } if op.is_comparison() => {
-                    // Read as `key op value`.
-                    let (op, value) = if is_key(left) {
-                        (*op, string(right))
-                    } else if is_key(right) {
-                        let flipped = match op {
-                            BinaryOp::Lt => BinaryOp::Gt,
-                            BinaryOp::LtEq => BinaryOp::GtEq,
-                            BinaryOp::Gt => BinaryOp::Lt,
-                            BinaryOp::GtEq => BinaryOp::LtEq,
-                            other => *other,
-                        };
-                        (flipped, string(left))
-                    } else {
-                        continue;
-                    };
-                    let Some(v) = value else { continue };
-                    // The first bound of each side: any answer is within it.
-                    match op {
-                        BinaryOp::Eq => points = points.or(Some(vec![v])),
-                        BinaryOp::Gt if lower == Bound::Unbounded => lower = Bound::Excluded(v),
-                        BinaryOp::GtEq if lower == Bound::Unbounded => lower = Bound::Included(v),
-                        BinaryOp::Lt if upper == Bound::Unbounded => upper = Bound::Excluded(v),
-                        BinaryOp::LtEq if upper == Bound::Unbounded => upper = Bound::Included(v),
-                        _ => {}
-                    }
-                }
-                ExprKind::InList {
-                    expr,
-                    list,
-                    negated: false,
-                } if is_key(expr) => {
-                    if let Some(values) = list.iter().map(string).collect::<Option<Vec<_>>>() {
-                        points = points.or(Some(values));
-                    }
-                }
-                ExprKind::Between {
-                    expr,
-                    low,
-                    high,
-                    negated: false,
-                } if is_key(expr) => {
-                    if let (Some(l), Some(h)) = (string(low), string(high)) {
-                        if lower == Bound::Unbounded {
-                            lower = Bound::Included(l);
-                        }
-                        if upper == Bound::Unbounded {
-                            upper = Bound::Included(h);
-                        }
-                    }
-                }
+            // The first bound of each side: any answer is within it.
+            let mut bound = |op: BinaryOp, v: String| match op {
+                BinaryOp::Gt if lower == Bound::Unbounded => lower = Bound::Excluded(v),
+                BinaryOp::GtEq if lower == Bound::Unbounded => lower = Bound::Included(v),
+                BinaryOp::Lt if upper == Bound::Unbounded => upper = Bound::Excluded(v),
+                BinaryOp::LtEq if upper == Bound::Unbounded => upper = Bound::Included(v),
                 _ => {}
+            };
+            if let ExprKind::Between {
+                expr,
+                low,
+                high,
+                negated: false,
+            } = &c.kind
+                && matches!(&expr.kind, ExprKind::Column { name, .. } if name == key)
+            {
+                if let (Some(l), Some(h)) = (string_expr(low), string_expr(high)) {
+                    bound(BinaryOp::GtEq, l);
+                    bound(BinaryOp::LtEq, h);
+                }
+                continue;
+            }
+            match key_constraint(c, key) {
+                Some((BinaryOp::Eq, values)) if points.is_none() => {
+                    points = values.into_iter().map(string).collect();
+                }
+                Some((op, values)) => {
+                    if let [v] = values.as_slice()
+                        && let Some(v) = string(v)
+                    {
+                        bound(op, v);
+                    }
+                }
+                None => {}
             }
         }
         match points {
