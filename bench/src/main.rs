@@ -28,8 +28,6 @@ use serde_json::json;
 use sluice_plan::QueryPlan;
 use sluice_registry::{MemoryRegistry, RegisteredSchema, SchemaRegistry, SchemaType, avro, frame};
 use sluice_runtime::pipeline::{OutputRecord, Pipeline, SourceRecord};
-use sluice_sql::{Planned, PlannerConfig, SourceDesc, parse_statements, plan_statement};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,21 +39,7 @@ const COMMIT_EVERY: usize = 20_000;
 
 /// The plan of the last CREATE ... AS SELECT among the statements.
 fn plan(sql: &str) -> QueryPlan {
-    let mut catalog: BTreeMap<String, SourceDesc> = BTreeMap::new();
-    let mut last = None;
-    for stmt in parse_statements(sql).expect("parses") {
-        match plan_statement(&stmt, &catalog, &PlannerConfig::default()).expect("plans") {
-            Planned::CreateSource { source, .. } => {
-                catalog.insert(source.name.clone(), source);
-            }
-            Planned::CreateAs { sink, plan, .. } => {
-                catalog.insert(sink.name.clone(), sink);
-                last = Some(*plan);
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    last.expect("a query")
+    sluice_sql::plan_last_query(sql).expect("plans")
 }
 
 /// A record to push: the input it goes to, its key, value and time.

@@ -21,11 +21,9 @@ use datafusion_common::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, UInt32Array, new_null_array,
 };
 use datafusion_common::arrow::compute::{interleave, take};
-use datafusion_common::arrow::datatypes::{
-    DataType, Field, Int32Type, Int64Type, Schema, SchemaRef,
-};
+use datafusion_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion_common::arrow::record_batch::RecordBatch;
-use datafusion_common::arrow::row::{RowConverter, SortField};
+use datafusion_common::arrow::row::{RowConverter, Rows, SortField};
 use hashbrown::HashMap;
 use sluice_plan::{CarriedColumn, JoinKind, JoinShape, LogicalSchema, PSEUDO_COLUMNS, WindowKind};
 use std::collections::{BTreeMap, BTreeSet};
@@ -54,6 +52,21 @@ struct BatchRows {
     key: ArrayRef,
     /// Joins of windowed sources: the rows' window bounds, which the result keeps.
     bounds: Option<[ArrayRef; 2]>,
+}
+
+/// A batch of one side as the join reads it.
+struct SideBatch {
+    side: Side,
+    rows: Arc<BatchRows>,
+    /// Each row's key (and window) encoded, for lookups and the stores' keys.
+    key_bytes: Rows,
+    rowtime: Int64Array,
+    partition: Int32Array,
+    offset: Int64Array,
+    retract: BooleanArray,
+    tombstone: BooleanArray,
+    /// Foreign-key joins, left side: each row's primary key, encoded.
+    primary: Option<Rows>,
 }
 
 /// A row of an input batch, kept in the join's state or paired in an output row.
@@ -282,6 +295,45 @@ impl JoinOp {
         batch: &RecordBatch,
         errors: &mut u64,
     ) -> Result<RecordBatch> {
+        let input = self.prepare(side, batch, errors)?;
+        if matches!(self.shape, JoinShape::StreamTable) && side == Side::Left {
+            return self.look_up(batch, &input);
+        }
+        let mut out = Vec::new();
+        for row in 0..batch.num_rows() {
+            self.process_row(&input, row, &mut out);
+        }
+        self.assemble(out)
+    }
+
+    /// Runs the rows of both sides through the join in the order they arrived: `order`
+    /// lists each row as its side and its index in that side's batch. The output is
+    /// what processing the rows one by one would give, in one batch.
+    pub fn process_interleaved(
+        &mut self,
+        batches: [Option<&RecordBatch>; 2],
+        order: &[(Side, u32)],
+        errors: &mut u64,
+    ) -> Result<RecordBatch> {
+        let mut inputs = [None, None];
+        for side in [Side::Left, Side::Right] {
+            if let Some(batch) = batches[side as usize] {
+                inputs[side as usize] = Some(self.prepare(side, batch, errors)?);
+            }
+        }
+        let mut out = Vec::new();
+        for &(side, row) in order {
+            let input = inputs[side as usize].as_ref().ok_or_else(|| {
+                RuntimeError::Plan(format!("a {side:?} row without a {side:?} batch"))
+            })?;
+            self.process_row(input, row as usize, &mut out);
+        }
+        self.assemble(out)
+    }
+
+    /// What the join reads of a batch of one side: its keys (evaluated and encoded),
+    /// pseudo-columns and flags, and its carried columns, shared by the rows it keeps.
+    fn prepare(&self, side: Side, batch: &RecordBatch, errors: &mut u64) -> Result<SideBatch> {
         let s = side as usize;
         let keys = evaluate(&self.keys[s], batch, errors)?;
         // A windowed row's key is its key and its window.
@@ -297,23 +349,9 @@ impl JoinOp {
         }
         let key_bytes = self.rows.convert_columns(&key_columns)?;
         let n = batch.num_columns();
-        let rowtime = batch.column(n - PSEUDO_COUNT).as_primitive::<Int64Type>();
-        let partition = batch
-            .column(n - PSEUDO_COUNT + 1)
-            .as_primitive::<Int32Type>();
-        let offset = batch
-            .column(n - PSEUDO_COUNT + 2)
-            .as_primitive::<Int64Type>();
-        let retract = batch.column(n - FLAG_COUNT).as_boolean();
-        let tombstone = batch.column(n - 1).as_boolean();
         let carried = batch.project(&self.carried[s])?;
         let carried =
             RecordBatch::try_new(self.carried_schema[s].clone(), carried.columns().to_vec())?;
-        let batch_rows = Arc::new(BatchRows {
-            columns: carried,
-            key: keys.clone(),
-            bounds,
-        });
         let primary = match (&self.primary, side) {
             (Some((indexes, converter)), Side::Left) => {
                 let columns: Vec<ArrayRef> =
@@ -322,168 +360,171 @@ impl JoinOp {
             }
             _ => None,
         };
-        if matches!(self.shape, JoinShape::StreamTable) && side == Side::Left {
-            let flags = [retract, tombstone];
-            let pseudo = [&rowtime, &offset].map(|a| a as &dyn Array);
-            return self.look_up(batch, &batch_rows, &key_bytes, flags, pseudo, partition);
+        Ok(SideBatch {
+            side,
+            rows: Arc::new(BatchRows {
+                columns: carried,
+                key: keys,
+                bounds,
+            }),
+            key_bytes,
+            rowtime: batch.column(n - PSEUDO_COUNT).as_primitive().clone(),
+            partition: batch.column(n - PSEUDO_COUNT + 1).as_primitive().clone(),
+            offset: batch.column(n - PSEUDO_COUNT + 2).as_primitive().clone(),
+            retract: batch.column(n - FLAG_COUNT).as_boolean().clone(),
+            tombstone: batch.column(n - 1).as_boolean().clone(),
+            primary,
+        })
+    }
+
+    /// Runs one row of a side through the join, appending what it emits to `out`.
+    fn process_row(&mut self, input: &SideBatch, row: usize, out: &mut Vec<Emit>) {
+        let side = input.side;
+        let s = side as usize;
+        let keys = &input.rows.key;
+        let tombstone = input.tombstone.value(row);
+        // Retractions are for aggregations; a table side reads upserts. A left row
+        // of a foreign-key join is kept whatever its foreign key.
+        if input.retract.value(row) || keys.is_null(row) && input.primary.is_none() {
+            return;
         }
-        let mut out = Vec::new();
-        for row in 0..batch.num_rows() {
-            // Retractions are for aggregations; a table side reads upserts. A left row
-            // of a foreign-key join is kept whatever its foreign key.
-            if retract.value(row) || keys.is_null(row) && primary.is_none() {
-                continue;
-            }
-            let kept = Kept {
-                batch: batch_rows.clone(),
-                row,
-                ts: rowtime.value(row),
-            };
-            // Borrowed for lookups; copied only where a row is stored.
-            let key: &[u8] = key_bytes.row(row).data();
-            let trigger = |kept: &Kept| Emit {
-                left: None,
-                right: None,
-                key: kept.at(),
-                ts: kept.ts,
-                partition: partition.value(row),
-                offset: offset.value(row),
-                tombstone: false,
-                retract: false,
-            };
-            match self.shape {
-                JoinShape::StreamTable => match side {
-                    Side::Right => {
-                        if tombstone.value(row) {
-                            self.tables[1].remove(key);
-                        } else {
-                            self.tables[1].insert(TableKey::from_slice(key), kept);
-                        }
-                    }
-                    Side::Left => {
-                        if tombstone.value(row) {
-                            continue;
-                        }
-                        let found = self.tables[1].get(key).cloned();
-                        if found.is_some() || self.kind.keeps_left() {
-                            out.push(Emit {
-                                right: found,
-                                left: Some(kept.clone()),
-                                ..trigger(&kept)
-                            });
-                        }
-                    }
-                },
-                JoinShape::TableTable => {
-                    let o = side.other() as usize;
-                    let old = if tombstone.value(row) {
-                        self.tables[s].remove(key)
+        let kept = Kept {
+            batch: input.rows.clone(),
+            row,
+            ts: input.rowtime.value(row),
+        };
+        // Borrowed for lookups; copied only where a row is stored.
+        let key: &[u8] = input.key_bytes.row(row).data();
+        let trigger = |kept: &Kept| Emit {
+            left: None,
+            right: None,
+            key: kept.at(),
+            ts: kept.ts,
+            partition: input.partition.value(row),
+            offset: input.offset.value(row),
+            tombstone: false,
+            retract: false,
+        };
+        match self.shape {
+            JoinShape::StreamTable => match side {
+                Side::Right => {
+                    if tombstone {
+                        self.tables[1].remove(key);
                     } else {
-                        self.tables[s].insert(TableKey::from_slice(key), kept.clone())
-                    };
-                    let new = (!tombstone.value(row)).then(|| kept.clone());
-                    let other = self.tables[o].get(key).cloned();
-                    let keeps = |x: Side| match x {
-                        Side::Left => self.kind.keeps_left(),
-                        Side::Right => self.kind.keeps_right(),
-                    };
-                    let ts = match &other {
-                        Some(other) => kept.ts.max(other.ts),
-                        None => kept.ts,
-                    };
-                    let pair = |this: Option<Kept>, that: Option<Kept>| match side {
-                        Side::Left => (this, that),
-                        Side::Right => (that, this),
-                    };
-                    // The key's joined row before this change, which an aggregation
-                    // downstream undoes (Kafka Streams' old value of the join).
-                    let before = match (&old, &other) {
-                        (Some(_), Some(_)) => Some(pair(old.clone(), other.clone())),
-                        (Some(_), None) if keeps(side) => Some(pair(old.clone(), None)),
-                        (None, Some(_)) if keeps(side.other()) => Some(pair(None, other.clone())),
-                        _ => None,
-                    };
-                    if let Some((left, right)) = before {
-                        out.push(Emit {
-                            left,
-                            right,
-                            ts,
-                            retract: true,
-                            ..trigger(&kept)
-                        });
+                        self.tables[1].insert(TableKey::from_slice(key), kept);
                     }
-                    let emit = match (&new, &other) {
-                        (Some(_), Some(_)) => Some((pair(new.clone(), other.clone()), false)),
-                        (None, Some(_)) if keeps(side.other()) => {
-                            Some((pair(None, other.clone()), false))
-                        }
-                        (None, Some(_)) => Some(((None, None), true)),
-                        (Some(_), None) if keeps(side) => Some((pair(new.clone(), None), false)),
-                        (None, None) if keeps(side) && old.is_some() => Some(((None, None), true)),
-                        _ => None,
-                    };
-                    if let Some(((left, right), tomb)) = emit {
+                }
+                Side::Left => {
+                    if tombstone {
+                        return;
+                    }
+                    let found = self.tables[1].get(key).cloned();
+                    if found.is_some() || self.kind.keeps_left() {
                         out.push(Emit {
-                            left,
-                            right,
-                            ts,
-                            tombstone: tomb,
+                            right: found,
+                            left: Some(kept.clone()),
                             ..trigger(&kept)
                         });
                     }
                 }
-                JoinShape::ForeignKey { .. } => {
-                    let t = trigger(&kept);
-                    match &primary {
-                        Some(primary) => {
-                            let foreign = (!keys.is_null(row)).then(|| key.to_vec());
-                            let pk = primary.row(row).as_ref().to_vec();
-                            self.foreign_left(pk, foreign, kept, tombstone.value(row), t, &mut out);
-                        }
-                        None => self.foreign_right(
-                            key.to_vec(),
-                            kept,
-                            tombstone.value(row),
-                            t,
-                            &mut out,
-                        ),
-                    }
+            },
+            JoinShape::TableTable => {
+                let o = side.other() as usize;
+                let old = if tombstone {
+                    self.tables[s].remove(key)
+                } else {
+                    self.tables[s].insert(TableKey::from_slice(key), kept.clone())
+                };
+                let new = (!tombstone).then(|| kept.clone());
+                let other = self.tables[o].get(key).cloned();
+                let keeps = |x: Side| match x {
+                    Side::Left => self.kind.keeps_left(),
+                    Side::Right => self.kind.keeps_right(),
+                };
+                let ts = match &other {
+                    Some(other) => kept.ts.max(other.ts),
+                    None => kept.ts,
+                };
+                let pair = |this: Option<Kept>, that: Option<Kept>| match side {
+                    Side::Left => (this, that),
+                    Side::Right => (that, this),
+                };
+                // The key's joined row before this change, which an aggregation
+                // downstream undoes (Kafka Streams' old value of the join).
+                let before = match (&old, &other) {
+                    (Some(_), Some(_)) => Some(pair(old.clone(), other.clone())),
+                    (Some(_), None) if keeps(side) => Some(pair(old.clone(), None)),
+                    (None, Some(_)) if keeps(side.other()) => Some(pair(None, other.clone())),
+                    _ => None,
+                };
+                if let Some((left, right)) = before {
+                    out.push(Emit {
+                        left,
+                        right,
+                        ts,
+                        retract: true,
+                        ..trigger(&kept)
+                    });
                 }
-                JoinShape::StreamStream {
-                    before_ms,
-                    after_ms,
-                    grace_ms,
-                } => {
-                    if tombstone.value(row) {
-                        continue;
+                let emit = match (&new, &other) {
+                    (Some(_), Some(_)) => Some((pair(new.clone(), other.clone()), false)),
+                    (None, Some(_)) if keeps(side.other()) => {
+                        Some((pair(None, other.clone()), false))
                     }
-                    self.stream_stream(
-                        side,
-                        key.to_vec(),
-                        kept.clone(),
-                        (before_ms, after_ms, grace_ms),
-                        trigger(&kept),
-                        &mut out,
-                    );
+                    (None, Some(_)) => Some(((None, None), true)),
+                    (Some(_), None) if keeps(side) => Some((pair(new.clone(), None), false)),
+                    (None, None) if keeps(side) && old.is_some() => Some(((None, None), true)),
+                    _ => None,
+                };
+                if let Some(((left, right), tomb)) = emit {
+                    out.push(Emit {
+                        left,
+                        right,
+                        ts,
+                        tombstone: tomb,
+                        ..trigger(&kept)
+                    });
                 }
             }
+            JoinShape::ForeignKey { .. } => {
+                let t = trigger(&kept);
+                match &input.primary {
+                    Some(primary) => {
+                        let foreign = (!keys.is_null(row)).then(|| key.to_vec());
+                        let pk = primary.row(row).as_ref().to_vec();
+                        self.foreign_left(pk, foreign, kept, tombstone, t, out);
+                    }
+                    None => self.foreign_right(key.to_vec(), kept, tombstone, t, out),
+                }
+            }
+            JoinShape::StreamStream {
+                before_ms,
+                after_ms,
+                grace_ms,
+            } => {
+                if tombstone {
+                    return;
+                }
+                let t = trigger(&kept);
+                self.stream_stream(
+                    side,
+                    key.to_vec(),
+                    kept,
+                    (before_ms, after_ms, grace_ms),
+                    t,
+                    out,
+                );
+            }
         }
-        self.assemble(out)
     }
 
     /// Stream rows looking up the table (the stream-table join's hot path): each row
     /// that finds its key's row, or every row for a LEFT join, is output with its own
     /// time, partition and offset. The stream side's columns are taken from the batch
     /// as they are; only the table's rows are gathered.
-    fn look_up(
-        &self,
-        batch: &RecordBatch,
-        rows: &Arc<BatchRows>,
-        key_bytes: &datafusion_common::arrow::row::Rows,
-        [retract, tombstone]: [&BooleanArray; 2],
-        [rowtime, offset]: [&dyn Array; 2],
-        partition: &Int32Array,
-    ) -> Result<RecordBatch> {
+    fn look_up(&self, batch: &RecordBatch, input: &SideBatch) -> Result<RecordBatch> {
+        let rows = &input.rows;
+        let (retract, tombstone) = (&input.retract, &input.tombstone);
         let keeps_left = self.kind.keeps_left();
         let mut taken: Vec<u32> = Vec::with_capacity(batch.num_rows());
         let mut found: Vec<Option<(&Arc<BatchRows>, usize)>> = Vec::with_capacity(batch.num_rows());
@@ -491,7 +532,7 @@ impl JoinOp {
             if retract.value(row) || tombstone.value(row) || rows.key.is_null(row) {
                 continue;
             }
-            let right = self.tables[1].get(key_bytes.row(row).data());
+            let right = self.tables[1].get(input.key_bytes.row(row).data());
             if right.is_some() || keeps_left {
                 taken.push(row as u32);
                 found.push(right.map(|k| (&k.batch, k.row)));
@@ -513,9 +554,9 @@ impl JoinOp {
                 columns.push(take(b, &taken, None)?);
             }
         }
-        columns.push(take(rowtime, &taken, None)?);
-        columns.push(take(partition, &taken, None)?);
-        columns.push(take(offset, &taken, None)?);
+        columns.push(take(&input.rowtime, &taken, None)?);
+        columns.push(take(&input.partition, &taken, None)?);
+        columns.push(take(&input.offset, &taken, None)?);
         let no = Arc::new(BooleanArray::from(vec![false; n])) as ArrayRef;
         columns.extend([no.clone(), no.clone(), no]);
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)

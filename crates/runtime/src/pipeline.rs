@@ -21,9 +21,15 @@ use datafusion_common::arrow::array::{
 use datafusion_common::arrow::compute::filter_record_batch;
 use datafusion_common::arrow::compute::kernels::boolean::{and, not, or};
 use datafusion_common::arrow::compute::kernels::nullif::nullif;
-use datafusion_common::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use datafusion_common::arrow::datatypes::{
+    DataType, Field, Int32Type, Int64Type, Schema, SchemaRef,
+};
 use datafusion_common::arrow::record_batch::RecordBatch;
-use sluice_plan::{ColumnKind, PLAN_VERSION, QueryPlan, Step, TopicSpec, WindowKind};
+use sluice_plan::{
+    ColumnKind, FormatKind, JoinShape, PLAN_VERSION, QueryPlan, SqlType, Step, TopicSpec,
+    WindowKind,
+};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// A record read from a topic.
@@ -165,6 +171,10 @@ struct Input {
     /// Header columns: the column's index and its header's key (None: every header).
     header_columns: Vec<(usize, Option<String>)>,
     segment: Segment,
+    /// The columns the steps read until one replaces the row (a projection, an
+    /// aggregation or a join: `row_replaced`). While compiling only.
+    read_columns: BTreeSet<String>,
+    row_replaced: bool,
 }
 
 struct JoinNode {
@@ -175,9 +185,15 @@ struct JoinNode {
 pub struct Pipeline {
     inputs: Vec<Input>,
     joins: Vec<JoinNode>,
-    /// The input whose rows are pending. Rows are processed in the order they
-    /// arrived, so a record of another input first runs the pending rows.
-    pending_input: Option<usize>,
+    /// The pending rows, as runs of rows of one input in the order they arrived: (input,
+    /// rows). Rows are processed in the order they arrived, so a record of another input
+    /// first runs the pending rows, unless the two inputs are the sides of one join that
+    /// takes both in one go (see `interleaved_join`).
+    pending: Vec<(usize, usize)>,
+    /// For each input whose rows reach a join through stateless steps only: the join
+    /// and the side. Rows of both sides of such a join run through it interleaved, as
+    /// they arrived, in one batch per side rather than a batch per run.
+    interleaved_join: Vec<Option<(usize, Side)>>,
     /// Output of rows run early (when the input switched), not yet handed out.
     ready: Vec<OutputRecord>,
     /// A failure while running rows early, reported by the next flush.
@@ -246,6 +262,20 @@ impl Builder {
             } => {
                 let (l, ls) = self.build(left)?;
                 let (r, rs) = self.build(right)?;
+                let primary_key = match shape {
+                    JoinShape::ForeignKey { left_primary_key } => left_primary_key.as_slice(),
+                    _ => &[],
+                };
+                for (open, key, columns) in
+                    [(l, left_key, left_columns), (r, right_key, right_columns)]
+                {
+                    let reads = key
+                        .column_refs()
+                        .into_iter()
+                        .chain(columns.iter().map(|c| c.from.as_str()))
+                        .chain(primary_key.iter().map(String::as_str));
+                    self.note_reads(open, reads, true);
+                }
                 let op = JoinOp::new(
                     *kind,
                     shape,
@@ -287,10 +317,31 @@ impl Builder {
                 // Whether each row comes after the retraction of its key's previous row.
                 let old_values =
                     matches!(open, Open::Join(j) if self.joins[j].op.sends_old_values());
+                let (reads, replaces) = step_reads(other);
+                self.note_reads(open, reads, replaces);
                 let (op, schema) = compile_step(other, &schema, &source_values, old_values)?;
                 self.segment(open).ops.push(op);
                 Ok((open, schema))
             }
+        }
+    }
+
+    /// Notes the columns a step reads from the rows of a segment, if they are still the
+    /// rows of an input, and whether it replaces them.
+    fn note_reads<'a>(
+        &mut self,
+        open: Open,
+        reads: impl IntoIterator<Item = &'a str>,
+        replaces: bool,
+    ) {
+        if let Open::Input(i) = open
+            && !self.inputs[i].row_replaced
+        {
+            let input = &mut self.inputs[i];
+            input
+                .read_columns
+                .extend(reads.into_iter().map(str::to_string));
+            input.row_replaced = replaces;
         }
     }
 
@@ -348,8 +399,49 @@ impl Builder {
                 })
                 .collect(),
             segment: Segment::new(),
+            read_columns: BTreeSet::new(),
+            row_replaced: false,
         });
         Ok((Open::Input(self.inputs.len() - 1), schema))
+    }
+}
+
+/// The columns a row-wise step reads of its input rows, and whether its output rows
+/// replace them (so that later steps read none of the input's columns).
+fn step_reads(step: &Step) -> (Vec<&str>, bool) {
+    match step {
+        Step::StreamFilter { predicate, .. } | Step::TableFilter { predicate, .. } => {
+            (predicate.column_refs(), false)
+        }
+        Step::StreamFlatMap { functions, .. } => (
+            functions
+                .iter()
+                .flat_map(|f| f.args.iter().flat_map(|a| a.column_refs()))
+                .collect(),
+            false,
+        ),
+        Step::StreamSelect { projection, .. } | Step::TableSelect { projection, .. } => (
+            projection
+                .iter()
+                .flat_map(|p| p.expr.column_refs())
+                .collect(),
+            true,
+        ),
+        // HAVING and the projection read the aggregation's own rows.
+        Step::StreamAggregate {
+            group_by,
+            aggregates,
+            ..
+        } => (
+            group_by
+                .iter()
+                .chain(aggregates.iter().flat_map(|a| a.args.iter()))
+                .flat_map(|e| e.column_refs())
+                .collect(),
+            true,
+        ),
+        // Sources, joins and sinks are not compiled here; a sink reads every column.
+        _ => (Vec::new(), false),
     }
 }
 
@@ -689,11 +781,22 @@ impl Pipeline {
         let mut inputs = builder.inputs;
         for input in &mut inputs {
             input.throw_on_invalid_timestamp = plan.throw_on_invalid_timestamp;
+            input.skip_unread_columns();
         }
+        let interleaved_join = inputs
+            .iter()
+            .map(|i| match i.segment.next {
+                Next::Join(j, side) if i.segment.ops.iter().all(Op::is_row_by_row) => {
+                    Some((j, side))
+                }
+                _ => None,
+            })
+            .collect();
         Ok(Pipeline {
             inputs,
             joins: builder.joins,
-            pending_input: None,
+            pending: Vec::new(),
+            interleaved_join,
             ready: Vec::new(),
             deferred: None,
             sink: sink.clone(),
@@ -906,17 +1009,30 @@ impl Pipeline {
         input: usize,
         r: &SourceRecord<'_>,
     ) -> std::result::Result<(), DecodeFailure> {
-        if let Some(p) = self.pending_input
-            && p != input
-        {
+        let last = self.pending.last().map(|(i, _)| *i);
+        let joins_pending = |i: usize| {
+            let (Some((j, _)), Some(first)) = (self.interleaved_join[i], self.pending.first())
+            else {
+                return false;
+            };
+            matches!(self.interleaved_join[first.0], Some((k, _)) if k == j)
+        };
+        if last.is_some_and(|p| p != input) && !joins_pending(input) {
             let mut ready = std::mem::take(&mut self.ready);
-            if let Err(e) = self.run_input(p, &mut ready) {
+            if let Err(e) = self.run_pending(&mut ready) {
                 self.deferred.get_or_insert(e);
             }
             self.ready = ready;
         }
-        self.pending_input = Some(input);
-        self.inputs[input].push(r)
+        let before = self.inputs[input].rowtime.len();
+        let result = self.inputs[input].push(r);
+        let rows = self.inputs[input].rowtime.len() - before;
+        match self.pending.last_mut() {
+            Some((i, n)) if *i == input => *n += rows,
+            _ if rows > 0 => self.pending.push((input, rows)),
+            _ => {}
+        }
+        result
     }
 
     /// Rows decoded and not yet processed.
@@ -930,10 +1046,80 @@ impl Pipeline {
         if let Some(e) = self.deferred.take() {
             return Err(e);
         }
-        if let Some(p) = self.pending_input.take() {
-            self.run_input(p, out)?;
+        self.run_pending(out)
+    }
+
+    /// Runs the pending rows: one input's through its segment and on, or the
+    /// interleaved rows of a join's two sides through the join and on.
+    fn run_pending(&mut self, out: &mut Vec<OutputRecord>) -> Result<()> {
+        let runs = std::mem::take(&mut self.pending);
+        match runs.as_slice() {
+            [] => Ok(()),
+            [(input, _)] => self.run_input(*input, out),
+            _ => self.run_interleaved(&runs, out),
         }
-        Ok(())
+    }
+
+    /// Runs the rows of a join's two inputs, in the runs they arrived in, through their
+    /// stateless steps (a batch per input), then through the join in arrival order.
+    fn run_interleaved(
+        &mut self,
+        runs: &[(usize, usize)],
+        out: &mut Vec<OutputRecord>,
+    ) -> Result<()> {
+        let Some((j, _)) = self.interleaved_join[runs[0].0] else {
+            unreachable!("only inputs of a join interleave");
+        };
+        let mut batches: [Option<RecordBatch>; 2] = [None, None];
+        // For each side, the input row each of its rows (after its steps) comes from.
+        let mut origins: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+        for (i, side) in self.interleaved_join.clone().into_iter().enumerate() {
+            let Some((k, side)) = side else { continue };
+            if k != j || self.inputs[i].rowtime.is_empty() {
+                continue;
+            }
+            // Stateless steps keep each row's partition and offset, and the rows' order.
+            let arrived: Vec<(i32, i64)> = self.inputs[i]
+                .partition
+                .iter()
+                .copied()
+                .zip(self.inputs[i].offset.iter().copied())
+                .collect();
+            let Some(batch) = self.inputs[i].take_batch(&mut self.invalid_timestamps)? else {
+                continue;
+            };
+            let Some(batch) = apply_ops(
+                &mut self.inputs[i].segment.ops,
+                batch,
+                &mut self.expression_errors,
+            )?
+            else {
+                continue;
+            };
+            origins[side as usize] = origins_of(&batch, &arrived)?;
+            batches[side as usize] = Some(batch);
+        }
+        let mut order: Vec<(Side, u32)> = Vec::new();
+        let mut arrived = [0usize; 2];
+        let mut next = [0usize; 2];
+        for &(input, rows) in runs {
+            let Some((_, side)) = self.interleaved_join[input] else {
+                unreachable!("only inputs of the join interleave");
+            };
+            let s = side as usize;
+            arrived[s] += rows;
+            while next[s] < origins[s].len() && origins[s][next[s]] < arrived[s] {
+                order.push((side, next[s] as u32));
+                next[s] += 1;
+            }
+        }
+        let node = &mut self.joins[j];
+        let joined = node.op.process_interleaved(
+            [batches[0].as_ref(), batches[1].as_ref()],
+            &order,
+            &mut self.expression_errors,
+        )?;
+        self.run_from_join(j, joined, out)
     }
 
     /// Runs an input's pending rows through its segment and every segment after it.
@@ -942,27 +1128,48 @@ impl Pipeline {
             return Ok(());
         };
         let input = &mut self.inputs[i];
-        let Some(mut batch) =
-            apply_ops(&mut input.segment.ops, batch, &mut self.expression_errors)?
+        let Some(batch) = apply_ops(&mut input.segment.ops, batch, &mut self.expression_errors)?
         else {
             return Ok(());
         };
-        let mut next = input.segment.next;
-        while let Next::Join(j, side) = next {
-            let node = &mut self.joins[j];
-            let joined = node.op.process(side, &batch, &mut self.expression_errors)?;
+        match input.segment.next {
+            Next::Sink => self.write(batch, out),
+            Next::Join(j, side) => {
+                let joined = self.joins[j]
+                    .op
+                    .process(side, &batch, &mut self.expression_errors)?;
+                self.run_from_join(j, joined, out)
+            }
+        }
+    }
+
+    /// Runs a join's output through its segment and every segment after it.
+    fn run_from_join(
+        &mut self,
+        mut j: usize,
+        mut joined: RecordBatch,
+        out: &mut Vec<OutputRecord>,
+    ) -> Result<()> {
+        loop {
             if joined.num_rows() == 0 {
                 return Ok(());
             }
-            let Some(after) =
+            let node = &mut self.joins[j];
+            let Some(batch) =
                 apply_ops(&mut node.segment.ops, joined, &mut self.expression_errors)?
             else {
                 return Ok(());
             };
-            batch = after;
-            next = node.segment.next;
+            match node.segment.next {
+                Next::Sink => return self.write(batch, out),
+                Next::Join(k, side) => {
+                    joined = self.joins[k]
+                        .op
+                        .process(side, &batch, &mut self.expression_errors)?;
+                    j = k;
+                }
+            }
         }
-        self.write(batch, out)
     }
 
     /// Encodes the rows that reach the sink.
@@ -1101,7 +1308,68 @@ impl Pipeline {
     }
 }
 
+impl Op {
+    /// Whether the step handles each row on its own, keeping none and keeping their
+    /// order, partition and offset.
+    fn is_row_by_row(&self) -> bool {
+        !matches!(self, Op::Aggregate(_))
+    }
+}
+
+/// For each row of a batch that stateless steps made of the rows that `arrived` (their
+/// partitions and offsets, in order), the index of the row it came from.
+fn origins_of(batch: &RecordBatch, arrived: &[(i32, i64)]) -> Result<Vec<usize>> {
+    let n = batch.num_columns();
+    let partition = batch
+        .column(n - PSEUDO_COUNT + 1)
+        .as_primitive::<Int32Type>();
+    let offset = batch
+        .column(n - PSEUDO_COUNT + 2)
+        .as_primitive::<Int64Type>();
+    let mut at = 0;
+    let mut origins = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let this = (partition.value(row), offset.value(row));
+        while arrived.get(at).is_some_and(|a| *a != this) {
+            at += 1;
+        }
+        if at == arrived.len() {
+            return Err(RuntimeError::Plan(format!(
+                "a joined row at partition {} offset {} is not among the rows that arrived",
+                this.0, this.1
+            )));
+        }
+        origins.push(at);
+    }
+    Ok(origins)
+}
+
 impl Input {
+    /// Stops decoding the STRING value columns that no step reads, where every value is
+    /// a valid STRING (JSON and DELIMITED text): reading them could not fail a record,
+    /// so only their count matters. Most of a wide record's decoding is then skipped.
+    fn skip_unread_columns(&mut self) {
+        let text = matches!(
+            self.source.value_format.kind,
+            FormatKind::Json | FormatKind::JsonSr | FormatKind::Delimited
+        );
+        if !self.row_replaced || !text {
+            return;
+        }
+        for (i, c) in self.source.schema.columns.iter().enumerate() {
+            let unread = c.kind == ColumnKind::Value
+                && c.ty == SqlType::String
+                && !self.read_columns.contains(&c.name)
+                && self.source.timestamp.as_ref() != Some(&c.name);
+            if unread {
+                self.builders[i] = ColumnBuilder::Unread {
+                    ty: DataType::Utf8,
+                    len: 0,
+                };
+            }
+        }
+    }
+
     /// Decodes one record into the pending rows; a record that fails to decode is
     /// reported and leaves the rows as they were.
     fn push(&mut self, r: &SourceRecord<'_>) -> std::result::Result<(), DecodeFailure> {
@@ -1989,5 +2257,99 @@ mod tests {
             Pipeline::new(&p, None),
             Err(RuntimeError::Plan(_))
         ));
+    }
+
+    fn planned(sql: &str) -> QueryPlan {
+        sluice_sql::plan_last_query(sql).unwrap()
+    }
+
+    #[test]
+    fn string_columns_no_step_reads_are_not_decoded() {
+        let unread = |sql: &str| -> Vec<String> {
+            let p = Pipeline::new(&planned(sql), None).unwrap();
+            let input = &p.inputs[0];
+            input
+                .source
+                .schema
+                .columns
+                .iter()
+                .zip(&input.builders)
+                .filter(|(_, b)| matches!(b, ColumnBuilder::Unread { .. }))
+                .map(|(c, _)| c.name.clone())
+                .collect()
+        };
+        let source = "CREATE STREAM S (K STRING KEY, A STRING, B STRING, C STRING, N INT, T STRING) \
+                      WITH (kafka_topic='s', format='JSON', timestamp='T', timestamp_format='yyyy');";
+        // Read by the filter, the projection, or as the event time: decoded.
+        assert_eq!(
+            unread(&format!(
+                "{source} CREATE STREAM O AS SELECT K, UCASE(A) AS A FROM S WHERE B > 'x';"
+            )),
+            ["C"]
+        );
+        // Only STRING columns: a number must still be a number.
+        assert_eq!(
+            unread(&format!("{source} CREATE STREAM O AS SELECT K, N FROM S;")),
+            ["A", "B", "C"]
+        );
+        // Grouped: the group and the aggregates' arguments are read.
+        assert_eq!(
+            unread(&format!(
+                "{source} CREATE TABLE O AS SELECT A, COUNT(C) AS N FROM S GROUP BY A;"
+            )),
+            ["B"]
+        );
+        // Every column reaches the sink.
+        assert!(unread(&format!("{source} CREATE STREAM O AS SELECT * FROM S;")).is_empty());
+        let delimited = "CREATE STREAM S (K STRING KEY, A STRING, B STRING) \
+                         WITH (kafka_topic='s', format='DELIMITED');";
+        assert_eq!(
+            unread(&format!(
+                "{delimited} CREATE STREAM O AS SELECT K, B FROM S;"
+            )),
+            ["A"]
+        );
+    }
+
+    #[test]
+    fn rows_whose_unread_columns_are_skipped_still_decode_and_fail_as_before() {
+        let mut p = Pipeline::new(
+            &planned(
+                "CREATE STREAM S (K STRING KEY, A STRING, B STRING, N INT) \
+                 WITH (kafka_topic='s', format='JSON');
+                 CREATE STREAM O AS SELECT K, N FROM S WHERE N > 1;",
+            ),
+            None,
+        )
+        .unwrap();
+        let values: [&[u8]; 5] = [
+            br#"{"A":"x","B":{"nested":[1,2]},"N":2}"#,
+            br#"{"A":"x","B":"y","N":"not a number"}"#,
+            br#"{"A":"x","B":"y","N":3"#,
+            br#"{"A":null,"N":5}"#,
+            br#"{"A":"x","B":"y","N":1}"#,
+        ];
+        let mut failed = Vec::new();
+        for (i, value) in values.iter().enumerate() {
+            let record = SourceRecord {
+                key: Some(br#""k""#),
+                value: Some(value),
+                headers: &[],
+                timestamp: i as i64,
+                partition: 0,
+                offset: i as i64,
+            };
+            if p.push(0, &record).is_err() {
+                failed.push(i);
+            }
+        }
+        let mut out = Vec::new();
+        p.flush(&mut out).unwrap();
+        let values: Vec<String> = out
+            .iter()
+            .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
+            .collect();
+        assert_eq!(failed, [1, 2]);
+        assert_eq!(values, [r#"{"N":2}"#, r#"{"N":5}"#]);
     }
 }

@@ -5,25 +5,13 @@
 
 use sluice_plan::QueryPlan;
 use sluice_runtime::pipeline::{OutputRecord, Pipeline, SourceRecord};
-use sluice_sql::{Planned, PlannerConfig, SourceDesc, parse_statements, plan_statement};
 use sluice_state::{MemoryStorage, Storage};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// The plan of the last statement; the ones before it create its sources.
 fn plan(statements: &str) -> QueryPlan {
-    let mut catalog: BTreeMap<String, SourceDesc> = BTreeMap::new();
-    let mut last = None;
-    for stmt in parse_statements(statements).expect("statements parse") {
-        match plan_statement(&stmt, &catalog, &PlannerConfig::default()).expect("plans") {
-            Planned::CreateSource { source, .. } => {
-                catalog.insert(source.name.clone(), source);
-            }
-            Planned::CreateAs { plan, .. } => last = Some(plan),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    *last.expect("a query")
+    sluice_sql::plan_last_query(statements).expect("plans")
 }
 
 type Input = (String, Option<String>, i64);

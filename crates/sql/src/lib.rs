@@ -25,5 +25,5 @@ pub use error::{Pos, SqlError};
 pub use parser::{parse_expression, parse_statement, parse_statements};
 pub use planner::{
     Catalog, Planned, PlannerConfig, SourceDesc, SourceKindName, TopicCreation, already_exists,
-    plan_statement,
+    plan_last_query, plan_statement,
 };

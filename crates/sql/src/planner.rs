@@ -395,6 +395,35 @@ impl Default for PlannerConfig {
     }
 }
 
+/// Plans a script of CREATE statements against a catalog of its own and returns the plan
+/// of its last CREATE ... AS SELECT: how benchmarks and tests of the runtime get a plan
+/// from SQL without a server.
+pub fn plan_last_query(statements: &str) -> Result<QueryPlan, SqlError> {
+    let mut catalog: std::collections::BTreeMap<String, SourceDesc> = Default::default();
+    let mut last = None;
+    for stmt in crate::parse_statements(statements)? {
+        match plan_statement(&stmt, &catalog, &PlannerConfig::default())? {
+            Planned::CreateSource { source, .. } => {
+                catalog.insert(source.name.clone(), source);
+            }
+            Planned::CreateAs { sink, plan, .. } => {
+                catalog.insert(sink.name.clone(), sink);
+                last = Some(*plan);
+            }
+            other => {
+                return Err(SqlError::Unsupported {
+                    pos: None,
+                    message: format!("only CREATE statements plan here, not {other:?}"),
+                });
+            }
+        }
+    }
+    last.ok_or_else(|| SqlError::Unsupported {
+        pos: None,
+        message: "the statements have no CREATE ... AS SELECT".into(),
+    })
+}
+
 pub fn plan_statement(
     stmt: &ast::Statement,
     catalog: &dyn Catalog,

@@ -9,7 +9,7 @@ use crate::types::arrow_type;
 use datafusion_common::arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
     Int32Builder, Int64Builder, ListArray, MapArray, StringBuilder, StructArray,
-    Time32MillisecondBuilder, TimestampMillisecondBuilder,
+    Time32MillisecondBuilder, TimestampMillisecondBuilder, new_null_array,
 };
 use datafusion_common::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion_common::arrow::datatypes::{DataType, FieldRef, Fields};
@@ -53,6 +53,12 @@ pub enum ColumnBuilder {
         upper: Vec<String>,
         children: Vec<ColumnBuilder>,
         valid: Vec<bool>,
+    },
+    /// A column nothing downstream reads, whose every value is accepted as it is (a
+    /// STRING read from text): its values are only counted, and it ends as NULLs.
+    Unread {
+        ty: DataType,
+        len: usize,
     },
 }
 
@@ -134,6 +140,7 @@ impl ColumnBuilder {
             ColumnBuilder::List { valid, .. }
             | ColumnBuilder::Map { valid, .. }
             | ColumnBuilder::Struct { valid, .. } => valid.len(),
+            ColumnBuilder::Unread { len, .. } => *len,
         }
     }
 
@@ -143,6 +150,7 @@ impl ColumnBuilder {
 
     pub fn append_null(&mut self) {
         match self {
+            ColumnBuilder::Unread { len, .. } => *len += 1,
             ColumnBuilder::Boolean(b) => b.append_null(),
             ColumnBuilder::Integer(b) => b.append_null(),
             ColumnBuilder::Bigint(b) => b.append_null(),
@@ -223,6 +231,7 @@ impl ColumnBuilder {
                 children.iter_mut().map(|c| c.finish()).collect(),
                 nulls(std::mem::take(valid)),
             )),
+            ColumnBuilder::Unread { ty, len } => new_null_array(ty, std::mem::take(len)),
         }
     }
 
@@ -261,6 +270,10 @@ impl ColumnBuilder {
                 for c in children {
                     c.truncate(len);
                 }
+                return;
+            }
+            ColumnBuilder::Unread { len: n, .. } => {
+                *n = (*n).min(len);
                 return;
             }
             _ => {}
@@ -304,8 +317,9 @@ impl ColumnBuilder {
             }
             ColumnBuilder::List { .. }
             | ColumnBuilder::Map { .. }
-            | ColumnBuilder::Struct { .. } => {
-                unreachable!("nested builders truncate structurally")
+            | ColumnBuilder::Struct { .. }
+            | ColumnBuilder::Unread { .. } => {
+                unreachable!("nested and unread builders truncate structurally")
             }
         }
     }
@@ -317,6 +331,7 @@ impl ColumnBuilder {
             return Ok(());
         }
         match self {
+            ColumnBuilder::Unread { len, .. } => *len += 1,
             ColumnBuilder::Boolean(b) => match v {
                 Value::Bool(x) => b.append_value(*x),
                 Value::String(s) if s.eq_ignore_ascii_case("true") => b.append_value(true),
@@ -423,7 +438,7 @@ impl ColumnBuilder {
     /// integers, decimals into DOUBLE and booleans go straight in; anything else is parsed
     /// and coerced by `append_json`, which gives the same results, only slower.
     pub fn append_raw_json(&mut self, raw: &str) -> DecodeResult {
-        if raw == "null" {
+        if raw == "null" || matches!(self, ColumnBuilder::Unread { .. }) {
             self.append_null();
             return Ok(());
         }
@@ -489,6 +504,7 @@ impl ColumnBuilder {
             }
             ColumnBuilder::Decimal(b, p, sc) => b.append_value(parse_decimal(s, *p, *sc)?),
             ColumnBuilder::String(b) => b.append_value(s),
+            ColumnBuilder::Unread { len, .. } => *len += 1,
             ColumnBuilder::Bytes(b) => b.append_value(base64_decode(s)?),
             ColumnBuilder::Date(b) => b.append_value(s.trim().parse().map_err(|_| bad("DATE"))?),
             ColumnBuilder::Time(b) => b.append_value(s.trim().parse().map_err(|_| bad("TIME"))?),
@@ -524,6 +540,7 @@ impl ColumnBuilder {
                 std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?,
             ),
             ColumnBuilder::Bytes(b) => b.append_value(bytes),
+            ColumnBuilder::Unread { len, .. } => *len += 1,
             ColumnBuilder::Boolean(_)
             | ColumnBuilder::Decimal(..)
             | ColumnBuilder::Date(_)
