@@ -805,16 +805,23 @@ fn default_name(sources: &[(String, Vec<String>)], alias: &str, name: &str) -> S
     }
 }
 
-/// `ROWKEY`, or `ROWKEY_n` with the first n no source column is named.
+/// `ROWKEY`, or when a source has a column of that name, `ROWKEY_n` with n one more than
+/// the highest such suffix any source column has (`ROWKEY` itself counting as 0), as
+/// ksqlDB's alias generator numbers it.
 fn synthetic_key_name(sides: &[Side]) -> String {
-    let taken = |n: &str| sides.iter().any(|s| s.desc.topic.schema.find(n).is_some());
-    if !taken("ROWKEY") {
+    let names = || {
+        sides
+            .iter()
+            .flat_map(|s| s.desc.topic.schema.columns.iter().map(|c| c.name.as_str()))
+    };
+    if !names().any(|n| n == "ROWKEY") {
         return "ROWKEY".into();
     }
-    (0..)
-        .map(|i| format!("ROWKEY_{i}"))
-        .find(|n| !taken(n))
-        .expect("some name is free")
+    let highest = names()
+        .filter_map(|n| n.strip_prefix("ROWKEY_")?.parse::<u32>().ok())
+        .max()
+        .unwrap_or(0);
+    format!("ROWKEY_{}", highest + 1)
 }
 
 /// ksqlDB's rules for joining windowed sources.
@@ -1175,6 +1182,23 @@ mod tests {
             )
             .contains("must include the join expression ROWKEY")
         );
+        // Sources with a ROWKEY column: the next number after the highest ROWKEY_n.
+        let mut c = catalog();
+        for sql in [
+            "CREATE STREAM a (ROWKEY INT KEY, ROWKEY_2 INT) WITH (kafka_topic='a', format='JSON');",
+            "CREATE STREAM b (ROWKEY INT KEY, V INT) WITH (kafka_topic='b', format='JSON');",
+        ] {
+            plan(&mut c, sql).unwrap();
+        }
+        let planned = plan(
+            &mut c,
+            "CREATE STREAM out AS SELECT * FROM a FULL OUTER JOIN b WITHIN 1 SECOND ON a.ROWKEY = b.ROWKEY;",
+        )
+        .unwrap();
+        let Planned::CreateAs { sink, .. } = planned else {
+            panic!("a query")
+        };
+        assert_eq!(sink.topic.schema.columns[0].name, "ROWKEY_3");
     }
 
     #[test]
