@@ -26,8 +26,8 @@ use datafusion_common::arrow::datatypes::{
 };
 use datafusion_common::arrow::record_batch::RecordBatch;
 use sluice_plan::{
-    ColumnKind, FormatKind, JoinShape, PLAN_VERSION, QueryPlan, SqlType, Step, TopicSpec,
-    WindowKind,
+    CarriedColumn, ColumnKind, FormatKind, JoinShape, PLAN_VERSION, QueryPlan, SqlType, Step,
+    TopicSpec, WindowKind,
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -137,6 +137,10 @@ enum Next {
 struct Segment {
     ops: Vec<Op>,
     next: Next,
+    /// The columns of the segment's first rows that its steps read, up to the first
+    /// step that replaces the rows (a projection or an aggregation): `rows_replaced`.
+    reads: BTreeSet<String>,
+    rows_replaced: bool,
 }
 
 impl Segment {
@@ -144,6 +148,17 @@ impl Segment {
         Segment {
             ops: Vec::new(),
             next: Next::Sink,
+            reads: BTreeSet::new(),
+            rows_replaced: false,
+        }
+    }
+
+    /// Notes the columns a step reads, if the segment's rows are still its first ones,
+    /// and whether the step replaces them.
+    fn note_reads<'a>(&mut self, reads: impl IntoIterator<Item = &'a str>, replaces: bool) {
+        if !self.rows_replaced {
+            self.reads.extend(reads.into_iter().map(str::to_string));
+            self.rows_replaced = replaces;
         }
     }
 }
@@ -171,15 +186,14 @@ struct Input {
     /// Header columns: the column's index and its header's key (None: every header).
     header_columns: Vec<(usize, Option<String>)>,
     segment: Segment,
-    /// The columns the steps read until one replaces the row (a projection, an
-    /// aggregation or a join: `row_replaced`). While compiling only.
-    read_columns: BTreeSet<String>,
-    row_replaced: bool,
 }
 
 struct JoinNode {
     op: JoinOp,
     segment: Segment,
+    /// The columns the join reads of each side's rows: those it always reads (keys),
+    /// and the carried ones with their names in the joined row.
+    reads: [(Vec<String>, Vec<(String, String)>); 2],
 }
 
 pub struct Pipeline {
@@ -266,16 +280,20 @@ impl Builder {
                     JoinShape::ForeignKey { left_primary_key } => left_primary_key.as_slice(),
                     _ => &[],
                 };
-                for (open, key, columns) in
-                    [(l, left_key, left_columns), (r, right_key, right_columns)]
-                {
-                    let reads = key
-                        .column_refs()
-                        .into_iter()
-                        .chain(columns.iter().map(|c| c.from.as_str()))
-                        .chain(primary_key.iter().map(String::as_str));
-                    self.note_reads(open, reads, true);
-                }
+                let side_reads =
+                    |key: &sluice_plan::Expr, columns: &[CarriedColumn], keys: Vec<&str>| {
+                        let always = key.column_refs().into_iter().chain(keys);
+                        let carried = columns.iter().map(|c| (c.from.clone(), c.to.clone()));
+                        (always.map(str::to_string).collect(), carried.collect())
+                    };
+                let reads = [
+                    side_reads(
+                        left_key,
+                        left_columns,
+                        primary_key.iter().map(String::as_str).collect::<Vec<_>>(),
+                    ),
+                    side_reads(right_key, right_columns, Vec::new()),
+                ];
                 let op = JoinOp::new(
                     *kind,
                     shape,
@@ -298,6 +316,7 @@ impl Builder {
                 self.joins.push(JoinNode {
                     op,
                     segment: Segment::new(),
+                    reads,
                 });
                 Ok((Open::Join(j), out))
             }
@@ -318,7 +337,7 @@ impl Builder {
                 let old_values =
                     matches!(open, Open::Join(j) if self.joins[j].op.sends_old_values());
                 let (reads, replaces) = step_reads(other);
-                self.note_reads(open, reads, replaces);
+                self.segment(open).note_reads(reads, replaces);
                 let (op, schema) = compile_step(other, &schema, &source_values, old_values)?;
                 self.segment(open).ops.push(op);
                 Ok((open, schema))
@@ -326,23 +345,26 @@ impl Builder {
         }
     }
 
-    /// Notes the columns a step reads from the rows of a segment, if they are still the
-    /// rows of an input, and whether it replaces them.
-    fn note_reads<'a>(
-        &mut self,
-        open: Open,
-        reads: impl IntoIterator<Item = &'a str>,
-        replaces: bool,
-    ) {
-        if let Open::Input(i) = open
-            && !self.inputs[i].row_replaced
-        {
-            let input = &mut self.inputs[i];
-            input
-                .read_columns
-                .extend(reads.into_iter().map(str::to_string));
-            input.row_replaced = replaces;
+    /// The columns of a segment's first rows that it or anything after it reads; None:
+    /// every column (they reach the sink as they are).
+    fn reads(&self, segment: &Segment) -> Option<BTreeSet<String>> {
+        if segment.rows_replaced {
+            return Some(segment.reads.clone());
         }
+        let Next::Join(j, side) = segment.next else {
+            return None;
+        };
+        let node = &self.joins[j];
+        let joined = self.reads(&node.segment);
+        let (always, carried) = &node.reads[side as usize];
+        let mut reads = segment.reads.clone();
+        reads.extend(always.iter().cloned());
+        for (from, to) in carried {
+            if joined.as_ref().is_none_or(|j| j.contains(to)) {
+                reads.insert(from.clone());
+            }
+        }
+        Some(reads)
     }
 
     fn input(
@@ -399,8 +421,6 @@ impl Builder {
                 })
                 .collect(),
             segment: Segment::new(),
-            read_columns: BTreeSet::new(),
-            row_replaced: false,
         });
         Ok((Open::Input(self.inputs.len() - 1), schema))
     }
@@ -778,10 +798,17 @@ impl Pipeline {
         } else {
             None
         };
+        let reads: Vec<_> = builder
+            .inputs
+            .iter()
+            .map(|i| builder.reads(&i.segment))
+            .collect();
         let mut inputs = builder.inputs;
-        for input in &mut inputs {
+        for (input, reads) in inputs.iter_mut().zip(reads) {
             input.throw_on_invalid_timestamp = plan.throw_on_invalid_timestamp;
-            input.skip_unread_columns();
+            if let Some(reads) = reads {
+                input.skip_unread_columns(&reads);
+            }
         }
         let interleaved_join = inputs
             .iter()
@@ -1348,18 +1375,18 @@ impl Input {
     /// Stops decoding the STRING value columns that no step reads, where every value is
     /// a valid STRING (JSON and DELIMITED text): reading them could not fail a record,
     /// so only their count matters. Most of a wide record's decoding is then skipped.
-    fn skip_unread_columns(&mut self) {
+    fn skip_unread_columns(&mut self, reads: &BTreeSet<String>) {
         let text = matches!(
             self.source.value_format.kind,
             FormatKind::Json | FormatKind::JsonSr | FormatKind::Delimited
         );
-        if !self.row_replaced || !text {
+        if !text {
             return;
         }
         for (i, c) in self.source.schema.columns.iter().enumerate() {
             let unread = c.kind == ColumnKind::Value
                 && c.ty == SqlType::String
-                && !self.read_columns.contains(&c.name)
+                && !reads.contains(&c.name)
                 && self.source.timestamp.as_ref() != Some(&c.name);
             if unread {
                 self.builders[i] = ColumnBuilder::Unread {
@@ -2301,6 +2328,27 @@ mod tests {
         );
         // Every column reaches the sink.
         assert!(unread(&format!("{source} CREATE STREAM O AS SELECT * FROM S;")).is_empty());
+        // Through a join: what the projection after it reads of the joined row.
+        let users = "CREATE TABLE U (ID STRING PRIMARY KEY, NAME STRING) \
+                     WITH (kafka_topic='u', format='JSON');";
+        assert_eq!(
+            unread(&format!(
+                "{source} {users} CREATE STREAM O AS SELECT S.K, A, NAME FROM S JOIN U ON S.K = U.ID WHERE U.NAME <> B;"
+            )),
+            ["C"]
+        );
+        assert_eq!(
+            unread(&format!(
+                "{source} {users} CREATE STREAM O AS SELECT U.ID, NAME FROM S JOIN U ON S.B = U.ID;"
+            )),
+            ["A", "C"]
+        );
+        assert!(
+            unread(&format!(
+                "{source} {users} CREATE STREAM O AS SELECT * FROM S JOIN U ON S.K = U.ID;"
+            ))
+            .is_empty()
+        );
         let delimited = "CREATE STREAM S (K STRING KEY, A STRING, B STRING) \
                          WITH (kafka_topic='s', format='DELIMITED');";
         assert_eq!(
