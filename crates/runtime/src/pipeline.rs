@@ -191,9 +191,15 @@ struct Input {
 struct JoinNode {
     op: JoinOp,
     segment: Segment,
-    /// The columns the join reads of each side's rows: those it always reads (keys),
-    /// and the carried ones with their names in the joined row.
-    reads: [(Vec<String>, Vec<(String, String)>); 2],
+    /// The columns the join reads of each side's rows.
+    reads: [SideReads; 2],
+}
+
+/// The columns a join reads of one side's rows: those it always reads (keys), and the
+/// carried ones, each with its name in the joined row.
+struct SideReads {
+    always: Vec<String>,
+    carried: Vec<(String, String)>,
 }
 
 pub struct Pipeline {
@@ -284,7 +290,10 @@ impl Builder {
                     |key: &sluice_plan::Expr, columns: &[CarriedColumn], keys: Vec<&str>| {
                         let always = key.column_refs().into_iter().chain(keys);
                         let carried = columns.iter().map(|c| (c.from.clone(), c.to.clone()));
-                        (always.map(str::to_string).collect(), carried.collect())
+                        SideReads {
+                            always: always.map(str::to_string).collect(),
+                            carried: carried.collect(),
+                        }
                     };
                 let reads = [
                     side_reads(
@@ -356,10 +365,10 @@ impl Builder {
         };
         let node = &self.joins[j];
         let joined = self.reads(&node.segment);
-        let (always, carried) = &node.reads[side as usize];
+        let side = &node.reads[side as usize];
         let mut reads = segment.reads.clone();
-        reads.extend(always.iter().cloned());
-        for (from, to) in carried {
+        reads.extend(side.always.iter().cloned());
+        for (from, to) in &side.carried {
             if joined.as_ref().is_none_or(|j| j.contains(to)) {
                 reads.insert(from.clone());
             }
