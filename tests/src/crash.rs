@@ -6,7 +6,8 @@
 //! record that passes its filter, projected; each windowed key's last CTAS row has that
 //! window's COUNT and SUM, and with the record cache off the CTAS writes one row per
 //! input record; so do the totals per key and per bucket of values (the latter
-//! regrouped through a repartition topic).
+//! regrouped through a repartition topic). A stream-stream join matches every fourth
+//! record with its echo on a second stream, and must write each pair in the window once.
 //! Under exactly-once the outputs must equal those exactly (not a record missing, not
 //! one repeated); under at-least-once nothing may be missing.
 //!
@@ -67,6 +68,8 @@ pub struct CrashReport {
     pub server_cpu_seconds: Option<f64>,
     pub csas_records: usize,
     pub ctas_records: usize,
+    /// Rows the stream-stream join wrote.
+    pub matched_records: usize,
     /// With `restore_timing`: per way of restarting, the changelog entries the queries
     /// read back and the seconds their tasks spent restoring (summed over tasks).
     pub restores: Vec<(&'static str, f64, f64)>,
@@ -97,6 +100,25 @@ fn input(i: usize, keys: usize) -> Record {
         ts(i),
     )
 }
+
+/// Every fourth record has an echo, on the second stream, 5 ms after it.
+fn echoed(i: usize) -> bool {
+    i % 4 == 1
+}
+
+fn echo_of(i: usize, keys: usize) -> Record {
+    Record::new(
+        Some(&key(i, keys)),
+        Some(&format!(r#"{{"M":{i}}}"#)),
+        ts(i) + ECHO_DELAY_MS,
+    )
+}
+
+const ECHO_DELAY_MS: i64 = 5;
+
+/// A stream's rows as (key, two number fields) to how many times each is written.
+type Rows = BTreeMap<(Vec<u8>, i64, i64), i64>;
+const JOIN_WITHIN_MS: i64 = 1_000;
 
 /// The CSAS keeps records whose V is not a multiple of 3.
 fn passes(i: usize) -> bool {
@@ -141,12 +163,23 @@ impl CrashRun {
         let ctas = unique("crash_ctas");
         let totals = unique("crash_totals");
         let buckets = unique("crash_buckets");
+        let echo = unique("crash_echo");
+        let matched = unique("crash_matched");
         server.ok(&format!(
             "CREATE STREAM src (k STRING KEY, n BIGINT, v INT) WITH (kafka_topic='{source}', \
-             partitions={}, key_format='KAFKA', value_format='JSON');",
-            self.partitions
+             partitions={p}, key_format='KAFKA', value_format='JSON'); \
+             CREATE STREAM echo (k STRING KEY, m BIGINT) WITH (kafka_topic='{echo}', \
+             partitions={p}, key_format='KAFKA', value_format='JSON');",
+            p = self.partitions
         ));
         let all: Vec<Record> = (0..self.records).map(|i| input(i, self.keys)).collect();
+        // The echoes of the records in `range`, which the stream-stream join matches.
+        let echoes = |range: std::ops::Range<usize>| -> Vec<Record> {
+            range
+                .filter(|i| echoed(*i))
+                .map(|i| echo_of(i, self.keys))
+                .collect()
+        };
         // The input arrives in chunks; the server is killed once in each gap, a random
         // moment after the chunk before it was written, while it works on it.
         let chunks = self.kills + 1;
@@ -155,6 +188,7 @@ impl CrashRun {
         if self.kills == 0 {
             // A clean run measures the rate: everything is in the topic first.
             produce(&source, &all);
+            produce(&echo, &echoes(0..self.records));
             pieces = [].chunks(1);
         }
         let started = Instant::now();
@@ -183,8 +217,15 @@ impl CrashRun {
                  SELECT v % 10 AS bucket, COUNT(*) AS cnt, SUM(v) AS total FROM src \
                  GROUP BY v % 10;"
             ),
+            // A stream-stream join: its window stores are restored from the changelog.
+            format!(
+                "CREATE STREAM crash_matched WITH (kafka_topic='{matched}') AS \
+                 SELECT s.k, s.n AS n, e.m AS m FROM src s \
+                 JOIN echo e WITHIN {} SECONDS ON s.k = e.k;",
+                JOIN_WITHIN_MS / 1000
+            ),
         ];
-        let (skip, take) = if self.only_totals { (2, 1) } else { (0, 4) };
+        let (skip, take) = if self.only_totals { (2, 1) } else { (0, 5) };
         for sql in statements.into_iter().skip(skip).take(take) {
             let (status, body) = server.ksql_with(&sql, props.clone());
             if status != 200 {
@@ -199,6 +240,7 @@ impl CrashRun {
         let mut rng = XorShift(self.seed | 1);
         for (n, piece) in pieces.enumerate() {
             produce(&source, piece);
+            produce(&echo, &echoes(n * chunk..n * chunk + piece.len()));
             if n < self.kills {
                 let wait = Duration::from_millis(50 + rng.next() % 1000);
                 std::thread::sleep(wait);
@@ -236,11 +278,16 @@ impl CrashRun {
             .collect();
         // Asked every half second: each check opens clients, which loads the broker
         // that the queries share.
+        let join_groups: Vec<String> = groups
+            .iter()
+            .filter(|g| g.to_uppercase().contains("CRASH_MATCHED"))
+            .cloned()
+            .collect();
         let caught_up = crate::eventually(
             Duration::from_secs(600),
             "the queries to commit every input offset",
             || {
-                if caught_up(&source, &groups) {
+                if caught_up(&source, &groups) && caught_up(&echo, &join_groups) {
                     return Some(started.elapsed());
                 }
                 std::thread::sleep(Duration::from_millis(450));
@@ -261,12 +308,16 @@ impl CrashRun {
         let wait = Duration::from_secs(120 + self.records as u64 / 2000);
         let windows = self.expected_windows();
         let exactly_once = self.exactly_once;
-        let (csas_out, ctas_out) = if self.only_totals {
-            (Vec::new(), Vec::new())
+        let expected_matches = self.expected_matches();
+        let (csas_out, ctas_out, matched_out) = if self.only_totals {
+            (Vec::new(), Vec::new(), Vec::new())
         } else {
             (
                 consume_until(&csas, wait, |r| complete(r, expected_csas)),
                 consume_until(&ctas, wait, |r| ctas_done(&windows, r, exactly_once)),
+                consume_until(&matched, wait, |r| {
+                    complete(r, expected_matches.values().sum::<i64>() as usize)
+                }),
             )
         };
         let per_key = self.expected_totals();
@@ -282,6 +333,7 @@ impl CrashRun {
         let peak_rss_mib = server.peak_rss_mib();
         if !self.only_totals {
             self.check_csas(&csas_out)?;
+            self.check_matches(expected_matches, &matched_out)?;
             self.check_table("CTAS", windows, &ctas_out)?;
             self.check_table("Buckets", per_bucket, &buckets_out)?;
         }
@@ -298,6 +350,7 @@ impl CrashRun {
             server_cpu_seconds,
             csas_records: csas_out.len(),
             ctas_records: ctas_out.len(),
+            matched_records: matched_out.len(),
             restores,
         })
     }
@@ -341,21 +394,61 @@ impl CrashRun {
         buckets
     }
 
+    /// The join's rows (key, N, M) to how many times each is written: every record
+    /// of the key within the window of an echo (with few keys, more than its own).
+    fn expected_matches(&self) -> Rows {
+        let mut expected = Rows::new();
+        let reach = (JOIN_WITHIN_MS / STEP_MS) as usize + 1;
+        for j in (0..self.records).filter(|j| echoed(*j)) {
+            let at = ts(j) + ECHO_DELAY_MS;
+            for i in j.saturating_sub(reach)..(j + reach).min(self.records) {
+                if key(i, self.keys) == key(j, self.keys) && (ts(i) - at).abs() <= JOIN_WITHIN_MS {
+                    *expected
+                        .entry((key(i, self.keys).into_bytes(), i as i64, j as i64))
+                        .or_default() += 1;
+                }
+            }
+        }
+        expected
+    }
+
+    /// The join's rows must be the expected ones (each once under exactly-once).
+    fn check_matches(&self, expected: Rows, out: &[(i32, Record)]) -> Result<(), String> {
+        self.check_rows("join", expected, out, ["N", "M"])
+    }
+
+    /// The CSAS's rows (key, N, V2) must be the records that pass its filter.
     fn check_csas(&self, out: &[(i32, Record)]) -> Result<(), String> {
-        // Multisets: (key, N, V2) to how many times it was written.
-        let mut expected: BTreeMap<(Vec<u8>, i64, i64), i64> = BTreeMap::new();
+        let mut expected = Rows::new();
         for i in (0..self.records).filter(|i| passes(*i)) {
             *expected
                 .entry((key(i, self.keys).into_bytes(), i as i64, v(i) * 2))
                 .or_default() += 1;
         }
-        let mut seen: BTreeMap<(Vec<u8>, i64, i64), i64> = BTreeMap::new();
+        self.check_rows("CSAS", expected, out, ["N", "V2"])
+    }
+
+    /// Compares a stream's rows, as (key, two number fields), with the expected ones:
+    /// none missing, none unexpected, and under exactly-once none repeated.
+    fn check_rows(
+        &self,
+        what: &str,
+        expected: Rows,
+        out: &[(i32, Record)],
+        fields: [&str; 2],
+    ) -> Result<(), String> {
+        let mut seen = Rows::new();
         for (_, r) in out {
             let value = r.value_json();
+            let field = |f: &str| {
+                value[f]
+                    .as_i64()
+                    .ok_or_else(|| format!("{what} row without {f}"))
+            };
             let row = (
                 r.key.clone().unwrap_or_default(),
-                value["N"].as_i64().ok_or("CSAS row without N")?,
-                value["V2"].as_i64().ok_or("CSAS row without V2")?,
+                field(fields[0])?,
+                field(fields[1])?,
             );
             *seen.entry(row).or_default() += 1;
         }
@@ -364,7 +457,7 @@ impl CrashRun {
         let repeated: i64 = seen.values().map(|n| n - 1).filter(|n| *n > 0).sum();
         if missing > 0 || unexpected > 0 || (self.exactly_once && repeated > 0) {
             return Err(format!(
-                "CSAS output differs: {} rows expected, {} written: {missing} missing, \
+                "{what} output differs: {} rows expected, {} written: {missing} missing, \
                  {unexpected} unexpected, {repeated} repeated",
                 expected.len(),
                 out.len()

@@ -15,14 +15,16 @@
 
 use crate::error::{Result, RuntimeError};
 use crate::expr::{PhysExpr, compile, evaluate};
+use crate::snapshot::{Reader, Writer};
 use crate::types::WINDOW_BOUNDS;
 use crate::types::{FLAG_COUNT, KEY_NULL, PSEUDO_COUNT, RETRACT, TOMBSTONE};
+use datafusion_common::ScalarValue;
 use datafusion_common::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, UInt32Array, new_null_array,
 };
-use datafusion_common::arrow::compute::{interleave, take};
+use datafusion_common::arrow::compute::{cast, interleave, take};
 use datafusion_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion_common::arrow::record_batch::RecordBatch;
+use datafusion_common::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion_common::arrow::row::{RowConverter, Rows, SortField};
 use hashbrown::HashMap;
 use sluice_plan::{CarriedColumn, JoinKind, JoinShape, LogicalSchema, PSEUDO_COLUMNS, WindowKind};
@@ -78,6 +80,9 @@ struct Kept {
     batch: Arc<BatchRows>,
     row: usize,
     ts: i64,
+    /// A window store's rows: the row's number among the rows the join stored, which
+    /// tells rows of one key and time apart in the changelog.
+    seq: u64,
 }
 
 impl Kept {
@@ -151,6 +156,18 @@ pub struct JoinOp {
     side_time: [i64; 2],
     /// Stream rows kept since the window stores were last swept of expired rows.
     since_sweep: usize,
+    /// How many rows the window stores have taken (each row's `seq`).
+    stored_rows: u64,
+    /// The changelog: the entries changed since it last took them (None: not recorded),
+    /// whether the times changed, and whether the changelog holds the join's times
+    /// entry, which every join writes at its first commit.
+    changes: Option<BTreeMap<Vec<u8>, Option<Kept>>>,
+    times_changed: bool,
+    has_times_entry: bool,
+    /// Entries read back from the changelog, until `finish_restore` builds the state.
+    restoring: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Each side's key type, for rows read back from the changelog.
+    key_types: [DataType; 2],
 }
 
 impl JoinOp {
@@ -172,6 +189,7 @@ impl JoinOp {
             compile(right_key, right_schema)?,
         ];
         let key_type = keys[0].data_type(left_schema)?;
+        let key_types = [key_type.clone(), keys[1].data_type(right_schema)?];
         let bounds_of = |schema: &Schema| -> Option<[usize; 2]> {
             Some([
                 schema.index_of(WINDOW_BOUNDS[0]).ok()?,
@@ -266,6 +284,12 @@ impl JoinOp {
             stream_time: i64::MIN,
             side_time: [i64::MIN; 2],
             since_sweep: 0,
+            stored_rows: 0,
+            changes: None,
+            times_changed: false,
+            has_times_entry: false,
+            restoring: BTreeMap::new(),
+            key_types,
         })
     }
 
@@ -283,9 +307,229 @@ impl JoinOp {
         matches!(self.shape, JoinShape::TableTable)
     }
 
-    /// Whether the join keeps stream rows (window stores), not only tables.
-    pub fn keeps_stream_rows(&self) -> bool {
-        matches!(self.shape, JoinShape::StreamStream { .. })
+    /// Starts recording which state entries change, for `take_changes`.
+    pub fn record_changes(&mut self) {
+        self.changes.get_or_insert_with(BTreeMap::new);
+    }
+
+    /// The state entries changed since the last call (None: deleted), as changelog
+    /// entries: the table rows, window rows and rows waiting for their window to close
+    /// that changed, and the times. The times entry is written at the first commit
+    /// whatever changed, so a changelog without it was written by no join.
+    pub fn take_changes(&mut self, out: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+        let Some(changes) = &mut self.changes else {
+            return Ok(());
+        };
+        for (entry, row) in std::mem::take(changes) {
+            let value = row.map(|r| encode_row(&r)).transpose()?;
+            out.push((entry, value));
+        }
+        if self.times_changed || !self.has_times_entry {
+            self.times_changed = false;
+            self.has_times_entry = true;
+            out.push((vec![ENTRY_TIMES], Some(self.encode_times())));
+        }
+        Ok(())
+    }
+
+    /// Whether the changelog the state was restored from was written by this join
+    /// (it holds the join's times entry).
+    pub fn restored_from_changelog(&self) -> bool {
+        self.has_times_entry
+    }
+
+    /// Forgets all state, before it is restored.
+    pub fn clear(&mut self) {
+        self.tables = [HashMap::new(), HashMap::new()];
+        self.windows = [HashMap::new(), HashMap::new()];
+        self.pending.clear();
+        self.pending_seq = 0;
+        self.left_foreign_keys.clear();
+        self.subscriptions.clear();
+        self.stream_time = i64::MIN;
+        self.side_time = [i64::MIN; 2];
+        self.since_sweep = 0;
+        self.stored_rows = 0;
+        self.times_changed = false;
+        self.has_times_entry = false;
+        self.restoring.clear();
+        if let Some(changes) = &mut self.changes {
+            changes.clear();
+        }
+    }
+
+    /// Takes one changelog entry (None: deleted) of a restore; `finish_restore` builds
+    /// the state once the changelog has been read to its end.
+    pub fn restore(&mut self, entry: &[u8], value: Option<&[u8]>) -> Result<()> {
+        match value {
+            Some(v) => self.restoring.insert(entry.to_vec(), v.to_vec()),
+            None => self.restoring.remove(entry),
+        };
+        Ok(())
+    }
+
+    /// Builds the state from the entries read back: the rows of each side become
+    /// batches again, a few thousand rows each, which the kept rows point into.
+    pub fn finish_restore(&mut self) -> Result<()> {
+        let entries = std::mem::take(&mut self.restoring);
+        let mut rows: [Vec<(Entry, Restored)>; 2] = [Vec::new(), Vec::new()];
+        for (key, value) in &entries {
+            match Entry::parse(key)? {
+                Entry::Times => self.decode_times(value)?,
+                entry => rows[entry.side() as usize].push((entry, decode_row(value)?)),
+            }
+        }
+        for side in [Side::Left, Side::Right] {
+            let side_rows = std::mem::take(&mut rows[side as usize]);
+            let mut side_rows = side_rows.into_iter().peekable();
+            while side_rows.peek().is_some() {
+                let chunk: Vec<(Entry, Restored)> =
+                    side_rows.by_ref().take(RESTORE_BATCH).collect();
+                let (entries, restored): (Vec<Entry>, Vec<Restored>) = chunk.into_iter().unzip();
+                let times: Vec<i64> = restored.iter().map(|r| r.ts).collect();
+                let batch = self.rebuild_batch(side, restored)?;
+                for (row, (entry, ts)) in entries.into_iter().zip(times).enumerate() {
+                    self.restore_row(entry, &batch, row, ts)?;
+                }
+            }
+        }
+        // Each window store's rows of a key in the order they were stored.
+        for window in &mut self.windows {
+            for rows in window.values_mut() {
+                rows.sort_by_key(|r| r.seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts one restored row where its entry says it was.
+    fn restore_row(
+        &mut self,
+        entry: Entry,
+        batch: &Arc<BatchRows>,
+        row: usize,
+        ts: i64,
+    ) -> Result<()> {
+        let kept = |seq| Kept {
+            batch: batch.clone(),
+            row,
+            ts,
+            seq,
+        };
+        match entry {
+            Entry::Table(side, key) => {
+                if side == Side::Left && self.primary.is_some() && !batch.key.is_null(row) {
+                    // A foreign-key join's left row subscribes to its foreign key.
+                    let foreign = self.rows.convert_columns(&[batch.key.slice(row, 1)])?;
+                    let foreign = foreign.row(0).as_ref().to_vec();
+                    self.left_foreign_keys.insert(key.clone(), foreign.clone());
+                    self.subscriptions
+                        .entry(foreign)
+                        .or_default()
+                        .insert(key.clone());
+                }
+                self.tables[side as usize].insert(TableKey::from_slice(&key), kept(0));
+            }
+            Entry::Window(side, seq, key) => {
+                self.windows[side as usize]
+                    .entry(key)
+                    .or_default()
+                    .push(kept(seq));
+            }
+            Entry::Pending(side, seq, key) => {
+                self.pending.insert((ts, side, key, seq), kept(0));
+            }
+            Entry::Times => {}
+        }
+        Ok(())
+    }
+
+    /// The carried columns, keys and window bounds of restored rows of one side, as
+    /// one batch of the types the side's input batches have.
+    fn rebuild_batch(&self, side: Side, rows: Vec<Restored>) -> Result<Arc<BatchRows>> {
+        let s = side as usize;
+        let n = rows.len();
+        let schema = &self.carried_schema[s];
+        let array = |values: Vec<ScalarValue>, ty: &DataType| -> Result<ArrayRef> {
+            let array = ScalarValue::iter_to_array(values)?;
+            Ok(if array.data_type() == ty {
+                array
+            } else {
+                cast(&array, ty)?
+            })
+        };
+        let mut keys = Vec::with_capacity(n);
+        let mut bounds = [Vec::with_capacity(n), Vec::with_capacity(n)];
+        let mut columns: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(n); schema.fields().len()];
+        for r in rows {
+            if r.columns.len() != columns.len() {
+                return Err(RuntimeError::State(format!(
+                    "a join's changelog row has {} columns where the plan carries {}",
+                    r.columns.len(),
+                    columns.len()
+                )));
+            }
+            keys.push(r.key);
+            if let Some([start, end]) = r.bounds {
+                bounds[0].push(start);
+                bounds[1].push(end);
+            }
+            for (c, v) in columns.iter_mut().zip(r.columns) {
+                c.push(v);
+            }
+        }
+        let bounds = match (self.windowed, bounds) {
+            (None, _) => None,
+            (Some(_), [starts, ends]) if starts.len() == n => Some([
+                array(starts, &DataType::Int64)?,
+                array(ends, &DataType::Int64)?,
+            ]),
+            (Some(_), _) => {
+                return Err(RuntimeError::State(
+                    "a windowed join's changelog row without its window".into(),
+                ));
+            }
+        };
+        let columns = columns
+            .into_iter()
+            .zip(schema.fields())
+            .map(|(values, f)| array(values, f.data_type()))
+            .collect::<Result<Vec<_>>>()?;
+        let columns = RecordBatch::try_new_with_options(
+            schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )?;
+        Ok(Arc::new(BatchRows {
+            columns,
+            key: array(keys, &self.key_types[s])?,
+            bounds,
+        }))
+    }
+
+    fn note(&mut self, entry: impl FnOnce() -> Vec<u8>, row: Option<&Kept>) {
+        note(&mut self.changes, entry, row);
+    }
+
+    fn encode_times(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(40);
+        let mut w = Writer(&mut buf);
+        w.i64(self.stream_time);
+        w.i64(self.side_time[0]);
+        w.i64(self.side_time[1]);
+        w.u64(self.stored_rows);
+        w.u64(self.pending_seq);
+        buf
+    }
+
+    fn decode_times(&mut self, bytes: &[u8]) -> Result<()> {
+        let mut r = Reader::new(bytes);
+        self.stream_time = r.i64()?;
+        self.side_time = [r.i64()?, r.i64()?];
+        self.stored_rows = r.u64()?;
+        self.pending_seq = r.u64()?;
+        self.has_times_entry = true;
+        Ok(())
     }
 
     /// Runs a batch of one side's rows through the join, returning the joined rows.
@@ -392,6 +636,7 @@ impl JoinOp {
             batch: input.rows.clone(),
             row,
             ts: input.rowtime.value(row),
+            seq: 0,
         };
         // Borrowed for lookups; copied only where a row is stored.
         let key: &[u8] = input.key_bytes.row(row).data();
@@ -408,6 +653,7 @@ impl JoinOp {
         match self.shape {
             JoinShape::StreamTable => match side {
                 Side::Right => {
+                    self.note(|| table_entry(side, key), (!tombstone).then_some(&kept));
                     if tombstone {
                         self.tables[1].remove(key);
                     } else {
@@ -436,6 +682,7 @@ impl JoinOp {
                     self.tables[s].insert(TableKey::from_slice(key), kept.clone())
                 };
                 let new = (!tombstone).then(|| kept.clone());
+                self.note(|| table_entry(side, key), new.as_ref());
                 let other = self.tables[o].get(key).cloned();
                 let keeps = |x: Side| match x {
                     Side::Left => self.kind.keeps_left(),
@@ -583,6 +830,7 @@ impl JoinOp {
                 self.subscriptions.remove(&old_fk);
             }
         }
+        self.note(|| table_entry(Side::Left, &pk), (!deleted).then_some(&kept));
         if deleted {
             if let Some(old) = old {
                 out.push(Emit {
@@ -629,6 +877,10 @@ impl JoinOp {
         trigger: Emit,
         out: &mut Vec<Emit>,
     ) {
+        self.note(
+            || table_entry(Side::Right, &key),
+            (!deleted).then_some(&kept),
+        );
         if deleted {
             self.tables[1].remove(key.as_slice());
         } else {
@@ -680,6 +932,7 @@ impl JoinOp {
         let from = ts.saturating_sub(back).max(0);
         let to = ts.saturating_add(ahead).max(0);
         self.stream_time = self.stream_time.max(ts);
+        self.times_changed = true;
         if let Some(grace) = grace
             && ts == self.stream_time
         {
@@ -704,9 +957,20 @@ impl JoinOp {
         for other in others {
             matched = true;
             if grace.is_some() {
+                // The other side's rows of this key and time no longer wait for their
+                // window to close.
                 let other_side = side.other();
-                self.pending
-                    .retain(|(t, sd, k, _), _| !(*t == other.ts && *sd == other_side && *k == key));
+                let waiting = (other.ts, other_side, key.clone(), 0)
+                    ..=(other.ts, other_side, key.clone(), u64::MAX);
+                let matched: Vec<_> = self
+                    .pending
+                    .range(waiting)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in matched {
+                    self.pending.remove(&k);
+                    self.note(|| pending_entry(&k), None);
+                }
             }
             let joined_ts = ts.max(other.ts);
             let (left, right) = match side {
@@ -726,8 +990,9 @@ impl JoinOp {
                 out.push(unmatched(side, kept.clone(), ts, &trigger));
             } else {
                 self.pending_seq += 1;
-                self.pending
-                    .insert((ts, side, key.clone(), self.pending_seq), kept.clone());
+                let waiting = (ts, side, key.clone(), self.pending_seq);
+                self.note(|| pending_entry(&waiting), Some(&kept));
+                self.pending.insert(waiting, kept.clone());
             }
         }
         // The row is kept for the other side's later rows unless it is already older
@@ -738,20 +1003,31 @@ impl JoinOp {
         self.side_time[s] = self.side_time[s].max(ts);
         let horizon = self.side_time[s].saturating_sub(retention);
         // Rows of this key that no later row can join are forgotten as the key is
-        // written again (rows of keys never seen again stay: to do with the state stores).
-        let rows = self.windows[s].entry(key).or_default();
-        rows.retain(|r| r.ts >= horizon);
+        // written again.
+        let changes = &mut self.changes;
+        let rows = self.windows[s].entry_ref(key.as_slice()).or_default();
+        expire(changes, side, &key, rows, horizon);
         if ts >= horizon {
+            self.stored_rows += 1;
+            let kept = Kept {
+                seq: self.stored_rows,
+                ..kept
+            };
+            note(
+                changes,
+                || window_entry(side, kept.ts, kept.seq, &key),
+                Some(&kept),
+            );
             rows.push(kept);
         }
         // Now and then, the keys not seen again are swept too.
         self.since_sweep += 1;
         if self.since_sweep >= SWEEP_EVERY {
             self.since_sweep = 0;
-            for (side, window) in self.windows.iter_mut().enumerate() {
-                let horizon = self.side_time[side].saturating_sub(retention);
-                window.retain(|_, rows| {
-                    rows.retain(|r| r.ts >= horizon);
+            for (side, window) in [Side::Left, Side::Right].into_iter().zip(&mut self.windows) {
+                let horizon = self.side_time[side as usize].saturating_sub(retention);
+                window.retain(|key, rows| {
+                    expire(changes, side, key, rows, horizon);
                     !rows.is_empty()
                 });
             }
@@ -775,7 +1051,8 @@ impl JoinOp {
             if ts.saturating_add(look_ahead).saturating_add(grace) >= self.stream_time {
                 break;
             }
-            let (_, kept) = self.pending.pop_first().expect("not empty");
+            let (waiting, kept) = self.pending.pop_first().expect("not empty");
+            self.note(|| pending_entry(&waiting), None);
             out.push(unmatched(side, kept, ts, trigger));
         }
     }
@@ -918,4 +1195,179 @@ fn trigger_like(t: &Emit) -> Emit {
         tombstone: false,
         retract: false,
     }
+}
+
+/// Rows rebuilt into one batch at a time when state is restored.
+const RESTORE_BATCH: usize = 4096;
+
+/// The first byte of a join's changelog entries: what the entry holds.
+const ENTRY_TABLE: u8 = 0;
+const ENTRY_WINDOW: u8 = 1;
+const ENTRY_PENDING: u8 = 2;
+const ENTRY_TIMES: u8 = 3;
+
+/// A join's changelog entry, by its key.
+enum Entry {
+    /// `[0, side, key]`: a table's current row for a key (a foreign-key join's left
+    /// table: for a primary key).
+    Table(Side, Vec<u8>),
+    /// `[1, side, time, seq, key]`: a row in a window store.
+    Window(Side, u64, Vec<u8>),
+    /// `[2, time, side, seq, key]`: a row of an outer join waiting for its window to
+    /// close (in the order they close).
+    Pending(Side, u64, Vec<u8>),
+    /// `[3]`: stream time, each side's time, and the counters.
+    Times,
+}
+
+impl Entry {
+    fn parse(bytes: &[u8]) -> Result<Entry> {
+        let corrupt = || RuntimeError::State("a join's changelog entry is corrupt".into());
+        let side = |b: u8| match b {
+            0 => Ok(Side::Left),
+            1 => Ok(Side::Right),
+            _ => Err(corrupt()),
+        };
+        let u64_at = |at: usize| -> Result<u64> {
+            Ok(u64::from_be_bytes(
+                bytes
+                    .get(at..at + 8)
+                    .ok_or_else(corrupt)?
+                    .try_into()
+                    .expect("8 bytes"),
+            ))
+        };
+        match bytes.first() {
+            Some(&ENTRY_TABLE) if bytes.len() >= 2 => {
+                Ok(Entry::Table(side(bytes[1])?, bytes[2..].to_vec()))
+            }
+            Some(&ENTRY_WINDOW) if bytes.len() >= 18 => Ok(Entry::Window(
+                side(bytes[1])?,
+                u64_at(10)?,
+                bytes[18..].to_vec(),
+            )),
+            Some(&ENTRY_PENDING) if bytes.len() >= 18 => Ok(Entry::Pending(
+                side(bytes[9])?,
+                u64_at(10)?,
+                bytes[18..].to_vec(),
+            )),
+            Some(&ENTRY_TIMES) if bytes.len() == 1 => Ok(Entry::Times),
+            _ => Err(corrupt()),
+        }
+    }
+
+    fn side(&self) -> Side {
+        match self {
+            Entry::Table(side, _) | Entry::Window(side, _, _) | Entry::Pending(side, _, _) => *side,
+            Entry::Times => Side::Left,
+        }
+    }
+}
+
+/// A time as 8 bytes that sort as the times do.
+fn sortable(ts: i64) -> [u8; 8] {
+    ((ts as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn table_entry(side: Side, key: &[u8]) -> Vec<u8> {
+    let mut e = Vec::with_capacity(2 + key.len());
+    e.extend_from_slice(&[ENTRY_TABLE, side as u8]);
+    e.extend_from_slice(key);
+    e
+}
+
+fn window_entry(side: Side, ts: i64, seq: u64, key: &[u8]) -> Vec<u8> {
+    let mut e = Vec::with_capacity(18 + key.len());
+    e.extend_from_slice(&[ENTRY_WINDOW, side as u8]);
+    e.extend_from_slice(&sortable(ts));
+    e.extend_from_slice(&seq.to_be_bytes());
+    e.extend_from_slice(key);
+    e
+}
+
+fn pending_entry((ts, side, key, seq): &(i64, Side, Vec<u8>, u64)) -> Vec<u8> {
+    let mut e = Vec::with_capacity(18 + key.len());
+    e.push(ENTRY_PENDING);
+    e.extend_from_slice(&sortable(*ts));
+    e.push(*side as u8);
+    e.extend_from_slice(&seq.to_be_bytes());
+    e.extend_from_slice(key);
+    e
+}
+
+/// Records a changed entry, when changes are recorded: its row, or None when deleted.
+fn note(
+    changes: &mut Option<BTreeMap<Vec<u8>, Option<Kept>>>,
+    entry: impl FnOnce() -> Vec<u8>,
+    row: Option<&Kept>,
+) {
+    if let Some(changes) = changes {
+        changes.insert(entry(), row.cloned());
+    }
+}
+
+/// Forgets a key's window rows older than `horizon`, telling the changelog.
+fn expire(
+    changes: &mut Option<BTreeMap<Vec<u8>, Option<Kept>>>,
+    side: Side,
+    key: &[u8],
+    rows: &mut Vec<Kept>,
+    horizon: i64,
+) {
+    if changes.is_some() {
+        for r in rows.iter().filter(|r| r.ts < horizon) {
+            note(changes, || window_entry(side, r.ts, r.seq, key), None);
+        }
+    }
+    rows.retain(|r| r.ts >= horizon);
+}
+
+/// A row read back from the changelog.
+struct Restored {
+    ts: i64,
+    key: ScalarValue,
+    bounds: Option<[ScalarValue; 2]>,
+    columns: Vec<ScalarValue>,
+}
+
+/// A kept row as a changelog value: its time, key, window bounds and carried columns.
+fn encode_row(kept: &Kept) -> Result<Vec<u8>> {
+    let (batch, row) = (&kept.batch, kept.row);
+    let mut buf = Vec::new();
+    let mut w = Writer(&mut buf);
+    w.i64(kept.ts);
+    w.scalar(&ScalarValue::try_from_array(&batch.key, row)?)?;
+    match &batch.bounds {
+        Some(bounds) => {
+            w.bool(true);
+            for b in bounds {
+                w.scalar(&ScalarValue::try_from_array(b, row)?)?;
+            }
+        }
+        None => w.bool(false),
+    }
+    let columns = batch.columns.columns();
+    w.len(columns.len());
+    for c in columns {
+        w.scalar(&ScalarValue::try_from_array(c, row)?)?;
+    }
+    Ok(buf)
+}
+
+fn decode_row(bytes: &[u8]) -> Result<Restored> {
+    let mut r = Reader::new(bytes);
+    let ts = r.i64()?;
+    let key = r.scalar()?;
+    let bounds = if r.bool()? {
+        Some([r.scalar()?, r.scalar()?])
+    } else {
+        None
+    };
+    let columns = r.scalars()?;
+    Ok(Restored {
+        ts,
+        key,
+        bounds,
+        columns,
+    })
 }

@@ -19,12 +19,11 @@
 //! - **at_least_once**: every interval the producer is flushed (outputs and changelog),
 //!   then the offsets are committed; a crash in between repeats records.
 //!
-//! State: aggregations and materialized tables write what changed each interval to the
-//! query's compacted changelog topic and are rebuilt from it on start (state stores kept
-//! from an earlier run replay only what follows their checkpoint, see
-//! `restore_changelog`); a join's rows are
-//! rebuilt from its input topics, read again up to the committed offsets (see
-//! `restore_input`). A failure anywhere (a delivery error, an aborted transaction, a
+//! State: aggregations, materialized tables and joins write what changed each interval
+//! to the query's compacted changelog topic and are rebuilt from it on start (state
+//! stores kept from an earlier run replay only what follows their checkpoint, see
+//! `restore_changelog`). A new query's stream-table join first loads its table whole
+//! (`load_table`). A failure anywhere (a delivery error, an aborted transaction, a
 //! broker gone) drops the consumer, producer and state and starts again from the last
 //! commit, with backoff.
 
@@ -984,21 +983,6 @@ impl Task {
         if config.exactly_once {
             producer.init_transactions(TIMEOUT)?;
         }
-        // A join keeps rows of its inputs (a table's current rows, a window's recent
-        // stream rows): each such input's topic is read again up to where the group
-        // committed, outputs dropped, before anything new is processed.
-        let replayed = pipeline.restore_inputs();
-        for &input in &replayed {
-            restore_input(
-                lease,
-                &mut pipeline,
-                input,
-                &topics[input],
-                partition,
-                config,
-                name,
-            )?;
-        }
         let mut restored_to = 0;
         if let Some((topic, p)) = &changelog {
             stats.restoring.fetch_add(1, Ordering::Relaxed);
@@ -1012,16 +996,27 @@ impl Task {
                 .fetch_add(took.as_millis() as u64, Ordering::Relaxed);
             pipeline.record_changes();
         }
+        // A stream-table join's table is loaded whole before a new query reads its
+        // first stream record; a query that has run before has the table in its state.
+        let mut positions = BTreeMap::new();
+        for (input, topic) in topics.iter().enumerate() {
+            if pipeline.is_lookup_table(input) {
+                let loaded =
+                    load_table(lease, &mut pipeline, input, topic, partition, config, name)?;
+                positions.extend(loaded);
+            }
+        }
+        if !pipeline.joins_restored() && has_committed(lease, &topics, partition)? {
+            return Err(RuntimeError::Plan(
+                "the query's join state was kept by an earlier version of Sluice, which \
+                 rebuilt it from the input topics and did not write it to the changelog; \
+                 drop the query and create it again"
+                    .into(),
+            ));
+        }
         let cache = (matches!(plan.root, Step::TableSink { .. }) && config.cache_max_bytes > 0)
             .then(|| SinkCache::new(config.cache_max_bytes));
-        // A join that reads its stream rows again on a restart (its windows) needs them
-        // kept.
-        let purges: Vec<String> = layout
-            .purges
-            .iter()
-            .filter(|t| !replayed.iter().any(|i| topics.get(*i) == Some(*t)))
-            .cloned()
-            .collect();
+        let purges = layout.purges.clone();
         let mut task = Task {
             partition,
             reads_headers: pipeline.reads_headers(),
@@ -1033,8 +1028,10 @@ impl Task {
             state_db: db,
             last_checkpoint: Instant::now(),
             restored_to,
-            positions: BTreeMap::new(),
-            offsets: BTreeMap::new(),
+            // A table loaded whole is read on from where the load ended, and that
+            // position commits with the first interval, whose changelog has the rows.
+            offsets: positions.clone(),
+            positions,
             out: Vec::new(),
             changes: Vec::new(),
             problems: Vec::new(),
@@ -1672,11 +1669,33 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
-/// Reads an input's topic (the task's partition of it) from the start up to the offsets the query's group will
-/// resume from (or, with none committed, up to where it will start), running the
-/// records through the pipeline with the outputs dropped: the join's state for that
-/// table is then as it was when those offsets were committed.
-fn restore_input(
+/// Whether the query's group has committed an offset for any partition the task reads:
+/// whether the query ran before.
+fn has_committed(group: &LeaseConsumer, topics: &[String], only: Option<i32>) -> Result<bool> {
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        let partitions = match only {
+            Some(p) => vec![p],
+            None => partitions_of(group, topic)?,
+        };
+        for p in partitions {
+            tpl.add_partition(topic, p);
+        }
+    }
+    let committed = group.committed_offsets(tpl, TIMEOUT)?;
+    Ok(committed
+        .elements()
+        .iter()
+        .any(|e| matches!(e.offset(), Offset::Offset(_))))
+}
+
+/// Loads the table side of a stream-table join for a new query: each partition of its
+/// topic (the task's partition) that the group has no offset for is read to its end,
+/// through the pipeline with the outputs dropped (a table's changes emit nothing in
+/// such a join, so nothing is lost). Returns where the loads ended, which the task reads
+/// on from and commits with its first interval. Kafka Streams gets the same effect by
+/// ordering records by time, which Sluice does not do yet.
+fn load_table(
     group: &LeaseConsumer,
     pipeline: &mut Pipeline,
     input: usize,
@@ -1684,7 +1703,7 @@ fn restore_input(
     only: Option<i32>,
     config: &QueryConfig,
     name: &str,
-) -> Result<()> {
+) -> Result<BTreeMap<(String, i32), i64>> {
     let partitions = match only {
         Some(p) => vec![p],
         None => partitions_of(group, topic)?,
@@ -1694,31 +1713,28 @@ fn restore_input(
         tpl.add_partition(topic, *p);
     }
     let committed = group.committed_offsets(tpl, TIMEOUT)?;
-    // A stream-table join's table is loaded whole before the query first reads its
-    // stream (its changes emit nothing, so nothing is lost by reading them here): the
-    // group then starts the table where the load ended.
-    let bootstrap = pipeline.is_lookup_table(input);
     let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut loaded = TopicPartitionList::new();
     for p in &partitions {
-        let end = match committed.find_partition(topic, *p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o,
-            _ if bootstrap => {
-                let end = group.fetch_watermarks(topic, *p, TIMEOUT)?.1;
-                loaded.add_partition_offset(topic, *p, Offset::Offset(end))?;
-                end
-            }
-            _ if config.auto_offset_reset == "earliest" => 0,
-            _ => group.fetch_watermarks(topic, *p, TIMEOUT)?.1,
-        };
-        ends.insert(*p, end);
+        if !matches!(
+            committed.find_partition(topic, *p).map(|e| e.offset()),
+            Some(Offset::Offset(_))
+        ) {
+            ends.insert(*p, group.fetch_watermarks(topic, *p, TIMEOUT)?.1);
+        }
+    }
+    let loaded: BTreeMap<(String, i32), i64> = ends
+        .iter()
+        .map(|(p, end)| ((topic.to_string(), *p), *end))
+        .collect();
+    if ends.is_empty() {
+        return Ok(loaded);
     }
     let started = Instant::now();
     let mut dropped = Vec::new();
     let reads_headers = pipeline.reads_headers();
-    let restored = read_up_to(config, topic, 0, ends, |msg| {
-        // A record that does not decode was skipped (and logged) when it was first
-        // read; it changes no state now either.
+    let read = read_up_to(config, topic, 0, ends, |msg| {
+        // A record that does not decode is skipped (and logged when the query reads
+        // it past the load: it does not); it changes no state.
         let headers = if reads_headers {
             headers_of(msg)
         } else {
@@ -1732,19 +1748,16 @@ fn restore_input(
         Ok(())
     })?;
     pipeline.flush(&mut dropped)?;
-    if loaded.count() > 0 {
-        group.commit(&loaded, CommitMode::Sync)?;
-    }
-    if restored > 0 {
+    if read > 0 {
         tracing::info!(
             query = name,
             topic,
-            records = restored,
+            records = read,
             ms = started.elapsed().as_millis() as u64,
-            "restored a join's rows from its input topic"
+            "loaded a joined table"
         );
     }
-    Ok(())
+    Ok(loaded)
 }
 
 /// Waits until every record produced so far is delivered; a failed delivery fails the

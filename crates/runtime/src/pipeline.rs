@@ -124,6 +124,7 @@ impl TableRows {
 enum Store<'a> {
     Table(&'a mut TableRows),
     Aggregate(&'a mut AggregateOp),
+    Join(&'a mut JoinOp),
 }
 
 /// Where a segment's rows go once its steps have run.
@@ -845,34 +846,23 @@ impl Pipeline {
         })
     }
 
-    /// The inputs whose rows joins keep, which a restart must read again from the start
-    /// of their topics to rebuild the joins' state: tables, and with a stream-stream
-    /// join, streams too (its window stores keep their recent rows).
-    pub fn restore_inputs(&self) -> Vec<usize> {
-        if self.joins.is_empty() {
-            return Vec::new();
-        }
-        let windows = self.joins.iter().any(|j| j.op.keeps_stream_rows());
-        (0..self.inputs.len())
-            .filter(|i| windows || self.inputs[*i].table.is_some())
-            .collect()
-    }
-
-    /// The state the changelog carries: materialized tables that no join replays (see
-    /// `restore_inputs`) and aggregations, in a fixed order for a plan.
+    /// The state the changelog carries: materialized tables, aggregations and joins, in
+    /// a fixed order for a plan (joins last: changelogs written before joins kept
+    /// theirs in it still number the others alike).
     fn stores(&mut self) -> Vec<Store<'_>> {
-        let replayed = self.restore_inputs();
         let mut stores = Vec::new();
         let mut segments = Vec::new();
-        for (i, input) in self.inputs.iter_mut().enumerate() {
-            if let Some(Some(rows)) = &mut input.table
-                && !replayed.contains(&i)
-            {
+        for input in &mut self.inputs {
+            if let Some(Some(rows)) = &mut input.table {
                 stores.push(Store::Table(rows));
             }
             segments.push(&mut input.segment);
         }
-        segments.extend(self.joins.iter_mut().map(|j| &mut j.segment));
+        let mut joins = Vec::new();
+        for j in &mut self.joins {
+            segments.push(&mut j.segment);
+            joins.push(Store::Join(&mut j.op));
+        }
         for segment in segments {
             for op in &mut segment.ops {
                 if let Op::Aggregate(a) = op {
@@ -880,7 +870,14 @@ impl Pipeline {
                 }
             }
         }
+        stores.extend(joins);
         stores
+    }
+
+    /// Whether the changelog the joins' state was restored from holds it: false when
+    /// the query kept no join state in its changelog yet.
+    pub fn joins_restored(&self) -> bool {
+        self.joins.iter().all(|j| j.op.restored_from_changelog())
     }
 
     /// Whether the plan keeps state that a restart restores from a changelog.
@@ -896,6 +893,7 @@ impl Pipeline {
                     t.changed.get_or_insert_with(Default::default);
                 }
                 Store::Aggregate(a) => a.record_changes(),
+                Store::Join(j) => j.record_changes(),
             }
         }
     }
@@ -908,6 +906,7 @@ impl Pipeline {
             match store {
                 Store::Table(t) => t.take_changes(&mut entries),
                 Store::Aggregate(a) => a.take_changes(&mut entries)?,
+                Store::Join(j) => j.take_changes(&mut entries)?,
             }
             for (key, value) in entries.drain(..) {
                 let mut k = Vec::with_capacity(key.len() + 1);
@@ -919,15 +918,14 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Forgets the changelogged state, before it is restored: what a join's replay
-    /// pushed into an aggregation after it is not what the changelog recorded.
-    /// `keep_stored`: state stores keep their committed contents (a restore from a
+    /// Forgets the changelogged state, before it is restored. `keep_stored`: state stores keep their committed contents (a restore from a
     /// checkpoint replays only the changelog's tail onto them).
     pub fn clear_changelogged(&mut self, keep_stored: bool) -> Result<()> {
         for store in self.stores() {
             match store {
                 Store::Table(t) => t.rows.clear(),
                 Store::Aggregate(a) => a.clear(keep_stored)?,
+                Store::Join(j) => j.clear(),
             }
         }
         Ok(())
@@ -940,7 +938,7 @@ impl Pipeline {
         self.stores()
             .iter()
             .map(|store| match store {
-                Store::Table(_) => false,
+                Store::Table(_) | Store::Join(_) => false,
                 Store::Aggregate(a) => a.has_store(),
             })
             .collect()
@@ -996,6 +994,7 @@ impl Pipeline {
                 Ok(())
             }
             Some(Store::Aggregate(a)) => a.restore(rest, value),
+            Some(Store::Join(j)) => j.restore(rest, value),
             None => Err(RuntimeError::State(format!(
                 "a changelog entry for store {n}, but the plan has {count}"
             ))),
@@ -1004,8 +1003,10 @@ impl Pipeline {
 
     pub fn finish_restore(&mut self) -> Result<()> {
         for store in self.stores() {
-            if let Store::Aggregate(a) = store {
-                a.finish_restore()?;
+            match store {
+                Store::Aggregate(a) => a.finish_restore()?,
+                Store::Join(j) => j.finish_restore()?,
+                Store::Table(_) => {}
             }
         }
         Ok(())

@@ -3,6 +3,8 @@
 //! restored from those changes alone, and it runs the rest; the outputs of the two
 //! halves together equal those of one uninterrupted run, wherever the cut falls.
 
+mod common;
+
 use sluice_plan::QueryPlan;
 use sluice_runtime::pipeline::{OutputRecord, Pipeline, SourceRecord};
 use sluice_state::{MemoryStorage, Storage};
@@ -14,19 +16,27 @@ fn plan(statements: &str) -> QueryPlan {
     sluice_sql::plan_last_query(statements).expect("plans")
 }
 
-type Input = (String, Option<String>, i64);
+/// A record of one of the query's inputs (numbered as its sources are created).
+#[derive(Clone)]
+struct Input {
+    input: usize,
+    offset: i64,
+    key: String,
+    value: Option<String>,
+    ts: i64,
+}
 
 fn run(pipeline: &mut Pipeline, records: &[Input], out: &mut Vec<OutputRecord>) {
-    for (offset, (key, value, ts)) in records.iter().enumerate() {
+    for r in records {
         let record = SourceRecord {
-            key: Some(key.as_bytes()),
-            value: value.as_deref().map(str::as_bytes),
+            key: Some(r.key.as_bytes()),
+            value: r.value.as_deref().map(str::as_bytes),
             headers: &[],
-            timestamp: *ts,
+            timestamp: r.ts,
             partition: 0,
-            offset: offset as i64,
+            offset: r.offset,
         };
-        pipeline.push(0, &record).expect("decodes");
+        pipeline.push(r.input, &record).expect("decodes");
         // Record by record, as the conformance cases run.
         pipeline.flush(out).expect("runs");
     }
@@ -127,6 +137,15 @@ fn restored(
 /// were at the checkpoint or as they were at the cut.
 fn restores_at_every_cut(statements: &str, records: &[Input]) {
     let plan = plan(statements);
+    // Each record at its own offset, as a topic would have them.
+    let records: &[Input] = &records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Input {
+            offset: i as i64,
+            ..r.clone()
+        })
+        .collect::<Vec<_>>();
     let mut whole = Vec::new();
     run(
         &mut Pipeline::new(&plan, None).unwrap(),
@@ -189,7 +208,17 @@ fn restores_at_every_cut(statements: &str, records: &[Input]) {
 }
 
 fn rec(key: &str, value: Option<&str>, ts: i64) -> Input {
-    (key.into(), value.map(Into::into), ts)
+    on(0, key, value, ts)
+}
+
+fn on(input: usize, key: &str, value: Option<&str>, ts: i64) -> Input {
+    Input {
+        input,
+        offset: 0,
+        key: key.into(),
+        value: value.map(Into::into),
+        ts,
+    }
 }
 
 #[test]
@@ -281,4 +310,97 @@ fn a_corrupt_changelog_entry_is_an_error() {
     assert!(p.restore_change(&[], Some(b"x")).is_err());
     assert!(p.restore_change(&[9, 0], Some(b"x")).is_err());
     assert!(p.restore_change(&[0, 0, 1], Some(b"x")).is_err());
+}
+
+/// Records of two inputs in a pseudo-random order: few keys, so that rows meet; times
+/// that mostly rise but go back now and then; NULL fields and tombstones.
+fn two_inputs(seed: u64, n: usize) -> Vec<Input> {
+    let mut next = common::random(seed);
+    let mut ts = 0i64;
+    (0..n)
+        .map(|i| {
+            ts += next(2500) as i64;
+            let at = if next(8) == 0 {
+                ts - next(4000) as i64
+            } else {
+                ts
+            };
+            let value = match next(10) {
+                0 => None,
+                1 => Some(r#"{"V":null,"N":1,"F":"0"}"#.to_string()),
+                v => Some(format!(r#"{{"V":"v{i}","N":{v},"F":"{}"}}"#, next(3))),
+            };
+            let input = next(2) as usize;
+            on(input, &next(4).to_string(), value.as_deref(), at.max(0))
+        })
+        .collect()
+}
+
+const STREAMS: &str =
+    "CREATE STREAM L (K STRING KEY, V STRING, N INT, F STRING) WITH (kafka_topic='l', format='JSON');
+    CREATE STREAM R (K STRING KEY, V STRING, N INT, F STRING) WITH (kafka_topic='r', format='JSON');";
+const TABLES: &str =
+    "CREATE TABLE L (K STRING PRIMARY KEY, V STRING, N INT, F STRING) WITH (kafka_topic='l', format='JSON');
+    CREATE TABLE R (K STRING PRIMARY KEY, V STRING, N INT, F STRING) WITH (kafka_topic='r', format='JSON');";
+const STREAM_AND_TABLE: &str =
+    "CREATE STREAM L (K STRING KEY, V STRING, N INT, F STRING) WITH (kafka_topic='l', format='JSON');
+    CREATE TABLE R (K STRING PRIMARY KEY, V STRING, N INT, F STRING) WITH (kafka_topic='r', format='JSON');";
+
+#[test]
+fn stream_stream_joins_restore_their_windows_and_waiting_rows() {
+    for query in [
+        "CREATE STREAM O AS SELECT L.K, L.V AS LV, R.V AS RV FROM L JOIN R WITHIN 5 SECONDS ON L.K = R.K;",
+        "CREATE STREAM O AS SELECT L.K, L.V AS LV, R.V AS RV, R.N FROM L LEFT JOIN R WITHIN (1 SECOND, 4 SECONDS) GRACE PERIOD 2 SECONDS ON L.K = R.K;",
+        "CREATE STREAM O AS SELECT * FROM L FULL OUTER JOIN R WITHIN 3 SECONDS GRACE PERIOD 1 SECOND ON L.K = R.K;",
+    ] {
+        for seed in 1..=2 {
+            restores_at_every_cut(&format!("{STREAMS}\n{query}"), &two_inputs(seed, 60));
+        }
+    }
+}
+
+#[test]
+fn table_joins_restore_their_tables() {
+    for (sources, query) in [
+        (
+            STREAM_AND_TABLE,
+            "CREATE STREAM O AS SELECT L.K, L.V AS LV, R.V AS RV, R.N FROM L LEFT JOIN R ON L.K = R.K;",
+        ),
+        (
+            TABLES,
+            "CREATE TABLE O AS SELECT * FROM L FULL OUTER JOIN R ON L.K = R.K;",
+        ),
+        (
+            TABLES,
+            "CREATE TABLE O AS SELECT L.K, L.V AS LV, R.N AS RN FROM L JOIN R ON L.F = R.K;",
+        ),
+        (
+            TABLES,
+            "CREATE TABLE O AS SELECT L.K, L.V AS LV, R.N AS RN FROM L LEFT JOIN R ON L.F = R.K;",
+        ),
+        (
+            TABLES,
+            "CREATE TABLE O AS SELECT R.N, COUNT(*) AS C, SUM(L.N) AS S FROM L JOIN R ON L.K = R.K GROUP BY R.N;",
+        ),
+    ] {
+        for seed in 1..=2 {
+            restores_at_every_cut(&format!("{sources}\n{query}"), &two_inputs(seed, 60));
+        }
+    }
+}
+
+#[test]
+fn a_corrupt_join_entry_is_an_error() {
+    let plan = plan(&format!(
+        "{STREAMS}\nCREATE STREAM O AS SELECT * FROM L JOIN R WITHIN 5 SECONDS ON L.K = R.K;"
+    ));
+    for (entry, value) in [
+        (vec![0u8, 0, 0, 1, 2], Some(&b"not a row"[..])),
+        (vec![0u8, 7, 1], Some(&b""[..])),
+        (vec![0u8, 1, 0], Some(&b""[..])),
+    ] {
+        let mut p = Pipeline::new(&plan, None).unwrap();
+        p.restore_change(&entry, value).unwrap();
+        assert!(p.finish_restore().is_err(), "{entry:?}");
+    }
 }

@@ -2,6 +2,8 @@
 //! per side, the join walking them in arrival order) must give exactly what running them
 //! one record at a time gives, whatever the join.
 
+mod common;
+
 use sluice_runtime::pipeline::{OutputRecord, Pipeline, SourceRecord};
 
 /// The pipeline of the last CREATE ... AS SELECT among the statements.
@@ -22,13 +24,7 @@ struct Record {
 /// times that mostly rise but go back now and then, some NULL values and tombstones,
 /// and runs of one input of random length.
 fn records(seed: u64, n: usize) -> Vec<Record> {
-    let mut state = seed;
-    let mut next = move |m: u64| {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 33) % m
-    };
+    let mut next = common::random(seed);
     let mut out = Vec::with_capacity(n);
     let mut ts = 0i64;
     let mut input = 0;

@@ -1,5 +1,5 @@
-//! The crash harness from the command line (see `sluice_e2e::crash`): a CSAS and a
-//! windowed CTAS over a partitioned topic, the server killed with SIGKILL at random
+//! The crash harness from the command line (see `sluice_e2e::crash`): a CSAS, CTASs and
+//! a stream-stream join over partitioned topics, the server killed with SIGKILL at random
 //! moments, the outputs checked against a failure-free run's. With `--kills 0` it
 //! measures the sustained rate instead.
 //!
@@ -85,7 +85,7 @@ fn main() -> ExitCode {
     match run.run() {
         Ok(report) => {
             println!(
-                "ok: {} records in {:.1} s ({:.0} records/s; server CPU {}), CSAS wrote {}, CTAS wrote {}, peak RSS {} MiB",
+                "ok: {} records in {:.1} s ({:.0} records/s; server CPU {}), CSAS wrote {}, CTAS wrote {}, the join wrote {}, peak RSS {} MiB",
                 run.records,
                 report.elapsed.as_secs_f64(),
                 report.rate,
@@ -97,6 +97,7 @@ fn main() -> ExitCode {
                     )),
                 report.csas_records,
                 report.ctas_records,
+                report.matched_records,
                 report
                     .peak_rss_mib
                     .map_or("unknown".to_string(), |m| m.to_string())
