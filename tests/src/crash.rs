@@ -7,7 +7,8 @@
 //! window's COUNT and SUM, and with the record cache off the CTAS writes one row per
 //! input record; so do the totals per key and per bucket of values (the latter
 //! regrouped through a repartition topic). A stream-stream join matches every fourth
-//! record with its echo on a second stream, and must write each pair in the window once.
+//! record with its echo on a second stream, and must write each pair in the window once;
+//! a stream-table join labels every record from a table of the keys.
 //! Under exactly-once the outputs must equal those exactly (not a record missing, not
 //! one repeated); under at-least-once nothing may be missing.
 //!
@@ -165,13 +166,28 @@ impl CrashRun {
         let buckets = unique("crash_buckets");
         let echo = unique("crash_echo");
         let matched = unique("crash_matched");
+        let labels = unique("crash_labels");
+        let labelled = unique("crash_labelled");
         server.ok(&format!(
             "CREATE STREAM src (k STRING KEY, n BIGINT, v INT) WITH (kafka_topic='{source}', \
              partitions={p}, key_format='KAFKA', value_format='JSON'); \
              CREATE STREAM echo (k STRING KEY, m BIGINT) WITH (kafka_topic='{echo}', \
+             partitions={p}, key_format='KAFKA', value_format='JSON'); \
+             CREATE TABLE labels (k STRING PRIMARY KEY, l BIGINT) WITH (kafka_topic='{labels}', \
              partitions={p}, key_format='KAFKA', value_format='JSON');",
             p = self.partitions
         ));
+        // Each key's label, in the table the stream-table join looks up.
+        let label_rows: Vec<Record> = (0..self.keys)
+            .map(|k| {
+                Record::new(
+                    Some(&key(k, self.keys)),
+                    Some(&format!(r#"{{"L":{k}}}"#)),
+                    BASE_TS,
+                )
+            })
+            .collect();
+        produce(&labels, &label_rows);
         let all: Vec<Record> = (0..self.records).map(|i| input(i, self.keys)).collect();
         // The echoes of the records in `range`, which the stream-stream join matches.
         let echoes = |range: std::ops::Range<usize>| -> Vec<Record> {
@@ -224,8 +240,14 @@ impl CrashRun {
                  JOIN echo e WITHIN {} SECONDS ON s.k = e.k;",
                 JOIN_WITHIN_MS / 1000
             ),
+            // A stream-table join: its table is in RocksDB, restored from its
+            // checkpoint and the changelog's tail.
+            format!(
+                "CREATE STREAM crash_labelled WITH (kafka_topic='{labelled}') AS \
+                 SELECT s.k, s.n AS n, l.l AS l FROM src s JOIN labels l ON s.k = l.k;"
+            ),
         ];
-        let (skip, take) = if self.only_totals { (2, 1) } else { (0, 5) };
+        let (skip, take) = if self.only_totals { (2, 1) } else { (0, 6) };
         for sql in statements.into_iter().skip(skip).take(take) {
             let (status, body) = server.ksql_with(&sql, props.clone());
             if status != 200 {
@@ -309,8 +331,8 @@ impl CrashRun {
         let windows = self.expected_windows();
         let exactly_once = self.exactly_once;
         let expected_matches = self.expected_matches();
-        let (csas_out, ctas_out, matched_out) = if self.only_totals {
-            (Vec::new(), Vec::new(), Vec::new())
+        let (csas_out, ctas_out, matched_out, labelled_out) = if self.only_totals {
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new())
         } else {
             (
                 consume_until(&csas, wait, |r| complete(r, expected_csas)),
@@ -318,6 +340,7 @@ impl CrashRun {
                 consume_until(&matched, wait, |r| {
                     complete(r, expected_matches.values().sum::<i64>() as usize)
                 }),
+                consume_until(&labelled, wait, |r| complete(r, self.records)),
             )
         };
         let per_key = self.expected_totals();
@@ -334,6 +357,7 @@ impl CrashRun {
         if !self.only_totals {
             self.check_csas(&csas_out)?;
             self.check_matches(expected_matches, &matched_out)?;
+            self.check_labelled(&labelled_out)?;
             self.check_table("CTAS", windows, &ctas_out)?;
             self.check_table("Buckets", per_bucket, &buckets_out)?;
         }
@@ -415,6 +439,21 @@ impl CrashRun {
     /// The join's rows must be the expected ones (each once under exactly-once).
     fn check_matches(&self, expected: Rows, out: &[(i32, Record)]) -> Result<(), String> {
         self.check_rows("join", expected, out, ["N", "M"])
+    }
+
+    /// The stream-table join's rows (key, N, L): every record with its key's label.
+    fn check_labelled(&self, out: &[(i32, Record)]) -> Result<(), String> {
+        let mut expected = Rows::new();
+        for i in 0..self.records {
+            *expected
+                .entry((
+                    key(i, self.keys).into_bytes(),
+                    i as i64,
+                    (i % self.keys) as i64,
+                ))
+                .or_default() += 1;
+        }
+        self.check_rows("stream-table join", expected, out, ["N", "L"])
     }
 
     /// The CSAS's rows (key, N, V2) must be the records that pass its filter.
@@ -512,19 +551,6 @@ impl CrashRun {
 /// with every checkpoint removed (the whole changelog read again), and measures each
 /// restore.
 fn restore_timings(server: &mut Server) -> Vec<(&'static str, f64, f64)> {
-    fn remove_checkpoints(dir: &std::path::Path) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                remove_checkpoints(&path);
-            } else if path.file_name().is_some_and(|n| n == "sluice.checkpoint") {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
-    }
     let ids: Vec<String> = server.query_ids().into_iter().map(|(id, _)| id).collect();
     let tasks = |server: &Server| -> Vec<f64> {
         ids.iter()
@@ -539,7 +565,7 @@ fn restore_timings(server: &mut Server) -> Vec<(&'static str, f64, f64)> {
             _ => {
                 server.kill();
                 if way == "kill, no checkpoint" {
-                    remove_checkpoints(server.state_dir());
+                    crate::remove_checkpoints(server.state_dir());
                 }
                 server.restart();
             }

@@ -592,3 +592,19 @@ pub fn latest_values(records: &[(i32, Record)]) -> std::collections::HashMap<Str
         })
         .collect()
 }
+
+/// Removes every state checkpoint under a server's state directory: its next start
+/// rebuilds its state stores from the whole changelog.
+pub fn remove_checkpoints(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            remove_checkpoints(&path);
+        } else if path.file_name().is_some_and(|n| n == "sluice.checkpoint") {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}

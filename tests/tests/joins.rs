@@ -1,6 +1,7 @@
 //! Joins on the real broker: a clickstream enriched from a users table, and orders
-//! matched to shipments, each across a restart that must restore the join's state (the
-//! table's rows, the window's orders) from the query's changelog.
+//! matched to shipments, each across restarts that must restore the join's state (the
+//! table's rows from its RocksDB store, or with the checkpoints gone from the query's
+//! changelog; the window's orders from the changelog).
 //!
 //! Needs a broker: `scripts/kafka-local.sh start` (the README's test command does it).
 
@@ -105,6 +106,25 @@ fn clickstream_is_enriched_from_a_users_table_across_a_restart() {
         (
             "u2".into(),
             json!({"PAGE": "/cart", "NAME": "Bob", "REGION": "US"})
+        ),
+        "log:\n{}",
+        server.log_text()
+    );
+    // Killed, its state stores' checkpoints gone: the users come back from the
+    // changelog alone.
+    server.kill();
+    sluice_e2e::remove_checkpoints(server.state_dir());
+    server.restart();
+    produce(
+        &clicks,
+        &[Record::new(Some("u1"), Some(r#"{"page":"/help"}"#), 5_000)],
+    );
+    let all = keyed(&consume(&enriched, 4, WAIT));
+    assert_eq!(
+        all[3],
+        (
+            "u1".into(),
+            json!({"PAGE": "/help", "NAME": "Ann", "REGION": "EU"})
         ),
         "log:\n{}",
         server.log_text()

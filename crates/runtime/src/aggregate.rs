@@ -1213,18 +1213,12 @@ impl AggregateOp {
     /// the groups among `changes` (this aggregation's changelog entries) to the store in
     /// one batch, and forgets groups from memory beyond the cache's bound, the ones this
     /// interval did not use first.
-    pub fn commit_store<'a>(
-        &mut self,
-        changes: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
-    ) -> Result<()> {
+    pub fn commit_store(&mut self, changes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Result<()> {
         let Some(store) = &mut self.store else {
             return Ok(());
         };
         // The groups and the counters: a restore from a checkpoint finds both here.
-        let batch: BTreeMap<Vec<u8>, Option<Vec<u8>>> = changes
-            .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
-            .collect();
-        store.write(&batch)?;
+        store.write(changes)?;
         if self.groups.len() > store.max_cached {
             let epoch = self.epoch;
             self.groups.retain(|_, g| g.touched == epoch);

@@ -26,8 +26,9 @@ use datafusion_common::arrow::compute::{cast, interleave, take};
 use datafusion_common::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion_common::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion_common::arrow::row::{RowConverter, Rows, SortField};
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 use sluice_plan::{CarriedColumn, JoinKind, JoinShape, LogicalSchema, PSEUDO_COLUMNS, WindowKind};
+use sluice_state::Storage;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -168,7 +169,37 @@ pub struct JoinOp {
     restoring: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Each side's key type, for rows read back from the changelog.
     key_types: [DataType; 2],
+    /// Table sides in a state store, when they are (see `use_store`).
+    store: Option<TableStore>,
 }
+
+/// The table sides of a join in a state store (RocksDB on Kafka) instead of all in
+/// memory: the store holds the join's changelog entries (table rows and times) as of
+/// the last commit; memory holds the rows the current commit interval used, and after a
+/// commit at most `max_cached` rows; a lookup that misses memory reads the store. As for
+/// aggregations, the store receives an interval's changes only once the transaction
+/// carrying them to the changelog has committed.
+struct TableStore {
+    storage: Box<dyn Storage + Send>,
+    max_cached: usize,
+    /// Changelog entries being restored, written to the store in batches.
+    restoring: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The rows deleted since the last commit, which the store still has.
+    deleted: HashSet<Vec<u8>>,
+}
+
+impl TableStore {
+    fn flush_restored(&mut self) -> Result<()> {
+        if !self.restoring.is_empty() {
+            let restored = std::mem::take(&mut self.restoring);
+            self.storage.write(&restored)?;
+        }
+        Ok(())
+    }
+}
+
+/// How many restored entries are written to a store at once.
+const STORE_RESTORE_BATCH: usize = 10_000;
 
 impl JoinOp {
     #[allow(clippy::too_many_arguments)]
@@ -290,6 +321,7 @@ impl JoinOp {
             has_times_entry: false,
             restoring: BTreeMap::new(),
             key_types,
+            store: None,
         })
     }
 
@@ -338,8 +370,16 @@ impl JoinOp {
         self.has_times_entry
     }
 
-    /// Forgets all state, before it is restored.
-    pub fn clear(&mut self) {
+    /// Forgets all state, before it is restored; `keep_stored`: the store's entries are
+    /// kept (committed state, onto which the restore replays the changelog's tail).
+    pub fn clear(&mut self, keep_stored: bool) -> Result<()> {
+        if let Some(store) = &mut self.store {
+            if !keep_stored {
+                store.storage.clear()?;
+            }
+            store.restoring.clear();
+            store.deleted.clear();
+        }
         self.tables = [HashMap::new(), HashMap::new()];
         self.windows = [HashMap::new(), HashMap::new()];
         self.pending.clear();
@@ -356,11 +396,22 @@ impl JoinOp {
         if let Some(changes) = &mut self.changes {
             changes.clear();
         }
+        Ok(())
     }
 
     /// Takes one changelog entry (None: deleted) of a restore; `finish_restore` builds
     /// the state once the changelog has been read to its end.
     pub fn restore(&mut self, entry: &[u8], value: Option<&[u8]>) -> Result<()> {
+        if let Some(store) = &mut self.store {
+            Entry::parse(entry)?;
+            store
+                .restoring
+                .insert(entry.to_vec(), value.map(<[u8]>::to_vec));
+            if store.restoring.len() >= STORE_RESTORE_BATCH {
+                store.flush_restored()?;
+            }
+            return Ok(());
+        }
         match value {
             Some(v) => self.restoring.insert(entry.to_vec(), v.to_vec()),
             None => self.restoring.remove(entry),
@@ -371,6 +422,9 @@ impl JoinOp {
     /// Builds the state from the entries read back: the rows of each side become
     /// batches again, a few thousand rows each, which the kept rows point into.
     pub fn finish_restore(&mut self) -> Result<()> {
+        if self.store.is_some() {
+            return self.finish_stored_restore();
+        }
         let entries = std::mem::take(&mut self.restoring);
         let mut rows: [Vec<(Entry, Restored)>; 2] = [Vec::new(), Vec::new()];
         for (key, value) in &entries {
@@ -402,6 +456,140 @@ impl JoinOp {
         Ok(())
     }
 
+    /// A restore into the store: the rows stay there, read as lookups need them; the
+    /// times are read back, and a foreign-key join's subscriptions follow from its left
+    /// rows (the index stays whole in memory, as a session aggregation's does).
+    fn finish_stored_restore(&mut self) -> Result<()> {
+        let store = self.store.as_mut().expect("a store");
+        store.flush_restored()?;
+        if let Some(times) = store.storage.get(&[ENTRY_TIMES])? {
+            self.decode_times(&times)?;
+        }
+        let Some(store) = self.store.as_ref().filter(|_| self.primary.is_some()) else {
+            return Ok(());
+        };
+        let from = [ENTRY_TABLE, Side::Left as u8];
+        let to = [ENTRY_TABLE, Side::Right as u8];
+        let left = store.storage.scan(&from, Some(&to))?;
+        for chunk in left.chunks(RESTORE_BATCH) {
+            let mut keys = Vec::with_capacity(chunk.len());
+            for (entry, value) in chunk {
+                keys.push((entry[2..].to_vec(), decode_row(value)?.key));
+            }
+            self.subscribe(keys)?;
+        }
+        Ok(())
+    }
+
+    /// Subscribes left rows of a foreign-key join, given as their primary keys and
+    /// foreign keys, to their foreign keys.
+    fn subscribe(&mut self, rows: Vec<(Vec<u8>, ScalarValue)>) -> Result<()> {
+        let (primary, foreign): (Vec<Vec<u8>>, Vec<ScalarValue>) = rows.into_iter().unzip();
+        if primary.is_empty() {
+            return Ok(());
+        }
+        let foreign = ScalarValue::iter_to_array(foreign)?;
+        let foreign = if foreign.data_type() == &self.key_types[0] {
+            foreign
+        } else {
+            cast(&foreign, &self.key_types[0])?
+        };
+        let encoded = self.rows.convert_columns(std::slice::from_ref(&foreign))?;
+        for (row, pk) in primary.into_iter().enumerate() {
+            if foreign.is_null(row) {
+                continue;
+            }
+            let fk = encoded.row(row).as_ref().to_vec();
+            self.left_foreign_keys.insert(pk.clone(), fk.clone());
+            self.subscriptions.entry(fk).or_default().insert(pk);
+        }
+        Ok(())
+    }
+
+    /// Keeps the table sides in `storage` (see `TableStore`), with at most
+    /// `max_cached` rows in memory between commits. A stream-stream join's window
+    /// stores stay in memory (they hold a window's worth of rows). Returns whether the
+    /// store was taken.
+    pub fn use_store(&mut self, storage: Box<dyn Storage + Send>, max_cached: usize) -> bool {
+        if !self.can_use_store() {
+            return false;
+        }
+        self.store = Some(TableStore {
+            storage,
+            max_cached,
+            restoring: BTreeMap::new(),
+            deleted: HashSet::new(),
+        });
+        true
+    }
+
+    /// Whether the join keeps tables (not stream windows), which can live in a store.
+    pub fn can_use_store(&self) -> bool {
+        !matches!(self.shape, JoinShape::StreamStream { .. })
+    }
+
+    /// Whether the table sides live in a state store, which outlives the process.
+    pub fn has_store(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Once the changelog holds an interval's changes (its transaction committed):
+    /// writes this join's entries among them to the store in one batch, and forgets
+    /// rows from memory beyond the cache's bound. Rows are forgotten only while changes
+    /// are recorded: otherwise the store never receives them.
+    pub fn commit_store(&mut self, changes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Result<()> {
+        let Some(store) = &mut self.store else {
+            return Ok(());
+        };
+        if !changes.is_empty() {
+            store.storage.write(changes)?;
+        }
+        store.deleted.clear();
+        let cached = self.tables[0].len() + self.tables[1].len();
+        if self.changes.is_some() && cached > store.max_cached {
+            // Half of the bound stays, so that the next commits do not empty memory
+            // again at once.
+            let mut keep = store.max_cached / 2;
+            for table in &mut self.tables {
+                table.retain(|_, _| {
+                    let kept = keep > 0;
+                    keep = keep.saturating_sub(1);
+                    kept
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A side's current row for a key: from memory, else (unless the current interval
+    /// deleted it) from the store, kept in memory from then on.
+    fn table_row(&mut self, side: Side, key: &[u8]) -> Result<Option<Kept>> {
+        let s = side as usize;
+        if let Some(kept) = self.tables[s].get(key) {
+            return Ok(Some(kept.clone()));
+        }
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let entry = table_entry(side, key);
+        if store.deleted.contains(&entry) {
+            return Ok(None);
+        }
+        let Some(bytes) = store.storage.get(&entry)? else {
+            return Ok(None);
+        };
+        let restored = decode_row(&bytes)?;
+        let ts = restored.ts;
+        let kept = Kept {
+            batch: self.rebuild_batch(side, vec![restored])?,
+            row: 0,
+            ts,
+            seq: 0,
+        };
+        self.tables[s].insert(TableKey::from_slice(key), kept.clone());
+        Ok(Some(kept))
+    }
+
     /// Puts one restored row where its entry says it was.
     fn restore_row(
         &mut self,
@@ -418,15 +606,10 @@ impl JoinOp {
         };
         match entry {
             Entry::Table(side, key) => {
-                if side == Side::Left && self.primary.is_some() && !batch.key.is_null(row) {
+                if side == Side::Left && self.primary.is_some() {
                     // A foreign-key join's left row subscribes to its foreign key.
-                    let foreign = self.rows.convert_columns(&[batch.key.slice(row, 1)])?;
-                    let foreign = foreign.row(0).as_ref().to_vec();
-                    self.left_foreign_keys.insert(key.clone(), foreign.clone());
-                    self.subscriptions
-                        .entry(foreign)
-                        .or_default()
-                        .insert(key.clone());
+                    let foreign = ScalarValue::try_from_array(&batch.key, row)?;
+                    self.subscribe(vec![(key.clone(), foreign)])?;
                 }
                 self.tables[side as usize].insert(TableKey::from_slice(&key), kept(0));
             }
@@ -507,8 +690,19 @@ impl JoinOp {
         }))
     }
 
+    /// Records a changed entry for the changelog, and with a store, a deleted row, so
+    /// that a lookup does not find it in the store before the next commit.
     fn note(&mut self, entry: impl FnOnce() -> Vec<u8>, row: Option<&Kept>) {
-        note(&mut self.changes, entry, row);
+        let Some(store) = &mut self.store else {
+            return note(&mut self.changes, entry, row);
+        };
+        let entry = entry();
+        if row.is_some() {
+            store.deleted.remove(&entry);
+        } else {
+            store.deleted.insert(entry.clone());
+        }
+        note(&mut self.changes, || entry, row);
     }
 
     fn encode_times(&self) -> Vec<u8> {
@@ -545,7 +739,7 @@ impl JoinOp {
         }
         let mut out = Vec::new();
         for row in 0..batch.num_rows() {
-            self.process_row(&input, row, &mut out);
+            self.process_row(&input, row, &mut out)?;
         }
         self.assemble(out)
     }
@@ -570,7 +764,7 @@ impl JoinOp {
             let input = inputs[side as usize].as_ref().ok_or_else(|| {
                 RuntimeError::Plan(format!("a {side:?} row without a {side:?} batch"))
             })?;
-            self.process_row(input, row as usize, &mut out);
+            self.process_row(input, row as usize, &mut out)?;
         }
         self.assemble(out)
     }
@@ -622,7 +816,7 @@ impl JoinOp {
     }
 
     /// Runs one row of a side through the join, appending what it emits to `out`.
-    fn process_row(&mut self, input: &SideBatch, row: usize, out: &mut Vec<Emit>) {
+    fn process_row(&mut self, input: &SideBatch, row: usize, out: &mut Vec<Emit>) -> Result<()> {
         let side = input.side;
         let s = side as usize;
         let keys = &input.rows.key;
@@ -630,7 +824,7 @@ impl JoinOp {
         // Retractions are for aggregations; a table side reads upserts. A left row
         // of a foreign-key join is kept whatever its foreign key.
         if input.retract.value(row) || keys.is_null(row) && input.primary.is_none() {
-            return;
+            return Ok(());
         }
         let kept = Kept {
             batch: input.rows.clone(),
@@ -662,9 +856,9 @@ impl JoinOp {
                 }
                 Side::Left => {
                     if tombstone {
-                        return;
+                        return Ok(());
                     }
-                    let found = self.tables[1].get(key).cloned();
+                    let found = self.table_row(Side::Right, key)?;
                     if found.is_some() || self.kind.keeps_left() {
                         out.push(Emit {
                             right: found,
@@ -675,15 +869,15 @@ impl JoinOp {
                 }
             },
             JoinShape::TableTable => {
-                let o = side.other() as usize;
-                let old = if tombstone {
-                    self.tables[s].remove(key)
+                let old = self.table_row(side, key)?;
+                if tombstone {
+                    self.tables[s].remove(key);
                 } else {
-                    self.tables[s].insert(TableKey::from_slice(key), kept.clone())
-                };
+                    self.tables[s].insert(TableKey::from_slice(key), kept.clone());
+                }
                 let new = (!tombstone).then(|| kept.clone());
                 self.note(|| table_entry(side, key), new.as_ref());
-                let other = self.tables[o].get(key).cloned();
+                let other = self.table_row(side.other(), key)?;
                 let keeps = |x: Side| match x {
                     Side::Left => self.kind.keeps_left(),
                     Side::Right => self.kind.keeps_right(),
@@ -739,9 +933,9 @@ impl JoinOp {
                     Some(primary) => {
                         let foreign = (!keys.is_null(row)).then(|| key.to_vec());
                         let pk = primary.row(row).as_ref().to_vec();
-                        self.foreign_left(pk, foreign, kept, tombstone, t, out);
+                        self.foreign_left(pk, foreign, kept, tombstone, t, out)?;
                     }
-                    None => self.foreign_right(key.to_vec(), kept, tombstone, t, out),
+                    None => self.foreign_right(key.to_vec(), kept, tombstone, t, out)?,
                 }
             }
             JoinShape::StreamStream {
@@ -750,7 +944,7 @@ impl JoinOp {
                 grace_ms,
             } => {
                 if tombstone {
-                    return;
+                    return Ok(());
                 }
                 let t = trigger(&kept);
                 self.stream_stream(
@@ -763,15 +957,26 @@ impl JoinOp {
                 );
             }
         }
+        Ok(())
     }
 
     /// Stream rows looking up the table (the stream-table join's hot path): each row
     /// that finds its key's row, or every row for a LEFT join, is output with its own
     /// time, partition and offset. The stream side's columns are taken from the batch
     /// as they are; only the table's rows are gathered.
-    fn look_up(&self, batch: &RecordBatch, input: &SideBatch) -> Result<RecordBatch> {
+    fn look_up(&mut self, batch: &RecordBatch, input: &SideBatch) -> Result<RecordBatch> {
         let rows = &input.rows;
         let (retract, tombstone) = (&input.retract, &input.tombstone);
+        if self.store.is_some() {
+            // The table's rows not in memory are read from the store first.
+            for row in 0..batch.num_rows() {
+                let key = input.key_bytes.row(row).data();
+                let skipped = retract.value(row) || tombstone.value(row) || rows.key.is_null(row);
+                if !(skipped || self.tables[1].contains_key(key)) {
+                    self.table_row(Side::Right, key)?;
+                }
+            }
+        }
         let keeps_left = self.kind.keeps_left();
         let mut taken: Vec<u32> = Vec::with_capacity(batch.num_rows());
         let mut found: Vec<Option<(&Arc<BatchRows>, usize)>> = Vec::with_capacity(batch.num_rows());
@@ -820,8 +1025,9 @@ impl JoinOp {
         deleted: bool,
         trigger: Emit,
         out: &mut Vec<Emit>,
-    ) {
-        let old = self.tables[0].remove(pk.as_slice());
+    ) -> Result<()> {
+        let old = self.table_row(Side::Left, &pk)?;
+        self.tables[0].remove(pk.as_slice());
         if let Some(old_fk) = self.left_foreign_keys.remove(&pk)
             && let Some(subscribed) = self.subscriptions.get_mut(&old_fk)
         {
@@ -839,14 +1045,17 @@ impl JoinOp {
                     ..trigger
                 });
             }
-            return;
+            return Ok(());
         }
         self.tables[0].insert(TableKey::from_slice(&pk), kept.clone());
         if let Some(fk) = &foreign {
             self.left_foreign_keys.insert(pk.clone(), fk.clone());
             self.subscriptions.entry(fk.clone()).or_default().insert(pk);
         }
-        let right = foreign.and_then(|fk| self.tables[1].get(fk.as_slice()).cloned());
+        let right = match foreign {
+            Some(fk) => self.table_row(Side::Right, &fk)?,
+            None => None,
+        };
         match right {
             Some(right) => out.push(Emit {
                 ts: kept.ts.max(right.ts),
@@ -865,6 +1074,7 @@ impl JoinOp {
             }),
             None => {}
         }
+        Ok(())
     }
 
     /// A change of a right row of a foreign-key join: every left row with its key as
@@ -876,7 +1086,7 @@ impl JoinOp {
         deleted: bool,
         trigger: Emit,
         out: &mut Vec<Emit>,
-    ) {
+    ) -> Result<()> {
         self.note(
             || table_entry(Side::Right, &key),
             (!deleted).then_some(&kept),
@@ -887,10 +1097,10 @@ impl JoinOp {
             self.tables[1].insert(TableKey::from_slice(&key), kept.clone());
         }
         let Some(subscribed) = self.subscriptions.get(&key) else {
-            return;
+            return Ok(());
         };
-        for pk in subscribed {
-            let Some(left) = self.tables[0].get(pk.as_slice()).cloned() else {
+        for pk in subscribed.iter().cloned().collect::<Vec<_>>() {
+            let Some(left) = self.table_row(Side::Left, &pk)? else {
                 continue;
             };
             let ts = left.ts.max(kept.ts);
@@ -909,6 +1119,7 @@ impl JoinOp {
                 },
             });
         }
+        Ok(())
     }
 
     fn stream_stream(

@@ -29,7 +29,7 @@ use sluice_plan::{
     CarriedColumn, ColumnKind, FormatKind, JoinShape, PLAN_VERSION, QueryPlan, SqlType, Step,
     TopicSpec, WindowKind,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// A record read from a topic.
@@ -925,7 +925,7 @@ impl Pipeline {
             match store {
                 Store::Table(t) => t.rows.clear(),
                 Store::Aggregate(a) => a.clear(keep_stored)?,
-                Store::Join(j) => j.clear(),
+                Store::Join(j) => j.clear(keep_stored)?,
             }
         }
         Ok(())
@@ -938,14 +938,15 @@ impl Pipeline {
         self.stores()
             .iter()
             .map(|store| match store {
-                Store::Table(_) | Store::Join(_) => false,
+                Store::Table(_) => false,
                 Store::Aggregate(a) => a.has_store(),
+                Store::Join(j) => j.has_store(),
             })
             .collect()
     }
 
-    /// Keeps the groups of the aggregations that can (those without a window) in state
-    /// stores that `open` gives by name, with at most `max_cached` groups of each in
+    /// Keeps the groups of aggregations and the table sides of joins in state stores
+    /// that `open` gives by name, with at most `max_cached` groups (rows) of each in
     /// memory between commits. Returns how many took a store.
     pub fn use_state_stores(
         &mut self,
@@ -954,11 +955,16 @@ impl Pipeline {
     ) -> Result<usize> {
         let mut taken = 0;
         for (n, store) in self.stores().into_iter().enumerate() {
-            if let Store::Aggregate(a) = store
-                && a.can_use_store()
-            {
-                a.use_store(open(&format!("aggregate-{n}"))?, max_cached);
-                taken += 1;
+            match store {
+                Store::Aggregate(a) if a.can_use_store() => {
+                    a.use_store(open(&format!("aggregate-{n}"))?, max_cached);
+                    taken += 1;
+                }
+                Store::Join(j) if j.can_use_store() => {
+                    j.use_store(open(&format!("join-{n}"))?, max_cached);
+                    taken += 1;
+                }
+                _ => {}
             }
         }
         Ok(taken)
@@ -968,11 +974,16 @@ impl Pipeline {
     /// committed), applies them to the state stores.
     pub fn commit_state(&mut self, changes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<()> {
         for (n, store) in self.stores().into_iter().enumerate() {
-            if let Store::Aggregate(a) = store {
-                a.commit_store(changes.iter().filter_map(|(k, v)| {
-                    let (&store, key) = k.split_first()?;
-                    (store as usize == n).then_some((key, v.as_deref()))
-                }))?;
+            // This store's entries, without the store number.
+            let entries: BTreeMap<Vec<u8>, Option<Vec<u8>>> = changes
+                .iter()
+                .filter(|(k, _)| k.first() == Some(&(n as u8)))
+                .map(|(k, v)| (k[1..].to_vec(), v.clone()))
+                .collect();
+            match store {
+                Store::Aggregate(a) => a.commit_store(&entries)?,
+                Store::Join(j) => j.commit_store(&entries)?,
+                Store::Table(_) => {}
             }
         }
         Ok(())
