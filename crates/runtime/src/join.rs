@@ -336,7 +336,10 @@ impl JoinOp {
 
     /// Whether each joined row comes after the retraction of the key's previous one.
     pub fn sends_old_values(&self) -> bool {
-        matches!(self.shape, JoinShape::TableTable)
+        matches!(
+            self.shape,
+            JoinShape::TableTable | JoinShape::ForeignKey { .. }
+        )
     }
 
     /// Starts recording which state entries change, for `take_changes`.
@@ -1028,13 +1031,23 @@ impl JoinOp {
     ) -> Result<()> {
         let old = self.table_row(Side::Left, &pk)?;
         self.tables[0].remove(pk.as_slice());
-        if let Some(old_fk) = self.left_foreign_keys.remove(&pk)
-            && let Some(subscribed) = self.subscriptions.get_mut(&old_fk)
+        let old_fk = self.left_foreign_keys.remove(&pk);
+        if let Some(old_fk) = &old_fk
+            && let Some(subscribed) = self.subscriptions.get_mut(old_fk)
         {
             subscribed.remove(&pk);
             if subscribed.is_empty() {
-                self.subscriptions.remove(&old_fk);
+                self.subscriptions.remove(old_fk);
             }
+        }
+        // The row's previous result, undone first: the old left row with the right row
+        // of its old foreign key.
+        if let Some(old) = &old {
+            let old_right = match &old_fk {
+                Some(fk) => self.table_row(Side::Right, fk)?,
+                None => None,
+            };
+            self.retract(old.clone(), old_right, &trigger, out);
         }
         self.note(|| table_entry(Side::Left, &pk), (!deleted).then_some(&kept));
         if deleted {
@@ -1077,6 +1090,21 @@ impl JoinOp {
         Ok(())
     }
 
+    /// Undoes a foreign-key join's previous result for a left row (Kafka Streams' old
+    /// value, for an aggregation downstream): the pair it was joined with, or for a LEFT
+    /// join the row alone; an inner join without a match had no result.
+    fn retract(&self, left: Kept, right: Option<Kept>, trigger: &Emit, out: &mut Vec<Emit>) {
+        if right.is_none() && !self.kind.keeps_left() {
+            return;
+        }
+        out.push(Emit {
+            left: Some(left),
+            right,
+            retract: true,
+            ..trigger_like(trigger)
+        });
+    }
+
     /// A change of a right row of a foreign-key join: every left row with its key as
     /// their foreign key emits its joined row anew.
     fn foreign_right(
@@ -1087,6 +1115,10 @@ impl JoinOp {
         trigger: Emit,
         out: &mut Vec<Emit>,
     ) -> Result<()> {
+        let old_right = match self.subscriptions.contains_key(&key) {
+            true => self.table_row(Side::Right, &key)?,
+            false => None,
+        };
         self.note(
             || table_entry(Side::Right, &key),
             (!deleted).then_some(&kept),
@@ -1103,6 +1135,7 @@ impl JoinOp {
             let Some(left) = self.table_row(Side::Left, &pk)? else {
                 continue;
             };
+            self.retract(left.clone(), old_right.clone(), &trigger, out);
             let ts = left.ts.max(kept.ts);
             out.push(match deleted {
                 false => Emit {

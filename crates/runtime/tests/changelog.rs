@@ -382,6 +382,10 @@ fn table_joins_restore_their_tables() {
             TABLES,
             "CREATE TABLE O AS SELECT R.N, COUNT(*) AS C, SUM(L.N) AS S FROM L JOIN R ON L.K = R.K GROUP BY R.N;",
         ),
+        (
+            TABLES,
+            "CREATE TABLE O AS SELECT R.N, COUNT(*) AS C, SUM(L.N) AS S FROM L LEFT JOIN R ON L.F = R.K GROUP BY R.N;",
+        ),
     ] {
         for seed in 1..=2 {
             restores_at_every_cut(&format!("{sources}\n{query}"), &two_inputs(seed, 60));

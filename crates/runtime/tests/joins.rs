@@ -263,3 +263,55 @@ fn foreign_key_joins_follow_changes_of_the_foreign_key_and_of_the_right_rows() {
         ]
     );
 }
+
+#[test]
+fn an_aggregation_over_a_foreign_key_join_moves_rows_between_groups() {
+    let mut d = driver(
+        "CREATE TABLE orders (id BIGINT PRIMARY KEY, customer BIGINT, amount INT) WITH (kafka_topic='orders', format='JSON');
+         CREATE TABLE customers (id BIGINT PRIMARY KEY, region STRING) WITH (kafka_topic='customers', format='JSON');
+         CREATE TABLE by_region AS SELECT c.region, COUNT(*) AS n, SUM(o.amount) AS total
+           FROM orders o LEFT JOIN customers c ON o.customer = c.id GROUP BY c.region;",
+    );
+    produce(&mut d, "customers", "1", Some(r#"{"REGION":"eu"}"#), 1);
+    produce(&mut d, "customers", "2", Some(r#"{"REGION":"us"}"#), 2);
+    produce(
+        &mut d,
+        "orders",
+        "10",
+        Some(r#"{"CUSTOMER":1,"AMOUNT":5}"#),
+        3,
+    );
+    produce(
+        &mut d,
+        "orders",
+        "11",
+        Some(r#"{"CUSTOMER":1,"AMOUNT":7}"#),
+        4,
+    );
+    // The order moves to the other customer: out of eu, into us.
+    produce(
+        &mut d,
+        "orders",
+        "10",
+        Some(r#"{"CUSTOMER":2,"AMOUNT":5}"#),
+        5,
+    );
+    // The customer moves: its order goes with it.
+    produce(&mut d, "customers", "1", Some(r#"{"REGION":"us"}"#), 6);
+    // The order goes.
+    produce(&mut d, "orders", "11", None, 7);
+    let out = output(&d, "BY_REGION");
+    assert_eq!(
+        out,
+        [
+            r#""eu" => {"N":1,"TOTAL":5} @3"#,
+            r#""eu" => {"N":2,"TOTAL":12} @4"#,
+            r#""eu" => {"N":1,"TOTAL":7} @5"#,
+            r#""us" => {"N":1,"TOTAL":5} @5"#,
+            r#""eu" => {"N":0,"TOTAL":0} @6"#,
+            r#""us" => {"N":2,"TOTAL":12} @6"#,
+            r#""us" => {"N":1,"TOTAL":5} @7"#,
+        ],
+        "{out:#?}"
+    );
+}
