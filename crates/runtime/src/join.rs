@@ -28,7 +28,7 @@ use datafusion_common::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion_common::arrow::row::{RowConverter, Rows, SortField};
 use hashbrown::{HashMap, HashSet};
 use sluice_plan::{CarriedColumn, JoinKind, JoinShape, LogicalSchema, PSEUDO_COLUMNS, WindowKind};
-use sluice_state::Storage;
+use sluice_state::{Storage, prefix_end};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -169,17 +169,19 @@ pub struct JoinOp {
     restoring: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Each side's key type, for rows read back from the changelog.
     key_types: [DataType; 2],
-    /// Table sides in a state store, when they are (see `use_store`).
-    store: Option<TableStore>,
+    /// The state in a state store, when it is (see `use_store`).
+    store: Option<JoinStore>,
 }
 
-/// The table sides of a join in a state store (RocksDB on Kafka) instead of all in
-/// memory: the store holds the join's changelog entries (table rows and times) as of
-/// the last commit; memory holds the rows the current commit interval used, and after a
-/// commit at most `max_cached` rows; a lookup that misses memory reads the store. As for
-/// aggregations, the store receives an interval's changes only once the transaction
-/// carrying them to the changelog has committed.
-struct TableStore {
+/// A join's state in a state store (RocksDB on Kafka) instead of all in memory: the
+/// store holds the join's changelog entries as of the last commit (window rows
+/// re-keyed, see `write`); memory holds the table rows and the keys' window rows the
+/// current commit interval used, and after a commit at most `max_cached` of them; a
+/// lookup that misses memory reads the store. Rows of an outer join that wait for their
+/// window to close stay whole in memory (a grace period's worth). As for aggregations,
+/// the store receives an interval's changes only once the transaction carrying them to
+/// the changelog has committed.
+struct JoinStore {
     storage: Box<dyn Storage + Send>,
     max_cached: usize,
     /// Changelog entries being restored, written to the store in batches.
@@ -188,15 +190,64 @@ struct TableStore {
     deleted: HashSet<Vec<u8>>,
 }
 
-impl TableStore {
+impl JoinStore {
     fn flush_restored(&mut self) -> Result<()> {
         if !self.restoring.is_empty() {
             let restored = std::mem::take(&mut self.restoring);
-            self.storage.write(&restored)?;
+            self.write(&restored)?;
         }
         Ok(())
     }
+
+    /// Writes changelog entries to the store. A window row is kept twice: under its key
+    /// first (`[5, side, key, time, seq]`: a key's rows are one range), and in a time
+    /// index (`[4, side, time, seq, key]`, no value: the expired rows are one range).
+    fn write(&mut self, entries: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        if !entries.keys().any(|k| k.first() == Some(&ENTRY_WINDOW)) {
+            return Ok(self.storage.write(entries)?);
+        }
+        let mut rekeyed = BTreeMap::new();
+        for (entry, value) in entries {
+            match Entry::parse(entry)? {
+                Entry::Window(side, seq, key) => {
+                    let time = &entry[2..10];
+                    let mut row = vec![STORE_WINDOW_ROW, side as u8];
+                    row.extend_from_slice(&key);
+                    row.extend_from_slice(time);
+                    row.extend_from_slice(&seq.to_be_bytes());
+                    let mut index = entry.clone();
+                    index[0] = STORE_WINDOW_INDEX;
+                    rekeyed.insert(row, value.clone());
+                    rekeyed.insert(index, value.as_ref().map(|_| Vec::new()));
+                }
+                _ => {
+                    rekeyed.insert(entry.clone(), value.clone());
+                }
+            }
+        }
+        Ok(self.storage.write(&rekeyed)?)
+    }
 }
+
+/// A window row's time and seq, from its key in the store (`[5, side, key, time, seq]`).
+fn stored_window_time(stored: &[u8]) -> Result<(i64, u64)> {
+    let n = stored.len();
+    if n < 18 {
+        return Err(RuntimeError::State(
+            "a join's stored window row is corrupt".into(),
+        ));
+    }
+    let time = u64::from_be_bytes(stored[n - 16..n - 8].try_into().expect("8 bytes"));
+    let seq = u64::from_be_bytes(stored[n - 8..].try_into().expect("8 bytes"));
+    Ok(((time ^ (1 << 63)) as i64, seq))
+}
+
+/// The first byte of the store's own keys for window rows (see `JoinStore::write`).
+const STORE_WINDOW_INDEX: u8 = 4;
+const STORE_WINDOW_ROW: u8 = 5;
 
 /// How many restored entries are written to a store at once.
 const STORE_RESTORE_BATCH: usize = 10_000;
@@ -436,8 +487,19 @@ impl JoinOp {
                 entry => rows[entry.side() as usize].push((entry, decode_row(value)?)),
             }
         }
-        for side in [Side::Left, Side::Right] {
-            let side_rows = std::mem::take(&mut rows[side as usize]);
+        self.rebuild_rows(rows)?;
+        // Each window store's rows of a key in the order they were stored.
+        for window in &mut self.windows {
+            for rows in window.values_mut() {
+                rows.sort_by_key(|r| r.seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts rows read back, each side's in batches, where their entries say they were.
+    fn rebuild_rows(&mut self, rows: [Vec<(Entry, Restored)>; 2]) -> Result<()> {
+        for (side, side_rows) in [Side::Left, Side::Right].into_iter().zip(rows) {
             let mut side_rows = side_rows.into_iter().peekable();
             while side_rows.peek().is_some() {
                 let chunk: Vec<(Entry, Restored)> =
@@ -448,12 +510,6 @@ impl JoinOp {
                 for (row, (entry, ts)) in entries.into_iter().zip(times).enumerate() {
                     self.restore_row(entry, &batch, row, ts)?;
                 }
-            }
-        }
-        // Each window store's rows of a key in the order they were stored.
-        for window in &mut self.windows {
-            for rows in window.values_mut() {
-                rows.sort_by_key(|r| r.seq);
             }
         }
         Ok(())
@@ -468,6 +524,15 @@ impl JoinOp {
         if let Some(times) = store.storage.get(&[ENTRY_TIMES])? {
             self.decode_times(&times)?;
         }
+        // The rows waiting for their windows to close, into memory.
+        let store = self.store.as_ref().expect("a store");
+        let waiting = store.storage.scan(&[ENTRY_PENDING], Some(&[ENTRY_TIMES]))?;
+        let mut rows: [Vec<(Entry, Restored)>; 2] = [Vec::new(), Vec::new()];
+        for (entry, value) in &waiting {
+            let entry = Entry::parse(entry)?;
+            rows[entry.side() as usize].push((entry, decode_row(value)?));
+        }
+        self.rebuild_rows(rows)?;
         let Some(store) = self.store.as_ref().filter(|_| self.primary.is_some()) else {
             return Ok(());
         };
@@ -509,15 +574,14 @@ impl JoinOp {
         Ok(())
     }
 
-    /// Keeps the table sides in `storage` (see `TableStore`), with at most
-    /// `max_cached` rows in memory between commits. A stream-stream join's window
-    /// stores stay in memory (they hold a window's worth of rows). Returns whether the
-    /// store was taken.
+    /// Keeps the state in `storage` (see `JoinStore`), with at most `max_cached` table
+    /// rows and keys' window rows in memory between commits. Returns whether the store
+    /// was taken.
     pub fn use_store(&mut self, storage: Box<dyn Storage + Send>, max_cached: usize) -> bool {
         if !self.can_use_store() {
             return false;
         }
-        self.store = Some(TableStore {
+        self.store = Some(JoinStore {
             storage,
             max_cached,
             restoring: BTreeMap::new(),
@@ -526,9 +590,9 @@ impl JoinOp {
         true
     }
 
-    /// Whether the join keeps tables (not stream windows), which can live in a store.
+    /// Whether the join's state can live in a store: every join's can.
     pub fn can_use_store(&self) -> bool {
-        !matches!(self.shape, JoinShape::StreamStream { .. })
+        true
     }
 
     /// Whether the table sides live in a state store, which outlives the process.
@@ -544,21 +608,29 @@ impl JoinOp {
         let Some(store) = &mut self.store else {
             return Ok(());
         };
-        if !changes.is_empty() {
-            store.storage.write(changes)?;
-        }
+        store.write(changes)?;
         store.deleted.clear();
-        let cached = self.tables[0].len() + self.tables[1].len();
+        if self.changes.is_some() {
+            // Deleted from the store with the next interval's changes.
+            self.expire_stored()?;
+        }
+        let store = self.store.as_ref().expect("a store");
+        let cached = self.tables.iter().map(|t| t.len()).sum::<usize>()
+            + self.windows.iter().map(|w| w.len()).sum::<usize>();
         if self.changes.is_some() && cached > store.max_cached {
             // Half of the bound stays, so that the next commits do not empty memory
             // again at once.
             let mut keep = store.max_cached / 2;
+            let mut keeps = || {
+                let kept = keep > 0;
+                keep = keep.saturating_sub(1);
+                kept
+            };
             for table in &mut self.tables {
-                table.retain(|_, _| {
-                    let kept = keep > 0;
-                    keep = keep.saturating_sub(1);
-                    kept
-                });
+                table.retain(|_, _| keeps());
+            }
+            for window in &mut self.windows {
+                window.retain(|_, _| keeps());
             }
         }
         Ok(())
@@ -957,7 +1029,7 @@ impl JoinOp {
                     (before_ms, after_ms, grace_ms),
                     t,
                     out,
-                );
+                )?;
             }
         }
         Ok(())
@@ -1163,9 +1235,13 @@ impl JoinOp {
         (before, after, grace): (i64, i64, Option<i64>),
         trigger: Emit,
         out: &mut Vec<Emit>,
-    ) {
+    ) -> Result<()> {
         let s = side as usize;
         let o = side.other() as usize;
+        let retention = self.retention();
+        // With a store, the key's rows of both sides are read into memory first.
+        self.load_window(side, &key, retention)?;
+        self.load_window(side.other(), &key, retention)?;
         // A left row joins right rows from `before` earlier to `after` later; a right
         // row the mirror image.
         let (back, ahead) = match side {
@@ -1187,6 +1263,9 @@ impl JoinOp {
             Side::Right => self.kind.keeps_right(),
         };
         let mut matched = false;
+        // Rows older than their side's retention are gone, whether or not they were
+        // swept yet (as Kafka Streams' window store fetches no further back).
+        let from = from.max(self.side_time[o].saturating_sub(retention));
         let mut others: Vec<Kept> = self.windows[o]
             .get(&key)
             .map(|rows| {
@@ -1241,9 +1320,6 @@ impl JoinOp {
         }
         // The row is kept for the other side's later rows unless it is already older
         // than its side's window store keeps rows (Kafka Streams drops such a put).
-        let retention = before
-            .saturating_add(after)
-            .saturating_add(grace.unwrap_or(DEFAULT_GRACE_MS));
         self.side_time[s] = self.side_time[s].max(ts);
         let horizon = self.side_time[s].saturating_sub(retention);
         // Rows of this key that no later row can join are forgotten as the key is
@@ -1275,6 +1351,92 @@ impl JoinOp {
                     !rows.is_empty()
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// With a store: deletes the rows the window stores hold in it that are older than
+    /// their side's retention, found through the store's time index (memory holds only
+    /// the keys recently used).
+    fn expire_stored(&mut self) -> Result<()> {
+        let (Some(store), JoinShape::StreamStream { .. }) = (&self.store, &self.shape) else {
+            return Ok(());
+        };
+        let retention = self.retention();
+        let mut expired = Vec::new();
+        for side in [Side::Left, Side::Right] {
+            let horizon = self.side_time[side as usize].saturating_sub(retention);
+            let from = [STORE_WINDOW_INDEX, side as u8];
+            let mut to = from.to_vec();
+            to.extend_from_slice(&sortable(horizon));
+            for (index, _) in store.storage.scan(&from, Some(&to))? {
+                // [4, side, time, seq, key] is the changelog's [1, side, time, seq, key].
+                let mut entry = index;
+                entry[0] = ENTRY_WINDOW;
+                expired.push(entry);
+            }
+        }
+        for entry in expired {
+            note(&mut self.changes, || entry, None);
+        }
+        Ok(())
+    }
+
+    /// With a store: reads a key's window rows of one side into memory, unless memory
+    /// has them (all of them: a key in memory is complete). Rows past the retention are
+    /// left out.
+    fn load_window(&mut self, side: Side, key: &[u8], retention: i64) -> Result<()> {
+        let s = side as usize;
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        if self.windows[s].contains_key(key) {
+            return Ok(());
+        }
+        let mut prefix = vec![STORE_WINDOW_ROW, side as u8];
+        prefix.extend_from_slice(key);
+        let end = prefix_end(&prefix);
+        let horizon = self.side_time[s].saturating_sub(retention);
+        let mut seqs = Vec::new();
+        let mut restored = Vec::new();
+        for (stored, value) in store.storage.scan(&prefix, end.as_deref())? {
+            let (ts, seq) = stored_window_time(&stored)?;
+            if ts >= horizon {
+                seqs.push(seq);
+                restored.push(decode_row(&value)?);
+            }
+        }
+        let mut rows = Vec::with_capacity(seqs.len());
+        if !restored.is_empty() {
+            let times: Vec<i64> = restored.iter().map(|r| r.ts).collect();
+            let batch = self.rebuild_batch(side, restored)?;
+            for (row, (ts, seq)) in times.into_iter().zip(seqs).enumerate() {
+                rows.push(Kept {
+                    batch: batch.clone(),
+                    row,
+                    ts,
+                    seq,
+                });
+            }
+            rows.sort_by_key(|r| r.seq);
+        }
+        // Even without rows: the key is known to have none.
+        self.windows[s].insert(key.to_vec(), rows);
+        Ok(())
+    }
+
+    /// How long a stream-stream join's window stores keep rows: the window and the
+    /// grace period (Kafka Streams' old default of a day without one).
+    fn retention(&self) -> i64 {
+        match self.shape {
+            JoinShape::StreamStream {
+                before_ms,
+                after_ms,
+                grace_ms,
+            } => before_ms
+                .saturating_add(after_ms)
+                .saturating_add(grace_ms.unwrap_or(DEFAULT_GRACE_MS)),
+            _ => 0,
         }
     }
 

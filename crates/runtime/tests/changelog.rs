@@ -408,3 +408,52 @@ fn a_corrupt_join_entry_is_an_error() {
         assert!(p.finish_restore().is_err(), "{entry:?}");
     }
 }
+
+#[test]
+fn expired_window_rows_leave_the_store_and_the_changelog() {
+    let plan = plan(&format!(
+        "{STREAMS}\nCREATE STREAM O AS SELECT L.K, L.V AS LV, R.V AS RV FROM L JOIN R WITHIN 1 SECOND GRACE PERIOD 0 SECONDS ON L.K = R.K;"
+    ));
+    let mut p = Pipeline::new(&plan, None).unwrap();
+    let stores = opened(&mut p);
+    p.record_changes();
+    // Two keys, a record every 100 ms on alternate sides: 2 s of retention keeps about
+    // 20 rows of the 600.
+    let records: Vec<Input> = (0..600)
+        .map(|i| {
+            let mut r = on(
+                i % 2,
+                &(i / 2 % 2).to_string(),
+                Some(&format!(r#"{{"V":"v{i}","N":{i},"F":"0"}}"#)),
+                i as i64 * 100,
+            );
+            r.offset = i as i64;
+            r
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut changelog: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    for chunk in records.chunks(10) {
+        run(&mut p, chunk, &mut out);
+        let mut committed = Vec::new();
+        p.take_changes(&mut committed).unwrap();
+        p.commit_state(&committed).unwrap();
+        // As compaction keeps it: the last entry per key, tombstones dropped.
+        for (k, v) in committed {
+            match v {
+                Some(v) => changelog.insert(k, Some(v)),
+                None => changelog.remove(&k),
+            };
+        }
+    }
+    assert!(!out.is_empty());
+    let store = stores.values().next().expect("the join's store");
+    let stored = store.scan(&[], None).unwrap();
+    // Window rows in the store: under their key ([5, ...]) and in the time index ([4, ...]).
+    let rows = stored.iter().filter(|(k, _)| k[0] == 5).count();
+    let index = stored.iter().filter(|(k, _)| k[0] == 4).count();
+    assert!(rows > 0 && rows <= 40, "{rows} window rows stored");
+    assert_eq!(rows, index);
+    let logged = changelog.keys().filter(|k| k[1] == 1).count();
+    assert_eq!(logged, rows, "the changelog keeps the rows the store keeps");
+}

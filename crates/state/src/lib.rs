@@ -21,7 +21,7 @@ mod view;
 
 pub use memory::MemoryStorage;
 pub use rocks::{Checkpoint, RocksStorage, StateDb};
-pub use store::{KeyValueStore, Storage};
+pub use store::{KeyValueStore, Storage, prefix_end};
 pub use view::{ViewChange, ViewDb, ViewRow};
 
 #[derive(Debug, thiserror::Error)]

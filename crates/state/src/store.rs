@@ -114,7 +114,7 @@ impl<S: Storage> KeyValueStore<S> {
 }
 
 /// The smallest key greater than every key with this prefix (None: no such key).
-pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
