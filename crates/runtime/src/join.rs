@@ -157,6 +157,9 @@ pub struct JoinOp {
     side_time: [i64; 2],
     /// Stream rows kept since the window stores were last swept of expired rows.
     since_sweep: usize,
+    /// The time of each window store's oldest row in memory (at most): a sweep finds
+    /// nothing to expire before the retention passes it.
+    oldest: [i64; 2],
     /// How many rows the window stores have taken (each row's `seq`).
     stored_rows: u64,
     /// The changelog: the entries changed since it last took them (None: not recorded),
@@ -366,6 +369,7 @@ impl JoinOp {
             stream_time: i64::MIN,
             side_time: [i64::MIN; 2],
             since_sweep: 0,
+            oldest: [i64::MAX; 2],
             stored_rows: 0,
             changes: None,
             times_changed: false,
@@ -443,6 +447,7 @@ impl JoinOp {
         self.stream_time = i64::MIN;
         self.side_time = [i64::MIN; 2];
         self.since_sweep = 0;
+        self.oldest = [i64::MAX; 2];
         self.stored_rows = 0;
         self.times_changed = false;
         self.has_times_entry = false;
@@ -689,6 +694,7 @@ impl JoinOp {
                 self.tables[side as usize].insert(TableKey::from_slice(&key), kept(0));
             }
             Entry::Window(side, seq, key) => {
+                self.oldest[side as usize] = self.oldest[side as usize].min(ts);
                 self.windows[side as usize]
                     .entry(key)
                     .or_default()
@@ -1325,9 +1331,8 @@ impl JoinOp {
         // Rows of this key that no later row can join are forgotten as the key is
         // written again.
         let changes = &mut self.changes;
-        let rows = self.windows[s].entry_ref(key.as_slice()).or_default();
-        expire(changes, side, &key, rows, horizon);
-        if ts >= horizon {
+        let kept = (ts >= horizon).then(|| {
+            self.oldest[s] = self.oldest[s].min(ts);
             self.stored_rows += 1;
             let kept = Kept {
                 seq: self.stored_rows,
@@ -1338,7 +1343,19 @@ impl JoinOp {
                 || window_entry(side, kept.ts, kept.seq, &key),
                 Some(&kept),
             );
-            rows.push(kept);
+            kept
+        });
+        // A key seen before is found without copying its bytes; a new one takes them.
+        match self.windows[s].get_mut(&key) {
+            Some(rows) => {
+                expire(changes, side, &key, rows, horizon);
+                rows.extend(kept);
+            }
+            None => {
+                if let Some(kept) = kept {
+                    self.windows[s].insert(key, vec![kept]);
+                }
+            }
         }
         // Now and then, the keys not seen again are swept too.
         self.since_sweep += 1;
@@ -1346,8 +1363,17 @@ impl JoinOp {
             self.since_sweep = 0;
             for (side, window) in [Side::Left, Side::Right].into_iter().zip(&mut self.windows) {
                 let horizon = self.side_time[side as usize].saturating_sub(retention);
+                let oldest = &mut self.oldest[side as usize];
+                if *oldest >= horizon {
+                    // Nothing is old enough yet (a long retention keeps every row).
+                    continue;
+                }
+                *oldest = i64::MAX;
                 window.retain(|key, rows| {
                     expire(changes, side, key, rows, horizon);
+                    if let Some(first) = rows.iter().map(|r| r.ts).min() {
+                        *oldest = (*oldest).min(first);
+                    }
                     !rows.is_empty()
                 });
             }
@@ -1419,6 +1445,9 @@ impl JoinOp {
                 });
             }
             rows.sort_by_key(|r| r.seq);
+        }
+        if let Some(first) = rows.iter().map(|r| r.ts).min() {
+            self.oldest[s] = self.oldest[s].min(first);
         }
         // Even without rows: the key is known to have none.
         self.windows[s].insert(key.to_vec(), rows);
