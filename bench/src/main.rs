@@ -16,9 +16,11 @@
 //! Scenarios: `project` (decode, filter, project, encode), `project-avro` (the same
 //! with AVRO values framed for a schema registry), `tumbling` (COUNT and SUM per
 //! key over 10,000 keys in 1-minute windows), `stream-table` (lookups against a table of
-//! 100,000 keys), `stream-stream` (two streams joined within 1 minute, records of the two
+//! 100,000 keys; `-rocksdb`: the table in RocksDB with every key cached, `-rocksdb-misses`:
+//! 10,000 cached), `stream-stream` (two streams joined within 1 minute, records of the two
 //! alternating one by one), `stream-stream-runs` (the same in runs of 500 per topic,
-//! as a consumer's fetches deliver them), `grouped` (COUNT and SUM per key over 10,000
+//! as a consumer's fetches deliver them), `stream-stream-rocksdb` (the window stores in
+//! RocksDB), `grouped` (COUNT and SUM per key over 10,000
 //! keys, no window), `tumbling-rocksdb` (the tumbling windows' groups in RocksDB behind
 //! the in-memory cache, a commit every 20,000 records), `grouped-rocksdb` (the same with the groups in RocksDB behind the
 //! in-memory cache, a commit every 20,000 records) and `grouped-rocksdb-misses` (100,000
@@ -104,8 +106,8 @@ struct Scenario {
     sql: &'static str,
     /// Records pushed before the timed run (a table's contents), and the timed ones.
     setup: fn(usize, &MemoryRegistry) -> Setup,
-    /// Aggregation groups in RocksDB, with at most this many in memory between commits
-    /// (None: all in memory, no changelog).
+    /// State (aggregation groups, join rows) in RocksDB, with at most this many in
+    /// memory between commits (None: all in memory, no changelog).
     rocksdb_cached: Option<usize>,
 }
 
@@ -181,30 +183,23 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "stream-table",
-            sql: "CREATE STREAM clicks (user_id BIGINT KEY, page STRING, ms INT, ref STRING, agent STRING) WITH (kafka_topic='clicks', format='JSON');
-                  CREATE TABLE users (id BIGINT PRIMARY KEY, name STRING, region STRING) WITH (kafka_topic='users', format='JSON');
-                  CREATE STREAM enriched AS SELECT c.user_id, page, name, region FROM clicks c JOIN users u ON c.user_id = u.id;",
-            setup: |n, _| {
-                let table = (0..100_000)
-                    .map(|i| Input {
-                        input: 1,
-                        key: i.to_string().into_bytes(),
-                        value: format!(r#"{{"NAME":"user {i}","REGION":"region-{}"}}"#, i % 20)
-                            .into_bytes(),
-                        ts: 0,
-                    })
-                    .collect();
-                let timed = (0..n)
-                    .map(|i| Input {
-                        input: 0,
-                        key: ((i * 7) % 100_000).to_string().into_bytes(),
-                        value: click(i),
-                        ts: i as i64,
-                    })
-                    .collect();
-                (table, timed)
-            },
+            sql: STREAM_TABLE,
+            setup: users_and_clicks,
             rocksdb_cached: None,
+        },
+        // The table in RocksDB behind the cache: every user fits in memory...
+        Scenario {
+            name: "stream-table-rocksdb",
+            sql: STREAM_TABLE,
+            setup: users_and_clicks,
+            rocksdb_cached: Some(200_000),
+        },
+        // ... or a tenth of them do: most lookups read RocksDB.
+        Scenario {
+            name: "stream-table-rocksdb-misses",
+            sql: STREAM_TABLE,
+            setup: users_and_clicks,
+            rocksdb_cached: Some(10_000),
         },
         Scenario {
             name: "stream-stream",
@@ -217,6 +212,14 @@ fn scenarios() -> Vec<Scenario> {
             sql: STREAM_STREAM,
             setup: |n, _| (Vec::new(), orders_and_shipments(n, 500)),
             rocksdb_cached: None,
+        },
+        // The window stores in RocksDB: a key's rows are read back once memory dropped
+        // them (each order's shipment comes 500 orders later).
+        Scenario {
+            name: "stream-stream-rocksdb",
+            sql: STREAM_STREAM,
+            setup: |n, _| (Vec::new(), orders_and_shipments(n, 1)),
+            rocksdb_cached: Some(100_000),
         },
         Scenario {
             name: "grouped",
@@ -245,6 +248,31 @@ fn scenarios() -> Vec<Scenario> {
             rocksdb_cached: Some(10_000),
         },
     ]
+}
+
+const STREAM_TABLE: &str = "CREATE STREAM clicks (user_id BIGINT KEY, page STRING, ms INT, ref STRING, agent STRING) WITH (kafka_topic='clicks', format='JSON');
+                  CREATE TABLE users (id BIGINT PRIMARY KEY, name STRING, region STRING) WITH (kafka_topic='users', format='JSON');
+                  CREATE STREAM enriched AS SELECT c.user_id, page, name, region FROM clicks c JOIN users u ON c.user_id = u.id;";
+
+/// A table of 100,000 users, then clicks of users in turn.
+fn users_and_clicks(n: usize, _: &MemoryRegistry) -> Setup {
+    let table = (0..100_000)
+        .map(|i| Input {
+            input: 1,
+            key: i.to_string().into_bytes(),
+            value: format!(r#"{{"NAME":"user {i}","REGION":"region-{}"}}"#, i % 20).into_bytes(),
+            ts: 0,
+        })
+        .collect();
+    let timed = (0..n)
+        .map(|i| Input {
+            input: 0,
+            key: ((i * 7) % 100_000).to_string().into_bytes(),
+            value: click(i),
+            ts: i as i64,
+        })
+        .collect();
+    (table, timed)
 }
 
 const STREAM_STREAM: &str = "CREATE STREAM orders (id BIGINT KEY, item STRING, qty INT) WITH (kafka_topic='orders', format='JSON');

@@ -30,6 +30,7 @@ use hashbrown::{HashMap, HashSet};
 use sluice_plan::{CarriedColumn, JoinKind, JoinShape, LogicalSchema, PSEUDO_COLUMNS, WindowKind};
 use sluice_state::{Storage, prefix_end};
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 /// Which input of a join a batch comes from.
@@ -191,9 +192,46 @@ struct JoinStore {
     restoring: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// The rows deleted since the last commit, which the store still has.
     deleted: HashSet<Vec<u8>>,
+    /// Each side's keys that may have window rows in the store, as hashes: a key not
+    /// among them has none, and is not looked for (most keys of a stream are new). It
+    /// only grows between rebuilds from the store's time index, when it doubled.
+    window_keys: [HashSet<u64>; 2],
+    window_keys_rebuilt: usize,
+    hasher: hashbrown::DefaultHashBuilder,
 }
 
 impl JoinStore {
+    fn key_hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Whether the store may hold window rows of a side's key.
+    fn may_have_window(&self, side: Side, key: &[u8]) -> bool {
+        self.window_keys[side as usize].contains(&self.key_hash(key))
+    }
+
+    /// Makes `window_keys` the keys the store's time index has, once it has doubled
+    /// since it last was (keys whose rows all expired then drop out).
+    fn rebuild_window_keys(&mut self, force: bool) -> Result<()> {
+        let size: usize = self.window_keys.iter().map(HashSet::len).sum();
+        if !force && size < 2 * self.window_keys_rebuilt.max(1000) {
+            return Ok(());
+        }
+        let mut keys = [HashSet::new(), HashSet::new()];
+        for (side, keys) in keys.iter_mut().enumerate() {
+            let from = [STORE_WINDOW_INDEX, side as u8];
+            let to = [STORE_WINDOW_INDEX, side as u8 + 1];
+            for (index, _) in self.storage.scan(&from, Some(&to))? {
+                if let Some(key) = index.get(18..) {
+                    keys.insert(self.key_hash(key));
+                }
+            }
+        }
+        self.window_keys_rebuilt = keys.iter().map(HashSet::len).sum();
+        self.window_keys = keys;
+        Ok(())
+    }
+
     fn flush_restored(&mut self) -> Result<()> {
         if !self.restoring.is_empty() {
             let restored = std::mem::take(&mut self.restoring);
@@ -216,6 +254,10 @@ impl JoinStore {
         for (entry, value) in entries {
             match Entry::parse(entry)? {
                 Entry::Window(side, seq, key) => {
+                    if value.is_some() {
+                        let hash = self.key_hash(&key);
+                        self.window_keys[side as usize].insert(hash);
+                    }
                     let time = &entry[2..10];
                     let mut row = vec![STORE_WINDOW_ROW, side as u8];
                     row.extend_from_slice(&key);
@@ -437,6 +479,8 @@ impl JoinOp {
             }
             store.restoring.clear();
             store.deleted.clear();
+            store.window_keys = [HashSet::new(), HashSet::new()];
+            store.window_keys_rebuilt = 0;
         }
         self.tables = [HashMap::new(), HashMap::new()];
         self.windows = [HashMap::new(), HashMap::new()];
@@ -526,6 +570,7 @@ impl JoinOp {
     fn finish_stored_restore(&mut self) -> Result<()> {
         let store = self.store.as_mut().expect("a store");
         store.flush_restored()?;
+        store.rebuild_window_keys(true)?;
         if let Some(times) = store.storage.get(&[ENTRY_TIMES])? {
             self.decode_times(&times)?;
         }
@@ -591,6 +636,9 @@ impl JoinOp {
             max_cached,
             restoring: BTreeMap::new(),
             deleted: HashSet::new(),
+            window_keys: [HashSet::new(), HashSet::new()],
+            window_keys_rebuilt: 0,
+            hasher: Default::default(),
         });
         true
     }
@@ -615,6 +663,7 @@ impl JoinOp {
         };
         store.write(changes)?;
         store.deleted.clear();
+        store.rebuild_window_keys(false)?;
         if self.changes.is_some() {
             // Deleted from the store with the next interval's changes.
             self.expire_stored()?;
@@ -637,6 +686,41 @@ impl JoinOp {
             for window in &mut self.windows {
                 window.retain(|_, _| keeps());
             }
+        }
+        Ok(())
+    }
+
+    /// Reads rows of a side that memory does not have from the store, into memory, as
+    /// one batch (keys the store does not have either stay absent).
+    fn load_table_rows(&mut self, side: Side, keys: BTreeSet<&[u8]>) -> Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let mut found = Vec::new();
+        let mut restored = Vec::new();
+        for key in keys {
+            let entry = table_entry(side, key);
+            if store.deleted.contains(&entry) {
+                continue;
+            }
+            if let Some(bytes) = store.storage.get(&entry)? {
+                restored.push(decode_row(&bytes)?);
+                found.push(key);
+            }
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        let times: Vec<i64> = restored.iter().map(|r| r.ts).collect();
+        let batch = self.rebuild_batch(side, restored)?;
+        for (row, (key, ts)) in found.into_iter().zip(times).enumerate() {
+            let kept = Kept {
+                batch: batch.clone(),
+                row,
+                ts,
+                seq: 0,
+            };
+            self.tables[side as usize].insert(TableKey::from_slice(key), kept);
         }
         Ok(())
     }
@@ -1049,14 +1133,16 @@ impl JoinOp {
         let rows = &input.rows;
         let (retract, tombstone) = (&input.retract, &input.tombstone);
         if self.store.is_some() {
-            // The table's rows not in memory are read from the store first.
-            for row in 0..batch.num_rows() {
-                let key = input.key_bytes.row(row).data();
-                let skipped = retract.value(row) || tombstone.value(row) || rows.key.is_null(row);
-                if !(skipped || self.tables[1].contains_key(key)) {
-                    self.table_row(Side::Right, key)?;
-                }
-            }
+            // The table's rows not in memory are read from the store first, into one
+            // batch.
+            let missing: BTreeSet<&[u8]> = (0..batch.num_rows())
+                .filter(|&row| {
+                    !(retract.value(row) || tombstone.value(row) || rows.key.is_null(row))
+                })
+                .map(|row| input.key_bytes.row(row).data())
+                .filter(|key| !self.tables[1].contains_key(*key))
+                .collect();
+            self.load_table_rows(Side::Right, missing)?;
         }
         let keeps_left = self.kind.keeps_left();
         let mut taken: Vec<u32> = Vec::with_capacity(batch.num_rows());
@@ -1417,6 +1503,10 @@ impl JoinOp {
             return Ok(());
         };
         if self.windows[s].contains_key(key) {
+            return Ok(());
+        }
+        if !store.may_have_window(side, key) {
+            self.windows[s].insert(key.to_vec(), Vec::new());
             return Ok(());
         }
         let mut prefix = vec![STORE_WINDOW_ROW, side as u8];
