@@ -61,7 +61,7 @@ pub enum Disruption {
 pub struct CrashReport {
     /// From the queries' creation until both had committed every input offset.
     pub elapsed: Duration,
-    /// Input records per second over `elapsed` (both queries read each record).
+    /// Input records per second over `elapsed` (every query reads each record).
     pub rate: f64,
     /// The server's peak resident memory (of its last process), in MiB.
     pub peak_rss_mib: Option<u64>,
@@ -291,7 +291,7 @@ impl CrashRun {
                 }
             }
         }
-        // Processing time: until both queries committed every input offset (the
+        // Processing time: until every query committed every input offset (the
         // outputs are read and checked after that).
         let groups: Vec<String> = server
             .query_ids()

@@ -92,7 +92,7 @@ fn main() -> ExitCode {
                 report
                     .server_cpu_seconds
                     .map_or("unknown".to_string(), |s| format!(
-                        "{s:.1} s, {:.0} records per CPU second for both queries",
+                        "{s:.1} s, {:.0} records per CPU second for all its queries",
                         run.records as f64 / s
                     )),
                 report.csas_records,
