@@ -59,7 +59,7 @@ pub enum Disruption {
 /// What a run measured.
 #[derive(Debug)]
 pub struct CrashReport {
-    /// From the queries' creation until both had committed every input offset.
+    /// From the queries' creation until every one had committed every input offset.
     pub elapsed: Duration,
     /// Input records per second over `elapsed` (every query reads each record).
     pub rate: f64,
