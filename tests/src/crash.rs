@@ -495,11 +495,28 @@ impl CrashRun {
         let unexpected = seen.keys().filter(|k| !expected.contains_key(*k)).count();
         let repeated: i64 = seen.values().map(|n| n - 1).filter(|n| *n > 0).sum();
         if missing > 0 || unexpected > 0 || (self.exactly_once && repeated > 0) {
+            // A few of each kind, to tell a lost or repeated run of records from
+            // scattered ones.
+            let show = |rows: Vec<&(Vec<u8>, i64, i64)>| -> String {
+                rows.iter()
+                    .take(5)
+                    .map(|(k, a, b)| format!("({}, {a}, {b})", String::from_utf8_lossy(k)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
             return Err(format!(
                 "{what} output differs: {} rows expected, {} written: {missing} missing, \
-                 {unexpected} unexpected, {repeated} repeated",
+                 {unexpected} unexpected, {repeated} repeated; missing e.g. {}; repeated \
+                 e.g. {}",
                 expected.len(),
-                out.len()
+                out.len(),
+                show(expected.keys().filter(|k| !seen.contains_key(*k)).collect()),
+                show(
+                    seen.iter()
+                        .filter(|(_, n)| **n > 1)
+                        .map(|(k, _)| k)
+                        .collect()
+                ),
             ));
         }
         Ok(())

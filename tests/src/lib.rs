@@ -442,6 +442,9 @@ pub fn produce(topic: &str, records: &[Record]) {
         .set("bootstrap.servers", bootstrap())
         .set("partitioner", "murmur2_random")
         .set("acks", "all")
+        // A send retried while the broker restarts must not write a record twice: the
+        // crash harness counts on each input record being there once.
+        .set("enable.idempotence", "true")
         .create_with_context(DeliveryCheck::default())
         .expect("a producer");
     for r in records {
