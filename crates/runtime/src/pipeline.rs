@@ -2421,4 +2421,44 @@ mod tests {
         assert_eq!(failed, [1, 2]);
         assert_eq!(values, [r#"{"N":2}"#, r#"{"N":5}"#]);
     }
+
+    /// A stream-stream join forgets the rows past its retention, including those of keys
+    /// never seen again (swept now and then), and keeps those of a long retention.
+    #[test]
+    fn window_stores_keep_rows_only_for_their_retention() {
+        let rows_kept = |within: &str| {
+            let plan = sluice_sql::plan_last_query(&format!(
+                "CREATE STREAM l (id STRING KEY, v INT) WITH (kafka_topic='l', format='JSON');
+                 CREATE STREAM r (id STRING KEY, v INT) WITH (kafka_topic='r', format='JSON');
+                 CREATE STREAM o AS SELECT l.id, l.v AS lv, r.v AS rv FROM l JOIN r {within} ON l.id = r.id;"
+            ))
+            .unwrap();
+            let mut p = Pipeline::new(&plan, None).unwrap();
+            let mut out = Vec::new();
+            // 50,000 records, 10 ms apart, each of a key never seen again.
+            for i in 0..50_000i64 {
+                let key = i.to_string();
+                let record = SourceRecord {
+                    key: Some(key.as_bytes()),
+                    value: Some(br#"{"V":1}"#),
+                    headers: &[],
+                    timestamp: i * 10,
+                    partition: 0,
+                    offset: i,
+                };
+                p.push((i % 2) as usize, &record).unwrap();
+                if p.pending() >= 1000 {
+                    p.flush(&mut out).unwrap();
+                }
+            }
+            p.flush(&mut out).unwrap();
+            p.joins[0].op.window_rows()
+        };
+        // 2 s of retention is 200 records; a sweep every 10,000 rows leaves at most that
+        // many more.
+        let short = rows_kept("WITHIN 1 SECOND GRACE PERIOD 0 SECONDS");
+        assert!(short <= 10_200, "{short} rows kept");
+        // A day's default grace keeps every row.
+        assert_eq!(rows_kept("WITHIN 1 SECOND"), 50_000);
+    }
 }

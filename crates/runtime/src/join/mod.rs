@@ -315,6 +315,16 @@ impl JoinOp {
         self.schema.clone()
     }
 
+    /// How many rows the window stores hold in memory.
+    #[cfg(test)]
+    pub(crate) fn window_rows(&self) -> usize {
+        self.windows
+            .iter()
+            .flat_map(|w| w.values())
+            .map(Vec::len)
+            .sum()
+    }
+
     /// Whether a stream (left) looks up a table (right).
     pub fn is_stream_table(&self) -> bool {
         matches!(self.shape, JoinShape::StreamTable)
