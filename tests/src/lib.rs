@@ -596,6 +596,16 @@ pub fn latest_values(records: &[(i32, Record)]) -> std::collections::HashMap<Str
         .collect()
 }
 
+impl Server {
+    /// Kills the server (`kill -9`), removes its state checkpoints and starts it again:
+    /// its queries rebuild their state stores from their changelogs alone.
+    pub fn restart_without_checkpoints(&mut self) {
+        self.kill();
+        remove_checkpoints(self.state_dir());
+        self.restart();
+    }
+}
+
 /// Removes every state checkpoint under a server's state directory: its next start
 /// rebuilds its state stores from the whole changelog.
 pub fn remove_checkpoints(dir: &std::path::Path) {

@@ -112,9 +112,7 @@ fn clickstream_is_enriched_from_a_users_table_across_a_restart() {
     );
     // Killed, its state stores' checkpoints gone: the users come back from the
     // changelog alone.
-    server.kill();
-    sluice_e2e::remove_checkpoints(server.state_dir());
-    server.restart();
+    server.restart_without_checkpoints();
     produce(
         &clicks,
         &[Record::new(Some("u1"), Some(r#"{"page":"/help"}"#), 5_000)],
@@ -194,9 +192,7 @@ fn orders_are_matched_to_shipments_within_an_hour_across_a_restart() {
     );
 
     // Killed, its checkpoints gone: the order comes back from the changelog alone.
-    server.kill();
-    sluice_e2e::remove_checkpoints(server.state_dir());
-    server.restart();
+    server.restart_without_checkpoints();
     produce(
         &shipments,
         &[Record::new(

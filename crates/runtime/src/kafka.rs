@@ -998,15 +998,29 @@ impl Task {
         }
         // A stream-table join's table is loaded whole before a new query reads its
         // first stream record; a query that has run before has the table in its state.
+        // Where the group left each partition the task reads, asked once for both.
+        let lookups: Vec<usize> = (0..topics.len())
+            .filter(|i| pipeline.is_lookup_table(*i))
+            .collect();
+        let committed = if lookups.is_empty() && pipeline.joins_restored() {
+            BTreeMap::new()
+        } else {
+            committed_offsets(lease, &topics, partition)?
+        };
         let mut positions = BTreeMap::new();
-        for (input, topic) in topics.iter().enumerate() {
-            if pipeline.is_lookup_table(input) {
-                let loaded =
-                    load_table(lease, &mut pipeline, input, topic, partition, config, name)?;
-                positions.extend(loaded);
-            }
+        for input in lookups {
+            let topic = &topics[input];
+            positions.extend(load_table(
+                lease,
+                &mut pipeline,
+                input,
+                topic,
+                &committed,
+                config,
+                name,
+            )?);
         }
-        if !pipeline.joins_restored() && has_committed(lease, &topics, partition)? {
+        if !pipeline.joins_restored() && committed.values().any(Option::is_some) {
             return Err(RuntimeError::Plan(
                 "the query's join state was kept by an earlier version of Sluice, which \
                  rebuilt it from the input topics and did not write it to the changelog; \
@@ -1669,9 +1683,13 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
-/// Whether the query's group has committed an offset for any partition the task reads:
-/// whether the query ran before.
-fn has_committed(group: &LeaseConsumer, topics: &[String], only: Option<i32>) -> Result<bool> {
+/// Each partition the task reads (of every topic, or partition `only` of each), with
+/// the offset the query's group committed there, if any.
+fn committed_offsets(
+    group: &LeaseConsumer,
+    topics: &[String],
+    only: Option<i32>,
+) -> Result<BTreeMap<(String, i32), Option<i64>>> {
     let mut tpl = TopicPartitionList::new();
     for topic in topics {
         let partitions = match only {
@@ -1686,39 +1704,34 @@ fn has_committed(group: &LeaseConsumer, topics: &[String], only: Option<i32>) ->
     Ok(committed
         .elements()
         .iter()
-        .any(|e| matches!(e.offset(), Offset::Offset(_))))
+        .map(|e| {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            ((e.topic().to_string(), e.partition()), offset)
+        })
+        .collect())
 }
 
 /// Loads the table side of a stream-table join for a new query: each partition of its
-/// topic (the task's partition) that the group has no offset for is read to its end,
-/// through the pipeline with the outputs dropped (a table's changes emit nothing in
-/// such a join, so nothing is lost). Returns where the loads ended, which the task reads
-/// on from and commits with its first interval. Kafka Streams gets the same effect by
+/// topic (the task's partition) that the group has no offset for (`committed`) is read
+/// to its end, through the pipeline with the outputs dropped (a table's changes emit
+/// nothing in such a join, so nothing is lost). Returns where the loads ended, which
+/// the task reads on from and commits with its first interval. Kafka Streams gets the same effect by
 /// ordering records by time, which Sluice does not do yet.
 fn load_table(
     group: &LeaseConsumer,
     pipeline: &mut Pipeline,
     input: usize,
     topic: &str,
-    only: Option<i32>,
+    committed: &BTreeMap<(String, i32), Option<i64>>,
     config: &QueryConfig,
     name: &str,
 ) -> Result<BTreeMap<(String, i32), i64>> {
-    let partitions = match only {
-        Some(p) => vec![p],
-        None => partitions_of(group, topic)?,
-    };
-    let mut tpl = TopicPartitionList::new();
-    for p in &partitions {
-        tpl.add_partition(topic, *p);
-    }
-    let committed = group.committed_offsets(tpl, TIMEOUT)?;
     let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
-    for p in &partitions {
-        if !matches!(
-            committed.find_partition(topic, *p).map(|e| e.offset()),
-            Some(Offset::Offset(_))
-        ) {
+    for ((t, p), offset) in committed {
+        if t == topic && offset.is_none() {
             ends.insert(*p, group.fetch_watermarks(topic, *p, TIMEOUT)?.1);
         }
     }

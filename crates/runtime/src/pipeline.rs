@@ -960,7 +960,7 @@ impl Pipeline {
                     a.use_store(open(&format!("aggregate-{n}"))?, max_cached);
                     taken += 1;
                 }
-                Store::Join(j) if j.can_use_store() => {
+                Store::Join(j) => {
                     j.use_store(open(&format!("join-{n}"))?, max_cached);
                     taken += 1;
                 }

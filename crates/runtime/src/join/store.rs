@@ -165,12 +165,8 @@ impl JoinOp {
     }
 
     /// Keeps the state in `storage` (see `JoinStore`), with at most `max_cached` table
-    /// rows and keys' window rows in memory between commits. Returns whether the store
-    /// was taken.
-    pub fn use_store(&mut self, storage: Box<dyn Storage + Send>, max_cached: usize) -> bool {
-        if !self.can_use_store() {
-            return false;
-        }
+    /// rows and keys' window rows in memory between commits.
+    pub fn use_store(&mut self, storage: Box<dyn Storage + Send>, max_cached: usize) {
         self.store = Some(JoinStore {
             storage,
             max_cached,
@@ -180,15 +176,9 @@ impl JoinOp {
             window_keys_rebuilt: 0,
             hasher: Default::default(),
         });
-        true
     }
 
-    /// Whether the join's state can live in a store: every join's can.
-    pub fn can_use_store(&self) -> bool {
-        true
-    }
-
-    /// Whether the table sides live in a state store, which outlives the process.
+    /// Whether the state lives in a state store, which outlives the process.
     pub fn has_store(&self) -> bool {
         self.store.is_some()
     }
