@@ -9,13 +9,15 @@
 //! (`num.stream.threads`) of every server running the query. A worker reads its tasks'
 //! partitions with a consumer that is assigned them, from the offsets the group
 //! committed. When a worker dies or leaves, the group gives its leases to the others,
-//! which restore the tasks' state and go on; their producers fence the old holder's.
+//! which restore the tasks' state and go on.
 //!
-//! - **exactly_once_v2** (the default): a transactional producer per task whose id is
-//!   the task's, so a task's next holder fences the previous one and aborts its open
-//!   transaction. Every commit interval, the interval's output records, the changelog
-//!   records of the state it changed, and the consumed offsets commit in one
-//!   transaction; everything reads `read_committed`.
+//! - **exactly_once_v2** (the default): a transactional producer per worker thread,
+//!   shared by its tasks (Kafka Streams' exactly_once_v2). Every commit interval, the
+//!   output records of all its tasks, the changelog records of the state they changed,
+//!   and the consumed offsets commit in one transaction; everything reads
+//!   `read_committed`. Leases move only between transactions (see `run_worker`); a
+//!   worker that lost its leases without knowing is fenced by the group generation its
+//!   transaction carries, and a crashed one by its own next start.
 //! - **at_least_once**: every interval the producer is flushed (outputs and changelog),
 //!   then the offsets are committed; a crash in between repeats records.
 //!
@@ -23,9 +25,10 @@
 //! to the query's compacted changelog topic and are rebuilt from it on start (state
 //! stores kept from an earlier run replay only what follows their checkpoint, see
 //! `restore_changelog`). A new query's stream-table join first loads its table whole
-//! (`load_table`). A failure anywhere (a delivery error, an aborted transaction, a
-//! broker gone) drops the consumer, producer and state and starts again from the last
-//! commit, with backoff.
+//! (`load_table`). A commit the group refuses during a rebalance restarts the worker's
+//! tasks in place; any other failure (a delivery error, a fenced producer, a broker
+//! gone) drops the worker's consumers, producer and state and starts again from the
+//! last commit, with backoff.
 
 use crate::codec::registered::Registry;
 use crate::error::{Result, RuntimeError};
@@ -41,7 +44,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sluice_plan::{QueryPlan, Step};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -159,6 +162,9 @@ pub struct QueryStats {
     /// Commits (transactions or offset commits) and the time they took, in total.
     pub commits: AtomicU64,
     pub commit_micros: AtomicU64,
+    /// Commits the group refused (a rebalance moved its generation on during the
+    /// interval): the interval was aborted and its tasks started again in place.
+    pub refused_commits: AtomicU64,
     /// State entries read back from the changelog at the last start, and how long that took.
     pub restored_entries: AtomicU64,
     pub restore_millis: AtomicU64,
@@ -366,15 +372,27 @@ fn retry<T>(
 }
 
 /// Counts failed deliveries so the loop never commits offsets past a lost record, and
-/// notes how far the task's changelog partition is written (for its checkpoints).
+/// notes how far the worker's tasks' changelog partitions are written (for their
+/// checkpoints).
 #[derive(Default)]
 struct DeliveryTracker {
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
-    /// The task's changelog partition, when it has one...
-    changelog: Option<(String, i32)>,
-    /// ... and the offset after the last record delivered to it.
-    changelog_end: AtomicI64,
+    /// Per changelog partition of the worker's tasks, the offset after the last record
+    /// delivered to it. (A worker's tasks all write the one changelog of its part.)
+    changelog: Option<String>,
+    changelog_ends: Mutex<HashMap<i32, i64>>,
+}
+
+impl DeliveryTracker {
+    /// The offset after the last record delivered to a changelog partition (0: none).
+    fn changelog_end(&self, partition: i32) -> i64 {
+        let ends = self
+            .changelog_ends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        ends.get(&partition).copied().unwrap_or(0)
+    }
 }
 
 impl ClientContext for DeliveryTracker {}
@@ -390,12 +408,13 @@ impl ProducerContext for DeliveryTracker {
                 first.get_or_insert_with(|| e.to_string());
             }
             Ok(msg) => {
-                if let Some((topic, partition)) = &self.changelog
-                    && msg.partition() == *partition
-                    && msg.topic() == topic
-                {
-                    self.changelog_end
-                        .fetch_max(msg.offset() + 1, Ordering::SeqCst);
+                if self.changelog.as_deref() == Some(msg.topic()) {
+                    let mut ends = self
+                        .changelog_ends
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    let end = ends.entry(msg.partition()).or_default();
+                    *end = (*end).max(msg.offset() + 1);
                 }
             }
         }
@@ -602,6 +621,19 @@ fn plan_parts(plan: &QueryPlan, config: &QueryConfig) -> Result<Vec<Part>> {
 
 /// Runs the query's tasks that one member of its group (a worker thread) holds, until
 /// the query stops. Tasks come and go with the group's rebalances.
+///
+/// The worker's tasks share one producer and, under exactly-once, one transaction per
+/// commit interval (Kafka Streams' exactly_once_v2). The lease consumer, whose
+/// rebalances hand out and take back tasks, is polled only while no transaction is
+/// open (right after a commit, or while nothing was read since): a task taken away has
+/// committed all it did, so its next holder starts exactly where it stopped. A worker
+/// that stops polling (a crash, a stall) is fenced by the group generation its
+/// transaction carries (`send_offsets_to_transaction`) and, after a crash, by its own
+/// next start, whose producer has the same id. A commit the group refuses (a rebalance
+/// moved the generation on while the transaction was open) aborts the interval, and
+/// the worker's tasks start again in place from the last commit, keeping the worker's
+/// membership: leaving and rejoining would rebalance the group again and refuse the
+/// other members' commits in turn.
 fn run_worker(
     name: &str,
     plan: &QueryPlan,
@@ -616,6 +648,9 @@ fn run_worker(
         .set("group.id", &config.group_id)
         .set("client.id", format!("{}-lease", config.group_id))
         .set("enable.auto.commit", "false")
+        // Offsets a transaction has sent but not yet committed are waited for (KIP-447's
+        // stable offsets), so a task's next holder starts where its last commit ended.
+        .set("isolation.level", "read_committed")
         // A member that dies without leaving (kill -9) holds its leases until its
         // session times out: keep that short so another server takes over promptly.
         // (6 s is the broker's smallest by default.)
@@ -642,6 +677,7 @@ fn run_worker(
         .create()?;
     let mut held = Held {
         tasks: BTreeMap::new(),
+        output: WorkerOutput::new(config, worker)?,
         stats,
         worker,
     };
@@ -649,54 +685,29 @@ fn run_worker(
     let mut last_commit = Instant::now();
     let mut last_lag = Instant::now();
     let mut waiting_since = Instant::now();
+    let mut healthy_since: Option<Instant> = None;
     let mut was_paused = false;
+    // Whether anything was read since the last commit, and the offsets to commit.
+    let mut dirty = false;
+    let mut offsets = BTreeMap::new();
     const MAX_BATCH: usize = 2000;
     loop {
         let stopping = stop.load(Ordering::SeqCst);
-        let idle = held.tasks.is_empty();
-        match lease.poll(if idle && !stopping {
-            Duration::from_millis(100)
-        } else {
-            Duration::ZERO
-        }) {
-            None | Some(Ok(_)) => {}
-            Some(Err(e)) if is_transient(&e) => {}
-            Some(Err(e)) => return Err(e.into()),
-        }
-        let moves = lease.context().moves.load(Ordering::SeqCst);
-        if moves != seen_moves {
-            seen_moves = moves;
-            let owned: BTreeSet<i32> = lease
-                .context()
-                .owned()
-                .into_iter()
-                .filter(|p| (*p as u32) < layout.tasks)
-                .collect();
-            // A task that moved away drops what it did since its last commit (its new
-            // holder fenced it anyway).
-            held.tasks.retain(|p, task| {
-                let keep = owned.contains(p);
-                if !keep {
-                    tracing::info!(query = name, task = p, "the task moved to another worker");
-                    task.abort();
-                }
-                keep
-            });
-            for p in owned {
-                if let std::collections::btree_map::Entry::Vacant(slot) = held.tasks.entry(p) {
-                    slot.insert(Task::start(name, plan, config, layout, p, &lease, stats)?);
-                }
+        if !dirty && !held.output.open {
+            let idle = held.tasks.is_empty();
+            match lease.poll(if idle && !stopping {
+                Duration::from_millis(100)
+            } else {
+                Duration::ZERO
+            }) {
+                None | Some(Ok(_)) => {}
+                Some(Err(e)) if is_transient(&e) => {}
+                Some(Err(e)) => return Err(e.into()),
             }
-            held.publish();
-            assign(&reader, &held.tasks)?;
-            if !held.tasks.is_empty() {
-                tracing::info!(
-                    query = name,
-                    tasks = ?held.tasks.keys().collect::<Vec<_>>(),
-                    of = layout.tasks,
-                    exactly_once = config.exactly_once,
-                    "running tasks"
-                );
+            let moves = lease.context().moves.load(Ordering::SeqCst);
+            if moves != seen_moves {
+                seen_moves = moves;
+                held.take_moves(name, plan, config, layout, &lease, &reader)?;
             }
         }
         if held.tasks.is_empty() {
@@ -722,7 +733,7 @@ fn run_worker(
         }
         if !stopping && paused {
             // Paused: nothing is read; the leases are still served above.
-            let _ = lease.poll(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(50));
         } else if !stopping {
             let mut timeout = Duration::from_millis(50);
             let mut read = 0;
@@ -747,6 +758,7 @@ fn run_worker(
                 };
                 if let Some(task) = held.tasks.get_mut(&p) {
                     task.read(&msg, name, config, stats)?;
+                    dirty = true;
                 }
             }
         }
@@ -760,15 +772,62 @@ fn run_worker(
         }
         let commit_due = stopping || last_commit.elapsed() >= config.commit_interval;
         for task in held.tasks.values_mut() {
-            task.process(commit_due, name, config, &lease, stats)?;
+            task.process(
+                commit_due,
+                name,
+                &mut held.output,
+                &mut offsets,
+                config,
+                stats,
+            )?;
         }
-        if commit_due {
-            last_commit = Instant::now();
+        if !commit_due {
+            continue;
+        }
+        let commit_started = Instant::now();
+        let work = held.output.open || !offsets.is_empty();
+        let committed = held.output.commit(&lease, &offsets);
+        // The next interval starts once this one is committed.
+        last_commit = Instant::now();
+        offsets.clear();
+        dirty = false;
+        match committed {
+            Ok(()) => {
+                for task in held.tasks.values_mut() {
+                    task.committed(name, config, &held.output)?;
+                }
+                if work {
+                    stats.commits.fetch_add(1, Ordering::Relaxed);
+                    stats.commit_micros.fetch_add(
+                        commit_started.elapsed().as_micros() as u64,
+                        Ordering::Relaxed,
+                    );
+                }
+                // A query that has committed for a while after a restart is healthy
+                // again.
+                match healthy_since {
+                    None => healthy_since = Some(Instant::now()),
+                    Some(t) if t.elapsed() > Duration::from_secs(5) => {
+                        stats.restarts.store(0, Ordering::Relaxed);
+                    }
+                    Some(_) => {}
+                }
+            }
+            Err(e) if !stopping && held.output.can_go_on(&e) => {
+                tracing::info!(
+                    query = name,
+                    "the commit was refused ({e}); the worker's tasks start again from the \
+                     last commit"
+                );
+                stats.refused_commits.fetch_add(1, Ordering::Relaxed);
+                held.restart_tasks(name, plan, config, layout, &lease, &reader)?;
+            }
+            Err(e) => return Err(e),
         }
         if stopping {
             // Everything is committed: the next start needs no more than the stores.
             for task in held.tasks.values_mut() {
-                task.checkpoint(name);
+                task.checkpoint(&held.output, name);
             }
             tracing::info!(query = name, "query stopped");
             return Ok(());
@@ -776,10 +835,47 @@ fn run_worker(
     }
 }
 
-/// The tasks a worker holds, published to the query's stats (and withdrawn when the
-/// worker ends, however it ends).
+/// This server's name in the transactional ids of a query's workers: kept in the
+/// query's state directory, so that it is the same after a restart and differs between
+/// servers (which have their own directories). Without a state directory, new at every
+/// start.
+fn server_instance(config: &QueryConfig) -> String {
+    let fresh = || {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        h.write_u32(std::process::id());
+        format!("{:016x}", h.finish())
+    };
+    let Some(dir) = &config.state_dir else {
+        return fresh();
+    };
+    let file = dir.join("sluice.instance");
+    if let Ok(id) = std::fs::read_to_string(&file)
+        && !id.trim().is_empty()
+    {
+        return id.trim().to_string();
+    }
+    let id = fresh();
+    if let Err(e) = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&file, &id)) {
+        tracing::warn!(
+            "cannot keep this server's instance id in {}: {e}",
+            file.display()
+        );
+    }
+    id
+}
+
+/// The tasks a worker holds and the producer they share, with the tasks published to
+/// the query's stats (and withdrawn when the worker ends, however it ends).
 struct Held<'a> {
     tasks: BTreeMap<i32, Task>,
+    output: WorkerOutput,
     stats: &'a QueryStats,
     worker: usize,
 }
@@ -788,15 +884,118 @@ impl Held<'_> {
     fn publish(&self) {
         self.stats.set_worker_tasks(self.worker, self.tasks.len());
     }
+
+    /// Follows a rebalance of the leases: drops the tasks taken away (everything they
+    /// did is committed: the lease consumer is polled only then) and starts those
+    /// given.
+    fn take_moves(
+        &mut self,
+        name: &str,
+        plan: &QueryPlan,
+        config: &QueryConfig,
+        layout: &Layout,
+        lease: &LeaseConsumer,
+        reader: &BaseConsumer,
+    ) -> Result<()> {
+        let owned: BTreeSet<i32> = lease
+            .context()
+            .owned()
+            .into_iter()
+            .filter(|p| (*p as u32) < layout.tasks)
+            .collect();
+        let output = &self.output;
+        self.tasks.retain(|p, task| {
+            let keep = owned.contains(p);
+            if !keep {
+                // Its next holder, if on this server, restores from here.
+                task.checkpoint(output, name);
+                tracing::info!(query = name, task = p, "the task moved to another worker");
+            }
+            keep
+        });
+        self.start_tasks(owned, name, plan, config, layout, lease)?;
+        self.publish();
+        assign(reader, &self.tasks)?;
+        if !self.tasks.is_empty() {
+            tracing::info!(
+                query = name,
+                tasks = ?self.tasks.keys().collect::<Vec<_>>(),
+                of = layout.tasks,
+                exactly_once = config.exactly_once,
+                "running tasks"
+            );
+        }
+        Ok(())
+    }
+
+    /// After an aborted interval: every task starts again from the last commit, its
+    /// state restored from its stores and changelog and its input read again from the
+    /// committed offsets, while the worker keeps its leases.
+    fn restart_tasks(
+        &mut self,
+        name: &str,
+        plan: &QueryPlan,
+        config: &QueryConfig,
+        layout: &Layout,
+        lease: &LeaseConsumer,
+        reader: &BaseConsumer,
+    ) -> Result<()> {
+        let held: BTreeSet<i32> = self.tasks.keys().copied().collect();
+        // Each task's database closes before it opens again.
+        self.tasks.clear();
+        self.start_tasks(held, name, plan, config, layout, lease)?;
+        assign(reader, &self.tasks)
+    }
+
+    /// Starts each of the tasks `wanted` that the worker does not run yet.
+    fn start_tasks(
+        &mut self,
+        wanted: BTreeSet<i32>,
+        name: &str,
+        plan: &QueryPlan,
+        config: &QueryConfig,
+        layout: &Layout,
+        lease: &LeaseConsumer,
+    ) -> Result<()> {
+        for p in wanted {
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.tasks.entry(p) {
+                let task = Task::start(
+                    name,
+                    plan,
+                    config,
+                    layout,
+                    p,
+                    lease,
+                    &self.output,
+                    self.stats,
+                )?;
+                slot.insert(task);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        for task in self.tasks.values_mut() {
-            task.abort();
-        }
+        self.output.abort();
         self.stats.set_worker_tasks(self.worker, 0);
         self.stats.set_worker_lags(self.worker, BTreeMap::new());
+    }
+}
+
+/// Opens a task's database. A task that moved between two workers of this server may
+/// still be closing on the one it left (which lets it go right after its lease
+/// consumer's poll): RocksDB's lock is then waited for, briefly.
+fn open_task_db(dir: &std::path::Path) -> Result<sluice_state::StateDb> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match sluice_state::StateDb::open(dir) {
+            Err(e) if Instant::now() < deadline && e.to_string().contains("lock") => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            opened => return Ok(opened?),
+        }
     }
 }
 
@@ -867,12 +1066,12 @@ fn assign(reader: &BaseConsumer, tasks: &BTreeMap<i32, Task>) -> Result<()> {
 }
 
 /// One task: a pipeline over one partition of each source (or all of them), with its
-/// own state, its own transactional producer, and what it did since its last commit.
+/// own state, and what it did since its last commit. Its records go out through its
+/// worker's producer (`WorkerOutput`).
 struct Task {
     /// The sources' partition it reads; None: every partition.
     partition: Option<i32>,
     pipeline: Pipeline,
-    producer: QueryProducer,
     topics: Vec<String>,
     sink_topic: String,
     changelog: Option<(String, i32)>,
@@ -891,9 +1090,7 @@ struct Task {
     changes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     problems: Vec<Vec<u8>>,
     cache: Option<SinkCache>,
-    in_transaction: bool,
     reads_headers: bool,
-    healthy_since: Option<Instant>,
     counts_input: bool,
     counts_output: bool,
     /// The repartition topics whose committed records the task deletes, the client
@@ -910,8 +1107,11 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
 
 impl Task {
-    /// Takes over task `index`: fences its previous holder, restores its state, and is
-    /// then ready to read from the group's committed offsets.
+    /// Takes over task `index`: restores its state, and is then ready to read from the
+    /// group's committed offsets. Called only when the worker has no transaction open
+    /// (see `run_worker`), so a previous holder that let the task go committed all it
+    /// did first.
+    #[allow(clippy::too_many_arguments)]
     fn start(
         name: &str,
         plan: &QueryPlan,
@@ -919,6 +1119,7 @@ impl Task {
         layout: &Layout,
         index: i32,
         lease: &LeaseConsumer,
+        output: &WorkerOutput,
         stats: &QueryStats,
     ) -> Result<Task> {
         let partition = (layout.tasks > 1).then_some(index);
@@ -938,7 +1139,7 @@ impl Task {
                             std::fs::create_dir_all(&dir).map_err(|e| {
                                 RuntimeError::State(format!("{}: {e}", dir.display()))
                             })?;
-                            db.insert(sluice_state::StateDb::open(&dir)?)
+                            db.insert(open_task_db(&dir)?)
                         }
                     };
                     Ok(Box::new(db.storage(name)?))
@@ -952,37 +1153,14 @@ impl Task {
             .map(|t| t.to_string())
             .collect();
         let sink_topic = pipeline.sink_topic().to_string();
-        let mut producer_config = ClientConfig::new();
-        producer_config
-            .set("bootstrap.servers", &config.bootstrap_servers)
-            .set("client.id", format!("{}-producer", config.group_id))
-            // Java's default partitioner, so keys land where ksqlDB would put them.
-            .set("partitioner", "murmur2_random")
-            .set("enable.idempotence", "true")
-            // Kafka Streams' default: records go out in batches between commits, which
-            // flush them anyway; fewer, larger requests for the broker.
-            .set("linger.ms", "100");
-        if config.exactly_once {
-            // One id per task: its next holder's producer fences this one and aborts
-            // its open transaction at once.
-            let id = match partition {
-                Some(p) => format!("{}-task-{p}", config.group_id),
-                None => config.group_id.clone(),
-            };
-            producer_config
-                .set("transactional.id", id)
-                .set("transaction.timeout.ms", "30000");
-        }
         let changelog = pipeline
             .has_changelog()
             .then(|| (config.changelog_topic(), index));
-        let producer: QueryProducer = producer_config.create_with_context(DeliveryTracker {
-            changelog: changelog.clone(),
-            ..DeliveryTracker::default()
-        })?;
-        if config.exactly_once {
-            producer.init_transactions(TIMEOUT)?;
-        }
+        // Where the group left each partition the task reads. Asked first: under
+        // exactly-once the answer waits for offsets a transaction of the task's previous
+        // holder has sent but not ended (stable offsets), so that transaction's
+        // changelog records have committed or aborted before the restore reads them.
+        let committed = committed_offsets(lease, &topics, partition)?;
         let mut restored_to = 0;
         if let Some((topic, p)) = &changelog {
             stats.restoring.fetch_add(1, Ordering::Relaxed);
@@ -998,15 +1176,9 @@ impl Task {
         }
         // A stream-table join's table is loaded whole before a new query reads its
         // first stream record; a query that has run before has the table in its state.
-        // Where the group left each partition the task reads, asked once for both.
         let lookups: Vec<usize> = (0..topics.len())
             .filter(|i| pipeline.is_lookup_table(*i))
             .collect();
-        let committed = if lookups.is_empty() && pipeline.joins_restored() {
-            BTreeMap::new()
-        } else {
-            committed_offsets(lease, &topics, partition)?
-        };
         let mut positions = BTreeMap::new();
         for input in lookups {
             let topic = &topics[input];
@@ -1035,7 +1207,6 @@ impl Task {
             partition,
             reads_headers: pipeline.reads_headers(),
             pipeline,
-            producer,
             topics,
             sink_topic,
             changelog,
@@ -1050,8 +1221,6 @@ impl Task {
             changes: Vec::new(),
             problems: Vec::new(),
             cache,
-            in_transaction: false,
-            healthy_since: None,
             counts_input: layout.counts_input,
             counts_output: layout.counts_output,
             purger: if purges.is_empty() {
@@ -1064,7 +1233,7 @@ impl Task {
         };
         // The restored stores are as far as the changelog's end: a crash from here on
         // replays only what follows.
-        task.checkpoint(name);
+        task.checkpoint(output, name);
         Ok(task)
     }
 
@@ -1097,12 +1266,12 @@ impl Task {
     /// commit (or a restore): the stores hold every changelog entry this task's
     /// producer delivered, all committed, and every entry before those. A failure only
     /// means a longer restore.
-    fn checkpoint(&mut self, name: &str) {
+    fn checkpoint(&mut self, output: &WorkerOutput, name: &str) {
         self.last_checkpoint = Instant::now();
         let (Some(db), Some((topic, partition))) = (&self.state_db, &self.changelog) else {
             return;
         };
-        let delivered = self.producer.context().changelog_end.load(Ordering::SeqCst);
+        let delivered = output.producer.context().changelog_end(*partition);
         let checkpoint = sluice_state::Checkpoint {
             topic: topic.clone(),
             partition: *partition,
@@ -1110,14 +1279,6 @@ impl Task {
         };
         if let Err(e) = db.write_checkpoint(&checkpoint) {
             tracing::warn!(query = name, "cannot write the state's checkpoint: {e}");
-        }
-    }
-
-    /// Drops what the task did since its last commit.
-    fn abort(&mut self) {
-        if self.in_transaction {
-            let _ = self.producer.abort_transaction(TIMEOUT);
-            self.in_transaction = false;
         }
     }
 
@@ -1190,13 +1351,15 @@ impl Task {
     }
 
     /// Runs what was read through the pipeline and sends the results; at a commit, also
-    /// the state's changes, then commits them with the offsets read.
+    /// the state's changes, and adds the offsets read to those the worker commits (it
+    /// then calls `committed`).
     fn process(
         &mut self,
         commit_due: bool,
         name: &str,
+        output: &mut WorkerOutput,
+        offsets: &mut BTreeMap<(String, i32), i64>,
         config: &QueryConfig,
-        lease: &LeaseConsumer,
         stats: &QueryStats,
     ) -> Result<()> {
         let pipeline = &mut self.pipeline;
@@ -1233,22 +1396,9 @@ impl Task {
                 cache.drain_into(&mut self.out);
             }
         }
-        if commit_due {
-            // The state changes of the interval go to the changelog with its outputs.
-            pipeline.take_changes(&mut self.changes)?;
-        }
-        let work = !self.out.is_empty()
-            || !self.problems.is_empty()
-            || !self.changes.is_empty()
-            || (commit_due && !self.offsets.is_empty());
-        let producer = &self.producer;
-        if config.exactly_once && !self.in_transaction && work {
-            producer.begin_transaction()?;
-            self.in_transaction = true;
-        }
         if let Some(topic) = &config.processing_log_topic {
             for p in self.problems.drain(..) {
-                send(producer, BaseRecord::to(topic).payload(p.as_slice()))?;
+                output.send(BaseRecord::to(topic).payload(p.as_slice()))?;
             }
         }
         for r in self.out.drain(..) {
@@ -1259,7 +1409,7 @@ impl Task {
             if let Some(v) = &r.value {
                 record = record.payload(v.as_slice());
             }
-            send(producer, record)?;
+            output.send(record)?;
             if self.counts_output {
                 stats.records_out.fetch_add(1, Ordering::Relaxed);
             }
@@ -1267,6 +1417,8 @@ impl Task {
         if !commit_due {
             return Ok(());
         }
+        // The state changes of the interval go to the changelog with its outputs.
+        self.pipeline.take_changes(&mut self.changes)?;
         if let Some((topic, partition)) = &self.changelog {
             let now = now_millis();
             for (k, v) in &self.changes {
@@ -1277,46 +1429,131 @@ impl Task {
                 if let Some(v) = v {
                     record = record.payload(v.as_slice());
                 }
-                send(producer, record)?;
+                output.send(record)?;
             }
         }
-        let commit_started = Instant::now();
-        if config.exactly_once {
-            if self.in_transaction {
-                // Out of the transaction whatever happens: a failed commit aborted it.
-                self.in_transaction = false;
-                commit_transaction(producer, lease, &self.offsets)?;
-                self.offsets.clear();
-            }
-        } else {
-            flush_producer(producer)?;
-            commit_offsets(lease, &self.offsets)?;
-            self.offsets.clear();
-        }
-        // Only now that the changelog holds them do the changes reach local stores.
+        offsets.append(&mut self.offsets);
+        Ok(())
+    }
+
+    /// After the worker's commit: the interval's state changes, now in the changelog,
+    /// reach the local stores (only now that the changelog holds them); a checkpoint and
+    /// a purge follow when due.
+    fn committed(&mut self, name: &str, config: &QueryConfig, output: &WorkerOutput) -> Result<()> {
         self.pipeline.commit_state(&self.changes)?;
         self.changes.clear();
         if self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
-            self.checkpoint(name);
+            self.checkpoint(output, name);
         }
         if self.last_purge.elapsed() >= config.purge_interval {
             self.last_purge = Instant::now();
             self.purge(name);
         }
-        stats.commits.fetch_add(1, Ordering::Relaxed);
-        stats.commit_micros.fetch_add(
-            commit_started.elapsed().as_micros() as u64,
-            Ordering::Relaxed,
-        );
-        // A query that has committed for a while after a restart is healthy again.
-        match self.healthy_since {
-            None => self.healthy_since = Some(Instant::now()),
-            Some(t) if t.elapsed() > Duration::from_secs(5) => {
-                stats.restarts.store(0, Ordering::Relaxed);
-            }
-            Some(_) => {}
-        }
         Ok(())
+    }
+}
+
+/// A worker's producer, shared by its tasks: under exactly-once one transaction at a
+/// time carries every task's outputs, changelog records and offsets (Kafka Streams'
+/// exactly_once_v2: a producer per thread, not per task).
+struct WorkerOutput {
+    producer: QueryProducer,
+    exactly_once: bool,
+    /// Whether a transaction is open: something was sent since the last commit.
+    open: bool,
+}
+
+impl WorkerOutput {
+    /// The producer of worker `slot` of the query on this server. Under exactly-once
+    /// its transactional id is the worker's and the server's (`server_instance`), so the
+    /// same worker of the same server, started again after a crash, fences its previous
+    /// producer and aborts the transaction it left open at once.
+    fn new(config: &QueryConfig, slot: usize) -> Result<WorkerOutput> {
+        let mut producer_config = ClientConfig::new();
+        producer_config
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("client.id", format!("{}-producer", config.group_id))
+            // Java's default partitioner, so keys land where ksqlDB would put them.
+            .set("partitioner", "murmur2_random")
+            .set("enable.idempotence", "true")
+            // Kafka Streams' default: records go out in batches between commits, which
+            // flush them anyway; fewer, larger requests for the broker.
+            .set("linger.ms", "100");
+        if config.exactly_once {
+            producer_config
+                .set(
+                    "transactional.id",
+                    format!("{}-{}-{slot}", config.group_id, server_instance(config)),
+                )
+                // Kafka Streams' value under exactly-once: a transaction that a server
+                // which crashed for good left open holds up the readers of its
+                // partitions (the next holders of its tasks) this long at most.
+                .set("transaction.timeout.ms", "10000");
+        }
+        let producer: QueryProducer = producer_config.create_with_context(DeliveryTracker {
+            changelog: Some(config.changelog_topic()),
+            ..DeliveryTracker::default()
+        })?;
+        if config.exactly_once {
+            producer.init_transactions(TIMEOUT)?;
+        }
+        Ok(WorkerOutput {
+            producer,
+            exactly_once: config.exactly_once,
+            open: false,
+        })
+    }
+
+    fn send(&mut self, record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+        if !self.open {
+            if self.exactly_once {
+                self.producer.begin_transaction()?;
+            }
+            self.open = true;
+        }
+        send(&self.producer, record)
+    }
+
+    /// Commits what was sent with the offsets read: in one transaction under
+    /// exactly-once, else by committing the offsets once everything is delivered. A
+    /// failed commit leaves no transaction open.
+    fn commit(
+        &mut self,
+        lease: &LeaseConsumer,
+        offsets: &BTreeMap<(String, i32), i64>,
+    ) -> Result<()> {
+        if !self.open && offsets.is_empty() {
+            return Ok(());
+        }
+        if self.exactly_once && !self.open {
+            self.producer.begin_transaction()?;
+        }
+        self.open = false;
+        if self.exactly_once {
+            commit_transaction(&self.producer, lease, offsets)
+        } else {
+            flush_producer(&self.producer)?;
+            commit_offsets(lease, offsets)
+        }
+    }
+
+    /// Whether the worker can go on after a failed commit by starting its tasks again
+    /// from the last commit: the producer still works (it was not fenced by another
+    /// holder of its id, and no delivery failed for good).
+    fn can_go_on(&self, e: &RuntimeError) -> bool {
+        match e {
+            RuntimeError::Kafka(KafkaError::Transaction(e)) => !e.is_fatal(),
+            RuntimeError::Kafka(KafkaError::ConsumerCommit(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// Drops what was sent since the last commit.
+    fn abort(&mut self) {
+        if self.open && self.exactly_once {
+            let _ = self.producer.abort_transaction(TIMEOUT);
+        }
+        self.open = false;
     }
 }
 
@@ -1571,9 +1808,10 @@ fn read_up_to(
 
 /// Rebuilds a task's changelogged state from its partition of the changelog topic
 /// (which `plan_layout` created), returning the entries read, the time taken and the
-/// changelog's end. Under exactly-once the task's producer was initialized first,
-/// which aborted any transaction a previous run left open: what is read is all that
-/// committed.
+/// changelog's end. It reads to the partition's high watermark, committed records
+/// only: a transaction the task's previous holder left open holds the read back until
+/// it ends (fenced by that worker's next start, or aborted by its timeout), so what is
+/// read is all that committed.
 ///
 /// State stores kept by an earlier run of the task on this server, with a checkpoint of
 /// how far into the changelog they are, are kept, and only the changelog's tail is

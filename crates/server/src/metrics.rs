@@ -111,6 +111,13 @@ const QUERY_FIGURES: &[QueryFigure] = &[
         |s| s.commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
     ),
     (
+        "sluice_query_refused_commits_total",
+        "counter",
+        "Commits the query's group refused during a rebalance: the interval was aborted \
+         and its tasks started again from the last commit.",
+        |s| s.refused_commits.load(Ordering::Relaxed) as f64,
+    ),
+    (
         "sluice_query_restoring",
         "gauge",
         "The query's tasks restoring their state from its changelog now.",
