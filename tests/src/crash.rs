@@ -54,6 +54,12 @@ pub enum Disruption {
     /// Two servers of one service run the queries; the first is killed and stays
     /// down, and the second must take over (once: more kills have no server left).
     FailOver,
+    /// A second server of the service joins, takes some of every query's tasks, and
+    /// goes again (killed or stopped, in turns), over and over, while the first keeps
+    /// running: each join and each departure rebalances every query's group while the
+    /// first server's transactions are open. The outputs are checked as after any
+    /// other disruption.
+    Churn,
 }
 
 /// What a run measured.
@@ -74,6 +80,9 @@ pub struct CrashReport {
     /// With `restore_timing`: per way of restarting, the changelog entries the queries
     /// read back and the seconds their tasks spent restoring (summed over tasks).
     pub restores: Vec<(&'static str, f64, f64)>,
+    /// Commits the queries' groups refused (a rebalance moved their generation on
+    /// mid-interval), on the server that ran to the end.
+    pub refused_commits: f64,
 }
 
 const WINDOW_MS: i64 = 60_000;
@@ -124,6 +133,14 @@ const JOIN_WITHIN_MS: i64 = 1_000;
 /// The CSAS keeps records whose V is not a multiple of 3.
 fn passes(i: usize) -> bool {
     v(i) % 3 != 0
+}
+
+/// Whether the server runs some task of some query.
+fn runs_tasks(server: &Server) -> bool {
+    server
+        .query_ids()
+        .iter()
+        .any(|(id, _)| server.metric("sluice_query_tasks", id).unwrap_or(0.0) > 0.0)
 }
 
 /// A small deterministic generator for the kill moments (no dependency for it).
@@ -279,6 +296,27 @@ impl CrashRun {
                         std::thread::sleep(Duration::from_secs(2));
                         local_broker("start")?;
                     }
+                    Disruption::Churn => {
+                        let joiner = Server::start_with(&server.service_id, &server.flags());
+                        // It leaves once it runs some of the queries' tasks, or after a
+                        // while if the broker is slow to hand them over.
+                        let deadline = Instant::now() + Duration::from_secs(20);
+                        while Instant::now() < deadline && !runs_tasks(&joiner) {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        std::thread::sleep(wait);
+                        let mut joiner = joiner;
+                        // In turns it dies (its tasks come back after its session
+                        // expires, its open transactions after their timeout) and
+                        // leaves cleanly (at once, all committed).
+                        if n % 2 == 0 {
+                            joiner.kill();
+                        } else {
+                            joiner.stop();
+                        }
+                        // Dropping a server deletes the test's topics.
+                        retired.push(joiner);
+                    }
                     Disruption::FailOver => match standby.take() {
                         Some(next) => {
                             server.kill();
@@ -352,6 +390,11 @@ impl CrashRun {
             consume_until(&buckets, wait, |r| ctas_done(&per_bucket, r, exactly_once))
         };
         let elapsed = caught_up;
+        let refused_commits = server
+            .query_ids()
+            .iter()
+            .filter_map(|(id, _)| server.metric("sluice_query_refused_commits_total", id))
+            .sum();
         let server_cpu_seconds = server.cpu_seconds();
         let peak_rss_mib = server.peak_rss_mib();
         if !self.only_totals {
@@ -376,6 +419,7 @@ impl CrashRun {
             ctas_records: ctas_out.len(),
             matched_records: matched_out.len(),
             restores,
+            refused_commits,
         })
     }
 

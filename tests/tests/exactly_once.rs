@@ -78,3 +78,28 @@ fn exactly_once_survives_broker_restarts() {
         panic!("{run:?}: {e}");
     }
 }
+
+/// Servers joining and leaving while the first one works: every query's group
+/// rebalances again and again with transactions open, and no record is lost or
+/// written twice.
+#[test]
+fn exactly_once_survives_servers_joining_and_leaving() {
+    let run = CrashRun {
+        records: 20_000,
+        keys: 200,
+        partitions: 4,
+        kills: 4,
+        disruption: Disruption::Churn,
+        exactly_once: true,
+        // Longer intervals: more rebalances land while a transaction is open.
+        commit_interval_ms: 500,
+        cache: false,
+        seed: 5,
+        only_totals: false,
+        restore_timing: false,
+    };
+    match run.run() {
+        Ok(report) => eprintln!("commits refused in rebalances: {}", report.refused_commits),
+        Err(e) => panic!("{run:?}: {e}"),
+    }
+}

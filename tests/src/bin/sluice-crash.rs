@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: sluice-crash [--records N] [--keys N] [--partitions N] [--kills N] \
 [--guarantee exactly_once_v2|at_least_once] \
-[--disruption kill-server|restart-broker|fail-over] [--commit-interval-ms N] [--cache on|off] [--seed N] [--only-totals on|off] [--restore-timing on|off]";
+[--disruption kill-server|restart-broker|fail-over|churn] [--commit-interval-ms N] [--cache on|off] [--seed N] [--only-totals on|off] [--restore-timing on|off]";
 
 fn main() -> ExitCode {
     let mut run = CrashRun {
@@ -65,6 +65,7 @@ fn main() -> ExitCode {
                 "kill-server" => Some(Disruption::KillServer),
                 "restart-broker" => Some(Disruption::RestartBroker),
                 "fail-over" => Some(Disruption::FailOver),
+                "churn" => Some(Disruption::Churn),
                 _ => None,
             }
             .map(|d| run.disruption = d),
@@ -85,7 +86,7 @@ fn main() -> ExitCode {
     match run.run() {
         Ok(report) => {
             println!(
-                "ok: {} records in {:.1} s ({:.0} records/s; server CPU {}), CSAS wrote {}, CTAS wrote {}, the join wrote {}, peak RSS {} MiB",
+                "ok: {} records in {:.1} s ({:.0} records/s; server CPU {}), CSAS wrote {}, CTAS wrote {}, the join wrote {}, peak RSS {} MiB, {} commits refused in rebalances",
                 run.records,
                 report.elapsed.as_secs_f64(),
                 report.rate,
@@ -100,7 +101,8 @@ fn main() -> ExitCode {
                 report.matched_records,
                 report
                     .peak_rss_mib
-                    .map_or("unknown".to_string(), |m| m.to_string())
+                    .map_or("unknown".to_string(), |m| m.to_string()),
+                report.refused_commits
             );
             for (way, entries, seconds) in &report.restores {
                 println!(
