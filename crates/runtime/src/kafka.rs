@@ -165,7 +165,8 @@ pub struct QueryStats {
     /// Commits the group refused (a rebalance moved its generation on during the
     /// interval): the interval was aborted and its tasks started again in place.
     pub refused_commits: AtomicU64,
-    /// State entries read back from the changelog at the last start, and how long that took.
+    /// State entries read back from the changelog since the query started here (by every
+    /// task start: a move, a restart in place), and how long that took.
     pub restored_entries: AtomicU64,
     pub restore_millis: AtomicU64,
     /// How many of the query's tasks here are restoring their state now.

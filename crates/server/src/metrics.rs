@@ -126,7 +126,8 @@ const QUERY_FIGURES: &[QueryFigure] = &[
     (
         "sluice_query_restored_entries",
         "gauge",
-        "State entries read back from the changelog at the query's last start.",
+        "State entries read back from the changelog since the query started here (its tasks' \
+         starts, moves and restarts in place).",
         |s| s.restored_entries.load(Ordering::Relaxed) as f64,
     ),
     (
