@@ -20,6 +20,9 @@ pub enum RuntimeError {
     Store(#[from] sluice_state::StateError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// A transaction's commit failed; a fatal error leaves the producer unusable.
+    #[error("the transaction did not commit: {message}")]
+    Commit { fatal: bool, message: String },
     /// A service the query needs (the schema registry) did not answer: the query waits
     /// and resumes from its last commit rather than skip records.
     #[error("unavailable: {0}")]
