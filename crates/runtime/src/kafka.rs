@@ -2146,6 +2146,12 @@ impl KafkaAdmin {
                 }
             }
         }
+        // The controller has created it, but a broker's metadata may not show it for a
+        // moment: the next statement, which looks the topic up, would not find it.
+        let deadline = Instant::now() + self.timeout;
+        while self.partitions(topic)?.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Ok(())
     }
 
