@@ -322,15 +322,7 @@ fn run_query(
                     .name(format!("query-{name}-{slot}"))
                     .spawn_scoped(scope, move || {
                         retry(name, stop, stats, || {
-                            run_worker(
-                                name,
-                                &part.plan,
-                                &part.config,
-                                &part.layout,
-                                stop,
-                                stats,
-                                slot,
-                            )
+                            run_worker(name, part, stop, stats, slot)
                         })
                     });
                 if let Err(e) = spawned {
@@ -381,7 +373,7 @@ struct DeliveryTracker {
     first_error: Mutex<Option<String>>,
     /// Per changelog partition of the worker's tasks, the offset after the last record
     /// delivered to it. (A worker's tasks all write the one changelog of its part.)
-    changelog: Option<String>,
+    changelog: String,
     changelog_ends: Mutex<HashMap<i32, i64>>,
 }
 
@@ -409,7 +401,7 @@ impl ProducerContext for DeliveryTracker {
                 first.get_or_insert_with(|| e.to_string());
             }
             Ok(msg) => {
-                if self.changelog.as_deref() == Some(msg.topic()) {
+                if self.changelog == msg.topic() {
                     let mut ends = self
                         .changelog_ends
                         .lock()
@@ -637,13 +629,12 @@ fn plan_parts(plan: &QueryPlan, config: &QueryConfig) -> Result<Vec<Part>> {
 /// other members' commits in turn.
 fn run_worker(
     name: &str,
-    plan: &QueryPlan,
-    config: &QueryConfig,
-    layout: &Layout,
+    part: &Part,
     stop: &AtomicBool,
     stats: &QueryStats,
     worker: usize,
 ) -> Result<()> {
+    let Part { config, layout, .. } = part;
     let lease: LeaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap_servers)
         .set("group.id", &config.group_id)
@@ -714,7 +705,7 @@ fn run_worker(
             let moves = lease.context().moves.load(Ordering::SeqCst);
             if moves != seen_moves {
                 seen_moves = moves;
-                held.take_moves(name, plan, config, layout, &lease, &reader)?;
+                held.take_moves(name, part, &lease, &reader)?;
             }
         }
         if held.tasks.is_empty() {
@@ -827,7 +818,7 @@ fn run_worker(
                      last commit"
                 );
                 stats.refused_commits.fetch_add(1, Ordering::Relaxed);
-                held.restart_tasks(name, plan, config, layout, &lease, &reader)?;
+                held.restart_tasks(name, part, &lease, &reader)?;
             }
             // Stopping: the interval is read again at the next start.
             Err(e) if stopping => {
@@ -902,9 +893,7 @@ impl Held<'_> {
     fn take_moves(
         &mut self,
         name: &str,
-        plan: &QueryPlan,
-        config: &QueryConfig,
-        layout: &Layout,
+        part: &Part,
         lease: &LeaseConsumer,
         reader: &BaseConsumer,
     ) -> Result<()> {
@@ -912,7 +901,7 @@ impl Held<'_> {
             .context()
             .owned()
             .into_iter()
-            .filter(|p| (*p as u32) < layout.tasks)
+            .filter(|p| (*p as u32) < part.layout.tasks)
             .collect();
         self.tasks.retain(|p, task| {
             let keep = owned.contains(p);
@@ -923,15 +912,15 @@ impl Held<'_> {
             }
             keep
         });
-        self.start_tasks(owned, name, plan, config, layout, lease)?;
+        self.start_tasks(owned, name, part, lease)?;
         self.publish();
         assign(reader, &self.tasks)?;
         if !self.tasks.is_empty() {
             tracing::info!(
                 query = name,
                 tasks = ?self.tasks.keys().collect::<Vec<_>>(),
-                of = layout.tasks,
-                exactly_once = config.exactly_once,
+                of = part.layout.tasks,
+                exactly_once = part.config.exactly_once,
                 "running tasks"
             );
         }
@@ -944,16 +933,14 @@ impl Held<'_> {
     fn restart_tasks(
         &mut self,
         name: &str,
-        plan: &QueryPlan,
-        config: &QueryConfig,
-        layout: &Layout,
+        part: &Part,
         lease: &LeaseConsumer,
         reader: &BaseConsumer,
     ) -> Result<()> {
         let held: BTreeSet<i32> = self.tasks.keys().copied().collect();
         // Each task's database closes before it opens again.
         self.tasks.clear();
-        self.start_tasks(held, name, plan, config, layout, lease)?;
+        self.start_tasks(held, name, part, lease)?;
         assign(reader, &self.tasks)
     }
 
@@ -962,14 +949,12 @@ impl Held<'_> {
         &mut self,
         wanted: BTreeSet<i32>,
         name: &str,
-        plan: &QueryPlan,
-        config: &QueryConfig,
-        layout: &Layout,
+        part: &Part,
         lease: &LeaseConsumer,
     ) -> Result<()> {
         for p in wanted {
             if let std::collections::btree_map::Entry::Vacant(slot) = self.tasks.entry(p) {
-                let task = Task::start(name, plan, config, layout, p, lease, self.stats)?;
+                let task = Task::start(name, part, p, lease, self.stats)?;
                 slot.insert(task);
             }
         }
@@ -1115,13 +1100,16 @@ impl Task {
     /// did first.
     fn start(
         name: &str,
-        plan: &QueryPlan,
-        config: &QueryConfig,
-        layout: &Layout,
+        part: &Part,
         index: i32,
         lease: &LeaseConsumer,
         stats: &QueryStats,
     ) -> Result<Task> {
+        let Part {
+            plan,
+            config,
+            layout,
+        } = part;
         let partition = (layout.tasks > 1).then_some(index);
         let mut pipeline = Pipeline::new(plan, config.registry.clone())?;
         // Opened on the first store asked for: a query without one gets no database.
@@ -1496,7 +1484,7 @@ impl WorkerOutput {
                 .set("transaction.timeout.ms", "10000");
         }
         let producer: QueryProducer = producer_config.create_with_context(DeliveryTracker {
-            changelog: Some(config.changelog_topic()),
+            changelog: config.changelog_topic(),
             ..DeliveryTracker::default()
         })?;
         if config.exactly_once {
