@@ -8,7 +8,10 @@
 //! input record; so do the totals per key and per bucket of values (the latter
 //! regrouped through a repartition topic). A stream-stream join matches every fourth
 //! record with its echo on a second stream, and must write each pair in the window once;
-//! a stream-table join labels every record from a table of the keys.
+//! a stream-table join labels every record from a table of the keys. A table
+//! aggregation regroups the totals per key by their SUM % 7 (through a repartition
+//! topic that carries retractions): each band must end with the keys whose final sum
+//! falls in it (checked under exactly-once only: at-least-once may repeat a retraction).
 //! Under exactly-once the outputs must equal those exactly (not a record missing, not
 //! one repeated); under at-least-once nothing may be missing.
 //!
@@ -181,6 +184,7 @@ impl CrashRun {
         let ctas = unique("crash_ctas");
         let totals = unique("crash_totals");
         let buckets = unique("crash_buckets");
+        let bands = unique("crash_bands");
         let echo = unique("crash_echo");
         let matched = unique("crash_matched");
         let labels = unique("crash_labels");
@@ -263,8 +267,16 @@ impl CrashRun {
                 "CREATE STREAM crash_labelled WITH (kafka_topic='{labelled}') AS \
                  SELECT s.k, s.n AS n, l.l AS l FROM src s JOIN labels l ON s.k = l.k;"
             ),
+            // A table regrouped: every change of a key's totals moves the key from one
+            // band to another, through a repartition topic that carries the row it
+            // leaves as a retraction.
+            format!(
+                "CREATE TABLE crash_bands WITH (kafka_topic='{bands}') AS \
+                 SELECT total % 7 AS band, COUNT(*) AS cnt, SUM(cnt) AS total \
+                 FROM crash_totals GROUP BY total % 7 HAVING COUNT(*) > 0;"
+            ),
         ];
-        let (skip, take) = if self.only_totals { (2, 1) } else { (0, 6) };
+        let (skip, take) = if self.only_totals { (2, 1) } else { (0, 7) };
         for sql in statements.into_iter().skip(skip).take(take) {
             let (status, body) = server.ksql_with(&sql, props.clone());
             if status != 200 {
@@ -331,9 +343,11 @@ impl CrashRun {
         }
         // Processing time: until every query committed every input offset (the
         // outputs are read and checked after that).
+        // (The bands read the totals' output, not the source.)
         let groups: Vec<String> = server
             .query_ids()
             .into_iter()
+            .filter(|(id, _)| !id.to_uppercase().contains("CRASH_BANDS"))
             .map(|(id, _)| format!("_sluice-{}-query_{id}", server.service_id))
             .collect();
         // Asked every half second: each check opens clients, which loads the broker
@@ -389,6 +403,15 @@ impl CrashRun {
         } else {
             consume_until(&buckets, wait, |r| ctas_done(&per_bucket, r, exactly_once))
         };
+        // At-least-once may repeat a retraction as well as an addition, so only
+        // exactly-once gives the bands a result to check.
+        let per_band = self.expected_bands();
+        let check_bands = exactly_once && !self.only_totals;
+        let bands_out = if check_bands {
+            consume_until(&bands, wait, |r| latest_per_key(r) == per_band)
+        } else {
+            Vec::new()
+        };
         let elapsed = caught_up;
         let refused_commits = server
             .query_ids()
@@ -401,10 +424,13 @@ impl CrashRun {
             self.check_csas(&csas_out)?;
             self.check_matches(expected_matches, &matched_out)?;
             self.check_labelled(&labelled_out)?;
-            self.check_table("CTAS", windows, &ctas_out)?;
-            self.check_table("Buckets", per_bucket, &buckets_out)?;
+            self.check_table("CTAS", windows, &ctas_out, true)?;
+            self.check_table("Buckets", per_bucket, &buckets_out, true)?;
         }
-        self.check_table("Totals", per_key, &totals_out)?;
+        if check_bands {
+            self.check_table("Bands", per_band, &bands_out, false)?;
+        }
+        self.check_table("Totals", per_key, &totals_out, true)?;
         let restores = if self.restore_timing {
             restore_timings(&mut server)
         } else {
@@ -460,6 +486,21 @@ impl CrashRun {
             b.1 += v(i);
         }
         buckets
+    }
+
+    /// KAFKA INT keys (a key's final SUM % 7, four big-endian bytes) to how many keys
+    /// end in the band and the sum of their counts; bands no key ends in are deleted
+    /// (HAVING COUNT(*) > 0).
+    fn expected_bands(&self) -> HashMap<Vec<u8>, (i64, i64)> {
+        let mut bands: HashMap<Vec<u8>, (i64, i64)> = HashMap::new();
+        for (count, total) in self.expected_totals().into_values() {
+            let b = bands
+                .entry(((total % 7) as i32).to_be_bytes().to_vec())
+                .or_default();
+            b.0 += 1;
+            b.1 += count;
+        }
+        bands
     }
 
     /// The join's rows (key, N, M) to how many times each is written: every record
@@ -567,11 +608,13 @@ impl CrashRun {
     }
 
     /// A table of (COUNT, SUM) per key: its latest row per key must be the expected one.
+    /// `per_record`: each input record updates one of its keys once.
     fn check_table(
         &self,
         what: &str,
         expected: HashMap<Vec<u8>, (i64, i64)>,
         out: &[(i32, Record)],
+        per_record: bool,
     ) -> Result<(), String> {
         let latest = latest_per_key(out);
         let wrong = |(k, v): &(&Vec<u8>, &(i64, i64))| {
@@ -595,7 +638,7 @@ impl CrashRun {
         }
         // Without the cache each input record updates one key once, and exactly-once
         // writes each update once: as many rows as records.
-        if self.exactly_once && !self.cache && out.len() != self.records {
+        if per_record && self.exactly_once && !self.cache && out.len() != self.records {
             return Err(format!(
                 "{what} wrote {} rows for {} records: updates were lost or repeated",
                 out.len(),
@@ -748,10 +791,16 @@ fn window_ok(seen: &(i64, i64), expected: &(i64, i64), exactly_once: bool) -> bo
 }
 
 /// The last (COUNT, SUM) written per windowed key, in offset order per partition (a
-/// key's rows are all in one partition).
+/// key's rows are all in one partition); a tombstone deletes its key.
 fn latest_per_key(records: &[(i32, Record)]) -> HashMap<Vec<u8>, (i64, i64)> {
     let mut latest = HashMap::new();
     for (_, r) in records {
+        if r.value.is_none() {
+            if let Some(k) = &r.key {
+                latest.remove(k);
+            }
+            continue;
+        }
         let value = r.value_json();
         if let (Some(k), Some(c), Some(t)) = (
             r.key.clone(),

@@ -13,7 +13,7 @@ mod types;
 pub use expr::{BinaryOp, Expr, Literal, format_decimal};
 pub use plan::{
     AggregateCall, CarriedColumn, JoinKind, JoinShape, NamedExpr, PLAN_VERSION, QueryPlan,
-    Repartition, Step, TableFunctionCall, TopicSpec, WindowKind, WindowSpec,
+    RETRACTION_HEADER, Repartition, Step, TableFunctionCall, TopicSpec, WindowKind, WindowSpec,
 };
 pub use schema::{
     Column, ColumnKind, Format, FormatKind, LogicalSchema, PSEUDO_COLUMNS, SCHEMA_NAMESPACE,

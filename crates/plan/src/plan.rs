@@ -41,7 +41,28 @@ pub struct TopicSpec {
     /// big-endian bytes, as Kafka Streams writes them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<WindowSpec>,
+    /// The topic carries a table's changes between two parts of a query (a table
+    /// regrouped through a repartition topic): a record may carry, in the header
+    /// `RETRACTION_HEADER`, the value of the row it undoes, read as a retraction ahead of
+    /// the record's own row (if it has one: a record without a value only undoes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retractions: bool,
 }
+
+impl TopicSpec {
+    /// What EXPLAIN adds to a topic's formats when it carries retractions.
+    fn retractions_note(&self) -> &'static str {
+        if self.retractions {
+            ", with retractions"
+        } else {
+            ""
+        }
+    }
+}
+
+/// The record header that holds the value of the row a record of a `retractions` topic
+/// undoes.
+pub const RETRACTION_HEADER: &str = "sluice.retraction";
 
 /// A window of an aggregation, and of the keys of its output.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -391,11 +412,14 @@ impl Step {
     /// Cuts a plan whose records must change partitions into parts at repartition
     /// topics, so that each part runs as a task per partition. Two cuts apply:
     ///
-    /// - A stream aggregation that groups by something other than its source's key:
-    ///   the first part computes each row's group key and writes the row, keyed by it,
-    ///   to a repartition topic (`Aggregate-GroupBy`), where Kafka's partitioner puts
-    ///   every row of a group in one partition; the second reads that topic and
-    ///   aggregates by the key it carries.
+    /// - An aggregation that groups by something other than its source's key: the
+    ///   first part computes each row's group key and writes the row, keyed by it, to a
+    ///   repartition topic (`Aggregate-GroupBy`), where Kafka's partitioner puts every
+    ///   row of a group in one partition; the second reads that topic and aggregates by
+    ///   the key it carries. Over a table, a change also carries the row it replaces,
+    ///   to be undone in its (old) group: the topic is a `retractions` one, as Kafka
+    ///   Streams' `KTable.groupBy` sends old and new values through its repartition
+    ///   topic.
     /// - A join whose stream side is joined on something other than its source's key:
     ///   that side's rows are written keyed by their join key (`Join-left`,
     ///   `Join-right`) in the other side's key format and partition count, so that a key
@@ -403,9 +427,9 @@ impl Step {
     ///
     /// `topic` names a repartition topic from its role. Returns the writing parts and
     /// the reading one; None when the plan needs no cut or no cut applies: the input
-    /// to regroup must be a plain stream (no table, which would need its retractions to
-    /// travel too; no earlier join or aggregation), a join must not be a foreign-key
-    /// one, and nothing downstream may read ROWPARTITION or ROWOFFSET, which the
+    /// to regroup must be a plain stream or a source table's changes (no earlier join or
+    /// aggregation; no window over a table), a join must not be a foreign-key one and
+    /// moves only stream sides, and nothing downstream may read ROWPARTITION or ROWOFFSET, which the
     /// repartition topic would change.
     pub fn split_at_repartition(
         &self,
@@ -423,8 +447,13 @@ impl Step {
                 having,
                 projection,
                 schema,
+                window,
                 ..
             } => {
+                // A table's retractions undo only in unwindowed groups.
+                if window.is_some() && input.is_table_changes() {
+                    return None;
+                }
                 let keys: Vec<&crate::Column> = schema.keys().collect();
                 let reads_position = aggregates
                     .iter()
@@ -542,6 +571,10 @@ impl Step {
                     if keyed {
                         continue;
                     }
+                    // Only a stream side moves: a table is joined on its key.
+                    if !side.is_exact_stream() {
+                        return None;
+                    }
                     let (source, mut keys) = side.rekeyed_into(
                         &[(&*key, key_type.clone())],
                         None,
@@ -593,10 +626,12 @@ impl Step {
         Some(step)
     }
 
-    /// Writes this stream's rows to `topic` keyed by `keys` (each expression with its
+    /// Writes this step's rows to `topic` keyed by `keys` (each expression with its
     /// type), with the columns `only` names (all when None): pushes the writing part to
     /// `writers` and returns the step that reads the topic back, with the key columns
-    /// that now hold the keys. None when this step's rows are not a plain stream's.
+    /// that now hold the keys. A table's changes travel with their retractions
+    /// (`TopicSpec::retractions`). None when the rows are neither a plain stream's nor a
+    /// table's changes (`is_table_changes`).
     fn rekeyed_into(
         &self,
         keys: &[(&Expr, SqlType)],
@@ -606,7 +641,8 @@ impl Step {
         partitions_of: Option<String>,
         writers: &mut Vec<Repartition>,
     ) -> Option<(Step, Vec<Expr>)> {
-        if !self.is_exact_stream() {
+        let retractions = self.is_table_changes();
+        if !retractions && !self.is_exact_stream() {
             return None;
         }
         let names: Vec<String> = (0..keys.len()).map(|i| format!("$KEY{i}")).collect();
@@ -644,6 +680,7 @@ impl Step {
             timestamp: None,
             timestamp_format: None,
             window: None,
+            retractions,
         };
         writers.push(Repartition {
             writer: Step::StreamSink {
@@ -694,6 +731,24 @@ impl Step {
         match self.sources()[..] {
             [(_, topic)] => Some(topic),
             _ => None,
+        }
+    }
+
+    /// Whether this step's rows are the changes of a table whose rows are kept (each
+    /// change comes after the retraction of the key's previous row), through table
+    /// filters and projections only. A windowed table's rows are not: their windows are
+    /// in their keys, which a regrouping replaces.
+    fn is_table_changes(&self) -> bool {
+        match self {
+            Step::TableSource {
+                materialized,
+                topic,
+                ..
+            } => *materialized && topic.window.is_none(),
+            Step::TableFilter { input, .. } | Step::TableSelect { input, .. } => {
+                input.is_table_changes()
+            }
+            _ => false,
         }
     }
 
@@ -838,8 +893,12 @@ impl Step {
         let pad = " ".repeat(depth * 2);
         let line = match self {
             Step::StreamSource { name, topic } => format!(
-                "SOURCE {name} (topic: {}, key: {}, value: {}) [{}]",
-                topic.topic, topic.key_format.kind, topic.value_format.kind, topic.schema
+                "SOURCE {name} (topic: {}, key: {}, value: {}{}) [{}]",
+                topic.topic,
+                topic.key_format.kind,
+                topic.value_format.kind,
+                topic.retractions_note(),
+                topic.schema
             ),
             Step::TableSource { name, topic, .. } => format!(
                 "TABLE SOURCE {name} (topic: {}, key: {}, value: {}) [{}]",
@@ -867,8 +926,12 @@ impl Step {
                 format!("PROJECT {}", cols.join(", "))
             }
             Step::StreamSink { topic, .. } | Step::TableSink { topic, .. } => format!(
-                "SINK {} (key: {}, value: {}) [{}]",
-                topic.topic, topic.key_format.kind, topic.value_format.kind, topic.schema
+                "SINK {} (key: {}, value: {}{}) [{}]",
+                topic.topic,
+                topic.key_format.kind,
+                topic.value_format.kind,
+                topic.retractions_note(),
+                topic.schema
             ),
             Step::StreamAggregate {
                 group_by,

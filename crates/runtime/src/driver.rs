@@ -290,7 +290,7 @@ impl Driver {
     }
 
     /// As `produce`, with record headers (which header columns read; the records the
-    /// queries write carry none).
+    /// queries write carry none, but for a `retractions` topic's).
     pub fn produce_with_headers(
         &mut self,
         topic: &str,
@@ -340,7 +340,7 @@ impl Driver {
             // What the queries wrote is appended once every query has seen the record
             // that caused it, in the order the queries wrote it.
             for (sink, o) in written.drain(..) {
-                let record = self.append(&sink, o.key, o.value, Vec::new(), o.timestamp);
+                let record = self.append(&sink, o.key, o.value, o.headers, o.timestamp);
                 queue.push_back((sink, record, None));
             }
         }

@@ -543,7 +543,8 @@ struct Part {
 /// The query's parts: when records must change partitions
 /// (`Step::split_at_repartition`), the parts that write them to repartition topics
 /// (created with the partition count of what they must be co-partitioned with, else
-/// the most the sources have), and the part that reads them; else the plan as it is.
+/// the most the sources have), and the part that reads them; else the plan as it is
+/// (also when an earlier run kept the whole plan's state in one partition).
 fn plan_parts(plan: &QueryPlan, config: &QueryConfig) -> Result<Vec<Part>> {
     let admin = KafkaAdmin::new(&config.bootstrap_servers)?;
     let mut most = 0;
@@ -568,7 +569,11 @@ fn plan_parts(plan: &QueryPlan, config: &QueryConfig) -> Result<Vec<Part>> {
             layout,
         })
     };
-    let split = (most > 1)
+    // A query that ran as a single task keeps its state in a one-partition changelog
+    // under the query's own name, which the writing part (part 0) would take as its
+    // own: such a query stays a single task.
+    let single_before = admin.partitions(&config.changelog_topic())? == Some(1);
+    let split = (most > 1 && !single_before)
         .then(|| {
             plan.root
                 .split_at_repartition(&|role| config.repartition_topic(role))
@@ -1396,6 +1401,9 @@ impl Task {
             if let Some(v) = &r.value {
                 record = record.payload(v.as_slice());
             }
+            if !r.headers.is_empty() {
+                record = record.headers(owned_headers(&r.headers));
+            }
             output.send(record)?;
             if self.counts_output {
                 stats.records_out.fetch_add(1, Ordering::Relaxed);
@@ -1745,6 +1753,19 @@ pub(crate) fn source_record<'m>(
         partition: msg.partition(),
         offset: msg.offset(),
     }
+}
+
+/// Headers to send with a record.
+fn owned_headers(headers: &[Header]) -> rdkafka::message::OwnedHeaders {
+    headers.iter().fold(
+        rdkafka::message::OwnedHeaders::new_with_capacity(headers.len()),
+        |all, (key, value)| {
+            all.insert(rdkafka::message::Header {
+                key,
+                value: value.as_deref(),
+            })
+        },
+    )
 }
 
 /// A message's headers, in order.
@@ -2189,6 +2210,7 @@ mod tests {
             key: Some(key.as_bytes().to_vec()),
             value: value.map(|v| v.as_bytes().to_vec()),
             timestamp: ts,
+            headers: Vec::new(),
         }
     }
 

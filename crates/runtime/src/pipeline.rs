@@ -26,8 +26,8 @@ use datafusion_common::arrow::datatypes::{
 };
 use datafusion_common::arrow::record_batch::RecordBatch;
 use sluice_plan::{
-    CarriedColumn, ColumnKind, FormatKind, JoinShape, PLAN_VERSION, QueryPlan, SqlType, Step,
-    TopicSpec, WindowKind,
+    CarriedColumn, ColumnKind, FormatKind, JoinShape, PLAN_VERSION, QueryPlan, RETRACTION_HEADER,
+    SqlType, Step, TopicSpec, WindowKind,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -53,6 +53,8 @@ pub struct OutputRecord {
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub timestamp: i64,
+    /// Only a `retractions` topic's records have any (`RETRACTION_HEADER`).
+    pub headers: Vec<Header>,
 }
 
 /// Whether an output of a row pipeline (`Pipeline::rows`) deletes a table row.
@@ -1034,7 +1036,9 @@ impl Pipeline {
 
     /// Whether a source has header columns, so records must come with their headers.
     pub fn reads_headers(&self) -> bool {
-        self.inputs.iter().any(|i| !i.header_columns.is_empty())
+        self.inputs
+            .iter()
+            .any(|i| !i.header_columns.is_empty() || i.source.retractions)
     }
 
     /// The topics the plan reads, in the order of their input indexes (for `push`).
@@ -1235,10 +1239,12 @@ impl Pipeline {
             }
         }
         let n = batch.num_columns();
-        // Retractions are for aggregations; a sink writes only the new rows.
-        let retract = batch.column(n - FLAG_COUNT).as_boolean();
-        if retract.true_count() > 0 {
-            batch = filter_record_batch(&batch, &not(retract)?)?;
+        // Retractions are for aggregations; a sink writes only the new rows, unless
+        // its topic carries the changes on to an aggregation (`write_changes`).
+        let retractions = self.sink.retractions;
+        let retract = batch.column(n - FLAG_COUNT).as_boolean().clone();
+        if retract.true_count() > 0 && !retractions {
+            batch = filter_record_batch(&batch, &not(&retract)?)?;
         }
         let rowtime = batch
             .column(n - PSEUDO_COUNT)
@@ -1283,6 +1289,7 @@ impl Pipeline {
                     } else {
                         rowtime.value(row)
                     },
+                    headers: Vec::new(),
                 });
             }
             return Ok(());
@@ -1296,7 +1303,15 @@ impl Pipeline {
         // Rows the sink's schema cannot hold are dropped and counted, as ksqlDB drops
         // records it fails to serialize.
         let mut failures = Vec::new();
+        // Under `retractions`: the record written for the previous row, when that was a
+        // retraction (it then only undoes).
+        let mut undoing: Option<usize> = None;
         for row in 0..batch.num_rows() {
+            let undone = undoing.take();
+            if retractions && tombstone.value(row) {
+                // A deletion only undoes the row before it, which its retraction does.
+                continue;
+            }
             let key = if key_null.value(row) {
                 None
             } else {
@@ -1335,14 +1350,21 @@ impl Pipeline {
                     }
                 }
             };
+            let timestamp = if rowtime.is_null(row) {
+                0
+            } else {
+                rowtime.value(row)
+            };
+            if retractions {
+                write_change(out, key, value, timestamp, retract.value(row), undone);
+                undoing = retract.value(row).then(|| out.len() - 1);
+                continue;
+            }
             out.push(OutputRecord {
                 key,
                 value,
-                timestamp: if rowtime.is_null(row) {
-                    0
-                } else {
-                    rowtime.value(row)
-                },
+                timestamp,
+                headers: Vec::new(),
             });
         }
         if let Some(last) = failures.last() {
@@ -1354,6 +1376,43 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// Writes a row of a table's changes to a `retractions` topic. A retraction becomes a
+/// record without a value that carries the undone row in its header. The row that
+/// follows it, when it has the same key (the change stays in its group), joins that
+/// record instead: one record undoes the old row and adds the new one, so the
+/// aggregation behind the topic updates the group once (KIP-904), as without the topic.
+fn write_change(
+    out: &mut Vec<OutputRecord>,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    timestamp: i64,
+    retraction: bool,
+    undone: Option<usize>,
+) {
+    if retraction {
+        out.push(OutputRecord {
+            key,
+            value: None,
+            timestamp,
+            headers: vec![(RETRACTION_HEADER.to_string(), value)],
+        });
+        return;
+    }
+    if let Some(last) = undone.and_then(|i| out.get_mut(i))
+        && last.key == key
+    {
+        last.value = value;
+        last.timestamp = timestamp;
+        return;
+    }
+    out.push(OutputRecord {
+        key,
+        value,
+        timestamp,
+        headers: Vec::new(),
+    });
 }
 
 impl Op {
@@ -1440,6 +1499,17 @@ impl Input {
                         .map_err(|reason| self.rollback(before, r, reason))?;
                     self.push_flags(r, true, false);
                     retracted = Some(old);
+                }
+            }
+        }
+        if self.source.retractions {
+            // The row the record undoes, ahead of the row it adds (if any).
+            if let Some((_, old)) = r.headers.iter().find(|(k, _)| k == RETRACTION_HEADER) {
+                self.decode_row(r.key, old.as_deref(), &[])
+                    .map_err(|reason| self.rollback(before, r, reason))?;
+                self.push_flags(r, true, false);
+                if r.value.is_none() {
+                    return Ok(());
                 }
             }
         }
@@ -1765,8 +1835,46 @@ mod tests {
         BinaryOp, Column, Expr, Format, FormatKind, Literal, LogicalSchema, NamedExpr, SqlType,
     };
 
+    #[test]
+    fn a_change_that_stays_in_its_group_is_one_record() {
+        let bytes = |s: &str| Some(s.as_bytes().to_vec());
+        let retraction = |key: &str, old: &str, ts| OutputRecord {
+            key: bytes(key),
+            value: None,
+            timestamp: ts,
+            headers: vec![(RETRACTION_HEADER.to_string(), bytes(old))],
+        };
+        let mut out = Vec::new();
+        // Moves from group a to b: the retraction, then the row.
+        write_change(&mut out, bytes("a"), bytes("1"), 1, true, None);
+        write_change(&mut out, bytes("b"), bytes("2"), 1, false, Some(0));
+        // Stays in b: one record that undoes and adds.
+        write_change(&mut out, bytes("b"), bytes("2"), 2, true, None);
+        write_change(&mut out, bytes("b"), bytes("3"), 2, false, Some(2));
+        // A new row of b that follows no retraction is a record of its own.
+        write_change(&mut out, bytes("b"), bytes("4"), 3, false, None);
+        let mut stays = retraction("b", "2", 2);
+        stays.value = bytes("3");
+        let plain = |key: &str, value: &str, ts| OutputRecord {
+            key: bytes(key),
+            value: bytes(value),
+            timestamp: ts,
+            headers: Vec::new(),
+        };
+        assert_eq!(
+            out,
+            vec![
+                retraction("a", "1", 1),
+                plain("b", "2", 1),
+                stays,
+                plain("b", "4", 3),
+            ]
+        );
+    }
+
     fn plan(value_format: FormatKind, sink_format: FormatKind) -> QueryPlan {
         let source = TopicSpec {
+            retractions: false,
             topic: "in".into(),
             timestamp: None,
             timestamp_format: None,
@@ -1822,6 +1930,7 @@ mod tests {
                     rekeyed: false,
                 }),
                 topic: TopicSpec {
+                    retractions: false,
                     topic: "out".into(),
                     timestamp: None,
                     timestamp_format: None,
@@ -1930,7 +2039,8 @@ mod tests {
             vec![OutputRecord {
                 key: Some(b"k".to_vec()),
                 value: None,
-                timestamp: 1
+                timestamp: 1,
+                headers: Vec::new(),
             }]
         );
     }
@@ -1969,6 +2079,7 @@ mod tests {
                 emit_final: false,
             }),
             topic: TopicSpec {
+                retractions: false,
                 topic: "out".into(),
                 timestamp: None,
                 timestamp_format: None,

@@ -157,6 +157,7 @@ fn encode_row(
         key: encode_part(topic, arrays, ColumnKind::Key, registry)?,
         value: encode_part(topic, arrays, ColumnKind::Value, registry)?,
         timestamp,
+        headers: Vec::new(),
     })
 }
 

@@ -1297,6 +1297,7 @@ fn plan_create_source(
     let schema = LogicalSchema::new(columns);
     let (timestamp, timestamp_format) = timestamp_column(&with, &schema)?;
     let spec = TopicSpec {
+        retractions: false,
         window,
         timestamp,
         timestamp_format,
@@ -1908,6 +1909,7 @@ fn plan_create_as(
     let inherit = |f: &Format, kind: FormatKind| if f.kind == kind { f.delimiter } else { None };
     let sink_timestamp = timestamp_column(&with, &out_schema)?;
     let mut sink_topic = TopicSpec {
+        retractions: false,
         // An aggregation's window, else the source's: a projection keeps windowed keys.
         window: if grouped {
             window.clone()
