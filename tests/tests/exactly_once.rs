@@ -1,7 +1,7 @@
 //! Exactly-once and at-least-once under `kill -9`, with the crash harness run small
 //! (`sluice-crash` runs it with the counts).
 
-use sluice_e2e::crash::{CrashRun, Disruption};
+use sluice_e2e::crash::{CrashRun, Disruption, Queries};
 
 fn run(exactly_once: bool, cache: bool, seed: u64) {
     let run = CrashRun {
@@ -14,7 +14,7 @@ fn run(exactly_once: bool, cache: bool, seed: u64) {
         commit_interval_ms: 100,
         cache,
         seed,
-        only_totals: false,
+        queries: Queries::All,
         restore_timing: false,
     };
     if let Err(e) = run.run() {
@@ -47,7 +47,7 @@ fn a_second_server_takes_over_exactly_once() {
         commit_interval_ms: 100,
         cache: true,
         seed: 11,
-        only_totals: false,
+        queries: Queries::All,
         restore_timing: false,
     };
     if let Err(e) = run.run() {
@@ -71,7 +71,7 @@ fn exactly_once_survives_broker_restarts() {
         commit_interval_ms: 100,
         cache: false,
         seed: 3,
-        only_totals: false,
+        queries: Queries::All,
         restore_timing: false,
     };
     if let Err(e) = run.run() {
@@ -95,7 +95,7 @@ fn exactly_once_survives_servers_joining_and_leaving() {
         commit_interval_ms: 500,
         cache: false,
         seed: 5,
-        only_totals: false,
+        queries: Queries::All,
         restore_timing: false,
     };
     match run.run() {

@@ -5,12 +5,12 @@
 //!
 //! `sluice-crash --records 200000 --keys 1000 --partitions 4 --kills 8 --guarantee exactly_once_v2`
 
-use sluice_e2e::crash::{CrashRun, Disruption};
+use sluice_e2e::crash::{CrashRun, Disruption, Queries};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: sluice-crash [--records N] [--keys N] [--partitions N] [--kills N] \
 [--guarantee exactly_once_v2|at_least_once] \
-[--disruption kill-server|restart-broker|fail-over|churn] [--commit-interval-ms N] [--cache on|off] [--seed N] [--only-totals on|off] [--restore-timing on|off]";
+[--disruption kill-server|restart-broker|fail-over|churn] [--commit-interval-ms N] [--cache on|off] [--seed N] [--queries all|pair|totals] [--restore-timing on|off]";
 
 fn main() -> ExitCode {
     let mut run = CrashRun {
@@ -26,7 +26,7 @@ fn main() -> ExitCode {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1),
-        only_totals: false,
+        queries: Queries::All,
         restore_timing: false,
     };
     let mut args = std::env::args().skip(1);
@@ -43,12 +43,13 @@ fn main() -> ExitCode {
             "--kills" => number().map(|n| run.kills = n as usize),
             "--commit-interval-ms" => number().map(|n| run.commit_interval_ms = n),
             "--seed" => number().map(|n| run.seed = n),
-            "--only-totals" => match value.as_str() {
-                "on" => Some(true),
-                "off" => Some(false),
+            "--queries" => match value.as_str() {
+                "all" => Some(Queries::All),
+                "pair" => Some(Queries::Pair),
+                "totals" => Some(Queries::Totals),
                 _ => None,
             }
-            .map(|on| run.only_totals = on),
+            .map(|q| run.queries = q),
             "--restore-timing" => match value.as_str() {
                 "on" => Some(true),
                 "off" => Some(false),
