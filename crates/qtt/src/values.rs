@@ -198,7 +198,9 @@ pub fn decode(
 /// Equality of test values, with numbers compared by value (1 equals 1.0) and a string
 /// expectation matching a number written as that string. Field names match ignoring
 /// case, as ksqlDB's harness reads expected JSON through the sink's schema, whose JSON
-/// deserializer finds fields ignoring case (`{"json_v": ...}` is column `JSON_V`).
+/// deserializer finds fields ignoring case (`{"json_v": ...}` is column `JSON_V`), and
+/// for the same reason a field that is null and one that is absent are the same (a
+/// schema's column missing from the JSON reads as null).
 pub fn same(expected: &Value, actual: &Value) -> bool {
     match (expected, actual) {
         (Value::Number(a), Value::Number(b)) => match (a.as_i64(), b.as_i64()) {
@@ -223,8 +225,11 @@ pub fn same(expected: &Value, actual: &Value) -> bool {
             a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y))
         }
         (Value::Object(a), Value::Object(b)) => {
-            a.len() == b.len()
-                && a.iter().all(|(k, v)| {
+            let present = |o: &serde_json::Map<String, Value>| {
+                o.values().filter(|v| !v.is_null()).count()
+            };
+            present(a) == present(b)
+                && a.iter().filter(|(_, v)| !v.is_null()).all(|(k, v)| {
                     b.get(k)
                         .or_else(|| {
                             b.iter()
@@ -250,7 +255,18 @@ mod tests {
             &json!({"A": 1, "B": [1.0]})
         ));
         assert!(!same(&json!({"A": 1}), &json!({"A": 2})));
-        assert!(!same(&json!({"A": 1}), &json!({"A": 1, "B": null})));
+        assert!(!same(&json!({"A": 1}), &json!({"A": 1, "B": 2})));
+    }
+
+    #[test]
+    fn a_null_field_is_an_absent_one() {
+        assert!(same(&json!({"A": 1}), &json!({"A": 1, "B": null})));
+        assert!(same(
+            &json!({"X": null, "B": null}),
+            &json!({"A": null, "B": null})
+        ));
+        assert!(!same(&json!({"A": null}), &json!({"A": 1})));
+        assert!(same(&json!({"A": 1, "B": null}), &json!({"A": 1})));
     }
 
     #[test]

@@ -735,15 +735,19 @@ fn encode(a: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
 pub(super) fn decode_text(s: &str, encoding: &str) -> Option<Vec<u8>> {
     match encoding.to_ascii_lowercase().as_str() {
         "hex" => {
+            // Only after `0x` may the digits be odd in number (a leading 0 is implied),
+            // as in ksqlDB; bare digits and `X'...'` literals must come in pairs.
+            if let Some(digits) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+                return unhex(&if digits.len() % 2 == 1 {
+                    format!("0{digits}")
+                } else {
+                    digits.to_string()
+                });
+            }
             let digits = s
-                .strip_prefix("0x")
-                .or_else(|| s.strip_prefix("0X"))
-                .or_else(|| {
-                    s.strip_prefix("X'")
-                        .or_else(|| s.strip_prefix("x'"))
-                        .and_then(|t| t.strip_suffix('\''))
-                })
-                .unwrap_or(s);
+                .strip_prefix("X'")
+                .or_else(|| s.strip_prefix("x'"))
+                .map_or(Some(s), |t| t.strip_suffix('\''))?;
             unhex(digits)
         }
         "utf8" => Some(s.as_bytes().to_vec()),
@@ -787,15 +791,11 @@ pub(super) fn hex(b: &[u8], upper: bool) -> String {
     s
 }
 
-/// Hex digits to bytes; an odd count reads as if a leading '0' were there.
+/// Pairs of hex digits to bytes; None for an odd count or a non-digit.
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    let padded;
-    let s = if s.len() % 2 == 1 {
-        padded = format!("0{s}");
-        padded.as_str()
-    } else {
-        s
-    };
+    if s.len() % 2 == 1 {
+        return None;
+    }
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
@@ -972,6 +972,11 @@ mod tests {
         assert_eq!(decode_text("é", "ascii").unwrap(), b"?");
         assert_eq!(encode_bytes(&[0xc3], "ascii", false).unwrap(), "\u{fffd}");
         assert_eq!(decode_text("zz", "hex"), None);
+        // An odd count of digits: a leading 0 after `0x`, else not hex.
+        assert_eq!(decode_text("0x141", "hex").unwrap(), b"\x01\x41");
+        assert_eq!(decode_text("141", "hex"), None);
+        assert_eq!(decode_text("X'141'", "hex"), None);
+        assert_eq!(decode_text("x'4142", "hex"), None);
     }
 
     #[test]
