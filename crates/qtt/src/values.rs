@@ -225,9 +225,8 @@ pub fn same(expected: &Value, actual: &Value) -> bool {
             a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y))
         }
         (Value::Object(a), Value::Object(b)) => {
-            let present = |o: &serde_json::Map<String, Value>| {
-                o.values().filter(|v| !v.is_null()).count()
-            };
+            let present =
+                |o: &serde_json::Map<String, Value>| o.values().filter(|v| !v.is_null()).count();
             present(a) == present(b)
                 && a.iter().filter(|(_, v)| !v.is_null()).all(|(k, v)| {
                     b.get(k)

@@ -999,9 +999,10 @@ impl Parser {
         };
         let mut group_by = Vec::new();
         if self.eat_keywords(&["GROUP", "BY"]) {
+            // ksqlDB groups by value expressions: no bare predicates (`a AND b`).
             group_by = match self.grouping_set()? {
                 Some(set) => set,
-                None => self.expr_list()?,
+                None => self.value_expr_list()?,
             };
         }
         let having = if self.eat_keyword("HAVING") {
@@ -1012,10 +1013,7 @@ impl Parser {
         let mut partition_by = Vec::new();
         if self.eat_keywords(&["PARTITION", "BY"]) {
             // ksqlDB partitions by value expressions: no bare predicates.
-            partition_by.push(self.concat_expr()?);
-            while self.eat(&Token::Comma) {
-                partition_by.push(self.concat_expr()?);
-            }
+            partition_by = self.value_expr_list()?;
         }
         let emit = if self.eat_keywords(&["EMIT", "CHANGES"]) {
             Some(Emit::Changes)
@@ -1134,7 +1132,7 @@ impl Parser {
         }
         let start = self.i;
         self.advance();
-        let Ok(list) = self.expr_list() else {
+        let Ok(list) = self.value_expr_list() else {
             self.i = start;
             return Ok(None);
         };
@@ -1271,6 +1269,16 @@ impl Parser {
             None
         };
         Ok(SelectItem::Expr { expr, alias })
+    }
+
+    /// Value expressions (ksqlDB's `valueExpression`: arithmetic and concatenation over
+    /// primaries, no comparisons or boolean operators outside parentheses).
+    fn value_expr_list(&mut self) -> Result<Vec<Expr>, SqlError> {
+        let mut list = vec![self.concat_expr()?];
+        while self.eat(&Token::Comma) {
+            list.push(self.concat_expr()?);
+        }
+        Ok(list)
     }
 
     fn expr_list(&mut self) -> Result<Vec<Expr>, SqlError> {
@@ -1952,6 +1960,25 @@ mod tests {
         };
         assert_eq!(c.columns[0].ty.to_string(), "ARRAY<ARRAY<INTEGER>>");
         assert_eq!(c.columns[1].ty.to_string(), "MAP<STRING, ARRAY<INTEGER>>");
+    }
+
+    #[test]
+    fn group_and_partition_by_take_value_expressions() {
+        for sql in [
+            "SELECT COUNT(*) FROM s GROUP BY a AND b;",
+            "SELECT COUNT(*) FROM s GROUP BY a = 1;",
+            "SELECT * FROM s PARTITION BY a > 1 EMIT CHANGES;",
+        ] {
+            let e = parse_statement(sql).unwrap_err().to_string();
+            assert!(e.contains("Syntax Error"), "{sql}: {e}");
+        }
+        for sql in [
+            "SELECT COUNT(*) FROM s GROUP BY (a AND b);",
+            "SELECT COUNT(*) FROM s GROUP BY a || 'x', b * 2;",
+            "SELECT COUNT(*) FROM s GROUP BY (a, b);",
+        ] {
+            parse_statement(sql).unwrap();
+        }
     }
 
     #[test]
