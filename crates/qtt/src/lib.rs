@@ -604,9 +604,10 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
     let expected_error = case.get("expectedException");
     let mut refused = None;
     // The statements are one script, a line each: a located error names the script's
-    // line, as ksqlDB's messages do (`Line: 3, Col: 77: ...`).
+    // line, as ksqlDB's messages do (`Line: 3, Col: 77: ...`, `at line 2:47`), so each
+    // is parsed after as many empty lines as statements came before it.
     for (i, s) in statements.iter().enumerate() {
-        match session.execute(s) {
+        match session.execute(&format!("{}{s}", "\n".repeat(i))) {
             Ok(()) => {}
             Err(StatementFailure::Unsupported(m)) => {
                 return skip(format!("not supported yet: {m}"));
@@ -616,8 +617,10 @@ fn run_case(case: &Value) -> Result<(), Verdict> {
                 break;
             }
             Err(StatementFailure::RefusedAt(pos, m)) => {
-                let line = pos.line as usize + i;
-                refused = Some((s.clone(), format!("Line: {line}, Col: {}: {m}", pos.column)));
+                refused = Some((
+                    s.clone(),
+                    format!("Line: {}, Col: {}: {m}", pos.line, pos.column),
+                ));
                 break;
             }
         }

@@ -927,7 +927,11 @@ impl Parser {
             "NULL" => {
                 return Err(SqlError::syntax(
                     pos,
-                    "Syntax Error: syntax error at or near 'NULL': NULL is not a type",
+                    // ksqlDB's words for it in a column's type and in a CAST, both.
+                    format!(
+                        "Syntax Error: Syntax error at or near 'NULL' at line {}:{} (NULL is not a type)",
+                        pos.line, pos.column
+                    ),
                 ));
             }
             other => match self.types.get(other) {
