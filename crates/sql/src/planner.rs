@@ -339,6 +339,9 @@ pub struct PlannerConfig {
     pub transient: bool,
     /// What pull queries may do.
     pub pull: crate::pull::PullConfig,
+    /// `ksql.new.query.planner.enabled` (off by default, as in ksqlDB): a stream's
+    /// projection may leave out every key column, making a stream without keys.
+    pub new_query_planner: bool,
     /// Where AVRO and JSON_SR schemas are looked up (inference, VALUE_SCHEMA_ID); None
     /// when the server has no registry.
     pub registry: Option<std::sync::Arc<dyn sluice_registry::SchemaRegistry>>,
@@ -370,6 +373,9 @@ impl PlannerConfig {
             "ksql.query.pull.table.scan.enabled" => {
                 self.pull.table_scan = !value.eq_ignore_ascii_case("false");
             }
+            "ksql.new.query.planner.enabled" => {
+                self.new_query_planner = value.eq_ignore_ascii_case("true");
+            }
             "ksql.query.pull.range.scan.enabled" => {
                 self.pull.range_scan = !value.eq_ignore_ascii_case("false");
             }
@@ -390,6 +396,7 @@ impl Default for PlannerConfig {
             collect_set_limit: None,
             transient: false,
             pull: Default::default(),
+            new_query_planner: false,
             registry: None,
         }
     }
@@ -1851,7 +1858,7 @@ fn plan_create_as(
         {
             crate::join::plan_join_projection(stmt, c, j, &scope)?
         } else if q.partition_by.is_empty() {
-            plan_projection(stmt, c, input_schema, &scope, config.transient)?
+            plan_projection(stmt, c, input_schema, &scope, config)?
         } else {
             match &joined {
                 // `*` over a join is every joined column.
@@ -2865,8 +2872,9 @@ fn plan_projection(
     c: &CreateAs,
     input_schema: &LogicalSchema,
     scope: &Scope,
-    transient: bool,
+    config: &PlannerConfig,
 ) -> Result<(Vec<NamedExpr>, LogicalSchema), SqlError> {
+    let transient = config.transient;
     let q = &c.query;
     // The projection: expand stars, name every column, find the key columns.
     let analyzer = ExprAnalyzer {
@@ -2983,7 +2991,10 @@ fn plan_projection(
         .filter(|k| !key_aliases.iter().any(|(src, _)| *src == k.name))
         .map(|k| k.name.as_str())
         .collect();
-    if !missing.is_empty() && !transient {
+    // ksqlDB's new query planner lets a stream drop its key: its records then have none.
+    let keyless =
+        config.new_query_planner && c.kind == SourceKind::Stream && key_aliases.is_empty();
+    if !missing.is_empty() && !transient && !keyless {
         // ksqlDB names every key column when any is missing.
         let missing: Vec<&str> = input_schema.keys().map(|k| k.name.as_str()).collect();
         let (noun, list) = if missing.len() == 1 {
@@ -3308,6 +3319,15 @@ mod tests {
             error("CREATE STREAM out AS SELECT page FROM pageviews;"),
             "The query used to build `OUT` must include the key column ID in its projection (eg, SELECT ID...)."
         );
+        // ksqlDB's new query planner makes a stream without keys instead.
+        let mut config = PlannerConfig::default();
+        config.apply("ksql.new.query.planner.enabled", "true");
+        let stmt = parse_statement("CREATE STREAM out AS SELECT page FROM pageviews;").unwrap();
+        let Planned::CreateAs { sink, .. } = plan_statement(&stmt, &catalog(), &config).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(sink.topic.schema.to_string(), "`PAGE` STRING");
     }
 
     #[test]
