@@ -3040,6 +3040,26 @@ fn plan_projection(
             "The projection contains no value columns.",
         ));
     }
+    if !transient && !config.new_query_planner {
+        // ksqlDB's default planner keeps the source's key order, whatever the
+        // projection's.
+        let rank = |name: &str| {
+            key_aliases
+                .iter()
+                .find(|(_, out)| out == name)
+                .and_then(|(src, _)| input_schema.keys().position(|k| k.name == *src))
+        };
+        let mut keys: Vec<Column> = out_columns
+            .iter()
+            .filter(|c| c.kind == ColumnKind::Key)
+            .cloned()
+            .collect();
+        keys.sort_by_key(|k| rank(&k.name));
+        let mut keys = keys.into_iter();
+        for col in out_columns.iter_mut().filter(|c| c.kind == ColumnKind::Key) {
+            *col = keys.next().expect("as many keys");
+        }
+    }
     if transient && c.kind == SourceKind::Stream {
         // A push query's rows keep the select list's order: nothing is keyed.
         for col in &mut out_columns {
@@ -3328,6 +3348,27 @@ mod tests {
             panic!()
         };
         assert_eq!(sink.topic.schema.to_string(), "`PAGE` STRING");
+    }
+
+    #[test]
+    fn keys_keep_the_sources_order() {
+        let mut c = catalog();
+        run(
+            &mut c,
+            "CREATE STREAM people (id INT KEY, age INT KEY, name STRING) WITH (kafka_topic='p', format='JSON');",
+        )
+        .unwrap();
+        let Planned::CreateAs { sink, .. } = run(
+            &mut c,
+            "CREATE STREAM out AS SELECT age, id, name FROM people;",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            sink.topic.schema.to_string(),
+            "`ID` INTEGER KEY, `AGE` INTEGER KEY, `NAME` STRING"
+        );
     }
 
     #[test]
