@@ -251,3 +251,51 @@ fn a_table_whose_records_retention_removed_answers_at_once() {
         started.elapsed()
     );
 }
+
+/// A table whose topic gains partitions: its view reads the new ones too, so a pull
+/// query soon sees the rows written there.
+#[test]
+fn a_table_whose_topic_gains_partitions_answers_from_all_of_them() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    let server = Server::start(&unique("svc"));
+    let topic = source_table(&server, "grows", 1, &[("a", Some("x"))]);
+    assert_eq!(
+        server.query_rows("SELECT * FROM grows;"),
+        [json!(["a", "x"])]
+    );
+    let admin: AdminClient<_> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", sluice_e2e::bootstrap())
+        .create()
+        .expect("an admin client");
+    let added = futures::executor::block_on(
+        admin.create_partitions(&[NewPartitions::new(&topic, 4)], &AdminOptions::new()),
+    )
+    .expect("partitions added");
+    assert!(added.iter().all(Result::is_ok), "{added:?}");
+    // Twenty new keys: Kafka's partitioner puts most of them in the new partitions.
+    let ids: Vec<String> = (0..20).map(|i| format!("n{i}")).collect();
+    let records: Vec<Record> = ids
+        .iter()
+        .map(|id| Record::new(Some(id), Some(r#"{"NAME":"y"}"#), 10))
+        .collect();
+    let sluice_admin =
+        sluice_runtime::KafkaAdmin::new(&sluice_e2e::bootstrap()).expect("an admin client");
+    eventually(
+        Duration::from_secs(30),
+        "the topic to show 4 partitions",
+        || (sluice_admin.partitions(&topic).ok()?? == 4).then_some(()),
+    );
+    produce(&topic, &records);
+    eventually(
+        Duration::from_secs(30),
+        "every row in the pull query",
+        || {
+            let rows = server.query_rows("SELECT * FROM grows;");
+            (rows.len() == 21).then_some(())
+        },
+    );
+    assert_eq!(
+        server.query_rows("SELECT name FROM grows WHERE id = 'n7';"),
+        [json!(["y"])]
+    );
+}

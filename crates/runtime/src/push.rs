@@ -475,6 +475,8 @@ impl Feed for KafkaFeed {
 /// topic.
 struct ViewFeed {
     read: ViewRead,
+    /// The topic's partitions when the query started.
+    partitions: Vec<i32>,
     /// A range scan reads each range in each partition in turn: which one now.
     span: usize,
     /// The last row of the previous page.
@@ -486,9 +488,10 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ViewFeed {
     fn new(read: ViewRead) -> Result<ViewFeed> {
-        read.view.catch_up(CATCH_UP_TIMEOUT)?;
+        let partitions = read.view.catch_up(CATCH_UP_TIMEOUT)?;
         Ok(ViewFeed {
             read,
+            partitions,
             span: 0,
             after: None,
         })
@@ -502,7 +505,7 @@ impl ViewFeed {
             ViewRows::Keys(keys) => {
                 let mut rows = Vec::new();
                 for key in keys {
-                    rows.extend(view.lookup(key, self.read.windowed)?);
+                    rows.extend(view.lookup(&self.partitions, key, self.read.windowed)?);
                 }
                 Ok((rows, false))
             }
@@ -513,7 +516,7 @@ impl ViewFeed {
                 Ok((rows, more))
             }
             ViewRows::Ranges(ranges) => {
-                let partitions = view.partitions();
+                let partitions = &self.partitions;
                 let Some((lower, upper)) = ranges.get(self.span / partitions.len().max(1)) else {
                     return Ok((Vec::new(), false));
                 };

@@ -10,7 +10,9 @@
 //! committed before it started, and perhaps a few newer ones.
 //!
 //! Views are opened when a pull query first needs one and kept until their table is
-//! dropped.
+//! dropped. A topic that gains partitions is noticed by the next pull query (the
+//! topic's metadata is asked at most every `PARTITIONS_CHECK`), and the view reads the
+//! new partitions from their start.
 
 use crate::error::{Result, RuntimeError};
 use rdkafka::config::ClientConfig;
@@ -26,6 +28,10 @@ use std::time::{Duration, Instant};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often pull queries ask whether the topic gained partitions: a metadata request
+/// each time would add a round trip to every key lookup.
+const PARTITIONS_CHECK: Duration = Duration::from_secs(2);
+
 /// A table's topic kept in a local store.
 pub struct TableView {
     topic: String,
@@ -33,7 +39,8 @@ pub struct TableView {
     /// For the ends of the topic's partitions when a pull query starts (a client that
     /// many pull queries use at once).
     metadata: BaseConsumer,
-    partitions: Vec<i32>,
+    /// The topic's partitions as last seen, and when they were.
+    partitions: Mutex<(Vec<i32>, Instant)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -53,6 +60,8 @@ struct Progress {
     positions: BTreeMap<i32, i64>,
     /// Why the view stopped following its topic, if it did.
     error: Option<String>,
+    /// Partitions the topic gained, for the view's thread to read from their start.
+    added: Vec<i32>,
 }
 
 impl std::fmt::Debug for TableView {
@@ -83,13 +92,7 @@ impl TableView {
             .map_err(|e| RuntimeError::State(format!("{}: {e}", dir.display())))?;
         let db = ViewDb::open(dir)?;
         let metadata = consumer(bootstrap_servers)?;
-        let partitions: Vec<i32> = metadata
-            .fetch_metadata(Some(topic), METADATA_TIMEOUT)?
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic)
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
+        let partitions = topic_partitions(&metadata, topic)?;
         if partitions.is_empty() {
             return Err(RuntimeError::Plan(format!("topic {topic} does not exist")));
         }
@@ -125,6 +128,7 @@ impl TableView {
             progress: Mutex::new(Progress {
                 positions,
                 error: None,
+                added: Vec::new(),
             }),
             advanced: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -140,9 +144,34 @@ impl TableView {
             topic: topic.to_string(),
             shared,
             metadata,
-            partitions,
+            partitions: Mutex::new((partitions, Instant::now())),
             thread: Some(thread),
         })
+    }
+
+    /// The topic's partitions, asked again if they were last asked over
+    /// `PARTITIONS_CHECK` ago; partitions it gained are handed to the view's thread.
+    fn current_partitions(&self) -> Result<Vec<i32>> {
+        let mut known = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        if known.1.elapsed() >= PARTITIONS_CHECK {
+            let now = topic_partitions(&self.metadata, &self.topic)?;
+            let added: Vec<i32> = now
+                .iter()
+                .filter(|p| !known.0.contains(p))
+                .copied()
+                .collect();
+            if !added.is_empty() {
+                tracing::info!(
+                    topic = self.topic,
+                    ?added,
+                    "the table's topic gained partitions"
+                );
+                known.0.extend(&added);
+                self.shared.lock().added.extend(added);
+            }
+            known.1 = Instant::now();
+        }
+        Ok(known.0.clone())
     }
 
     pub fn topic(&self) -> &str {
@@ -154,12 +183,14 @@ impl TableView {
         self.shared.rows_served.load(Ordering::Relaxed)
     }
 
-    /// Waits until the view holds every record its topic held when this was called.
-    pub fn catch_up(&self, timeout: Duration) -> Result<()> {
+    /// Waits until the view holds every record its topic held when this was called;
+    /// returns the topic's partitions it waited for.
+    pub fn catch_up(&self, timeout: Duration) -> Result<Vec<i32>> {
+        let partitions = self.current_partitions()?;
         // The end of every partition in one request (a timestamp of -1 asks for the
         // end; read_committed makes it the end of what has committed).
         let mut latest = TopicPartitionList::new();
-        for p in &self.partitions {
+        for p in &partitions {
             latest.add_partition_offset(&self.topic, *p, Offset::End)?;
         }
         let metadata = &self.metadata;
@@ -210,7 +241,7 @@ impl TableView {
                 .iter()
                 .all(|(p, end)| progress.positions.get(p).is_some_and(|o| o >= end))
             {
-                return Ok(());
+                return Ok(partitions);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -234,12 +265,12 @@ impl TableView {
         self.read(|db| db.scan(after, limit))
     }
 
-    /// The rows with `key` (a windowed table: with `key` and any window) in any
-    /// partition.
-    pub fn lookup(&self, key: &[u8], windowed: bool) -> Result<Vec<ViewRow>> {
+    /// The rows with `key` (a windowed table: with `key` and any window) in any of
+    /// `partitions`.
+    pub fn lookup(&self, partitions: &[i32], key: &[u8], windowed: bool) -> Result<Vec<ViewRow>> {
         self.read(|db| {
             let mut rows = Vec::new();
-            for p in &self.partitions {
+            for p in partitions {
                 if windowed {
                     // Tumbling and hopping windows add their start (8 bytes), session
                     // windows their end and start (16).
@@ -251,11 +282,6 @@ impl TableView {
             }
             Ok(rows)
         })
-    }
-
-    /// The partitions of the table's topic.
-    pub fn partitions(&self) -> &[i32] {
-        &self.partitions
     }
 
     /// The rows `read` reads from the view's store (counted as served).
@@ -293,6 +319,20 @@ fn follow(topic: &str, reader: &BaseConsumer, shared: &Shared) {
     let mut changes = Vec::new();
     while !shared.stop.load(Ordering::SeqCst) {
         changes.clear();
+        let added = std::mem::take(&mut shared.lock().added);
+        if !added.is_empty() {
+            let mut more = TopicPartitionList::new();
+            for p in &added {
+                if let Err(e) = more.add_partition_offset(topic, *p, Offset::Beginning) {
+                    tracing::warn!(topic, "table view: {e}");
+                }
+            }
+            if let Err(e) = reader.incremental_assign(&more) {
+                // Asked again by the next pull query's check.
+                tracing::warn!(topic, "table view: cannot read the new partitions: {e}");
+                shared.lock().added.extend(added);
+            }
+        }
         let mut timeout = Duration::from_millis(100);
         while changes.len() < MAX_RECORDS {
             match reader.poll(timeout) {
@@ -357,6 +397,17 @@ fn follow(topic: &str, reader: &BaseConsumer, shared: &Shared) {
         shared.lock().positions.extend(positions);
         shared.advanced.notify_all();
     }
+}
+
+/// The partitions of `topic` (none when it does not exist).
+fn topic_partitions(metadata: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
+    Ok(metadata
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)?
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
 }
 
 /// The views of one server, under its state directory, by topic.
