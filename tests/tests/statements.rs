@@ -197,3 +197,76 @@ fn a_paused_query_reads_nothing_until_resumed_even_across_a_restart() {
     let (status, body) = server.ksql("PAUSE CSAS_NOPE_1;");
     assert_eq!(status, 400, "{body}");
 }
+
+/// A record a query cannot get past (an invalid event time, with
+/// `ksql.timestamp.throw.on.invalid`) fails it again at every restart: after a few
+/// attempts it stops for good, shows ERROR with the error in EXPLAIN, and leaves the
+/// other queries running. RESUME starts it again (here, to fail again).
+#[test]
+fn a_poison_stops_its_query_with_the_error_shown() {
+    let server = Server::start(&unique("svc"));
+    // (What the strict query read with the poison, in the same transaction, was never
+    // committed: its output stays empty.)
+    let (src, strict_out, lenient_out) = (unique("src"), unique("strict"), unique("lenient"));
+    server.ok(&format!(
+        "CREATE STREAM src (k STRING KEY, ts STRING) WITH (kafka_topic='{src}', \
+         value_format='JSON', partitions=1, timestamp='ts', timestamp_format='yyyy-MM-dd');"
+    ));
+    let strict =
+        json!({"auto.offset.reset": "earliest", "ksql.timestamp.throw.on.invalid": "true"});
+    let (status, body) = server.ksql_with(
+        &format!("CREATE STREAM strict WITH (kafka_topic='{strict_out}') AS SELECT * FROM src;"),
+        strict,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.ksql_with(
+        &format!("CREATE STREAM lenient WITH (kafka_topic='{lenient_out}') AS SELECT * FROM src;"),
+        json!({"auto.offset.reset": "earliest"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    produce(
+        &src,
+        &[
+            Record::new(Some("a"), Some(r#"{"TS":"2024-01-02"}"#), 1),
+            Record::new(Some("b"), Some(r#"{"TS":"not a date"}"#), 2),
+            Record::new(Some("c"), Some(r#"{"TS":"2024-01-03"}"#), 3),
+        ],
+    );
+    // The lenient query skips the bad record and goes on.
+    assert_eq!(consume(&lenient_out, 2, WAIT).len(), 2);
+    let id_of = |sink: &str| {
+        server
+            .query_ids()
+            .into_iter()
+            .find(|(id, _)| id.contains(sink))
+            .expect("the query exists")
+    };
+    let (strict_id, _) = id_of("STRICT");
+    eventually(WAIT, "the poison to stop the query", || {
+        (server.metric("sluice_query_failed", &strict_id) == Some(1.0)).then_some(())
+    });
+    assert_eq!(id_of("STRICT").1, "ERROR");
+    assert_eq!(id_of("LENIENT").1, "RUNNING");
+    let explained = server.ok(&format!("EXPLAIN {strict_id};"));
+    let errors = &explained[0]["queryDescription"]["queryErrors"];
+    assert_eq!(errors[0]["type"], "USER", "{explained}");
+    assert!(
+        errors[0]["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a valid timestamp")),
+        "{explained}"
+    );
+
+    // RESUME starts it again; the record is still there, so it stops again.
+    let stops = || {
+        server
+            .log_text()
+            .matches("query stopped: it keeps failing")
+            .count()
+    };
+    assert_eq!(stops(), 1);
+    server.ok(&format!("RESUME {strict_id};"));
+    eventually(WAIT, "the resumed query to meet the poison again", || {
+        (stops() == 2).then_some(())
+    });
+}

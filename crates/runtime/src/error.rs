@@ -27,16 +27,29 @@ pub enum RuntimeError {
     /// and resumes from its last commit rather than skip records.
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// An aggregate's result no longer fits its type (a DECIMAL sum past its precision):
-    /// as in ksqlDB, the query stops rather than write a wrong total.
     /// A record's event time is missing or invalid and `ksql.timestamp.throw.on.invalid`
     /// is set.
     #[error(
         "Fatal user code error in TimestampExtractor callback for record of {topic}: its {column} is not a valid timestamp"
     )]
     InvalidTimestamp { topic: String, column: String },
+    /// An aggregate's result no longer fits its type (a DECIMAL sum past its precision):
+    /// as in ksqlDB, the query stops rather than write a wrong total.
     #[error("Numeric field overflow: a DECIMAL sum passed its precision")]
     Overflow,
+}
+
+impl RuntimeError {
+    /// Whether the error comes from the query itself (its plan, its state, a record it
+    /// cannot get past) rather than from the broker or a service: running the query
+    /// again from its last commit meets it again. Such a poison stops the query once it
+    /// keeps coming back; the others are retried for as long as they last.
+    pub fn is_poison(&self) -> bool {
+        !matches!(
+            self,
+            RuntimeError::Kafka(_) | RuntimeError::Commit { .. } | RuntimeError::Unavailable(_)
+        )
+    }
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

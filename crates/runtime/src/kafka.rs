@@ -145,6 +145,27 @@ impl QueryConfig {
     }
 }
 
+/// An error a query failed with (ksqlDB's `QueryError`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueryError {
+    pub message: String,
+    /// When, in milliseconds since the epoch.
+    pub timestamp: i64,
+    /// A poison of the query's own (ksqlDB's USER errors), else the broker's or a
+    /// service's (SYSTEM).
+    pub poison: bool,
+}
+
+impl QueryError {
+    fn of(e: &RuntimeError) -> QueryError {
+        QueryError {
+            message: e.to_string(),
+            timestamp: now_millis(),
+            poison: e.is_poison(),
+        }
+    }
+}
+
 /// What a running query reports.
 #[derive(Debug, Default)]
 pub struct QueryStats {
@@ -156,7 +177,10 @@ pub struct QueryStats {
     pub expression_errors: AtomicU64,
     /// Consecutive restarts after errors; 0 while healthy.
     pub restarts: AtomicU64,
-    pub last_error: Mutex<Option<String>>,
+    pub last_error: Mutex<Option<QueryError>>,
+    /// Why the query stopped for good on this server: the same poison
+    /// (`RuntimeError::is_poison`) came back `POISON_ATTEMPTS` times in a row.
+    pub failed: Mutex<Option<QueryError>>,
     /// What each worker thread of the query on this server holds.
     workers: Mutex<Vec<WorkerState>>,
     /// Commits (transactions or offset commits) and the time they took, in total.
@@ -290,6 +314,24 @@ impl RunningQuery {
     pub fn is_healthy(&self) -> bool {
         self.stats.restarts.load(Ordering::Relaxed) == 0
     }
+
+    /// Why the query stopped for good, if a poison stopped it.
+    pub fn failed(&self) -> Option<QueryError> {
+        self.stats
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The error the query last failed with, if it failed since it started.
+    pub fn last_error(&self) -> Option<QueryError> {
+        self.stats
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 impl Drop for RunningQuery {
@@ -333,8 +375,15 @@ fn run_query(
     });
 }
 
+/// How many times in a row the same poison may fail a query before it stops for good
+/// (with the pauses between, about 3 s of trying plus the attempts themselves).
+pub const POISON_ATTEMPTS: u32 = 6;
+
 /// Runs `f` until it succeeds or the query stops (None), with a growing pause after
-/// each failure, which the query's stats show.
+/// each failure, which the query's stats show. A poison (`RuntimeError::is_poison`)
+/// that fails it `POISON_ATTEMPTS` times in a row, with the query never healthy in
+/// between, stops the whole query on this server, with the error in `stats.failed`;
+/// errors of the broker are retried for as long as they last.
 fn retry<T>(
     name: &str,
     stop: &AtomicBool,
@@ -342,17 +391,45 @@ fn retry<T>(
     mut f: impl FnMut() -> Result<T>,
 ) -> Option<T> {
     let mut backoff = Duration::from_millis(100);
+    let mut poisoned: Option<(String, u32)> = None;
     while !stop.load(Ordering::SeqCst) {
         match f() {
             Ok(v) => return Some(v),
             Err(e) => {
+                let healthy_since = stats.restarts.load(Ordering::Relaxed) == 0;
+                if healthy_since || !e.is_poison() {
+                    poisoned = None;
+                }
+                if e.is_poison() {
+                    let message = e.to_string();
+                    let count = match &poisoned {
+                        Some((m, n)) if *m == message => n + 1,
+                        _ => 1,
+                    };
+                    poisoned = Some((message, count));
+                    if count >= POISON_ATTEMPTS {
+                        tracing::error!(
+                            query = name,
+                            attempts = count,
+                            "query stopped: it keeps failing at the same point: {e}"
+                        );
+                        *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(QueryError::of(&e));
+                        *stats.failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(QueryError::of(&e));
+                        stats.restarts.fetch_add(1, Ordering::Relaxed);
+                        stop.store(true, Ordering::SeqCst);
+                        return None;
+                    }
+                }
                 let n = stats.restarts.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::warn!(
                     query = name,
                     attempt = n,
                     "query failed, restarting from the last commit: {e}"
                 );
-                *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(QueryError::of(&e));
                 let deadline = Instant::now() + backoff;
                 while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(20));
@@ -491,7 +568,7 @@ fn plan_layout(
         let mut counts = BTreeSet::new();
         for (_, spec) in plan.root.sources() {
             let count = admin.partitions(&spec.topic)?.ok_or_else(|| {
-                RuntimeError::Plan(format!("the topic {} does not exist", spec.topic))
+                RuntimeError::Unavailable(format!("the topic {} does not exist", spec.topic))
             })?;
             counts.insert(count);
         }
@@ -982,7 +1059,14 @@ fn open_task_db(dir: &std::path::Path) -> Result<sluice_state::StateDb> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match sluice_state::StateDb::open(dir) {
-            Err(e) if Instant::now() < deadline && e.to_string().contains("lock") => {
+            Err(e) if e.to_string().contains("lock") => {
+                if Instant::now() >= deadline {
+                    // Still held (by the task's previous holder here, winding down):
+                    // waited for as any resource, not taken for a poison.
+                    return Err(RuntimeError::Unavailable(format!(
+                        "the task's state store is locked: {e}"
+                    )));
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
             opened => return Ok(opened?),
@@ -1684,9 +1768,9 @@ fn commit_transaction(
     const TIMEOUT: Duration = Duration::from_secs(60);
     let result = (|| -> Result<()> {
         if !offsets.is_empty() {
-            let metadata = consumer
-                .group_metadata()
-                .ok_or_else(|| RuntimeError::Plan("the consumer has no group metadata".into()))?;
+            let metadata = consumer.group_metadata().ok_or_else(|| {
+                RuntimeError::Unavailable("the consumer has no group metadata".into())
+            })?;
             producer.send_offsets_to_transaction(&offset_list(offsets)?, &metadata, TIMEOUT)?;
         }
         end_transaction(producer, TIMEOUT)
@@ -1735,7 +1819,7 @@ fn partitions_of<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) ->
         .iter()
         .find(|t| t.name() == topic)
         .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-        .ok_or_else(|| RuntimeError::Plan(format!("the topic {topic} does not exist")))?;
+        .ok_or_else(|| RuntimeError::Unavailable(format!("the topic {topic} does not exist")))?;
     Ok(t.partitions().iter().map(|p| p.id()).collect())
 }
 
@@ -2061,7 +2145,7 @@ fn flush_producer(producer: &QueryProducer) -> Result<()> {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .unwrap_or_default();
-        return Err(RuntimeError::Plan(format!(
+        return Err(RuntimeError::Unavailable(format!(
             "records could not be delivered: {e}"
         )));
     }

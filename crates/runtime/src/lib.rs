@@ -31,5 +31,5 @@ pub mod values;
 pub mod view;
 
 pub use error::{Result, RuntimeError};
-pub use kafka::{KafkaAdmin, QueryConfig, QueryStats, RunningQuery};
+pub use kafka::{KafkaAdmin, QueryConfig, QueryError, QueryStats, RunningQuery};
 pub use pipeline::{DecodeFailure, OutputRecord, Pipeline, SourceRecord};

@@ -795,7 +795,6 @@ impl Pipeline {
                 &sink.topic,
                 registry,
             )
-            .map_err(RuntimeError::Plan)
         };
         let key_encoder = sink_part(ColumnKind::Key)?;
         let value_encoder = sink_part(ColumnKind::Value)?;

@@ -181,8 +181,7 @@ fn encode_part(
     } else {
         &topic.value_format
     };
-    let encoder = part_encoder(format, &columns, is_key, &topic.topic, registry)
-        .map_err(RuntimeError::Plan)?;
+    let encoder = part_encoder(format, &columns, is_key, &topic.topic, registry)?;
     let mut buf = Vec::new();
     Ok(encoder
         .encode(arrays, 0, &mut buf)

@@ -760,8 +760,14 @@ pub fn render_entity(e: &Value) -> String {
         ),
         "queryDescription" => {
             let d = &e["queryDescription"];
+            let errors: String = d["queryErrors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|q| format!("Error ({}): {}\n", s(&q["type"]), s(&q["errorMessage"])))
+                .collect();
             format!(
-                "ID: {}\nState: {}\nStatement: {}\nSources: {}\nSinks: {}\nExecution plan:\n{}\n",
+                "ID: {}\nState: {}\n{errors}Statement: {}\nSources: {}\nSinks: {}\nExecution plan:\n{}\n",
                 s(&d["id"]),
                 s(&d["state"]),
                 s(&d["statementText"]),

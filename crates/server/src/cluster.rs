@@ -7,7 +7,9 @@ use sluice_plan::QueryPlan;
 use sluice_runtime::driver::Driver;
 use sluice_runtime::push::{PushConfig, PushEvent, PushQuery};
 use sluice_runtime::view::TableViews;
-use sluice_runtime::{KafkaAdmin, OutputRecord, Pipeline, QueryConfig, QueryStats, RunningQuery};
+use sluice_runtime::{
+    KafkaAdmin, OutputRecord, Pipeline, QueryConfig, QueryError, QueryStats, RunningQuery,
+};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc::Sender;
@@ -61,6 +63,22 @@ impl QueryRun {
         match self {
             QueryRun::Kafka(q) => q.is_healthy(),
             QueryRun::Memory { .. } => true,
+        }
+    }
+
+    /// Why a poison stopped the query for good on this server, if one did.
+    pub fn failed(&self) -> Option<QueryError> {
+        match self {
+            QueryRun::Kafka(q) => q.failed(),
+            QueryRun::Memory { .. } => None,
+        }
+    }
+
+    /// The error the query last failed with here, if it failed since it started.
+    pub fn last_error(&self) -> Option<QueryError> {
+        match self {
+            QueryRun::Kafka(q) => q.last_error(),
+            QueryRun::Memory { .. } => None,
         }
     }
 

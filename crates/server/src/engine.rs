@@ -199,6 +199,18 @@ pub struct PersistentQuery {
 }
 
 impl PersistentQuery {
+    /// The errors the query met here, as ksqlDB's `queryErrors`: why it could not
+    /// start, or the last error it failed with.
+    pub fn errors(&self) -> Vec<sluice_runtime::QueryError> {
+        let start = self.error.as_ref().map(|e| sluice_runtime::QueryError {
+            message: e.clone(),
+            timestamp: 0,
+            poison: true,
+        });
+        let run = self.running.as_ref().and_then(|r| r.last_error());
+        start.into_iter().chain(run).collect()
+    }
+
     pub fn state(&self) -> &'static str {
         match (&self.running, &self.error) {
             (Some(_), _) if self.paused => "PAUSED",
@@ -731,7 +743,15 @@ impl Engine {
                             return Err(format!("Unknown queryId: {id}"));
                         };
                         q.paused = *paused;
-                        if let Some(run) = &q.running {
+                        // RESUME also starts again a query a poison stopped (its cause
+                        // may be gone: a topic made again, a record deleted).
+                        let failed = q.running.as_ref().is_some_and(|r| r.failed().is_some());
+                        if !*paused && failed {
+                            if let Some(run) = q.running.take() {
+                                run.stop();
+                            }
+                            self.start_query(q);
+                        } else if let Some(run) = &q.running {
                             run.set_paused(*paused);
                         }
                     }
@@ -1195,12 +1215,15 @@ impl Engine {
                 match ms.queries.get(&id) {
                     Some(q) => Ok(entities::query_description(
                         &text,
-                        &q.id,
-                        &q.statement,
-                        &q.inputs,
-                        std::slice::from_ref(&q.sink),
-                        &q.plan,
-                        q.state(),
+                        &entities::QueryShown {
+                            id: &q.id,
+                            statement: &q.statement,
+                            sources: &q.inputs,
+                            sinks: std::slice::from_ref(&q.sink),
+                            plan: &q.plan,
+                            state: q.state(),
+                            errors: &q.errors(),
+                        },
                     )),
                     None => Err(fail(format!(
                         "Query with id:{id} does not exist, use SHOW QUERIES to view the full set of queries."
@@ -1216,12 +1239,15 @@ impl Engine {
                     .collect();
                 Ok(entities::query_description(
                     &text,
-                    "",
-                    &text,
-                    &sources,
-                    &[],
-                    &plan,
-                    "NOT_RUNNING",
+                    &entities::QueryShown {
+                        id: "",
+                        statement: &text,
+                        sources: &sources,
+                        sinks: &[],
+                        plan: &plan,
+                        state: "NOT_RUNNING",
+                        errors: &[],
+                    },
                 ))
             }
             Planned::DescribeFunction(name) => match sluice_sql::functions::describe(&name) {

@@ -281,17 +281,40 @@ pub fn describe_function(text: &str, f: &sluice_sql::functions::FunctionInfo) ->
     })
 }
 
-/// EXPLAIN: a query's statement, sources and sinks, and its plan as text.
-pub fn query_description(
-    text: &str,
-    id: &str,
-    statement: &str,
-    sources: &[String],
-    sinks: &[String],
-    plan: &sluice_plan::QueryPlan,
-    state: &str,
-) -> Value {
+/// A query as EXPLAIN describes it.
+pub struct QueryShown<'a> {
+    pub id: &'a str,
+    pub statement: &'a str,
+    pub sources: &'a [String],
+    pub sinks: &'a [String],
+    pub plan: &'a sluice_plan::QueryPlan,
+    pub state: &'a str,
+    pub errors: &'a [sluice_runtime::QueryError],
+}
+
+/// EXPLAIN: a query's statement, sources and sinks, its plan as text, its state and the
+/// errors it met.
+pub fn query_description(text: &str, q: &QueryShown<'_>) -> Value {
+    let QueryShown {
+        id,
+        statement,
+        sources,
+        sinks,
+        plan,
+        state,
+        errors,
+    } = q;
     let plan_text = plan.root.explain();
+    let errors: Vec<Value> = errors
+        .iter()
+        .map(|e| {
+            json!({
+                "errorMessage": e.message,
+                "timestamp": e.timestamp,
+                "type": if e.poison { "USER" } else { "SYSTEM" },
+            })
+        })
+        .collect();
     let window = match &plan.root {
         sluice_plan::Step::StreamSink { topic, .. }
         | sluice_plan::Step::TableSink { topic, .. } => topic
@@ -314,6 +337,7 @@ pub fn query_description(
             "overriddenProperties": {},
             "state": state,
             "queryType": "PERSISTENT",
+            "queryErrors": errors,
         },
         "warnings": [],
     })

@@ -87,6 +87,13 @@ const QUERY_FIGURES: &[QueryFigure] = &[
         |s| s.restarts.load(Ordering::Relaxed) as f64,
     ),
     (
+        "sluice_query_failed",
+        "gauge",
+        "1 when a poison (the same error of the query's own, again and again) stopped the \
+         query on this server; RESUME starts it again.",
+        |s| s.failed.lock().unwrap_or_else(|p| p.into_inner()).is_some() as u8 as f64,
+    ),
+    (
         "sluice_query_running_here",
         "gauge",
         "1 when this server runs some of the query's tasks.",

@@ -3,6 +3,7 @@
 //! schemas looked up by the id each record carries, and Arrow values written as Avro.
 
 use super::encode::text_value;
+use crate::error::RuntimeError;
 use datafusion_common::arrow::array::{Array, AsArray};
 use datafusion_common::arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Float64Type, Int32Type, Int64Type, Time32MillisecondType,
@@ -80,27 +81,35 @@ impl Writer {
 }
 
 /// The schema a sink part writes with and its id: the one named by `schema_id`, else
-/// the one derived from its columns, registered under the topic's subject.
+/// the one derived from its columns, registered under the topic's subject. A registry
+/// that does not answer is `Unavailable` (the query waits for it, as its reads do).
 pub fn writer_schema(
     registry: &Registry,
     format: &Format,
     columns: &[&Column],
     is_key: bool,
     topic: &str,
-) -> Result<(i32, Writer), String> {
+) -> Result<(i32, Writer), RuntimeError> {
+    let failed = |e: sluice_registry::RegistryError, what: &str| match e {
+        sluice_registry::RegistryError::Http(_) => RuntimeError::Unavailable(format!("{what}{e}")),
+        other => RuntimeError::Plan(format!("{what}{other}")),
+    };
     let (id, registered) = match format.schema_id {
-        Some(id) => (id, registry.schema(id).map_err(|e| e.to_string())?),
+        Some(id) => (id, registry.schema(id).map_err(|e| failed(e, ""))?),
         None => {
-            let derived = derived_schema(format, columns, is_key, topic)
-                .ok_or_else(|| format!("the {} format is not supported yet", format.kind))?;
+            let derived = derived_schema(format, columns, is_key, topic).ok_or_else(|| {
+                RuntimeError::Plan(format!("the {} format is not supported yet", format.kind))
+            })?;
             let subject = sluice_registry::subject(topic, is_key);
             let id = registry
                 .register(&subject, &derived)
-                .map_err(|e| format!("Could not register schema for topic: {e}"))?;
+                .map_err(|e| failed(e, "Could not register schema for topic: "))?;
             (id, derived)
         }
     };
-    Ok((id, Writer::of(&registered, format.full_name.as_deref())?))
+    let writer =
+        Writer::of(&registered, format.full_name.as_deref()).map_err(RuntimeError::Plan)?;
+    Ok((id, writer))
 }
 
 /// Why a writer schema was not found: the registry did not answer (the record must wait),
@@ -447,7 +456,7 @@ pub fn part_encoder(
     is_key: bool,
     topic: &str,
     registry: Option<&Registry>,
-) -> Result<super::encode::PartEncoder, String> {
+) -> Result<super::encode::PartEncoder, RuntimeError> {
     let encoder = super::encode::PartEncoder::new(
         format,
         columns.iter().map(|(i, c)| (*i, c.name.clone())).collect(),
@@ -458,9 +467,10 @@ pub fn part_encoder(
     }
     let typed: Vec<&Column> = columns.iter().map(|(_, c)| *c).collect();
     if format.kind == FormatKind::ProtobufNosr {
-        return Ok(encoder.with_writer(None, nosr_writer(format, &typed, is_key)?));
+        let writer = nosr_writer(format, &typed, is_key).map_err(RuntimeError::Plan)?;
+        return Ok(encoder.with_writer(None, writer));
     }
-    let registry = registry.ok_or_else(|| no_registry(format.kind))?;
+    let registry = registry.ok_or_else(|| RuntimeError::Plan(no_registry(format.kind)))?;
     let (id, writer) = writer_schema(registry, format, &typed, is_key, topic)?;
     Ok(encoder.with_writer(Some(id), writer))
 }
