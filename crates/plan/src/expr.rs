@@ -96,11 +96,52 @@ pub enum Literal {
     Double(f64),
     /// Unscaled digits and the type's precision and scale.
     Decimal {
+        #[serde(with = "unscaled")]
         unscaled: i128,
         precision: u8,
         scale: u8,
     },
     String(String),
+}
+
+/// A decimal's unscaled digits in a plan's JSON. Steps are internally tagged, so serde
+/// buffers their fields before it reads them, and its buffer has no 128-bit integers:
+/// a plan with a DECIMAL literal written as an i128 could not be read back (a restart
+/// replaying the command topic failed on it). The digits are written as a number when
+/// they fit 64 bits (as plans always wrote them), else as a string, and read from either.
+mod unscaled {
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &i128, s: S) -> Result<S::Ok, S::Error> {
+        match i64::try_from(*v) {
+            Ok(n) => s.serialize_i64(n),
+            Err(_) => s.serialize_str(&v.to_string()),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i128, D::Error> {
+        struct Digits;
+        impl Visitor<'_> for Digits {
+            type Value = i128;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a decimal's unscaled digits, as an integer or a string")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<i128, E> {
+                Ok(v.into())
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<i128, E> {
+                Ok(v.into())
+            }
+            fn visit_i128<E: de::Error>(self, v: i128) -> Result<i128, E> {
+                Ok(v)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<i128, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(Digits)
+    }
 }
 
 impl Expr {
@@ -390,5 +431,48 @@ mod tests {
         let json = serde_json::to_string(&e).unwrap();
         assert_eq!(serde_json::from_str::<Expr>(&json).unwrap(), e);
         assert_eq!(e.to_string(), "(A + 1)");
+    }
+
+    #[test]
+    fn decimal_literals_read_back_inside_steps() {
+        for unscaled in [10_000, -5, i128::from(i64::MAX) * 1000] {
+            let literal = Expr::Literal(Literal::Decimal {
+                unscaled,
+                precision: 38,
+                scale: 1,
+            });
+            // A filter step is internally tagged: its fields are buffered first.
+            let step = crate::Step::StreamFilter {
+                input: Box::new(crate::Step::StreamSource {
+                    name: "S".into(),
+                    topic: crate::TopicSpec {
+                        topic: "s".into(),
+                        key_format: crate::Format::new(crate::FormatKind::Kafka),
+                        value_format: crate::Format::new(crate::FormatKind::Json),
+                        schema: crate::LogicalSchema::new(Vec::new()),
+                        timestamp: None,
+                        timestamp_format: None,
+                        window: None,
+                        retractions: false,
+                    },
+                }),
+                predicate: literal,
+            };
+            let json = serde_json::to_string(&step).unwrap();
+            assert_eq!(
+                serde_json::from_str::<crate::Step>(&json).unwrap(),
+                step,
+                "{json}"
+            );
+        }
+        // As plans wrote it before: a plain number.
+        let old = r#"{"decimal":{"unscaled":10000,"precision":5,"scale":1}}"#;
+        assert!(matches!(
+            serde_json::from_str::<Literal>(old).unwrap(),
+            Literal::Decimal {
+                unscaled: 10_000,
+                ..
+            }
+        ));
     }
 }
