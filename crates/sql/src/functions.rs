@@ -1412,23 +1412,20 @@ mod counts {
             "{supported} of {} documented scalar functions; missing {missing:?}",
             scalars.len()
         );
-        for sql in
-            ["SELECT k, GREATEST(a, 2), LEAST(a, 1), ARRAY[a], MAP('x' := a) FROM s EMIT CHANGES;"]
-        {
-            let stmt = &crate::parse_statements(&format!(
-                "CREATE STREAM s (k STRING KEY, a INT) WITH (kafka_topic='s', value_format='JSON'); {sql}"
-            ))
-            .unwrap();
-            let mut catalog = std::collections::BTreeMap::new();
-            let crate::Planned::CreateSource { source, .. } =
-                crate::plan_statement(&stmt[0], &catalog, &crate::PlannerConfig::default())
-                    .unwrap()
-            else {
-                panic!("a source")
-            };
-            catalog.insert(source.name.clone(), source);
-            crate::plan_statement(&stmt[1], &catalog, &crate::PlannerConfig::default()).unwrap();
-        }
+        let sql =
+            "SELECT k, GREATEST(a, 2), LEAST(a, 1), ARRAY[a], MAP('x' := a) FROM s EMIT CHANGES;";
+        let stmt = &crate::parse_statements(&format!(
+            "CREATE STREAM s (k STRING KEY, a INT) WITH (kafka_topic='s', value_format='JSON'); {sql}"
+        ))
+        .unwrap();
+        let mut catalog = std::collections::BTreeMap::new();
+        let crate::Planned::CreateSource { source, .. } =
+            crate::plan_statement(&stmt[0], &catalog, &crate::PlannerConfig::default()).unwrap()
+        else {
+            panic!("a source")
+        };
+        catalog.insert(source.name.clone(), source);
+        crate::plan_statement(&stmt[1], &catalog, &crate::PlannerConfig::default()).unwrap();
         let aggregates = all.iter().filter(|f| f.kind == "AGGREGATE").count();
         assert!(aggregates >= 16, "{aggregates} aggregates");
         assert!(has("EXPLODE", "TABLE") && has("CUBE_EXPLODE", "TABLE"));
