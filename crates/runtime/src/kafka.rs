@@ -900,7 +900,10 @@ fn run_worker(
                      last commit"
                 );
                 stats.refused_commits.fetch_add(1, Ordering::Relaxed);
-                held.restart_tasks(name, part, &lease, &reader)?;
+                held.close_tasks();
+                // The tasks the worker still holds start again after the next lease
+                // poll, whatever moved.
+                seen_moves = u64::MAX;
             }
             // Stopping: the interval is read again at the next start.
             Err(e) if stopping => {
@@ -1009,21 +1012,16 @@ impl Held<'_> {
         Ok(())
     }
 
-    /// After an aborted interval: every task starts again from the last commit, its
-    /// state restored from its stores and changelog and its input read again from the
-    /// committed offsets, while the worker keeps its leases.
-    fn restart_tasks(
-        &mut self,
-        name: &str,
-        part: &Part,
-        lease: &LeaseConsumer,
-        reader: &BaseConsumer,
-    ) -> Result<()> {
-        let held: BTreeSet<i32> = self.tasks.keys().copied().collect();
-        // Each task's database closes before it opens again.
+    /// After an aborted interval: every task closes (its database too). Those the
+    /// worker still holds start again at the next `take_moves`, from the last commit:
+    /// their state restored from their stores and changelog, their input read again from
+    /// the committed offsets. Not at once: the group moved on, and a member it dropped
+    /// meanwhile ("unknown member") has lost its leases to others, which librdkafka
+    /// reports only at the lease consumer's next poll. Restarting them in place made two
+    /// workers run a task, the stale one unable to commit and holding its database.
+    fn close_tasks(&mut self) {
         self.tasks.clear();
-        self.start_tasks(held, name, part, lease)?;
-        assign(reader, &self.tasks)
+        self.publish();
     }
 
     /// Starts each of the tasks `wanted` that the worker does not run yet.
