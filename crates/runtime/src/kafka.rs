@@ -396,8 +396,9 @@ fn retry<T>(
         match f() {
             Ok(v) => return Some(v),
             Err(e) => {
-                let healthy_since = stats.restarts.load(Ordering::Relaxed) == 0;
-                if healthy_since || !e.is_poison() {
+                // Healthy until this failure: any earlier poison is behind it.
+                let was_healthy = stats.restarts.load(Ordering::Relaxed) == 0;
+                if was_healthy || !e.is_poison() {
                     poisoned = None;
                 }
                 if e.is_poison() {

@@ -1239,7 +1239,7 @@ impl Pipeline {
         }
         let n = batch.num_columns();
         // Retractions are for aggregations; a sink writes only the new rows, unless
-        // its topic carries the changes on to an aggregation (`write_changes`).
+        // its topic carries the changes on to an aggregation (`write_change`).
         let retractions = self.sink.retractions;
         let retract = batch.column(n - FLAG_COUNT).as_boolean().clone();
         if retract.true_count() > 0 && !retractions {
