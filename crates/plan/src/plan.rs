@@ -429,8 +429,8 @@ impl Step {
     /// the reading one; None when the plan needs no cut or no cut applies: the input
     /// to regroup must be a plain stream or a source table's changes (no earlier join or
     /// aggregation; no window over a table), a join must not be a foreign-key one and
-    /// moves only stream sides, and nothing downstream may read ROWPARTITION or ROWOFFSET, which the
-    /// repartition topic would change.
+    /// moves only stream sides, and nothing downstream may read ROWPARTITION or
+    /// ROWOFFSET, which the repartition topic would change.
     pub fn split_at_repartition(
         &self,
         topic: &dyn Fn(&str) -> String,

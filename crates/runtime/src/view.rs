@@ -152,24 +152,30 @@ impl TableView {
     /// The topic's partitions, asked again if they were last asked over
     /// `PARTITIONS_CHECK` ago; partitions it gained are handed to the view's thread.
     fn current_partitions(&self) -> Result<Vec<i32>> {
-        let mut known = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        if known.1.elapsed() >= PARTITIONS_CHECK {
-            let now = topic_partitions(&self.metadata, &self.topic)?;
-            let added: Vec<i32> = now
-                .iter()
-                .filter(|p| !known.0.contains(p))
-                .copied()
-                .collect();
-            if !added.is_empty() {
-                tracing::info!(
-                    topic = self.topic,
-                    ?added,
-                    "the table's topic gained partitions"
-                );
-                known.0.extend(&added);
-                self.shared.lock().added.extend(added);
+        let lock = || self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut known = lock();
+            if known.1.elapsed() < PARTITIONS_CHECK {
+                return Ok(known.0.clone());
             }
+            // This query asks; the others go on with what is known meanwhile.
             known.1 = Instant::now();
+        }
+        let now = topic_partitions(&self.metadata, &self.topic)?;
+        let mut known = lock();
+        let added: Vec<i32> = now
+            .iter()
+            .filter(|p| !known.0.contains(p))
+            .copied()
+            .collect();
+        if !added.is_empty() {
+            tracing::info!(
+                topic = self.topic,
+                ?added,
+                "the table's topic gained partitions"
+            );
+            known.0.extend(&added);
+            self.shared.lock().added.extend(added);
         }
         Ok(known.0.clone())
     }
@@ -328,7 +334,7 @@ fn follow(topic: &str, reader: &BaseConsumer, shared: &Shared) {
                 }
             }
             if let Err(e) = reader.incremental_assign(&more) {
-                // Asked again by the next pull query's check.
+                // Tried again at the thread's next turn.
                 tracing::warn!(topic, "table view: cannot read the new partitions: {e}");
                 shared.lock().added.extend(added);
             }
