@@ -270,3 +270,39 @@ fn a_poison_stops_its_query_with_the_error_shown() {
         (stops() == 2).then_some(())
     });
 }
+
+/// A query whose plan holds a DECIMAL literal runs, and runs again after a restart: its
+/// plan is read back from the command topic each time (an i128 serde could not read
+/// back there once made the server refuse such a query).
+#[test]
+fn a_query_with_a_decimal_literal_runs_again_after_a_restart() {
+    let mut server = Server::start(&unique("svc"));
+    let (src, out) = (unique("src"), unique("secs"));
+    server.ok(&format!(
+        "CREATE STREAM src (k STRING KEY, ms INT) WITH (kafka_topic='{src}', value_format='JSON', partitions=1);
+         CREATE STREAM secs WITH (kafka_topic='{out}') AS SELECT k, ms / 1000.0 AS s FROM src;"
+    ));
+    produce(&src, &[Record::new(Some("a"), Some(r#"{"MS":1500}"#), 1)]);
+    assert_eq!(consume(&out, 1, WAIT).len(), 1);
+    server.restart();
+    let health: Value = ureq::get(&format!("{}/healthcheck", server.url))
+        .call()
+        .expect("healthcheck")
+        .into_body()
+        .read_json()
+        .expect("JSON");
+    assert_eq!(health["isHealthy"], json!(true), "{health}");
+    let (id, state) = server
+        .query_ids()
+        .into_iter()
+        .find(|(id, _)| id.contains("SECS"))
+        .expect("the query is back");
+    assert_eq!(state, "RUNNING", "{id}");
+    produce(&src, &[Record::new(Some("b"), Some(r#"{"MS":2500}"#), 2)]);
+    let values: Vec<Value> = consume(&out, 2, WAIT)
+        .iter()
+        .map(Record::value_json)
+        .collect();
+    assert_eq!(values.len(), 2, "{values:?}");
+    assert_eq!(values[1]["S"].as_f64(), Some(2.5), "{values:?}");
+}

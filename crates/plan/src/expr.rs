@@ -106,8 +106,9 @@ pub enum Literal {
 
 /// A decimal's unscaled digits in a plan's JSON. Steps are internally tagged, so serde
 /// buffers their fields before it reads them, and its buffer has no 128-bit integers:
-/// a plan with a DECIMAL literal written as an i128 could not be read back (a restart
-/// replaying the command topic failed on it). The digits are written as a number when
+/// a plan with a DECIMAL literal written as an i128 could not be read back, so a server
+/// on Kafka refused every persistent query with one (its command is read back from the
+/// command topic). The digits are written as a number when
 /// they fit 64 bits (as plans always wrote them), else as a string, and read from either.
 mod unscaled {
     use serde::de::{self, Visitor};
