@@ -306,3 +306,77 @@ fn a_stream_stream_join_on_values_moves_both_sides() {
     want.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(seen, want);
 }
+
+/// A task whose state store is still locked here (by the task's previous holder, winding
+/// down; in this test, by the test itself) waits, while its worker runs its other tasks;
+/// it starts once the lock is gone.
+#[test]
+fn a_task_whose_store_is_locked_waits_while_the_others_run() {
+    let service = unique("svc");
+    let mut server = Server::start_with(&service, &[("--stream-threads", "1")]);
+    let (src, counts) = (unique("locked_src"), unique("locked_counts"));
+    server.ok(&format!(
+        "CREATE STREAM src (k STRING KEY, v INT) WITH (kafka_topic='{src}', value_format='JSON', partitions=4);"
+    ));
+    let (status, body) = server.ksql_with(
+        &format!("CREATE TABLE counts WITH (kafka_topic='{counts}') AS SELECT k, COUNT(*) AS n FROM src GROUP BY k;"),
+        json!({"auto.offset.reset": "earliest"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    let partition = |k: &str| sluice_runtime::driver::partition_for(Some(k.as_bytes()), 4);
+    let round = |ts: i64| -> Vec<Record> {
+        keys.iter()
+            .map(|k| Record::new(Some(k), Some(r#"{"V":1}"#), ts))
+            .collect()
+    };
+    produce(&src, &round(1));
+    let counted = |n: i64, only: &dyn Fn(&str) -> bool| {
+        let want: HashMap<String, serde_json::Value> = keys
+            .iter()
+            .filter(|k| only(k))
+            .map(|k| (k.clone(), json!({"N": n})))
+            .collect();
+        move |out: &[(i32, Record)]| {
+            let seen = latest_values(out);
+            want.iter().all(|(k, v)| seen.get(k) == Some(v))
+        }
+    };
+    let out = consume_until(&counts, Duration::from_secs(60), counted(1, &|_| true));
+    assert!(counted(1, &|_| true)(&out), "every key counted once");
+
+    // Task 0's store is held while the server starts again.
+    server.stop();
+    let query = server_query_dir(&server, "CTAS_COUNTS");
+    let held = sluice_state::StateDb::open(&query.join("task_0")).expect("the store opens");
+    server.restart();
+    produce(&src, &round(2));
+    // The other three tasks count their keys' second records meanwhile.
+    let others = |k: &str| partition(k) != 0;
+    let out = consume_until(&counts, Duration::from_secs(60), counted(2, &others));
+    assert!(
+        counted(2, &others)(&out),
+        "the other tasks ran while task 0 waited; log:\n{}",
+        server.log_text()
+    );
+    // Let go: task 0 starts and counts its keys too.
+    drop(held);
+    let out = consume_until(&counts, Duration::from_secs(60), counted(2, &|_| true));
+    assert!(
+        counted(2, &|_| true)(&out),
+        "task 0 ran once its store was free"
+    );
+}
+
+/// The state directory of the query whose id starts with `prefix`.
+fn server_query_dir(server: &Server, prefix: &str) -> std::path::PathBuf {
+    std::fs::read_dir(server.state_dir())
+        .expect("the state directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.contains(&format!("query_{prefix}")))
+        })
+        .expect("the query's state directory")
+}

@@ -27,6 +27,10 @@ pub enum RuntimeError {
     /// and resumes from its last commit rather than skip records.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A task's state store is still locked by another holder in this process (the
+    /// task's previous worker, winding down): the task waits, its worker goes on.
+    #[error("the task's state store is locked: {0}")]
+    StoreLocked(String),
     /// A record's event time is missing or invalid and `ksql.timestamp.throw.on.invalid`
     /// is set.
     #[error(
@@ -47,7 +51,10 @@ impl RuntimeError {
     pub fn is_poison(&self) -> bool {
         !matches!(
             self,
-            RuntimeError::Kafka(_) | RuntimeError::Commit { .. } | RuntimeError::Unavailable(_)
+            RuntimeError::Kafka(_)
+                | RuntimeError::Commit { .. }
+                | RuntimeError::Unavailable(_)
+                | RuntimeError::StoreLocked(_)
         )
     }
 }

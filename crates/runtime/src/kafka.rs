@@ -758,11 +758,13 @@ fn run_worker(
         .create()?;
     let mut held = Held {
         tasks: BTreeMap::new(),
+        waiting: false,
         output: WorkerOutput::new(config, worker)?,
         stats,
         worker,
     };
     let mut seen_moves = 0;
+    let mut last_start = Instant::now();
     let mut last_commit = Instant::now();
     let mut last_lag = Instant::now();
     let mut waiting_since = Instant::now();
@@ -786,8 +788,11 @@ fn run_worker(
                 Some(Err(e)) => return Err(e.into()),
             }
             let moves = lease.context().moves.load(Ordering::SeqCst);
-            if moves != seen_moves {
+            // Tasks waiting for their stores are tried again, at most every 200 ms.
+            let retry_waiting = held.waiting && last_start.elapsed() >= Duration::from_millis(200);
+            if moves != seen_moves || retry_waiting {
                 seen_moves = moves;
+                last_start = Instant::now();
                 held.take_moves(name, part, &lease, &reader)?;
             }
         }
@@ -963,6 +968,8 @@ fn server_instance(config: &QueryConfig) -> String {
 /// the query's stats (and withdrawn when the worker ends, however it ends).
 struct Held<'a> {
     tasks: BTreeMap<i32, Task>,
+    /// Some task the worker holds waits for its store (`start_tasks`).
+    waiting: bool,
     output: WorkerOutput,
     stats: &'a QueryStats,
     worker: usize,
@@ -989,6 +996,7 @@ impl Held<'_> {
             .into_iter()
             .filter(|p| (*p as u32) < part.layout.tasks)
             .collect();
+        let before: Vec<i32> = self.tasks.keys().copied().collect();
         self.tasks.retain(|p, task| {
             let keep = owned.contains(p);
             if !keep {
@@ -1001,7 +1009,8 @@ impl Held<'_> {
         self.start_tasks(owned, name, part, lease)?;
         self.publish();
         assign(reader, &self.tasks)?;
-        if !self.tasks.is_empty() {
+        let changed = !self.tasks.keys().copied().eq(before);
+        if changed && !self.tasks.is_empty() {
             tracing::info!(
                 query = name,
                 tasks = ?self.tasks.keys().collect::<Vec<_>>(),
@@ -1025,7 +1034,11 @@ impl Held<'_> {
         self.publish();
     }
 
-    /// Starts each of the tasks `wanted` that the worker does not run yet.
+    /// Starts each of the tasks `wanted` that the worker does not run yet. A task whose
+    /// store another worker here still holds is left for later (`waiting`): failing the
+    /// worker would drop its consumers and rebalance the group again, and waiting here
+    /// would keep the worker from its lease consumer, which may be about to say that
+    /// the task is not its own any more.
     fn start_tasks(
         &mut self,
         wanted: BTreeSet<i32>,
@@ -1033,10 +1046,25 @@ impl Held<'_> {
         part: &Part,
         lease: &LeaseConsumer,
     ) -> Result<()> {
+        let was_waiting = std::mem::take(&mut self.waiting);
         for p in wanted {
             if let std::collections::btree_map::Entry::Vacant(slot) = self.tasks.entry(p) {
-                let task = Task::start(name, part, p, lease, self.stats)?;
-                slot.insert(task);
+                match Task::start(name, part, p, lease, self.stats) {
+                    Ok(task) => {
+                        slot.insert(task);
+                    }
+                    Err(RuntimeError::StoreLocked(e)) => {
+                        if !was_waiting {
+                            tracing::info!(
+                                query = name,
+                                task = p,
+                                "the task's store is still held here; starting it later: {e}"
+                            );
+                        }
+                        self.waiting = true;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(())
@@ -1053,18 +1081,15 @@ impl Drop for Held<'_> {
 
 /// Opens a task's database. A task that moved between two workers of this server may
 /// still be closing on the one it left (which lets it go right after its lease
-/// consumer's poll): RocksDB's lock is then waited for, briefly.
+/// consumer's poll): RocksDB's lock is then waited for, briefly, and if it is still
+/// held the task is left for later (`StoreLocked`, see `Held::start_tasks`).
 fn open_task_db(dir: &std::path::Path) -> Result<sluice_state::StateDb> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         match sluice_state::StateDb::open(dir) {
             Err(e) if e.to_string().contains("lock") => {
                 if Instant::now() >= deadline {
-                    // Still held (by the task's previous holder here, winding down):
-                    // waited for as any resource, not taken for a poison.
-                    return Err(RuntimeError::Unavailable(format!(
-                        "the task's state store is locked: {e}"
-                    )));
+                    return Err(RuntimeError::StoreLocked(e.to_string()));
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
