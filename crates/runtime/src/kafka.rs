@@ -396,41 +396,33 @@ fn retry<T>(
         match f() {
             Ok(v) => return Some(v),
             Err(e) => {
+                let error = QueryError::of(&e);
+                let attempt = stats.restarts.fetch_add(1, Ordering::Relaxed) + 1;
                 // Healthy until this failure: any earlier poison is behind it.
-                let was_healthy = stats.restarts.load(Ordering::Relaxed) == 0;
-                if was_healthy || !e.is_poison() {
-                    poisoned = None;
+                let was_healthy = attempt == 1;
+                *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.clone());
+                let streak = match poisoned.take() {
+                    Some((m, n)) if error.poison && !was_healthy && m == error.message => n + 1,
+                    _ => 1,
+                };
+                if error.poison && streak >= POISON_ATTEMPTS {
+                    tracing::error!(
+                        query = name,
+                        attempts = streak,
+                        "query stopped: it keeps failing at the same point: {e}"
+                    );
+                    *stats.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+                    stop.store(true, Ordering::SeqCst);
+                    return None;
                 }
-                if e.is_poison() {
-                    let message = e.to_string();
-                    let count = match &poisoned {
-                        Some((m, n)) if *m == message => n + 1,
-                        _ => 1,
-                    };
-                    poisoned = Some((message, count));
-                    if count >= POISON_ATTEMPTS {
-                        tracing::error!(
-                            query = name,
-                            attempts = count,
-                            "query stopped: it keeps failing at the same point: {e}"
-                        );
-                        *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some(QueryError::of(&e));
-                        *stats.failed.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some(QueryError::of(&e));
-                        stats.restarts.fetch_add(1, Ordering::Relaxed);
-                        stop.store(true, Ordering::SeqCst);
-                        return None;
-                    }
+                if error.poison {
+                    poisoned = Some((error.message, streak));
                 }
-                let n = stats.restarts.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::warn!(
                     query = name,
-                    attempt = n,
+                    attempt,
                     "query failed, restarting from the last commit: {e}"
                 );
-                *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(QueryError::of(&e));
                 let deadline = Instant::now() + backoff;
                 while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(20));
