@@ -299,3 +299,80 @@ fn a_table_whose_topic_gains_partitions_answers_from_all_of_them() {
         [json!(["y"])]
     );
 }
+
+/// This server's count of parts of pull queries that owners answered (`answered`) or
+/// that it answered for owners that could not (`answered_here`).
+fn forwarded(server: &Server, outcome: &str) -> f64 {
+    server
+        .sample("sluice_pull_forwarded_total", &[("outcome", outcome)])
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn pull_queries_are_answered_by_the_servers_that_own_the_partitions() {
+    let service = unique("svc");
+    let one_thread = [("--stream-threads", "1")];
+    let a = Server::start_with(&service, &one_thread);
+    let mut b = Server::start_with(&service, &one_thread);
+    let (source, table) = stream_and_table(
+        &a,
+        4,
+        "CREATE TABLE totals WITH (kafka_topic='{table}') AS \
+         SELECT id, SUM(v) AS total FROM src GROUP BY id EMIT CHANGES;",
+    );
+    let ids: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    let records: Vec<Record> = ids
+        .iter()
+        .zip(1..)
+        .map(|(id, v)| Record::new(Some(id), Some(&format!(r#"{{"V":{v}}}"#)), v))
+        .collect();
+    produce(&source, &records);
+    let query = a.query_id("CTAS_TOTALS");
+    // The four tasks spread over both servers.
+    eventually(WAIT, "each server to hold some of the tasks", || {
+        let held = |s: &Server| s.metric("sluice_query_tasks", &query).unwrap_or(0.0);
+        (held(&a) >= 1.0 && held(&b) >= 1.0 && held(&a) + held(&b) == 4.0).then_some(())
+    });
+    let expected: Vec<Value> = sorted(ids.iter().zip(1..).map(|(id, v)| json!([id, v])).collect());
+    // A scan on either server: every row, each server's view reading only its own
+    // partitions' rows and the other's answering for the rest.
+    for (asked, other) in [(&a, &b), (&b, &a)] {
+        let answered = forwarded(asked, "answered");
+        let (rows, read_here) = eventually(WAIT, "the scan to see every row", || {
+            let before = view_rows_read(other, &table);
+            let (rows, read_here) = pull(asked, &table, "SELECT * FROM totals;");
+            let read_there = view_rows_read(other, &table) - before;
+            (sorted(rows.clone()) == expected && read_here + read_there == 40.0)
+                .then_some((rows, read_here))
+        });
+        assert_eq!(rows.len(), 40);
+        assert!(
+            read_here > 0.0 && read_here < 40.0,
+            "the asked server read {read_here} rows of its own view"
+        );
+        assert!(forwarded(asked, "answered") > answered);
+    }
+    // A key lookup reads only the key's partition, on the server owning it: the two
+    // views together read one row per lookup.
+    let before = view_rows_read(&a, &table) + view_rows_read(&b, &table);
+    for (id, v) in ids.iter().zip(1..).take(10) {
+        let rows = a.query_rows(&format!("SELECT total FROM totals WHERE id = '{id}';"));
+        assert_eq!(rows, [json!([v])], "{id}");
+    }
+    let after = view_rows_read(&a, &table) + view_rows_read(&b, &table);
+    assert_eq!(after - before, 10.0);
+    // LIMIT counts the rows of every part.
+    assert_eq!(a.query_rows("SELECT * FROM totals LIMIT 25;").len(), 25);
+    // An owner that is gone: its partitions are answered here (until the group gives
+    // its tasks to the servers left, which then own them).
+    b.kill();
+    let rows = a.query_rows("SELECT * FROM totals;");
+    assert_eq!(sorted(rows), expected);
+    // The group keeps a killed member for its session (6 s): that scan was sent to it.
+    assert!(forwarded(&a, "answered_here") >= 1.0);
+    let lookups: Vec<Value> = ids
+        .iter()
+        .map(|id| a.query_rows(&format!("SELECT * FROM totals WHERE id = '{id}';"))[0].clone())
+        .collect();
+    assert_eq!(sorted(lookups), expected);
+}

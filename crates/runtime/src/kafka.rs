@@ -82,6 +82,9 @@ pub struct QueryConfig {
     /// `repartition.purge.interval.ms`: how often a task deletes what it committed of
     /// the repartition topics it reads.
     pub purge_interval: Duration,
+    /// The REST address of this server, named in the lease consumers' client ids so
+    /// that other servers can tell which server holds which task (see `owners`).
+    pub advertised_url: Option<String>,
 }
 
 /// The most parts a query is cut into: two repartition writers and a reader.
@@ -713,7 +716,10 @@ fn run_worker(
     let lease: LeaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap_servers)
         .set("group.id", &config.group_id)
-        .set("client.id", format!("{}-lease", config.group_id))
+        .set(
+            "client.id",
+            crate::owners::lease_client_id(&config.group_id, config.advertised_url.as_deref()),
+        )
         .set("enable.auto.commit", "false")
         // Offsets a transaction has sent but not yet committed are waited for (KIP-447's
         // stable offsets), so a task's next holder starts where its last commit ended.

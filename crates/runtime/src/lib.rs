@@ -22,6 +22,7 @@ pub mod expr;
 mod join;
 pub mod kafka;
 mod nested;
+pub mod owners;
 pub mod pipeline;
 pub mod push;
 mod snapshot;

@@ -53,6 +53,9 @@ pub struct ViewRead {
     pub rows: ViewRows,
     /// The table's keys are windowed: a key's rows are those of each of its windows.
     pub windowed: bool,
+    /// The partitions to answer for (None: all): a server answers a pull query
+    /// forwarded to it for the partitions it owns.
+    pub partitions: Option<Vec<i32>>,
 }
 
 /// Which rows of a view a pull query reads: a superset of its answer, which its plan
@@ -479,8 +482,8 @@ struct ViewFeed {
     partitions: Vec<i32>,
     /// A range scan reads each range in each partition in turn: which one now.
     span: usize,
-    /// The last row of the previous page.
-    after: Option<(i32, Vec<u8>)>,
+    /// The key of the last row of the previous page.
+    after: Option<Vec<u8>>,
 }
 
 /// How long a pull query waits for a view to read what its topic held at the start.
@@ -488,7 +491,9 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ViewFeed {
     fn new(read: ViewRead) -> Result<ViewFeed> {
-        let partitions = read.view.catch_up(CATCH_UP_TIMEOUT)?;
+        let partitions = read
+            .view
+            .catch_up(CATCH_UP_TIMEOUT, read.partitions.as_deref())?;
         Ok(ViewFeed {
             read,
             partitions,
@@ -500,42 +505,41 @@ impl ViewFeed {
     /// The next page of rows, and whether more may follow.
     fn page(&mut self) -> Result<(Vec<ViewRow>, bool)> {
         const PAGE: usize = 500;
+        /// A scan of everything: each partition's whole range.
+        const ALL: &[KeyRange] = &[(Bound::Unbounded, Bound::Unbounded)];
         let view = &self.read.view;
-        match &self.read.rows {
+        let ranges = match &self.read.rows {
             ViewRows::Keys(keys) => {
                 let mut rows = Vec::new();
                 for key in keys {
                     rows.extend(view.lookup(&self.partitions, key, self.read.windowed)?);
                 }
-                Ok((rows, false))
+                return Ok((rows, false));
             }
-            ViewRows::All => {
-                let rows = view.scan(self.after.as_ref(), PAGE)?;
-                self.after = rows.last().map(|r| (r.partition, r.key.clone()));
-                let more = rows.len() == PAGE;
-                Ok((rows, more))
-            }
-            ViewRows::Ranges(ranges) => {
-                let partitions = &self.partitions;
-                let Some((lower, upper)) = ranges.get(self.span / partitions.len().max(1)) else {
-                    return Ok((Vec::new(), false));
-                };
-                let partition = partitions[self.span % partitions.len()];
-                let lower = match &self.after {
-                    Some((_, key)) => Bound::Excluded(key.as_slice()),
-                    None => lower.as_ref().map(Vec::as_slice),
-                };
-                let upper = upper.as_ref().map(Vec::as_slice);
-                let rows = view.read(|db| db.range(partition, lower, upper, PAGE))?;
-                if rows.len() == PAGE {
-                    self.after = rows.last().map(|r| (r.partition, r.key.clone()));
-                } else {
-                    self.span += 1;
-                    self.after = None;
-                }
-                Ok((rows, self.span < ranges.len() * partitions.len()))
-            }
+            ViewRows::All => ALL,
+            ViewRows::Ranges(ranges) => ranges.as_slice(),
+        };
+        let partitions = &self.partitions;
+        let Some((lower, upper)) = ranges.get(self.span / partitions.len().max(1)) else {
+            return Ok((Vec::new(), false));
+        };
+        if partitions.is_empty() {
+            return Ok((Vec::new(), false));
         }
+        let partition = partitions[self.span % partitions.len()];
+        let lower = match &self.after {
+            Some(key) => Bound::Excluded(key.as_slice()),
+            None => lower.as_ref().map(Vec::as_slice),
+        };
+        let upper = upper.as_ref().map(Vec::as_slice);
+        let rows = view.read(|db| db.range(partition, lower, upper, PAGE))?;
+        if rows.len() == PAGE {
+            self.after = rows.last().map(|r| r.key.clone());
+        } else {
+            self.span += 1;
+            self.after = None;
+        }
+        Ok((rows, self.span < ranges.len() * partitions.len()))
     }
 }
 

@@ -10,9 +10,12 @@
 //! committed before it started, and perhaps a few newer ones.
 //!
 //! Views are opened when a pull query first needs one and kept until their table is
-//! dropped. A topic that gains partitions is noticed by the next pull query (the
-//! topic's metadata is asked at most every `PARTITIONS_CHECK`), and the view reads the
-//! new partitions from their start.
+//! dropped. A view follows only the partitions pull queries have asked it about: on a
+//! cluster, those whose tasks this server holds (the others' pull queries are forwarded
+//! to their owners), and any this server had to answer for itself. A partition is read
+//! from its start when first asked about, and followed from then on. A topic that gains
+//! partitions is noticed by the next pull query (the topic's metadata is asked at most
+//! every `PARTITIONS_CHECK`).
 
 use crate::error::{Result, RuntimeError};
 use rdkafka::config::ClientConfig;
@@ -20,7 +23,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_state::{ViewChange, ViewDb, ViewRow};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -60,7 +63,9 @@ struct Progress {
     positions: BTreeMap<i32, i64>,
     /// Why the view stopped following its topic, if it did.
     error: Option<String>,
-    /// Partitions the topic gained, for the view's thread to read from their start.
+    /// The partitions the view follows (or is about to).
+    followed: BTreeSet<i32>,
+    /// Partitions first asked about, for the view's thread to start reading.
     added: Vec<i32>,
 }
 
@@ -109,13 +114,12 @@ impl TableView {
             db.clear()?;
             positions.clear();
         }
+        // The partitions the store has rows of are followed from where it is; others
+        // once a pull query asks about them.
         let reader = consumer(bootstrap_servers)?;
         let mut assignment = TopicPartitionList::new();
-        for p in &partitions {
-            let start = positions
-                .get(p)
-                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
-            assignment.add_partition_offset(topic, *p, start)?;
+        for (p, o) in &positions {
+            assignment.add_partition_offset(topic, *p, Offset::Offset(*o))?;
         }
         reader.assign(&assignment)?;
         tracing::info!(
@@ -126,6 +130,7 @@ impl TableView {
         let shared = Arc::new(Shared {
             db,
             progress: Mutex::new(Progress {
+                followed: positions.keys().copied().collect(),
                 positions,
                 error: None,
                 added: Vec::new(),
@@ -150,7 +155,7 @@ impl TableView {
     }
 
     /// The topic's partitions, asked again if they were last asked over
-    /// `PARTITIONS_CHECK` ago; partitions it gained are handed to the view's thread.
+    /// `PARTITIONS_CHECK` ago.
     fn current_partitions(&self) -> Result<Vec<i32>> {
         let lock = || self.partitions.lock().unwrap_or_else(|p| p.into_inner());
         {
@@ -175,7 +180,6 @@ impl TableView {
                 "the table's topic gained partitions"
             );
             known.0.extend(&added);
-            self.shared.lock().added.extend(added);
         }
         Ok(known.0.clone())
     }
@@ -189,10 +193,24 @@ impl TableView {
         self.shared.rows_served.load(Ordering::Relaxed)
     }
 
-    /// Waits until the view holds every record its topic held when this was called;
-    /// returns the topic's partitions it waited for.
-    pub fn catch_up(&self, timeout: Duration) -> Result<Vec<i32>> {
-        let partitions = self.current_partitions()?;
+    /// Waits until the view holds every record the topic's partitions (those of
+    /// `wanted`, or all) held when this was called, following those it did not yet;
+    /// returns the partitions it waited for, in order.
+    pub fn catch_up(&self, timeout: Duration, wanted: Option<&[i32]>) -> Result<Vec<i32>> {
+        let mut partitions = self.current_partitions()?;
+        partitions.retain(|p| wanted.is_none_or(|w| w.contains(p)));
+        partitions.sort_unstable();
+        if partitions.is_empty() {
+            return Ok(partitions);
+        }
+        {
+            let mut progress = self.shared.lock();
+            for p in &partitions {
+                if progress.followed.insert(*p) {
+                    progress.added.push(*p);
+                }
+            }
+        }
         // The end of every partition in one request (a timestamp of -1 asks for the
         // end; read_committed makes it the end of what has committed).
         let mut latest = TopicPartitionList::new();
@@ -265,12 +283,6 @@ impl TableView {
         }
     }
 
-    /// Up to `limit` rows in scan order after `after` (the last row of the previous
-    /// page), or from the start.
-    pub fn scan(&self, after: Option<&(i32, Vec<u8>)>, limit: usize) -> Result<Vec<ViewRow>> {
-        self.read(|db| db.scan(after, limit))
-    }
-
     /// The rows with `key` (a windowed table: with `key` and any window) in any of
     /// `partitions`.
     pub fn lookup(&self, partitions: &[i32], key: &[u8], windowed: bool) -> Result<Vec<ViewRow>> {
@@ -325,17 +337,31 @@ fn follow(topic: &str, reader: &BaseConsumer, shared: &Shared) {
     let mut changes = Vec::new();
     while !shared.stop.load(Ordering::SeqCst) {
         changes.clear();
-        let added = std::mem::take(&mut shared.lock().added);
+        let (added, starts) = {
+            let mut progress = shared.lock();
+            let added = std::mem::take(&mut progress.added);
+            let starts: Vec<Offset> = added
+                .iter()
+                .map(|p| {
+                    progress
+                        .positions
+                        .get(p)
+                        .map_or(Offset::Beginning, |o| Offset::Offset(*o))
+                })
+                .collect();
+            (added, starts)
+        };
         if !added.is_empty() {
+            tracing::info!(topic, ?added, "the table view follows more partitions");
             let mut more = TopicPartitionList::new();
-            for p in &added {
-                if let Err(e) = more.add_partition_offset(topic, *p, Offset::Beginning) {
+            for (p, start) in added.iter().zip(starts) {
+                if let Err(e) = more.add_partition_offset(topic, *p, start) {
                     tracing::warn!(topic, "table view: {e}");
                 }
             }
             if let Err(e) = reader.incremental_assign(&more) {
                 // Tried again at the thread's next turn.
-                tracing::warn!(topic, "table view: cannot read the new partitions: {e}");
+                tracing::warn!(topic, "table view: cannot read more partitions: {e}");
                 shared.lock().added.extend(added);
             }
         }

@@ -38,6 +38,13 @@ pub struct Session {
 
 /// An HTTP client whose HTTPS (OpenSSL) trusts `roots`; any HTTP status is an answer.
 fn agent(roots: ureq::tls::RootCerts) -> ureq::Agent {
+    agent_config(roots).build().into()
+}
+
+/// The configuration of `agent`, for more settings.
+pub(crate) fn agent_config(
+    roots: ureq::tls::RootCerts,
+) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
     use ureq::tls::{TlsConfig, TlsProvider};
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -47,8 +54,26 @@ fn agent(roots: ureq::tls::RootCerts) -> ureq::Agent {
                 .root_certs(roots)
                 .build(),
         )
-        .build()
-        .into()
+}
+
+/// The certificates of a PEM file, as the only roots HTTPS trusts.
+pub(crate) fn pem_roots(path: &std::path::Path) -> Result<ureq::tls::RootCerts, Failure> {
+    use ureq::tls::{PemItem, RootCerts, parse_pem};
+    let pem =
+        std::fs::read(path).map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
+    let certs: Vec<_> = parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(c)) => Some(c.to_owned()),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(Failure(format!(
+            "{} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(RootCerts::new_with_certs(&certs))
 }
 
 /// What a shell command did.
@@ -109,22 +134,7 @@ impl Session {
     /// Trusts only the certificates in this PEM file for HTTPS (a server with a
     /// self-signed or private certificate).
     pub fn with_tls_ca(mut self, path: &std::path::Path) -> Result<Session, Failure> {
-        use ureq::tls::{PemItem, RootCerts, parse_pem};
-        let pem = std::fs::read(path)
-            .map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
-        let certs: Vec<_> = parse_pem(&pem)
-            .filter_map(|item| match item {
-                Ok(PemItem::Certificate(c)) => Some(c),
-                _ => None,
-            })
-            .collect();
-        if certs.is_empty() {
-            return Err(Failure(format!(
-                "{} holds no PEM certificate",
-                path.display()
-            )));
-        }
-        self.agent = agent(RootCerts::new_with_certs(&certs));
+        self.agent = agent(pem_roots(path)?);
         Ok(self)
     }
 

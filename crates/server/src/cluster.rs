@@ -5,6 +5,7 @@
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sluice_plan::QueryPlan;
 use sluice_runtime::driver::Driver;
+use sluice_runtime::owners::TaskOwners;
 use sluice_runtime::push::{PushConfig, PushEvent, PushQuery};
 use sluice_runtime::view::TableViews;
 use sluice_runtime::{
@@ -22,6 +23,9 @@ pub enum Cluster {
         producer: FutureProducer,
         /// The tables pull queries read, kept in local stores.
         views: TableViews,
+        /// Which server holds which task of a query, for pull queries to go to the
+        /// owners of the partitions they read.
+        owners: Box<TaskOwners>,
     },
     /// The test driver: queries run as records are written, on the writer's thread.
     Memory(Arc<Mutex<Driver>>),
@@ -101,6 +105,14 @@ impl Cluster {
     pub fn views(&self) -> Option<&TableViews> {
         match self {
             Cluster::Kafka { views, .. } => Some(views),
+            Cluster::Memory(_) => None,
+        }
+    }
+
+    /// Who holds queries' tasks (Kafka only).
+    pub fn owners(&self) -> Option<&TaskOwners> {
+        match self {
+            Cluster::Kafka { owners, .. } => Some(owners),
             Cluster::Memory(_) => None,
         }
     }

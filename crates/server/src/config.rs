@@ -29,6 +29,10 @@ pub const SETTINGS: &[Setting] = &[
         aliases: &["listeners"],
     },
     Setting {
+        flag: "advertised-listener",
+        aliases: &["ksql.advertised.listener"],
+    },
+    Setting {
         flag: "service-id",
         aliases: &["ksql.service.id"],
     },

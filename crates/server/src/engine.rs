@@ -56,6 +56,9 @@ pub struct ServerConfig {
     /// The REST API over TLS: the certificate chain and the private key (PEM files).
     pub tls_cert: Option<std::path::PathBuf>,
     pub tls_key: Option<std::path::PathBuf>,
+    /// `ksql.advertised.listener`: the URL other servers reach this one's REST API at,
+    /// to forward pull queries to it (None: the listener's own address).
+    pub advertised_listener: Option<String>,
 }
 
 impl ServerConfig {
@@ -77,6 +80,7 @@ impl ServerConfig {
             schema_registry_url: None,
             tls_cert: None,
             tls_key: None,
+            advertised_listener: None,
         }
     }
 }
@@ -155,6 +159,10 @@ pub fn processing_log_topic(service_id: &str) -> String {
     format!("_sluice-{service_id}-processing-log")
 }
 
+/// The request property by which a server forwards a pull query to the owner of the
+/// partitions it names (a JSON array): the owner answers for those alone.
+pub const PULL_PARTITIONS: &str = "sluice.pull.partitions";
+
 const GUARANTEE_PROPERTIES: [&str; 2] =
     ["processing.guarantee", "ksql.streams.processing.guarantee"];
 
@@ -173,6 +181,7 @@ impl PushPlan {
 }
 
 /// A planned push query, ready to start.
+#[derive(Clone)]
 pub struct PushPlan {
     /// `transient_<SOURCE>_<n>`, as ksqlDB names them.
     pub id: String,
@@ -272,6 +281,8 @@ pub struct Engine {
     push_ids: std::sync::atomic::AtomicU64,
     /// Running push queries by id, for `/close-query`.
     pub push_queries: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// Forwards pull queries to the servers owning the partitions they read.
+    pub forwarder: crate::forward::Forwarder,
     /// Headless mode: where the next statement of the queries file is applied (its
     /// "offset", which numbers query ids as the command topic's offsets do).
     next_local: std::sync::atomic::AtomicI64,
@@ -326,12 +337,16 @@ impl Engine {
             .set("acks", "all")
             .create()?;
         let views = TableViews::new(&config.state_dir, &config.bootstrap_servers);
+        let owners = Box::new(sluice_runtime::owners::TaskOwners::new(
+            &config.bootstrap_servers,
+        )?);
         let engine = Arc::new(Engine::new(
             config,
             Cluster::Kafka {
                 admin,
                 producer,
                 views,
+                owners,
             },
             None,
         ));
@@ -372,6 +387,7 @@ impl Engine {
                 .as_ref()
                 .map(|url| Arc::new(HttpRegistry::new(url)) as Registry)
         });
+        let forwarder = crate::forward::Forwarder::new(config.tls_cert.as_deref());
         Engine {
             config,
             cluster,
@@ -386,6 +402,7 @@ impl Engine {
             degraded: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
             push_ids: Default::default(),
+            forwarder,
             push_queries: Mutex::new(HashMap::new()),
             next_local: Default::default(),
             statuses: Mutex::new(HashMap::new()),
@@ -577,6 +594,7 @@ impl Engine {
             .and_then(|v| v.parse().ok())
             .map_or(Duration::from_secs(30), Duration::from_millis),
             state_dir: Some(self.query_state_dir(query_id)),
+            advertised_url: self.config.advertised_listener.clone(),
         }
     }
 
@@ -911,11 +929,26 @@ impl Engine {
         } else {
             self.transient_id(&source)
         };
+        // A pull query forwarded here by another server, for the partitions this one
+        // owns: answered from this server's view of those partitions, never forwarded on.
+        let partitions = match properties.get(PULL_PARTITIONS) {
+            None => None,
+            Some(v) => Some(
+                serde_json::from_value::<Vec<i32>>(v.clone())
+                    .map_err(|e| StatementError::bad_request(format!("{PULL_PARTITIONS}: {e}")))?,
+            ),
+        };
         let view = if pull && is_table {
-            self.table_view(stmt, &plan)
+            self.table_view(stmt, &plan, partitions.clone())
         } else {
             None
         };
+        if partitions.is_some() && view.is_none() {
+            return Err(StatementError::bad_statement(
+                format!("{PULL_PARTITIONS}: this server has no view of the query's table"),
+                &text,
+            ));
+        }
         let mode = if !pull {
             Mode::Push
         } else if is_table {
@@ -1007,7 +1040,12 @@ impl Engine {
     /// key (one canonical form), or a table a query here writes; ranges only of a KAFKA
     /// STRING key, whose bytes sort as its values do. None on the test driver, or when
     /// the view cannot be opened (the query then reads the topic).
-    fn table_view(&self, stmt: &Statement, plan: &QueryPlan) -> Option<ViewRead> {
+    fn table_view(
+        &self,
+        stmt: &Statement,
+        plan: &QueryPlan,
+        partitions: Option<Vec<i32>>,
+    ) -> Option<ViewRead> {
         use sluice_plan::{FormatKind, SqlType};
         let views = self.cluster.views()?;
         let sources = plan.root.sources();
@@ -1065,12 +1103,60 @@ impl Engine {
                 view,
                 rows,
                 windowed: topic.window.is_some(),
+                partitions,
             }),
             Err(e) => {
                 tracing::warn!(topic = %topic.topic, "no view of the table, reading its topic: {e}");
                 None
             }
         }
+    }
+
+    /// Where a pull query on a table's view is answered: for each server that owns
+    /// partitions it reads (their tasks' holder, see `sluice_runtime::owners`), those
+    /// partitions; this server's own, and those nobody holds now, under None. Nothing
+    /// when every partition is this server's (or the owners cannot be asked): it
+    /// answers alone.
+    pub fn pull_owners(&self, push: &PushPlan) -> Option<BTreeMap<Option<String>, Vec<i32>>> {
+        let read = push
+            .config
+            .view
+            .as_ref()
+            .filter(|r| r.partitions.is_none())?;
+        let owners = self.cluster.owners()?;
+        let sources = push.plan.root.sources();
+        let [(name, topic)] = sources.as_slice() else {
+            return None;
+        };
+        let writer = self.lock_metastore().writers_of(name).into_iter().next()?;
+        let group = self.query_config(&writer, &BTreeMap::new()).group_id;
+        let holders = owners
+            .of_query(&group)
+            .map_err(|e| tracing::warn!(%group, "cannot tell who holds the query's tasks: {e}"))
+            .ok()?;
+        let count = self.cluster.partitions(&topic.topic).ok().flatten()?;
+        let by_partition = holders.partition_owners(count);
+        // A key lookup reads only its keys' partitions; a windowed key's partition
+        // depends on its window too, so those read every partition.
+        let wanted: Vec<i32> = match &read.rows {
+            ViewRows::Keys(keys) if !read.windowed => {
+                let mut ps: Vec<i32> = keys
+                    .iter()
+                    .map(|k| sluice_runtime::driver::partition_for(Some(k), count))
+                    .collect();
+                ps.sort_unstable();
+                ps.dedup();
+                ps
+            }
+            _ => (0..count as i32).collect(),
+        };
+        let me = self.config.advertised_listener.as_deref();
+        let mut routes: BTreeMap<Option<String>, Vec<i32>> = BTreeMap::new();
+        for p in wanted {
+            let owner = by_partition.get(&p).filter(|o| Some(o.as_str()) != me);
+            routes.entry(owner.cloned()).or_default().push(p);
+        }
+        routes.keys().any(Option::is_some).then_some(routes)
     }
 
     /// Executes one statement from a request and returns its entity.

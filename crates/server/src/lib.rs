@@ -8,6 +8,7 @@ pub mod config;
 pub mod engine;
 pub mod entities;
 pub mod error;
+mod forward;
 pub mod metrics;
 pub mod migrate;
 pub mod rest;
@@ -20,10 +21,15 @@ pub use error::{ServerError, StatementError};
 
 /// Runs the server until the process is asked to stop (SIGINT or SIGTERM), then stops
 /// every query after its last commit.
-pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
+pub async fn serve(mut config: ServerConfig) -> Result<(), ServerError> {
     std::fs::create_dir_all(&config.state_dir)?;
-    let engine = Engine::start(config.clone()).await?;
+    // Bound first: the queries name the address in their lease consumers' client ids.
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+    let tls = config.tls_cert.is_some();
+    if config.advertised_listener.is_none() {
+        config.advertised_listener = Some(advertised_url(listener.local_addr()?, tls));
+    }
+    let engine = Engine::start(config.clone()).await?;
     let router = rest::router(engine.clone());
     match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
@@ -48,6 +54,34 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         .await
         .map_err(|e| ServerError::Startup(e.to_string()))?;
     Ok(())
+}
+
+/// The URL other servers reach this one at: the listener's address, or the host's
+/// name when it listens on every interface.
+fn advertised_url(addr: std::net::SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let host = if addr.ip().is_unspecified() {
+        host_name().unwrap_or_else(|| "localhost".into())
+    } else {
+        match addr.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        }
+    };
+    format!("{scheme}://{host}:{}", addr.port())
+}
+
+fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8(buf[..end].to_vec())
+        .ok()
+        .filter(|h| !h.is_empty())
 }
 
 async fn shutdown_signal() {

@@ -285,6 +285,11 @@ struct ServerArgs {
     /// Address of the REST API.
     #[arg(long, default_value = "127.0.0.1:8088", env = "SLUICE_LISTEN")]
     listen: String,
+    /// The URL other servers reach this one's REST API at, to forward pull queries
+    /// for partitions this server owns (`ksql.advertised.listener`); default: the
+    /// listener's address (its host name when it listens on every interface).
+    #[arg(long, env = "SLUICE_ADVERTISED_LISTENER")]
+    advertised_listener: Option<String>,
     /// Servers with the same service id share the command topic and run the same queries.
     #[arg(long, default_value = "default", env = "SLUICE_SERVICE_ID")]
     service_id: String,
@@ -409,6 +414,7 @@ fn main() -> ExitCode {
                 schema_registry_url: args.schema_registry_url,
                 tls_cert: args.tls_cert,
                 tls_key: args.tls_key,
+                advertised_listener: args.advertised_listener,
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -221,6 +221,23 @@ pub fn render(engine: &Engine) -> String {
             .collect();
     }
     families.push(view_rows);
+    let mut forwarded = Family::new(
+        "sluice_pull_forwarded_total",
+        "counter",
+        "Parts of pull queries sent to the servers owning their partitions: answered by the owner, or answered here because the owner could not.",
+    );
+    let f = &engine.forwarder;
+    forwarded.samples = vec![
+        (
+            labels(&[("outcome", "answered")]),
+            f.answered.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            labels(&[("outcome", "answered_here")]),
+            f.answered_here.load(Ordering::Relaxed) as f64,
+        ),
+    ];
+    families.push(forwarded);
     let mut degraded = Family::new(
         "sluice_server_degraded",
         "gauge",

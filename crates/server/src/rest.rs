@@ -283,18 +283,40 @@ fn register(engine: &Arc<Engine>, id: String, query: PushQuery) -> PushGuard {
     }
 }
 
-/// Plans and starts a request's push query.
+/// Plans and starts a request's push query; a pull query that reads partitions other
+/// servers own is answered with them (see `forward`), with the client's credentials.
 fn start_push(
     engine: &Arc<Engine>,
     stmt: &Statement,
     request: &impl PushRequest,
+    headers: &axum::http::HeaderMap,
 ) -> Result<(PushPlan, mpsc::Receiver<PushEvent>, PushGuard), StatementError> {
     let push = engine.plan_push(stmt, request.properties())?;
-    let (tx, rx) = mpsc::channel(1024);
-    let query = engine
-        .cluster
-        .start_push(&push.id, &push.plan, push.config.clone(), tx)
-        .map_err(|e| StatementError::server(e.to_string(), request.sql()))?;
+    let (rx, query) = match engine.pull_owners(&push) {
+        Some(routes) => {
+            let authorization = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let sql = format!("{};", stmt.text);
+            crate::forward::start(
+                engine,
+                &push,
+                routes,
+                &sql,
+                request.properties(),
+                authorization,
+            )?
+        }
+        None => {
+            let (tx, rx) = mpsc::channel(1024);
+            let query = engine
+                .cluster
+                .start_push(&push.id, &push.plan, push.config.clone(), tx)
+                .map_err(|e| StatementError::server(e.to_string(), request.sql()))?;
+            (rx, query)
+        }
+    };
     let guard = register(engine, push.id.clone(), query);
     Ok((push, rx, guard))
 }
@@ -361,7 +383,11 @@ fn error_event(message: &str) -> Value {
 /// array, streamed: a header with the query id and schema, a `row` per result row
 /// (`tombstone: true` for a deleted table row), and a `finalMessage` at the LIMIT or an
 /// `errorMessage` if the query fails.
-async fn query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
+async fn query(
+    State(engine): State<Arc<Engine>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let (request, stmt) = match one_statement::<KsqlRequest>(&body) {
         Ok(parsed) => parsed,
         Err(e) => return error_response(&e, vec![]),
@@ -390,7 +416,7 @@ async fn query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
         };
         return print(&engine, config, &stmt.text);
     }
-    let (push, rx, guard) = match start_push(&engine, &stmt, &request) {
+    let (push, rx, guard) = match start_push(&engine, &stmt, &request, &headers) {
         Ok(started) => started,
         Err(e) => return error_response(&e, vec![]),
     };
@@ -454,7 +480,7 @@ async fn query_stream(
     body: Bytes,
 ) -> Response {
     let started = one_statement::<QueryStreamRequest>(&body)
-        .and_then(|(request, stmt)| start_push(&engine, &stmt, &request));
+        .and_then(|(request, stmt)| start_push(&engine, &stmt, &request, &headers));
     let (push, rx, guard) = match started {
         Ok(started) => started,
         Err(e) => return error_response(&e, vec![]),
