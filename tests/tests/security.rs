@@ -161,3 +161,90 @@ fn the_rest_api_answers_over_tls_only_to_clients_that_trust_it() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A POST with HTTP Basic credentials: the status and the body.
+fn post_with(server: &Server, auth: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
+    let resp = ureq::post(&format!("{}{path}", server.url))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .header("authorization", auth)
+        .send_json(body)
+        .expect("the server answers");
+    let status = resp.status().as_u16();
+    (status, resp.into_body().read_to_string().expect("a body"))
+}
+
+/// The sum of the samples of the /metrics family `name` whose labels contain `label`.
+fn metric_with(server: &Server, auth: &str, name: &str, label: &str) -> f64 {
+    let text = ureq::get(&format!("{}/metrics", server.url))
+        .header("authorization", auth)
+        .call()
+        .ok()
+        .and_then(|r| r.into_body().read_to_string().ok())
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn pull_queries_forwarded_to_the_owners_carry_the_clients_credentials() {
+    use sluice_e2e::{Record, produce};
+    let service = unique("svc");
+    let flags = [("--basic-auth", "admin:s3cret"), ("--stream-threads", "1")];
+    let a = Server::start_with(&service, &flags);
+    let b = Server::start_with(&service, &flags);
+    let auth = "Basic YWRtaW46czNjcmV0";
+    let source = unique("auth_src");
+    let table = unique("auth_table");
+    for sql in [
+        format!(
+            "CREATE STREAM src (id STRING KEY, v INT) \
+             WITH (kafka_topic='{source}', value_format='JSON', partitions=4);"
+        ),
+        format!(
+            "CREATE TABLE latest WITH (kafka_topic='{table}') AS \
+             SELECT id, LATEST_BY_OFFSET(v) AS v FROM src GROUP BY id EMIT CHANGES;"
+        ),
+    ] {
+        let request = serde_json::json!({
+            "ksql": sql,
+            "streamsProperties": {"auto.offset.reset": "earliest"},
+        });
+        let (status, body) = post_with(&a, auth, "/ksql", &request);
+        assert_eq!(status, 200, "{sql}: {body}");
+    }
+    let records: Vec<Record> = (0..20)
+        .map(|i| Record::new(Some(&format!("k{i}")), Some(&format!(r#"{{"V":{i}}}"#)), i))
+        .collect();
+    produce(&source, &records);
+    let wait = Duration::from_secs(60);
+    eventually(wait, "each server to hold some of the tasks", || {
+        let held = |s: &Server| metric_with(s, auth, "sluice_query_tasks", "CTAS_LATEST");
+        (held(&a) >= 1.0 && held(&b) >= 1.0).then_some(())
+    });
+    eventually(
+        wait,
+        "a scan forwarded to the other owner to see every row",
+        || {
+            let (status, body) = post_with(
+                &a,
+                auth,
+                "/query-stream",
+                &serde_json::json!({"sql": "SELECT * FROM latest;", "properties": {}}),
+            );
+            assert_eq!(status, 200, "{body}");
+            let rows = body.lines().skip(1).filter(|l| l.starts_with('[')).count();
+            let answered = metric_with(&a, auth, "sluice_pull_forwarded_total", "\"answered\"");
+            (rows == 20 && answered >= 1.0).then_some(())
+        },
+    );
+    // Had the credentials not gone along, the owner would have refused (401) and this
+    // server would have answered for its partitions itself.
+    assert_eq!(
+        metric_with(&a, auth, "sluice_pull_forwarded_total", "answered_here"),
+        0.0
+    );
+}
