@@ -330,7 +330,8 @@ impl Server {
         self.sample(name, &[("query", query_id)])
     }
 
-    /// The sample of the /metrics family `name` with exactly these labels, in order.
+    /// The sample of the /metrics family `name` with exactly these labels, in order
+    /// (none: the family's one unlabelled sample).
     pub fn sample(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let text = ureq::get(&format!("{}/metrics", self.url))
             .call()
@@ -339,7 +340,11 @@ impl Server {
             .read_to_string()
             .ok()?;
         let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-        let prefix = format!("{name}{{{}}} ", labels.join(","));
+        let prefix = if labels.is_empty() {
+            format!("{name} ")
+        } else {
+            format!("{name}{{{}}} ", labels.join(","))
+        };
         text.lines()
             .find_map(|l| l.strip_prefix(&prefix))
             .and_then(|v| v.parse().ok())

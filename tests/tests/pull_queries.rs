@@ -376,3 +376,57 @@ fn pull_queries_are_answered_by_the_servers_that_own_the_partitions() {
         .collect();
     assert_eq!(sorted(lookups), expected);
 }
+
+#[test]
+fn regrouped_and_windowed_tables_answer_across_servers() {
+    let service = unique("svc");
+    let one_thread = [("--stream-threads", "1")];
+    let a = Server::start_with(&service, &one_thread);
+    let b = Server::start_with(&service, &one_thread);
+    let (source, _) = stream_and_table(
+        &a,
+        4,
+        "CREATE TABLE bands WITH (kafka_topic='{table}') AS \
+         SELECT v % 5 AS band, COUNT(*) AS n FROM src GROUP BY v % 5 EMIT CHANGES;",
+    );
+    let hourly = unique("view_hourly");
+    a.ok(&format!(
+        "CREATE TABLE hourly WITH (kafka_topic='{hourly}') AS SELECT id, COUNT(*) AS n \
+         FROM src WINDOW TUMBLING (SIZE 1 HOUR) GROUP BY id EMIT CHANGES;"
+    ));
+    let ids: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    let records: Vec<Record> = ids
+        .iter()
+        .zip(0..)
+        .map(|(id, v)| Record::new(Some(id), Some(&format!(r#"{{"V":{v}}}"#)), 1000 + v))
+        .collect();
+    produce(&source, &records);
+    let queries = [a.query_id("CTAS_BANDS"), a.query_id("CTAS_HOURLY")];
+    eventually(WAIT, "each server to hold tasks of both queries", || {
+        let spread = queries.iter().all(|q| {
+            let held = |s: &Server| s.metric("sluice_query_tasks", q).unwrap_or(0.0);
+            held(&a) >= 1.0 && held(&b) >= 1.0
+        });
+        spread.then_some(())
+    });
+    let answered = forwarded(&b, "answered");
+    // The regrouped table is written by the part that reads the repartition topic.
+    let expected_bands: Vec<Value> = (0..5).map(|band| json!([band, 8])).collect();
+    eventually(WAIT, "every band counted", || {
+        let rows = sorted(b.query_rows("SELECT * FROM bands;"));
+        (rows == expected_bands).then_some(())
+    });
+    // A windowed key's rows may lie in any partition: every owner is asked.
+    eventually(WAIT, "every window counted", || {
+        let rows = b.query_rows("SELECT id, n FROM hourly;");
+        (rows.len() == 40).then_some(())
+    });
+    for id in ids.iter().take(8) {
+        let rows = b.query_rows(&format!(
+            "SELECT id, WINDOWSTART, n FROM hourly WHERE id = '{id}';"
+        ));
+        assert_eq!(rows, [json!([id, 0, 1])], "{id}");
+    }
+    assert!(forwarded(&b, "answered") > answered);
+    assert_eq!(forwarded(&b, "answered_here"), 0.0);
+}

@@ -162,43 +162,90 @@ fn the_rest_api_answers_over_tls_only_to_clients_that_trust_it() {
     let _ = child.wait();
 }
 
-/// A POST with HTTP Basic credentials: the status and the body.
-fn post_with(server: &Server, auth: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
-    let resp = ureq::post(&format!("{}{path}", server.url))
-        .config()
-        .http_status_as_error(false)
-        .build()
-        .header("authorization", auth)
-        .send_json(body)
-        .expect("the server answers");
-    let status = resp.status().as_u16();
-    (status, resp.into_body().read_to_string().expect("a body"))
+/// A client of one server of a cluster: its base URL, an HTTP client (over TLS, trusting
+/// the servers' certificate) and the credentials it presents.
+struct Client {
+    base: String,
+    agent: ureq::Agent,
+    auth: Option<&'static str>,
 }
 
-/// The sum of the samples of the /metrics family `name` whose labels contain `label`.
-fn metric_with(server: &Server, auth: &str, name: &str, label: &str) -> f64 {
-    let text = ureq::get(&format!("{}/metrics", server.url))
-        .header("authorization", auth)
-        .call()
-        .ok()
-        .and_then(|r| r.into_body().read_to_string().ok())
-        .unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+impl Client {
+    fn plain(server: &Server, auth: Option<&'static str>) -> Client {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Client {
+            base: server.url.clone(),
+            agent,
+            auth,
+        }
+    }
+
+    /// A client of `https://127.0.0.1:{port}` trusting the certificates of `ca`.
+    fn tls(port: u16, ca: &Path) -> Client {
+        use ureq::tls::{PemItem, RootCerts, TlsConfig, TlsProvider, parse_pem};
+        let pem = std::fs::read(ca).expect("the certificate");
+        let certs: Vec<_> = parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(PemItem::Certificate(c)) => Some(c.to_owned()),
+                _ => None,
+            })
+            .collect();
+        let tls = TlsConfig::builder()
+            .provider(TlsProvider::NativeTls)
+            .root_certs(RootCerts::new_with_certs(&certs))
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(tls)
+            .build()
+            .into();
+        Client {
+            base: format!("https://127.0.0.1:{port}"),
+            agent,
+            auth: None,
+        }
+    }
+
+    /// A POST: the status and the body.
+    fn post(&self, path: &str, body: &serde_json::Value) -> (u16, String) {
+        let mut request = self.agent.post(&format!("{}{path}", self.base));
+        if let Some(auth) = self.auth {
+            request = request.header("authorization", auth);
+        }
+        let resp = request.send_json(body).expect("the server answers");
+        let status = resp.status().as_u16();
+        (status, resp.into_body().read_to_string().expect("a body"))
+    }
+
+    /// The sum of the samples of the /metrics family `name` whose labels contain
+    /// `label`.
+    fn metric(&self, name: &str, label: &str) -> f64 {
+        let mut request = self.agent.get(&format!("{}/metrics", self.base));
+        if let Some(auth) = self.auth {
+            request = request.header("authorization", auth);
+        }
+        let text = request
+            .call()
+            .ok()
+            .and_then(|r| r.into_body().read_to_string().ok())
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
 }
 
-#[test]
-fn pull_queries_forwarded_to_the_owners_carry_the_clients_credentials() {
+/// On two servers of one service: a table over 4 partitions whose tasks both servers
+/// hold; a scan on the first must be answered in part by the second (forwarded with
+/// whatever the first must present to it) and never in its place.
+fn a_scan_is_forwarded_to_the_other_owner(a: &Client, b: &Client) {
     use sluice_e2e::{Record, produce};
-    let service = unique("svc");
-    let flags = [("--basic-auth", "admin:s3cret"), ("--stream-threads", "1")];
-    let a = Server::start_with(&service, &flags);
-    let b = Server::start_with(&service, &flags);
-    let auth = "Basic YWRtaW46czNjcmV0";
-    let source = unique("auth_src");
-    let table = unique("auth_table");
+    let source = unique("fwd_src");
+    let table = unique("fwd_table");
     for sql in [
         format!(
             "CREATE STREAM src (id STRING KEY, v INT) \
@@ -213,7 +260,7 @@ fn pull_queries_forwarded_to_the_owners_carry_the_clients_credentials() {
             "ksql": sql,
             "streamsProperties": {"auto.offset.reset": "earliest"},
         });
-        let (status, body) = post_with(&a, auth, "/ksql", &request);
+        let (status, body) = a.post("/ksql", &request);
         assert_eq!(status, 200, "{sql}: {body}");
     }
     let records: Vec<Record> = (0..20)
@@ -222,29 +269,79 @@ fn pull_queries_forwarded_to_the_owners_carry_the_clients_credentials() {
     produce(&source, &records);
     let wait = Duration::from_secs(60);
     eventually(wait, "each server to hold some of the tasks", || {
-        let held = |s: &Server| metric_with(s, auth, "sluice_query_tasks", "CTAS_LATEST");
-        (held(&a) >= 1.0 && held(&b) >= 1.0).then_some(())
+        let held = |c: &Client| c.metric("sluice_query_tasks", "CTAS_LATEST");
+        (held(a) >= 1.0 && held(b) >= 1.0).then_some(())
     });
     eventually(
         wait,
         "a scan forwarded to the other owner to see every row",
         || {
-            let (status, body) = post_with(
-                &a,
-                auth,
-                "/query-stream",
-                &serde_json::json!({"sql": "SELECT * FROM latest;", "properties": {}}),
-            );
+            let scan = serde_json::json!({"sql": "SELECT * FROM latest;", "properties": {}});
+            let (status, body) = a.post("/query-stream", &scan);
             assert_eq!(status, 200, "{body}");
             let rows = body.lines().skip(1).filter(|l| l.starts_with('[')).count();
-            let answered = metric_with(&a, auth, "sluice_pull_forwarded_total", "\"answered\"");
+            let answered = a.metric("sluice_pull_forwarded_total", "\"answered\"");
             (rows == 20 && answered >= 1.0).then_some(())
         },
     );
-    // Had the credentials not gone along, the owner would have refused (401) and this
+    // Had the owner refused (no credentials, or a TLS handshake that failed), this
     // server would have answered for its partitions itself.
     assert_eq!(
-        metric_with(&a, auth, "sluice_pull_forwarded_total", "answered_here"),
+        a.metric("sluice_pull_forwarded_total", "answered_here"),
         0.0
     );
+}
+
+#[test]
+fn pull_queries_forwarded_to_the_owners_carry_the_clients_credentials() {
+    let service = unique("svc");
+    let flags = [("--basic-auth", "admin:s3cret"), ("--stream-threads", "1")];
+    let a = Server::start_with(&service, &flags);
+    let b = Server::start_with(&service, &flags);
+    let auth = Some("Basic YWRtaW46czNjcmV0");
+    a_scan_is_forwarded_to_the_other_owner(&Client::plain(&a, auth), &Client::plain(&b, auth));
+}
+
+#[test]
+fn pull_queries_are_forwarded_over_tls() {
+    let dir = std::env::temp_dir().join(unique("tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = self_signed(&dir);
+    let service = unique("svc");
+    let log = std::fs::File::create(dir.join("servers.log")).unwrap();
+    // Each advertises https://127.0.0.1:<port> (its listener's address), which the
+    // certificate names.
+    let start = |port: u16| {
+        std::process::Command::new(sluice_bin())
+            .args(["server", "--bootstrap-servers", &bootstrap()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--service-id", &service, "--stream-threads", "1"])
+            .arg("--state-dir")
+            .arg(dir.join(format!("state-{port}")))
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .stdout(std::process::Stdio::null())
+            .stderr(log.try_clone().unwrap())
+            .spawn()
+            .expect("sluice starts")
+    };
+    let ports = [free_port(), free_port()];
+    let mut children: Vec<_> = ports.iter().map(|p| start(*p)).collect();
+    let clients: Vec<Client> = ports.iter().map(|p| Client::tls(*p, &cert)).collect();
+    for c in &clients {
+        eventually(Duration::from_secs(60), "the server over TLS", || {
+            c.agent
+                .get(&format!("{}/healthcheck", c.base))
+                .call()
+                .ok()
+                .map(|_| ())
+        });
+    }
+    a_scan_is_forwarded_to_the_other_owner(&clients[0], &clients[1]);
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

@@ -62,7 +62,15 @@ impl TaskHolders {
 /// `FRESH_FOR`.
 pub struct TaskOwners {
     client: BaseConsumer,
-    known: Mutex<HashMap<String, (Instant, TaskHolders)>>,
+    known: Mutex<HashMap<String, Answer>>,
+}
+
+/// What the broker last said of a group.
+struct Answer {
+    at: Instant,
+    holders: TaskHolders,
+    /// A caller is asking again; the others use this answer meanwhile.
+    refreshing: bool,
 }
 
 impl TaskOwners {
@@ -79,9 +87,13 @@ impl TaskOwners {
         })
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Answer>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The holders of the tasks that write a query's output: the group of the part
     /// that reads its repartition topic when it was cut in parts (`<group>-1`), else
-    /// the query's own.
+    /// the query's own. Asks the broker when the answer is not fresh (see `known`).
     pub fn of_query(&self, group: &str) -> Result<TaskHolders> {
         let reader = self.of_group(&format!("{group}-1"))?;
         if !reader.holders.is_empty() {
@@ -90,13 +102,51 @@ impl TaskOwners {
         self.of_group(group)
     }
 
-    fn of_group(&self, group: &str) -> Result<TaskHolders> {
-        let lock = || self.known.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, holders)) = lock().get(group)
-            && at.elapsed() < FRESH_FOR
-        {
-            return Ok(holders.clone());
+    /// As `of_query`, without asking the broker: a fresh answer, or the last one while
+    /// another caller asks again. None when only `of_query` can tell.
+    pub fn known(&self, group: &str) -> Option<TaskHolders> {
+        let known = self.lock();
+        let usable = |g: &str| {
+            known
+                .get(g)
+                .filter(|a| a.refreshing || a.at.elapsed() < FRESH_FOR)
+                .map(|a| a.holders.clone())
+        };
+        let reader = usable(&format!("{group}-1"))?;
+        if !reader.holders.is_empty() {
+            return Some(reader);
         }
+        usable(group)
+    }
+
+    fn of_group(&self, group: &str) -> Result<TaskHolders> {
+        if let Some(answer) = self.lock().get_mut(group) {
+            if answer.refreshing || answer.at.elapsed() < FRESH_FOR {
+                return Ok(answer.holders.clone());
+            }
+            answer.refreshing = true;
+        }
+        let asked = self.ask(group);
+        let mut known = self.lock();
+        match asked {
+            Ok(holders) => {
+                let answer = Answer {
+                    at: Instant::now(),
+                    holders: holders.clone(),
+                    refreshing: false,
+                };
+                known.insert(group.to_string(), answer);
+                Ok(holders)
+            }
+            Err(e) => {
+                known.remove(group);
+                Err(e)
+            }
+        }
+    }
+
+    /// The group's membership, as the broker describes it.
+    fn ask(&self, group: &str) -> Result<TaskHolders> {
         let list = self.client.fetch_group_list(Some(group), TIMEOUT)?;
         let mut holders = TaskHolders::default();
         let mut lease_topics = Vec::new();
@@ -109,11 +159,8 @@ impl TaskOwners {
             let Some((_, url)) = member.client_id().split_once("-lease@") else {
                 continue;
             };
-            for (topic, partitions) in member
-                .assignment()
-                .map(parse_assignment)
-                .unwrap_or_default()
-            {
+            let assignment = member.assignment().map(parse_assignment);
+            for (topic, partitions) in assignment.unwrap_or_default() {
                 for p in partitions {
                     holders.holders.insert(p, url.to_string());
                 }
@@ -138,7 +185,6 @@ impl TaskOwners {
         if holders.tasks == 0 {
             holders.holders.clear();
         }
-        lock().insert(group.to_string(), (Instant::now(), holders.clone()));
         Ok(holders)
     }
 }

@@ -244,6 +244,14 @@ impl PushQuery {
         Ok(PushQuery { stop })
     }
 
+    /// A query whose work runs elsewhere (a pull query all of whose partitions other
+    /// servers answer): stopping it only sets its flag, which that work watches.
+    pub fn detached() -> PushQuery {
+        PushQuery {
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     /// A handle that stops the query when set (for `/close-query`).
     pub fn stopper(&self) -> Arc<AtomicBool> {
         self.stop.clone()

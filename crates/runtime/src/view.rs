@@ -184,6 +184,16 @@ impl TableView {
         Ok(known.0.clone())
     }
 
+    /// The topic's partitions as last seen, without asking the broker (the next
+    /// `catch_up` asks when the answer is older than `PARTITIONS_CHECK`).
+    pub fn known_partitions(&self) -> Vec<i32> {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
     pub fn topic(&self) -> &str {
         &self.topic
     }

@@ -539,10 +539,12 @@ impl Engine {
 
     /// Where a persistent query keeps its local state on this server.
     pub fn query_state_dir(&self, query_id: &str) -> std::path::PathBuf {
-        self.config.state_dir.join(format!(
-            "_sluice-{}-query_{query_id}",
-            self.config.service_id
-        ))
+        self.config.state_dir.join(self.query_group(query_id))
+    }
+
+    /// A persistent query's consumer group, which also names its internal topics.
+    fn query_group(&self, query_id: &str) -> String {
+        format!("_sluice-{}-query_{query_id}", self.config.service_id)
     }
 
     fn query_config(&self, query_id: &str, props: &BTreeMap<String, Value>) -> QueryConfig {
@@ -560,7 +562,7 @@ impl Engine {
             paused: Default::default(),
             registry: self.registry().cloned(),
             bootstrap_servers: self.config.bootstrap_servers.clone(),
-            group_id: format!("_sluice-{}-query_{query_id}", self.config.service_id),
+            group_id: self.query_group(query_id),
             auto_offset_reset: prop(&["auto.offset.reset", "ksql.streams.auto.offset.reset"])
                 .unwrap_or_else(|| self.config.auto_offset_reset.clone()),
             commit_interval: prop(&["commit.interval.ms", "ksql.streams.commit.interval.ms"])
@@ -1125,16 +1127,19 @@ impl Engine {
             .filter(|r| r.partitions.is_none())?;
         let owners = self.cluster.owners()?;
         let sources = push.plan.root.sources();
-        let [(name, topic)] = sources.as_slice() else {
+        let [(name, _)] = sources.as_slice() else {
             return None;
         };
         let writer = self.lock_metastore().writers_of(name).into_iter().next()?;
-        let group = self.query_config(&writer, &BTreeMap::new()).group_id;
-        let holders = owners
-            .of_query(&group)
-            .map_err(|e| tracing::warn!(%group, "cannot tell who holds the query's tasks: {e}"))
-            .ok()?;
-        let count = self.cluster.partitions(&topic.topic).ok().flatten()?;
+        let group = self.query_group(&writer);
+        // The broker is asked (blocking briefly) only when no recent answer is known.
+        let holders = match owners.known(&group) {
+            Some(holders) => holders,
+            None => tokio::task::block_in_place(|| owners.of_query(&group))
+                .map_err(|e| tracing::warn!(%group, "cannot tell who holds the query's tasks: {e}"))
+                .ok()?,
+        };
+        let count = read.view.known_partitions().len() as u32;
         let by_partition = holders.partition_owners(count);
         // A key lookup reads only its keys' partitions; a windowed key's partition
         // depends on its window too, so those read every partition.

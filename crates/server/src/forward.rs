@@ -17,7 +17,7 @@ use sluice_runtime::push::{PushEvent, PushQuery};
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -82,12 +82,17 @@ pub fn start(
     properties: &BTreeMap<String, Value>,
     authorization: Option<String>,
 ) -> Result<(mpsc::Receiver<PushEvent>, PushQuery), StatementError> {
-    let here = routes.remove(&None).unwrap_or_default();
     let (tx, rx) = mpsc::channel(1024);
-    let (here_tx, here_rx) = mpsc::channel(1024);
-    let query = start_here(engine, push, here, here_tx)
-        .map_err(|e| StatementError::server(e.to_string(), sql))?;
-    let mut parts = vec![(Part::Here, here_rx)];
+    let mut parts = Vec::new();
+    let query = match routes.remove(&None) {
+        Some(here) => {
+            let (here_tx, here_rx) = mpsc::channel(1024);
+            parts.push((Part::Here, here_rx));
+            start_here(engine, push, here, here_tx)
+                .map_err(|e| StatementError::server(e.to_string(), sql))?
+        }
+        None => PushQuery::detached(),
+    };
     for (url, partitions) in routes {
         let Some(url) = url else { continue };
         let (owner_tx, owner_rx) = mpsc::channel(1024);
@@ -104,7 +109,9 @@ pub fn start(
     }
     let engine = engine.clone();
     let push = push.clone();
-    tokio::spawn(async move { merge(&engine, &push, parts, tx).await });
+    // `/close-query` stops this server's part by this flag, and so the merge.
+    let stop = query.stopper();
+    tokio::spawn(async move { merge(&engine, &push, parts, &stop, tx).await });
     Ok((rx, query))
 }
 
@@ -128,6 +135,7 @@ async fn merge(
     engine: &Engine,
     push: &PushPlan,
     parts: Vec<(Part, mpsc::Receiver<PushEvent>)>,
+    stop: &AtomicBool,
     tx: mpsc::Sender<PushEvent>,
 ) {
     let limit = push.config.limit;
@@ -139,6 +147,7 @@ async fn merge(
         let mut stood_in = false;
         loop {
             match rx.recv().await {
+                Some(PushEvent::Row { .. }) if stop.load(Ordering::SeqCst) => return,
                 Some(PushEvent::Row { json, deletion }) => {
                     rows += 1;
                     sent += 1;

@@ -1,10 +1,13 @@
 //! A load test of the query endpoints: many concurrent `/query-stream` clients against
-//! one server on the local broker, for a bounded time, on loopback only. Some clients
+//! one server (or `--servers N` sharing a service id, the clients spread over them, so
+//! that pull queries are forwarded to the owners of their keys' partitions) on the
+//! local broker, for a bounded time, on loopback only. Some clients
 //! (`--push-percent`, half by default) run push queries from the start of a stream with
 //! a LIMIT, the others pull queries (key lookups on a table a query maintains); each
-//! client loops until the time is up. It reports requests, errors, latency percentiles and the server's memory, and
-//! fails when any request failed, when push queries are left running at the end, or
-//! when the server's memory grew past `--max-growth-mib` from its level after warm-up.
+//! client loops until the time is up. It reports requests, errors, latency percentiles
+//! and the servers' memory, and fails when any request failed, when push queries are
+//! left running at the end, or when a server's memory grew past `--max-growth-mib` from
+//! its level after warm-up.
 //!
 //! `sluice-load --clients 200 --seconds 60` (with the broker up and `SLUICE_BIN` set)
 
@@ -15,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: sluice-load [--clients N] [--seconds N] [--keys N] [--push-percent N] [--max-growth-mib N]";
+const USAGE: &str = "usage: sluice-load [--clients N] [--seconds N] [--keys N] [--push-percent N] [--max-growth-mib N] [--servers N]";
 
 struct Load {
     clients: usize,
@@ -24,6 +27,7 @@ struct Load {
     /// The share of clients that run push queries; the others run pull queries.
     push_percent: usize,
     max_growth_mib: u64,
+    servers: usize,
 }
 
 fn main() -> ExitCode {
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
         keys: 1000,
         push_percent: 50,
         max_growth_mib: 256,
+        servers: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
             "--keys" => load.keys = value.max(1) as usize,
             "--push-percent" => load.push_percent = value.min(100) as usize,
             "--max-growth-mib" => load.max_growth_mib = value,
+            "--servers" => load.servers = value.max(1) as usize,
             _ => {
                 eprintln!("{USAGE}");
                 return ExitCode::from(2);
@@ -67,7 +73,9 @@ struct Tally {
 }
 
 fn run(load: &Load) -> ExitCode {
-    let server = Server::start(&unique("load"));
+    let service = unique("load");
+    let servers: Vec<Server> = (0..load.servers).map(|_| Server::start(&service)).collect();
+    let server = &servers[0];
     let topic = unique("load_events");
     server.ok(&format!(
         "CREATE STREAM events (k STRING KEY, n INT) WITH (kafka_topic='{topic}', value_format='JSON', partitions=4);"
@@ -83,6 +91,19 @@ fn run(load: &Load) -> ExitCode {
         })
         .collect();
     produce(&topic, &records);
+    if servers.len() > 1 {
+        let query = server.query_id("CTAS_TOTALS");
+        eventually(
+            Duration::from_secs(120),
+            "every server to hold some of the table's tasks",
+            || {
+                servers
+                    .iter()
+                    .all(|s| s.metric("sluice_query_tasks", &query).unwrap_or(0.0) >= 1.0)
+                    .then_some(())
+            },
+        );
+    }
     // Wait until the table holds every key with its final count (the query's tasks
     // go at their own pace: one key's count says nothing of another partition's).
     let url = server.url.clone();
@@ -100,7 +121,8 @@ fn run(load: &Load) -> ExitCode {
     let started = Instant::now();
     let handles: Vec<_> = (0..load.clients)
         .map(|client| {
-            let (url, tally, stop, keys) = (url.clone(), tally.clone(), stop.clone(), load.keys);
+            let url = servers[client % servers.len()].url.clone();
+            let (tally, stop, keys) = (tally.clone(), stop.clone(), load.keys);
             // Spread the push clients evenly among the pull clients.
             let push = (client + 1) * load.push_percent / 100 > client * load.push_percent / 100;
             std::thread::spawn(move || {
@@ -130,33 +152,33 @@ fn run(load: &Load) -> ExitCode {
 
     // Memory: its level once every client is in its loop, its peak, its level at the end.
     std::thread::sleep(Duration::from_secs(load.seconds.min(5)));
-    let warm_rss = server.rss_mib().unwrap_or(0);
-    let mut peak_rss = warm_rss;
+    let rss = || -> Vec<u64> { servers.iter().map(|s| s.rss_mib().unwrap_or(0)).collect() };
+    let warm_rss = rss();
+    let mut peak_rss = warm_rss.clone();
     while started.elapsed() < Duration::from_secs(load.seconds) {
         std::thread::sleep(Duration::from_millis(500));
-        peak_rss = peak_rss.max(server.rss_mib().unwrap_or(0));
+        for (peak, now) in peak_rss.iter_mut().zip(rss()) {
+            *peak = (*peak).max(now);
+        }
     }
     stop.store(true, Ordering::Relaxed);
     for h in handles {
         let _ = h.join();
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let end_rss = server.rss_mib().unwrap_or(0);
+    let end_rss = rss();
     // Every push query must be gone once its client is.
     let leftover = eventually(Duration::from_secs(30), "push queries to end", || {
-        let metrics = ureq::get(&format!("{url}/metrics"))
-            .call()
-            .ok()?
-            .into_body()
-            .read_to_string()
-            .ok()?;
-        let running = metrics
-            .lines()
-            .find(|l| l.starts_with("sluice_push_queries "))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())?;
+        let running: f64 = servers
+            .iter()
+            .map(|s| s.sample("sluice_push_queries", &[]))
+            .sum::<Option<f64>>()?;
         (running == 0.0).then_some(running)
     });
+    let forwarded: f64 = servers
+        .iter()
+        .filter_map(|s| s.sample("sluice_pull_forwarded_total", &[("outcome", "answered")]))
+        .fold(0.0, |sum, n| sum + n);
 
     let mut latencies = tally.latencies_us.lock().unwrap().clone();
     latencies.sort_unstable();
@@ -171,8 +193,9 @@ fn run(load: &Load) -> ExitCode {
         tally.errors.load(Ordering::Relaxed),
     );
     println!(
-        "{} clients for {elapsed:.1} s: {ok} queries ({:.0}/s), {} rows, {errors} errors; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; server RSS {warm_rss} MiB after warm-up, peak {peak_rss} MiB, {end_rss} MiB at the end; push queries left: {leftover}",
+        "{} clients on {} server(s) for {elapsed:.1} s: {ok} queries ({:.0}/s), {} rows, {errors} errors, {forwarded} pull query parts forwarded; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; server RSS (MiB) {warm_rss:?} after warm-up, peak {peak_rss:?}, {end_rss:?} at the end; push queries left: {leftover}",
         load.clients,
+        servers.len(),
         ok as f64 / elapsed,
         tally.rows.load(Ordering::Relaxed),
         pct(0.5),
@@ -182,7 +205,12 @@ fn run(load: &Load) -> ExitCode {
     if let Some(e) = tally.first_error.lock().unwrap().as_ref() {
         eprintln!("first error: {e}");
     }
-    let grew = peak_rss.saturating_sub(warm_rss);
+    let grew = peak_rss
+        .iter()
+        .zip(&warm_rss)
+        .map(|(peak, warm)| peak.saturating_sub(*warm))
+        .max()
+        .unwrap_or(0);
     if errors > 0 || ok == 0 || grew > load.max_growth_mib {
         eprintln!("sluice-load: FAILED (errors {errors}, memory grew {grew} MiB)");
         return ExitCode::FAILURE;
