@@ -1047,7 +1047,14 @@ impl Held<'_> {
         let was_waiting = std::mem::take(&mut self.waiting);
         for p in wanted {
             if let std::collections::btree_map::Entry::Vacant(slot) = self.tasks.entry(p) {
-                match Task::start(name, part, p, lease, self.stats) {
+                // A task already waiting only tries the lock: waiting for it again would
+                // hold up the worker's other tasks at every retry.
+                let lock_wait = if was_waiting {
+                    Duration::ZERO
+                } else {
+                    STORE_LOCK_WAIT
+                };
+                match Task::start(name, part, p, lease, self.stats, lock_wait) {
                     Ok(task) => {
                         slot.insert(task);
                     }
@@ -1081,8 +1088,13 @@ impl Drop for Held<'_> {
 /// still be closing on the one it left (which lets it go right after its lease
 /// consumer's poll): RocksDB's lock is then waited for, briefly, and if it is still
 /// held the task is left for later (`StoreLocked`, see `Held::start_tasks`).
-fn open_task_db(dir: &std::path::Path) -> Result<sluice_state::StateDb> {
-    let deadline = Instant::now() + Duration::from_secs(2);
+/// How long a task's first start waits for its store's lock (its previous holder here
+/// closing it) before it is left for later.
+const STORE_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens a task's store, waiting up to `lock_wait` for another holder here to let it go.
+fn open_task_db(dir: &std::path::Path, lock_wait: Duration) -> Result<sluice_state::StateDb> {
+    let deadline = Instant::now() + lock_wait;
     loop {
         match sluice_state::StateDb::open(dir) {
             Err(e) if e.to_string().contains("lock") => {
@@ -1215,6 +1227,7 @@ impl Task {
         index: i32,
         lease: &LeaseConsumer,
         stats: &QueryStats,
+        lock_wait: Duration,
     ) -> Result<Task> {
         let Part {
             plan,
@@ -1238,7 +1251,7 @@ impl Task {
                             std::fs::create_dir_all(&dir).map_err(|e| {
                                 RuntimeError::State(format!("{}: {e}", dir.display()))
                             })?;
-                            db.insert(open_task_db(&dir)?)
+                            db.insert(open_task_db(&dir, lock_wait)?)
                         }
                     };
                     Ok(Box::new(db.storage(name)?))

@@ -103,7 +103,12 @@ pub fn start(
         let target = url.clone();
         let authorization = authorization.clone();
         tokio::task::spawn_blocking(move || {
-            ask_owner(&agent, &target, &body, authorization.as_deref(), &owner_tx)
+            let answer = read_answer(&agent, &target, &body, authorization.as_deref(), &owner_tx);
+            let end = match answer {
+                Ok(()) => PushEvent::Completed,
+                Err(e) => PushEvent::Error(e),
+            };
+            let _ = owner_tx.blocking_send(end);
         });
         parts.push((Part::Owner { url, partitions }, owner_rx));
     }
@@ -198,22 +203,8 @@ async fn merge(
     }
 }
 
-/// Forwards the query to the owner at `url` and sends on the rows of its answer, then
-/// its end: `Completed`, or an `Error` if it cannot be reached, refuses or fails.
-fn ask_owner(
-    agent: &ureq::Agent,
-    url: &str,
-    body: &Value,
-    authorization: Option<&str>,
-    tx: &mpsc::Sender<PushEvent>,
-) {
-    let end = match read_answer(agent, url, body, authorization, tx) {
-        Ok(()) => PushEvent::Completed,
-        Err(e) => PushEvent::Error(e),
-    };
-    let _ = tx.blocking_send(end);
-}
-
+/// Forwards the query to the owner at `url` and sends on the rows of its answer; the
+/// caller sends its end.
 fn read_answer(
     agent: &ureq::Agent,
     url: &str,
